@@ -1,0 +1,60 @@
+/* The communication module: the only file set that includes mpi.h.
+ *
+ * Every function taking an nd_comm is *collective* over it unless noted:
+ * all ranks must call it, in the same order. Failures are returned as
+ * status codes (MPI errors are set to return, not abort); the caller's top
+ * level decides to end the job. */
+#ifndef NNDIST_COMM_H
+#define NNDIST_COMM_H
+
+#include <stddef.h>
+
+#include "nndist/status.h"
+
+typedef struct nd_comm nd_comm;
+
+/* Initializes MPI (unless already initialized) and returns the world
+ * communicator. Not collective in the nd_comm sense: every process calls it
+ * once. A process started without mpirun is a world of one. */
+nd_status nd_comm_init(int *argc, char ***argv, nd_comm **world, nd_error *err);
+
+/* A communicator of just this process (for tests and rank-local runs). */
+nd_status nd_comm_self(nd_comm **self, nd_error *err);
+
+void nd_comm_free(nd_comm *comm);
+
+/* Ends MPI after every nd_comm is freed. */
+void nd_comm_finalize(void);
+
+/* Ends every process of the job with exit code `code` (not collective). */
+_Noreturn void nd_comm_abort(const nd_comm *comm, int code);
+
+int nd_comm_rank(const nd_comm *comm);
+int nd_comm_size(const nd_comm *comm);
+
+/* Number of ranks of comm on this rank's node (shared-memory domain). */
+int nd_comm_local_size(const nd_comm *comm);
+
+/* Seconds on a monotonic clock (not collective). */
+double nd_comm_time(void);
+
+/* In-place sums of buf (n) over all ranks; n may exceed INT_MAX. */
+nd_status nd_comm_allreduce_sum_f32(nd_comm *comm, float *buf, size_t n, nd_error *err);
+nd_status nd_comm_allreduce_sum_f64(nd_comm *comm, double *buf, size_t n, nd_error *err);
+
+/* In-place minimum / maximum of buf (n) over all ranks. */
+nd_status nd_comm_allreduce_min_long(nd_comm *comm, long *buf, size_t n, nd_error *err);
+nd_status nd_comm_allreduce_max_f64(nd_comm *comm, double *buf, size_t n, nd_error *err);
+
+/* Copies buf (n) of rank root to every rank. */
+nd_status nd_comm_bcast_f32(nd_comm *comm, float *buf, size_t n, int root, nd_error *err);
+
+/* Error agreement: every rank says whether it failed; returns the lowest
+ * failed rank, or -1 when all succeeded (a communication failure counts as
+ * this rank failing). Used after each setup stage so that no rank enters a
+ * collective that another rank will never reach. */
+int nd_comm_first_failed(nd_comm *comm, int failed);
+
+nd_status nd_comm_barrier(nd_comm *comm, nd_error *err);
+
+#endif

@@ -1,0 +1,71 @@
+/* Datasets in HDF5 (layout in data/README.md) and the rank's shard of them.
+ *
+ * This module and the checkpoint module are the only users of HDF5. Ranks
+ * are plain integers here (as in llm.c's loader), so everything is testable
+ * without MPI. Every reader validates shapes, dtypes and values before use
+ * and reports the first problem as one line naming the file and dataset. */
+#ifndef NNDIST_DATA_H
+#define NNDIST_DATA_H
+
+#include <stdint.h>
+
+#include "nndist/status.h"
+
+typedef struct {
+    long rows;        /* N */
+    int cols;         /* D, features per row */
+    int x_is_uint8;   /* x stored as uint8 with a `scale` attribute */
+    float x_scale;    /* multiplier applied to uint8 values (1 for float) */
+} nd_split_info;
+
+typedef struct {
+    int num_classes;  /* root attribute `num_classes` */
+    int has_val, has_test;
+    nd_split_info train, val, test;
+} nd_dataset_info;
+
+/* One rank's contiguous block of rows of one split. */
+typedef struct {
+    long first_row;   /* global index of x[0] */
+    int rows;
+    int cols;
+    float *x;         /* (rows x cols), already scaled to float */
+    int *y;           /* (rows) labels in [0, num_classes) */
+} nd_shard;
+
+/* Opens path, checks the root attribute and every split present (x rank 2,
+ * float or uint8; y rank 1 integer; equal row counts; test/val with the
+ * train column count). A missing /train is an error; /val and /test are
+ * optional. */
+nd_status nd_dataset_probe(const char *path, nd_dataset_info *info, nd_error *err);
+
+/* Rows [*first, *first + *count) of n rows for rank of size ranks: the first
+ * n % size ranks get one extra row, so counts differ by at most one. */
+void nd_shard_range(long n, int rank, int size, long *first, long *count);
+
+/* Reads only this rank's hyperslab of /<split>/x and /<split>/y, checks
+ * every label against num_classes and every feature for NaN/Inf. */
+nd_status nd_shard_read(const char *path, const char *split, int rank, int size,
+                        int num_classes, nd_shard *shard, nd_error *err);
+
+void nd_shard_free(nd_shard *shard);
+
+/* Converts the IDX files images/labels (gzipped or not) into /<split> of
+ * out (created if absent). For split "train" with val_fraction > 0, the last
+ * round(val_fraction * N) rows become /val. Fails without touching out if
+ * the split is already there. */
+nd_status nd_import_idx(const char *images, const char *labels, const char *split,
+                        const char *out, double val_fraction, nd_error *err);
+
+typedef struct {
+    long rows, test_rows, val_rows;
+    int features, classes;
+    float separation;  /* distance scale of the class centres, in noise std units */
+    uint64_t seed;
+} nd_synth_config;
+
+/* Writes Gaussian blobs (one centre per class, unit noise) as /train,
+ * /test and optionally /val of a new file out (it must not exist). */
+nd_status nd_synth_write(const nd_synth_config *cfg, const char *out, nd_error *err);
+
+#endif

@@ -1,0 +1,79 @@
+/* A multi-layer perceptron whose parameters and gradients are two flat,
+ * aligned buffers; every layer holds spans into them.
+ *
+ * All activation workspaces are sized for `max_batch` rows at creation, so
+ * forward and backward never allocate. */
+#ifndef NNDIST_MODEL_H
+#define NNDIST_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nndist/arena.h"
+#include "nndist/layers.h"
+#include "nndist/status.h"
+
+#define ND_MAX_LAYERS 16
+
+/* Floats past num_params in the gradient buffer, free for the trainer to
+ * carry per-step scalars (loss sum, correct count) through the same
+ * allreduce as the gradient. */
+#define ND_GRAD_TAIL 16
+
+typedef enum { ND_INIT_HE = 0, ND_INIT_XAVIER } nd_init_kind;
+
+typedef struct {
+    int input_dim;
+    int num_hidden;
+    int hidden[ND_MAX_LAYERS - 1]; /* widths of the hidden layers */
+    int num_classes;               /* width of the output layer */
+    nd_activation act;             /* on every hidden layer; output is identity */
+} nd_model_spec;
+
+typedef struct {
+    int in_dim, out_dim;
+    nd_span w; /* (out_dim x in_dim) row-major */
+    nd_span b; /* (out_dim) */
+    nd_activation act;
+} nd_dense_layer;
+
+typedef struct {
+    nd_model_spec spec;
+    int num_layers;
+    nd_dense_layer layer[ND_MAX_LAYERS];
+    size_t num_params;    /* floats in param/grad, alignment padding included */
+    size_t num_weights;   /* trainable values, padding excluded */
+    int max_batch;
+    int max_width;        /* widest layer input or output */
+    float *param;         /* (num_params) */
+    float *grad;          /* (num_params + ND_GRAD_TAIL) */
+    float *out[ND_MAX_LAYERS]; /* out[l]: (max_batch x layer[l].out_dim), views */
+    float *delta[2];      /* ping-pong gradients w.r.t. layer outputs (max_batch x max_width) */
+    float *workspace;     /* owns out[] and delta[] */
+} nd_model;
+
+/* Sizes and allocates everything. On failure nothing needs freeing. */
+nd_status nd_model_create(nd_model *model, const nd_model_spec *spec, int max_batch,
+                          nd_error *err);
+void nd_model_destroy(nd_model *model);
+
+/* Weights from a seeded normal (He: std sqrt(2/fan_in); Xavier: sqrt(1/fan_in)
+ * scaled for the mean of fan_in and fan_out); biases zero. */
+void nd_model_init_params(nd_model *model, uint64_t seed, nd_init_kind init);
+
+/* Runs x (batch x input_dim) through the network; returns the logits
+ * (batch x num_classes), a view owned by the model. batch <= max_batch. */
+const float *nd_model_forward(nd_model *model, const float *x, int batch);
+
+/* Where the loss writes dL/dlogits (batch x num_classes) before backward. */
+float *nd_model_output_grad(nd_model *model);
+
+/* Accumulates dL/dparams into model->grad, reading dL/dlogits from
+ * nd_model_output_grad(). x (batch x input_dim) must be the input of the
+ * forward pass that precedes it. */
+void nd_model_backward(nd_model *model, const float *x, int batch);
+
+/* Sets grad (num_params + ND_GRAD_TAIL) to zero. */
+void nd_model_zero_grad(nd_model *model);
+
+#endif

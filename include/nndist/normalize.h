@@ -1,0 +1,32 @@
+/* Feature standardization with statistics over the whole training split.
+ *
+ * Each rank accumulates sums over its own rows (nd_stats_accumulate), the
+ * trainer adds the sums across ranks, and every rank derives the same
+ * mean/scale from them (nd_stats_finish), so all replicas see identically
+ * normalized data. */
+#ifndef NNDIST_NORMALIZE_H
+#define NNDIST_NORMALIZE_H
+
+#include <stddef.h>
+
+typedef enum {
+    ND_NORM_GLOBAL = 0, /* one mean/std over every feature value (as the peer) */
+    ND_NORM_FEATURE,    /* a mean/std per feature column */
+    ND_NORM_NONE
+} nd_norm_kind;
+
+int nd_norm_parse(const char *name, nd_norm_kind *kind);
+const char *nd_norm_name(nd_norm_kind kind);
+
+/* sums (2*cols + 1): [0,cols) sum of x, [cols,2cols) sum of x^2, [2cols]
+ * row count. Adds the rows x (rows x cols) in double precision. */
+void nd_stats_accumulate(double *sums, const float *x, size_t rows, int cols);
+
+/* From the global sums, writes mean (cols) and inv_std (cols) for kind.
+ * Columns with (near) zero spread are only centred (inv_std = 1). */
+void nd_stats_finish(const double *sums, int cols, nd_norm_kind kind, float *mean, float *inv_std);
+
+/* x (rows x cols) = (x - mean) * inv_std, in place. */
+void nd_normalize_apply(float *x, size_t rows, int cols, const float *mean, const float *inv_std);
+
+#endif

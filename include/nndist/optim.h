@@ -1,0 +1,49 @@
+/* Optimizers over flat arrays. The same code updates a whole replica in sync
+ * mode and one parameter slice on a server in async mode: it only ever sees
+ * n floats of parameters, gradients and state.
+ *
+ * Conventions (CS231n):
+ *   sgd       x -= lr * g
+ *   momentum  v = mu*v - lr*g;              x += v
+ *   nesterov  v_prev = v; v = mu*v - lr*g;  x += -mu*v_prev + (1+mu)*v
+ *   adam      m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g^2;
+ *             x -= lr * (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps)
+ * where g = grad_scale * grad, so the caller can fold the 1/global-batch
+ * average and a global-norm clip factor into the step without another pass. */
+#ifndef NNDIST_OPTIM_H
+#define NNDIST_OPTIM_H
+
+#include <stddef.h>
+
+#include "nndist/status.h"
+
+typedef enum { ND_OPT_SGD = 0, ND_OPT_MOMENTUM, ND_OPT_NESTEROV, ND_OPT_ADAM } nd_opt_kind;
+
+typedef struct {
+    nd_opt_kind kind;
+    float momentum; /* mu, momentum and nesterov */
+    float beta1, beta2, eps; /* adam */
+} nd_opt_config;
+
+typedef struct {
+    nd_opt_config cfg;
+    size_t n;
+    long step;   /* updates applied so far (Adam's t after the step) */
+    float *m;    /* (n) velocity or first moment; NULL for sgd */
+    float *v;    /* (n) second moment; adam only */
+} nd_optimizer;
+
+/* Returns 0 and sets *kind for "sgd", "momentum", "nesterov", "adam"; -1 otherwise. */
+int nd_opt_parse(const char *name, nd_opt_kind *kind);
+const char *nd_opt_name(nd_opt_kind kind);
+
+/* Allocates the state for n parameters (zeroed). */
+nd_status nd_optimizer_create(nd_optimizer *opt, const nd_opt_config *cfg, size_t n,
+                              nd_error *err);
+void nd_optimizer_destroy(nd_optimizer *opt);
+
+/* One update of param (n) from grad (n) * grad_scale with learning rate lr. */
+void nd_optimizer_step(nd_optimizer *opt, float *param, const float *grad, float grad_scale,
+                       float lr);
+
+#endif

@@ -1,0 +1,115 @@
+/* The training loop: wires data shards, the model, the optimizer and the
+ * communicator together. Everything here is collective over the trainer's
+ * communicator. Setup allocates every buffer; the step never allocates. */
+#ifndef NNDIST_TRAIN_H
+#define NNDIST_TRAIN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "nndist/cli.h"
+#include "nndist/comm.h"
+#include "nndist/data.h"
+#include "nndist/model.h"
+#include "nndist/normalize.h"
+#include "nndist/optim.h"
+#include "nndist/report.h"
+#include "nndist/sched.h"
+#include "nndist/status.h"
+
+#define ND_PATH_MAX 4096
+
+/* Every field is an option of `nndist train` (see train_options.c). */
+typedef struct {
+    char config[ND_PATH_MAX];
+    char data[ND_PATH_MAX];
+    char mode[16];
+    char hidden[256];
+    char act[32];
+    float leaky_alpha;
+    char init[16];
+    char loss[32];
+    int epochs;
+    int batch;
+    char opt[16];
+    float lr;
+    int ref_batch;
+    float momentum, beta1, beta2, eps;
+    long warmup_steps;
+    float clip_norm, clip_value, weight_decay;
+    uint64_t seed;
+    bool shuffle;
+    char normalize[16];
+    int eval_batch;
+    int threads;
+    char progress[16];
+    char metrics[ND_PATH_MAX];
+    char summary[ND_PATH_MAX];
+} nd_train_config;
+
+extern const nd_cli_option nd_train_options[];
+extern const int nd_train_num_options;
+
+/* Fills defaults, then parses argv (options after `train`). */
+nd_status nd_train_config_parse(nd_train_config *cfg, int argc, char **argv, int *help,
+                                nd_error *err);
+
+/* Checks values and combinations; turns names into enums. */
+nd_status nd_train_config_validate(const nd_train_config *cfg, nd_error *err);
+
+/* Parses "512,256" into widths (at most max); returns the count or -1. */
+int nd_parse_widths(const char *text, int *widths, int max);
+
+/* Per-epoch figures, identical on every rank. */
+typedef struct {
+    int epoch;           /* 1-based */
+    double train_loss, train_acc;
+    double test_loss, test_acc;   /* NaN without a test split */
+    double val_loss, val_acc;     /* NaN without a val split */
+    double lr;           /* at the end of the epoch */
+    double seconds;      /* training steps only */
+    double samples_per_s;
+} nd_epoch_stats;
+
+typedef struct {
+    nd_train_config cfg;
+    nd_comm *comm;       /* not owned */
+    int rank, size;
+    nd_dataset_info info;
+    nd_shard train, test, val;
+    nd_norm_kind norm;
+    float *norm_mean;    /* (cols) */
+    float *norm_inv_std; /* (cols) */
+    nd_model model;
+    nd_optimizer opt;
+    nd_lr_schedule lr;
+    int global_batch;
+    long steps_per_epoch;
+    long step;           /* optimizer steps taken */
+    int threads;         /* BLAS threads in use */
+    int *order;          /* (train.rows) local row order of the current epoch */
+    float *xb;           /* (batch x cols) gathered batch */
+    int *yb;             /* (batch) */
+    nd_report report;    /* rank 0's output */
+    double train_seconds;
+    long samples_seen;   /* global samples of all finished steps */
+    nd_epoch_stats last; /* the latest finished epoch */
+} nd_trainer;
+
+/* Reads the shards, normalizes, builds and broadcasts the model. On error
+ * every rank returns the same failure; only the rank that found it carries
+ * a message (err->msg non-empty), so the job prints one line. */
+nd_status nd_trainer_setup(nd_trainer *tr, const nd_train_config *cfg, nd_comm *comm,
+                           nd_error *err);
+
+/* Trains cfg.epochs epochs, printing progress on rank 0 and writing the
+ * metrics and summary files. */
+nd_status nd_trainer_fit(nd_trainer *tr, nd_error *err);
+
+/* Loss and accuracy of the current parameters over a split's shards. */
+nd_status nd_trainer_evaluate(nd_trainer *tr, const nd_shard *shard, double *loss,
+                              double *acc, nd_error *err);
+
+void nd_trainer_free(nd_trainer *tr);
+
+#endif

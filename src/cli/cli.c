@@ -1,0 +1,252 @@
+#include "nndist/cli.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Option names match with '-' and '_' taken as the same character, so a
+ * config file may say warmup_steps or warmup-steps. */
+static bool same_name(const char *a, const char *b) {
+    for (; *a && *b; ++a, ++b) {
+        char x = *a == '_' ? '-' : *a, y = *b == '_' ? '-' : *b;
+        if (x != y) return false;
+    }
+    return *a == *b;
+}
+
+static const nd_cli_option *find(const nd_cli_option *opts, int n, const char *name) {
+    for (int i = 0; i < n; ++i)
+        if (same_name(opts[i].name, name)) return &opts[i];
+    return NULL;
+}
+
+static nd_status parse_value(const nd_cli_option *o, void *cfg, const char *value,
+                             const char *source, nd_error *err) {
+    char *field = (char *)cfg + o->offset;
+    char *end = NULL;
+    errno = 0;
+    switch (o->type) {
+    case ND_CLI_INT:
+    case ND_CLI_LONG: {
+        long long v = strtoll(value, &end, 10);
+        long long lo = o->type == ND_CLI_INT ? INT32_MIN : INT64_MIN;
+        long long hi = o->type == ND_CLI_INT ? INT32_MAX : INT64_MAX;
+        if (!*value || *end || errno || v < lo || v > hi)
+            return ND_FAIL(err, ND_ERR_ARG, "%s: '%s' is not an integer", source, value);
+        if (o->type == ND_CLI_INT) *(int *)field = (int)v;
+        else *(long *)field = (long)v;
+        return ND_OK;
+    }
+    case ND_CLI_U64: {
+        if (value[0] == '-')
+            return ND_FAIL(err, ND_ERR_ARG, "%s: '%s' must not be negative", source, value);
+        unsigned long long v = strtoull(value, &end, 10);
+        if (!*value || *end || errno)
+            return ND_FAIL(err, ND_ERR_ARG, "%s: '%s' is not a non-negative integer", source, value);
+        *(uint64_t *)field = (uint64_t)v;
+        return ND_OK;
+    }
+    case ND_CLI_FLOAT: {
+        double v = strtod(value, &end);
+        if (!*value || *end || errno || !isfinite(v) || fabs(v) > 3.0e38)
+            return ND_FAIL(err, ND_ERR_ARG, "%s: '%s' is not a finite number", source, value);
+        *(float *)field = (float)v;
+        return ND_OK;
+    }
+    case ND_CLI_STR:
+        if (strlen(value) >= o->size)
+            return ND_FAIL(err, ND_ERR_ARG, "%s: value is longer than %zu characters", source,
+                           o->size - 1);
+        memcpy(field, value, strlen(value) + 1);
+        return ND_OK;
+    case ND_CLI_BOOL:
+        if (!strcmp(value, "1") || !strcmp(value, "true") || !strcmp(value, "yes") || !strcmp(value, "on"))
+            *(bool *)field = true;
+        else if (!strcmp(value, "0") || !strcmp(value, "false") || !strcmp(value, "no") || !strcmp(value, "off"))
+            *(bool *)field = false;
+        else
+            return ND_FAIL(err, ND_ERR_ARG, "%s: '%s' is not a boolean (true/false)", source, value);
+        return ND_OK;
+    }
+    return ND_FAIL(err, ND_ERR_STATE, "%s: option of unknown type", source);
+}
+
+nd_status nd_cli_defaults(const nd_cli_option *opts, int n, void *cfg, nd_error *err) {
+    for (int i = 0; i < n; ++i) ND_TRY(parse_value(&opts[i], cfg, opts[i].def, opts[i].name, err));
+    return ND_OK;
+}
+
+nd_status nd_cli_set(const nd_cli_option *opts, int n, void *cfg, const char *name,
+                     const char *value, const char *source, nd_error *err) {
+    const nd_cli_option *o = find(opts, n, name);
+    if (!o) return ND_FAIL(err, ND_ERR_ARG, "%s: unknown option '%s' (see --help)", source, name);
+    return parse_value(o, cfg, value, source, err);
+}
+
+static char *trim(char *s) {
+    while (isspace((unsigned char)*s)) ++s;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1])) *--e = '\0';
+    return s;
+}
+
+nd_status nd_cli_read_file(const nd_cli_option *opts, int n, void *cfg, const char *path,
+                           nd_error *err) {
+    FILE *f = fopen(path, "r");
+    if (!f) return ND_FAIL(err, ND_ERR_IO, "config file %s: %s", path, strerror(errno));
+    char line[4096 + 256], source[4200];
+    int lineno = 0;
+    nd_status st = ND_OK;
+    while (st == ND_OK && fgets(line, sizeof line, f)) {
+        ++lineno;
+        snprintf(source, sizeof source, "%s:%d", path, lineno);
+        if (!strchr(line, '\n') && !feof(f)) {
+            st = ND_FAIL(err, ND_ERR_FORMAT, "%s: line too long", source);
+            break;
+        }
+        char *hash = strchr(line, '#');
+        if (hash) *hash = '\0';
+        char *s = trim(line);
+        if (!*s) continue;
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            st = ND_FAIL(err, ND_ERR_FORMAT, "%s: expected 'key = value', got '%s'", source, s);
+            break;
+        }
+        *eq = '\0';
+        char *key = trim(s), *value = trim(eq + 1);
+        if (same_name(key, "config")) {
+            st = ND_FAIL(err, ND_ERR_FORMAT, "%s: a config file cannot include another", source);
+            break;
+        }
+        st = nd_cli_set(opts, n, cfg, key, value, source, err);
+    }
+    if (st == ND_OK && ferror(f)) st = ND_FAIL(err, ND_ERR_IO, "config file %s: read error", path);
+    fclose(f);
+    return st;
+}
+
+/* Splits "--name=value" or "--name"; returns the name in buf. */
+static const char *option_name(const char *arg, char *buf, size_t cap, const char **inline_value) {
+    const char *name = arg + 2;
+    const char *eq = strchr(name, '=');
+    *inline_value = NULL;
+    size_t len = eq ? (size_t)(eq - name) : strlen(name);
+    if (len >= cap) len = cap - 1;
+    memcpy(buf, name, len);
+    buf[len] = '\0';
+    if (eq) *inline_value = eq + 1;
+    return buf;
+}
+
+nd_status nd_cli_parse(const nd_cli_option *opts, int n, void *cfg, int argc, char **argv,
+                       int *help, nd_error *err) {
+    *help = 0;
+    /* Pass 1: --help and --config, so the command line can override the file. */
+    for (int i = 0; i < argc; ++i) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) *help = 1;
+        if (!strncmp(argv[i], "--config", 8) && (argv[i][8] == '\0' || argv[i][8] == '=')) {
+            const char *path = argv[i][8] == '=' ? argv[i] + 9 : (i + 1 < argc ? argv[i + 1] : NULL);
+            if (!path) return ND_FAIL(err, ND_ERR_ARG, "--config: missing file name");
+            ND_TRY(nd_cli_set(opts, n, cfg, "config", path, "--config", err));
+            ND_TRY(nd_cli_read_file(opts, n, cfg, path, err));
+        }
+    }
+    if (*help) return ND_OK;
+    for (int i = 0; i < argc; ++i) {
+        const char *arg = argv[i];
+        if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0')
+            return ND_FAIL(err, ND_ERR_ARG, "unexpected argument '%s' (options start with --)", arg);
+        char name[128], source[160];
+        const char *value;
+        option_name(arg, name, sizeof name, &value);
+        snprintf(source, sizeof source, "--%s", name);
+        const nd_cli_option *o = find(opts, n, name);
+        if (!o && !strncmp(name, "no-", 3) && !value) {
+            const nd_cli_option *neg = find(opts, n, name + 3);
+            if (neg && neg->type == ND_CLI_BOOL) {
+                ND_TRY(parse_value(neg, cfg, "false", source, err));
+                continue;
+            }
+        }
+        if (!o) return ND_FAIL(err, ND_ERR_ARG, "unknown option '%s' (see --help)", arg);
+        if (same_name(name, "config")) {
+            if (!value) ++i; /* already read in pass 1 */
+            continue;
+        }
+        if (!value) {
+            if (o->type == ND_CLI_BOOL) value = "true";
+            else if (i + 1 < argc) value = argv[++i];
+            else return ND_FAIL(err, ND_ERR_ARG, "%s: missing value", source);
+        }
+        ND_TRY(parse_value(o, cfg, value, source, err));
+    }
+    return ND_OK;
+}
+
+static void print_value(const nd_cli_option *o, const void *cfg, FILE *out, bool json) {
+    const char *field = (const char *)cfg + o->offset;
+    switch (o->type) {
+    case ND_CLI_INT: fprintf(out, "%d", *(const int *)field); break;
+    case ND_CLI_LONG: fprintf(out, "%ld", *(const long *)field); break;
+    case ND_CLI_U64: fprintf(out, "%" PRIu64, *(const uint64_t *)field); break;
+    case ND_CLI_FLOAT: {
+        /* Shortest text that reads back as the same float: 0.01, not 0.00999999978. */
+        const float v = *(const float *)field;
+        char text[32];
+        for (int digits = 6; digits <= 9; ++digits) {
+            snprintf(text, sizeof text, "%.*g", digits, (double)v);
+            if (strtof(text, NULL) == v) break;
+        }
+        fputs(text, out);
+        break;
+    }
+    case ND_CLI_BOOL: fputs(*(const bool *)field ? "true" : "false", out); break;
+    case ND_CLI_STR:
+        if (json) nd_json_string(out, field);
+        else fputs(field, out);
+        break;
+    }
+}
+
+void nd_cli_print(const nd_cli_option *opts, int n, const void *cfg, FILE *out,
+                  const char *indent) {
+    for (int i = 0; i < n; ++i) {
+        fprintf(out, "%s%s = ", indent, opts[i].name);
+        print_value(&opts[i], cfg, out, false);
+        fputc('\n', out);
+    }
+}
+
+void nd_cli_print_json(const nd_cli_option *opts, int n, const void *cfg, FILE *out) {
+    for (int i = 0; i < n; ++i) {
+        fprintf(out, "%s\"%s\": ", i ? ", " : "", opts[i].name);
+        print_value(&opts[i], cfg, out, true);
+    }
+}
+
+void nd_cli_help(const nd_cli_option *opts, int n, FILE *out) {
+    for (int i = 0; i < n; ++i) {
+        char left[64];
+        snprintf(left, sizeof left, "--%s%s", opts[i].name, opts[i].type == ND_CLI_BOOL ? "" : " V");
+        fprintf(out, "  %-22s %s", left, opts[i].help);
+        if (opts[i].def[0]) fprintf(out, " [%s]", opts[i].def);
+        fputc('\n', out);
+    }
+}
+
+void nd_json_string(FILE *out, const char *s) {
+    fputc('"', out);
+    for (; *s; ++s) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') fprintf(out, "\\%c", c);
+        else if (c < 0x20) fprintf(out, "\\u%04x", c);
+        else fputc(c, out);
+    }
+    fputc('"', out);
+}

@@ -1,0 +1,131 @@
+#include "nndist/comm.h"
+
+#include <limits.h>
+#include <mpi.h>
+#include <stdlib.h>
+#include <time.h>
+
+struct nd_comm {
+    MPI_Comm comm;
+    int rank, size;
+    int local_size;
+};
+
+/* Large buffers go in pieces, since MPI counts are int. */
+#define MAX_CHUNK ((size_t)1 << 30)
+
+static nd_status mpi_fail(nd_error *err, int rc, const char *what) {
+    char text[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(rc, text, &len);
+    return ND_FAIL(err, ND_ERR_COMM, "MPI %s failed: %.*s", what, len, text);
+}
+
+static nd_status wrap(MPI_Comm c, nd_comm **out, nd_error *err) {
+    nd_comm *nc = calloc(1, sizeof *nc);
+    if (!nc) return ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate a communicator");
+    int rc = MPI_Comm_dup(c, &nc->comm);
+    if (rc != MPI_SUCCESS) {
+        free(nc);
+        return mpi_fail(err, rc, "Comm_dup");
+    }
+    MPI_Comm_set_errhandler(nc->comm, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(nc->comm, &nc->rank);
+    MPI_Comm_size(nc->comm, &nc->size);
+    MPI_Comm node;
+    nc->local_size = 1;
+    if (MPI_Comm_split_type(nc->comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) == MPI_SUCCESS) {
+        MPI_Comm_size(node, &nc->local_size);
+        MPI_Comm_free(&node);
+    }
+    *out = nc;
+    return ND_OK;
+}
+
+nd_status nd_comm_init(int *argc, char ***argv, nd_comm **world, nd_error *err) {
+    int inited = 0;
+    MPI_Initialized(&inited);
+    if (!inited && MPI_Init(argc, argv) != MPI_SUCCESS)
+        return ND_FAIL(err, ND_ERR_COMM, "MPI_Init failed");
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    return wrap(MPI_COMM_WORLD, world, err);
+}
+
+nd_status nd_comm_self(nd_comm **self, nd_error *err) { return wrap(MPI_COMM_SELF, self, err); }
+
+void nd_comm_free(nd_comm *comm) {
+    if (!comm) return;
+    MPI_Comm_free(&comm->comm);
+    free(comm);
+}
+
+void nd_comm_finalize(void) {
+    int fin = 0;
+    MPI_Finalized(&fin);
+    if (!fin) MPI_Finalize();
+}
+
+_Noreturn void nd_comm_abort(const nd_comm *comm, int code) {
+    MPI_Abort(comm ? comm->comm : MPI_COMM_WORLD, code);
+    exit(code); /* MPI_Abort does not return; this satisfies _Noreturn */
+}
+
+int nd_comm_rank(const nd_comm *comm) { return comm->rank; }
+int nd_comm_size(const nd_comm *comm) { return comm->size; }
+int nd_comm_local_size(const nd_comm *comm) { return comm->local_size; }
+
+double nd_comm_time(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static nd_status allreduce(nd_comm *comm, void *buf, size_t n, MPI_Datatype type, size_t elem,
+                           MPI_Op op, const char *what, nd_error *err) {
+    if (comm->size == 1) return ND_OK;
+    for (size_t off = 0; off < n; off += MAX_CHUNK) {
+        size_t len = n - off < MAX_CHUNK ? n - off : MAX_CHUNK;
+        int rc = MPI_Allreduce(MPI_IN_PLACE, (char *)buf + off * elem, (int)len, type, op, comm->comm);
+        if (rc != MPI_SUCCESS) return mpi_fail(err, rc, what);
+    }
+    return ND_OK;
+}
+
+nd_status nd_comm_allreduce_sum_f32(nd_comm *comm, float *buf, size_t n, nd_error *err) {
+    return allreduce(comm, buf, n, MPI_FLOAT, sizeof(float), MPI_SUM, "Allreduce(sum, float)", err);
+}
+
+nd_status nd_comm_allreduce_sum_f64(nd_comm *comm, double *buf, size_t n, nd_error *err) {
+    return allreduce(comm, buf, n, MPI_DOUBLE, sizeof(double), MPI_SUM, "Allreduce(sum, double)", err);
+}
+
+nd_status nd_comm_allreduce_min_long(nd_comm *comm, long *buf, size_t n, nd_error *err) {
+    return allreduce(comm, buf, n, MPI_LONG, sizeof(long), MPI_MIN, "Allreduce(min, long)", err);
+}
+
+nd_status nd_comm_allreduce_max_f64(nd_comm *comm, double *buf, size_t n, nd_error *err) {
+    return allreduce(comm, buf, n, MPI_DOUBLE, sizeof(double), MPI_MAX, "Allreduce(max, double)", err);
+}
+
+nd_status nd_comm_bcast_f32(nd_comm *comm, float *buf, size_t n, int root, nd_error *err) {
+    if (comm->size == 1) return ND_OK;
+    for (size_t off = 0; off < n; off += MAX_CHUNK) {
+        size_t len = n - off < MAX_CHUNK ? n - off : MAX_CHUNK;
+        int rc = MPI_Bcast(buf + off, (int)len, MPI_FLOAT, root, comm->comm);
+        if (rc != MPI_SUCCESS) return mpi_fail(err, rc, "Bcast");
+    }
+    return ND_OK;
+}
+
+int nd_comm_first_failed(nd_comm *comm, int failed) {
+    int mine = failed ? comm->rank : INT_MAX, first = mine;
+    if (comm->size > 1 &&
+        MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm->comm) != MPI_SUCCESS)
+        return comm->rank;
+    return first == INT_MAX ? -1 : first;
+}
+
+nd_status nd_comm_barrier(nd_comm *comm, nd_error *err) {
+    int rc = MPI_Barrier(comm->comm);
+    return rc == MPI_SUCCESS ? ND_OK : mpi_fail(err, rc, "Barrier");
+}

@@ -1,0 +1,26 @@
+#include "nndist/blas.h"
+#include "nndist/layers.h"
+#include "activation_rows.h"
+
+void nd_dense_forward(float *out, const float *in, const float *w, const float *b,
+                      nd_activation act, int batch, int in_dim, int out_dim) {
+    /* out = in * w^T: the transposed operand avoids any explicit transpose. */
+    nd_sgemm(false, true, batch, out_dim, in_dim, 1.0f, in, in_dim, w, in_dim, 0.0f, out,
+             out_dim);
+    for (int i = 0; i < batch; ++i) nd_bias_act_row(out + (size_t)i * out_dim, b, out_dim, act);
+}
+
+void nd_dense_backward(float *din, float *dw, float *db, float *dout, const float *out,
+                       const float *in, const float *w, nd_activation act, int batch,
+                       int in_dim, int out_dim) {
+    for (int i = 0; i < batch; ++i)
+        nd_act_grad_bias_row(dout + (size_t)i * out_dim, out + (size_t)i * out_dim, db,
+                             out_dim, act);
+    /* dw (out x in) += dz^T (out x batch) * in (batch x in) */
+    nd_sgemm(true, false, out_dim, in_dim, batch, 1.0f, dout, out_dim, in, in_dim, 1.0f, dw,
+             in_dim);
+    /* din (batch x in) = dz (batch x out) * w (out x in) */
+    if (din)
+        nd_sgemm(false, false, batch, in_dim, out_dim, 1.0f, dout, out_dim, w, in_dim, 0.0f,
+                 din, in_dim);
+}

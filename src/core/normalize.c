@@ -1,0 +1,60 @@
+#include "nndist/normalize.h"
+
+#include <math.h>
+#include <string.h>
+
+static const char *const norm_names[] = {
+    [ND_NORM_GLOBAL] = "global", [ND_NORM_FEATURE] = "feature", [ND_NORM_NONE] = "none"};
+
+int nd_norm_parse(const char *name, nd_norm_kind *kind) {
+    for (int k = 0; k < 3; ++k)
+        if (!strcmp(name, norm_names[k])) {
+            *kind = (nd_norm_kind)k;
+            return 0;
+        }
+    return -1;
+}
+
+const char *nd_norm_name(nd_norm_kind kind) {
+    return (unsigned)kind < 3 ? norm_names[kind] : "?";
+}
+
+void nd_stats_accumulate(double *sums, const float *x, size_t rows, int cols) {
+    double *s = sums, *q = sums + cols;
+    for (size_t i = 0; i < rows; ++i) {
+        const float *r = x + i * (size_t)cols;
+        for (int j = 0; j < cols; ++j) {
+            s[j] += r[j];
+            q[j] += (double)r[j] * r[j];
+        }
+    }
+    sums[2 * cols] += (double)rows;
+}
+
+void nd_stats_finish(const double *sums, int cols, nd_norm_kind kind, float *mean, float *inv_std) {
+    const double n = sums[2 * cols];
+    if (kind == ND_NORM_NONE || n <= 0) {
+        for (int j = 0; j < cols; ++j) mean[j] = 0.0f, inv_std[j] = 1.0f;
+        return;
+    }
+    if (kind == ND_NORM_GLOBAL) {
+        double s = 0.0, q = 0.0;
+        for (int j = 0; j < cols; ++j) s += sums[j], q += sums[cols + j];
+        const double m = s / (n * cols), var = q / (n * cols) - m * m;
+        const double is = var > 1e-12 ? 1.0 / sqrt(var) : 1.0;
+        for (int j = 0; j < cols; ++j) mean[j] = (float)m, inv_std[j] = (float)is;
+        return;
+    }
+    for (int j = 0; j < cols; ++j) {
+        const double m = sums[j] / n, var = sums[cols + j] / n - m * m;
+        mean[j] = (float)m;
+        inv_std[j] = var > 1e-12 ? (float)(1.0 / sqrt(var)) : 1.0f;
+    }
+}
+
+void nd_normalize_apply(float *x, size_t rows, int cols, const float *mean, const float *inv_std) {
+    for (size_t i = 0; i < rows; ++i) {
+        float *r = x + i * (size_t)cols;
+        for (int j = 0; j < cols; ++j) r[j] = (r[j] - mean[j]) * inv_std[j];
+    }
+}

@@ -1,0 +1,89 @@
+#include "nndist/optim.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "nndist/arena.h"
+
+static const char *const opt_names[] = {
+    [ND_OPT_SGD] = "sgd", [ND_OPT_MOMENTUM] = "momentum", [ND_OPT_NESTEROV] = "nesterov",
+    [ND_OPT_ADAM] = "adam"};
+
+int nd_opt_parse(const char *name, nd_opt_kind *kind) {
+    for (int k = 0; k < (int)(sizeof opt_names / sizeof opt_names[0]); ++k)
+        if (strcmp(name, opt_names[k]) == 0) {
+            *kind = (nd_opt_kind)k;
+            return 0;
+        }
+    return -1;
+}
+
+const char *nd_opt_name(nd_opt_kind kind) {
+    return (unsigned)kind < sizeof opt_names / sizeof opt_names[0] ? opt_names[kind] : "?";
+}
+
+nd_status nd_optimizer_create(nd_optimizer *opt, const nd_opt_config *cfg, size_t n,
+                              nd_error *err) {
+    memset(opt, 0, sizeof *opt);
+    opt->cfg = *cfg;
+    opt->n = n;
+    if (cfg->kind != ND_OPT_SGD) opt->m = nd_buffer_alloc(n);
+    if (cfg->kind == ND_OPT_ADAM) opt->v = nd_buffer_alloc(n);
+    if ((cfg->kind != ND_OPT_SGD && !opt->m) || (cfg->kind == ND_OPT_ADAM && !opt->v)) {
+        nd_optimizer_destroy(opt);
+        return ND_FAIL(err, ND_ERR_NOMEM, "optimizer: cannot allocate state for %zu parameters", n);
+    }
+    return ND_OK;
+}
+
+void nd_optimizer_destroy(nd_optimizer *opt) {
+    nd_buffer_free(opt->m);
+    nd_buffer_free(opt->v);
+    memset(opt, 0, sizeof *opt);
+}
+
+void nd_optimizer_step(nd_optimizer *opt, float *restrict param, const float *restrict grad,
+                       float grad_scale, float lr) {
+    const size_t n = opt->n;
+    const float mu = opt->cfg.momentum;
+    float *restrict m = opt->m;
+    float *restrict v = opt->v;
+    opt->step += 1;
+    switch (opt->cfg.kind) {
+    case ND_OPT_SGD: {
+        const float a = lr * grad_scale;
+        for (size_t i = 0; i < n; ++i) param[i] -= a * grad[i];
+        break;
+    }
+    case ND_OPT_MOMENTUM: {
+        const float a = lr * grad_scale;
+        for (size_t i = 0; i < n; ++i) {
+            m[i] = mu * m[i] - a * grad[i];
+            param[i] += m[i];
+        }
+        break;
+    }
+    case ND_OPT_NESTEROV: {
+        const float a = lr * grad_scale;
+        for (size_t i = 0; i < n; ++i) {
+            const float prev = m[i];
+            m[i] = mu * m[i] - a * grad[i];
+            param[i] += -mu * prev + (1.0f + mu) * m[i];
+        }
+        break;
+    }
+    case ND_OPT_ADAM: {
+        const float b1 = opt->cfg.beta1, b2 = opt->cfg.beta2, eps = opt->cfg.eps;
+        /* Bias corrections in double: b^t underflows slowly but 1-b^t loses digits. */
+        const float c1 = (float)(1.0 / (1.0 - pow(b1, (double)opt->step)));
+        const float c2 = (float)(1.0 / (1.0 - pow(b2, (double)opt->step)));
+        for (size_t i = 0; i < n; ++i) {
+            const float g = grad_scale * grad[i];
+            m[i] = b1 * m[i] + (1.0f - b1) * g;
+            v[i] = b2 * v[i] + (1.0f - b2) * g * g;
+            param[i] -= lr * (m[i] * c1) / (sqrtf(v[i] * c2) + eps);
+        }
+        break;
+    }
+    }
+}

@@ -1,0 +1,222 @@
+/* Probing a dataset file and reading one rank's shard of a split. */
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "h5io.h"
+#include "nndist/arena.h"
+#include "nndist/data.h"
+
+/* Larger claims are treated as a damaged or hostile header, not data. */
+#define MAX_ROWS (1L << 40)
+#define MAX_COLS (1 << 24)
+
+void nd_shard_range(long n, int rank, int size, long *first, long *count) {
+    long base = n / size, extra = n % size;
+    *first = rank * base + (rank < extra ? rank : extra);
+    *count = base + (rank < extra ? 1 : 0);
+}
+
+/* Checks /<split>/x and /<split>/y and fills info. */
+static nd_status probe_split(hid_t f, const char *path, const char *split, nd_split_info *info,
+                             nd_error *err) {
+    char xname[64], yname[64];
+    snprintf(xname, sizeof xname, "/%s/x", split);
+    snprintf(yname, sizeof yname, "/%s/y", split);
+    if (!h5io_exists(f, xname)) return ND_FAIL(err, ND_ERR_FORMAT, "%s: dataset %s is missing", path, xname);
+    if (!h5io_exists(f, yname)) return ND_FAIL(err, ND_ERR_FORMAT, "%s: dataset %s is missing", path, yname);
+
+    nd_status st = ND_OK;
+    hid_t dx = H5Dopen2(f, xname, H5P_DEFAULT), dy = H5Dopen2(f, yname, H5P_DEFAULT);
+    hid_t tx = dx >= 0 ? H5Dget_type(dx) : -1, ty = dy >= 0 ? H5Dget_type(dy) : -1;
+    int ndx = 0, ndy = 0;
+    hsize_t xd[2], yd[2];
+    if (dx < 0 || dy < 0 || tx < 0 || ty < 0) {
+        st = ND_FAIL(err, ND_ERR_FORMAT, "%s: %s or %s is not a readable dataset", path, xname, yname);
+        goto done;
+    }
+    if ((st = h5io_shape(dx, path, xname, &ndx, xd, err)) != ND_OK) goto done;
+    if ((st = h5io_shape(dy, path, yname, &ndy, yd, err)) != ND_OK) goto done;
+    if (ndx != 2) {
+        st = ND_FAIL(err, ND_ERR_FORMAT, "%s: %s must be 2-D (rows x features), it is %d-D", path, xname, ndx);
+        goto done;
+    }
+    if (xd[0] > (hsize_t)MAX_ROWS || xd[1] == 0 || xd[1] > (hsize_t)MAX_COLS) {
+        st = ND_FAIL(err, ND_ERR_FORMAT, "%s: %s has an implausible shape %llu x %llu", path, xname,
+                     (unsigned long long)xd[0], (unsigned long long)xd[1]);
+        goto done;
+    }
+    H5T_class_t xc = H5Tget_class(tx);
+    info->x_is_uint8 = xc == H5T_INTEGER && H5Tget_size(tx) == 1 && H5Tget_sign(tx) == H5T_SGN_NONE;
+    if (xc != H5T_FLOAT && !info->x_is_uint8) {
+        st = ND_FAIL(err, ND_ERR_FORMAT, "%s: %s must be float32/float64 or uint8 with a 'scale' attribute",
+                     path, xname);
+        goto done;
+    }
+    info->x_scale = 1.0f;
+    if (info->x_is_uint8) {
+        double scale = 1.0;
+        int found = 0;
+        if ((st = h5io_read_attr_double(dx, "scale", path, xname, &scale, &found, err)) != ND_OK) goto done;
+        if (found && !(isfinite(scale) && scale > 0.0)) {
+            st = ND_FAIL(err, ND_ERR_FORMAT, "%s: attribute scale of %s must be a positive number, it is %g",
+                         path, xname, scale);
+            goto done;
+        }
+        info->x_scale = (float)scale;
+    }
+    if (ndy != 1 || H5Tget_class(ty) != H5T_INTEGER) {
+        st = ND_FAIL(err, ND_ERR_FORMAT,
+                     "%s: %s must be a 1-D integer array of class labels (got %d-D %s)", path, yname,
+                     ndy, H5Tget_class(ty) == H5T_FLOAT ? "float" : "non-integer");
+        goto done;
+    }
+    if (yd[0] != xd[0]) {
+        st = ND_FAIL(err, ND_ERR_FORMAT, "%s: %s has %llu rows but %s has %llu", path, xname,
+                     (unsigned long long)xd[0], yname, (unsigned long long)yd[0]);
+        goto done;
+    }
+    info->rows = (long)xd[0];
+    info->cols = (int)xd[1];
+done:
+    if (tx >= 0) H5Tclose(tx);
+    if (ty >= 0) H5Tclose(ty);
+    if (dx >= 0) H5Dclose(dx);
+    if (dy >= 0) H5Dclose(dy);
+    return st;
+}
+
+nd_status nd_dataset_probe(const char *path, nd_dataset_info *info, nd_error *err) {
+    memset(info, 0, sizeof *info);
+    hid_t f = h5io_open(path, 0, err);
+    if (f < 0) return err->code;
+    nd_status st = ND_OK;
+    double classes = 0.0;
+    int found = 0;
+    if ((st = h5io_read_attr_double(f, "num_classes", path, "/", &classes, &found, err)) != ND_OK)
+        goto done;
+    if (!found) {
+        st = ND_FAIL(err, ND_ERR_FORMAT, "%s: root attribute num_classes is missing", path);
+        goto done;
+    }
+    if (!(classes >= 2 && classes <= 1e6 && classes == floor(classes))) {
+        st = ND_FAIL(err, ND_ERR_FORMAT, "%s: num_classes must be an integer >= 2, it is %g", path, classes);
+        goto done;
+    }
+    info->num_classes = (int)classes;
+    if (!h5io_exists(f, "/train")) {
+        st = ND_FAIL(err, ND_ERR_FORMAT, "%s: group /train is missing", path);
+        goto done;
+    }
+    if ((st = probe_split(f, path, "train", &info->train, err)) != ND_OK) goto done;
+    if (info->train.rows == 0) {
+        st = ND_FAIL(err, ND_ERR_DATA, "%s: /train has no rows", path);
+        goto done;
+    }
+    static const char *const others[2] = {"val", "test"};
+    for (int i = 0; i < 2; ++i) {
+        char group[16];
+        snprintf(group, sizeof group, "/%s", others[i]);
+        if (!h5io_exists(f, group)) continue;
+        nd_split_info *si = i == 0 ? &info->val : &info->test;
+        if ((st = probe_split(f, path, others[i], si, err)) != ND_OK) goto done;
+        if (si->cols != info->train.cols) {
+            st = ND_FAIL(err, ND_ERR_FORMAT, "%s: /%s/x has %d features but /train/x has %d", path,
+                         others[i], si->cols, info->train.cols);
+            goto done;
+        }
+        *(i == 0 ? &info->has_val : &info->has_test) = 1;
+    }
+done:
+    H5Fclose(f);
+    return st;
+}
+
+void nd_shard_free(nd_shard *shard) {
+    nd_buffer_free(shard->x);
+    nd_buffer_free(shard->y);
+    memset(shard, 0, sizeof *shard);
+}
+
+/* Selects rows [first, first+count) of a 1-D or 2-D dataset and reads them. */
+static herr_t read_rows(hid_t dset, hid_t mem_type, long first, long count, int cols, void *buf) {
+    hid_t fspace = H5Dget_space(dset);
+    int nd = H5Sget_simple_extent_ndims(fspace);
+    hsize_t start[2] = {(hsize_t)first, 0}, cnt[2] = {(hsize_t)count, (hsize_t)cols};
+    herr_t rc = H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, cnt, NULL);
+    hid_t mspace = H5Screate_simple(nd, cnt, NULL);
+    if (rc >= 0 && count > 0) rc = H5Dread(dset, mem_type, mspace, fspace, H5P_DEFAULT, buf);
+    H5Sclose(mspace);
+    H5Sclose(fspace);
+    return rc;
+}
+
+/* Labels in range and features finite: checked on the rows this rank holds,
+ * so together the ranks check the whole split once. */
+static nd_status validate_shard(const nd_shard *s, const char *path, const char *split,
+                                int num_classes, nd_error *err) {
+    for (int i = 0; i < s->rows; ++i)
+        if (s->y[i] < 0 || s->y[i] >= num_classes)
+            return ND_FAIL(err, ND_ERR_DATA, "%s: /%s/y[%ld] = %d is outside [0, %d) (num_classes)",
+                           path, split, s->first_row + i, s->y[i], num_classes);
+    const size_t n = (size_t)s->rows * s->cols;
+    for (size_t i = 0; i < n; ++i)
+        if (!isfinite(s->x[i]))
+            return ND_FAIL(err, ND_ERR_DATA, "%s: /%s/x[%ld][%zu] is %s", path, split,
+                           s->first_row + (long)(i / s->cols), i % s->cols,
+                           isnan(s->x[i]) ? "NaN" : "infinite");
+    return ND_OK;
+}
+
+nd_status nd_shard_read(const char *path, const char *split, int rank, int size,
+                        int num_classes, nd_shard *shard, nd_error *err) {
+    memset(shard, 0, sizeof *shard);
+    hid_t f = h5io_open(path, 0, err);
+    if (f < 0) return err->code;
+    nd_split_info info;
+    nd_status st = probe_split(f, path, split, &info, err);
+    hid_t dx = -1, dy = -1;
+    if (st != ND_OK) goto done;
+    long first, count;
+    nd_shard_range(info.rows, rank, size, &first, &count);
+    if (count > INT_MAX || (size_t)count > SIZE_MAX / sizeof(float) / (size_t)info.cols) {
+        st = ND_FAIL(err, ND_ERR_DATA, "%s: /%s: rank %d would hold %ld rows, too many for memory",
+                     path, split, rank, count);
+        goto done;
+    }
+    shard->first_row = first;
+    shard->rows = (int)count;
+    shard->cols = info.cols;
+    shard->x = nd_buffer_alloc((size_t)count * info.cols);
+    shard->y = nd_buffer_alloc_i32((size_t)count);
+    if (!shard->x || !shard->y) {
+        st = ND_FAIL(err, ND_ERR_NOMEM, "%s: /%s: cannot allocate %ld x %d floats for rank %d", path,
+                     split, count, info.cols, rank);
+        goto done;
+    }
+    char name[64];
+    snprintf(name, sizeof name, "/%s/x", split);
+    dx = H5Dopen2(f, name, H5P_DEFAULT);
+    /* HDF5 converts uint8 or float64 to float on read. */
+    if (dx < 0 || read_rows(dx, H5T_NATIVE_FLOAT, first, count, info.cols, shard->x) < 0) {
+        st = ND_FAIL(err, ND_ERR_IO, "%s: cannot read rows %ld..%ld of %s", path, first, first + count, name);
+        goto done;
+    }
+    snprintf(name, sizeof name, "/%s/y", split);
+    dy = H5Dopen2(f, name, H5P_DEFAULT);
+    if (dy < 0 || read_rows(dy, H5T_NATIVE_INT, first, count, 1, shard->y) < 0) {
+        st = ND_FAIL(err, ND_ERR_IO, "%s: cannot read rows %ld..%ld of %s", path, first, first + count, name);
+        goto done;
+    }
+    if (info.x_scale != 1.0f)
+        for (size_t i = 0; i < (size_t)count * info.cols; ++i) shard->x[i] *= info.x_scale;
+    st = validate_shard(shard, path, split, num_classes, err);
+done:
+    if (dx >= 0) H5Dclose(dx);
+    if (dy >= 0) H5Dclose(dy);
+    H5Fclose(f);
+    if (st != ND_OK) nd_shard_free(shard);
+    return st;
+}

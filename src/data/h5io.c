@@ -1,0 +1,121 @@
+#include "h5io.h"
+
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+void h5io_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+
+hid_t h5io_open(const char *path, int writable, nd_error *err) {
+    h5io_quiet();
+    if (access(path, writable ? (R_OK | W_OK) : R_OK) != 0) {
+        ND_FAIL(err, ND_ERR_IO, "%s: %s", path, strerror(errno));
+        return H5I_INVALID_HID;
+    }
+    if (H5Fis_hdf5(path) <= 0) {
+        ND_FAIL(err, ND_ERR_FORMAT, "%s: not an HDF5 file", path);
+        return H5I_INVALID_HID;
+    }
+    hid_t f = H5Fopen(path, writable ? H5F_ACC_RDWR : H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) ND_FAIL(err, ND_ERR_IO, "%s: HDF5 cannot open the file (damaged or locked?)", path);
+    return f;
+}
+
+int h5io_exists(hid_t file, const char *name) {
+    char part[512];
+    size_t len = strlen(name);
+    if (len >= sizeof part) return 0;
+    /* Check "/a", then "/a/b", ...: H5Lexists fails on a missing parent. */
+    for (size_t i = 1; i <= len; ++i) {
+        if (name[i] != '/' && name[i] != '\0') continue;
+        memcpy(part, name, i);
+        part[i] = '\0';
+        if (H5Lexists(file, part, H5P_DEFAULT) <= 0) return 0;
+    }
+    return H5Oexists_by_name(file, name, H5P_DEFAULT) > 0;
+}
+
+nd_status h5io_shape(hid_t dset, const char *path, const char *name, int *ndims,
+                     hsize_t dims[2], nd_error *err) {
+    hid_t space = H5Dget_space(dset);
+    if (space < 0) return ND_FAIL(err, ND_ERR_FORMAT, "%s: %s: cannot read the dataspace", path, name);
+    int nd = H5Sget_simple_extent_ndims(space);
+    nd_status st = ND_OK;
+    if (nd < 0 || nd > 2) {
+        st = ND_FAIL(err, ND_ERR_FORMAT, "%s: %s has %d dimensions, expected 1 or 2", path, name, nd);
+    } else {
+        dims[0] = dims[1] = 0;
+        H5Sget_simple_extent_dims(space, dims, NULL);
+        *ndims = nd;
+    }
+    H5Sclose(space);
+    return st;
+}
+
+nd_status h5io_read_attr_double(hid_t obj, const char *attr, const char *path,
+                                const char *where, double *value, int *found, nd_error *err) {
+    *found = 0;
+    if (H5Aexists(obj, attr) <= 0) return ND_OK;
+    hid_t a = H5Aopen(obj, attr, H5P_DEFAULT);
+    if (a < 0) return ND_FAIL(err, ND_ERR_FORMAT, "%s: attribute %s of %s cannot be opened", path, attr, where);
+    hid_t type = H5Aget_type(a), space = H5Aget_space(a);
+    H5T_class_t cls = H5Tget_class(type);
+    hssize_t npoints = H5Sget_simple_extent_npoints(space);
+    nd_status st = ND_OK;
+    if ((cls != H5T_INTEGER && cls != H5T_FLOAT) || npoints != 1)
+        st = ND_FAIL(err, ND_ERR_FORMAT, "%s: attribute %s of %s must be one number", path, attr, where);
+    else if (H5Aread(a, H5T_NATIVE_DOUBLE, value) < 0)
+        st = ND_FAIL(err, ND_ERR_FORMAT, "%s: attribute %s of %s cannot be read", path, attr, where);
+    else
+        *found = 1;
+    H5Tclose(type);
+    H5Sclose(space);
+    H5Aclose(a);
+    return st;
+}
+
+static nd_status write_attr(hid_t obj, const char *attr, hid_t type, const void *value,
+                            const char *path, nd_error *err) {
+    if (H5Aexists(obj, attr) > 0) H5Adelete(obj, attr);
+    hid_t space = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(obj, attr, type, space, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t rc = a >= 0 ? H5Awrite(a, type, value) : -1;
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(space);
+    if (rc < 0) return ND_FAIL(err, ND_ERR_IO, "%s: cannot write attribute %s", path, attr);
+    return ND_OK;
+}
+
+nd_status h5io_write_attr_int(hid_t obj, const char *attr, int value, const char *path,
+                              nd_error *err) {
+    return write_attr(obj, attr, H5T_NATIVE_INT, &value, path, err);
+}
+
+nd_status h5io_write_attr_float(hid_t obj, const char *attr, float value, const char *path,
+                                nd_error *err) {
+    return write_attr(obj, attr, H5T_NATIVE_FLOAT, &value, path, err);
+}
+
+nd_status h5io_write_rows(hid_t group, const char *name, hid_t file_type, hid_t mem_type,
+                          int ndims, const hsize_t *dims, const void *buf, const char *path,
+                          nd_error *err) {
+    hsize_t chunk[2] = {dims[0], ndims > 1 ? dims[1] : 1};
+    /* About 1 MiB chunks along the rows, so a rank's hyperslab touches only
+     * the chunks holding its rows. */
+    size_t row_bytes = (size_t)H5Tget_size(file_type) * (ndims > 1 ? dims[1] : 1);
+    hsize_t rows_per_chunk = row_bytes ? (1u << 20) / row_bytes : 1;
+    if (rows_per_chunk < 1) rows_per_chunk = 1;
+    if (chunk[0] > rows_per_chunk) chunk[0] = rows_per_chunk;
+    if (chunk[0] == 0) chunk[0] = 1;
+    hid_t space = H5Screate_simple(ndims, dims, NULL);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, ndims, chunk);
+    hid_t d = H5Dcreate2(group, name, file_type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    herr_t rc = -1;
+    if (d >= 0) rc = dims[0] ? H5Dwrite(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) : 0;
+    if (d >= 0) H5Dclose(d);
+    H5Pclose(dcpl);
+    H5Sclose(space);
+    if (rc < 0) return ND_FAIL(err, ND_ERR_IO, "%s: cannot write dataset %s", path, name);
+    return ND_OK;
+}

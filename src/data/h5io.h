@@ -1,0 +1,42 @@
+/* Private HDF5 helpers for the data (and later checkpoint) module: checked
+ * opens and reads that turn HDF5's error stack into one line. */
+#ifndef NNDIST_H5IO_H
+#define NNDIST_H5IO_H
+
+#include <hdf5.h>
+
+#include "nndist/status.h"
+
+/* Silences HDF5's automatic error printing for this process; our callers
+ * report errors themselves. */
+void h5io_quiet(void);
+
+/* Opens an existing file read-only (or read-write), with a clear message for
+ * a missing or non-HDF5 file. Returns a file id or H5I_INVALID_HID. */
+hid_t h5io_open(const char *path, int writable, nd_error *err);
+
+/* 1 if the object at `name` (e.g. "/train/x") exists, 0 otherwise; every
+ * intermediate group is checked first, as H5Lexists requires. */
+int h5io_exists(hid_t file, const char *name);
+
+/* Shape of a dataset: rank into *ndims, up to 2 dims into dims. */
+nd_status h5io_shape(hid_t dset, const char *path, const char *name, int *ndims,
+                     hsize_t dims[2], nd_error *err);
+
+/* Reads a scalar numeric attribute of obj as double; *found = 0 if absent. */
+nd_status h5io_read_attr_double(hid_t obj, const char *attr, const char *path,
+                                const char *where, double *value, int *found, nd_error *err);
+
+/* Writes a scalar attribute (native int or float). */
+nd_status h5io_write_attr_int(hid_t obj, const char *attr, int value, const char *path,
+                              nd_error *err);
+nd_status h5io_write_attr_float(hid_t obj, const char *attr, float value, const char *path,
+                                nd_error *err);
+
+/* Creates a chunked dataset of `type` (ndims 1 or 2, dims) chunked along the
+ * rows and writes buf (memory type mem_type) into it. */
+nd_status h5io_write_rows(hid_t group, const char *name, hid_t file_type, hid_t mem_type,
+                          int ndims, const hsize_t *dims, const void *buf, const char *path,
+                          nd_error *err);
+
+#endif

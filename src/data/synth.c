@@ -1,0 +1,81 @@
+/* A seeded synthetic classification set: Gaussian blobs. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "h5io.h"
+#include "nndist/data.h"
+#include "nndist/rng.h"
+
+/* Draws rows samples: label uniform over classes, x = centre[label] + N(0, 1). */
+static void draw(float *x, int *y, long rows, int features, int classes, const float *centres,
+                 nd_rng *rng) {
+    for (long i = 0; i < rows; ++i) {
+        int c = (int)nd_rng_below(rng, (uint64_t)classes);
+        y[i] = c;
+        for (int j = 0; j < features; ++j)
+            x[(size_t)i * features + j] = centres[(size_t)c * features + j] + (float)nd_rng_normal(rng);
+    }
+}
+
+static nd_status write_split(hid_t f, const char *out, const char *split, const float *x,
+                             const int *y, long rows, int features, nd_error *err) {
+    char gname[32];
+    snprintf(gname, sizeof gname, "/%s", split);
+    hid_t g = H5Gcreate2(f, gname, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (g < 0) return ND_FAIL(err, ND_ERR_IO, "%s: cannot create group %s", out, gname);
+    hsize_t xd[2] = {(hsize_t)rows, (hsize_t)features}, yd[1] = {(hsize_t)rows};
+    nd_status st = h5io_write_rows(g, "x", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, xd, x, out, err);
+    if (st == ND_OK) st = h5io_write_rows(g, "y", H5T_STD_I32LE, H5T_NATIVE_INT, 1, yd, y, out, err);
+    H5Gclose(g);
+    return st;
+}
+
+nd_status nd_synth_write(const nd_synth_config *cfg, const char *out, nd_error *err) {
+    if (cfg->rows <= 0 || cfg->test_rows < 0 || cfg->val_rows < 0 || cfg->features <= 0 ||
+        cfg->classes < 2 || !(cfg->separation >= 0.0f))
+        return ND_FAIL(err, ND_ERR_ARG,
+                       "data synth: need --rows > 0, --test-rows >= 0, --val-rows >= 0, --features > 0, "
+                       "--classes >= 2, --separation >= 0");
+    if (access(out, F_OK) == 0)
+        return ND_FAIL(err, ND_ERR_ARG, "%s: already exists; data synth does not overwrite files", out);
+    long most = cfg->rows;
+    if (cfg->test_rows > most) most = cfg->test_rows;
+    if (cfg->val_rows > most) most = cfg->val_rows;
+    float *centres = malloc(sizeof(float) * (size_t)cfg->classes * cfg->features);
+    float *x = malloc(sizeof(float) * (size_t)most * cfg->features);
+    int *y = malloc(sizeof(int) * (size_t)most);
+    nd_status st = ND_OK;
+    hid_t f = H5I_INVALID_HID;
+    if (!centres || !x || !y) {
+        st = ND_FAIL(err, ND_ERR_NOMEM, "data synth: cannot allocate %ld x %d floats", most, cfg->features);
+        goto done;
+    }
+    nd_rng rng;
+    nd_rng_seed(&rng, cfg->seed, 0x5eed, 0);
+    for (size_t i = 0; i < (size_t)cfg->classes * cfg->features; ++i)
+        centres[i] = cfg->separation * (float)nd_rng_normal(&rng);
+    h5io_quiet();
+    f = H5Fcreate(out, H5F_ACC_EXCL, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) {
+        st = ND_FAIL(err, ND_ERR_IO, "%s: cannot create the file", out);
+        goto done;
+    }
+    if ((st = h5io_write_attr_int(f, "num_classes", cfg->classes, out, err)) != ND_OK) goto done;
+    const char *names[3] = {"train", "test", "val"};
+    const long counts[3] = {cfg->rows, cfg->test_rows, cfg->val_rows};
+    for (int s = 0; s < 3 && st == ND_OK; ++s) {
+        if (counts[s] == 0) continue;
+        nd_rng_seed(&rng, cfg->seed, 0x5eed, (uint64_t)s + 1); /* one stream per split */
+        draw(x, y, counts[s], cfg->features, cfg->classes, centres, &rng);
+        st = write_split(f, out, names[s], x, y, counts[s], cfg->features, err);
+    }
+done:
+    if (f >= 0 && H5Fclose(f) < 0 && st == ND_OK) st = ND_FAIL(err, ND_ERR_IO, "%s: cannot close the file", out);
+    if (st != ND_OK && f >= 0) unlink(out); /* a half-written file is worse than none */
+    free(centres);
+    free(x);
+    free(y);
+    return st;
+}

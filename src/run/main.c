@@ -1,0 +1,110 @@
+/* nndist: turns the command line into a configuration and runs it. This is
+ * the only place that decides to stop the program. */
+#include <stdio.h>
+#include <string.h>
+
+#include "nndist/commands.h"
+#include "nndist/comm.h"
+#include "nndist/train.h"
+
+#define NNDIST_VERSION "0.1.0"
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "nndist " NNDIST_VERSION " - data-parallel neural-network training over MPI\n"
+            "usage: [mpirun -np N] nndist <command> [options]\n"
+            "commands:\n"
+            "  train                 train an MLP (sync: gradients summed by MPI allreduce)\n"
+            "  data import-idx       add a split from IDX files (e.g. Fashion-MNIST) to an HDF5 dataset\n"
+            "  data synth            write a seeded synthetic classification dataset\n"
+            "  help                  this text; 'nndist <command> --help' lists a command's options\n");
+}
+
+/* One line on stderr for the rank that found the problem. */
+static void report_error(const nd_error *err) {
+    if (err->msg[0]) fprintf(stderr, "nndist: error: %s\n", err->msg);
+}
+
+static int run_train(nd_comm *comm, int argc, char **argv) {
+    nd_error err = {0};
+    nd_train_config cfg;
+    int help = 0;
+    nd_status st = nd_train_config_parse(&cfg, argc, argv, &help, &err);
+    if (st == ND_OK && help) {
+        if (nd_comm_rank(comm) == 0) {
+            printf("usage: [mpirun -np N] nndist train --data FILE [options]\n");
+            nd_cli_help(nd_train_options, nd_train_num_options, stdout);
+        }
+        return 0;
+    }
+    if (st != ND_OK) {
+        /* Every rank parsed the same argv and failed alike: rank 0 speaks. */
+        if (nd_comm_rank(comm) == 0) report_error(&err);
+        return 2;
+    }
+    nd_trainer tr;
+    st = nd_trainer_setup(&tr, &cfg, comm, &err);
+    if (st != ND_OK) {
+        /* Setup agreed on the failure: every rank is here, none in a collective. */
+        report_error(&err);
+        nd_trainer_free(&tr);
+        return err.code == ND_ERR_ARG ? 2 : 1;
+    }
+    st = nd_trainer_fit(&tr, &err);
+    if (st != ND_OK) {
+        /* A failure inside training may be on one rank only: end the whole job. */
+        if (!err.msg[0]) snprintf(err.msg, sizeof err.msg, "training failed on rank %d", nd_comm_rank(comm));
+        report_error(&err);
+        fflush(NULL);
+        nd_comm_abort(comm, 1);
+    }
+    nd_trainer_free(&tr);
+    return 0;
+}
+
+/* Data commands write files: only rank 0 works, the others wait for its verdict. */
+static int run_on_rank0(nd_comm *comm, nd_status (*cmd)(int, char **, nd_error *), int argc, char **argv) {
+    nd_error err = {0};
+    nd_status st = ND_OK;
+    if (nd_comm_rank(comm) == 0) {
+        st = cmd(argc, argv, &err);
+        report_error(&err);
+    }
+    int first = nd_comm_first_failed(comm, st != ND_OK);
+    return first < 0 ? 0 : (err.code == ND_ERR_ARG || first != 0 ? 2 : 1);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("nndist " NNDIST_VERSION "\n");
+        return 0;
+    }
+    nd_comm *world = NULL;
+    nd_error err = {0};
+    if (nd_comm_init(&argc, &argv, &world, &err) != ND_OK) {
+        report_error(&err);
+        return 1;
+    }
+    int rc;
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "train")) {
+        rc = run_train(world, argc - 2, argv + 2);
+    } else if (!strcmp(cmd, "data") && argc >= 3 && !strcmp(argv[2], "import-idx")) {
+        rc = run_on_rank0(world, nd_cmd_import_idx, argc - 3, argv + 3);
+    } else if (!strcmp(cmd, "data") && argc >= 3 && !strcmp(argv[2], "synth")) {
+        rc = run_on_rank0(world, nd_cmd_synth, argc - 3, argv + 3);
+    } else {
+        if (nd_comm_rank(world) == 0) {
+            fprintf(stderr, "nndist: error: unknown command '%s%s%s' (try: nndist help)\n", cmd,
+                    argc >= 3 && !strcmp(cmd, "data") ? " " : "", argc >= 3 && !strcmp(cmd, "data") ? argv[2] : "");
+        }
+        rc = 2;
+    }
+    nd_comm_free(world);
+    nd_comm_finalize();
+    return rc;
+}

@@ -1,0 +1,357 @@
+/* Synchronous data-parallel training: every rank holds a replica, computes
+ * the gradient of its own batch, one allreduce sums the gradients (with the
+ * step's loss and hit count riding in the buffer's tail), and every replica
+ * applies the same update. */
+#define _GNU_SOURCE
+#include <math.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "nndist/blas.h"
+#include "nndist/loss.h"
+#include "nndist/rng.h"
+#include "nndist/train.h"
+
+/* Slots of the gradient buffer's tail (see ND_GRAD_TAIL). */
+enum { TAIL_LOSS = 0, TAIL_CORRECT = 1, TAIL_USED = 2 };
+
+/* Collective: turns a local status into a job-wide one. Only the lowest
+ * failing rank keeps its message; the others fail silently, so the job
+ * prints exactly one line and no rank goes on into a collective alone. */
+static nd_status agree(nd_trainer *tr, nd_status st, nd_error *err) {
+    int first = nd_comm_first_failed(tr->comm, st != ND_OK);
+    if (first < 0) return ND_OK;
+    if (first == tr->rank) return st;
+    nd_status code = st != ND_OK ? st : ND_ERR_STATE;
+    err->code = code;
+    err->msg[0] = '\0';
+    return code;
+}
+
+/* The node's cores shared among the ranks on it, never more than this
+ * process may run on (mpirun binds ranks to cores by default). */
+static int auto_threads(const nd_comm *comm) {
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    int per_rank = (int)(online > 0 ? online : 1) / nd_comm_local_size(comm);
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) < per_rank)
+        per_rank = CPU_COUNT(&set);
+    return per_rank < 1 ? 1 : per_rank;
+}
+
+static nd_status read_shards(nd_trainer *tr, nd_error *err) {
+    const nd_train_config *c = &tr->cfg;
+    ND_TRY(nd_dataset_probe(c->data, &tr->info, err));
+    if (tr->info.train.rows < tr->size)
+        return ND_FAIL(err, ND_ERR_DATA, "%s: /train has %ld rows, fewer than the %d ranks", c->data,
+                       tr->info.train.rows, tr->size);
+    const int k = tr->info.num_classes;
+    ND_TRY(nd_shard_read(c->data, "train", tr->rank, tr->size, k, &tr->train, err));
+    if (tr->info.has_test) ND_TRY(nd_shard_read(c->data, "test", tr->rank, tr->size, k, &tr->test, err));
+    if (tr->info.has_val) ND_TRY(nd_shard_read(c->data, "val", tr->rank, tr->size, k, &tr->val, err));
+    return ND_OK;
+}
+
+/* Collective: statistics over every rank's training rows, applied to all splits. */
+static nd_status normalize_splits(nd_trainer *tr, nd_error *err) {
+    const int cols = tr->train.cols;
+    nd_norm_parse(tr->cfg.normalize, &tr->norm);
+    double *sums = nd_buffer_alloc_f64(2 * (size_t)cols + 1);
+    tr->norm_mean = nd_buffer_alloc((size_t)cols);
+    tr->norm_inv_std = nd_buffer_alloc((size_t)cols);
+    nd_status st = sums && tr->norm_mean && tr->norm_inv_std
+                       ? ND_OK
+                       : ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate normalization statistics");
+    st = agree(tr, st, err);
+    if (st == ND_OK) {
+        nd_stats_accumulate(sums, tr->train.x, (size_t)tr->train.rows, cols);
+        st = nd_comm_allreduce_sum_f64(tr->comm, sums, 2 * (size_t)cols + 1, err);
+    }
+    if (st == ND_OK) {
+        nd_stats_finish(sums, cols, tr->norm, tr->norm_mean, tr->norm_inv_std);
+        nd_shard *splits[3] = {&tr->train, &tr->test, &tr->val};
+        for (int i = 0; i < 3; ++i)
+            if (splits[i]->x)
+                nd_normalize_apply(splits[i]->x, (size_t)splits[i]->rows, cols, tr->norm_mean,
+                                   tr->norm_inv_std);
+    }
+    nd_buffer_free(sums);
+    return st;
+}
+
+/* Collective: every rank runs the same number of steps per epoch, set by the
+ * smallest shard, so no rank waits in an allreduce another never calls. */
+static nd_status agree_steps(nd_trainer *tr, nd_error *err) {
+    long v[2] = {tr->train.rows / tr->cfg.batch, tr->train.rows};
+    ND_TRY(nd_comm_allreduce_min_long(tr->comm, v, 2, err));
+    tr->steps_per_epoch = v[0];
+    if (v[0] == 0) {
+        nd_status st = ND_FAIL(err, ND_ERR_ARG,
+                               "--batch %d: the smallest shard has only %ld rows (%ld training rows over %d ranks); "
+                               "use a smaller batch",
+                               tr->cfg.batch, v[1], tr->info.train.rows, tr->size);
+        return agree(tr, st, err); /* every rank fails; rank 0 reports */
+    }
+    return ND_OK;
+}
+
+static nd_status build_model(nd_trainer *tr, nd_error *err) {
+    const nd_train_config *c = &tr->cfg;
+    nd_model_spec spec = {0};
+    spec.input_dim = tr->train.cols;
+    spec.num_hidden = nd_parse_widths(c->hidden, spec.hidden, ND_MAX_LAYERS - 1);
+    spec.num_classes = tr->info.num_classes;
+    nd_activation_parse(c->act, &spec.act.kind);
+    spec.act.alpha = c->leaky_alpha;
+    const int max_batch = c->batch > c->eval_batch ? c->batch : c->eval_batch;
+    ND_TRY(nd_model_create(&tr->model, &spec, max_batch, err));
+    nd_opt_config oc = {0};
+    nd_opt_parse(c->opt, &oc.kind);
+    oc.momentum = c->momentum;
+    oc.beta1 = c->beta1;
+    oc.beta2 = c->beta2;
+    oc.eps = c->eps;
+    ND_TRY(nd_optimizer_create(&tr->opt, &oc, tr->model.num_params, err));
+    tr->order = nd_buffer_alloc_i32((size_t)tr->train.rows);
+    tr->xb = nd_buffer_alloc((size_t)c->batch * tr->train.cols);
+    tr->yb = nd_buffer_alloc_i32((size_t)c->batch);
+    if (!tr->order || !tr->xb || !tr->yb)
+        return ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate batch buffers for %d x %d", c->batch, tr->train.cols);
+    if (tr->rank == 0)
+        nd_model_init_params(&tr->model, c->seed, strcmp(c->init, "xavier") ? ND_INIT_HE : ND_INIT_XAVIER);
+    return ND_OK;
+}
+
+static void print_setup(const nd_trainer *tr) {
+    FILE *out = tr->report.out;
+    const nd_model *m = &tr->model;
+    fprintf(out, "nndist train: resolved configuration\n");
+    nd_cli_print(nd_train_options, nd_train_num_options, &tr->cfg, out, "  ");
+    fprintf(out, "  # ranks %d, BLAS threads per rank %d, global batch %d, peak lr %.6g\n", tr->size,
+            tr->threads, tr->global_batch, (double)nd_lr_peak(&tr->lr));
+    fprintf(out, "  # data %ld train / %ld val / %ld test rows, %d features, %d classes; %ld steps per epoch\n",
+            tr->info.train.rows, tr->info.val.rows, tr->info.test.rows, tr->train.cols,
+            tr->info.num_classes, tr->steps_per_epoch);
+    fprintf(out, "  # model %d", m->spec.input_dim);
+    for (int l = 0; l < m->num_layers; ++l) fprintf(out, "-%d", m->layer[l].out_dim);
+    fprintf(out, ", %zu parameters\n", m->num_weights);
+    fflush(out);
+}
+
+nd_status nd_trainer_setup(nd_trainer *tr, const nd_train_config *cfg, nd_comm *comm,
+                           nd_error *err) {
+    memset(tr, 0, sizeof *tr);
+    tr->cfg = *cfg;
+    tr->comm = comm;
+    tr->rank = nd_comm_rank(comm);
+    tr->size = nd_comm_size(comm);
+    ND_TRY(agree(tr, nd_train_config_validate(cfg, err), err));
+    tr->threads = cfg->threads > 0 ? cfg->threads : auto_threads(comm);
+    nd_blas_set_threads(tr->threads);
+    ND_TRY(agree(tr, nd_report_open(&tr->report, tr->rank == 0, cfg->progress, cfg->metrics, err), err));
+    ND_TRY(agree(tr, read_shards(tr, err), err));
+    ND_TRY(normalize_splits(tr, err));
+    ND_TRY(agree_steps(tr, err));
+    ND_TRY(agree(tr, build_model(tr, err), err));
+    ND_TRY(nd_comm_bcast_f32(comm, tr->model.param, tr->model.num_params, 0, err));
+    tr->global_batch = cfg->batch * tr->size;
+    tr->lr = (nd_lr_schedule){cfg->lr, cfg->ref_batch > 0 ? cfg->ref_batch : cfg->batch,
+                              tr->global_batch, cfg->warmup_steps};
+    if (tr->rank == 0) print_setup(tr);
+    return ND_OK;
+}
+
+void nd_trainer_free(nd_trainer *tr) {
+    nd_report_close(&tr->report);
+    nd_shard_free(&tr->train);
+    nd_shard_free(&tr->test);
+    nd_shard_free(&tr->val);
+    nd_buffer_free(tr->norm_mean);
+    nd_buffer_free(tr->norm_inv_std);
+    nd_model_destroy(&tr->model);
+    nd_optimizer_destroy(&tr->opt);
+    nd_buffer_free(tr->order);
+    nd_buffer_free(tr->xb);
+    nd_buffer_free(tr->yb);
+    memset(tr, 0, sizeof *tr);
+}
+
+/* Average, regularize, clip and apply the summed gradient. One pass each for
+ * the optional parts; the 1/global-batch average and the norm-clip factor
+ * are folded into the optimizer's grad_scale. */
+static void apply_update(nd_trainer *tr) {
+    nd_model *m = &tr->model;
+    const nd_train_config *c = &tr->cfg;
+    float scale = 1.0f / (float)tr->global_batch;
+    if (c->weight_decay > 0.0f) {
+        /* g is a sum over the global batch, so the penalty is scaled up to match. */
+        const float wd = c->weight_decay * (float)tr->global_batch;
+        for (int l = 0; l < m->num_layers; ++l) {
+            float *g = m->grad + m->layer[l].w.offset;
+            const float *p = m->param + m->layer[l].w.offset;
+            for (size_t i = 0; i < m->layer[l].w.length; ++i) g[i] += wd * p[i];
+        }
+    }
+    if (c->clip_value > 0.0f) {
+        nd_clip_by_value(m->grad, m->num_params, scale, c->clip_value);
+        scale = 1.0f;
+    }
+    if (c->clip_norm > 0.0f)
+        scale *= nd_clip_norm_factor(nd_grad_norm(m->grad, m->num_params, scale), c->clip_norm);
+    nd_optimizer_step(&tr->opt, m->param, m->grad, scale, nd_lr_at(&tr->lr, tr->step));
+    tr->step += 1;
+}
+
+/* Copies the rows of step s, in this epoch's order, into one contiguous batch. */
+static void gather_batch(nd_trainer *tr, long s) {
+    const int b = tr->cfg.batch, cols = tr->train.cols;
+    const int *idx = tr->order + s * b;
+    for (int i = 0; i < b; ++i) {
+        memcpy(tr->xb + (size_t)i * cols, tr->train.x + (size_t)idx[i] * cols, sizeof(float) * cols);
+        tr->yb[i] = tr->train.y[idx[i]];
+    }
+}
+
+/* The shuffle of an epoch is a function of (seed, epoch, rank) alone. */
+static void order_epoch(nd_trainer *tr, int epoch) {
+    for (int i = 0; i < tr->train.rows; ++i) tr->order[i] = i;
+    if (!tr->cfg.shuffle) return;
+    nd_rng rng;
+    nd_rng_seed(&rng, tr->cfg.seed, 0x5u << 20 | (uint64_t)epoch, (uint64_t)tr->rank);
+    nd_rng_shuffle_i32(&rng, tr->order, (size_t)tr->train.rows);
+}
+
+nd_status nd_trainer_evaluate(nd_trainer *tr, const nd_shard *shard, double *loss, double *acc,
+                              nd_error *err) {
+    double sums[3] = {0.0, 0.0, (double)shard->rows};
+    const int eb = tr->cfg.eval_batch, cols = tr->train.cols;
+    for (int off = 0; off < shard->rows; off += eb) {
+        const int nb = shard->rows - off < eb ? shard->rows - off : eb;
+        const float *logits = nd_model_forward(&tr->model, shard->x + (size_t)off * cols, nb);
+        nd_loss_stats st = nd_softmax_ce(NULL, logits, shard->y + off, nb, tr->info.num_classes);
+        sums[0] += st.loss_sum;
+        sums[1] += st.correct;
+    }
+    ND_TRY(nd_comm_allreduce_sum_f64(tr->comm, sums, 3, err));
+    *loss = sums[2] > 0 ? sums[0] / sums[2] : NAN;
+    *acc = sums[2] > 0 ? sums[1] / sums[2] : NAN;
+    return ND_OK;
+}
+
+static void print_epoch(nd_trainer *tr, const nd_epoch_stats *e) {
+    nd_report *r = &tr->report;
+    if (!r->active) return;
+    fprintf(r->out, "epoch %3d/%d  train loss %.4f acc %.4f", e->epoch, tr->cfg.epochs, e->train_loss,
+            e->train_acc);
+    if (tr->info.has_val) fprintf(r->out, " | val loss %.4f acc %.4f", e->val_loss, e->val_acc);
+    if (tr->info.has_test) fprintf(r->out, " | test loss %.4f acc %.4f", e->test_loss, e->test_acc);
+    fprintf(r->out, " | lr %.5g | %.0f samples/s | %.2f s\n", e->lr, e->samples_per_s, e->seconds);
+    fflush(r->out);
+    if (r->metrics) {
+        fprintf(r->metrics,
+                "{\"epoch\": %d, \"step\": %ld, \"train_loss\": %.6g, \"train_accuracy\": %.6g, "
+                "\"lr\": %.6g, \"seconds\": %.6g, \"samples_per_s\": %.6g",
+                e->epoch, tr->step, e->train_loss, e->train_acc, e->lr, e->seconds, e->samples_per_s);
+        if (tr->info.has_val)
+            fprintf(r->metrics, ", \"val_loss\": %.6g, \"val_accuracy\": %.6g", e->val_loss, e->val_acc);
+        if (tr->info.has_test)
+            fprintf(r->metrics, ", \"test_loss\": %.6g, \"test_accuracy\": %.6g", e->test_loss, e->test_acc);
+        fputs("}\n", r->metrics);
+        fflush(r->metrics);
+    }
+}
+
+static void json_number(FILE *f, const char *key, double v) {
+    if (isfinite(v)) fprintf(f, ", \"%s\": %.6g", key, v);
+    else fprintf(f, ", \"%s\": null", key);
+}
+
+static void write_summary(FILE *f, const void *ctx) {
+    const nd_trainer *tr = ctx;
+    const nd_epoch_stats *e = &tr->last;
+    fprintf(f, "{\"mode\": \"%s\", \"np\": %d, \"batch_per_rank\": %d, \"global_batch\": %d", tr->cfg.mode,
+            tr->size, tr->cfg.batch, tr->global_batch);
+    fprintf(f, ", \"epochs\": %d, \"steps\": %ld, \"threads_per_rank\": %d", e->epoch, tr->step, tr->threads);
+    json_number(f, "train_seconds", tr->train_seconds);
+    json_number(f, "samples_per_s", tr->train_seconds > 0 ? tr->samples_seen / tr->train_seconds : NAN);
+    json_number(f, "train_loss", e->train_loss);
+    json_number(f, "train_accuracy", e->train_acc);
+    json_number(f, "val_loss", e->val_loss);
+    json_number(f, "val_accuracy", e->val_acc);
+    json_number(f, "test_accuracy", e->test_acc);
+    json_number(f, "test_loss", e->test_loss);
+    fprintf(f, ", \"parameters\": %zu, \"config\": {", tr->model.num_weights);
+    nd_cli_print_json(nd_train_options, nd_train_num_options, &tr->cfg, f);
+    fputs("}}\n", f);
+}
+
+/* Collective: one epoch of steps; fills loss/accuracy sums and seconds. */
+static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_error *err) {
+    nd_model *m = &tr->model;
+    const size_t n = m->num_params;
+    const long steps = tr->steps_per_epoch;
+    double loss_sum = 0.0, correct = 0.0;
+    order_epoch(tr, epoch);
+    ND_TRY(nd_comm_barrier(tr->comm, err)); /* start the clock together, as the peer does */
+    const double t0 = nd_comm_time();
+    for (long s = 0; s < steps; ++s) {
+        gather_batch(tr, s);
+        const float *logits = nd_model_forward(m, tr->xb, tr->cfg.batch);
+        nd_model_zero_grad(m);
+        nd_loss_stats ls = nd_softmax_ce(nd_model_output_grad(m), logits, tr->yb, tr->cfg.batch,
+                                         tr->info.num_classes);
+        m->grad[n + TAIL_LOSS] = (float)ls.loss_sum;
+        m->grad[n + TAIL_CORRECT] = (float)ls.correct;
+        nd_model_backward(m, tr->xb, tr->cfg.batch);
+        ND_TRY(nd_comm_allreduce_sum_f32(tr->comm, m->grad, n + TAIL_USED, err));
+        loss_sum += m->grad[n + TAIL_LOSS];
+        correct += m->grad[n + TAIL_CORRECT];
+        apply_update(tr);
+        if (tr->report.active) {
+            const double now = nd_comm_time(), el = now - t0;
+            const double done = (double)(s + 1) * tr->global_batch;
+            nd_report_progress(&tr->report, now, epoch, tr->cfg.epochs, s + 1, steps, loss_sum / done,
+                               done / el, el / (s + 1) * (steps - s - 1));
+        }
+    }
+    double seconds = nd_comm_time() - t0;
+    nd_report_progress_end(&tr->report);
+    ND_TRY(nd_comm_allreduce_max_f64(tr->comm, &seconds, 1, err)); /* the slowest rank sets the pace */
+    const double samples = (double)steps * tr->global_batch;
+    e->epoch = epoch;
+    e->train_loss = loss_sum / samples;
+    e->train_acc = correct / samples;
+    e->seconds = seconds;
+    e->samples_per_s = samples / seconds;
+    e->lr = nd_lr_at(&tr->lr, tr->step > 0 ? tr->step - 1 : 0);
+    tr->train_seconds += seconds;
+    tr->samples_seen += (long)samples;
+    return ND_OK;
+}
+
+nd_status nd_trainer_fit(nd_trainer *tr, nd_error *err) {
+    for (int epoch = 1; epoch <= tr->cfg.epochs; ++epoch) {
+        nd_epoch_stats e = {0};
+        e.test_loss = e.test_acc = e.val_loss = e.val_acc = NAN;
+        ND_TRY(run_epoch(tr, epoch, &e, err));
+        if (tr->info.has_val) ND_TRY(nd_trainer_evaluate(tr, &tr->val, &e.val_loss, &e.val_acc, err));
+        if (tr->info.has_test) ND_TRY(nd_trainer_evaluate(tr, &tr->test, &e.test_loss, &e.test_acc, err));
+        tr->last = e;
+        print_epoch(tr, &e);
+    }
+    if (tr->report.active) {
+        const nd_epoch_stats *e = &tr->last;
+        fprintf(tr->report.out, "done: %d epochs, %ld steps, %.2f s training, %.0f samples/s", e->epoch,
+                tr->step, tr->train_seconds, tr->samples_seen / tr->train_seconds);
+        if (tr->info.has_test)
+            fprintf(tr->report.out, "; final test accuracy %.4f (loss %.4f)", e->test_acc, e->test_loss);
+        fputc('\n', tr->report.out);
+        fflush(tr->report.out);
+    }
+    nd_status st = ND_OK;
+    if (tr->rank == 0 && tr->cfg.summary[0])
+        st = nd_write_file_atomic(tr->cfg.summary, write_summary, tr, err);
+    return agree(tr, st, err);
+}

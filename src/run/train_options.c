@@ -1,0 +1,118 @@
+/* The options of `nndist train`: defaults, help and validation. */
+#include <stdio.h>
+#include <string.h>
+
+#include "nndist/train.h"
+
+#define F(type, field) ND_CLI_FIELD(type, nd_train_config, field)
+
+const nd_cli_option nd_train_options[] = {
+    {"config", F(STR, config), "", "read options from FILE (key = value); the command line wins"},
+    {"data", F(STR, data), "", "HDF5 dataset (layout: data/README.md) [required]"},
+    {"mode", F(STR, mode), "sync", "sync (allreduce); async and ssp come with the parameter servers"},
+    {"hidden", F(STR, hidden), "512,256", "hidden layer widths, comma-separated ('' for none)"},
+    {"act", F(STR, act), "relu", "hidden activation: relu, leaky_relu, tanh, sigmoid"},
+    {"leaky-alpha", F(FLOAT, leaky_alpha), "0.01", "negative slope of leaky_relu"},
+    {"init", F(STR, init), "he", "weight init: he (normal, sqrt(2/fan_in)) or xavier"},
+    {"loss", F(STR, loss), "softmax_ce", "loss: softmax_ce"},
+    {"epochs", F(INT, epochs), "10", "passes over the training split"},
+    {"batch", F(INT, batch), "64", "samples per step on each rank"},
+    {"opt", F(STR, opt), "momentum", "optimizer: sgd, momentum, nesterov, adam"},
+    {"lr", F(FLOAT, lr), "0.01", "learning rate at --ref-batch samples per step"},
+    {"ref-batch", F(INT, ref_batch), "0", "batch that --lr is meant for; 0 = --batch (peak = lr*global/ref)"},
+    {"momentum", F(FLOAT, momentum), "0.9", "momentum / nesterov coefficient"},
+    {"beta1", F(FLOAT, beta1), "0.9", "adam first-moment decay"},
+    {"beta2", F(FLOAT, beta2), "0.999", "adam second-moment decay"},
+    {"eps", F(FLOAT, eps), "1e-8", "adam epsilon"},
+    {"warmup-steps", F(LONG, warmup_steps), "0", "steps of linear warmup from --lr to the scaled peak"},
+    {"clip-norm", F(FLOAT, clip_norm), "0", "clip the averaged gradient to this global L2 norm (0 = off)"},
+    {"clip-value", F(FLOAT, clip_value), "0", "clamp each averaged gradient value to [-v, v] (0 = off)"},
+    {"weight-decay", F(FLOAT, weight_decay), "0", "L2 penalty on weights (not biases), added to the gradient"},
+    {"seed", F(U64, seed), "1", "seed of initialization and shuffling"},
+    {"shuffle", F(BOOL, shuffle), "true", "reshuffle each rank's rows every epoch (--no-shuffle: file order)"},
+    {"normalize", F(STR, normalize), "global", "feature standardization: global, feature or none"},
+    {"eval-batch", F(INT, eval_batch), "1024", "rows per forward pass during evaluation"},
+    {"threads", F(INT, threads), "0", "BLAS threads per rank; 0 = this node's cores / ranks on it"},
+    {"progress", F(STR, progress), "auto", "progress within an epoch: auto, bar, plain, none"},
+    {"metrics", F(STR, metrics), "", "write a JSON line per epoch to FILE"},
+    {"summary", F(STR, summary), "", "write the run summary (JSON) to FILE"},
+};
+const int nd_train_num_options = (int)(sizeof nd_train_options / sizeof nd_train_options[0]);
+
+nd_status nd_train_config_parse(nd_train_config *cfg, int argc, char **argv, int *help,
+                                nd_error *err) {
+    memset(cfg, 0, sizeof *cfg);
+    ND_TRY(nd_cli_defaults(nd_train_options, nd_train_num_options, cfg, err));
+    return nd_cli_parse(nd_train_options, nd_train_num_options, cfg, argc, argv, help, err);
+}
+
+int nd_parse_widths(const char *text, int *widths, int max) {
+    int n = 0;
+    const char *p = text;
+    while (*p == ' ') ++p;
+    if (!*p) return 0;
+    for (;;) {
+        if (*p < '0' || *p > '9') return -1;
+        long v = 0;
+        while (*p >= '0' && *p <= '9') {
+            v = v * 10 + (*p++ - '0');
+            if (v > 1 << 24) return -1;
+        }
+        if (v <= 0 || n == max) return -1;
+        widths[n++] = (int)v;
+        if (!*p) return n;
+        if (*p++ != ',') return -1;
+    }
+}
+
+nd_status nd_train_config_validate(const nd_train_config *c, nd_error *err) {
+    int widths[ND_MAX_LAYERS];
+    nd_act_kind act;
+    nd_opt_kind opt;
+    nd_norm_kind norm;
+    if (!c->data[0]) return ND_FAIL(err, ND_ERR_ARG, "--data: no dataset given (an HDF5 file, see data/README.md)");
+    if (strcmp(c->mode, "sync")) {
+        if (!strcmp(c->mode, "async") || !strcmp(c->mode, "ssp"))
+            return ND_FAIL(err, ND_ERR_ARG, "--mode %s: parameter-server modes are not in this version yet; use --mode sync",
+                           c->mode);
+        return ND_FAIL(err, ND_ERR_ARG, "--mode: '%s' is not one of sync, async, ssp", c->mode);
+    }
+    if (nd_parse_widths(c->hidden, widths, ND_MAX_LAYERS - 1) < 0)
+        return ND_FAIL(err, ND_ERR_ARG, "--hidden: '%s' is not a list of positive widths like 512,256 (at most %d)",
+                       c->hidden, ND_MAX_LAYERS - 1);
+    if (nd_activation_parse(c->act, &act) != 0 || act == ND_ACT_IDENTITY)
+        return ND_FAIL(err, ND_ERR_ARG, "--act: '%s' is not one of relu, leaky_relu, tanh, sigmoid", c->act);
+    if (!(c->leaky_alpha > 0.0f && c->leaky_alpha < 1.0f))
+        return ND_FAIL(err, ND_ERR_ARG, "--leaky-alpha: %g must be in (0, 1)", (double)c->leaky_alpha);
+    if (strcmp(c->init, "he") && strcmp(c->init, "xavier"))
+        return ND_FAIL(err, ND_ERR_ARG, "--init: '%s' is not one of he, xavier", c->init);
+    if (strcmp(c->loss, "softmax_ce"))
+        return ND_FAIL(err, ND_ERR_ARG, "--loss: '%s' is not one of softmax_ce", c->loss);
+    if (c->epochs <= 0) return ND_FAIL(err, ND_ERR_ARG, "--epochs: %d must be positive", c->epochs);
+    if (c->batch <= 0) return ND_FAIL(err, ND_ERR_ARG, "--batch: %d must be positive", c->batch);
+    if (c->eval_batch <= 0) return ND_FAIL(err, ND_ERR_ARG, "--eval-batch: %d must be positive", c->eval_batch);
+    if (nd_opt_parse(c->opt, &opt) != 0)
+        return ND_FAIL(err, ND_ERR_ARG, "--opt: '%s' is not one of sgd, momentum, nesterov, adam", c->opt);
+    if (!(c->lr > 0.0f)) return ND_FAIL(err, ND_ERR_ARG, "--lr: %g must be positive", (double)c->lr);
+    if (c->ref_batch < 0) return ND_FAIL(err, ND_ERR_ARG, "--ref-batch: %d must be >= 0", c->ref_batch);
+    if (!(c->momentum >= 0.0f && c->momentum < 1.0f))
+        return ND_FAIL(err, ND_ERR_ARG, "--momentum: %g must be in [0, 1)", (double)c->momentum);
+    if (!(c->beta1 >= 0.0f && c->beta1 < 1.0f))
+        return ND_FAIL(err, ND_ERR_ARG, "--beta1: %g must be in [0, 1)", (double)c->beta1);
+    if (!(c->beta2 >= 0.0f && c->beta2 < 1.0f))
+        return ND_FAIL(err, ND_ERR_ARG, "--beta2: %g must be in [0, 1)", (double)c->beta2);
+    if (!(c->eps > 0.0f)) return ND_FAIL(err, ND_ERR_ARG, "--eps: %g must be positive", (double)c->eps);
+    if (c->warmup_steps < 0) return ND_FAIL(err, ND_ERR_ARG, "--warmup-steps: %ld must be >= 0", c->warmup_steps);
+    if (c->clip_norm < 0.0f) return ND_FAIL(err, ND_ERR_ARG, "--clip-norm: %g must be >= 0", (double)c->clip_norm);
+    if (c->clip_value < 0.0f) return ND_FAIL(err, ND_ERR_ARG, "--clip-value: %g must be >= 0", (double)c->clip_value);
+    if (c->weight_decay < 0.0f)
+        return ND_FAIL(err, ND_ERR_ARG, "--weight-decay: %g must be >= 0", (double)c->weight_decay);
+    if (nd_norm_parse(c->normalize, &norm) != 0)
+        return ND_FAIL(err, ND_ERR_ARG, "--normalize: '%s' is not one of global, feature, none", c->normalize);
+    if (c->threads < 0 || c->threads > 1024)
+        return ND_FAIL(err, ND_ERR_ARG, "--threads: %d must be in [0, 1024]", c->threads);
+    if (strcmp(c->progress, "auto") && strcmp(c->progress, "bar") && strcmp(c->progress, "plain") &&
+        strcmp(c->progress, "none"))
+        return ND_FAIL(err, ND_ERR_ARG, "--progress: '%s' is not one of auto, bar, plain, none", c->progress);
+    return ND_OK;
+}

@@ -217,6 +217,7 @@ static void print_value(const nd_cli_option *o, const void *cfg, FILE *out, bool
 void nd_cli_print(const nd_cli_option *opts, int n, const void *cfg, FILE *out,
                   const char *indent) {
     for (int i = 0; i < n; ++i) {
+        if (same_name(opts[i].name, "config")) continue; /* what was read, not a setting */
         fprintf(out, "%s%s = ", indent, opts[i].name);
         print_value(&opts[i], cfg, out, false);
         fputc('\n', out);

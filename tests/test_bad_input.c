@@ -1,0 +1,178 @@
+/* The nndist program under `mpiexec -n 2` with bad input: each case must end
+ * the job with a non-zero exit within the timeout, print exactly one
+ * "nndist: error:" line that names the problem, and leave no rank hanging.
+ * Files whose fault lies in rank 1's rows check that the rank that finds a
+ * problem makes the whole job stop. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <cmocka.h>
+
+#include "fixture.h"
+
+#define TIMEOUT_S 60
+
+/* Runs `mpiexec -n 2 nndist <args>`; returns the exit status and fills out
+ * with the combined output. */
+static int run_nndist(const char *args, char *out, size_t cap) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "timeout -k 5 %d %s %s 2 --oversubscribe %s %s 2>&1", TIMEOUT_S,
+             MPIEXEC_EXECUTABLE, MPIEXEC_NUMPROC_FLAG, NNDIST_BIN, args);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t len = fread(out, 1, cap - 1, p);
+    out[len] = '\0';
+    int status = pclose(p);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static int count(const char *hay, const char *needle) {
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle)) ++n;
+    return n;
+}
+
+static void expect_failure(const char *args, const char *needle) {
+    static char out[1 << 16];
+    int rc = run_nndist(args, out, sizeof out);
+    if (rc == 0 || rc == 124 || rc == 137)
+        fail_msg("nndist %s: exit %d (want a prompt non-zero exit)\n%s", args, rc, out);
+    if (count(out, "nndist: error:") != 1 || !strstr(out, needle))
+        fail_msg("nndist %s: want one error line containing '%s', got:\n%s", args, needle, out);
+}
+
+/* A small good file, then variants with one fault each. */
+enum { ROWS = 40, COLS = 4, CLASSES = 3 };
+
+static void write_case(const char *name, int fault) {
+    char path[512];
+    fx_path(path, sizeof path, name);
+    float x[ROWS * COLS];
+    int y[ROWS];
+    fx_blobs(x, y, ROWS, COLS, CLASSES, 2.0f, 1);
+    if (fault == 1) y[35] = 7;       /* label out of range, in rank 1's half */
+    if (fault == 2) x[37 * COLS] = NAN; /* NaN in rank 1's half */
+    if (fault == 3) x[5] = INFINITY; /* Inf in rank 0's half */
+    fx_write_dataset(path, x, y, ROWS, COLS, CLASSES, x, y, fault == 4 ? 0 : 10);
+}
+
+static int setup(void **state) {
+    (void)state;
+    write_case("good.h5", 0);
+    write_case("label.h5", 1);
+    write_case("nan.h5", 2);
+    write_case("inf.h5", 3);
+    char path[512];
+    hid_t f;
+    float x[ROWS * COLS] = {0};
+    int y[ROWS] = {0};
+    hsize_t xd[2] = {ROWS, COLS}, yd[1] = {ROWS}, yd_short[1] = {ROWS - 3};
+    f = fx_create(fx_path(path, sizeof path, "nox.h5"));
+    fx_attr_int(f, "num_classes", CLASSES);
+    fx_write_i32(f, "/train/y", 1, yd, y);
+    fx_close(f);
+    f = fx_create(fx_path(path, sizeof path, "noy.h5"));
+    fx_attr_int(f, "num_classes", CLASSES);
+    fx_write_f32(f, "/train/x", 2, xd, x);
+    fx_close(f);
+    f = fx_create(fx_path(path, sizeof path, "rows.h5"));
+    fx_attr_int(f, "num_classes", CLASSES);
+    fx_write_f32(f, "/train/x", 2, xd, x);
+    fx_write_i32(f, "/train/y", 1, yd_short, y);
+    fx_close(f);
+    /* Test split with a different feature count than the model is built for. */
+    hsize_t txd[2] = {5, COLS + 2}, tyd[1] = {5};
+    f = fx_create(fx_path(path, sizeof path, "cols.h5"));
+    fx_attr_int(f, "num_classes", CLASSES);
+    fx_write_f32(f, "/train/x", 2, xd, x);
+    fx_write_i32(f, "/train/y", 1, yd, y);
+    fx_write_f32(f, "/test/x", 2, txd, x);
+    fx_write_i32(f, "/test/y", 1, tyd, y);
+    fx_close(f);
+    /* One training row for two ranks. */
+    hsize_t one_x[2] = {1, COLS}, one_y[1] = {1};
+    f = fx_create(fx_path(path, sizeof path, "onerow.h5"));
+    fx_attr_int(f, "num_classes", CLASSES);
+    fx_write_f32(f, "/train/x", 2, one_x, x);
+    fx_write_i32(f, "/train/y", 1, one_y, y);
+    fx_close(f);
+    return 0;
+}
+
+#define T NNDIST_TEST_TMP "/"
+#define COMMON " --hidden 8 --epochs 1 --batch 4 --progress none"
+
+static void test_missing_things(void **state) {
+    (void)state;
+    expect_failure("train --data " T "nope.h5" COMMON, "nope.h5: No such file or directory");
+    expect_failure("train --data " T "nox.h5" COMMON, "/train/x is missing");
+    expect_failure("train --data " T "noy.h5" COMMON, "/train/y is missing");
+    expect_failure("train" COMMON, "--data: no dataset given");
+}
+
+static void test_bad_contents(void **state) {
+    (void)state;
+    expect_failure("train --data " T "rows.h5" COMMON, "/train/x has 40 rows but /train/y has 37");
+    expect_failure("train --data " T "cols.h5" COMMON, "/test/x has 6 features but /train/x has 4");
+    expect_failure("train --data " T "label.h5" COMMON, "/train/y[35] = 7 is outside [0, 3)");
+    expect_failure("train --data " T "nan.h5" COMMON, "/train/x[37][0] is NaN");
+    expect_failure("train --data " T "inf.h5" COMMON, "/train/x[1][1] is infinite");
+    expect_failure("train --data " T "onerow.h5" COMMON, "/train has 1 rows, fewer than the 2 ranks");
+    expect_failure("train --data " T "good.h5 --hidden 8 --epochs 1 --batch 64 --progress none",
+                   "--batch 64: the smallest shard has only 20 rows");
+}
+
+static void test_bad_options(void **state) {
+    (void)state;
+    expect_failure("train --data " T "good.h5 --optimiser sgd", "unknown option '--optimiser'");
+    expect_failure("train --data " T "good.h5 --opt adagrad2", "--opt: 'adagrad2' is not one of");
+    expect_failure("train --data " T "good.h5 --batch 0", "--batch: 0 must be positive");
+    expect_failure("train --data " T "good.h5 --batch -5", "--batch: -5 must be positive");
+    expect_failure("train --data " T "good.h5 --epochs 0", "--epochs: 0 must be positive");
+    expect_failure("train --data " T "good.h5 --lr 0", "--lr: 0 must be positive");
+    expect_failure("train --data " T "good.h5 --lr -1", "--lr: -1 must be positive");
+    expect_failure("train --data " T "good.h5 --metrics /nonexistent-dir/m.jsonl" COMMON,
+                   "--metrics /nonexistent-dir/m.jsonl");
+    expect_failure("frobnicate", "unknown command 'frobnicate'");
+}
+
+/* The good file trains, and an existing summary is replaced whole. */
+static void test_good_run_and_summary(void **state) {
+    (void)state;
+    static char out[1 << 16];
+    const char *summary = T "summary.json";
+    FILE *f = fopen(summary, "w");
+    fputs("old", f);
+    fclose(f);
+    int rc = run_nndist("train --data " T "good.h5 --summary " T "summary.json" COMMON, out, sizeof out);
+    if (rc != 0) fail_msg("good run failed (%d):\n%s", rc, out);
+    assert_non_null(strstr(out, "final test accuracy"));
+    char buf[4096] = {0};
+    f = fopen(summary, "r");
+    assert_non_null(f);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    assert_true(n > 10);
+    const char *keys[] = {"\"mode\": \"sync\"", "\"np\": 2", "\"batch_per_rank\": 4", "\"epochs\": 1",
+                          "\"train_seconds\"", "\"samples_per_s\"", "\"test_accuracy\"", "\"test_loss\""};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; ++i)
+        if (!strstr(buf, keys[i])) fail_msg("summary lacks %s: %s", keys[i], buf);
+}
+
+int main(void) {
+    mkdir(NNDIST_TEST_TMP, 0777);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_missing_things),
+        cmocka_unit_test(test_bad_contents),
+        cmocka_unit_test(test_bad_options),
+        cmocka_unit_test(test_good_run_and_summary),
+    };
+    return cmocka_run_group_tests(tests, setup, NULL);
+}

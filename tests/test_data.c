@@ -1,0 +1,269 @@
+/* Dataset files: shard boundaries, the uint8+scale path, hyperslab reads,
+ * IDX import and synthetic sets, and every kind of bad file named clearly. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#include <cmocka.h>
+
+#include "fixture.h"
+#include "nndist/data.h"
+
+static void test_shard_range(void **state) {
+    (void)state;
+    const long ns[] = {10, 7, 1001, 3, 60000};
+    const int ps[] = {3, 7, 2, 3, 7};
+    for (int c = 0; c < 5; ++c) {
+        long next = 0, lo = ns[c], hi = 0;
+        for (int r = 0; r < ps[c]; ++r) {
+            long first, count;
+            nd_shard_range(ns[c], r, ps[c], &first, &count);
+            assert_int_equal(first, next); /* contiguous, in rank order */
+            next = first + count;
+            if (count < lo) lo = count;
+            if (count > hi) hi = count;
+        }
+        assert_int_equal(next, ns[c]); /* every row exactly once */
+        assert_true(hi - lo <= 1);     /* balanced */
+    }
+    long first, count;
+    nd_shard_range(10, 0, 3, &first, &count);
+    assert_int_equal(count, 4); /* the remainder goes to the first ranks */
+    nd_shard_range(10, 2, 3, &first, &count);
+    assert_int_equal(first, 7);
+    assert_int_equal(count, 3);
+}
+
+static void test_uint8_scale_and_hyperslab(void **state) {
+    (void)state;
+    char path[512];
+    fx_path(path, sizeof path, "u8.h5");
+    enum { ROWS = 11, COLS = 3 };
+    unsigned char x[ROWS * COLS];
+    int y[ROWS];
+    for (int i = 0; i < ROWS * COLS; ++i) x[i] = (unsigned char)(i * 7);
+    for (int i = 0; i < ROWS; ++i) y[i] = i % 4;
+    hid_t f = fx_create(path);
+    fx_attr_int(f, "num_classes", 4);
+    hsize_t xd[2] = {ROWS, COLS}, yd[1] = {ROWS};
+    fx_write_u8(f, "/train/x", 2, xd, x, 0.5f);
+    fx_write_i32(f, "/train/y", 1, yd, y);
+    fx_close(f);
+
+    nd_dataset_info info;
+    nd_error err = {0};
+    assert_int_equal(nd_dataset_probe(path, &info, &err), ND_OK);
+    assert_int_equal(info.num_classes, 4);
+    assert_int_equal(info.train.rows, ROWS);
+    assert_int_equal(info.train.cols, COLS);
+    assert_true(info.train.x_is_uint8);
+    assert_float_equal(info.train.x_scale, 0.5f, 0);
+    assert_false(info.has_test);
+
+    for (int r = 0; r < 3; ++r) {
+        nd_shard s;
+        assert_int_equal(nd_shard_read(path, "train", r, 3, 4, &s, &err), ND_OK);
+        long first, count;
+        nd_shard_range(ROWS, r, 3, &first, &count);
+        assert_int_equal(s.first_row, first);
+        assert_int_equal(s.rows, count);
+        for (int i = 0; i < s.rows; ++i) {
+            assert_int_equal(s.y[i], y[first + i]);
+            for (int j = 0; j < COLS; ++j)
+                assert_float_equal(s.x[i * COLS + j], 0.5f * x[(first + i) * COLS + j], 0);
+        }
+        nd_shard_free(&s);
+    }
+}
+
+/* ---- bad files: each gives one clear message ----------------------------- */
+
+typedef enum {
+    BAD_NO_CLASSES, BAD_NO_X, BAD_NO_Y, BAD_ROWS, BAD_LABEL, BAD_NAN, BAD_INF, BAD_Y_FLOAT,
+    BAD_X_1D, BAD_TEST_COLS, BAD_CLASSES_VALUE, BAD_NOT_HDF5
+} bad_kind;
+
+static void write_bad(const char *path, bad_kind kind) {
+    enum { ROWS = 8, COLS = 2 };
+    float x[ROWS * COLS];
+    int y[ROWS];
+    for (int i = 0; i < ROWS * COLS; ++i) x[i] = (float)i;
+    for (int i = 0; i < ROWS; ++i) y[i] = i % 3;
+    if (kind == BAD_NOT_HDF5) {
+        FILE *f = fopen(path, "w");
+        fputs("this is not HDF5\n", f);
+        fclose(f);
+        return;
+    }
+    if (kind == BAD_LABEL) y[6] = 3;
+    if (kind == BAD_NAN) x[13] = NAN;
+    if (kind == BAD_INF) x[14] = -INFINITY;
+    hid_t f = fx_create(path);
+    if (kind != BAD_NO_CLASSES) fx_attr_int(f, "num_classes", kind == BAD_CLASSES_VALUE ? 1 : 3);
+    hsize_t xd[2] = {ROWS, COLS}, yd[1] = {kind == BAD_ROWS ? ROWS - 1 : ROWS};
+    if (kind == BAD_X_1D) {
+        hsize_t flat[1] = {ROWS * COLS};
+        fx_write_f32(f, "/train/x", 1, flat, x);
+    } else if (kind != BAD_NO_X) {
+        fx_write_f32(f, "/train/x", 2, xd, x);
+    }
+    if (kind == BAD_Y_FLOAT) {
+        float yf[ROWS] = {0};
+        fx_write_f32(f, "/train/y", 1, yd, yf);
+    } else if (kind != BAD_NO_Y) {
+        fx_write_i32(f, "/train/y", 1, yd, y);
+    }
+    if (kind == BAD_TEST_COLS) {
+        hsize_t td[2] = {2, COLS + 1}, tyd[1] = {2};
+        fx_write_f32(f, "/test/x", 2, td, x);
+        fx_write_i32(f, "/test/y", 1, tyd, y);
+    }
+    fx_close(f);
+}
+
+/* Probes, then reads both halves as 2 ranks would; the first error must
+ * contain needle and name the file. */
+static void expect_bad(bad_kind kind, const char *needle) {
+    char path[512], name[32];
+    snprintf(name, sizeof name, "bad%d.h5", (int)kind);
+    fx_path(path, sizeof path, name);
+    write_bad(path, kind);
+    nd_dataset_info info;
+    nd_error err = {0};
+    nd_status st = nd_dataset_probe(path, &info, &err);
+    for (int r = 0; r < 2 && st == ND_OK; ++r) {
+        nd_shard s;
+        st = nd_shard_read(path, "train", r, 2, info.num_classes, &s, &err);
+        if (st == ND_OK) nd_shard_free(&s);
+    }
+    assert_int_not_equal(st, ND_OK);
+    if (!strstr(err.msg, needle) || !strstr(err.msg, name))
+        fail_msg("message '%s' should contain '%s' and the file name", err.msg, needle);
+    assert_null(strchr(err.msg, '\n'));
+}
+
+static void test_bad_files(void **state) {
+    (void)state;
+    expect_bad(BAD_NO_CLASSES, "num_classes is missing");
+    expect_bad(BAD_CLASSES_VALUE, "num_classes must be an integer >= 2");
+    expect_bad(BAD_NO_X, "/train/x is missing");
+    expect_bad(BAD_NO_Y, "/train/y is missing");
+    expect_bad(BAD_ROWS, "/train/x has 8 rows but /train/y has 7");
+    expect_bad(BAD_LABEL, "/train/y[6] = 3 is outside [0, 3)");
+    expect_bad(BAD_NAN, "/train/x[6][1] is NaN");
+    expect_bad(BAD_INF, "/train/x[7][0] is infinite");
+    expect_bad(BAD_Y_FLOAT, "/train/y must be a 1-D integer array");
+    expect_bad(BAD_X_1D, "/train/x must be 2-D");
+    expect_bad(BAD_TEST_COLS, "/test/x has 3 features but /train/x has 2");
+    expect_bad(BAD_NOT_HDF5, "not an HDF5 file");
+
+    nd_dataset_info info;
+    nd_error err = {0};
+    assert_int_equal(nd_dataset_probe(NNDIST_TEST_TMP "/does-not-exist.h5", &info, &err), ND_ERR_IO);
+    assert_non_null(strstr(err.msg, "does-not-exist.h5: No such file"));
+}
+
+/* ---- IDX import ------------------------------------------------------------ */
+
+static void write_idx(const char *path, int gz, int ndims, const unsigned *dims, const unsigned char *v,
+                      size_t n) {
+    unsigned char head[4 + 12] = {0, 0, 8, (unsigned char)ndims};
+    for (int i = 0; i < ndims; ++i) {
+        head[4 + 4 * i] = (unsigned char)(dims[i] >> 24);
+        head[5 + 4 * i] = (unsigned char)(dims[i] >> 16);
+        head[6 + 4 * i] = (unsigned char)(dims[i] >> 8);
+        head[7 + 4 * i] = (unsigned char)dims[i];
+    }
+    if (gz) {
+        gzFile g = gzopen(path, "wb");
+        gzwrite(g, head, 4 + 4 * ndims);
+        gzwrite(g, v, (unsigned)n);
+        gzclose(g);
+    } else {
+        FILE *f = fopen(path, "wb");
+        fwrite(head, 1, 4 + 4 * ndims, f);
+        fwrite(v, 1, n, f);
+        fclose(f);
+    }
+}
+
+static void test_import_idx(void **state) {
+    (void)state;
+    char img[512], lab[512], out[512], tlab[512];
+    fx_path(img, sizeof img, "img.idx.gz");
+    fx_path(lab, sizeof lab, "lab.idx");
+    fx_path(tlab, sizeof tlab, "lab-short.idx");
+    fx_path(out, sizeof out, "imported.h5");
+    remove(out);
+    enum { N = 20, H = 2, W = 3 };
+    unsigned char pix[N * H * W], labels[N];
+    for (int i = 0; i < N * H * W; ++i) pix[i] = (unsigned char)(i % 251);
+    for (int i = 0; i < N; ++i) labels[i] = (unsigned char)(i % 5);
+    const unsigned idims[3] = {N, H, W}, ldims[1] = {N}, short_dims[1] = {N - 1};
+    write_idx(img, 1, 3, idims, pix, sizeof pix);
+    write_idx(lab, 0, 1, ldims, labels, N);
+    write_idx(tlab, 0, 1, short_dims, labels, N - 1);
+
+    nd_error err = {0};
+    assert_int_equal(nd_import_idx(img, lab, "train", out, 0.25, &err), ND_OK);
+    nd_dataset_info info;
+    assert_int_equal(nd_dataset_probe(out, &info, &err), ND_OK);
+    assert_int_equal(info.num_classes, 5);
+    assert_int_equal(info.train.rows, 15);
+    assert_int_equal(info.val.rows, 5);
+    assert_int_equal(info.train.cols, H * W);
+    assert_true(info.has_val);
+    nd_shard s;
+    assert_int_equal(nd_shard_read(out, "val", 0, 1, 5, &s, &err), ND_OK);
+    assert_int_equal(s.y[0], labels[15]);
+    assert_float_equal(s.x[1], pix[15 * H * W + 1] / 255.0f, 1e-7);
+    nd_shard_free(&s);
+
+    /* The same split again is refused and the file keeps working. */
+    assert_int_equal(nd_import_idx(img, lab, "train", out, 0.0, &err), ND_ERR_ARG);
+    assert_non_null(strstr(err.msg, "already there"));
+    assert_int_equal(nd_import_idx(img, lab, "test", out, 0.0, &err), ND_OK);
+    assert_int_equal(nd_dataset_probe(out, &info, &err), ND_OK);
+    assert_true(info.has_test);
+
+    /* Mismatched counts and wrong magic are named. */
+    fx_path(out, sizeof out, "imported2.h5");
+    remove(out);
+    assert_int_equal(nd_import_idx(img, tlab, "train", out, 0.0, &err), ND_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "20 images"));
+    assert_int_equal(nd_import_idx(lab, lab, "train", out, 0.0, &err), ND_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "not an IDX file"));
+}
+
+static void test_synth(void **state) {
+    (void)state;
+    char out[512];
+    fx_path(out, sizeof out, "synth.h5");
+    remove(out);
+    nd_synth_config c = {100, 30, 10, 6, 3, 2.0f, 9};
+    nd_error err = {0};
+    assert_int_equal(nd_synth_write(&c, out, &err), ND_OK);
+    nd_dataset_info info;
+    assert_int_equal(nd_dataset_probe(out, &info, &err), ND_OK);
+    assert_int_equal(info.train.rows, 100);
+    assert_int_equal(info.test.rows, 30);
+    assert_int_equal(info.val.rows, 10);
+    assert_int_equal(info.num_classes, 3);
+    /* Never overwrites. */
+    assert_int_equal(nd_synth_write(&c, out, &err), ND_ERR_ARG);
+    assert_non_null(strstr(err.msg, "already exists"));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_shard_range), cmocka_unit_test(test_uint8_scale_and_hyperslab),
+        cmocka_unit_test(test_bad_files),   cmocka_unit_test(test_import_idx),
+        cmocka_unit_test(test_synth),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

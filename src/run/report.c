@@ -61,13 +61,16 @@ static void format_eta(char *buf, size_t cap, double s) {
 void nd_report_progress(nd_report *r, double now, int epoch, int epochs, long step, long steps,
                         double running_loss, double samples_per_s, double eta_s) {
     if (!r->active || r->progress == ND_PROGRESS_NONE) return;
-    const double every = r->progress == ND_PROGRESS_BAR ? 0.2 : 10.0;
+    const int bar = r->progress == ND_PROGRESS_BAR;
     if (r->last_progress == 0.0) r->last_progress = now;
-    if (now - r->last_progress < every && step != steps) return;
+    /* The bar redraws a few times a second and once at the end; plain lines
+     * come every 10 s of a long epoch (the epoch line ends each epoch). */
+    if (bar ? (now - r->last_progress < 0.2 && step != steps) : (now - r->last_progress < 10.0))
+        return;
     r->last_progress = now;
     char eta[32];
     format_eta(eta, sizeof eta, eta_s);
-    if (r->progress == ND_PROGRESS_BAR) {
+    if (bar) {
         enum { WIDTH = 24 };
         char bar[WIDTH + 1];
         int fill = steps > 0 ? (int)(WIDTH * step / steps) : 0;

@@ -117,6 +117,28 @@ static void test_missing_things(void **state) {
     expect_failure("train" COMMON, "--data: no dataset given");
 }
 
+/* A run that fails its checks leaves earlier outputs as they were. */
+static void test_failed_run_keeps_outputs(void **state) {
+    (void)state;
+    const char *files[2] = {T "kept.jsonl", T "kept.json"};
+    for (int i = 0; i < 2; ++i) {
+        FILE *f = fopen(files[i], "w");
+        fputs("earlier run\n", f);
+        fclose(f);
+    }
+    expect_failure("train --data " T "nan.h5 --metrics " T "kept.jsonl --summary " T "kept.json" COMMON,
+                   "is NaN");
+    for (int i = 0; i < 2; ++i) {
+        char buf[64] = {0};
+        FILE *f = fopen(files[i], "r");
+        assert_non_null(f);
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        assert_int_equal(n, 12);
+        assert_string_equal(buf, "earlier run\n");
+    }
+}
+
 static void test_bad_contents(void **state) {
     (void)state;
     expect_failure("train --data " T "rows.h5" COMMON, "/train/x has 40 rows but /train/y has 37");
@@ -171,6 +193,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_missing_things),
         cmocka_unit_test(test_bad_contents),
+        cmocka_unit_test(test_failed_run_keeps_outputs),
         cmocka_unit_test(test_bad_options),
         cmocka_unit_test(test_good_run_and_summary),
     };

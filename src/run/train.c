@@ -71,6 +71,12 @@ static nd_status normalize_splits(nd_trainer *tr, nd_error *err) {
     }
     if (st == ND_OK) {
         nd_stats_finish(sums, cols, tr->norm, tr->norm_mean, tr->norm_inv_std);
+        /* MPI does not promise bitwise-equal allreduce results on every rank;
+         * rank 0's statistics make the normalized data identical everywhere. */
+        st = nd_comm_bcast_f32(tr->comm, tr->norm_mean, (size_t)cols, 0, err);
+        if (st == ND_OK) st = nd_comm_bcast_f32(tr->comm, tr->norm_inv_std, (size_t)cols, 0, err);
+    }
+    if (st == ND_OK) {
         nd_shard *splits[3] = {&tr->train, &tr->test, &tr->val};
         for (int i = 0; i < 3; ++i)
             if (splits[i]->x)
@@ -150,7 +156,6 @@ nd_status nd_trainer_setup(nd_trainer *tr, const nd_train_config *cfg, nd_comm *
     ND_TRY(agree(tr, nd_train_config_validate(cfg, err), err));
     tr->threads = cfg->threads > 0 ? cfg->threads : auto_threads(comm);
     nd_blas_set_threads(tr->threads);
-    ND_TRY(agree(tr, nd_report_open(&tr->report, tr->rank == 0, cfg->progress, cfg->metrics, err), err));
     ND_TRY(agree(tr, read_shards(tr, err), err));
     ND_TRY(normalize_splits(tr, err));
     ND_TRY(agree_steps(tr, err));
@@ -159,6 +164,8 @@ nd_status nd_trainer_setup(nd_trainer *tr, const nd_train_config *cfg, nd_comm *
     tr->global_batch = cfg->batch * tr->size;
     tr->lr = (nd_lr_schedule){cfg->lr, cfg->ref_batch > 0 ? cfg->ref_batch : cfg->batch,
                               tr->global_batch, cfg->warmup_steps};
+    /* Opened last: a run that fails its checks leaves an earlier metrics file alone. */
+    ND_TRY(agree(tr, nd_report_open(&tr->report, tr->rank == 0, cfg->progress, cfg->metrics, err), err));
     if (tr->rank == 0) print_setup(tr);
     return ND_OK;
 }

@@ -1,6 +1,7 @@
 #include "h5io.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -118,4 +119,23 @@ nd_status h5io_write_rows(hid_t group, const char *name, hid_t file_type, hid_t 
     H5Sclose(space);
     if (rc < 0) return ND_FAIL(err, ND_ERR_IO, "%s: cannot write dataset %s", path, name);
     return ND_OK;
+}
+
+nd_status h5io_write_split(hid_t file, const char *path, const char *split, hid_t x_file_type,
+                           hid_t x_mem_type, const void *x, float x_scale, const int *y, long rows,
+                           long cols, nd_error *err) {
+    char gname[32];
+    snprintf(gname, sizeof gname, "/%s", split);
+    hid_t g = H5Gcreate2(file, gname, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (g < 0) return ND_FAIL(err, ND_ERR_IO, "%s: cannot create group %s", path, gname);
+    hsize_t xd[2] = {(hsize_t)rows, (hsize_t)cols}, yd[1] = {(hsize_t)rows};
+    nd_status st = h5io_write_rows(g, "x", x_file_type, x_mem_type, 2, xd, x, path, err);
+    if (st == ND_OK && x_scale > 0.0f) {
+        hid_t dx = H5Dopen2(g, "x", H5P_DEFAULT);
+        st = h5io_write_attr_float(dx, "scale", x_scale, path, err);
+        H5Dclose(dx);
+    }
+    if (st == ND_OK) st = h5io_write_rows(g, "y", H5T_STD_I32LE, H5T_NATIVE_INT, 1, yd, y, path, err);
+    H5Gclose(g);
+    return st;
 }

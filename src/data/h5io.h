@@ -39,4 +39,11 @@ nd_status h5io_write_rows(hid_t group, const char *name, hid_t file_type, hid_t 
                           int ndims, const hsize_t *dims, const void *buf, const char *path,
                           nd_error *err);
 
+/* Creates group /<split> with x (rows x cols, stored as x_file_type from
+ * x_mem_type values) and y (rows, int32). x_scale > 0 adds the `scale`
+ * attribute that uint8 features carry. */
+nd_status h5io_write_split(hid_t file, const char *path, const char *split, hid_t x_file_type,
+                           hid_t x_mem_type, const void *x, float x_scale, const int *y, long rows,
+                           long cols, nd_error *err);
+
 #endif

@@ -73,28 +73,6 @@ done:
     return st;
 }
 
-/* Writes rows [first, first+n) of images/labels as /<split>/{x,y}. */
-static nd_status write_split(hid_t f, const char *out, const char *split, const idx_array *img,
-                             const int *labels, long first, long n, nd_error *err) {
-    char gname[32];
-    snprintf(gname, sizeof gname, "/%s", split);
-    hid_t g = H5Gcreate2(f, gname, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    if (g < 0) return ND_FAIL(err, ND_ERR_IO, "%s: cannot create group %s", out, gname);
-    size_t cols = img->count / img->dims[0];
-    hsize_t xd[2] = {(hsize_t)n, (hsize_t)cols}, yd[1] = {(hsize_t)n};
-    nd_status st = h5io_write_rows(g, "x", H5T_STD_U8LE, H5T_NATIVE_UCHAR, 2, xd,
-                                   img->values + (size_t)first * cols, out, err);
-    if (st == ND_OK) {
-        hid_t dx = H5Dopen2(g, "x", H5P_DEFAULT);
-        st = h5io_write_attr_float(dx, "scale", 1.0f / 255.0f, out, err);
-        H5Dclose(dx);
-    }
-    if (st == ND_OK)
-        st = h5io_write_rows(g, "y", H5T_STD_I32LE, H5T_NATIVE_INT, 1, yd, labels + first, out, err);
-    H5Gclose(g);
-    return st;
-}
-
 nd_status nd_import_idx(const char *images, const char *labels, const char *split,
                         const char *out, double val_fraction, nd_error *err) {
     if (strcmp(split, "train") && strcmp(split, "test") && strcmp(split, "val"))
@@ -106,7 +84,7 @@ nd_status nd_import_idx(const char *images, const char *labels, const char *spli
     idx_array img, lab;
     ND_TRY(idx_read(images, 3, &img, err));
     nd_status st = idx_read(labels, 1, &lab, err);
-    int *y = NULL;
+    int *y = NULL, existed = 1;
     hid_t f = H5I_INVALID_HID;
     if (st != ND_OK) goto done;
     if (lab.dims[0] != img.dims[0]) {
@@ -127,7 +105,7 @@ nd_status nd_import_idx(const char *images, const char *labels, const char *spli
     }
 
     h5io_quiet();
-    int existed = access(out, F_OK) == 0;
+    existed = access(out, F_OK) == 0;
     f = existed ? h5io_open(out, 1, err) : H5Fcreate(out, H5F_ACC_EXCL, H5P_DEFAULT, H5P_DEFAULT);
     if (f < 0) {
         if (!existed) ND_FAIL(err, ND_ERR_IO, "%s: cannot create the file", out);
@@ -157,10 +135,16 @@ nd_status nd_import_idx(const char *images, const char *labels, const char *spli
         st = ND_FAIL(err, ND_ERR_ARG, "--val-fraction: %g of %ld rows leaves an empty split", val_fraction, n);
         goto done;
     }
-    if ((st = write_split(f, out, split, &img, y, 0, n - nval, err)) != ND_OK) goto done;
-    if (nval > 0) st = write_split(f, out, "val", &img, y, n - nval, nval, err);
+    const long cols = (long)(img.count / img.dims[0]);
+    st = h5io_write_split(f, out, split, H5T_STD_U8LE, H5T_NATIVE_UCHAR, img.values, 1.0f / 255.0f, y,
+                          n - nval, cols, err);
+    if (st == ND_OK && nval > 0)
+        st = h5io_write_split(f, out, "val", H5T_STD_U8LE, H5T_NATIVE_UCHAR,
+                              img.values + (size_t)(n - nval) * cols, 1.0f / 255.0f, y + (n - nval), nval,
+                              cols, err);
 done:
     if (f >= 0 && H5Fclose(f) < 0 && st == ND_OK) st = ND_FAIL(err, ND_ERR_IO, "%s: cannot close the file", out);
+    if (st != ND_OK && f >= 0 && !existed) unlink(out); /* no half-written new file */
     free(y);
     free(img.values);
     free(lab.values);

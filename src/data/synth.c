@@ -19,19 +19,6 @@ static void draw(float *x, int *y, long rows, int features, int classes, const f
     }
 }
 
-static nd_status write_split(hid_t f, const char *out, const char *split, const float *x,
-                             const int *y, long rows, int features, nd_error *err) {
-    char gname[32];
-    snprintf(gname, sizeof gname, "/%s", split);
-    hid_t g = H5Gcreate2(f, gname, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    if (g < 0) return ND_FAIL(err, ND_ERR_IO, "%s: cannot create group %s", out, gname);
-    hsize_t xd[2] = {(hsize_t)rows, (hsize_t)features}, yd[1] = {(hsize_t)rows};
-    nd_status st = h5io_write_rows(g, "x", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, xd, x, out, err);
-    if (st == ND_OK) st = h5io_write_rows(g, "y", H5T_STD_I32LE, H5T_NATIVE_INT, 1, yd, y, out, err);
-    H5Gclose(g);
-    return st;
-}
-
 nd_status nd_synth_write(const nd_synth_config *cfg, const char *out, nd_error *err) {
     if (cfg->rows <= 0 || cfg->test_rows < 0 || cfg->val_rows < 0 || cfg->features <= 0 ||
         cfg->classes < 2 || !(cfg->separation >= 0.0f))
@@ -69,7 +56,8 @@ nd_status nd_synth_write(const nd_synth_config *cfg, const char *out, nd_error *
         if (counts[s] == 0) continue;
         nd_rng_seed(&rng, cfg->seed, 0x5eed, (uint64_t)s + 1); /* one stream per split */
         draw(x, y, counts[s], cfg->features, cfg->classes, centres, &rng);
-        st = write_split(f, out, names[s], x, y, counts[s], cfg->features, err);
+        st = h5io_write_split(f, out, names[s], H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, x, 0.0f, y, counts[s],
+                              cfg->features, err);
     }
 done:
     if (f >= 0 && H5Fclose(f) < 0 && st == ND_OK) st = ND_FAIL(err, ND_ERR_IO, "%s: cannot close the file", out);

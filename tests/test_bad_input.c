@@ -162,6 +162,8 @@ static void test_bad_options(void **state) {
     expect_failure("train --data " T "good.h5 --lr -1", "--lr: -1 must be positive");
     expect_failure("train --data " T "good.h5 --metrics /nonexistent-dir/m.jsonl" COMMON,
                    "--metrics /nonexistent-dir/m.jsonl");
+    expect_failure("train --data " T "good.h5 --summary /nonexistent-dir/s.json" COMMON,
+                   "/nonexistent-dir/s.json: cannot create");
     expect_failure("frobnicate", "unknown command 'frobnicate'");
 }
 

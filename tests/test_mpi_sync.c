@@ -33,7 +33,8 @@ static float *train_params(const nd_train_config *cfg, nd_comm *comm, size_t *n,
     nd_trainer tr;
     nd_error err = {0};
     float *out = NULL;
-    if (nd_trainer_setup(&tr, cfg, comm, &err) == ND_OK && nd_trainer_fit(&tr, &err) == ND_OK) {
+    if (nd_trainer_setup(&tr, cfg, comm, &err) == ND_OK && nd_trainer_fit(&tr, &err) == ND_OK &&
+        nd_trainer_write_summary(&tr, &err) == ND_OK) {
         *n = tr.model.num_params;
         out = malloc(sizeof(float) * *n);
         memcpy(out, tr.model.param, sizeof(float) * *n);

@@ -102,9 +102,13 @@ typedef struct {
 nd_status nd_trainer_setup(nd_trainer *tr, const nd_train_config *cfg, nd_comm *comm,
                            nd_error *err);
 
-/* Trains cfg.epochs epochs, printing progress on rank 0 and writing the
- * metrics and summary files. */
+/* Trains cfg.epochs epochs, printing progress and metrics on rank 0. A
+ * failure here may be on one rank only (a collective failed): the caller
+ * must end the whole job. */
 nd_status nd_trainer_fit(nd_trainer *tr, nd_error *err);
+
+/* Rank 0 writes --summary (atomically); the outcome is agreed by all ranks. */
+nd_status nd_trainer_write_summary(nd_trainer *tr, nd_error *err);
 
 /* Loss and accuracy of the current parameters over a split's shards. */
 nd_status nd_trainer_evaluate(nd_trainer *tr, const nd_shard *shard, double *loss,

@@ -58,8 +58,10 @@ static int run_train(nd_comm *comm, int argc, char **argv) {
         fflush(NULL);
         nd_comm_abort(comm, 1);
     }
+    st = nd_trainer_write_summary(&tr, &err);
+    report_error(&err);
     nd_trainer_free(&tr);
-    return 0;
+    return st == ND_OK ? 0 : 1;
 }
 
 /* Data commands write files: only rank 0 works, the others wait for its verdict. */

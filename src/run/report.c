@@ -101,7 +101,7 @@ nd_status nd_write_file_atomic(const char *path, void (*body)(FILE *, const void
     if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
         return ND_FAIL(err, ND_ERR_ARG, "%s: path too long", path);
     FILE *f = fopen(tmp, "w");
-    if (!f) return ND_FAIL(err, ND_ERR_IO, "%s: %s", tmp, strerror(errno));
+    if (!f) return ND_FAIL(err, ND_ERR_IO, "%s: cannot create (%s)", path, strerror(errno));
     body(f, ctx);
     int bad = ferror(f);
     bad |= fflush(f) != 0;

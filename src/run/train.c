@@ -357,6 +357,10 @@ nd_status nd_trainer_fit(nd_trainer *tr, nd_error *err) {
         fputc('\n', tr->report.out);
         fflush(tr->report.out);
     }
+    return ND_OK;
+}
+
+nd_status nd_trainer_write_summary(nd_trainer *tr, nd_error *err) {
     nd_status st = ND_OK;
     if (tr->rank == 0 && tr->cfg.summary[0])
         st = nd_write_file_atomic(tr->cfg.summary, write_summary, tr, err);

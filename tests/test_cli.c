@@ -80,7 +80,10 @@ static void test_validation(void **state) {
     expect_invalid("hidden", "512,,256", "--hidden");
     expect_invalid("hidden", "512,-1", "--hidden");
     expect_invalid("momentum", "1.5", "--momentum");
-    expect_invalid("mode", "async", "--mode async");
+    expect_invalid("mode", "hogwild", "--mode: 'hogwild'");
+    expect_invalid("straggle", "1:0.5", "--straggle");
+    expect_invalid("straggle", "one:2", "--straggle");
+    expect_invalid("servers", "0", "--servers");
     expect_invalid("clip-norm", "-1", "--clip-norm");
     nd_train_config c;
     nd_error err;

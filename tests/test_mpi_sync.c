@@ -165,12 +165,63 @@ static void test_synthetic_reaches_99_percent(void **state) {
     assert_true(acc >= 0.99);
 }
 
+/* One server and one worker with plain SGD: staleness is always 0, so async
+ * training takes exactly the steps of sync training on one rank. */
+static void test_async_one_worker_equals_sync(void **state) {
+    (void)state;
+    enum { ROWS = 320, COLS = 8, CLASSES = 3, B = 16 };
+    char path[512];
+    fx_path(path, sizeof path, "async-equiv.h5");
+    nd_error err = {0};
+    if (nd_comm_rank(world) == 0) {
+        float x[(ROWS + 40) * COLS];
+        int y[ROWS + 40];
+        fx_blobs(x, y, ROWS + 40, COLS, CLASSES, 1.0f, 8);
+        fx_write_dataset(path, x, y, ROWS, COLS, CLASSES, x + ROWS * COLS, y + ROWS, 40);
+    }
+    nd_comm_barrier(world, &err);
+    nd_train_config cfg;
+    base_config(&cfg, path);
+    snprintf(cfg.hidden, sizeof cfg.hidden, "12");
+    snprintf(cfg.opt, sizeof cfg.opt, "sgd");
+    snprintf(cfg.mode, sizeof cfg.mode, "async");
+    cfg.shuffle = false;
+    cfg.batch = B;
+    cfg.epochs = 2;
+    cfg.lr = 0.1f;
+    size_t na = 0, ns = 0;
+    double acc = 0;
+    long steps = 0;
+    float *pa = train_params(&cfg, world, &na, &acc, &steps);
+    float diff[2] = {-1.0f, -1.0f};
+    if (nd_comm_rank(world) == 0) {
+        nd_comm *self = NULL;
+        nd_comm_self(&self, &err);
+        nd_train_config sync = cfg;
+        snprintf(sync.mode, sizeof sync.mode, "sync");
+        float *ps = train_params(&sync, self, &ns, &acc, &steps);
+        nd_comm_free(self);
+        if (pa && ps && na == ns) {
+            diff[0] = 0.0f;
+            for (size_t i = 0; i < na; ++i) diff[0] = fmaxf(diff[0], fabsf(pa[i] - ps[i]));
+        }
+        free(ps);
+    }
+    diff[1] = pa != NULL;
+    free(pa);
+    nd_comm_bcast_f32(world, diff, 2, 0, &err);
+    if (nd_comm_rank(world) == 0) print_message("  async (1 server, 1 worker) vs sync: max |difference| %g\n", (double)diff[0]);
+    assert_true(diff[1] == 1.0f);
+    assert_true(diff[0] == 0.0f);
+}
+
 int main(int argc, char **argv) {
     nd_error err = {0};
     if (nd_comm_init(&argc, &argv, &world, &err) != ND_OK) return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_two_ranks_equal_one_rank_double_batch),
         cmocka_unit_test(test_synthetic_reaches_99_percent),
+        cmocka_unit_test(test_async_one_worker_equals_sync),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     /* Every rank must have passed: sum the failure counts. */

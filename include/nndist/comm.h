@@ -48,6 +48,7 @@ nd_status nd_comm_allreduce_max_f64(nd_comm *comm, double *buf, size_t n, nd_err
 
 /* Copies buf (n) of rank root to every rank. */
 nd_status nd_comm_bcast_f32(nd_comm *comm, float *buf, size_t n, int root, nd_error *err);
+nd_status nd_comm_bcast_f64(nd_comm *comm, double *buf, size_t n, int root, nd_error *err);
 
 /* Error agreement: every rank says whether it failed; returns the lowest
  * failed rank, or -1 when all succeeded (a communication failure counts as
@@ -56,5 +57,33 @@ nd_status nd_comm_bcast_f32(nd_comm *comm, float *buf, size_t n, int root, nd_er
 int nd_comm_first_failed(nd_comm *comm, int failed);
 
 nd_status nd_comm_barrier(nd_comm *comm, nd_error *err);
+
+/* ---- point-to-point (not collective) ------------------------------------ */
+
+#define ND_ANY_SOURCE (-1)
+
+/* A pending non-blocking operation. Plain storage, so arrays of requests
+ * can live in preallocated state (no allocation per message). */
+typedef struct {
+    unsigned long long handle;
+    int active;
+} nd_request;
+
+/* Start sending buf (n) to dest / receiving up to n values into buf from
+ * source (or ND_ANY_SOURCE). buf must stay untouched until completion. */
+nd_status nd_comm_isend_f32(nd_comm *comm, const float *buf, size_t n, int dest, int tag,
+                            nd_request *req, nd_error *err);
+nd_status nd_comm_irecv_f32(nd_comm *comm, float *buf, size_t n, int source, int tag,
+                            nd_request *req, nd_error *err);
+nd_status nd_comm_isend_f64(nd_comm *comm, const double *buf, size_t n, int dest, int tag,
+                            nd_request *req, nd_error *err);
+nd_status nd_comm_irecv_f64(nd_comm *comm, double *buf, size_t n, int source, int tag,
+                            nd_request *req, nd_error *err);
+
+/* Waits for every active request of reqs (count). It polls and sleeps with a
+ * growing back-off (up to ~1 ms) instead of spinning, so a waiting rank
+ * leaves its core to a computing rank on the same node. *source, if not
+ * NULL, receives the sender of reqs[0] when it was a receive. */
+nd_status nd_comm_wait_all(nd_request *reqs, int count, int *source, nd_error *err);
 
 #endif

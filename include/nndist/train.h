@@ -18,12 +18,17 @@
 #include "nndist/status.h"
 
 #define ND_PATH_MAX 4096
+#define ND_STALENESS_BUCKETS 17
 
 /* Every field is an option of `nndist train` (see train_options.c). */
 typedef struct {
     char config[ND_PATH_MAX];
     char data[ND_PATH_MAX];
     char mode[16];
+    int servers;
+    int max_staleness;
+    bool staleness_lr;
+    char straggle[64];
     char hidden[256];
     char act[32];
     float leaky_alpha;
@@ -57,6 +62,9 @@ nd_status nd_train_config_parse(nd_train_config *cfg, int argc, char **argv, int
 /* Checks values and combinations; turns names into enums. */
 nd_status nd_train_config_validate(const nd_train_config *cfg, nd_error *err);
 
+/* Parses --straggle "RANK:FACTOR" ("" = none: rank -1, factor 1); 0 or -1. */
+int nd_parse_straggle(const char *text, int *rank, float *factor);
+
 /* Parses "512,256" into widths (at most max); returns the count or -1. */
 int nd_parse_widths(const char *text, int *widths, int max);
 
@@ -69,7 +77,14 @@ typedef struct {
     double lr;           /* at the end of the epoch */
     double seconds;      /* training steps only */
     double samples_per_s;
+    /* async/ssp: staleness of the gradients applied this epoch (server 0) */
+    int has_staleness;
+    double staleness_mean;
+    long staleness_max;
+    long staleness_hist[ND_STALENESS_BUCKETS]; /* [i] = count with staleness i; last = ">= last" */
 } nd_epoch_stats;
+
+typedef struct nd_async nd_async; /* the parameter-server protocol's buffers (async.c) */
 
 typedef struct {
     nd_train_config cfg;
@@ -90,6 +105,15 @@ typedef struct {
     int *order;          /* (train.rows) local row order of the current epoch */
     float *xb;           /* (batch x cols) gathered batch */
     int *yb;             /* (batch) */
+    int async;           /* --mode async or ssp: parameter servers */
+    int num_servers;     /* K ranks 0..K-1 (0 in sync mode) */
+    int num_workers;     /* ranks that compute gradients */
+    int worker_index;    /* this rank among the workers; -1 on a server */
+    nd_span slice;       /* a server's part of the flat arena (sync: all of it) */
+    int straggle_rank;   /* --straggle, -1 for none */
+    float straggle_factor;
+    nd_async *as;        /* async/ssp state, NULL in sync mode */
+    long staleness_max;  /* async/ssp: largest staleness applied in the run */
     nd_report report;    /* rank 0's output */
     double train_seconds;
     long samples_seen;   /* global samples of all finished steps */

@@ -1,5 +1,6 @@
 /* The options of `nndist train`: defaults, help and validation. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "nndist/train.h"
@@ -9,7 +10,11 @@
 const nd_cli_option nd_train_options[] = {
     {"config", F(STR, config), "", "read options from FILE (key = value); the command line wins"},
     {"data", F(STR, data), "", "HDF5 dataset (layout: data/README.md) [required]"},
-    {"mode", F(STR, mode), "sync", "sync (allreduce); async and ssp come with the parameter servers"},
+    {"mode", F(STR, mode), "sync", "sync (allreduce), async (parameter servers) or ssp (bounded staleness)"},
+    {"servers", F(INT, servers), "1", "async/ssp: parameter-server ranks (ranks 0..K-1); the rest are workers"},
+    {"max-staleness", F(INT, max_staleness), "0", "ssp: a worker may run at most this many updates ahead of the slowest"},
+    {"staleness-lr", F(BOOL, staleness_lr), "false", "async/ssp: divide the rate by each gradient's staleness (Zhang et al. 2016)"},
+    {"straggle", F(STR, straggle), "", "RANK:FACTOR slows RANK's compute FACTOR times (sleeps (FACTOR-1) x its step time)"},
     {"hidden", F(STR, hidden), "512,256", "hidden layer widths, comma-separated ('' for none)"},
     {"act", F(STR, act), "relu", "hidden activation: relu, leaky_relu, tanh, sigmoid"},
     {"leaky-alpha", F(FLOAT, leaky_alpha), "0.01", "negative slope of leaky_relu"},
@@ -65,18 +70,37 @@ int nd_parse_widths(const char *text, int *widths, int max) {
     }
 }
 
+int nd_parse_straggle(const char *text, int *rank, float *factor) {
+    *rank = -1;
+    *factor = 1.0f;
+    if (!text[0]) return 0;
+    char *end = NULL;
+    long r = strtol(text, &end, 10);
+    if (end == text || *end != ':' || r < 0 || r > 1 << 24) return -1;
+    const char *f = end + 1;
+    double v = strtod(f, &end);
+    if (end == f || *end || !(v >= 1.0 && v <= 1000.0)) return -1;
+    *rank = (int)r;
+    *factor = (float)v;
+    return 0;
+}
+
 nd_status nd_train_config_validate(const nd_train_config *c, nd_error *err) {
     int widths[ND_MAX_LAYERS];
     nd_act_kind act;
     nd_opt_kind opt;
     nd_norm_kind norm;
     if (!c->data[0]) return ND_FAIL(err, ND_ERR_ARG, "--data: no dataset given (an HDF5 file, see data/README.md)");
-    if (strcmp(c->mode, "sync")) {
-        if (!strcmp(c->mode, "async") || !strcmp(c->mode, "ssp"))
-            return ND_FAIL(err, ND_ERR_ARG, "--mode %s: parameter-server modes are not in this version yet; use --mode sync",
-                           c->mode);
+    if (strcmp(c->mode, "sync") && strcmp(c->mode, "async") && strcmp(c->mode, "ssp"))
         return ND_FAIL(err, ND_ERR_ARG, "--mode: '%s' is not one of sync, async, ssp", c->mode);
-    }
+    if (c->servers < 1) return ND_FAIL(err, ND_ERR_ARG, "--servers: %d must be at least 1", c->servers);
+    if (c->max_staleness < 0)
+        return ND_FAIL(err, ND_ERR_ARG, "--max-staleness: %d must be >= 0", c->max_staleness);
+    int straggle_rank;
+    float straggle_factor;
+    if (nd_parse_straggle(c->straggle, &straggle_rank, &straggle_factor) != 0)
+        return ND_FAIL(err, ND_ERR_ARG, "--straggle: '%s' is not RANK:FACTOR with RANK >= 0 and FACTOR >= 1",
+                       c->straggle);
     if (nd_parse_widths(c->hidden, widths, ND_MAX_LAYERS - 1) < 0)
         return ND_FAIL(err, ND_ERR_ARG, "--hidden: '%s' is not a list of positive widths like 512,256 (at most %d)",
                        c->hidden, ND_MAX_LAYERS - 1);

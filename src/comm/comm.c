@@ -3,6 +3,7 @@
 #include <limits.h>
 #include <mpi.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 struct nd_comm {
@@ -117,6 +118,13 @@ nd_status nd_comm_bcast_f32(nd_comm *comm, float *buf, size_t n, int root, nd_er
     return ND_OK;
 }
 
+nd_status nd_comm_bcast_f64(nd_comm *comm, double *buf, size_t n, int root, nd_error *err) {
+    if (comm->size == 1) return ND_OK;
+    if (n > INT_MAX) return ND_FAIL(err, ND_ERR_ARG, "broadcast of %zu doubles is too large", n);
+    int rc = MPI_Bcast(buf, (int)n, MPI_DOUBLE, root, comm->comm);
+    return rc == MPI_SUCCESS ? ND_OK : mpi_fail(err, rc, "Bcast");
+}
+
 int nd_comm_first_failed(nd_comm *comm, int failed) {
     int mine = failed ? comm->rank : INT_MAX, first = mine;
     if (comm->size > 1 &&
@@ -128,4 +136,68 @@ int nd_comm_first_failed(nd_comm *comm, int failed) {
 nd_status nd_comm_barrier(nd_comm *comm, nd_error *err) {
     int rc = MPI_Barrier(comm->comm);
     return rc == MPI_SUCCESS ? ND_OK : mpi_fail(err, rc, "Barrier");
+}
+
+/* MPI_Request is a pointer (Open MPI) or an int (MPICH): it fits the handle. */
+_Static_assert(sizeof(MPI_Request) <= sizeof(unsigned long long), "MPI_Request too large");
+
+static MPI_Request *request_of(nd_request *r) { return (MPI_Request *)(void *)&r->handle; }
+
+static nd_status start(int rc, nd_request *req, const char *what, nd_error *err) {
+    if (rc != MPI_SUCCESS) return mpi_fail(err, rc, what);
+    req->active = 1;
+    return ND_OK;
+}
+
+nd_status nd_comm_isend_f32(nd_comm *comm, const float *buf, size_t n, int dest, int tag,
+                            nd_request *req, nd_error *err) {
+    if (n > INT_MAX) return ND_FAIL(err, ND_ERR_ARG, "message of %zu floats is too large", n);
+    return start(MPI_Isend(buf, (int)n, MPI_FLOAT, dest, tag, comm->comm, request_of(req)), req,
+                 "Isend", err);
+}
+
+nd_status nd_comm_irecv_f32(nd_comm *comm, float *buf, size_t n, int source, int tag,
+                            nd_request *req, nd_error *err) {
+    if (n > INT_MAX) return ND_FAIL(err, ND_ERR_ARG, "message of %zu floats is too large", n);
+    return start(MPI_Irecv(buf, (int)n, MPI_FLOAT, source == ND_ANY_SOURCE ? MPI_ANY_SOURCE : source,
+                           tag, comm->comm, request_of(req)),
+                 req, "Irecv", err);
+}
+
+nd_status nd_comm_isend_f64(nd_comm *comm, const double *buf, size_t n, int dest, int tag,
+                            nd_request *req, nd_error *err) {
+    return start(MPI_Isend(buf, (int)n, MPI_DOUBLE, dest, tag, comm->comm, request_of(req)), req,
+                 "Isend", err);
+}
+
+nd_status nd_comm_irecv_f64(nd_comm *comm, double *buf, size_t n, int source, int tag,
+                            nd_request *req, nd_error *err) {
+    return start(MPI_Irecv(buf, (int)n, MPI_DOUBLE, source == ND_ANY_SOURCE ? MPI_ANY_SOURCE : source,
+                           tag, comm->comm, request_of(req)),
+                 req, "Irecv", err);
+}
+
+nd_status nd_comm_wait_all(nd_request *reqs, int count, int *source, nd_error *err) {
+    long sleep_ns = 1000;
+    for (;;) {
+        int pending = 0;
+        for (int i = 0; i < count; ++i) {
+            if (!reqs[i].active) continue;
+            int done = 0;
+            MPI_Status status;
+            int rc = MPI_Test(request_of(&reqs[i]), &done, &status);
+            if (rc != MPI_SUCCESS) return mpi_fail(err, rc, "Test");
+            if (done) {
+                reqs[i].active = 0;
+                if (i == 0 && source) *source = status.MPI_SOURCE;
+                sleep_ns = 1000; /* traffic: poll eagerly again */
+            } else {
+                pending = 1;
+            }
+        }
+        if (!pending) return ND_OK;
+        struct timespec ts = {0, sleep_ns};
+        nanosleep(&ts, NULL);
+        if (sleep_ns < 1000000) sleep_ns *= 2;
+    }
 }

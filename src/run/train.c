@@ -3,24 +3,24 @@
  * step's loss and hit count riding in the buffer's tail), and every replica
  * applies the same update. */
 #define _GNU_SOURCE
+#include <limits.h>
 #include <math.h>
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "nndist/blas.h"
 #include "nndist/loss.h"
 #include "nndist/rng.h"
 #include "nndist/train.h"
-
-/* Slots of the gradient buffer's tail (see ND_GRAD_TAIL). */
-enum { TAIL_LOSS = 0, TAIL_CORRECT = 1, TAIL_USED = 2 };
+#include "train_internal.h"
 
 /* Collective: turns a local status into a job-wide one. Only the lowest
  * failing rank keeps its message; the others fail silently, so the job
  * prints exactly one line and no rank goes on into a collective alone. */
-static nd_status agree(nd_trainer *tr, nd_status st, nd_error *err) {
+nd_status nd_train_agree(nd_trainer *tr, nd_status st, nd_error *err) {
     int first = nd_comm_first_failed(tr->comm, st != ND_OK);
     if (first < 0) return ND_OK;
     if (first == tr->rank) return st;
@@ -41,22 +41,29 @@ static int auto_threads(const nd_comm *comm) {
     return per_rank < 1 ? 1 : per_rank;
 }
 
+/* Sync: every rank reads its block of every split. Async: the workers share
+ * the training rows; server 0 evaluates, so it reads /test and /val whole. */
 static nd_status read_shards(nd_trainer *tr, nd_error *err) {
     const nd_train_config *c = &tr->cfg;
     ND_TRY(nd_dataset_probe(c->data, &tr->info, err));
-    if (tr->info.train.rows < tr->size)
-        return ND_FAIL(err, ND_ERR_DATA, "%s: /train has %ld rows, fewer than the %d ranks", c->data,
-                       tr->info.train.rows, tr->size);
+    if (tr->info.train.rows < tr->num_workers)
+        return ND_FAIL(err, ND_ERR_DATA, "%s: /train has %ld rows, fewer than the %d %s", c->data,
+                       tr->info.train.rows, tr->num_workers, tr->async ? "workers" : "ranks");
     const int k = tr->info.num_classes;
-    ND_TRY(nd_shard_read(c->data, "train", tr->rank, tr->size, k, &tr->train, err));
-    if (tr->info.has_test) ND_TRY(nd_shard_read(c->data, "test", tr->rank, tr->size, k, &tr->test, err));
-    if (tr->info.has_val) ND_TRY(nd_shard_read(c->data, "val", tr->rank, tr->size, k, &tr->val, err));
+    tr->train.cols = tr->test.cols = tr->val.cols = tr->info.train.cols;
+    if (tr->worker_index >= 0)
+        ND_TRY(nd_shard_read(c->data, "train", tr->worker_index, tr->num_workers, k, &tr->train, err));
+    const int eval_part = tr->async ? (tr->rank == 0 ? 0 : -1) : tr->rank;
+    const int eval_parts = tr->async ? 1 : tr->size;
+    if (eval_part < 0) return ND_OK;
+    if (tr->info.has_test) ND_TRY(nd_shard_read(c->data, "test", eval_part, eval_parts, k, &tr->test, err));
+    if (tr->info.has_val) ND_TRY(nd_shard_read(c->data, "val", eval_part, eval_parts, k, &tr->val, err));
     return ND_OK;
 }
 
 /* Collective: statistics over every rank's training rows, applied to all splits. */
 static nd_status normalize_splits(nd_trainer *tr, nd_error *err) {
-    const int cols = tr->train.cols;
+    const int cols = tr->info.train.cols;
     nd_norm_parse(tr->cfg.normalize, &tr->norm);
     double *sums = nd_buffer_alloc_f64(2 * (size_t)cols + 1);
     tr->norm_mean = nd_buffer_alloc((size_t)cols);
@@ -64,7 +71,7 @@ static nd_status normalize_splits(nd_trainer *tr, nd_error *err) {
     nd_status st = sums && tr->norm_mean && tr->norm_inv_std
                        ? ND_OK
                        : ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate normalization statistics");
-    st = agree(tr, st, err);
+    st = nd_train_agree(tr, st, err);
     if (st == ND_OK) {
         nd_stats_accumulate(sums, tr->train.x, (size_t)tr->train.rows, cols);
         st = nd_comm_allreduce_sum_f64(tr->comm, sums, 2 * (size_t)cols + 1, err);
@@ -88,17 +95,20 @@ static nd_status normalize_splits(nd_trainer *tr, nd_error *err) {
 }
 
 /* Collective: every rank runs the same number of steps per epoch, set by the
- * smallest shard, so no rank waits in an allreduce another never calls. */
+ * smallest shard, so no rank waits in an allreduce another never calls.
+ * (Servers hold no training rows and do not count.) */
 static nd_status agree_steps(nd_trainer *tr, nd_error *err) {
-    long v[2] = {tr->train.rows / tr->cfg.batch, tr->train.rows};
+    const int has = tr->worker_index >= 0;
+    long v[2] = {has ? tr->train.rows / tr->cfg.batch : LONG_MAX, has ? tr->train.rows : LONG_MAX};
     ND_TRY(nd_comm_allreduce_min_long(tr->comm, v, 2, err));
     tr->steps_per_epoch = v[0];
     if (v[0] == 0) {
         nd_status st = ND_FAIL(err, ND_ERR_ARG,
-                               "--batch %d: the smallest shard has only %ld rows (%ld training rows over %d ranks); "
+                               "--batch %d: the smallest shard has only %ld rows (%ld training rows over %d %s); "
                                "use a smaller batch",
-                               tr->cfg.batch, v[1], tr->info.train.rows, tr->size);
-        return agree(tr, st, err); /* every rank fails; rank 0 reports */
+                               tr->cfg.batch, v[1], tr->info.train.rows, tr->num_workers,
+                               tr->async ? "workers" : "ranks");
+        return nd_train_agree(tr, st, err); /* every rank fails; rank 0 reports */
     }
     return ND_OK;
 }
@@ -119,7 +129,16 @@ static nd_status build_model(nd_trainer *tr, nd_error *err) {
     oc.beta1 = c->beta1;
     oc.beta2 = c->beta2;
     oc.eps = c->eps;
-    ND_TRY(nd_optimizer_create(&tr->opt, &oc, tr->model.num_params, err));
+    /* The optimizer state lives where updates are applied: every replica in
+     * sync mode, each server's slice in async mode, nowhere on a worker. */
+    if (tr->async) {
+        long off = 0, len = 0;
+        if (tr->worker_index < 0) nd_shard_range((long)tr->model.num_params, tr->rank, tr->num_servers, &off, &len);
+        tr->slice = (nd_span){(size_t)off, (size_t)len};
+    } else {
+        tr->slice = (nd_span){0, tr->model.num_params};
+    }
+    ND_TRY(nd_optimizer_create(&tr->opt, &oc, tr->slice.length, err));
     tr->order = nd_buffer_alloc_i32((size_t)tr->train.rows);
     tr->xb = nd_buffer_alloc((size_t)c->batch * tr->train.cols);
     tr->yb = nd_buffer_alloc_i32((size_t)c->batch);
@@ -135,8 +154,13 @@ static void print_setup(const nd_trainer *tr) {
     const nd_model *m = &tr->model;
     fprintf(out, "nndist train: resolved configuration\n");
     nd_cli_print(nd_train_options, nd_train_num_options, &tr->cfg, out, "  ");
-    fprintf(out, "  # ranks %d, BLAS threads per rank %d, global batch %d, peak lr %.6g\n", tr->size,
-            tr->threads, tr->global_batch, (double)nd_lr_peak(&tr->lr));
+    if (tr->async)
+        fprintf(out, "  # ranks %d (%d server(s), %d worker(s)), BLAS threads per rank %d, batch per update %d, peak lr %.6g\n",
+                tr->size, tr->num_servers, tr->num_workers, tr->threads, tr->global_batch,
+                (double)nd_lr_peak(&tr->lr));
+    else
+        fprintf(out, "  # ranks %d, BLAS threads per rank %d, global batch %d, peak lr %.6g\n", tr->size,
+                tr->threads, tr->global_batch, (double)nd_lr_peak(&tr->lr));
     fprintf(out, "  # data %ld train / %ld val / %ld test rows, %d features, %d classes; %ld steps per epoch\n",
             tr->info.train.rows, tr->info.val.rows, tr->info.test.rows, tr->train.cols,
             tr->info.num_classes, tr->steps_per_epoch);
@@ -153,24 +177,37 @@ nd_status nd_trainer_setup(nd_trainer *tr, const nd_train_config *cfg, nd_comm *
     tr->comm = comm;
     tr->rank = nd_comm_rank(comm);
     tr->size = nd_comm_size(comm);
-    ND_TRY(agree(tr, nd_train_config_validate(cfg, err), err));
+    ND_TRY(nd_train_agree(tr, nd_train_config_validate(cfg, err), err));
+    tr->async = strcmp(cfg->mode, "sync") != 0;
+    tr->num_servers = tr->async ? cfg->servers : 0;
+    tr->num_workers = tr->size - tr->num_servers;
+    tr->worker_index = tr->rank - tr->num_servers;
+    nd_parse_straggle(cfg->straggle, &tr->straggle_rank, &tr->straggle_factor);
+    if (tr->async && tr->num_workers < 1)
+        return nd_train_agree(tr, ND_FAIL(err, ND_ERR_ARG,
+                                          "--mode %s with --servers %d needs at least %d ranks, this job has %d",
+                                          cfg->mode, cfg->servers, cfg->servers + 1, tr->size),
+                              err);
     tr->threads = cfg->threads > 0 ? cfg->threads : auto_threads(comm);
     nd_blas_set_threads(tr->threads);
-    ND_TRY(agree(tr, read_shards(tr, err), err));
+    ND_TRY(nd_train_agree(tr, read_shards(tr, err), err));
     ND_TRY(normalize_splits(tr, err));
     ND_TRY(agree_steps(tr, err));
-    ND_TRY(agree(tr, build_model(tr, err), err));
+    ND_TRY(nd_train_agree(tr, build_model(tr, err), err));
     ND_TRY(nd_comm_bcast_f32(comm, tr->model.param, tr->model.num_params, 0, err));
-    tr->global_batch = cfg->batch * tr->size;
+    /* An update is one worker's batch in async mode, all ranks' in sync mode. */
+    tr->global_batch = tr->async ? cfg->batch : cfg->batch * tr->size;
+    if (tr->async) ND_TRY(nd_train_agree(tr, nd_async_create(tr, err), err));
     tr->lr = (nd_lr_schedule){cfg->lr, cfg->ref_batch > 0 ? cfg->ref_batch : cfg->batch,
                               tr->global_batch, cfg->warmup_steps};
     /* Opened last: a run that fails its checks leaves an earlier metrics file alone. */
-    ND_TRY(agree(tr, nd_report_open(&tr->report, tr->rank == 0, cfg->progress, cfg->metrics, err), err));
+    ND_TRY(nd_train_agree(tr, nd_report_open(&tr->report, tr->rank == 0, cfg->progress, cfg->metrics, err), err));
     if (tr->rank == 0) print_setup(tr);
     return ND_OK;
 }
 
 void nd_trainer_free(nd_trainer *tr) {
+    nd_async_free(tr);
     nd_report_close(&tr->report);
     nd_shard_free(&tr->train);
     nd_shard_free(&tr->test);
@@ -185,16 +222,17 @@ void nd_trainer_free(nd_trainer *tr) {
     memset(tr, 0, sizeof *tr);
 }
 
-/* Average, regularize, clip and apply the summed gradient. One pass each for
- * the optional parts; the 1/global-batch average and the norm-clip factor
- * are folded into the optimizer's grad_scale. */
-static void apply_update(nd_trainer *tr) {
+/* Average (by `samples`), regularize and clip the summed gradient in
+ * model.grad; returns the factor the optimizer must still apply. One pass
+ * each for the optional parts; averaging and the norm-clip factor are
+ * folded into the returned scale. */
+float nd_train_grad_scale(nd_trainer *tr, int samples) {
     nd_model *m = &tr->model;
     const nd_train_config *c = &tr->cfg;
-    float scale = 1.0f / (float)tr->global_batch;
+    float scale = 1.0f / (float)samples;
     if (c->weight_decay > 0.0f) {
-        /* g is a sum over the global batch, so the penalty is scaled up to match. */
-        const float wd = c->weight_decay * (float)tr->global_batch;
+        /* g is a sum over the batch, so the penalty is scaled up to match. */
+        const float wd = c->weight_decay * (float)samples;
         for (int l = 0; l < m->num_layers; ++l) {
             float *g = m->grad + m->layer[l].w.offset;
             const float *p = m->param + m->layer[l].w.offset;
@@ -207,33 +245,48 @@ static void apply_update(nd_trainer *tr) {
     }
     if (c->clip_norm > 0.0f)
         scale *= nd_clip_norm_factor(nd_grad_norm(m->grad, m->num_params, scale), c->clip_norm);
-    nd_optimizer_step(&tr->opt, m->param, m->grad, scale, nd_lr_at(&tr->lr, tr->step));
-    tr->step += 1;
+    return scale;
 }
 
-/* Copies the rows of step s, in this epoch's order, into one contiguous batch. */
-static void gather_batch(nd_trainer *tr, long s) {
+/* Forward, loss and backward of step s of the current order: the summed
+ * gradient lands in model.grad, the loss sum and hit count in its tail.
+ * A --straggle rank then sleeps (factor - 1) times the time this took. */
+void nd_train_compute_gradient(nd_trainer *tr, long s) {
+    nd_model *m = &tr->model;
     const int b = tr->cfg.batch, cols = tr->train.cols;
     const int *idx = tr->order + s * b;
+    const double t0 = nd_comm_time();
     for (int i = 0; i < b; ++i) {
         memcpy(tr->xb + (size_t)i * cols, tr->train.x + (size_t)idx[i] * cols, sizeof(float) * cols);
         tr->yb[i] = tr->train.y[idx[i]];
     }
+    const float *logits = nd_model_forward(m, tr->xb, b);
+    nd_model_zero_grad(m);
+    nd_loss_stats ls = nd_softmax_ce(nd_model_output_grad(m), logits, tr->yb, b, tr->info.num_classes);
+    m->grad[m->num_params + ND_TAIL_LOSS] = (float)ls.loss_sum;
+    m->grad[m->num_params + ND_TAIL_CORRECT] = (float)ls.correct;
+    nd_model_backward(m, tr->xb, b);
+    if (tr->rank == tr->straggle_rank) {
+        const double extra = (tr->straggle_factor - 1.0) * (nd_comm_time() - t0);
+        struct timespec ts = {(time_t)extra, (long)((extra - (double)(time_t)extra) * 1e9)};
+        nanosleep(&ts, NULL);
+    }
 }
 
-/* The shuffle of an epoch is a function of (seed, epoch, rank) alone. */
-static void order_epoch(nd_trainer *tr, int epoch) {
+/* The order of pass `pass` over this rank's rows is a function of (seed,
+ * pass, rank) alone. */
+void nd_train_order_pass(nd_trainer *tr, int pass) {
     for (int i = 0; i < tr->train.rows; ++i) tr->order[i] = i;
     if (!tr->cfg.shuffle) return;
     nd_rng rng;
-    nd_rng_seed(&rng, tr->cfg.seed, 0x5u << 20 | (uint64_t)epoch, (uint64_t)tr->rank);
+    nd_rng_seed(&rng, tr->cfg.seed, 0x5u << 20 | (uint64_t)pass, (uint64_t)tr->rank);
     nd_rng_shuffle_i32(&rng, tr->order, (size_t)tr->train.rows);
 }
 
-nd_status nd_trainer_evaluate(nd_trainer *tr, const nd_shard *shard, double *loss, double *acc,
-                              nd_error *err) {
-    double sums[3] = {0.0, 0.0, (double)shard->rows};
-    const int eb = tr->cfg.eval_batch, cols = tr->train.cols;
+void nd_train_eval_sums(nd_trainer *tr, const nd_shard *shard, double sums[3]) {
+    const int eb = tr->cfg.eval_batch, cols = tr->info.train.cols;
+    sums[0] = sums[1] = 0.0;
+    sums[2] = (double)shard->rows;
     for (int off = 0; off < shard->rows; off += eb) {
         const int nb = shard->rows - off < eb ? shard->rows - off : eb;
         const float *logits = nd_model_forward(&tr->model, shard->x + (size_t)off * cols, nb);
@@ -241,20 +294,28 @@ nd_status nd_trainer_evaluate(nd_trainer *tr, const nd_shard *shard, double *los
         sums[0] += st.loss_sum;
         sums[1] += st.correct;
     }
+}
+
+nd_status nd_trainer_evaluate(nd_trainer *tr, const nd_shard *shard, double *loss, double *acc,
+                              nd_error *err) {
+    double sums[3];
+    nd_train_eval_sums(tr, shard, sums);
     ND_TRY(nd_comm_allreduce_sum_f64(tr->comm, sums, 3, err));
     *loss = sums[2] > 0 ? sums[0] / sums[2] : NAN;
     *acc = sums[2] > 0 ? sums[1] / sums[2] : NAN;
     return ND_OK;
 }
 
-static void print_epoch(nd_trainer *tr, const nd_epoch_stats *e) {
+void nd_train_print_epoch(nd_trainer *tr, const nd_epoch_stats *e) {
     nd_report *r = &tr->report;
     if (!r->active) return;
     fprintf(r->out, "epoch %3d/%d  train loss %.4f acc %.4f", e->epoch, tr->cfg.epochs, e->train_loss,
             e->train_acc);
     if (tr->info.has_val) fprintf(r->out, " | val loss %.4f acc %.4f", e->val_loss, e->val_acc);
     if (tr->info.has_test) fprintf(r->out, " | test loss %.4f acc %.4f", e->test_loss, e->test_acc);
-    fprintf(r->out, " | lr %.5g | %.0f samples/s | %.2f s\n", e->lr, e->samples_per_s, e->seconds);
+    fprintf(r->out, " | lr %.5g | %.0f samples/s | %.2f s", e->lr, e->samples_per_s, e->seconds);
+    if (e->has_staleness) fprintf(r->out, " | staleness mean %.2f max %ld", e->staleness_mean, e->staleness_max);
+    fputc('\n', r->out);
     fflush(r->out);
     if (r->metrics) {
         fprintf(r->metrics,
@@ -265,6 +326,13 @@ static void print_epoch(nd_trainer *tr, const nd_epoch_stats *e) {
             fprintf(r->metrics, ", \"val_loss\": %.6g, \"val_accuracy\": %.6g", e->val_loss, e->val_acc);
         if (tr->info.has_test)
             fprintf(r->metrics, ", \"test_loss\": %.6g, \"test_accuracy\": %.6g", e->test_loss, e->test_acc);
+        if (e->has_staleness) {
+            fprintf(r->metrics, ", \"staleness_mean\": %.6g, \"staleness_max\": %ld, \"staleness_hist\": [",
+                    e->staleness_mean, e->staleness_max);
+            for (int i = 0; i < ND_STALENESS_BUCKETS; ++i)
+                fprintf(r->metrics, "%s%ld", i ? ", " : "", e->staleness_hist[i]);
+            fputc(']', r->metrics);
+        }
         fputs("}\n", r->metrics);
         fflush(r->metrics);
     }
@@ -300,22 +368,17 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
     const size_t n = m->num_params;
     const long steps = tr->steps_per_epoch;
     double loss_sum = 0.0, correct = 0.0;
-    order_epoch(tr, epoch);
+    nd_train_order_pass(tr, epoch);
     ND_TRY(nd_comm_barrier(tr->comm, err)); /* start the clock together, as the peer does */
     const double t0 = nd_comm_time();
     for (long s = 0; s < steps; ++s) {
-        gather_batch(tr, s);
-        const float *logits = nd_model_forward(m, tr->xb, tr->cfg.batch);
-        nd_model_zero_grad(m);
-        nd_loss_stats ls = nd_softmax_ce(nd_model_output_grad(m), logits, tr->yb, tr->cfg.batch,
-                                         tr->info.num_classes);
-        m->grad[n + TAIL_LOSS] = (float)ls.loss_sum;
-        m->grad[n + TAIL_CORRECT] = (float)ls.correct;
-        nd_model_backward(m, tr->xb, tr->cfg.batch);
-        ND_TRY(nd_comm_allreduce_sum_f32(tr->comm, m->grad, n + TAIL_USED, err));
-        loss_sum += m->grad[n + TAIL_LOSS];
-        correct += m->grad[n + TAIL_CORRECT];
-        apply_update(tr);
+        nd_train_compute_gradient(tr, s);
+        ND_TRY(nd_comm_allreduce_sum_f32(tr->comm, m->grad, n + ND_TAIL_USED, err));
+        loss_sum += m->grad[n + ND_TAIL_LOSS];
+        correct += m->grad[n + ND_TAIL_CORRECT];
+        const float scale = nd_train_grad_scale(tr, tr->global_batch);
+        nd_optimizer_step(&tr->opt, m->param, m->grad, scale, nd_lr_at(&tr->lr, tr->step));
+        tr->step += 1;
         if (tr->report.active) {
             const double now = nd_comm_time(), el = now - t0;
             const double done = (double)(s + 1) * tr->global_batch;
@@ -338,7 +401,19 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
     return ND_OK;
 }
 
+void nd_train_print_done(nd_trainer *tr) {
+    if (!tr->report.active) return;
+    const nd_epoch_stats *e = &tr->last;
+    fprintf(tr->report.out, "done: %d epochs, %ld %s, %.2f s training, %.0f samples/s", e->epoch, tr->step,
+            tr->async ? "updates" : "steps", tr->train_seconds, tr->samples_seen / tr->train_seconds);
+    if (tr->info.has_test)
+        fprintf(tr->report.out, "; final test accuracy %.4f (loss %.4f)", e->test_acc, e->test_loss);
+    fputc('\n', tr->report.out);
+    fflush(tr->report.out);
+}
+
 nd_status nd_trainer_fit(nd_trainer *tr, nd_error *err) {
+    if (tr->async) return nd_async_fit(tr, err);
     for (int epoch = 1; epoch <= tr->cfg.epochs; ++epoch) {
         nd_epoch_stats e = {0};
         e.test_loss = e.test_acc = e.val_loss = e.val_acc = NAN;
@@ -346,17 +421,9 @@ nd_status nd_trainer_fit(nd_trainer *tr, nd_error *err) {
         if (tr->info.has_val) ND_TRY(nd_trainer_evaluate(tr, &tr->val, &e.val_loss, &e.val_acc, err));
         if (tr->info.has_test) ND_TRY(nd_trainer_evaluate(tr, &tr->test, &e.test_loss, &e.test_acc, err));
         tr->last = e;
-        print_epoch(tr, &e);
+        nd_train_print_epoch(tr, &e);
     }
-    if (tr->report.active) {
-        const nd_epoch_stats *e = &tr->last;
-        fprintf(tr->report.out, "done: %d epochs, %ld steps, %.2f s training, %.0f samples/s", e->epoch,
-                tr->step, tr->train_seconds, tr->samples_seen / tr->train_seconds);
-        if (tr->info.has_test)
-            fprintf(tr->report.out, "; final test accuracy %.4f (loss %.4f)", e->test_acc, e->test_loss);
-        fputc('\n', tr->report.out);
-        fflush(tr->report.out);
-    }
+    nd_train_print_done(tr);
     return ND_OK;
 }
 
@@ -364,5 +431,5 @@ nd_status nd_trainer_write_summary(nd_trainer *tr, nd_error *err) {
     nd_status st = ND_OK;
     if (tr->rank == 0 && tr->cfg.summary[0])
         st = nd_write_file_atomic(tr->cfg.summary, write_summary, tr, err);
-    return agree(tr, st, err);
+    return nd_train_agree(tr, st, err);
 }

@@ -1,0 +1,352 @@
+/* Asynchronous SGD through parameter servers (--mode async) and its bounded
+ * staleness variant (--mode ssp).
+ *
+ * Ranks 0..K-1 are servers, each owning one contiguous slice of the flat
+ * parameter arena (and the optimizer state of that slice); the other ranks
+ * are workers with a full replica. A worker computes the gradient of its
+ * batch on the parameters it holds, sends each slice to its server together
+ * with the version of that slice it computed on, and receives the fresh
+ * slices back. A server applies every gradient as it arrives with the shared
+ * optimizer module, then replies with its current slice.
+ *
+ * Server 0 also keeps the books: samples applied (an epoch is one training
+ * set's worth), staleness statistics, evaluation at each epoch end (after
+ * fetching the other servers' slices), the ssp clock bound (it holds back
+ * the reply of a worker that is too far ahead) and the end: once the last
+ * epoch is reached it answers every worker's next update with "stop"; a
+ * stopped worker says goodbye to the other servers, which leave their loop
+ * after hearing from every worker. A worker has at most one exchange in
+ * flight per server, so nothing is left undelivered.
+ *
+ * Waiting uses nd_comm_wait_all, which sleeps between polls: a server does
+ * not take a core from a worker on the same node. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nndist/arena.h"
+#include "train_internal.h"
+
+enum { TAG_CTRL = 101, TAG_GRAD = 102, TAG_REPLY = 103, TAG_PARAM = 104, TAG_SNAP = 105 };
+enum { CTRL_UPDATE = 1, CTRL_BYE = 2, CTRL_SNAPSHOT = 3 };
+/* Control message, worker (or server 0) to server, as doubles. */
+enum { CTRL_KIND, CTRL_VERSION, CTRL_SAMPLES, CTRL_LOSS, CTRL_CORRECT, CTRL_SCALE, CTRL_LEN };
+/* Reply header, server to worker. */
+enum { REPLY_VERSION, REPLY_STOP, REPLY_LEN };
+
+struct nd_async {
+    long *slice_off, *slice_len; /* (K) each server's part of the arena */
+    /* worker */
+    double *ctrl_out;  /* (K x CTRL_LEN) */
+    double *reply_in;  /* (K x REPLY_LEN) */
+    double *versions;  /* (K) version of each slice this worker holds */
+    nd_request *reqs;  /* (4K) */
+    /* server */
+    double ctrl_in[CTRL_LEN];
+    double *reply_out; /* (W x REPLY_LEN) */
+    long version;      /* updates applied to this server's slice */
+    /* server 0 */
+    long *clock;       /* (W) updates applied from each worker */
+    char *pending;     /* (W) reply held back by the ssp bound */
+    char *stopped;     /* (W) told to stop */
+};
+
+nd_status nd_async_create(nd_trainer *tr, nd_error *err) {
+    const int k = tr->num_servers, w = tr->num_workers;
+    nd_async *as = calloc(1, sizeof *as);
+    if (!as) return ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate the parameter-server state");
+    tr->as = as;
+    as->slice_off = calloc((size_t)k, sizeof(long));
+    as->slice_len = calloc((size_t)k, sizeof(long));
+    as->ctrl_out = calloc((size_t)k * CTRL_LEN, sizeof(double));
+    as->reply_in = calloc((size_t)k * REPLY_LEN, sizeof(double));
+    as->versions = calloc((size_t)k, sizeof(double));
+    as->reqs = calloc((size_t)4 * k, sizeof(nd_request));
+    as->reply_out = calloc((size_t)w * REPLY_LEN, sizeof(double));
+    as->clock = calloc((size_t)w, sizeof(long));
+    as->pending = calloc((size_t)w, 1);
+    as->stopped = calloc((size_t)w, 1);
+    if (!as->slice_off || !as->slice_len || !as->ctrl_out || !as->reply_in || !as->versions || !as->reqs ||
+        !as->reply_out || !as->clock || !as->pending || !as->stopped)
+        return ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate the parameter-server state");
+    for (int s = 0; s < k; ++s)
+        nd_shard_range((long)tr->model.num_params, s, k, &as->slice_off[s], &as->slice_len[s]);
+    return ND_OK;
+}
+
+void nd_async_free(nd_trainer *tr) {
+    nd_async *as = tr->as;
+    if (!as) return;
+    free(as->slice_off), free(as->slice_len), free(as->ctrl_out), free(as->reply_in);
+    free(as->versions), free(as->reqs), free(as->reply_out), free(as->clock);
+    free(as->pending), free(as->stopped);
+    free(as);
+    tr->as = NULL;
+}
+
+/* ---- worker ---------------------------------------------------------------- */
+
+static nd_status worker_loop(nd_trainer *tr, nd_error *err) {
+    nd_async *as = tr->as;
+    nd_model *m = &tr->model;
+    const int k = tr->num_servers;
+    long s = tr->steps_per_epoch;
+    int pass = 0;
+    for (;;) {
+        if (s == tr->steps_per_epoch) {
+            nd_train_order_pass(tr, ++pass);
+            s = 0;
+        }
+        nd_train_compute_gradient(tr, s++);
+        const float scale = nd_train_grad_scale(tr, tr->cfg.batch);
+        for (int j = 0; j < k; ++j) {
+            double *c = as->ctrl_out + (size_t)j * CTRL_LEN;
+            c[CTRL_KIND] = CTRL_UPDATE;
+            c[CTRL_VERSION] = as->versions[j];
+            c[CTRL_SAMPLES] = tr->cfg.batch;
+            c[CTRL_LOSS] = m->grad[m->num_params + ND_TAIL_LOSS];
+            c[CTRL_CORRECT] = m->grad[m->num_params + ND_TAIL_CORRECT];
+            c[CTRL_SCALE] = scale;
+            float *p = m->param + as->slice_off[j], *g = m->grad + as->slice_off[j];
+            const size_t len = (size_t)as->slice_len[j];
+            nd_request *r = as->reqs + 4 * j;
+            /* Receives first, so the server's reply never waits for a buffer. */
+            ND_TRY(nd_comm_irecv_f64(tr->comm, as->reply_in + (size_t)j * REPLY_LEN, REPLY_LEN, j, TAG_REPLY, &r[0], err));
+            ND_TRY(nd_comm_irecv_f32(tr->comm, p, len, j, TAG_PARAM, &r[1], err));
+            ND_TRY(nd_comm_isend_f64(tr->comm, c, CTRL_LEN, j, TAG_CTRL, &r[2], err));
+            ND_TRY(nd_comm_isend_f32(tr->comm, g, len, j, TAG_GRAD, &r[3], err));
+        }
+        ND_TRY(nd_comm_wait_all(as->reqs, 4 * k, NULL, err));
+        for (int j = 0; j < k; ++j) as->versions[j] = as->reply_in[(size_t)j * REPLY_LEN + REPLY_VERSION];
+        if (as->reply_in[REPLY_STOP] != 0.0) break; /* server 0 decides the end */
+    }
+    for (int j = 1; j < k; ++j) {
+        double *c = as->ctrl_out + (size_t)j * CTRL_LEN;
+        c[CTRL_KIND] = CTRL_BYE;
+        ND_TRY(nd_comm_isend_f64(tr->comm, c, CTRL_LEN, j, TAG_CTRL, &as->reqs[j], err));
+    }
+    return nd_comm_wait_all(as->reqs + 1, k - 1, NULL, err);
+}
+
+/* ---- server ------------------------------------------------------------- */
+
+/* Receives the gradient slice of the update announced in ctrl_in and applies
+ * it; returns its staleness (versions applied since the worker's copy). */
+static nd_status server_apply(nd_trainer *tr, int src, long *staleness, nd_error *err) {
+    nd_async *as = tr->as;
+    float *g = tr->model.grad + tr->slice.offset, *p = tr->model.param + tr->slice.offset;
+    nd_request r = {0};
+    ND_TRY(nd_comm_irecv_f32(tr->comm, g, tr->slice.length, src, TAG_GRAD, &r, err));
+    ND_TRY(nd_comm_wait_all(&r, 1, NULL, err));
+    const long stale = as->version - (long)as->ctrl_in[CTRL_VERSION];
+    float lr = nd_lr_at(&tr->lr, as->version);
+    if (tr->cfg.staleness_lr && stale > 1) lr /= (float)stale; /* Zhang et al. 2016 */
+    nd_optimizer_step(&tr->opt, p, g, (float)as->ctrl_in[CTRL_SCALE], lr);
+    as->version += 1;
+    *staleness = stale;
+    return ND_OK;
+}
+
+/* Sends this server's version and slice to worker rank dest. */
+static nd_status server_reply(nd_trainer *tr, int dest, int stop, nd_error *err) {
+    nd_async *as = tr->as;
+    double *h = as->reply_out + (size_t)(dest - tr->num_servers) * REPLY_LEN;
+    h[REPLY_VERSION] = (double)as->version;
+    h[REPLY_STOP] = stop;
+    nd_request r[2] = {{0}};
+    ND_TRY(nd_comm_isend_f64(tr->comm, h, REPLY_LEN, dest, TAG_REPLY, &r[0], err));
+    ND_TRY(nd_comm_isend_f32(tr->comm, tr->model.param + tr->slice.offset, tr->slice.length, dest, TAG_PARAM,
+                             &r[1], err));
+    return nd_comm_wait_all(r, 2, NULL, err);
+}
+
+static nd_status receive_ctrl(nd_trainer *tr, int *src, nd_error *err) {
+    nd_request r = {0};
+    ND_TRY(nd_comm_irecv_f64(tr->comm, tr->as->ctrl_in, CTRL_LEN, ND_ANY_SOURCE, TAG_CTRL, &r, err));
+    return nd_comm_wait_all(&r, 1, src, err);
+}
+
+/* Servers 1..K-1: apply, reply, hand out snapshots, until every worker left. */
+static nd_status server_loop(nd_trainer *tr, nd_error *err) {
+    int byes = 0;
+    while (byes < tr->num_workers) {
+        int src = -1;
+        ND_TRY(receive_ctrl(tr, &src, err));
+        const int kind = (int)tr->as->ctrl_in[CTRL_KIND];
+        if (kind == CTRL_UPDATE) {
+            long stale;
+            ND_TRY(server_apply(tr, src, &stale, err));
+            ND_TRY(server_reply(tr, src, 0, err));
+        } else if (kind == CTRL_BYE) {
+            ++byes;
+        } else if (kind == CTRL_SNAPSHOT) {
+            nd_request r = {0};
+            ND_TRY(nd_comm_isend_f32(tr->comm, tr->model.param + tr->slice.offset, tr->slice.length, src,
+                                     TAG_SNAP, &r, err));
+            ND_TRY(nd_comm_wait_all(&r, 1, NULL, err));
+        } else {
+            return ND_FAIL(err, ND_ERR_STATE, "server %d: unknown message kind %d from rank %d", tr->rank, kind, src);
+        }
+    }
+    return ND_OK;
+}
+
+/* Server 0: fetch the other servers' slices into model.param, so the model
+ * it evaluates is the servers' current one. */
+static nd_status gather_snapshot(nd_trainer *tr, nd_error *err) {
+    nd_async *as = tr->as;
+    for (int j = 1; j < tr->num_servers; ++j) {
+        double *c = as->ctrl_out + (size_t)j * CTRL_LEN;
+        c[CTRL_KIND] = CTRL_SNAPSHOT;
+        nd_request r[2] = {{0}};
+        ND_TRY(nd_comm_irecv_f32(tr->comm, tr->model.param + as->slice_off[j], (size_t)as->slice_len[j], j,
+                                 TAG_SNAP, &r[0], err));
+        ND_TRY(nd_comm_isend_f64(tr->comm, c, CTRL_LEN, j, TAG_CTRL, &r[1], err));
+        ND_TRY(nd_comm_wait_all(r, 2, NULL, err));
+    }
+    return ND_OK;
+}
+
+static void evaluate_local(nd_trainer *tr, nd_epoch_stats *e) {
+    double sums[3];
+    if (tr->info.has_test) {
+        nd_train_eval_sums(tr, &tr->test, sums);
+        e->test_loss = sums[0] / sums[2];
+        e->test_acc = sums[1] / sums[2];
+    }
+    if (tr->info.has_val) {
+        nd_train_eval_sums(tr, &tr->val, sums);
+        e->val_loss = sums[0] / sums[2];
+        e->val_acc = sums[1] / sums[2];
+    }
+}
+
+static long min_active_clock(const nd_async *as, int w) {
+    long lo = -1;
+    for (int i = 0; i < w; ++i)
+        if (!as->stopped[i] && (lo < 0 || as->clock[i] < lo)) lo = as->clock[i];
+    return lo;
+}
+
+/* Per-epoch books of server 0. */
+typedef struct {
+    double loss, correct, samples, stale_sum;
+    long stale_max, hist[ND_STALENESS_BUCKETS];
+    double t0, eval_seconds;
+} epoch_books;
+
+static nd_status server0_loop(nd_trainer *tr, nd_error *err) {
+    nd_async *as = tr->as;
+    const int w = tr->num_workers, k = tr->num_servers;
+    const int ssp = !strcmp(tr->cfg.mode, "ssp");
+    const long bound = tr->cfg.max_staleness;
+    const double epoch_rows = (double)tr->info.train.rows;
+    double total = 0.0, next_end = epoch_rows, eval_total = 0.0;
+    int epoch = 0, stopping = 0, stopped = 0;
+    epoch_books b = {0};
+    const double start = nd_comm_time();
+    b.t0 = start;
+    while (stopped < w) {
+        int src = -1;
+        ND_TRY(receive_ctrl(tr, &src, err));
+        const int wi = src - k;
+        if ((int)as->ctrl_in[CTRL_KIND] != CTRL_UPDATE || wi < 0 || wi >= w)
+            return ND_FAIL(err, ND_ERR_STATE, "server 0: unexpected message from rank %d", src);
+        long stale;
+        ND_TRY(server_apply(tr, src, &stale, err));
+        as->clock[wi] += 1;
+        total += as->ctrl_in[CTRL_SAMPLES];
+        b.samples += as->ctrl_in[CTRL_SAMPLES];
+        b.loss += as->ctrl_in[CTRL_LOSS];
+        b.correct += as->ctrl_in[CTRL_CORRECT];
+        b.stale_sum += (double)stale;
+        if (stale > b.stale_max) b.stale_max = stale;
+        if (stale > tr->staleness_max) tr->staleness_max = stale;
+        b.hist[stale < ND_STALENESS_BUCKETS - 1 ? stale : ND_STALENESS_BUCKETS - 1] += 1;
+        tr->step = as->version;
+
+        if (!stopping && total >= next_end) {
+            /* An epoch's worth applied: evaluate the servers' model. */
+            const double now = nd_comm_time();
+            nd_epoch_stats e = {0};
+            e.epoch = ++epoch;
+            e.train_loss = b.loss / b.samples;
+            e.train_acc = b.correct / b.samples;
+            e.seconds = now - b.t0 - b.eval_seconds;
+            e.samples_per_s = b.samples / e.seconds;
+            e.lr = nd_lr_at(&tr->lr, as->version - 1);
+            e.has_staleness = 1;
+            e.staleness_mean = b.stale_sum / (b.samples / tr->cfg.batch);
+            e.staleness_max = b.stale_max;
+            memcpy(e.staleness_hist, b.hist, sizeof b.hist);
+            e.test_loss = e.test_acc = e.val_loss = e.val_acc = NAN;
+            ND_TRY(gather_snapshot(tr, err));
+            evaluate_local(tr, &e);
+            tr->last = e;
+            nd_report_progress_end(&tr->report);
+            nd_train_print_epoch(tr, &e);
+            const double after = nd_comm_time();
+            eval_total += after - now;
+            b = (epoch_books){0};
+            b.t0 = after;
+            next_end += epoch_rows;
+            if (epoch == tr->cfg.epochs) stopping = 1;
+        } else if (tr->report.active) {
+            const double now = nd_comm_time(), el = now - b.t0 - b.eval_seconds;
+            const long steps = (long)(epoch_rows / tr->cfg.batch);
+            const long done = (long)(b.samples / tr->cfg.batch);
+            nd_report_progress(&tr->report, now, epoch + 1, tr->cfg.epochs, done < steps ? done : steps, steps,
+                               b.loss / b.samples, b.samples / el, el / b.samples * (epoch_rows - b.samples));
+        }
+
+        if (stopping) {
+            /* Everyone still out gets "stop" at its next reply, held ones now. */
+            for (int i = 0; i < w; ++i)
+                if (!as->stopped[i] && (i == wi || as->pending[i])) {
+                    ND_TRY(server_reply(tr, k + i, 1, err));
+                    as->stopped[i] = 1;
+                    as->pending[i] = 0;
+                    ++stopped;
+                }
+            continue;
+        }
+        if (ssp && as->clock[wi] - min_active_clock(as, w) > bound) as->pending[wi] = 1;
+        else ND_TRY(server_reply(tr, src, 0, err));
+        if (ssp) {
+            const long lo = min_active_clock(as, w);
+            for (int i = 0; i < w; ++i)
+                if (as->pending[i] && as->clock[i] - lo <= bound) {
+                    as->pending[i] = 0;
+                    ND_TRY(server_reply(tr, k + i, 0, err));
+                }
+        }
+    }
+    tr->samples_seen = (long)total;
+    tr->train_seconds = nd_comm_time() - start - eval_total;
+    return ND_OK;
+}
+
+nd_status nd_async_fit(nd_trainer *tr, nd_error *err) {
+    nd_async *as = tr->as;
+    ND_TRY(nd_comm_barrier(tr->comm, err));
+    nd_status st;
+    if (tr->rank == 0) st = server0_loop(tr, err);
+    else if (tr->worker_index < 0) st = server_loop(tr, err);
+    else st = worker_loop(tr, err);
+    if (st != ND_OK) return st; /* the caller ends the job: peers may be mid-exchange */
+    /* Every rank takes the servers' final slices; server 0 evaluates them. */
+    for (int j = 0; j < tr->num_servers; ++j)
+        ND_TRY(nd_comm_bcast_f32(tr->comm, tr->model.param + as->slice_off[j], (size_t)as->slice_len[j], j, err));
+    /* The final parameters include the (at most W-1) updates that were in
+     * flight when the last epoch ended: evaluate them for the summary. */
+    if (tr->rank == 0) evaluate_local(tr, &tr->last);
+    double t[7] = {tr->train_seconds, (double)tr->samples_seen, tr->last.test_loss, tr->last.test_acc,
+                   tr->last.val_loss, tr->last.val_acc, (double)tr->staleness_max};
+    ND_TRY(nd_comm_bcast_f64(tr->comm, t, 7, 0, err));
+    tr->staleness_max = (long)t[6];
+    tr->train_seconds = t[0];
+    tr->samples_seen = (long)t[1];
+    tr->last.test_loss = t[2], tr->last.test_acc = t[3], tr->last.val_loss = t[4], tr->last.val_acc = t[5];
+    nd_train_print_done(tr);
+    return ND_OK;
+}

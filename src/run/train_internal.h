@@ -1,0 +1,41 @@
+/* Private to src/run: the pieces of a training step that the synchronous
+ * loop (train.c) and the parameter-server loops (async.c) share. */
+#ifndef NNDIST_TRAIN_INTERNAL_H
+#define NNDIST_TRAIN_INTERNAL_H
+
+#include "nndist/train.h"
+
+/* Slots of the gradient buffer's tail (see ND_GRAD_TAIL). */
+enum { ND_TAIL_LOSS = 0, ND_TAIL_CORRECT = 1, ND_TAIL_USED = 2 };
+
+/* Collective: a local status made job-wide; only the lowest failing rank
+ * keeps its message. */
+nd_status nd_train_agree(nd_trainer *tr, nd_status st, nd_error *err);
+
+/* Shuffle of this rank's rows for pass `pass` (seeded by seed, pass, rank). */
+void nd_train_order_pass(nd_trainer *tr, int pass);
+
+/* Gradient (sum over the batch) of step s of the current order into
+ * model.grad, loss sum and hit count in its tail; honours --straggle. */
+void nd_train_compute_gradient(nd_trainer *tr, long s);
+
+/* Weight decay and clipping of model.grad, a sum over `samples`; returns
+ * the scale the optimizer applies (1/samples times any norm-clip factor). */
+float nd_train_grad_scale(nd_trainer *tr, int samples);
+
+/* Local loss sum, hit count and row count of shard (not collective). */
+void nd_train_eval_sums(nd_trainer *tr, const nd_shard *shard, double sums[3]);
+
+/* Rank 0: the epoch line and the metrics JSON line; the final line. */
+void nd_train_print_epoch(nd_trainer *tr, const nd_epoch_stats *e);
+void nd_train_print_done(nd_trainer *tr);
+
+/* async.c: buffers of the protocol, allocated at setup. */
+nd_status nd_async_create(nd_trainer *tr, nd_error *err);
+void nd_async_free(nd_trainer *tr);
+
+/* async.c: runs servers and workers until cfg.epochs worth of samples are
+ * applied; every message drained, final parameters on every rank. */
+nd_status nd_async_fit(nd_trainer *tr, nd_error *err);
+
+#endif

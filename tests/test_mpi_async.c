@@ -1,0 +1,122 @@
+/* Run with `mpiexec -n 4`: parameter servers with K = 2 (the arena split in
+ * two slices and reassembled), a straggling worker, uneven shards, and the
+ * ssp staleness bound. Collective work first, assertions after, on values
+ * every rank holds. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "fixture.h"
+#include "nndist/train.h"
+
+static nd_comm *world;
+
+typedef struct {
+    int ok;
+    double test_acc;
+    long staleness_max, samples;
+    int identical; /* every rank ends with the same parameters */
+} outcome;
+
+static outcome run(const char *mode, int servers, int max_staleness, const char *straggle) {
+    char path[512];
+    fx_path(path, sizeof path, "async.h5");
+    nd_error err = {0};
+    if (nd_comm_rank(world) == 0) {
+        remove(path);
+        nd_synth_config s = {1001, 1000, 0, 16, 5, 3.0f, 21}; /* 1001 rows: uneven shards */
+        nd_synth_write(&s, path, &err);
+    }
+    nd_comm_barrier(world, &err);
+    nd_train_config cfg;
+    int help = 0;
+    char *none[] = {NULL};
+    nd_train_config_parse(&cfg, 0, none, &help, &err);
+    snprintf(cfg.data, sizeof cfg.data, "%s", path);
+    snprintf(cfg.progress, sizeof cfg.progress, "none");
+    snprintf(cfg.mode, sizeof cfg.mode, "%s", mode);
+    snprintf(cfg.hidden, sizeof cfg.hidden, "32");
+    snprintf(cfg.straggle, sizeof cfg.straggle, "%s", straggle);
+    cfg.servers = servers;
+    cfg.max_staleness = max_staleness;
+    cfg.threads = 1;
+    cfg.batch = 20;
+    cfg.epochs = 4;
+    outcome o = {0};
+    nd_trainer tr;
+    if (nd_trainer_setup(&tr, &cfg, world, &err) == ND_OK && nd_trainer_fit(&tr, &err) == ND_OK) {
+        o.ok = 1;
+        o.test_acc = tr.last.test_acc;
+        o.staleness_max = tr.staleness_max;
+        o.samples = tr.samples_seen;
+        float *copy = malloc(sizeof(float) * tr.model.num_params);
+        memcpy(copy, tr.model.param, sizeof(float) * tr.model.num_params);
+        nd_comm_bcast_f32(world, copy, tr.model.num_params, 0, &err);
+        float same = memcmp(copy, tr.model.param, sizeof(float) * tr.model.num_params) == 0;
+        float all[1] = {same ? 0.0f : 1.0f};
+        nd_comm_allreduce_sum_f32(world, all, 1, &err);
+        o.identical = all[0] == 0.0f;
+        free(copy);
+    } else if (err.msg[0]) {
+        fprintf(stderr, "rank %d: %s\n", nd_comm_rank(world), err.msg);
+    }
+    nd_trainer_free(&tr);
+    return o;
+}
+
+static void test_two_servers_straggler_uneven(void **state) {
+    (void)state;
+    outcome o = run("async", 2, 0, "3:3");
+    print_message("  async K=2, W=2, rank 3 straggling x3: accuracy %.4f, max staleness %ld, %ld samples\n",
+                  o.test_acc, o.staleness_max, o.samples);
+    assert_true(o.ok);
+    assert_true(o.identical);
+    assert_true(o.test_acc >= 0.99);
+    /* 4 epochs of 1001 rows: at least that many samples, at most W-1 = 1
+     * batch more (the update in flight when the end was decided). */
+    assert_true(o.samples >= 4 * 1001 && o.samples <= 4 * 1001 + 20 + 20);
+}
+
+static void test_ssp_bounds(void **state) {
+    (void)state;
+    /* With W workers and bound s, a gradient's staleness is at most
+     * (W - 1) * (2s + 1): see README. Here W = 3 (one server). */
+    outcome o0 = run("ssp", 1, 0, "1:20");
+    outcome o2 = run("ssp", 1, 2, "1:20");
+    outcome oa = run("async", 1, 0, "1:20");
+    print_message("  max staleness with a x20 straggler: ssp s=0 %ld, ssp s=2 %ld, async %ld\n", o0.staleness_max,
+                  o2.staleness_max, oa.staleness_max);
+    assert_true(o0.ok && o2.ok && oa.ok);
+    assert_true(o0.staleness_max <= 2 * 1);
+    assert_true(o2.staleness_max <= 2 * 5);
+    assert_true(oa.staleness_max > o0.staleness_max); /* the bound is what keeps it low */
+}
+
+static void test_too_few_ranks(void **state) {
+    (void)state;
+    outcome o = run("async", 4, 0, "");
+    assert_false(o.ok);
+}
+
+int main(int argc, char **argv) {
+    nd_error err = {0};
+    if (nd_comm_init(&argc, &argv, &world, &err) != ND_OK) return 1;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_two_servers_straggler_uneven),
+        cmocka_unit_test(test_ssp_bounds),
+        cmocka_unit_test(test_too_few_ranks),
+    };
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    double total = failed;
+    nd_comm_allreduce_sum_f64(world, &total, 1, &err);
+    int size = nd_comm_size(world);
+    nd_comm_free(world);
+    nd_comm_finalize();
+    return total != 0 || size != 4 ? 1 : 0;
+}

@@ -81,7 +81,7 @@ nd_status nd_comm_irecv_f64(nd_comm *comm, double *buf, size_t n, int source, in
                             nd_request *req, nd_error *err);
 
 /* Waits for every active request of reqs (count). It polls and sleeps with a
- * growing back-off (up to ~1 ms) instead of spinning, so a waiting rank
+ * growing back-off (1 us doubling to 64 us) instead of spinning, so a waiting rank
  * leaves its core to a computing rank on the same node. *source, if not
  * NULL, receives the sender of reqs[0] when it was a receive. */
 nd_status nd_comm_wait_all(nd_request *reqs, int count, int *source, nd_error *err);

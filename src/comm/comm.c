@@ -179,6 +179,7 @@ nd_status nd_comm_irecv_f64(nd_comm *comm, double *buf, size_t n, int source, in
 
 nd_status nd_comm_wait_all(nd_request *reqs, int count, int *source, nd_error *err) {
     long sleep_ns = 1000;
+    enum { ND_WAIT_MAX_SLEEP_NS = 64000 }; /* caps the latency a sleeping waiter adds */
     for (;;) {
         int pending = 0;
         for (int i = 0; i < count; ++i) {
@@ -198,6 +199,6 @@ nd_status nd_comm_wait_all(nd_request *reqs, int count, int *source, nd_error *e
         if (!pending) return ND_OK;
         struct timespec ts = {0, sleep_ns};
         nanosleep(&ts, NULL);
-        if (sleep_ns < 1000000) sleep_ns *= 2;
+        if (sleep_ns < ND_WAIT_MAX_SLEEP_NS) sleep_ns *= 2;
     }
 }

@@ -19,12 +19,13 @@ static nd_comm *world;
 
 typedef struct {
     int ok;
+    long hist[ND_STALENESS_BUCKETS]; /* last epoch's staleness histogram */
     double test_acc;
     long staleness_max, samples;
     int identical; /* every rank ends with the same parameters */
 } outcome;
 
-static outcome run(const char *mode, int servers, int max_staleness, const char *straggle) {
+static outcome run(const char *mode, int servers, int max_staleness, const char *straggle, int overlap) {
     char path[512];
     fx_path(path, sizeof path, "async.h5");
     nd_error err = {0};
@@ -45,6 +46,7 @@ static outcome run(const char *mode, int servers, int max_staleness, const char 
     snprintf(cfg.straggle, sizeof cfg.straggle, "%s", straggle);
     cfg.servers = servers;
     cfg.max_staleness = max_staleness;
+    cfg.overlap = overlap;
     cfg.threads = 1;
     cfg.batch = 20;
     cfg.epochs = 4;
@@ -55,6 +57,11 @@ static outcome run(const char *mode, int servers, int max_staleness, const char 
         o.test_acc = tr.last.test_acc;
         o.staleness_max = tr.staleness_max;
         o.samples = tr.samples_seen;
+        memcpy(o.hist, tr.last.staleness_hist, sizeof o.hist);
+        double h[ND_STALENESS_BUCKETS];
+        for (int i = 0; i < ND_STALENESS_BUCKETS; ++i) h[i] = (double)o.hist[i];
+        nd_comm_bcast_f64(world, h, ND_STALENESS_BUCKETS, 0, &err); /* server 0 keeps the books */
+        for (int i = 0; i < ND_STALENESS_BUCKETS; ++i) o.hist[i] = (long)h[i];
         float *copy = malloc(sizeof(float) * tr.model.num_params);
         memcpy(copy, tr.model.param, sizeof(float) * tr.model.num_params);
         nd_comm_bcast_f32(world, copy, tr.model.num_params, 0, &err);
@@ -72,7 +79,7 @@ static outcome run(const char *mode, int servers, int max_staleness, const char 
 
 static void test_two_servers_straggler_uneven(void **state) {
     (void)state;
-    outcome o = run("async", 2, 0, "3:3");
+    outcome o = run("async", 2, 0, "3:3", 0);
     print_message("  async K=2, W=2, rank 3 straggling x3: accuracy %.4f, max staleness %ld, %ld samples\n",
                   o.test_acc, o.staleness_max, o.samples);
     assert_true(o.ok);
@@ -87,9 +94,9 @@ static void test_ssp_bounds(void **state) {
     (void)state;
     /* With W workers and bound s, a gradient's staleness is at most
      * (W - 1) * (2s + 1): see README. Here W = 3 (one server). */
-    outcome o0 = run("ssp", 1, 0, "1:20");
-    outcome o2 = run("ssp", 1, 2, "1:20");
-    outcome oa = run("async", 1, 0, "1:20");
+    outcome o0 = run("ssp", 1, 0, "1:20", 0);
+    outcome o2 = run("ssp", 1, 2, "1:20", 0);
+    outcome oa = run("async", 1, 0, "1:20", 0);
     print_message("  max staleness with a x20 straggler: ssp s=0 %ld, ssp s=2 %ld, async %ld\n", o0.staleness_max,
                   o2.staleness_max, oa.staleness_max);
     assert_true(o0.ok && o2.ok && oa.ok);
@@ -98,9 +105,35 @@ static void test_ssp_bounds(void **state) {
     assert_true(oa.staleness_max > o0.staleness_max); /* the bound is what keeps it low */
 }
 
+/* ssp with s = 0 moves the 3 workers in lock-step: in every clock they all
+ * read the same version, so the gradients applied carry staleness 0, 1 and
+ * 2 exactly once each (an epoch may cut one clock: +-1). */
+static void test_ssp_lockstep_staleness_schedule(void **state) {
+    (void)state;
+    outcome o = run("ssp", 1, 0, "2:2", 0);
+    print_message("  ssp s=0, 3 workers, last epoch's staleness counts: %ld %ld %ld %ld\n", o.hist[0], o.hist[1],
+                  o.hist[2], o.hist[3]);
+    assert_true(o.ok);
+    assert_true(o.hist[0] > 10);
+    assert_true(labs(o.hist[0] - o.hist[1]) <= 1 && labs(o.hist[1] - o.hist[2]) <= 1);
+    for (int i = 3; i < ND_STALENESS_BUCKETS; ++i) assert_int_equal(o.hist[i], 0);
+}
+
+/* --overlap: two servers, a straggler, the next gradient computed while the
+ * exchange is in flight. Learns, ends cleanly, replicas agree. */
+static void test_overlap_two_servers(void **state) {
+    (void)state;
+    outcome o = run("async", 2, 0, "2:3", 1);
+    print_message("  async --overlap K=2: accuracy %.4f, max staleness %ld\n", o.test_acc, o.staleness_max);
+    assert_true(o.ok);
+    assert_true(o.identical);
+    assert_true(o.test_acc >= 0.99);
+    assert_true(o.staleness_max >= 1);
+}
+
 static void test_too_few_ranks(void **state) {
     (void)state;
-    outcome o = run("async", 4, 0, "");
+    outcome o = run("async", 4, 0, "", 0);
     assert_false(o.ok);
 }
 
@@ -110,6 +143,8 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_two_servers_straggler_uneven),
         cmocka_unit_test(test_ssp_bounds),
+        cmocka_unit_test(test_ssp_lockstep_staleness_schedule),
+        cmocka_unit_test(test_overlap_two_servers),
         cmocka_unit_test(test_too_few_ranks),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);

@@ -215,6 +215,36 @@ static void test_async_one_worker_equals_sync(void **state) {
     assert_true(diff[0] == 0.0f);
 }
 
+/* One worker with --overlap: its first gradient is fresh, every later one
+ * was computed one exchange before the previous update landed, so the
+ * server must count staleness exactly 1 for each of them. */
+static void test_async_overlap_staleness_is_one(void **state) {
+    (void)state;
+    char path[512];
+    fx_path(path, sizeof path, "async-equiv.h5"); /* written by the previous test */
+    nd_train_config cfg;
+    base_config(&cfg, path);
+    snprintf(cfg.hidden, sizeof cfg.hidden, "12");
+    snprintf(cfg.mode, sizeof cfg.mode, "async");
+    cfg.overlap = true;
+    cfg.batch = 16;
+    cfg.epochs = 2;
+    nd_trainer tr;
+    nd_error err = {0};
+    double v[4] = {-1, -1, -1, -1};
+    if (nd_trainer_setup(&tr, &cfg, world, &err) == ND_OK && nd_trainer_fit(&tr, &err) == ND_OK) {
+        v[0] = (double)tr.staleness_max;
+        v[1] = (double)tr.last.staleness_hist[0];
+        v[2] = (double)tr.last.staleness_hist[1];
+        v[3] = 320.0 / 16; /* updates in the last epoch */
+    }
+    nd_trainer_free(&tr);
+    nd_comm_bcast_f64(world, v, 4, 0, &err);
+    assert_true(v[0] == 1.0);
+    assert_true(v[1] == 0.0);
+    assert_true(v[2] == v[3]);
+}
+
 int main(int argc, char **argv) {
     nd_error err = {0};
     if (nd_comm_init(&argc, &argv, &world, &err) != ND_OK) return 1;
@@ -222,6 +252,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_two_ranks_equal_one_rank_double_batch),
         cmocka_unit_test(test_synthetic_reaches_99_percent),
         cmocka_unit_test(test_async_one_worker_equals_sync),
+        cmocka_unit_test(test_async_overlap_staleness_is_one),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     /* Every rank must have passed: sum the failure counts. */

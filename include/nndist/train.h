@@ -28,6 +28,7 @@ typedef struct {
     int servers;
     int max_staleness;
     bool staleness_lr;
+    bool overlap;
     char straggle[64];
     char hidden[256];
     char act[32];

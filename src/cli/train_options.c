@@ -14,6 +14,7 @@ const nd_cli_option nd_train_options[] = {
     {"servers", F(INT, servers), "1", "async/ssp: parameter-server ranks (ranks 0..K-1); the rest are workers"},
     {"max-staleness", F(INT, max_staleness), "0", "ssp: a worker may run at most this many updates ahead of the slowest"},
     {"staleness-lr", F(BOOL, staleness_lr), "false", "async/ssp: divide the rate by each gradient's staleness (Zhang et al. 2016)"},
+    {"overlap", F(BOOL, overlap), "false", "async/ssp: compute the next gradient while the exchange is in flight (+1 staleness)"},
     {"straggle", F(STR, straggle), "", "RANK:FACTOR slows RANK's compute FACTOR times (sleeps (FACTOR-1) x its step time)"},
     {"hidden", F(STR, hidden), "512,256", "hidden layer widths, comma-separated ('' for none)"},
     {"act", F(STR, act), "relu", "hidden activation: relu, leaky_relu, tanh, sigmoid"},

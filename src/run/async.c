@@ -40,10 +40,15 @@ struct nd_async {
     double *ctrl_out;  /* (K x CTRL_LEN) */
     double *reply_in;  /* (K x REPLY_LEN) */
     double *versions;  /* (K) version of each slice this worker holds */
+    double *v_used;    /* (K) versions the gradient being sent was computed on */
+    float *spare_param; /* --overlap: (num_params) where fresh slices land */
+    float *spare_grad;  /* --overlap: (num_params + ND_GRAD_TAIL) the next gradient */
     nd_request *reqs;  /* (4K) */
     /* server */
     double ctrl_in[CTRL_LEN];
     double *reply_out; /* (W x REPLY_LEN) */
+    float *reply_data; /* (W x slice length) the slice as sent to each worker */
+    nd_request *reply_reqs; /* (2W) sends of reply_out / reply_data in flight */
     long version;      /* updates applied to this server's slice */
     /* server 0 */
     long *clock;       /* (W) updates applied from each worker */
@@ -61,14 +66,28 @@ nd_status nd_async_create(nd_trainer *tr, nd_error *err) {
     as->ctrl_out = calloc((size_t)k * CTRL_LEN, sizeof(double));
     as->reply_in = calloc((size_t)k * REPLY_LEN, sizeof(double));
     as->versions = calloc((size_t)k, sizeof(double));
+    as->v_used = calloc((size_t)k, sizeof(double));
     as->reqs = calloc((size_t)4 * k, sizeof(nd_request));
     as->reply_out = calloc((size_t)w * REPLY_LEN, sizeof(double));
+    as->reply_reqs = calloc((size_t)2 * w, sizeof(nd_request));
     as->clock = calloc((size_t)w, sizeof(long));
     as->pending = calloc((size_t)w, 1);
     as->stopped = calloc((size_t)w, 1);
-    if (!as->slice_off || !as->slice_len || !as->ctrl_out || !as->reply_in || !as->versions || !as->reqs ||
-        !as->reply_out || !as->clock || !as->pending || !as->stopped)
+    if (!as->slice_off || !as->slice_len || !as->ctrl_out || !as->reply_in || !as->versions || !as->v_used || !as->reqs ||
+        !as->reply_out || !as->reply_reqs || !as->clock || !as->pending || !as->stopped)
         return ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate the parameter-server state");
+    if (tr->worker_index >= 0 && tr->cfg.overlap) {
+        as->spare_param = nd_buffer_alloc(tr->model.num_params);
+        as->spare_grad = nd_buffer_alloc(tr->model.num_params + ND_GRAD_TAIL);
+        if (!as->spare_param || !as->spare_grad)
+            return ND_FAIL(err, ND_ERR_NOMEM, "worker %d: cannot allocate the --overlap buffers", tr->rank);
+    }
+    if (tr->worker_index < 0) {
+        as->reply_data = nd_buffer_alloc((size_t)w * tr->slice.length);
+        if (!as->reply_data)
+            return ND_FAIL(err, ND_ERR_NOMEM, "server %d: cannot allocate %d reply buffers of %zu floats", tr->rank,
+                           w, tr->slice.length);
+    }
     for (int s = 0; s < k; ++s)
         nd_shard_range((long)tr->model.num_params, s, k, &as->slice_off[s], &as->slice_len[s]);
     return ND_OK;
@@ -78,7 +97,13 @@ void nd_async_free(nd_trainer *tr) {
     nd_async *as = tr->as;
     if (!as) return;
     free(as->slice_off), free(as->slice_len), free(as->ctrl_out), free(as->reply_in);
-    free(as->versions), free(as->reqs), free(as->reply_out), free(as->clock);
+    free(as->versions), free(as->reqs), free(as->reply_out), free(as->reply_reqs), free(as->clock);
+    nd_buffer_free(as->reply_data);
+    free(as->v_used);
+    /* Swapped with the model's by pointer, but each pair is the same kind
+     * of buffer: the model frees the two it holds, we free these two. */
+    nd_buffer_free(as->spare_param);
+    nd_buffer_free(as->spare_grad);
     free(as->pending), free(as->stopped);
     free(as);
     tr->as = NULL;
@@ -86,39 +111,77 @@ void nd_async_free(nd_trainer *tr) {
 
 /* ---- worker ---------------------------------------------------------------- */
 
+/* Starts the exchange of the gradient in grad (computed on parameters of
+ * versions v_used) with every server; fresh slices will land in into. */
+static nd_status worker_start_exchange(nd_trainer *tr, const float *grad, float *into, float scale,
+                                       nd_error *err) {
+    nd_async *as = tr->as;
+    const nd_model *m = &tr->model;
+    for (int j = 0; j < tr->num_servers; ++j) {
+        double *c = as->ctrl_out + (size_t)j * CTRL_LEN;
+        c[CTRL_KIND] = CTRL_UPDATE;
+        c[CTRL_VERSION] = as->v_used[j];
+        c[CTRL_SAMPLES] = tr->cfg.batch;
+        c[CTRL_LOSS] = grad[m->num_params + ND_TAIL_LOSS];
+        c[CTRL_CORRECT] = grad[m->num_params + ND_TAIL_CORRECT];
+        c[CTRL_SCALE] = scale;
+        const size_t off = (size_t)as->slice_off[j], len = (size_t)as->slice_len[j];
+        nd_request *r = as->reqs + 4 * j;
+        /* Receives first, so the server's reply never waits for a buffer. */
+        ND_TRY(nd_comm_irecv_f64(tr->comm, as->reply_in + (size_t)j * REPLY_LEN, REPLY_LEN, j, TAG_REPLY, &r[0], err));
+        ND_TRY(nd_comm_irecv_f32(tr->comm, into + off, len, j, TAG_PARAM, &r[1], err));
+        ND_TRY(nd_comm_isend_f64(tr->comm, c, CTRL_LEN, j, TAG_CTRL, &r[2], err));
+        ND_TRY(nd_comm_isend_f32(tr->comm, grad + off, len, j, TAG_GRAD, &r[3], err));
+    }
+    return ND_OK;
+}
+
+/* Completes the exchange; returns 1 in *stop when server 0 ended the run. */
+static nd_status worker_finish_exchange(nd_trainer *tr, int *stop, nd_error *err) {
+    nd_async *as = tr->as;
+    ND_TRY(nd_comm_wait_all(as->reqs, 4 * tr->num_servers, NULL, err));
+    for (int j = 0; j < tr->num_servers; ++j) as->versions[j] = as->reply_in[(size_t)j * REPLY_LEN + REPLY_VERSION];
+    *stop = as->reply_in[REPLY_STOP] != 0.0; /* server 0 decides the end */
+    return ND_OK;
+}
+
+static void swap_floats(float **a, float **b) {
+    float *t = *a;
+    *a = *b;
+    *b = t;
+}
+
+/* Plain: compute, exchange, repeat. With --overlap the next gradient is
+ * computed while the previous exchange is in flight, on the parameters the
+ * worker already has (one exchange older): the exchange time is hidden at
+ * the price of one more step of staleness. The double buffers are swapped
+ * by pointer, never copied. */
 static nd_status worker_loop(nd_trainer *tr, nd_error *err) {
     nd_async *as = tr->as;
     nd_model *m = &tr->model;
-    const int k = tr->num_servers;
+    const int k = tr->num_servers, overlap = tr->cfg.overlap;
     long s = tr->steps_per_epoch;
-    int pass = 0;
-    for (;;) {
+    int pass = 0, in_flight = 0, stop = 0;
+    while (!stop) {
         if (s == tr->steps_per_epoch) {
             nd_train_order_pass(tr, ++pass);
             s = 0;
         }
         nd_train_compute_gradient(tr, s++);
         const float scale = nd_train_grad_scale(tr, tr->cfg.batch);
-        for (int j = 0; j < k; ++j) {
-            double *c = as->ctrl_out + (size_t)j * CTRL_LEN;
-            c[CTRL_KIND] = CTRL_UPDATE;
-            c[CTRL_VERSION] = as->versions[j];
-            c[CTRL_SAMPLES] = tr->cfg.batch;
-            c[CTRL_LOSS] = m->grad[m->num_params + ND_TAIL_LOSS];
-            c[CTRL_CORRECT] = m->grad[m->num_params + ND_TAIL_CORRECT];
-            c[CTRL_SCALE] = scale;
-            float *p = m->param + as->slice_off[j], *g = m->grad + as->slice_off[j];
-            const size_t len = (size_t)as->slice_len[j];
-            nd_request *r = as->reqs + 4 * j;
-            /* Receives first, so the server's reply never waits for a buffer. */
-            ND_TRY(nd_comm_irecv_f64(tr->comm, as->reply_in + (size_t)j * REPLY_LEN, REPLY_LEN, j, TAG_REPLY, &r[0], err));
-            ND_TRY(nd_comm_irecv_f32(tr->comm, p, len, j, TAG_PARAM, &r[1], err));
-            ND_TRY(nd_comm_isend_f64(tr->comm, c, CTRL_LEN, j, TAG_CTRL, &r[2], err));
-            ND_TRY(nd_comm_isend_f32(tr->comm, g, len, j, TAG_GRAD, &r[3], err));
+        memcpy(as->v_used, as->versions, sizeof(double) * (size_t)k);
+        if (in_flight) {
+            ND_TRY(worker_finish_exchange(tr, &stop, err));
+            swap_floats(&m->param, &as->spare_param); /* the fresh slices */
+            if (stop) break; /* this last gradient is dropped */
         }
-        ND_TRY(nd_comm_wait_all(as->reqs, 4 * k, NULL, err));
-        for (int j = 0; j < k; ++j) as->versions[j] = as->reply_in[(size_t)j * REPLY_LEN + REPLY_VERSION];
-        if (as->reply_in[REPLY_STOP] != 0.0) break; /* server 0 decides the end */
+        ND_TRY(worker_start_exchange(tr, m->grad, overlap ? as->spare_param : m->param, scale, err));
+        if (overlap) {
+            swap_floats(&m->grad, &as->spare_grad); /* the next gradient goes to the other buffer */
+            in_flight = 1;
+        } else {
+            ND_TRY(worker_finish_exchange(tr, &stop, err));
+        }
     }
     for (int j = 1; j < k; ++j) {
         double *c = as->ctrl_out + (size_t)j * CTRL_LEN;
@@ -147,17 +210,23 @@ static nd_status server_apply(nd_trainer *tr, int src, long *staleness, nd_error
     return ND_OK;
 }
 
-/* Sends this server's version and slice to worker rank dest. */
+/* Sends this server's version and slice to worker rank dest, from a copy
+ * kept for that worker: the server goes on applying other workers' updates
+ * while this one collects its reply, instead of waiting for it. The copy's
+ * previous send is long complete (a worker sends its next update only after
+ * it has received every reply), so the wait below does not block. */
 static nd_status server_reply(nd_trainer *tr, int dest, int stop, nd_error *err) {
     nd_async *as = tr->as;
-    double *h = as->reply_out + (size_t)(dest - tr->num_servers) * REPLY_LEN;
+    const int wi = dest - tr->num_servers;
+    nd_request *r = as->reply_reqs + 2 * wi;
+    ND_TRY(nd_comm_wait_all(r, 2, NULL, err));
+    double *h = as->reply_out + (size_t)wi * REPLY_LEN;
+    float *copy = as->reply_data + (size_t)wi * tr->slice.length;
     h[REPLY_VERSION] = (double)as->version;
     h[REPLY_STOP] = stop;
-    nd_request r[2] = {{0}};
+    memcpy(copy, tr->model.param + tr->slice.offset, sizeof(float) * tr->slice.length);
     ND_TRY(nd_comm_isend_f64(tr->comm, h, REPLY_LEN, dest, TAG_REPLY, &r[0], err));
-    ND_TRY(nd_comm_isend_f32(tr->comm, tr->model.param + tr->slice.offset, tr->slice.length, dest, TAG_PARAM,
-                             &r[1], err));
-    return nd_comm_wait_all(r, 2, NULL, err);
+    return nd_comm_isend_f32(tr->comm, copy, tr->slice.length, dest, TAG_PARAM, &r[1], err);
 }
 
 static nd_status receive_ctrl(nd_trainer *tr, int *src, nd_error *err) {
@@ -188,7 +257,7 @@ static nd_status server_loop(nd_trainer *tr, nd_error *err) {
             return ND_FAIL(err, ND_ERR_STATE, "server %d: unknown message kind %d from rank %d", tr->rank, kind, src);
         }
     }
-    return ND_OK;
+    return nd_comm_wait_all(tr->as->reply_reqs, 2 * tr->num_workers, NULL, err);
 }
 
 /* Server 0: fetch the other servers' slices into model.param, so the model
@@ -323,7 +392,7 @@ static nd_status server0_loop(nd_trainer *tr, nd_error *err) {
     }
     tr->samples_seen = (long)total;
     tr->train_seconds = nd_comm_time() - start - eval_total;
-    return ND_OK;
+    return nd_comm_wait_all(as->reply_reqs, 2 * w, NULL, err);
 }
 
 nd_status nd_async_fit(nd_trainer *tr, nd_error *err) {

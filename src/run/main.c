@@ -53,8 +53,9 @@ static int run_train(nd_comm *comm, int argc, char **argv) {
     st = nd_trainer_fit(&tr, &err);
     if (st != ND_OK) {
         /* A failure inside training may be on one rank only: end the whole job. */
-        if (!err.msg[0]) snprintf(err.msg, sizeof err.msg, "training failed on rank %d", nd_comm_rank(comm));
-        report_error(&err);
+        char line[sizeof err.msg + 32];
+        snprintf(line, sizeof line, "rank %d: %s", nd_comm_rank(comm), err.msg[0] ? err.msg : "training failed");
+        fprintf(stderr, "nndist: error: %s\n", line);
         fflush(NULL);
         nd_comm_abort(comm, 1);
     }

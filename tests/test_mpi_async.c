@@ -23,6 +23,7 @@ typedef struct {
     double test_acc;
     long staleness_max, samples;
     int identical; /* every rank ends with the same parameters */
+    int applied_once; /* every server applied exactly the updates the workers sent */
 } outcome;
 
 static outcome run(const char *mode, int servers, int max_staleness, const char *straggle, int overlap) {
@@ -65,6 +66,15 @@ static outcome run(const char *mode, int servers, int max_staleness, const char 
         float *copy = malloc(sizeof(float) * tr.model.num_params);
         memcpy(copy, tr.model.param, sizeof(float) * tr.model.num_params);
         nd_comm_bcast_f32(world, copy, tr.model.num_params, 0, &err);
+        /* Updates sent (summed over workers) against each server's count. */
+        const int server = tr.worker_index < 0;
+        double counts[2] = {server ? 0.0 : (double)tr.step, server ? (double)tr.step : 0.0};
+        double lo[1] = {server ? (double)tr.step : 1e300}, hi[1] = {server ? (double)tr.step : -1e300};
+        nd_comm_allreduce_sum_f64(world, counts, 1, &err);
+        nd_comm_allreduce_max_f64(world, hi, 1, &err);
+        lo[0] = -lo[0];
+        nd_comm_allreduce_max_f64(world, lo, 1, &err);
+        o.applied_once = counts[0] == hi[0] && counts[0] == -lo[0] && counts[0] * 20 == (double)o.samples;
         float same = memcmp(copy, tr.model.param, sizeof(float) * tr.model.num_params) == 0;
         float all[1] = {same ? 0.0f : 1.0f};
         nd_comm_allreduce_sum_f32(world, all, 1, &err);
@@ -84,6 +94,7 @@ static void test_two_servers_straggler_uneven(void **state) {
                   o.test_acc, o.staleness_max, o.samples);
     assert_true(o.ok);
     assert_true(o.identical);
+    assert_true(o.applied_once);
     assert_true(o.test_acc >= 0.99);
     /* 4 epochs of 1001 rows: at least that many samples, at most W-1 = 1
      * batch more (the update in flight when the end was decided). */
@@ -127,8 +138,72 @@ static void test_overlap_two_servers(void **state) {
     print_message("  async --overlap K=2: accuracy %.4f, max staleness %ld\n", o.test_acc, o.staleness_max);
     assert_true(o.ok);
     assert_true(o.identical);
+    assert_true(o.applied_once);
     assert_true(o.test_acc >= 0.99);
     assert_true(o.staleness_max >= 1);
+}
+
+/* Three of the four ranks: K = 2 servers and one worker with plain SGD.
+ * Staleness is 0, so the split arena, updated slice by slice and put back
+ * together, must equal sync training on one rank bit for bit. */
+static void test_two_servers_reassemble_exactly(void **state) {
+    (void)state;
+    const int rank = nd_comm_rank(world);
+    char path[512];
+    fx_path(path, sizeof path, "async3.h5");
+    nd_error err = {0};
+    if (rank == 0) {
+        remove(path);
+        nd_synth_config s = {640, 100, 0, 10, 3, 1.0f, 4};
+        nd_synth_write(&s, path, &err);
+    }
+    nd_comm_barrier(world, &err);
+    nd_comm *three = NULL;
+    nd_comm_split(world, rank < 3 ? 0 : -1, &three, &err);
+    nd_train_config cfg;
+    int help = 0;
+    char *none[] = {NULL};
+    nd_train_config_parse(&cfg, 0, none, &help, &err);
+    snprintf(cfg.data, sizeof cfg.data, "%s", path);
+    snprintf(cfg.progress, sizeof cfg.progress, "none");
+    snprintf(cfg.hidden, sizeof cfg.hidden, "9,7");
+    snprintf(cfg.opt, sizeof cfg.opt, "sgd");
+    cfg.shuffle = false;
+    cfg.threads = 1;
+    cfg.batch = 16;
+    cfg.epochs = 2;
+    float *async_params = NULL;
+    size_t n = 0;
+    if (three) {
+        nd_train_config a = cfg;
+        snprintf(a.mode, sizeof a.mode, "async");
+        a.servers = 2;
+        nd_trainer tr;
+        if (nd_trainer_setup(&tr, &a, three, &err) == ND_OK && nd_trainer_fit(&tr, &err) == ND_OK) {
+            n = tr.model.num_params;
+            async_params = malloc(sizeof(float) * n);
+            memcpy(async_params, tr.model.param, sizeof(float) * n);
+        }
+        nd_trainer_free(&tr);
+        nd_comm_free(three);
+    }
+    double verdict[1] = {-1.0}; /* -1 failed, else max |difference| */
+    if (rank == 0 && async_params) {
+        nd_comm *self = NULL;
+        nd_comm_self(&self, &err);
+        nd_trainer tr;
+        if (nd_trainer_setup(&tr, &cfg, self, &err) == ND_OK && nd_trainer_fit(&tr, &err) == ND_OK &&
+            tr.model.num_params == n) {
+            verdict[0] = 0.0;
+            for (size_t i = 0; i < n; ++i) verdict[0] = fmax(verdict[0], fabs((double)tr.model.param[i] - async_params[i]));
+        }
+        nd_trainer_free(&tr);
+        nd_comm_free(self);
+    }
+    free(async_params);
+    nd_comm_bcast_f64(world, verdict, 1, 0, &err);
+    if (rank == 0) print_message("  async K=2, W=1 vs sync on one rank: max |difference| %g\n", verdict[0]);
+    assert_true(verdict[0] == 0.0);
 }
 
 static void test_too_few_ranks(void **state) {
@@ -145,6 +220,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_ssp_bounds),
         cmocka_unit_test(test_ssp_lockstep_staleness_schedule),
         cmocka_unit_test(test_overlap_two_servers),
+        cmocka_unit_test(test_two_servers_reassemble_exactly),
         cmocka_unit_test(test_too_few_ranks),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);

@@ -21,6 +21,10 @@ nd_status nd_comm_init(int *argc, char ***argv, nd_comm **world, nd_error *err);
 /* A communicator of just this process (for tests and rank-local runs). */
 nd_status nd_comm_self(nd_comm **self, nd_error *err);
 
+/* Collective: splits comm into groups of equal color (rank order kept);
+ * a rank with color < 0 gets *out = NULL. */
+nd_status nd_comm_split(nd_comm *comm, int color, nd_comm **out, nd_error *err);
+
 void nd_comm_free(nd_comm *comm);
 
 /* Ends MPI after every nd_comm is freed. */

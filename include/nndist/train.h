@@ -101,7 +101,7 @@ typedef struct {
     nd_lr_schedule lr;
     int global_batch;
     long steps_per_epoch;
-    long step;           /* optimizer steps taken */
+    long step;           /* sync: optimizer steps; async: updates applied (server) or sent (worker) */
     int threads;         /* BLAS threads in use */
     int *order;          /* (train.rows) local row order of the current epoch */
     float *xb;           /* (batch x cols) gathered batch */

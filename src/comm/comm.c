@@ -54,6 +54,17 @@ nd_status nd_comm_init(int *argc, char ***argv, nd_comm **world, nd_error *err) 
 
 nd_status nd_comm_self(nd_comm **self, nd_error *err) { return wrap(MPI_COMM_SELF, self, err); }
 
+nd_status nd_comm_split(nd_comm *comm, int color, nd_comm **out, nd_error *err) {
+    MPI_Comm part;
+    *out = NULL;
+    int rc = MPI_Comm_split(comm->comm, color < 0 ? MPI_UNDEFINED : color, comm->rank, &part);
+    if (rc != MPI_SUCCESS) return mpi_fail(err, rc, "Comm_split");
+    if (part == MPI_COMM_NULL) return ND_OK;
+    nd_status st = wrap(part, out, err);
+    MPI_Comm_free(&part);
+    return st;
+}
+
 void nd_comm_free(nd_comm *comm) {
     if (!comm) return;
     MPI_Comm_free(&comm->comm);

@@ -176,6 +176,7 @@ static nd_status worker_loop(nd_trainer *tr, nd_error *err) {
             if (stop) break; /* this last gradient is dropped */
         }
         ND_TRY(worker_start_exchange(tr, m->grad, overlap ? as->spare_param : m->param, scale, err));
+        tr->step += 1; /* updates this worker sent */
         if (overlap) {
             swap_floats(&m->grad, &as->spare_grad); /* the next gradient goes to the other buffer */
             in_flight = 1;
@@ -246,6 +247,7 @@ static nd_status server_loop(nd_trainer *tr, nd_error *err) {
             long stale;
             ND_TRY(server_apply(tr, src, &stale, err));
             ND_TRY(server_reply(tr, src, 0, err));
+            tr->step = tr->as->version;
         } else if (kind == CTRL_BYE) {
             ++byes;
         } else if (kind == CTRL_SNAPSHOT) {

@@ -164,6 +164,10 @@ static void test_bad_options(void **state) {
                    "--metrics /nonexistent-dir/m.jsonl");
     expect_failure("train --data " T "good.h5 --summary /nonexistent-dir/s.json" COMMON,
                    "/nonexistent-dir/s.json: cannot create");
+    expect_failure("train --data " T "good.h5 --mode async --servers 2" COMMON,
+                   "--mode async with --servers 2 needs at least 3 ranks, this job has 2");
+    expect_failure("train --data " T "good.h5 --mode ssp --max-staleness -1" COMMON, "--max-staleness");
+    expect_failure("train --data " T "good.h5 --straggle 1:0.5" COMMON, "--straggle: '1:0.5'");
     expect_failure("frobnicate", "unknown command 'frobnicate'");
 }
 

@@ -10,10 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cmocka.h>
-
 #include "fixture.h"
-#include "nndist/train.h"
+#include "mpi_fixture.h"
 
 static nd_comm *world;
 
@@ -37,18 +35,13 @@ static outcome run(const char *mode, int servers, int max_staleness, const char 
     }
     nd_comm_barrier(world, &err);
     nd_train_config cfg;
-    int help = 0;
-    char *none[] = {NULL};
-    nd_train_config_parse(&cfg, 0, none, &help, &err);
-    snprintf(cfg.data, sizeof cfg.data, "%s", path);
-    snprintf(cfg.progress, sizeof cfg.progress, "none");
+    mpi_base_config(&cfg, path);
     snprintf(cfg.mode, sizeof cfg.mode, "%s", mode);
     snprintf(cfg.hidden, sizeof cfg.hidden, "32");
     snprintf(cfg.straggle, sizeof cfg.straggle, "%s", straggle);
     cfg.servers = servers;
     cfg.max_staleness = max_staleness;
     cfg.overlap = overlap;
-    cfg.threads = 1;
     cfg.batch = 20;
     cfg.epochs = 4;
     outcome o = {0};
@@ -161,15 +154,10 @@ static void test_two_servers_reassemble_exactly(void **state) {
     nd_comm *three = NULL;
     nd_comm_split(world, rank < 3 ? 0 : -1, &three, &err);
     nd_train_config cfg;
-    int help = 0;
-    char *none[] = {NULL};
-    nd_train_config_parse(&cfg, 0, none, &help, &err);
-    snprintf(cfg.data, sizeof cfg.data, "%s", path);
-    snprintf(cfg.progress, sizeof cfg.progress, "none");
+    mpi_base_config(&cfg, path);
     snprintf(cfg.hidden, sizeof cfg.hidden, "9,7");
     snprintf(cfg.opt, sizeof cfg.opt, "sgd");
     cfg.shuffle = false;
-    cfg.threads = 1;
     cfg.batch = 16;
     cfg.epochs = 2;
     float *async_params = NULL;
@@ -213,8 +201,6 @@ static void test_too_few_ranks(void **state) {
 }
 
 int main(int argc, char **argv) {
-    nd_error err = {0};
-    if (nd_comm_init(&argc, &argv, &world, &err) != ND_OK) return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_two_servers_straggler_uneven),
         cmocka_unit_test(test_ssp_bounds),
@@ -223,11 +209,5 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_two_servers_reassemble_exactly),
         cmocka_unit_test(test_too_few_ranks),
     };
-    int failed = cmocka_run_group_tests(tests, NULL, NULL);
-    double total = failed;
-    nd_comm_allreduce_sum_f64(world, &total, 1, &err);
-    int size = nd_comm_size(world);
-    nd_comm_free(world);
-    nd_comm_finalize();
-    return total != 0 || size != 4 ? 1 : 0;
+    return mpi_test_main(argc, argv, &world, tests, sizeof tests / sizeof tests[0], 4);
 }

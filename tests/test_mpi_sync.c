@@ -9,22 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cmocka.h>
-
 #include "fixture.h"
-#include "nndist/train.h"
+#include "mpi_fixture.h"
 
 static nd_comm *world;
 
-static void base_config(nd_train_config *c, const char *data) {
-    int help = 0;
-    nd_error err = {0};
-    char *none[] = {NULL};
-    nd_train_config_parse(c, 0, none, &help, &err);
-    snprintf(c->data, sizeof c->data, "%s", data);
-    snprintf(c->progress, sizeof c->progress, "none");
-    c->threads = 1;
-}
 
 /* Trains with cfg on comm; returns a malloc'd copy of the final parameters
  * (or NULL on failure) and the final test accuracy. Collective over comm. */
@@ -76,7 +65,7 @@ static void test_two_ranks_equal_one_rank_double_batch(void **state) {
     nd_comm_barrier(world, &err);
 
     nd_train_config cfg;
-    base_config(&cfg, a);
+    mpi_base_config(&cfg, a);
     snprintf(cfg.hidden, sizeof cfg.hidden, "10,8");
     cfg.shuffle = false;
     cfg.batch = B;
@@ -149,7 +138,7 @@ static void test_synthetic_reaches_99_percent(void **state) {
     }
     nd_comm_barrier(world, &err);
     nd_train_config cfg;
-    base_config(&cfg, path);
+    mpi_base_config(&cfg, path);
     snprintf(cfg.hidden, sizeof cfg.hidden, "32");
     cfg.batch = 20;
     cfg.epochs = 8;
@@ -181,7 +170,7 @@ static void test_async_one_worker_equals_sync(void **state) {
     }
     nd_comm_barrier(world, &err);
     nd_train_config cfg;
-    base_config(&cfg, path);
+    mpi_base_config(&cfg, path);
     snprintf(cfg.hidden, sizeof cfg.hidden, "12");
     snprintf(cfg.opt, sizeof cfg.opt, "sgd");
     snprintf(cfg.mode, sizeof cfg.mode, "async");
@@ -223,7 +212,7 @@ static void test_async_overlap_staleness_is_one(void **state) {
     char path[512];
     fx_path(path, sizeof path, "async-equiv.h5"); /* written by the previous test */
     nd_train_config cfg;
-    base_config(&cfg, path);
+    mpi_base_config(&cfg, path);
     snprintf(cfg.hidden, sizeof cfg.hidden, "12");
     snprintf(cfg.mode, sizeof cfg.mode, "async");
     cfg.overlap = true;
@@ -246,20 +235,11 @@ static void test_async_overlap_staleness_is_one(void **state) {
 }
 
 int main(int argc, char **argv) {
-    nd_error err = {0};
-    if (nd_comm_init(&argc, &argv, &world, &err) != ND_OK) return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_two_ranks_equal_one_rank_double_batch),
         cmocka_unit_test(test_synthetic_reaches_99_percent),
         cmocka_unit_test(test_async_one_worker_equals_sync),
         cmocka_unit_test(test_async_overlap_staleness_is_one),
     };
-    int failed = cmocka_run_group_tests(tests, NULL, NULL);
-    /* Every rank must have passed: sum the failure counts. */
-    double total = failed;
-    nd_comm_allreduce_sum_f64(world, &total, 1, &err);
-    int size = nd_comm_size(world);
-    nd_comm_free(world);
-    nd_comm_finalize();
-    return total != 0 || size < 2 ? 1 : 0;
+    return mpi_test_main(argc, argv, &world, tests, sizeof tests / sizeof tests[0], 2);
 }

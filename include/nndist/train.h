@@ -49,6 +49,10 @@ typedef struct {
     int eval_batch;
     int threads;
     char progress[16];
+    char checkpoint_dir[ND_PATH_MAX];
+    long checkpoint_every;
+    int keep;
+    char resume[ND_PATH_MAX];
     char metrics[ND_PATH_MAX];
     char summary[ND_PATH_MAX];
 } nd_train_config;
@@ -116,6 +120,10 @@ typedef struct {
     nd_async *as;        /* async/ssp state, NULL in sync mode */
     long staleness_max;  /* async/ssp: largest staleness applied in the run */
     nd_report report;    /* rank 0's output */
+    int start_epoch;     /* first epoch to run (> 1 after --resume) */
+    long start_epoch_step; /* steps of start_epoch already taken */
+    double start_loss_sum, start_correct; /* and their train loss / hits */
+    double best_metric;  /* best validation accuracy so far (checkpoint copy) */
     double train_seconds;
     long samples_seen;   /* global samples of all finished steps */
     nd_epoch_stats last; /* the latest finished epoch */

@@ -40,6 +40,10 @@ const nd_cli_option nd_train_options[] = {
     {"eval-batch", F(INT, eval_batch), "1024", "rows per forward pass during evaluation"},
     {"threads", F(INT, threads), "0", "BLAS threads per rank; 0 = this node's cores / ranks on it"},
     {"progress", F(STR, progress), "auto", "progress within an epoch: auto, bar, plain, none"},
+    {"checkpoint-dir", F(STR, checkpoint_dir), "", "rank 0 writes checkpoints here (each epoch, and see --checkpoint-every)"},
+    {"checkpoint-every", F(LONG, checkpoint_every), "0", "also checkpoint every N steps (0: only at epoch ends)"},
+    {"keep", F(INT, keep), "3", "keep the N newest checkpoints (plus the best one)"},
+    {"resume", F(STR, resume), "", "continue from a checkpoint FILE, or 'auto': the newest valid one in --checkpoint-dir"},
     {"metrics", F(STR, metrics), "", "write a JSON line per epoch to FILE"},
     {"summary", F(STR, summary), "", "write the run summary (JSON) to FILE"},
 };
@@ -139,5 +143,12 @@ nd_status nd_train_config_validate(const nd_train_config *c, nd_error *err) {
     if (strcmp(c->progress, "auto") && strcmp(c->progress, "bar") && strcmp(c->progress, "plain") &&
         strcmp(c->progress, "none"))
         return ND_FAIL(err, ND_ERR_ARG, "--progress: '%s' is not one of auto, bar, plain, none", c->progress);
+    if (c->checkpoint_every < 0)
+        return ND_FAIL(err, ND_ERR_ARG, "--checkpoint-every: %ld must be >= 0", c->checkpoint_every);
+    if (c->keep < 1) return ND_FAIL(err, ND_ERR_ARG, "--keep: %d must be at least 1", c->keep);
+    if (!strcmp(c->resume, "auto") && !c->checkpoint_dir[0])
+        return ND_FAIL(err, ND_ERR_ARG, "--resume auto: needs --checkpoint-dir to look in");
+    if (strcmp(c->mode, "sync") && (c->checkpoint_dir[0] || c->resume[0]))
+        return ND_FAIL(err, ND_ERR_ARG, "--checkpoint-dir/--resume: only --mode sync checkpoints in this version");
     return ND_OK;
 }

@@ -61,36 +61,31 @@ static nd_status read_shards(nd_trainer *tr, nd_error *err) {
     return ND_OK;
 }
 
-/* Collective: statistics over every rank's training rows, applied to all splits. */
-static nd_status normalize_splits(nd_trainer *tr, nd_error *err) {
+/* Collective: statistics over every rank's training rows (unless a resumed
+ * checkpoint brought them), applied to every split this rank holds. */
+static nd_status normalize_splits(nd_trainer *tr, int have_stats, nd_error *err) {
     const int cols = tr->info.train.cols;
-    nd_norm_parse(tr->cfg.normalize, &tr->norm);
-    double *sums = nd_buffer_alloc_f64(2 * (size_t)cols + 1);
-    tr->norm_mean = nd_buffer_alloc((size_t)cols);
-    tr->norm_inv_std = nd_buffer_alloc((size_t)cols);
-    nd_status st = sums && tr->norm_mean && tr->norm_inv_std
-                       ? ND_OK
-                       : ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate normalization statistics");
-    st = nd_train_agree(tr, st, err);
-    if (st == ND_OK) {
-        nd_stats_accumulate(sums, tr->train.x, (size_t)tr->train.rows, cols);
-        st = nd_comm_allreduce_sum_f64(tr->comm, sums, 2 * (size_t)cols + 1, err);
-    }
-    if (st == ND_OK) {
-        nd_stats_finish(sums, cols, tr->norm, tr->norm_mean, tr->norm_inv_std);
+    nd_status st = ND_OK;
+    if (!have_stats) {
+        double *sums = nd_buffer_alloc_f64(2 * (size_t)cols + 1);
+        st = nd_train_agree(tr, sums ? ND_OK : ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate normalization sums"), err);
+        if (st == ND_OK) {
+            nd_stats_accumulate(sums, tr->train.x, (size_t)tr->train.rows, cols);
+            st = nd_comm_allreduce_sum_f64(tr->comm, sums, 2 * (size_t)cols + 1, err);
+        }
+        if (st == ND_OK) nd_stats_finish(sums, cols, tr->norm, tr->norm_mean, tr->norm_inv_std);
+        nd_buffer_free(sums);
         /* MPI does not promise bitwise-equal allreduce results on every rank;
          * rank 0's statistics make the normalized data identical everywhere. */
-        st = nd_comm_bcast_f32(tr->comm, tr->norm_mean, (size_t)cols, 0, err);
+        if (st == ND_OK) st = nd_comm_bcast_f32(tr->comm, tr->norm_mean, (size_t)cols, 0, err);
         if (st == ND_OK) st = nd_comm_bcast_f32(tr->comm, tr->norm_inv_std, (size_t)cols, 0, err);
     }
     if (st == ND_OK) {
         nd_shard *splits[3] = {&tr->train, &tr->test, &tr->val};
         for (int i = 0; i < 3; ++i)
             if (splits[i]->x)
-                nd_normalize_apply(splits[i]->x, (size_t)splits[i]->rows, cols, tr->norm_mean,
-                                   tr->norm_inv_std);
+                nd_normalize_apply(splits[i]->x, (size_t)splits[i]->rows, cols, tr->norm_mean, tr->norm_inv_std);
     }
-    nd_buffer_free(sums);
     return st;
 }
 
@@ -144,6 +139,11 @@ static nd_status build_model(nd_trainer *tr, nd_error *err) {
     tr->yb = nd_buffer_alloc_i32((size_t)c->batch);
     if (!tr->order || !tr->xb || !tr->yb)
         return ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate batch buffers for %d x %d", c->batch, tr->train.cols);
+    nd_norm_parse(c->normalize, &tr->norm);
+    tr->norm_mean = nd_buffer_alloc((size_t)tr->info.train.cols);
+    tr->norm_inv_std = nd_buffer_alloc((size_t)tr->info.train.cols);
+    if (!tr->norm_mean || !tr->norm_inv_std)
+        return ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate normalization statistics");
     if (tr->rank == 0)
         nd_model_init_params(&tr->model, c->seed, strcmp(c->init, "xavier") ? ND_INIT_HE : ND_INIT_XAVIER);
     return ND_OK;
@@ -191,12 +191,15 @@ nd_status nd_trainer_setup(nd_trainer *tr, const nd_train_config *cfg, nd_comm *
     tr->threads = cfg->threads > 0 ? cfg->threads : auto_threads(comm);
     nd_blas_set_threads(tr->threads);
     ND_TRY(nd_train_agree(tr, read_shards(tr, err), err));
-    ND_TRY(normalize_splits(tr, err));
     ND_TRY(agree_steps(tr, err));
     ND_TRY(nd_train_agree(tr, build_model(tr, err), err));
-    ND_TRY(nd_comm_bcast_f32(comm, tr->model.param, tr->model.num_params, 0, err));
     /* An update is one worker's batch in async mode, all ranks' in sync mode. */
     tr->global_batch = tr->async ? cfg->batch : cfg->batch * tr->size;
+    tr->start_epoch = 1;
+    int resumed = 0;
+    ND_TRY(nd_train_checkpoint_setup(tr, &resumed, err)); /* may load weights, state, statistics */
+    ND_TRY(normalize_splits(tr, resumed, err));
+    if (!resumed) ND_TRY(nd_comm_bcast_f32(comm, tr->model.param, tr->model.num_params, 0, err));
     if (tr->async) ND_TRY(nd_train_agree(tr, nd_async_create(tr, err), err));
     tr->lr = (nd_lr_schedule){cfg->lr, cfg->ref_batch > 0 ? cfg->ref_batch : cfg->batch,
                               tr->global_batch, cfg->warmup_steps};
@@ -367,11 +370,14 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
     nd_model *m = &tr->model;
     const size_t n = m->num_params;
     const long steps = tr->steps_per_epoch;
-    double loss_sum = 0.0, correct = 0.0;
+    const int resuming = epoch == tr->start_epoch;
+    const long first = resuming ? tr->start_epoch_step : 0;
+    double loss_sum = resuming ? tr->start_loss_sum : 0.0, correct = resuming ? tr->start_correct : 0.0;
+    const long every = tr->cfg.checkpoint_every;
     nd_train_order_pass(tr, epoch);
     ND_TRY(nd_comm_barrier(tr->comm, err)); /* start the clock together, as the peer does */
-    const double t0 = nd_comm_time();
-    for (long s = 0; s < steps; ++s) {
+    double t0 = nd_comm_time(), paused = 0.0;
+    for (long s = first; s < steps; ++s) {
         nd_train_compute_gradient(tr, s);
         ND_TRY(nd_comm_allreduce_sum_f32(tr->comm, m->grad, n + ND_TAIL_USED, err));
         loss_sum += m->grad[n + ND_TAIL_LOSS];
@@ -379,25 +385,30 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
         const float scale = nd_train_grad_scale(tr, tr->global_batch);
         nd_optimizer_step(&tr->opt, m->param, m->grad, scale, nd_lr_at(&tr->lr, tr->step));
         tr->step += 1;
+        if (every > 0 && tr->cfg.checkpoint_dir[0] && tr->step % every == 0) {
+            const double c0 = nd_comm_time();
+            ND_TRY(nd_train_checkpoint_save(tr, epoch, s + 1, loss_sum, correct, err));
+            paused += nd_comm_time() - c0; /* checkpoint time is not training time */
+        }
         if (tr->report.active) {
-            const double now = nd_comm_time(), el = now - t0;
+            const double now = nd_comm_time(), el = now - t0 - paused;
             const double done = (double)(s + 1) * tr->global_batch;
             nd_report_progress(&tr->report, now, epoch, tr->cfg.epochs, s + 1, steps, loss_sum / done,
-                               done / el, el / (s + 1) * (steps - s - 1));
+                               done / el, el / (s + 1 - first) * (steps - s - 1));
         }
     }
-    double seconds = nd_comm_time() - t0;
+    double seconds = nd_comm_time() - t0 - paused;
     nd_report_progress_end(&tr->report);
     ND_TRY(nd_comm_allreduce_max_f64(tr->comm, &seconds, 1, err)); /* the slowest rank sets the pace */
-    const double samples = (double)steps * tr->global_batch;
+    const double samples = (double)steps * tr->global_batch, run = (double)(steps - first) * tr->global_batch;
     e->epoch = epoch;
     e->train_loss = loss_sum / samples;
     e->train_acc = correct / samples;
     e->seconds = seconds;
-    e->samples_per_s = samples / seconds;
+    e->samples_per_s = run / seconds;
     e->lr = nd_lr_at(&tr->lr, tr->step > 0 ? tr->step - 1 : 0);
     tr->train_seconds += seconds;
-    tr->samples_seen += (long)samples;
+    tr->samples_seen += (long)run;
     return ND_OK;
 }
 
@@ -405,7 +416,8 @@ void nd_train_print_done(nd_trainer *tr) {
     if (!tr->report.active) return;
     const nd_epoch_stats *e = &tr->last;
     fprintf(tr->report.out, "done: %d epochs, %ld %s, %.2f s training, %.0f samples/s", e->epoch, tr->step,
-            tr->async ? "updates" : "steps", tr->train_seconds, tr->samples_seen / tr->train_seconds);
+            tr->async ? "updates" : "steps", tr->train_seconds,
+            tr->train_seconds > 0 ? tr->samples_seen / tr->train_seconds : 0.0);
     if (tr->info.has_test)
         fprintf(tr->report.out, "; final test accuracy %.4f (loss %.4f)", e->test_acc, e->test_loss);
     fputc('\n', tr->report.out);
@@ -414,7 +426,7 @@ void nd_train_print_done(nd_trainer *tr) {
 
 nd_status nd_trainer_fit(nd_trainer *tr, nd_error *err) {
     if (tr->async) return nd_async_fit(tr, err);
-    for (int epoch = 1; epoch <= tr->cfg.epochs; ++epoch) {
+    for (int epoch = tr->start_epoch; epoch <= tr->cfg.epochs; ++epoch) {
         nd_epoch_stats e = {0};
         e.test_loss = e.test_acc = e.val_loss = e.val_acc = NAN;
         ND_TRY(run_epoch(tr, epoch, &e, err));
@@ -422,6 +434,14 @@ nd_status nd_trainer_fit(nd_trainer *tr, nd_error *err) {
         if (tr->info.has_test) ND_TRY(nd_trainer_evaluate(tr, &tr->test, &e.test_loss, &e.test_acc, err));
         tr->last = e;
         nd_train_print_epoch(tr, &e);
+        if (tr->cfg.checkpoint_dir[0]) ND_TRY(nd_train_checkpoint_epoch(tr, &e, err));
+    }
+    if (tr->start_epoch > tr->cfg.epochs) {
+        /* Resumed from the end of a finished run: report what it holds. */
+        tr->last.epoch = tr->cfg.epochs;
+        tr->last.test_loss = tr->last.test_acc = tr->last.val_loss = tr->last.val_acc = NAN;
+        if (tr->info.has_val) ND_TRY(nd_trainer_evaluate(tr, &tr->val, &tr->last.val_loss, &tr->last.val_acc, err));
+        if (tr->info.has_test) ND_TRY(nd_trainer_evaluate(tr, &tr->test, &tr->last.test_loss, &tr->last.test_acc, err));
     }
     nd_train_print_done(tr);
     return ND_OK;

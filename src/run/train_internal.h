@@ -30,6 +30,19 @@ void nd_train_eval_sums(nd_trainer *tr, const nd_shard *shard, double sums[3]);
 void nd_train_print_epoch(nd_trainer *tr, const nd_epoch_stats *e);
 void nd_train_print_done(nd_trainer *tr);
 
+/* checkpointing.c: creates --checkpoint-dir and, with --resume, loads the
+ * checkpoint into every replica (*resumed = 1). Collective. */
+nd_status nd_train_checkpoint_setup(nd_trainer *tr, int *resumed, nd_error *err);
+
+/* Rank 0 writes ckpt-step<step>.h5 (epoch in progress, steps of it taken,
+ * its loss and hits so far) and prunes to --keep; outcome agreed. */
+nd_status nd_train_checkpoint_save(nd_trainer *tr, int epoch, long epoch_step, double loss_sum, double correct,
+                                   nd_error *err);
+
+/* After epoch e->epoch: a checkpoint, and a best-ep<E>-val<acc>.h5 copy when
+ * the validation accuracy is the best so far. Collective. */
+nd_status nd_train_checkpoint_epoch(nd_trainer *tr, const nd_epoch_stats *e, nd_error *err);
+
 /* async.c: buffers of the protocol, allocated at setup. */
 nd_status nd_async_create(nd_trainer *tr, nd_error *err);
 void nd_async_free(nd_trainer *tr);

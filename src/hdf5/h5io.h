@@ -1,4 +1,4 @@
-/* Private HDF5 helpers for the data (and later checkpoint) module: checked
+/* Private HDF5 helpers shared by the data and checkpoint modules: checked
  * opens and reads that turn HDF5's error stack into one line. */
 #ifndef NNDIST_H5IO_H
 #define NNDIST_H5IO_H
@@ -30,6 +30,8 @@ nd_status h5io_read_attr_double(hid_t obj, const char *attr, const char *path,
 /* Writes a scalar attribute (native int or float). */
 nd_status h5io_write_attr_int(hid_t obj, const char *attr, int value, const char *path,
                               nd_error *err);
+nd_status h5io_write_attr_double(hid_t obj, const char *attr, double value, const char *path,
+                                 nd_error *err);
 nd_status h5io_write_attr_float(hid_t obj, const char *attr, float value, const char *path,
                                 nd_error *err);
 
@@ -38,6 +40,25 @@ nd_status h5io_write_attr_float(hid_t obj, const char *attr, float value, const 
 nd_status h5io_write_rows(hid_t group, const char *name, hid_t file_type, hid_t mem_type,
                           int ndims, const hsize_t *dims, const void *buf, const char *path,
                           nd_error *err);
+
+/* Reads a scalar string attribute into out (cap bytes, NUL-terminated);
+ * *found = 0 if absent. Longer values are an error. */
+nd_status h5io_read_attr_string(hid_t obj, const char *attr, const char *path, char *out, size_t cap,
+                                int *found, nd_error *err);
+
+/* Writes a scalar fixed-length string attribute. */
+nd_status h5io_write_attr_string(hid_t obj, const char *attr, const char *value, const char *path,
+                                 nd_error *err);
+
+/* Writes a contiguous float32 array (ndims 1 or 2) at a full path such as
+ * "/model/dense0/W", creating missing groups. */
+nd_status h5io_write_array(hid_t file, const char *name, int ndims, const hsize_t *dims,
+                           const float *data, const char *path, nd_error *err);
+
+/* Reads the float32 array at name into data after checking that its shape
+ * is exactly (ndims, dims). */
+nd_status h5io_read_array(hid_t file, const char *name, int ndims, const hsize_t *dims, float *data,
+                          const char *path, nd_error *err);
 
 /* Creates group /<split> with x (rows x cols, stored as x_file_type from
  * x_mem_type values) and y (rows, int32). x_scale > 0 adds the `scale`

@@ -92,6 +92,11 @@ nd_status h5io_write_attr_int(hid_t obj, const char *attr, int value, const char
     return write_attr(obj, attr, H5T_NATIVE_INT, &value, path, err);
 }
 
+nd_status h5io_write_attr_double(hid_t obj, const char *attr, double value, const char *path,
+                                 nd_error *err) {
+    return write_attr(obj, attr, H5T_NATIVE_DOUBLE, &value, path, err);
+}
+
 nd_status h5io_write_attr_float(hid_t obj, const char *attr, float value, const char *path,
                                 nd_error *err) {
     return write_attr(obj, attr, H5T_NATIVE_FLOAT, &value, path, err);
@@ -137,5 +142,76 @@ nd_status h5io_write_split(hid_t file, const char *path, const char *split, hid_
     }
     if (st == ND_OK) st = h5io_write_rows(g, "y", H5T_STD_I32LE, H5T_NATIVE_INT, 1, yd, y, path, err);
     H5Gclose(g);
+    return st;
+}
+
+nd_status h5io_read_attr_string(hid_t obj, const char *attr, const char *path, char *out, size_t cap,
+                                int *found, nd_error *err) {
+    *found = 0;
+    out[0] = '\0';
+    if (H5Aexists(obj, attr) <= 0) return ND_OK;
+    hid_t a = H5Aopen(obj, attr, H5P_DEFAULT);
+    hid_t type = a >= 0 ? H5Aget_type(a) : -1;
+    nd_status st = ND_OK;
+    if (a < 0 || type < 0 || H5Tget_class(type) != H5T_STRING || H5Tis_variable_str(type) > 0) {
+        st = ND_FAIL(err, ND_ERR_FORMAT, "%s: attribute %s must be a fixed-length string", path, attr);
+    } else {
+        size_t len = H5Tget_size(type);
+        if (len >= cap) {
+            st = ND_FAIL(err, ND_ERR_FORMAT, "%s: attribute %s is longer than %zu bytes", path, attr, cap - 1);
+        } else {
+            hid_t mem = H5Tcopy(H5T_C_S1);
+            H5Tset_size(mem, len + 1);
+            H5Tset_strpad(mem, H5T_STR_NULLTERM);
+            if (H5Aread(a, mem, out) < 0) st = ND_FAIL(err, ND_ERR_FORMAT, "%s: cannot read attribute %s", path, attr);
+            else *found = 1;
+            out[len] = '\0';
+            H5Tclose(mem);
+        }
+    }
+    if (type >= 0) H5Tclose(type);
+    if (a >= 0) H5Aclose(a);
+    return st;
+}
+
+nd_status h5io_write_attr_string(hid_t obj, const char *attr, const char *value, const char *path,
+                                 nd_error *err) {
+    hid_t type = H5Tcopy(H5T_C_S1);
+    H5Tset_size(type, strlen(value) + 1);
+    H5Tset_strpad(type, H5T_STR_NULLTERM);
+    nd_status st = write_attr(obj, attr, type, value, path, err);
+    H5Tclose(type);
+    return st;
+}
+
+nd_status h5io_write_array(hid_t file, const char *name, int ndims, const hsize_t *dims,
+                           const float *data, const char *path, nd_error *err) {
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_create_intermediate_group(lcpl, 1);
+    hid_t space = H5Screate_simple(ndims, dims, NULL);
+    hid_t d = H5Dcreate2(file, name, H5T_IEEE_F32LE, space, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t rc = d >= 0 ? H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) : -1;
+    if (d >= 0) H5Dclose(d);
+    H5Sclose(space);
+    H5Pclose(lcpl);
+    if (rc < 0) return ND_FAIL(err, ND_ERR_IO, "%s: cannot write %s", path, name);
+    return ND_OK;
+}
+
+nd_status h5io_read_array(hid_t file, const char *name, int ndims, const hsize_t *dims, float *data,
+                          const char *path, nd_error *err) {
+    if (!h5io_exists(file, name)) return ND_FAIL(err, ND_ERR_FORMAT, "%s: %s is missing", path, name);
+    hid_t d = H5Dopen2(file, name, H5P_DEFAULT);
+    if (d < 0) return ND_FAIL(err, ND_ERR_FORMAT, "%s: %s is not a readable dataset", path, name);
+    int nd = 0;
+    hsize_t got[2] = {0, 0};
+    nd_status st = h5io_shape(d, path, name, &nd, got, err);
+    if (st == ND_OK && (nd != ndims || got[0] != dims[0] || (ndims == 2 && got[1] != dims[1])))
+        st = ND_FAIL(err, ND_ERR_FORMAT, "%s: %s has shape %llu x %llu, expected %llu x %llu", path, name,
+                     (unsigned long long)got[0], (unsigned long long)(nd == 2 ? got[1] : 1),
+                     (unsigned long long)dims[0], (unsigned long long)(ndims == 2 ? dims[1] : 1));
+    if (st == ND_OK && H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
+        st = ND_FAIL(err, ND_ERR_FORMAT, "%s: cannot read %s (damaged file?)", path, name);
+    H5Dclose(d);
     return st;
 }

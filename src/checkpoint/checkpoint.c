@@ -1,0 +1,328 @@
+/* Checkpoint files: layout in checkpoint.h. */
+#include "nndist/checkpoint.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "h5io.h"
+#include "nndist/layers.h"
+
+#define FNV_OFFSET 0xcbf29ce484222325ull
+#define FNV_PRIME 0x100000001b3ull
+
+static uint64_t fnv1a(uint64_t h, const void *data, size_t bytes) {
+    const unsigned char *p = data;
+    for (size_t i = 0; i < bytes; ++i) h = (h ^ p[i]) * FNV_PRIME;
+    return h;
+}
+
+void nd_spec_hidden_text(const nd_model_spec *spec, char *out, size_t cap) {
+    size_t used = 0;
+    out[0] = '\0';
+    for (int l = 0; l < spec->num_hidden && used < cap; ++l)
+        used += (size_t)snprintf(out + used, cap - used, "%s%d", l ? "," : "", spec->hidden[l]);
+}
+
+void nd_checkpoint_name(char *out, size_t cap, const char *dir, long step) {
+    snprintf(out, cap, "%s/ckpt-step%08ld.h5", dir, step);
+}
+
+/* One array of the arena: W or b of a layer. */
+static nd_status move_layer_arrays(hid_t f, const char *path, int writing, const nd_model *model,
+                                   const char *group, float *base, uint64_t *h, nd_error *err) {
+    for (int l = 0; l < model->num_layers; ++l) {
+        const nd_dense_layer *L = &model->layer[l];
+        const hsize_t wd[2] = {(hsize_t)L->out_dim, (hsize_t)L->in_dim}, bd[1] = {(hsize_t)L->out_dim};
+        const struct { char leaf; nd_span span; int ndims; const hsize_t *dims; } arrays[2] = {
+            {'W', L->w, 2, wd}, {'b', L->b, 1, bd}};
+        for (int a = 0; a < 2; ++a) {
+            char name[96];
+            snprintf(name, sizeof name, "%s/dense%d/%c", group, l, arrays[a].leaf);
+            float *data = base + arrays[a].span.offset;
+            if (writing) ND_TRY(h5io_write_array(f, name, arrays[a].ndims, arrays[a].dims, data, path, err));
+            else ND_TRY(h5io_read_array(f, name, arrays[a].ndims, arrays[a].dims, data, path, err));
+            *h = fnv1a(*h, data, sizeof(float) * arrays[a].span.length);
+        }
+    }
+    return ND_OK;
+}
+
+/* Writes (or reads) every array. Two checksums: the model (weights and
+ * normalization: all that inference needs) and the optimizer state, so eval
+ * can verify what it loads without reading the optimizer. */
+static nd_status move_arrays(hid_t f, const char *path, int writing, const nd_model *model,
+                             const nd_optimizer *opt, float *mean, float *inv_std, uint64_t hash[2],
+                             nd_error *err) {
+    hash[0] = hash[1] = FNV_OFFSET;
+    ND_TRY(move_layer_arrays(f, path, writing, model, "/model", model->param, &hash[0], err));
+    const hsize_t d[1] = {(hsize_t)model->spec.input_dim};
+    float *norm[2] = {mean, inv_std};
+    const char *names[2] = {"/normalization/mean", "/normalization/inv_std"};
+    for (int i = 0; i < 2; ++i) {
+        if (writing) ND_TRY(h5io_write_array(f, names[i], 1, d, norm[i], path, err));
+        else ND_TRY(h5io_read_array(f, names[i], 1, d, norm[i], path, err));
+        hash[0] = fnv1a(hash[0], norm[i], sizeof(float) * d[0]);
+    }
+    if (opt && opt->m) ND_TRY(move_layer_arrays(f, path, writing, model, "/optimizer/m", opt->m, &hash[1], err));
+    if (opt && opt->v) ND_TRY(move_layer_arrays(f, path, writing, model, "/optimizer/v", opt->v, &hash[1], err));
+    return ND_OK;
+}
+
+static nd_status write_attrs(hid_t f, const char *path, const nd_model *model, const nd_optimizer *opt,
+                             const nd_ckpt_meta *meta, const uint64_t hash[2], nd_error *err) {
+    char hidden[256], hex[2][32];
+    nd_spec_hidden_text(&model->spec, hidden, sizeof hidden);
+    snprintf(hex[0], sizeof hex[0], "%016" PRIx64, hash[0]);
+    snprintf(hex[1], sizeof hex[1], "%016" PRIx64, hash[1]);
+    ND_TRY(h5io_write_attr_int(f, "format_version", ND_CKPT_FORMAT, path, err));
+    ND_TRY(h5io_write_attr_int(f, "input_dim", model->spec.input_dim, path, err));
+    ND_TRY(h5io_write_attr_string(f, "hidden", hidden, path, err));
+    ND_TRY(h5io_write_attr_int(f, "num_classes", model->spec.num_classes, path, err));
+    ND_TRY(h5io_write_attr_string(f, "activation", nd_activation_name(model->spec.act.kind), path, err));
+    ND_TRY(h5io_write_attr_float(f, "activation_alpha", model->spec.act.alpha, path, err));
+    ND_TRY(h5io_write_attr_string(f, "optimizer", opt ? nd_opt_name(opt->cfg.kind) : "none", path, err));
+    ND_TRY(h5io_write_attr_double(f, "optimizer_step", opt ? (double)opt->step : 0.0, path, err));
+    ND_TRY(h5io_write_attr_double(f, "step", (double)meta->step, path, err));
+    ND_TRY(h5io_write_attr_int(f, "epoch", meta->epoch, path, err));
+    ND_TRY(h5io_write_attr_double(f, "epoch_step", (double)meta->epoch_step, path, err));
+    ND_TRY(h5io_write_attr_double(f, "epoch_loss_sum", meta->epoch_loss_sum, path, err));
+    ND_TRY(h5io_write_attr_double(f, "epoch_correct", meta->epoch_correct, path, err));
+    ND_TRY(h5io_write_attr_int(f, "world_size", meta->world_size, path, err));
+    ND_TRY(h5io_write_attr_int(f, "global_batch", meta->global_batch, path, err));
+    ND_TRY(h5io_write_attr_string(f, "metric_name", meta->metric_name, path, err));
+    ND_TRY(h5io_write_attr_double(f, "metric_value", meta->metric_value, path, err));
+    ND_TRY(h5io_write_attr_string(f, "config", meta->config, path, err));
+    ND_TRY(h5io_write_attr_string(f, "checksum_optimizer", hex[1], path, err));
+    return h5io_write_attr_string(f, "checksum_model", hex[0], path, err);
+}
+
+/* fsync of a file or directory by name. */
+static int sync_path(const char *p, int flags) {
+    int fd = open(p, flags);
+    if (fd < 0) return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+nd_status nd_checkpoint_write(const char *path, const nd_model *model, const nd_optimizer *opt,
+                              const float *mean, const float *inv_std, const nd_ckpt_meta *meta,
+                              nd_error *err) {
+    if (opt && opt->n != 0 && opt->n != model->num_params)
+        return ND_FAIL(err, ND_ERR_STATE, "%s: optimizer state covers %zu of %zu parameters", path, opt->n,
+                       model->num_params);
+    char dir[4096], tmp[4400];
+    snprintf(dir, sizeof dir, "%s", path);
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    h5io_quiet();
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) return ND_FAIL(err, ND_ERR_IO, "checkpoint %s: cannot create %s (%s)", path, tmp, strerror(errno));
+    uint64_t hash[2];
+    nd_status st = move_arrays(f, tmp, 1, model, opt, (float *)mean, (float *)inv_std, hash, err);
+    if (st == ND_OK) st = write_attrs(f, tmp, model, opt, meta, hash, err);
+    if (H5Fclose(f) < 0 && st == ND_OK) st = ND_FAIL(err, ND_ERR_IO, "checkpoint %s: cannot close (disk full?)", tmp);
+    if (st == ND_OK && sync_path(tmp, O_RDONLY) != 0)
+        st = ND_FAIL(err, ND_ERR_IO, "checkpoint %s: fsync failed (%s)", tmp, strerror(errno));
+    if (st == ND_OK && rename(tmp, path) != 0)
+        st = ND_FAIL(err, ND_ERR_IO, "checkpoint %s: rename failed (%s)", path, strerror(errno));
+    if (st != ND_OK) {
+        unlink(tmp); /* the previous checkpoint, if any, is untouched */
+        return st;
+    }
+    sync_path(dirname(dir), O_RDONLY | O_DIRECTORY); /* make the rename itself durable */
+    return ND_OK;
+}
+
+static nd_status read_number(hid_t f, const char *path, const char *attr, double *v, nd_error *err) {
+    int found = 0;
+    ND_TRY(h5io_read_attr_double(f, attr, path, "/", v, &found, err));
+    if (!found) return ND_FAIL(err, ND_ERR_FORMAT, "checkpoint %s: attribute %s is missing", path, attr);
+    return ND_OK;
+}
+
+static nd_status read_text(hid_t f, const char *path, const char *attr, char *out, size_t cap, nd_error *err) {
+    int found = 0;
+    ND_TRY(h5io_read_attr_string(f, attr, path, out, cap, &found, err));
+    if (!found) return ND_FAIL(err, ND_ERR_FORMAT, "checkpoint %s: attribute %s is missing", path, attr);
+    return ND_OK;
+}
+
+static nd_status probe_open(hid_t f, const char *path, nd_ckpt_info *info, nd_error *err) {
+    memset(info, 0, sizeof *info);
+    double v;
+    int found = 0;
+    ND_TRY(h5io_read_attr_double(f, "format_version", path, "/", &v, &found, err));
+    if (!found || !h5io_exists(f, "/model"))
+        return ND_FAIL(err, ND_ERR_FORMAT, "%s: not an nndist checkpoint (no format_version or /model)", path);
+    info->format = (int)v;
+    if (info->format != ND_CKPT_FORMAT)
+        return ND_FAIL(err, ND_ERR_FORMAT, "checkpoint %s: format version %d, this nndist reads version %d", path,
+                       info->format, ND_CKPT_FORMAT);
+    nd_model_spec *s = &info->spec;
+    char hidden[256], act[32];
+    ND_TRY(read_number(f, path, "input_dim", &v, err));
+    s->input_dim = (int)v;
+    ND_TRY(read_number(f, path, "num_classes", &v, err));
+    s->num_classes = (int)v;
+    ND_TRY(read_text(f, path, "hidden", hidden, sizeof hidden, err));
+    ND_TRY(read_text(f, path, "activation", act, sizeof act, err));
+    ND_TRY(read_number(f, path, "activation_alpha", &v, err));
+    s->act.alpha = (float)v;
+    if (nd_activation_parse(act, &s->act.kind) != 0)
+        return ND_FAIL(err, ND_ERR_FORMAT, "checkpoint %s: unknown activation '%s'", path, act);
+    /* hidden is "w1,w2,..." */
+    s->num_hidden = 0;
+    for (char *tok = strtok(hidden, ","); tok && s->num_hidden < ND_MAX_LAYERS - 1; tok = strtok(NULL, ","))
+        s->hidden[s->num_hidden++] = atoi(tok);
+    if (s->input_dim <= 0 || s->num_classes <= 0)
+        return ND_FAIL(err, ND_ERR_FORMAT, "checkpoint %s: implausible architecture", path);
+    for (int l = 0; l < s->num_hidden; ++l)
+        if (s->hidden[l] <= 0 || s->hidden[l] > (1 << 24))
+            return ND_FAIL(err, ND_ERR_FORMAT, "checkpoint %s: implausible hidden width %d", path, s->hidden[l]);
+    ND_TRY(read_text(f, path, "optimizer", info->optimizer, sizeof info->optimizer, err));
+    ND_TRY(read_number(f, path, "optimizer_step", &v, err));
+    info->optimizer_step = (long)v;
+    nd_ckpt_meta *m = &info->meta;
+    ND_TRY(read_number(f, path, "step", &v, err));
+    m->step = (long)v;
+    ND_TRY(read_number(f, path, "epoch", &v, err));
+    m->epoch = (int)v;
+    ND_TRY(read_number(f, path, "epoch_step", &v, err));
+    m->epoch_step = (long)v;
+    ND_TRY(read_number(f, path, "epoch_loss_sum", &m->epoch_loss_sum, err));
+    ND_TRY(read_number(f, path, "epoch_correct", &m->epoch_correct, err));
+    ND_TRY(read_number(f, path, "world_size", &v, err));
+    m->world_size = (int)v;
+    ND_TRY(read_number(f, path, "global_batch", &v, err));
+    m->global_batch = (int)v;
+    ND_TRY(read_text(f, path, "metric_name", m->metric_name, sizeof m->metric_name, err));
+    ND_TRY(read_number(f, path, "metric_value", &m->metric_value, err));
+    return read_text(f, path, "config", m->config, sizeof m->config, err);
+}
+
+nd_status nd_checkpoint_probe(const char *path, nd_ckpt_info *info, nd_error *err) {
+    hid_t f = h5io_open(path, 0, err);
+    if (f < 0) return err->code;
+    nd_status st = probe_open(f, path, info, err);
+    H5Fclose(f);
+    return st;
+}
+
+/* One line naming the first difference between two architectures. */
+static nd_status compare_specs(const char *path, const nd_model_spec *ck, const nd_model_spec *run,
+                               nd_error *err) {
+    char a[256], b[256];
+    nd_spec_hidden_text(ck, a, sizeof a);
+    nd_spec_hidden_text(run, b, sizeof b);
+    if (ck->input_dim != run->input_dim)
+        return ND_FAIL(err, ND_ERR_ARG, "checkpoint %s: %d input features, this run's data has %d", path,
+                       ck->input_dim, run->input_dim);
+    if (ck->num_classes != run->num_classes)
+        return ND_FAIL(err, ND_ERR_ARG, "checkpoint %s: %d classes, this run's data has %d", path,
+                       ck->num_classes, run->num_classes);
+    if (strcmp(a, b))
+        return ND_FAIL(err, ND_ERR_ARG, "checkpoint %s: hidden layers '%s', this run has --hidden '%s'", path, a, b);
+    if (ck->act.kind != run->act.kind)
+        return ND_FAIL(err, ND_ERR_ARG, "checkpoint %s: activation %s, this run has --act %s", path,
+                       nd_activation_name(ck->act.kind), nd_activation_name(run->act.kind));
+    return ND_OK;
+}
+
+nd_status nd_checkpoint_read(const char *path, nd_model *model, nd_optimizer *opt, float *mean,
+                             float *inv_std, nd_ckpt_info *info, nd_error *err) {
+    hid_t f = h5io_open(path, 0, err);
+    if (f < 0) return err->code;
+    nd_status st = probe_open(f, path, info, err);
+    if (st == ND_OK) st = compare_specs(path, &info->spec, &model->spec, err);
+    if (st == ND_OK && opt && strcmp(info->optimizer, nd_opt_name(opt->cfg.kind)))
+        st = ND_FAIL(err, ND_ERR_ARG, "checkpoint %s: optimizer %s, this run has --opt %s", path, info->optimizer,
+                     nd_opt_name(opt->cfg.kind));
+    uint64_t hash[2];
+    if (st == ND_OK) st = move_arrays(f, path, 0, model, opt, mean, inv_std, hash, err);
+    char stored[2][32] = {"", ""}, computed[2][32];
+    if (st == ND_OK) st = read_text(f, path, "checksum_model", stored[0], sizeof stored[0], err);
+    if (st == ND_OK) st = read_text(f, path, "checksum_optimizer", stored[1], sizeof stored[1], err);
+    H5Fclose(f);
+    if (st != ND_OK) return st;
+    const char *what[2] = {"model", "optimizer state"};
+    for (int i = 0; i < (opt ? 2 : 1); ++i) {
+        snprintf(computed[i], sizeof computed[i], "%016" PRIx64, hash[i]);
+        if (strcmp(stored[i], computed[i]))
+            return ND_FAIL(err, ND_ERR_FORMAT,
+                           "checkpoint %s: %s checksum mismatch (stored %s, read %s): the file is damaged", path,
+                           what[i], stored[i], computed[i]);
+    }
+    if (opt) opt->step = info->optimizer_step;
+    return ND_OK;
+}
+
+/* Step number of a "ckpt-step<N>.h5" name, or -1. */
+static long step_of(const char *name) {
+    long step;
+    char tail[8];
+    if (sscanf(name, "ckpt-step%ld%7s", &step, tail) != 2 || strcmp(tail, ".h5")) return -1;
+    return step;
+}
+
+/* Sorted (descending) steps of the checkpoints in dir; returns the count. */
+static int list_steps(const char *dir, long *steps, int cap) {
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        long s = step_of(e->d_name);
+        if (s < 0) continue;
+        if (n < cap) steps[n++] = s;
+        else {
+            /* Keep the largest cap steps. */
+            int lo = 0;
+            for (int i = 1; i < n; ++i)
+                if (steps[i] < steps[lo]) lo = i;
+            if (s > steps[lo]) steps[lo] = s;
+        }
+    }
+    closedir(d);
+    for (int i = 1; i < n; ++i) /* insertion sort, descending */
+        for (int j = i; j > 0 && steps[j] > steps[j - 1]; --j) {
+            long t = steps[j];
+            steps[j] = steps[j - 1];
+            steps[j - 1] = t;
+        }
+    return n;
+}
+
+nd_status nd_checkpoint_latest(const char *dir, char *path, size_t cap, int *found, nd_error *err) {
+    long steps[64];
+    *found = 0;
+    int n = list_steps(dir, steps, 64);
+    if (n < 0) return ND_FAIL(err, ND_ERR_IO, "--resume auto: cannot read directory %s (%s)", dir, strerror(errno));
+    for (int i = 0; i < n; ++i) {
+        nd_ckpt_info info;
+        nd_error ignored = {0};
+        nd_checkpoint_name(path, cap, dir, steps[i]);
+        if (nd_checkpoint_probe(path, &info, &ignored) == ND_OK) {
+            *found = 1;
+            return ND_OK;
+        }
+    }
+    return ND_OK;
+}
+
+nd_status nd_checkpoint_prune(const char *dir, int keep, nd_error *err) {
+    long steps[256];
+    int n = list_steps(dir, steps, 256);
+    if (n < 0) return ND_FAIL(err, ND_ERR_IO, "checkpoint directory %s: %s", dir, strerror(errno));
+    for (int i = keep; i < n; ++i) {
+        char p[4200];
+        nd_checkpoint_name(p, sizeof p, dir, steps[i]);
+        unlink(p);
+    }
+    return ND_OK;
+}

@@ -1,0 +1,151 @@
+/* The trainer's side of checkpoints: where and when rank 0 writes them, and
+ * resuming from one (read by rank 0, broadcast to every replica). */
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "nndist/checkpoint.h"
+#include "train_internal.h"
+
+/* The resolved configuration as `key = value` lines, for the file. */
+static void config_text(const nd_trainer *tr, char *out, size_t cap) {
+    FILE *f = fmemopen(out, cap, "w");
+    if (!f) {
+        out[0] = '\0';
+        return;
+    }
+    nd_cli_print(nd_train_options, nd_train_num_options, &tr->cfg, f, "");
+    fclose(f);
+    out[cap - 1] = '\0';
+}
+
+static void fill_meta(const nd_trainer *tr, nd_ckpt_meta *m, int epoch, long epoch_step, double loss_sum,
+                      double correct) {
+    memset(m, 0, sizeof *m);
+    m->step = tr->step;
+    m->epoch = epoch;
+    m->epoch_step = epoch_step;
+    m->epoch_loss_sum = loss_sum;
+    m->epoch_correct = correct;
+    m->world_size = tr->size;
+    m->global_batch = tr->global_batch;
+    config_text(tr, m->config, sizeof m->config);
+}
+
+/* Rank 0 loads path into the model, optimizer and statistics; the others
+ * receive them. Collective. */
+static nd_status load(nd_trainer *tr, const char *path, nd_error *err) {
+    nd_ckpt_info info;
+    memset(&info, 0, sizeof info);
+    nd_status st = ND_OK;
+    if (tr->rank == 0)
+        st = nd_checkpoint_read(path, &tr->model, &tr->opt, tr->norm_mean, tr->norm_inv_std, &info, err);
+    ND_TRY(nd_train_agree(tr, st, err));
+    const size_t n = tr->model.num_params, cols = (size_t)tr->info.train.cols;
+    ND_TRY(nd_comm_bcast_f32(tr->comm, tr->model.param, n, 0, err));
+    if (tr->opt.m) ND_TRY(nd_comm_bcast_f32(tr->comm, tr->opt.m, n, 0, err));
+    if (tr->opt.v) ND_TRY(nd_comm_bcast_f32(tr->comm, tr->opt.v, n, 0, err));
+    ND_TRY(nd_comm_bcast_f32(tr->comm, tr->norm_mean, cols, 0, err));
+    ND_TRY(nd_comm_bcast_f32(tr->comm, tr->norm_inv_std, cols, 0, err));
+    double v[8] = {(double)info.meta.step, info.meta.epoch, (double)info.meta.epoch_step, info.meta.epoch_loss_sum,
+                   info.meta.epoch_correct, info.meta.global_batch, (double)info.optimizer_step, info.meta.world_size};
+    ND_TRY(nd_comm_bcast_f64(tr->comm, v, 8, 0, err));
+    tr->step = (long)v[0];
+    tr->opt.step = (long)v[6];
+    tr->start_epoch = (int)v[1];
+    tr->start_epoch_step = (long)v[2];
+    tr->start_loss_sum = v[3];
+    tr->start_correct = v[4];
+    const int old_batch = (int)v[5];
+    if (old_batch != tr->global_batch && tr->start_epoch_step > 0) {
+        /* Another rank count or batch: continue after the same number of the
+         * epoch's samples (the order of the rest differs: each rank
+         * shuffles its own shard). The epoch's train loss then mixes both. */
+        tr->start_epoch_step = tr->start_epoch_step * old_batch / tr->global_batch;
+        if (tr->start_epoch_step > tr->steps_per_epoch) tr->start_epoch_step = tr->steps_per_epoch;
+    }
+    if (tr->rank == 0)
+        printf("nndist train: resuming from %s: step %ld, epoch %d after %ld of its steps (written by %d ranks, global batch %d)\n",
+               path, tr->step, tr->start_epoch, tr->start_epoch_step, (int)v[7], old_batch);
+    return ND_OK;
+}
+
+nd_status nd_train_checkpoint_setup(nd_trainer *tr, int *resumed, nd_error *err) {
+    const nd_train_config *c = &tr->cfg;
+    *resumed = 0;
+    nd_status st = ND_OK;
+    if (tr->rank == 0 && c->checkpoint_dir[0] && mkdir(c->checkpoint_dir, 0777) != 0 && errno != EEXIST)
+        st = ND_FAIL(err, ND_ERR_IO, "--checkpoint-dir %s: %s", c->checkpoint_dir, strerror(errno));
+    ND_TRY(nd_train_agree(tr, st, err));
+    tr->best_metric = -INFINITY;
+    if (!c->resume[0]) return ND_OK;
+    char path[ND_PATH_MAX + 64];
+    int found = 1;
+    if (!strcmp(c->resume, "auto")) {
+        if (tr->rank == 0) st = nd_checkpoint_latest(c->checkpoint_dir, path, sizeof path, &found, err);
+        ND_TRY(nd_train_agree(tr, st, err));
+        double f = found;
+        ND_TRY(nd_comm_bcast_f64(tr->comm, &f, 1, 0, err));
+        if (!f) {
+            if (tr->rank == 0) printf("nndist train: no checkpoint in %s yet, starting fresh\n", c->checkpoint_dir);
+            return ND_OK;
+        }
+    } else {
+        snprintf(path, sizeof path, "%s", c->resume);
+    }
+    ND_TRY(load(tr, path, err));
+    *resumed = 1;
+    return ND_OK;
+}
+
+nd_status nd_train_checkpoint_save(nd_trainer *tr, int epoch, long epoch_step, double loss_sum, double correct,
+                                   nd_error *err) {
+    nd_status st = ND_OK;
+    if (tr->rank == 0) {
+        nd_ckpt_meta meta;
+        char path[ND_PATH_MAX + 64];
+        fill_meta(tr, &meta, epoch, epoch_step, loss_sum, correct);
+        nd_checkpoint_name(path, sizeof path, tr->cfg.checkpoint_dir, tr->step);
+        st = nd_checkpoint_write(path, &tr->model, &tr->opt, tr->norm_mean, tr->norm_inv_std, &meta, err);
+        if (st == ND_OK) st = nd_checkpoint_prune(tr->cfg.checkpoint_dir, tr->cfg.keep, err);
+    }
+    return nd_train_agree(tr, st, err);
+}
+
+/* Removes best-*.h5 of dir except keep_name. */
+static void remove_other_best(const char *dir, const char *keep_name) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (strncmp(e->d_name, "best-", 5) || !strstr(e->d_name, ".h5") || strstr(e->d_name, ".tmp.")) continue;
+        if (!strcmp(e->d_name, keep_name)) continue;
+        char p[ND_PATH_MAX + 300];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        unlink(p);
+    }
+    closedir(d);
+}
+
+nd_status nd_train_checkpoint_epoch(nd_trainer *tr, const nd_epoch_stats *e, nd_error *err) {
+    /* The epoch is done: the file says "epoch e + 1, nothing of it yet". */
+    ND_TRY(nd_train_checkpoint_save(tr, e->epoch + 1, 0, 0.0, 0.0, err));
+    if (!tr->info.has_val || !(e->val_acc > tr->best_metric)) return ND_OK;
+    tr->best_metric = e->val_acc;
+    nd_status st = ND_OK;
+    if (tr->rank == 0) {
+        nd_ckpt_meta meta;
+        char name[96], path[ND_PATH_MAX + 128];
+        fill_meta(tr, &meta, e->epoch + 1, 0, 0.0, 0.0);
+        snprintf(meta.metric_name, sizeof meta.metric_name, "val_accuracy");
+        meta.metric_value = e->val_acc;
+        snprintf(name, sizeof name, "best-ep%03d-val%.4f.h5", e->epoch, e->val_acc);
+        snprintf(path, sizeof path, "%s/%s", tr->cfg.checkpoint_dir, name);
+        st = nd_checkpoint_write(path, &tr->model, &tr->opt, tr->norm_mean, tr->norm_inv_std, &meta, err);
+        if (st == ND_OK) remove_other_best(tr->cfg.checkpoint_dir, name);
+    }
+    return nd_train_agree(tr, st, err);
+}

@@ -76,7 +76,8 @@ nd_status nd_checkpoint_latest(const char *dir, char *path, size_t cap, int *fou
 /* File name of the checkpoint at step (ckpt-step00001234.h5) under dir. */
 void nd_checkpoint_name(char *out, size_t cap, const char *dir, long step);
 
-/* Keeps the `keep` newest ckpt-step*.h5 of dir, deletes the rest. */
+/* Keeps the `keep` newest ckpt-step*.h5 of dir, deletes the rest and any
+ * temporary left by a writer (of another process) that died mid-write. */
 nd_status nd_checkpoint_prune(const char *dir, int keep, nd_error *err);
 
 /* "512,256" from a spec's hidden widths. */

@@ -315,10 +315,27 @@ nd_status nd_checkpoint_latest(const char *dir, char *path, size_t cap, int *fou
     return ND_OK;
 }
 
+/* Temporaries left by a writer that died before its rename (not ours). */
+static void remove_stale_temporaries(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    char mine[32];
+    snprintf(mine, sizeof mine, ".tmp.%ld", (long)getpid());
+    for (struct dirent *e; (e = readdir(d));) {
+        const char *t = strstr(e->d_name, ".h5.tmp.");
+        if (strncmp(e->d_name, "ckpt-step", 9) || !t || !strcmp(t + 3, mine)) continue;
+        char p[4400];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        unlink(p);
+    }
+    closedir(d);
+}
+
 nd_status nd_checkpoint_prune(const char *dir, int keep, nd_error *err) {
     long steps[256];
     int n = list_steps(dir, steps, 256);
     if (n < 0) return ND_FAIL(err, ND_ERR_IO, "checkpoint directory %s: %s", dir, strerror(errno));
+    remove_stale_temporaries(dir);
     for (int i = keep; i < n; ++i) {
         char p[4200];
         nd_checkpoint_name(p, sizeof p, dir, steps[i]);

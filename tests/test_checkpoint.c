@@ -1,0 +1,277 @@
+/* Checkpoint files: exact round trip, and every damaged or mismatched file
+ * refused with a clear line; a writer killed at random moments never leaves
+ * a file that fails to load. */
+#include <fcntl.h>
+#include <math.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "fixture.h"
+#include "nndist/checkpoint.h"
+#include "nndist/rng.h"
+
+typedef struct {
+    nd_model model;
+    nd_optimizer opt;
+    float mean[6], inv_std[6];
+} state;
+
+/* A 6-(5,4)-3 model with Adam state, filled with seeded noise. */
+static void make_state(state *s, int hidden0, uint64_t seed) {
+    nd_model_spec spec = {.input_dim = 6, .num_hidden = 2, .hidden = {hidden0, 4}, .num_classes = 3,
+                          .act = {ND_ACT_TANH, 0.0f}};
+    nd_error err = {0};
+    assert_int_equal(nd_model_create(&s->model, &spec, 2, &err), ND_OK);
+    nd_opt_config oc = {ND_OPT_ADAM, 0.9f, 0.9f, 0.999f, 1e-8f};
+    assert_int_equal(nd_optimizer_create(&s->opt, &oc, s->model.num_params, &err), ND_OK);
+    nd_rng rng;
+    nd_rng_seed(&rng, seed, 1, 2);
+    for (int l = 0; l < s->model.num_layers; ++l) {
+        const nd_dense_layer *L = &s->model.layer[l];
+        nd_span spans[2] = {L->w, L->b};
+        for (int k = 0; k < 2; ++k)
+            for (size_t i = 0; i < spans[k].length; ++i) {
+                size_t j = spans[k].offset + i;
+                s->model.param[j] = (float)nd_rng_normal(&rng);
+                s->opt.m[j] = (float)nd_rng_normal(&rng);
+                s->opt.v[j] = (float)nd_rng_uniform(&rng);
+            }
+    }
+    s->opt.step = 1234;
+    for (int i = 0; i < 6; ++i) s->mean[i] = (float)i / 3, s->inv_std[i] = 1.0f + (float)i;
+}
+
+static void free_state(state *s) {
+    nd_model_destroy(&s->model);
+    nd_optimizer_destroy(&s->opt);
+}
+
+static nd_ckpt_meta sample_meta(void) {
+    nd_ckpt_meta m;
+    memset(&m, 0, sizeof m);
+    m.step = 4321;
+    m.epoch = 3;
+    m.epoch_step = 17;
+    m.epoch_loss_sum = 12.5;
+    m.epoch_correct = 99;
+    m.world_size = 2;
+    m.global_batch = 128;
+    snprintf(m.config, sizeof m.config, "lr = 0.01\nbatch = 64\n");
+    return m;
+}
+
+static const char *tmp(char *buf, size_t cap, const char *name) { return fx_path(buf, cap, name); }
+
+static void write_sample(const char *path, int hidden0) {
+    state s;
+    make_state(&s, hidden0, 7);
+    nd_ckpt_meta meta = sample_meta();
+    nd_error err = {0};
+    assert_int_equal(nd_checkpoint_write(path, &s.model, &s.opt, s.mean, s.inv_std, &meta, &err), ND_OK);
+    free_state(&s);
+}
+
+static void test_round_trip_exact(void **st) {
+    (void)st;
+    char path[512];
+    tmp(path, sizeof path, "rt.h5");
+    state a, b;
+    make_state(&a, 5, 7);
+    make_state(&b, 5, 99); /* different contents, same shapes */
+    nd_ckpt_meta meta = sample_meta();
+    nd_error err = {0};
+    assert_int_equal(nd_checkpoint_write(path, &a.model, &a.opt, a.mean, a.inv_std, &meta, &err), ND_OK);
+    nd_ckpt_info info;
+    if (nd_checkpoint_read(path, &b.model, &b.opt, b.mean, b.inv_std, &info, &err) != ND_OK) fail_msg("%s", err.msg);
+    assert_memory_equal(a.model.param, b.model.param, sizeof(float) * a.model.num_params);
+    assert_memory_equal(a.opt.m, b.opt.m, sizeof(float) * a.model.num_params);
+    assert_memory_equal(a.opt.v, b.opt.v, sizeof(float) * a.model.num_params);
+    assert_memory_equal(a.mean, b.mean, sizeof a.mean);
+    assert_memory_equal(a.inv_std, b.inv_std, sizeof a.inv_std);
+    assert_int_equal(b.opt.step, 1234);
+    assert_int_equal(info.meta.step, 4321);
+    assert_int_equal(info.meta.epoch, 3);
+    assert_int_equal(info.meta.epoch_step, 17);
+    assert_true(info.meta.epoch_loss_sum == 12.5);
+    assert_int_equal(info.meta.global_batch, 128);
+    assert_string_equal(info.meta.config, meta.config);
+    assert_string_equal(info.optimizer, "adam");
+    assert_int_equal(info.spec.hidden[0], 5);
+    assert_int_equal(info.spec.act.kind, ND_ACT_TANH);
+    /* The weights are readable by name: /model/dense1/W is (4 x 5). */
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t d = H5Dopen2(f, "/model/dense1/W", H5P_DEFAULT);
+    hid_t sp = H5Dget_space(d);
+    hsize_t dims[2];
+    H5Sget_simple_extent_dims(sp, dims, NULL);
+    float w[20];
+    H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, w);
+    assert_int_equal(dims[0], 4);
+    assert_int_equal(dims[1], 5);
+    assert_memory_equal(w, a.model.param + a.model.layer[1].w.offset, sizeof w);
+    H5Sclose(sp), H5Dclose(d), H5Fclose(f);
+    free_state(&a);
+    free_state(&b);
+}
+
+/* Reads path into a fresh 6-(5,4)-3 Adam state; returns the status and message. */
+static nd_status try_read(const char *path, int hidden0, nd_opt_kind kind, char *msg, size_t cap) {
+    state s;
+    make_state(&s, hidden0, 3);
+    if (kind != ND_OPT_ADAM) {
+        nd_optimizer_destroy(&s.opt);
+        nd_opt_config oc = {kind, 0.9f, 0.9f, 0.999f, 1e-8f};
+        nd_error e2 = {0};
+        nd_optimizer_create(&s.opt, &oc, s.model.num_params, &e2);
+    }
+    nd_ckpt_info info;
+    nd_error err = {0};
+    nd_status st = nd_checkpoint_read(path, &s.model, &s.opt, s.mean, s.inv_std, &info, &err);
+    snprintf(msg, cap, "%s", err.msg);
+    free_state(&s);
+    return st;
+}
+
+static void expect_refused(const char *path, int hidden0, nd_opt_kind kind, const char *needle) {
+    char msg[512];
+    nd_status st = try_read(path, hidden0, kind, msg, sizeof msg);
+    if (st == ND_OK || !strstr(msg, needle)) fail_msg("reading %s: want an error with '%s', got '%s'", path, needle, msg);
+}
+
+static void test_damaged_and_mismatched(void **st) {
+    (void)st;
+    char good[512], path[512];
+    tmp(good, sizeof good, "good-ckpt.h5");
+    write_sample(good, 5);
+
+    /* Wrong architecture / optimizer. */
+    expect_refused(good, 7, ND_OPT_ADAM, "hidden layers '5,4', this run has --hidden '7,4'");
+    expect_refused(good, 5, ND_OPT_MOMENTUM, "optimizer adam, this run has --opt momentum");
+
+    /* One flipped bit in the weights: the checksum catches it. */
+    tmp(path, sizeof path, "flipped.h5");
+    write_sample(path, 5);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t d = H5Dopen2(f, "/model/dense0/W", H5P_DEFAULT);
+    haddr_t where = H5Dget_offset(d);
+    H5Dclose(d), H5Fclose(f);
+    assert_true(where != HADDR_UNDEF);
+    int fd = open(path, O_RDWR);
+    unsigned char byte;
+    assert_int_equal(pread(fd, &byte, 1, (off_t)where + 9), 1);
+    byte ^= 0x10;
+    assert_int_equal(pwrite(fd, &byte, 1, (off_t)where + 9), 1);
+    close(fd);
+    expect_refused(path, 5, ND_OPT_ADAM, "model checksum mismatch");
+
+    /* Truncated to half its size. */
+    tmp(path, sizeof path, "truncated.h5");
+    write_sample(path, 5);
+    struct stat sb;
+    stat(path, &sb);
+    assert_int_equal(truncate(path, sb.st_size / 2), 0);
+    expect_refused(path, 5, ND_OPT_ADAM, "truncated.h5");
+
+    /* A format this version does not know. */
+    tmp(path, sizeof path, "future.h5");
+    write_sample(path, 5);
+    f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    H5Adelete(f, "format_version");
+    fx_attr_int(f, "format_version", 99);
+    H5Fclose(f);
+    expect_refused(path, 5, ND_OPT_ADAM, "format version 99, this nndist reads version 1");
+
+    /* A dataset file is not a checkpoint. */
+    tmp(path, sizeof path, "a-dataset.h5");
+    float x[6] = {0};
+    int y[1] = {0};
+    fx_write_dataset(path, x, y, 1, 6, 3, NULL, NULL, 0);
+    expect_refused(path, 5, ND_OPT_ADAM, "not an nndist checkpoint");
+}
+
+/* A writer killed at random moments: the target always loads, and
+ * nd_checkpoint_latest skips leftovers to the newest valid file. */
+static void test_kill_during_write(void **st) {
+    (void)st;
+    char dir[512], target[600];
+    tmp(dir, sizeof dir, "killdir");
+    mkdir(dir, 0777);
+    nd_checkpoint_name(target, sizeof target, dir, 1);
+    write_sample(target, 5); /* a good previous checkpoint */
+    struct timespec seed_ts;
+    clock_gettime(CLOCK_MONOTONIC, &seed_ts);
+    srand((unsigned)seed_ts.tv_nsec);
+    int survived = 0;
+    for (int round = 0; round < 25; ++round) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            for (;;) write_sample(target, 5); /* rewrite the same path until killed */
+        }
+        struct timespec ts = {0, (long)(1 + rand() % 20) * 1000000L};
+        nanosleep(&ts, NULL);
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        char msg[512];
+        nd_status s = try_read(target, 5, ND_OPT_ADAM, msg, sizeof msg);
+        if (s != ND_OK) fail_msg("round %d: the checkpoint no longer loads: %s", round, msg);
+        ++survived;
+    }
+    assert_int_equal(survived, 25);
+    /* A newer file that is garbage (and stray temporaries) are passed over. */
+    char junk[600], found_path[700];
+    nd_checkpoint_name(junk, sizeof junk, dir, 2);
+    FILE *f = fopen(junk, "w");
+    fputs("garbage", f);
+    fclose(f);
+    int found = 0;
+    nd_error err = {0};
+    assert_int_equal(nd_checkpoint_latest(dir, found_path, sizeof found_path, &found, &err), ND_OK);
+    assert_true(found);
+    assert_string_equal(found_path, target);
+}
+
+static void test_prune_keeps_newest(void **st) {
+    (void)st;
+    char dir[512], p[600];
+    tmp(dir, sizeof dir, "prunedir");
+    mkdir(dir, 0777);
+    for (long s = 10; s <= 50; s += 10) {
+        nd_checkpoint_name(p, sizeof p, dir, s);
+        write_sample(p, 5);
+    }
+    char stale[700];
+    snprintf(stale, sizeof stale, "%s/ckpt-step00000060.h5.tmp.999999", dir);
+    FILE *f = fopen(stale, "w");
+    fclose(f);
+    nd_error err = {0};
+    assert_int_equal(nd_checkpoint_prune(dir, 2, &err), ND_OK);
+    assert_int_equal(access(stale, F_OK), -1);
+    for (long s = 10; s <= 50; s += 10) {
+        nd_checkpoint_name(p, sizeof p, dir, s);
+        assert_int_equal(access(p, F_OK) == 0, s >= 40);
+    }
+}
+
+int main(void) {
+    mkdir(NNDIST_TEST_TMP, 0777);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_round_trip_exact),
+        cmocka_unit_test(test_damaged_and_mismatched),
+        cmocka_unit_test(test_kill_during_write),
+        cmocka_unit_test(test_prune_keeps_newest),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

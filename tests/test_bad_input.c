@@ -16,22 +16,11 @@
 #include <cmocka.h>
 
 #include "fixture.h"
+#include "program.h"
 
 #define TIMEOUT_S 60
 
-/* Runs `mpiexec -n 2 nndist <args>`; returns the exit status and fills out
- * with the combined output. */
-static int run_nndist(const char *args, char *out, size_t cap) {
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "timeout -k 5 %d %s %s 2 --oversubscribe %s %s 2>&1", TIMEOUT_S,
-             MPIEXEC_EXECUTABLE, MPIEXEC_NUMPROC_FLAG, NNDIST_BIN, args);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t len = fread(out, 1, cap - 1, p);
-    out[len] = '\0';
-    int status = pclose(p);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
+static int run2(const char *args, char *out, size_t cap) { return run_nndist(2, args, out, cap, TIMEOUT_S); }
 
 static int count(const char *hay, const char *needle) {
     int n = 0;
@@ -41,7 +30,7 @@ static int count(const char *hay, const char *needle) {
 
 static void expect_failure(const char *args, const char *needle) {
     static char out[1 << 16];
-    int rc = run_nndist(args, out, sizeof out);
+    int rc = run2(args, out, sizeof out);
     if (rc == 0 || rc == 124 || rc == 137)
         fail_msg("nndist %s: exit %d (want a prompt non-zero exit)\n%s", args, rc, out);
     if (count(out, "nndist: error:") != 1 || !strstr(out, needle))
@@ -179,7 +168,7 @@ static void test_good_run_and_summary(void **state) {
     FILE *f = fopen(summary, "w");
     fputs("old", f);
     fclose(f);
-    int rc = run_nndist("train --data " T "good.h5 --summary " T "summary.json" COMMON, out, sizeof out);
+    int rc = run2("train --data " T "good.h5 --summary " T "summary.json" COMMON, out, sizeof out);
     if (rc != 0) fail_msg("good run failed (%d):\n%s", rc, out);
     assert_non_null(strstr(out, "final test accuracy"));
     char buf[4096] = {0};

@@ -61,6 +61,10 @@ nd_status nd_checkpoint_write(const char *path, const nd_model *model, const nd_
  * the format version. */
 nd_status nd_checkpoint_probe(const char *path, nd_ckpt_info *info, nd_error *err);
 
+/* 1 if path is an HDF5 file with a /model group (a checkpoint, good or
+ * bad), 0 otherwise. */
+int nd_checkpoint_is(const char *path);
+
 /* Fills model->param, opt's state (and step), mean and inv_std from path,
  * after checking that the architecture and optimizer match and that the
  * checksums of what was read equal the stored ones. opt may be NULL (for

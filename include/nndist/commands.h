@@ -1,11 +1,17 @@
 /* The subcommands that main dispatches to (argv: the options after the
- * command words). Non-collective: main runs them on rank 0 only. */
+ * command words). */
 #ifndef NNDIST_COMMANDS_H
 #define NNDIST_COMMANDS_H
 
+#include "nndist/comm.h"
 #include "nndist/status.h"
 
+/* Not collective: main runs these on rank 0 only. */
 nd_status nd_cmd_import_idx(int argc, char **argv, nd_error *err);
 nd_status nd_cmd_synth(int argc, char **argv, nd_error *err);
+nd_status nd_cmd_info(int argc, char **argv, nd_error *err);
+
+/* Collective over comm: every rank evaluates its block of the split. */
+nd_status nd_cmd_eval(nd_comm *comm, int argc, char **argv, nd_error *err);
 
 #endif

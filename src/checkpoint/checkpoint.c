@@ -215,6 +215,15 @@ nd_status nd_checkpoint_probe(const char *path, nd_ckpt_info *info, nd_error *er
     return st;
 }
 
+int nd_checkpoint_is(const char *path) {
+    nd_error ignored = {0};
+    hid_t f = h5io_open(path, 0, &ignored);
+    if (f < 0) return 0;
+    const int yes = h5io_exists(f, "/model");
+    H5Fclose(f);
+    return yes;
+}
+
 /* One line naming the first difference between two architectures. */
 static nd_status compare_specs(const char *path, const nd_model_spec *ck, const nd_model_spec *run,
                                nd_error *err) {

@@ -17,6 +17,8 @@ static void usage(FILE *out) {
             "  train                 train an MLP (sync: gradients summed by MPI allreduce)\n"
             "  data import-idx       add a split from IDX files (e.g. Fashion-MNIST) to an HDF5 dataset\n"
             "  data synth            write a seeded synthetic classification dataset\n"
+            "  eval                  loss, accuracy, per-class accuracy, confusion matrix of a checkpoint\n"
+            "  info FILE             describe a checkpoint or a dataset\n"
             "  help                  this text; 'nndist <command> --help' lists a command's options\n");
 }
 
@@ -98,6 +100,13 @@ int main(int argc, char **argv) {
         rc = run_train(world, argc - 2, argv + 2);
     } else if (!strcmp(cmd, "data") && argc >= 3 && !strcmp(argv[2], "import-idx")) {
         rc = run_on_rank0(world, nd_cmd_import_idx, argc - 3, argv + 3);
+    } else if (!strcmp(cmd, "eval")) {
+        nd_error e = {0};
+        nd_status st = nd_cmd_eval(world, argc - 2, argv + 2, &e);
+        report_error(&e);
+        rc = st == ND_OK ? 0 : (e.code == ND_ERR_ARG ? 2 : 1);
+    } else if (!strcmp(cmd, "info")) {
+        rc = run_on_rank0(world, nd_cmd_info, argc - 2, argv + 2);
     } else if (!strcmp(cmd, "data") && argc >= 3 && !strcmp(argv[2], "synth")) {
         rc = run_on_rank0(world, nd_cmd_synth, argc - 3, argv + 3);
     } else {

@@ -1,0 +1,247 @@
+/* `nndist eval`: loss, accuracy, per-class accuracy and the confusion
+ * matrix of a checkpoint on a split, each rank evaluating its own block of
+ * rows (collective over the job), and `nndist info`: what a checkpoint or a
+ * dataset file holds. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nndist/arena.h"
+#include "nndist/blas.h"
+#include "nndist/checkpoint.h"
+#include "nndist/commands.h"
+#include "nndist/data.h"
+#include "nndist/loss.h"
+#include "nndist/normalize.h"
+#include "nndist/train.h"
+
+typedef struct {
+    char config[ND_PATH_MAX];
+    char checkpoint[ND_PATH_MAX];
+    char data[ND_PATH_MAX];
+    char split[16];
+    bool json;
+    int eval_batch;
+    int threads;
+} eval_config;
+
+#define FE(type, field) ND_CLI_FIELD(type, eval_config, field)
+static const nd_cli_option eval_options[] = {
+    {"config", FE(STR, config), "", "read options from FILE (key = value)"},
+    {"checkpoint", FE(STR, checkpoint), "", "checkpoint file to evaluate [required]"},
+    {"data", FE(STR, data), "", "HDF5 dataset [required]"},
+    {"split", FE(STR, split), "test", "split to evaluate: train, val or test"},
+    {"json", FE(BOOL, json), "false", "print one JSON object instead of text"},
+    {"eval-batch", FE(INT, eval_batch), "1024", "rows per forward pass"},
+    {"threads", FE(INT, threads), "1", "BLAS threads per rank"},
+};
+#define COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+/* Collective: first failing rank reports. */
+static nd_status agree(nd_comm *comm, nd_status st, nd_error *err) {
+    int first = nd_comm_first_failed(comm, st != ND_OK);
+    if (first < 0) return ND_OK;
+    if (first != nd_comm_rank(comm)) {
+        err->code = st != ND_OK ? st : ND_ERR_STATE;
+        err->msg[0] = '\0';
+        return err->code;
+    }
+    return st;
+}
+
+/* Rank 0 probes the checkpoint; every rank gets the architecture. */
+static nd_status share_spec(nd_comm *comm, const char *path, nd_ckpt_info *info, nd_error *err) {
+    nd_status st = ND_OK;
+    if (nd_comm_rank(comm) == 0) st = nd_checkpoint_probe(path, info, err);
+    ND_TRY(agree(comm, st, err));
+    double v[5 + ND_MAX_LAYERS] = {info->spec.input_dim, info->spec.num_hidden, info->spec.num_classes,
+                                   info->spec.act.kind, info->spec.act.alpha};
+    for (int l = 0; l < info->spec.num_hidden; ++l) v[5 + l] = info->spec.hidden[l];
+    ND_TRY(nd_comm_bcast_f64(comm, v, 5 + ND_MAX_LAYERS, 0, err));
+    info->spec.input_dim = (int)v[0];
+    info->spec.num_hidden = (int)v[1];
+    info->spec.num_classes = (int)v[2];
+    info->spec.act.kind = (nd_act_kind)(int)v[3];
+    info->spec.act.alpha = (float)v[4];
+    for (int l = 0; l < info->spec.num_hidden; ++l) info->spec.hidden[l] = (int)v[5 + l];
+    return ND_OK;
+}
+
+static nd_status check_split(const char *data, const char *split, const nd_model_spec *spec, nd_error *err) {
+    nd_dataset_info di;
+    ND_TRY(nd_dataset_probe(data, &di, err));
+    const nd_split_info *si = !strcmp(split, "train") ? &di.train : !strcmp(split, "val") ? &di.val : &di.test;
+    const int present = !strcmp(split, "train") || (!strcmp(split, "val") ? di.has_val : di.has_test);
+    if (!present) return ND_FAIL(err, ND_ERR_ARG, "%s: split /%s is not in the file", data, split);
+    if (si->cols != spec->input_dim)
+        return ND_FAIL(err, ND_ERR_ARG, "%s: /%s/x has %d features, the checkpoint's model takes %d", data, split,
+                       si->cols, spec->input_dim);
+    if (di.num_classes != spec->num_classes)
+        return ND_FAIL(err, ND_ERR_ARG, "%s: %d classes, the checkpoint's model has %d", data, di.num_classes,
+                       spec->num_classes);
+    return ND_OK;
+}
+
+static void print_text(const eval_config *c, const double *sums, const double *confusion, int k) {
+    const double n = sums[2];
+    printf("checkpoint %s on %s /%s: %.0f rows\n", c->checkpoint, c->data, c->split, n);
+    printf("loss %.4f  accuracy %.4f\n", sums[0] / n, sums[1] / n);
+    printf("per-class accuracy:");
+    for (int i = 0; i < k; ++i) {
+        double row = 0;
+        for (int j = 0; j < k; ++j) row += confusion[i * k + j];
+        printf(" %d:%.4f", i, row > 0 ? confusion[i * k + i] / row : NAN);
+    }
+    printf("\nconfusion matrix (rows: true class, columns: predicted)\n      ");
+    for (int j = 0; j < k; ++j) printf("%7d", j);
+    for (int i = 0; i < k; ++i) {
+        printf("\n%5d ", i);
+        for (int j = 0; j < k; ++j) printf("%7.0f", confusion[i * k + j]);
+    }
+    printf("\n");
+}
+
+static void print_json(const eval_config *c, const double *sums, const double *confusion, int k) {
+    const double n = sums[2];
+    printf("{\"checkpoint\": ");
+    nd_json_string(stdout, c->checkpoint);
+    printf(", \"data\": ");
+    nd_json_string(stdout, c->data);
+    printf(", \"split\": \"%s\", \"rows\": %.0f, \"loss\": %.6g, \"accuracy\": %.6g, \"per_class_accuracy\": [", c->split,
+           n, sums[0] / n, sums[1] / n);
+    for (int i = 0; i < k; ++i) {
+        double row = 0;
+        for (int j = 0; j < k; ++j) row += confusion[i * k + j];
+        printf(row > 0 ? "%s%.6g" : "%snull", i ? ", " : "", row > 0 ? confusion[i * k + i] / row : 0.0);
+    }
+    printf("], \"confusion\": [");
+    for (int i = 0; i < k; ++i) {
+        printf("%s[", i ? ", " : "");
+        for (int j = 0; j < k; ++j) printf("%s%.0f", j ? ", " : "", confusion[i * k + j]);
+        printf("]");
+    }
+    printf("]}\n");
+}
+
+nd_status nd_cmd_eval(nd_comm *comm, int argc, char **argv, nd_error *err) {
+    eval_config c;
+    int help = 0;
+    memset(&c, 0, sizeof c);
+    ND_TRY(nd_cli_defaults(eval_options, COUNT(eval_options), &c, err));
+    ND_TRY(nd_cli_parse(eval_options, COUNT(eval_options), &c, argc, argv, &help, err));
+    const int rank = nd_comm_rank(comm);
+    if (help) {
+        if (rank == 0) {
+            printf("usage: [mpirun -np N] nndist eval --checkpoint FILE --data FILE [--split test] [--json]\n");
+            nd_cli_help(eval_options, COUNT(eval_options), stdout);
+        }
+        return ND_OK;
+    }
+    if (!c.checkpoint[0] || !c.data[0])
+        return ND_FAIL(err, ND_ERR_ARG, "eval: --checkpoint and --data are required");
+    if (strcmp(c.split, "train") && strcmp(c.split, "val") && strcmp(c.split, "test"))
+        return ND_FAIL(err, ND_ERR_ARG, "--split: '%s' is not one of train, val, test", c.split);
+    if (c.eval_batch <= 0 || c.threads <= 0)
+        return ND_FAIL(err, ND_ERR_ARG, "--eval-batch and --threads must be positive");
+    nd_blas_set_threads(c.threads);
+    nd_ckpt_info info;
+    memset(&info, 0, sizeof info);
+    ND_TRY(share_spec(comm, c.checkpoint, &info, err));
+    ND_TRY(agree(comm, check_split(c.data, c.split, &info.spec, err), err));
+
+    nd_model model;
+    nd_shard shard;
+    memset(&shard, 0, sizeof shard);
+    const int k = info.spec.num_classes, cols = info.spec.input_dim;
+    float *mean = nd_buffer_alloc((size_t)cols), *inv_std = nd_buffer_alloc((size_t)cols);
+    double *counts = calloc((size_t)k * k + 3, sizeof(double)); /* loss, hits, rows, confusion */
+    nd_status st = nd_model_create(&model, &info.spec, c.eval_batch, err);
+    if (st == ND_OK && (!mean || !inv_std || !counts)) st = ND_FAIL(err, ND_ERR_NOMEM, "eval: out of memory");
+    if (st == ND_OK && rank == 0) st = nd_checkpoint_read(c.checkpoint, &model, NULL, mean, inv_std, &info, err);
+    st = agree(comm, st, err);
+    if (st == ND_OK) st = nd_comm_bcast_f32(comm, model.param, model.num_params, 0, err);
+    if (st == ND_OK) st = nd_comm_bcast_f32(comm, mean, (size_t)cols, 0, err);
+    if (st == ND_OK) st = nd_comm_bcast_f32(comm, inv_std, (size_t)cols, 0, err);
+    if (st == ND_OK)
+        st = agree(comm, nd_shard_read(c.data, c.split, rank, nd_comm_size(comm), k, &shard, err), err);
+    if (st == ND_OK) {
+        nd_normalize_apply(shard.x, (size_t)shard.rows, cols, mean, inv_std);
+        double *confusion = counts + 3;
+        for (int off = 0; off < shard.rows; off += c.eval_batch) {
+            const int nb = shard.rows - off < c.eval_batch ? shard.rows - off : c.eval_batch;
+            const float *logits = nd_model_forward(&model, shard.x + (size_t)off * cols, nb);
+            nd_loss_stats ls = nd_softmax_ce(NULL, logits, shard.y + off, nb, k);
+            counts[0] += ls.loss_sum;
+            counts[1] += ls.correct;
+            for (int i = 0; i < nb; ++i) {
+                const float *z = logits + (size_t)i * k;
+                int arg = 0;
+                for (int j = 1; j < k; ++j)
+                    if (z[j] > z[arg]) arg = j;
+                confusion[shard.y[off + i] * k + arg] += 1.0;
+            }
+        }
+        counts[2] = shard.rows;
+        st = nd_comm_allreduce_sum_f64(comm, counts, (size_t)k * k + 3, err);
+    }
+    if (st == ND_OK && rank == 0) {
+        if (c.json) print_json(&c, counts, counts + 3, k);
+        else print_text(&c, counts, counts + 3, k);
+    }
+    nd_shard_free(&shard);
+    nd_model_destroy(&model);
+    nd_buffer_free(mean);
+    nd_buffer_free(inv_std);
+    free(counts);
+    return st;
+}
+
+static void info_checkpoint(const char *path, const nd_ckpt_info *ci) {
+    char hidden[256];
+    nd_spec_hidden_text(&ci->spec, hidden, sizeof hidden);
+    printf("%s: nndist checkpoint, format %d\n", path, ci->format);
+    printf("  model       %d-%s%s%d, activation %s\n", ci->spec.input_dim, hidden, hidden[0] ? "-" : "",
+           ci->spec.num_classes, nd_activation_name(ci->spec.act.kind));
+    printf("  optimizer   %s, %ld updates\n", ci->optimizer, ci->optimizer_step);
+    printf("  position    step %ld, epoch %d (%ld of its steps done)\n", ci->meta.step, ci->meta.epoch,
+           ci->meta.epoch_step);
+    printf("  written by  %d ranks, global batch %d\n", ci->meta.world_size, ci->meta.global_batch);
+    if (ci->meta.metric_name[0]) printf("  metric      %s = %.4f\n", ci->meta.metric_name, ci->meta.metric_value);
+    printf("  configuration:\n");
+    for (const char *p = ci->meta.config; *p;) {
+        const char *e = strchr(p, '\n');
+        int len = e ? (int)(e - p) : (int)strlen(p);
+        printf("    %.*s\n", len, p);
+        p += len + (e ? 1 : 0);
+    }
+}
+
+static void info_split(const char *name, const nd_split_info *s) {
+    printf("  /%-5s x %ld x %d %s", name, s->rows, s->cols, s->x_is_uint8 ? "uint8" : "float");
+    if (s->x_is_uint8) printf(" (scale %g)", (double)s->x_scale);
+    printf(", y %ld labels\n", s->rows);
+}
+
+nd_status nd_cmd_info(int argc, char **argv, nd_error *err) {
+    if (argc != 1 || !strcmp(argv[0], "--help") || !strcmp(argv[0], "-h")) {
+        if (argc == 1) {
+            printf("usage: nndist info FILE   (a checkpoint or a dataset)\n");
+            return ND_OK;
+        }
+        return ND_FAIL(err, ND_ERR_ARG, "info: give exactly one file (nndist info FILE)");
+    }
+    if (nd_checkpoint_is(argv[0])) {
+        nd_ckpt_info ci;
+        ND_TRY(nd_checkpoint_probe(argv[0], &ci, err));
+        info_checkpoint(argv[0], &ci);
+        return ND_OK;
+    }
+    nd_dataset_info di;
+    ND_TRY(nd_dataset_probe(argv[0], &di, err));
+    printf("%s: dataset, %d classes\n", argv[0], di.num_classes);
+    info_split("train", &di.train);
+    if (di.has_val) info_split("val", &di.val);
+    if (di.has_test) info_split("test", &di.test);
+    return ND_OK;
+}

@@ -46,6 +46,10 @@ double nd_comm_time(void);
 nd_status nd_comm_allreduce_sum_f32(nd_comm *comm, float *buf, size_t n, nd_error *err);
 nd_status nd_comm_allreduce_sum_f64(nd_comm *comm, double *buf, size_t n, nd_error *err);
 
+/* In-place exact integer sum: the result does not depend on the reduction
+ * order (deterministic mode sums fixed-point gradients with it). */
+nd_status nd_comm_allreduce_sum_i64(nd_comm *comm, long long *buf, size_t n, nd_error *err);
+
 /* In-place minimum / maximum of buf (n) over all ranks. */
 nd_status nd_comm_allreduce_min_long(nd_comm *comm, long *buf, size_t n, nd_error *err);
 nd_status nd_comm_allreduce_max_f64(nd_comm *comm, double *buf, size_t n, nd_error *err);

@@ -48,6 +48,12 @@ void nd_shard_range(long n, int rank, int size, long *first, long *count);
 nd_status nd_shard_read(const char *path, const char *split, int rank, int size,
                         int num_classes, nd_shard *shard, nd_error *err);
 
+/* The same for the contiguous rows of parts [part_lo, part_hi) of the split
+ * cut into `parts` blocks by nd_shard_range (deterministic mode reads the
+ * micro-batch blocks it owns this way). */
+nd_status nd_shard_read_parts(const char *path, const char *split, int part_lo, int part_hi, int parts,
+                              int num_classes, nd_shard *shard, nd_error *err);
+
 void nd_shard_free(nd_shard *shard);
 
 /* Converts the IDX files images/labels (gzipped or not) into /<split> of

@@ -30,6 +30,8 @@ typedef struct {
     bool staleness_lr;
     bool overlap;
     char straggle[64];
+    bool deterministic;
+    int micro_batches;
     char hidden[256];
     char act[32];
     float leaky_alpha;
@@ -90,6 +92,7 @@ typedef struct {
 } nd_epoch_stats;
 
 typedef struct nd_async nd_async; /* the parameter-server protocol's buffers (async.c) */
+typedef struct nd_det nd_det;     /* deterministic mode's blocks and accumulator (deterministic.c) */
 
 typedef struct {
     nd_train_config cfg;
@@ -118,6 +121,7 @@ typedef struct {
     int straggle_rank;   /* --straggle, -1 for none */
     float straggle_factor;
     nd_async *as;        /* async/ssp state, NULL in sync mode */
+    nd_det *det;         /* --deterministic state, NULL otherwise */
     long staleness_max;  /* async/ssp: largest staleness applied in the run */
     nd_report report;    /* rank 0's output */
     int start_epoch;     /* first epoch to run (> 1 after --resume) */

@@ -35,6 +35,8 @@ const nd_cli_option nd_train_options[] = {
     {"clip-value", F(FLOAT, clip_value), "0", "clamp each averaged gradient value to [-v, v] (0 = off)"},
     {"weight-decay", F(FLOAT, weight_decay), "0", "L2 penalty on weights (not biases), added to the gradient"},
     {"seed", F(U64, seed), "1", "seed of initialization and shuffling"},
+    {"deterministic", F(BOOL, deterministic), "false", "results independent of the rank count (sync; see README)"},
+    {"micro-batches", F(INT, micro_batches), "8", "--deterministic: micro-batches of --batch rows per step (>= ranks)"},
     {"shuffle", F(BOOL, shuffle), "true", "reshuffle each rank's rows every epoch (--no-shuffle: file order)"},
     {"normalize", F(STR, normalize), "global", "feature standardization: global, feature or none"},
     {"eval-batch", F(INT, eval_batch), "1024", "rows per forward pass during evaluation"},
@@ -143,6 +145,10 @@ nd_status nd_train_config_validate(const nd_train_config *c, nd_error *err) {
     if (strcmp(c->progress, "auto") && strcmp(c->progress, "bar") && strcmp(c->progress, "plain") &&
         strcmp(c->progress, "none"))
         return ND_FAIL(err, ND_ERR_ARG, "--progress: '%s' is not one of auto, bar, plain, none", c->progress);
+    if (c->deterministic && strcmp(c->mode, "sync"))
+        return ND_FAIL(err, ND_ERR_ARG, "--deterministic: only with --mode sync");
+    if (c->micro_batches < 1 || c->micro_batches > 1 << 16)
+        return ND_FAIL(err, ND_ERR_ARG, "--micro-batches: %d must be in [1, 65536]", c->micro_batches);
     if (c->checkpoint_every < 0)
         return ND_FAIL(err, ND_ERR_ARG, "--checkpoint-every: %ld must be >= 0", c->checkpoint_every);
     if (c->keep < 1) return ND_FAIL(err, ND_ERR_ARG, "--keep: %d must be at least 1", c->keep);

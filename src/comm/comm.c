@@ -111,6 +111,10 @@ nd_status nd_comm_allreduce_sum_f64(nd_comm *comm, double *buf, size_t n, nd_err
     return allreduce(comm, buf, n, MPI_DOUBLE, sizeof(double), MPI_SUM, "Allreduce(sum, double)", err);
 }
 
+nd_status nd_comm_allreduce_sum_i64(nd_comm *comm, long long *buf, size_t n, nd_error *err) {
+    return allreduce(comm, buf, n, MPI_LONG_LONG, sizeof(long long), MPI_SUM, "Allreduce(sum, int64)", err);
+}
+
 nd_status nd_comm_allreduce_min_long(nd_comm *comm, long *buf, size_t n, nd_error *err) {
     return allreduce(comm, buf, n, MPI_LONG, sizeof(long), MPI_MIN, "Allreduce(min, long)", err);
 }

@@ -172,6 +172,12 @@ static nd_status validate_shard(const nd_shard *s, const char *path, const char 
 
 nd_status nd_shard_read(const char *path, const char *split, int rank, int size,
                         int num_classes, nd_shard *shard, nd_error *err) {
+    return nd_shard_read_parts(path, split, rank, rank + 1, size, num_classes, shard, err);
+}
+
+nd_status nd_shard_read_parts(const char *path, const char *split, int part_lo, int part_hi, int parts,
+                              int num_classes, nd_shard *shard, nd_error *err) {
+    const int rank = part_lo; /* named in messages */
     memset(shard, 0, sizeof *shard);
     hid_t f = h5io_open(path, 0, err);
     if (f < 0) return err->code;
@@ -179,8 +185,10 @@ nd_status nd_shard_read(const char *path, const char *split, int rank, int size,
     nd_status st = probe_split(f, path, split, &info, err);
     hid_t dx = -1, dy = -1;
     if (st != ND_OK) goto done;
-    long first, count;
-    nd_shard_range(info.rows, rank, size, &first, &count);
+    long first, count, last_first, last_count;
+    nd_shard_range(info.rows, part_lo, parts, &first, &count);
+    nd_shard_range(info.rows, part_hi - 1, parts, &last_first, &last_count);
+    count = last_first + last_count - first; /* parts [part_lo, part_hi) are contiguous */
     if (count > INT_MAX || (size_t)count > SIZE_MAX / sizeof(float) / (size_t)info.cols) {
         st = ND_FAIL(err, ND_ERR_DATA, "%s: /%s: rank %d would hold %ld rows, too many for memory",
                      path, split, rank, count);

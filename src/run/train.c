@@ -51,8 +51,15 @@ static nd_status read_shards(nd_trainer *tr, nd_error *err) {
                        tr->info.train.rows, tr->num_workers, tr->async ? "workers" : "ranks");
     const int k = tr->info.num_classes;
     tr->train.cols = tr->test.cols = tr->val.cols = tr->info.train.cols;
-    if (tr->worker_index >= 0)
+    if (c->deterministic) {
+        if (tr->info.train.rows < c->micro_batches)
+            return ND_FAIL(err, ND_ERR_DATA, "%s: /train has %ld rows, fewer than the %d micro-batches", c->data,
+                           tr->info.train.rows, c->micro_batches);
+        ND_TRY(nd_det_create(tr, err));
+        ND_TRY(nd_det_read_train(tr, err));
+    } else if (tr->worker_index >= 0) {
         ND_TRY(nd_shard_read(c->data, "train", tr->worker_index, tr->num_workers, k, &tr->train, err));
+    }
     const int eval_part = tr->async ? (tr->rank == 0 ? 0 : -1) : tr->rank;
     const int eval_parts = tr->async ? 1 : tr->size;
     if (eval_part < 0) return ND_OK;
@@ -69,7 +76,9 @@ static nd_status normalize_splits(nd_trainer *tr, int have_stats, nd_error *err)
     if (!have_stats) {
         double *sums = nd_buffer_alloc_f64(2 * (size_t)cols + 1);
         st = nd_train_agree(tr, sums ? ND_OK : ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate normalization sums"), err);
-        if (st == ND_OK) {
+        if (st == ND_OK && tr->det) {
+            st = nd_det_stats(tr, sums, err);
+        } else if (st == ND_OK) {
             nd_stats_accumulate(sums, tr->train.x, (size_t)tr->train.rows, cols);
             st = nd_comm_allreduce_sum_f64(tr->comm, sums, 2 * (size_t)cols + 1, err);
         }
@@ -96,6 +105,7 @@ static nd_status agree_steps(nd_trainer *tr, nd_error *err) {
     const int has = tr->worker_index >= 0;
     long v[2] = {has ? tr->train.rows / tr->cfg.batch : LONG_MAX, has ? tr->train.rows : LONG_MAX};
     ND_TRY(nd_comm_allreduce_min_long(tr->comm, v, 2, err));
+    if (tr->det) v[0] = nd_det_steps_per_epoch(tr), v[1] = tr->info.train.rows / tr->cfg.micro_batches;
     tr->steps_per_epoch = v[0];
     if (v[0] == 0) {
         nd_status st = ND_FAIL(err, ND_ERR_ARG,
@@ -193,8 +203,10 @@ nd_status nd_trainer_setup(nd_trainer *tr, const nd_train_config *cfg, nd_comm *
     ND_TRY(nd_train_agree(tr, read_shards(tr, err), err));
     ND_TRY(agree_steps(tr, err));
     ND_TRY(nd_train_agree(tr, build_model(tr, err), err));
-    /* An update is one worker's batch in async mode, all ranks' in sync mode. */
-    tr->global_batch = tr->async ? cfg->batch : cfg->batch * tr->size;
+    if (tr->det) ND_TRY(nd_train_agree(tr, nd_det_alloc(tr, err), err));
+    /* An update is one worker's batch in async mode, all ranks' in sync
+     * mode, M micro-batches in deterministic mode. */
+    tr->global_batch = tr->async ? cfg->batch : tr->det ? cfg->batch * cfg->micro_batches : cfg->batch * tr->size;
     tr->start_epoch = 1;
     int resumed = 0;
     ND_TRY(nd_train_checkpoint_setup(tr, &resumed, err)); /* may load weights, state, statistics */
@@ -211,6 +223,7 @@ nd_status nd_trainer_setup(nd_trainer *tr, const nd_train_config *cfg, nd_comm *
 
 void nd_trainer_free(nd_trainer *tr) {
     nd_async_free(tr);
+    nd_det_free(tr);
     nd_report_close(&tr->report);
     nd_shard_free(&tr->train);
     nd_shard_free(&tr->test);
@@ -374,12 +387,17 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
     const long first = resuming ? tr->start_epoch_step : 0;
     double loss_sum = resuming ? tr->start_loss_sum : 0.0, correct = resuming ? tr->start_correct : 0.0;
     const long every = tr->cfg.checkpoint_every;
-    nd_train_order_pass(tr, epoch);
+    if (tr->det) nd_det_order_pass(tr, epoch);
+    else nd_train_order_pass(tr, epoch);
     ND_TRY(nd_comm_barrier(tr->comm, err)); /* start the clock together, as the peer does */
     double t0 = nd_comm_time(), paused = 0.0;
     for (long s = first; s < steps; ++s) {
-        nd_train_compute_gradient(tr, s);
-        ND_TRY(nd_comm_allreduce_sum_f32(tr->comm, m->grad, n + ND_TAIL_USED, err));
+        if (tr->det) {
+            ND_TRY(nd_det_step_gradient(tr, s, err));
+        } else {
+            nd_train_compute_gradient(tr, s);
+            ND_TRY(nd_comm_allreduce_sum_f32(tr->comm, m->grad, n + ND_TAIL_USED, err));
+        }
         loss_sum += m->grad[n + ND_TAIL_LOSS];
         correct += m->grad[n + ND_TAIL_CORRECT];
         const float scale = nd_train_grad_scale(tr, tr->global_batch);

@@ -43,6 +43,19 @@ nd_status nd_train_checkpoint_save(nd_trainer *tr, int epoch, long epoch_step, d
  * the validation accuracy is the best so far. Collective. */
 nd_status nd_train_checkpoint_epoch(nd_trainer *tr, const nd_epoch_stats *e, nd_error *err);
 
+/* deterministic.c (--deterministic): blocks owned by this rank, per-block
+ * shuffles and statistics, and the exact fixed-point gradient sum. */
+nd_status nd_det_create(nd_trainer *tr, nd_error *err);
+nd_status nd_det_read_train(nd_trainer *tr, nd_error *err); /* the rows of this rank's blocks */
+nd_status nd_det_alloc(nd_trainer *tr, nd_error *err);
+void nd_det_free(nd_trainer *tr);
+long nd_det_steps_per_epoch(const nd_trainer *tr);
+void nd_det_order_pass(nd_trainer *tr, int epoch);
+/* sums (2 x features + 1): the statistics of the whole training split. Collective. */
+nd_status nd_det_stats(nd_trainer *tr, double *sums, nd_error *err);
+/* The summed gradient of step s into model.grad (and its tail). Collective. */
+nd_status nd_det_step_gradient(nd_trainer *tr, long s, nd_error *err);
+
 /* async.c: buffers of the protocol, allocated at setup. */
 nd_status nd_async_create(nd_trainer *tr, nd_error *err);
 void nd_async_free(nd_trainer *tr);

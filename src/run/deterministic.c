@@ -1,0 +1,158 @@
+/* --deterministic: training whose result depends on the seed, the global
+ * batch and the data, not on the number of ranks.
+ *
+ * - The training rows are cut into M fixed blocks (--micro-batches M), one
+ *   per micro-batch; a step takes `batch` rows from every block, so the
+ *   global batch is M x batch whatever the rank count. Rank r owns the
+ *   contiguous blocks nd_shard_range(M, r, P) and reads only their rows.
+ * - Block j is shuffled each epoch by a stream seeded with (seed, epoch, j):
+ *   the sample order does not depend on who owns the block.
+ * - Each micro-batch gradient is computed alone (same rows, same GEMM
+ *   shapes on every rank count), turned into 64-bit fixed point (2^-32
+ *   resolution) and added into an integer accumulator; the accumulators are
+ *   summed by an integer allreduce, which is exact in any order.
+ * - Normalization statistics are summed per block and the blocks added in
+ *   block order, so they too are the same for every rank count.
+ * BLAS must run with the same thread count everywhere (--threads). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nndist/arena.h"
+#include "nndist/loss.h"
+#include "nndist/rng.h"
+#include "train_internal.h"
+
+#define FIX_ONE 4294967296.0 /* 2^32: fixed-point unit */
+
+struct nd_det {
+    int blocks;          /* M */
+    int lo, hi;          /* this rank's blocks [lo, hi) */
+    long *row_off;       /* (hi - lo) first local row of each block */
+    long *row_len;       /* (hi - lo) rows of each block */
+    long long *acc;      /* (num_params + ND_GRAD_TAIL) fixed-point gradient sum; [n + ND_TAIL_USED] flags trouble */
+};
+
+nd_status nd_det_create(nd_trainer *tr, nd_error *err) {
+    const int m = tr->cfg.micro_batches;
+    if (m < tr->size)
+        return ND_FAIL(err, ND_ERR_ARG, "--deterministic: %d micro-batches cannot be spread over %d ranks (use --micro-batches >= %d)",
+                       m, tr->size, tr->size);
+    nd_det *d = calloc(1, sizeof *d);
+    if (!d) return ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate the deterministic-mode state");
+    tr->det = d;
+    d->blocks = m;
+    long lo, cnt;
+    nd_shard_range(m, tr->rank, tr->size, &lo, &cnt);
+    d->lo = (int)lo;
+    d->hi = (int)(lo + cnt);
+    d->row_off = calloc((size_t)cnt, sizeof(long));
+    d->row_len = calloc((size_t)cnt, sizeof(long));
+    if (!d->row_off || !d->row_len) return ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate the block table");
+    long first0 = 0;
+    for (int j = d->lo; j < d->hi; ++j) {
+        long first, len;
+        nd_shard_range(tr->info.train.rows, j, m, &first, &len);
+        if (j == d->lo) first0 = first;
+        d->row_off[j - d->lo] = first - first0;
+        d->row_len[j - d->lo] = len;
+    }
+    return ND_OK;
+}
+
+nd_status nd_det_read_train(nd_trainer *tr, nd_error *err) {
+    const nd_det *d = tr->det;
+    return nd_shard_read_parts(tr->cfg.data, "train", d->lo, d->hi, d->blocks, tr->info.num_classes, &tr->train, err);
+}
+
+/* After the model exists: the integer accumulator. */
+nd_status nd_det_alloc(nd_trainer *tr, nd_error *err) {
+    tr->det->acc = calloc(tr->model.num_params + ND_GRAD_TAIL, sizeof(long long));
+    if (!tr->det->acc) return ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate the fixed-point gradient");
+    return ND_OK;
+}
+
+void nd_det_free(nd_trainer *tr) {
+    nd_det *d = tr->det;
+    if (!d) return;
+    free(d->row_off), free(d->row_len), free(d->acc), free(d);
+    tr->det = NULL;
+}
+
+long nd_det_steps_per_epoch(const nd_trainer *tr) {
+    /* The smallest block has floor(N / M) rows. */
+    return tr->info.train.rows / tr->det->blocks / tr->cfg.batch;
+}
+
+void nd_det_order_pass(nd_trainer *tr, int epoch) {
+    const nd_det *d = tr->det;
+    for (int j = d->lo; j < d->hi; ++j) {
+        int *idx = tr->order + d->row_off[j - d->lo];
+        const long len = d->row_len[j - d->lo];
+        for (long i = 0; i < len; ++i) idx[i] = (int)(d->row_off[j - d->lo] + i);
+        if (!tr->cfg.shuffle) continue;
+        nd_rng rng;
+        nd_rng_seed(&rng, tr->cfg.seed, 0xde7u << 20 | (uint64_t)epoch, (uint64_t)j);
+        nd_rng_shuffle_i32(&rng, idx, (size_t)len);
+    }
+}
+
+nd_status nd_det_stats(nd_trainer *tr, double *sums, nd_error *err) {
+    const nd_det *d = tr->det;
+    const int cols = tr->info.train.cols;
+    const size_t per = 2 * (size_t)cols + 1;
+    double *blocks = calloc((size_t)d->blocks * per, sizeof(double));
+    if (!blocks) return ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate per-block statistics");
+    for (int j = d->lo; j < d->hi; ++j)
+        nd_stats_accumulate(blocks + (size_t)j * per, tr->train.x + (size_t)d->row_off[j - d->lo] * cols,
+                            (size_t)d->row_len[j - d->lo], cols);
+    /* Each element has one non-zero contributor: the sum is exact. */
+    nd_status st = nd_comm_allreduce_sum_f64(tr->comm, blocks, (size_t)d->blocks * per, err);
+    if (st == ND_OK) {
+        memset(sums, 0, sizeof(double) * per);
+        for (int j = 0; j < d->blocks; ++j)
+            for (size_t i = 0; i < per; ++i) sums[i] += blocks[(size_t)j * per + i];
+    }
+    free(blocks);
+    return st;
+}
+
+nd_status nd_det_step_gradient(nd_trainer *tr, long s, nd_error *err) {
+    nd_det *d = tr->det;
+    nd_model *m = &tr->model;
+    const size_t n = m->num_params, used = n + ND_TAIL_USED;
+    const int b = tr->cfg.batch, cols = tr->train.cols;
+    /* Any one micro-batch value must leave room for M of them in 63 bits. */
+    const double limit = ldexp(1.0, 62) / FIX_ONE / d->blocks;
+    memset(d->acc, 0, sizeof(long long) * (used + 1));
+    long long trouble = 0;
+    for (int j = d->lo; j < d->hi; ++j) {
+        const int *idx = tr->order + d->row_off[j - d->lo] + s * b;
+        for (int i = 0; i < b; ++i) {
+            memcpy(tr->xb + (size_t)i * cols, tr->train.x + (size_t)idx[i] * cols, sizeof(float) * cols);
+            tr->yb[i] = tr->train.y[idx[i]];
+        }
+        const float *logits = nd_model_forward(m, tr->xb, b);
+        nd_model_zero_grad(m);
+        nd_loss_stats ls = nd_softmax_ce(nd_model_output_grad(m), logits, tr->yb, b, tr->info.num_classes);
+        m->grad[n + ND_TAIL_LOSS] = (float)ls.loss_sum;
+        m->grad[n + ND_TAIL_CORRECT] = (float)ls.correct;
+        nd_model_backward(m, tr->xb, b);
+        for (size_t i = 0; i < used; ++i) {
+            const double v = m->grad[i];
+            if (!(fabs(v) < limit)) {
+                trouble = 1;
+                continue;
+            }
+            d->acc[i] += llrint(v * FIX_ONE);
+        }
+    }
+    d->acc[used] = trouble;
+    ND_TRY(nd_comm_allreduce_sum_i64(tr->comm, d->acc, used + 1, err));
+    if (d->acc[used] != 0)
+        return ND_FAIL(err, ND_ERR_DATA,
+                       "--deterministic: at step %ld a gradient value is not finite or exceeds the fixed-point range (|g| < %g)",
+                       tr->step, limit);
+    for (size_t i = 0; i < used; ++i) m->grad[i] = (float)((double)d->acc[i] / FIX_ONE);
+    return ND_OK;
+}

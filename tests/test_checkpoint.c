@@ -78,7 +78,7 @@ static void write_sample(const char *path, int hidden0) {
     make_state(&s, hidden0, 7);
     nd_ckpt_meta meta = sample_meta();
     nd_error err = {0};
-    assert_int_equal(nd_checkpoint_write(path, &s.model, &s.opt, s.mean, s.inv_std, &meta, &err), ND_OK);
+    assert_int_equal(nd_checkpoint_write(path, &s.model, &s.opt, s.mean, s.inv_std, NULL, &meta, &err), ND_OK);
     free_state(&s);
 }
 
@@ -91,9 +91,14 @@ static void test_round_trip_exact(void **st) {
     make_state(&b, 5, 99); /* different contents, same shapes */
     nd_ckpt_meta meta = sample_meta();
     nd_error err = {0};
-    assert_int_equal(nd_checkpoint_write(path, &a.model, &a.opt, a.mean, a.inv_std, &meta, &err), ND_OK);
+    float ema_a[256], ema_b[256];
+    assert_true(a.model.num_params <= 256);
+    for (size_t i = 0; i < a.model.num_params; ++i) ema_a[i] = 0.5f * a.model.param[i], ema_b[i] = 0; /* padding stays 0 */
+    assert_int_equal(nd_checkpoint_write(path, &a.model, &a.opt, a.mean, a.inv_std, ema_a, &meta, &err), ND_OK);
     nd_ckpt_info info;
-    if (nd_checkpoint_read(path, &b.model, &b.opt, b.mean, b.inv_std, &info, &err) != ND_OK) fail_msg("%s", err.msg);
+    if (nd_checkpoint_read(path, &b.model, &b.opt, b.mean, b.inv_std, ema_b, &info, &err) != ND_OK) fail_msg("%s", err.msg);
+    assert_true(info.has_ema);
+    assert_memory_equal(ema_a, ema_b, sizeof(float) * a.model.num_params);
     assert_memory_equal(a.model.param, b.model.param, sizeof(float) * a.model.num_params);
     assert_memory_equal(a.opt.m, b.opt.m, sizeof(float) * a.model.num_params);
     assert_memory_equal(a.opt.v, b.opt.v, sizeof(float) * a.model.num_params);
@@ -138,7 +143,7 @@ static nd_status try_read(const char *path, int hidden0, nd_opt_kind kind, char 
     }
     nd_ckpt_info info;
     nd_error err = {0};
-    nd_status st = nd_checkpoint_read(path, &s.model, &s.opt, s.mean, s.inv_std, &info, &err);
+    nd_status st = nd_checkpoint_read(path, &s.model, &s.opt, s.mean, s.inv_std, NULL, &info, &err);
     snprintf(msg, cap, "%s", err.msg);
     free_state(&s);
     return st;

@@ -253,6 +253,7 @@ static void test_resume_is_bit_exact(void **state) {
     cfg.warmup_steps = 20;
     cfg.keep = 100;
     cfg.checkpoint_every = 7; /* lands inside epochs (31 steps each) */
+    cfg.ema = 0.9f;           /* the average is saved and restored too */
     size_t n = 0, n2 = 0;
     double acc = 0;
     long steps = 0;
@@ -273,6 +274,46 @@ static void test_resume_is_bit_exact(void **state) {
     assert_true(same);
 }
 
+/* --early-stop on a noisy set with a validation split: training stops
+ * before the last epoch and ends with the weights of the best epoch (the
+ * final validation accuracy is the best one seen); --ema is evaluated. */
+static void test_early_stop_restores_best(void **state) {
+    (void)state;
+    char path[512];
+    fx_path(path, sizeof path, "noisy-val.h5");
+    nd_error err = {0};
+    if (nd_comm_rank(world) == 0) {
+        remove(path);
+        nd_synth_config s = {3000, 500, 500, 20, 5, 0.4f, 3};
+        nd_synth_write(&s, path, &err);
+    }
+    nd_comm_barrier(world, &err);
+    nd_train_config cfg;
+    mpi_base_config(&cfg, path);
+    snprintf(cfg.hidden, sizeof cfg.hidden, "256,256");
+    cfg.batch = 16;
+    cfg.lr = 0.05f;
+    cfg.epochs = 40;
+    cfg.early_stop = 3;
+    cfg.ema = 0.99f;
+    nd_trainer tr;
+    double v[5] = {-1, -1, -1, -1, -1};
+    if (nd_trainer_setup(&tr, &cfg, world, &err) == ND_OK && nd_trainer_fit(&tr, &err) == ND_OK) {
+        v[0] = tr.last.epoch;
+        v[1] = tr.last.val_acc;
+        v[2] = tr.best_val;
+        v[3] = tr.best_epoch;
+        v[4] = tr.last.ema_test_acc;
+    }
+    nd_trainer_free(&tr);
+    print_message("  early stop after epoch %g, best epoch %g: val %.4f (best %.4f), ema test acc %.4f\n", v[0], v[3],
+                  v[1], v[2], v[4]);
+    assert_true(v[0] > 0 && v[0] < 40);
+    assert_true(v[3] >= 1 && v[3] <= v[0] - 3);
+    assert_true(v[1] == v[2]);
+    assert_true(v[4] > 0.2 && v[4] <= 1.0);
+}
+
 int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_two_ranks_equal_one_rank_double_batch),
@@ -280,6 +321,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_async_one_worker_equals_sync),
         cmocka_unit_test(test_async_overlap_staleness_is_one),
         cmocka_unit_test(test_resume_is_bit_exact),
+        cmocka_unit_test(test_early_stop_restores_best),
     };
     return mpi_test_main(argc, argv, &world, tests, sizeof tests / sizeof tests[0], 2);
 }

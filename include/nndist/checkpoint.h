@@ -6,6 +6,7 @@
  *   /model/dense<l>/b          (out) float32
  *   /optimizer/m/dense<l>/{W,b}  momentum / Adam first moment (if the optimizer has it)
  *   /optimizer/v/dense<l>/{W,b}  Adam second moment (adam only)
+ *   /ema/dense<l>/{W,b}          the exponential moving average of the weights (--ema)
  *   /normalization/mean, /normalization/inv_std   (features) float32
  *   root attributes: format_version, input_dim, hidden ("512,256"),
  *     num_classes, activation, optimizer, optimizer_step, step, epoch,
@@ -13,7 +14,8 @@
  *     metric_name, metric_value, config (the resolved configuration as
  *     `key = value` lines), checksum_model (FNV-1a 64 of the /model arrays
  *     layer by layer, W then b, then /normalization mean and inv_std) and
- *     checksum_optimizer (of /optimizer/m then /optimizer/v), 16 hex digits.
+ *     checksum_optimizer (of /optimizer/m then /optimizer/v) and, with
+ *     /ema, checksum_ema; 16 hex digits each.
  * There is no random-number state to save: every random stream is a pure
  * function of (seed, epoch, rank, layer), see rng.h. */
 #ifndef NNDIST_CHECKPOINT_H
@@ -47,15 +49,17 @@ typedef struct {
     nd_model_spec spec;
     char optimizer[16];
     long optimizer_step;
+    int has_ema;       /* the file holds /ema (set by nd_checkpoint_read) */
     nd_ckpt_meta meta;
 } nd_ckpt_info;
 
 /* Writes path atomically: a temporary file in the same directory, fsync,
  * rename, fsync of the directory. A crash at any moment leaves either the
- * old file or the complete new one. mean/inv_std: (model->spec.input_dim). */
+ * old file or the complete new one. mean/inv_std: (model->spec.input_dim);
+ * ema (model->num_params) or NULL. */
 nd_status nd_checkpoint_write(const char *path, const nd_model *model, const nd_optimizer *opt,
-                              const float *mean, const float *inv_std, const nd_ckpt_meta *meta,
-                              nd_error *err);
+                              const float *mean, const float *inv_std, const float *ema,
+                              const nd_ckpt_meta *meta, nd_error *err);
 
 /* Reads the architecture and bookkeeping without the arrays, after checking
  * the format version. */
@@ -68,10 +72,12 @@ int nd_checkpoint_is(const char *path);
 /* Fills model->param, opt's state (and step), mean and inv_std from path,
  * after checking that the architecture and optimizer match and that the
  * checksums of what was read equal the stored ones. opt may be NULL (for
- * evaluation): then the optimizer state is neither read nor checked. Nothing is trusted
- * before the checksum passes: on failure the outputs may hold garbage. */
+ * evaluation): then the optimizer state is neither read nor checked. ema
+ * (num_params) may be NULL; if the file has no average, ema gets the
+ * weights. Nothing is trusted before the checksums pass: on failure the
+ * outputs may hold garbage. */
 nd_status nd_checkpoint_read(const char *path, nd_model *model, nd_optimizer *opt, float *mean,
-                             float *inv_std, nd_ckpt_info *info, nd_error *err);
+                             float *inv_std, float *ema, nd_ckpt_info *info, nd_error *err);
 
 /* The newest checkpoint of dir (ckpt-step<N>.h5, largest N) that passes
  * nd_checkpoint_probe; *found = 0 when there is none. */

@@ -51,6 +51,8 @@ typedef struct {
     int eval_batch;
     int threads;
     char progress[16];
+    int early_stop;
+    float ema;
     char checkpoint_dir[ND_PATH_MAX];
     long checkpoint_every;
     int keep;
@@ -82,6 +84,7 @@ typedef struct {
     double test_loss, test_acc;   /* NaN without a test split */
     double val_loss, val_acc;     /* NaN without a val split */
     double lr;           /* at the end of the epoch */
+    double ema_test_acc, ema_val_acc; /* --ema: the averaged weights' accuracy (NaN otherwise) */
     double seconds;      /* training steps only */
     double samples_per_s;
     /* async/ssp: staleness of the gradients applied this epoch (server 0) */
@@ -128,6 +131,10 @@ typedef struct {
     long start_epoch_step; /* steps of start_epoch already taken */
     double start_loss_sum, start_correct; /* and their train loss / hits */
     double best_metric;  /* best validation accuracy so far (checkpoint copy) */
+    float *ema;          /* --ema: (num_params) moving average of the weights, or NULL */
+    float *best_param;   /* --early-stop: (num_params) weights of the best epoch, or NULL */
+    int best_epoch, epochs_without_gain;
+    double best_val;
     double train_seconds;
     long samples_seen;   /* global samples of all finished steps */
     nd_epoch_stats last; /* the latest finished epoch */

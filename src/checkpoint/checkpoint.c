@@ -54,13 +54,14 @@ static nd_status move_layer_arrays(hid_t f, const char *path, int writing, const
     return ND_OK;
 }
 
-/* Writes (or reads) every array. Two checksums: the model (weights and
- * normalization: all that inference needs) and the optimizer state, so eval
- * can verify what it loads without reading the optimizer. */
+/* Writes (or reads) every array. Three checksums: the model (weights and
+ * normalization: all that inference needs), the optimizer state and the
+ * weight average, so each reader verifies exactly what it loads. */
 static nd_status move_arrays(hid_t f, const char *path, int writing, const nd_model *model,
-                             const nd_optimizer *opt, float *mean, float *inv_std, uint64_t hash[2],
+                             const nd_optimizer *opt, float *mean, float *inv_std, float *ema, uint64_t hash[3],
                              nd_error *err) {
-    hash[0] = hash[1] = FNV_OFFSET;
+    hash[0] = hash[1] = hash[2] = FNV_OFFSET;
+    if (ema) ND_TRY(move_layer_arrays(f, path, writing, model, "/ema", ema, &hash[2], err));
     ND_TRY(move_layer_arrays(f, path, writing, model, "/model", model->param, &hash[0], err));
     const hsize_t d[1] = {(hsize_t)model->spec.input_dim};
     float *norm[2] = {mean, inv_std};
@@ -76,11 +77,11 @@ static nd_status move_arrays(hid_t f, const char *path, int writing, const nd_mo
 }
 
 static nd_status write_attrs(hid_t f, const char *path, const nd_model *model, const nd_optimizer *opt,
-                             const nd_ckpt_meta *meta, const uint64_t hash[2], nd_error *err) {
-    char hidden[256], hex[2][32];
+                             const nd_ckpt_meta *meta, const uint64_t hash[3], int has_ema, nd_error *err) {
+    char hidden[256], hex[3][32];
     nd_spec_hidden_text(&model->spec, hidden, sizeof hidden);
-    snprintf(hex[0], sizeof hex[0], "%016" PRIx64, hash[0]);
-    snprintf(hex[1], sizeof hex[1], "%016" PRIx64, hash[1]);
+    for (int i = 0; i < 3; ++i) snprintf(hex[i], sizeof hex[i], "%016" PRIx64, hash[i]);
+    if (has_ema) ND_TRY(h5io_write_attr_string(f, "checksum_ema", hex[2], path, err));
     ND_TRY(h5io_write_attr_int(f, "format_version", ND_CKPT_FORMAT, path, err));
     ND_TRY(h5io_write_attr_int(f, "input_dim", model->spec.input_dim, path, err));
     ND_TRY(h5io_write_attr_string(f, "hidden", hidden, path, err));
@@ -113,8 +114,8 @@ static int sync_path(const char *p, int flags) {
 }
 
 nd_status nd_checkpoint_write(const char *path, const nd_model *model, const nd_optimizer *opt,
-                              const float *mean, const float *inv_std, const nd_ckpt_meta *meta,
-                              nd_error *err) {
+                              const float *mean, const float *inv_std, const float *ema,
+                              const nd_ckpt_meta *meta, nd_error *err) {
     if (opt && opt->n != 0 && opt->n != model->num_params)
         return ND_FAIL(err, ND_ERR_STATE, "%s: optimizer state covers %zu of %zu parameters", path, opt->n,
                        model->num_params);
@@ -124,9 +125,9 @@ nd_status nd_checkpoint_write(const char *path, const nd_model *model, const nd_
     h5io_quiet();
     hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (f < 0) return ND_FAIL(err, ND_ERR_IO, "checkpoint %s: cannot create %s (%s)", path, tmp, strerror(errno));
-    uint64_t hash[2];
-    nd_status st = move_arrays(f, tmp, 1, model, opt, (float *)mean, (float *)inv_std, hash, err);
-    if (st == ND_OK) st = write_attrs(f, tmp, model, opt, meta, hash, err);
+    uint64_t hash[3];
+    nd_status st = move_arrays(f, tmp, 1, model, opt, (float *)mean, (float *)inv_std, (float *)ema, hash, err);
+    if (st == ND_OK) st = write_attrs(f, tmp, model, opt, meta, hash, ema != NULL, err);
     if (H5Fclose(f) < 0 && st == ND_OK) st = ND_FAIL(err, ND_ERR_IO, "checkpoint %s: cannot close (disk full?)", tmp);
     if (st == ND_OK && sync_path(tmp, O_RDONLY) != 0)
         st = ND_FAIL(err, ND_ERR_IO, "checkpoint %s: fsync failed (%s)", tmp, strerror(errno));
@@ -245,7 +246,7 @@ static nd_status compare_specs(const char *path, const nd_model_spec *ck, const 
 }
 
 nd_status nd_checkpoint_read(const char *path, nd_model *model, nd_optimizer *opt, float *mean,
-                             float *inv_std, nd_ckpt_info *info, nd_error *err) {
+                             float *inv_std, float *ema, nd_ckpt_info *info, nd_error *err) {
     hid_t f = h5io_open(path, 0, err);
     if (f < 0) return err->code;
     nd_status st = probe_open(f, path, info, err);
@@ -253,21 +254,28 @@ nd_status nd_checkpoint_read(const char *path, nd_model *model, nd_optimizer *op
     if (st == ND_OK && opt && strcmp(info->optimizer, nd_opt_name(opt->cfg.kind)))
         st = ND_FAIL(err, ND_ERR_ARG, "checkpoint %s: optimizer %s, this run has --opt %s", path, info->optimizer,
                      nd_opt_name(opt->cfg.kind));
-    uint64_t hash[2];
-    if (st == ND_OK) st = move_arrays(f, path, 0, model, opt, mean, inv_std, hash, err);
-    char stored[2][32] = {"", ""}, computed[2][32];
+    /* Weights averaged only if the file has them; otherwise the caller starts
+     * the average from the weights (info->has_ema tells). */
+    if (st == ND_OK) info->has_ema = h5io_exists(f, "/ema");
+    uint64_t hash[3];
+    if (st == ND_OK) st = move_arrays(f, path, 0, model, opt, mean, inv_std, info->has_ema ? ema : NULL, hash, err);
+    char stored[3][32] = {"", "", ""}, computed[3][32];
     if (st == ND_OK) st = read_text(f, path, "checksum_model", stored[0], sizeof stored[0], err);
     if (st == ND_OK) st = read_text(f, path, "checksum_optimizer", stored[1], sizeof stored[1], err);
+    if (st == ND_OK && ema && info->has_ema) st = read_text(f, path, "checksum_ema", stored[2], sizeof stored[2], err);
     H5Fclose(f);
     if (st != ND_OK) return st;
-    const char *what[2] = {"model", "optimizer state"};
-    for (int i = 0; i < (opt ? 2 : 1); ++i) {
+    const char *what[3] = {"model", "optimizer state", "weight average"};
+    const int check[3] = {1, opt != NULL, ema && info->has_ema};
+    for (int i = 0; i < 3; ++i) {
+        if (!check[i]) continue;
         snprintf(computed[i], sizeof computed[i], "%016" PRIx64, hash[i]);
         if (strcmp(stored[i], computed[i]))
             return ND_FAIL(err, ND_ERR_FORMAT,
                            "checkpoint %s: %s checksum mismatch (stored %s, read %s): the file is damaged", path,
                            what[i], stored[i], computed[i]);
     }
+    if (ema && !info->has_ema) memcpy(ema, model->param, sizeof(float) * model->num_params);
     if (opt) opt->step = info->optimizer_step;
     return ND_OK;
 }

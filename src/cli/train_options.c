@@ -42,6 +42,8 @@ const nd_cli_option nd_train_options[] = {
     {"eval-batch", F(INT, eval_batch), "1024", "rows per forward pass during evaluation"},
     {"threads", F(INT, threads), "0", "BLAS threads per rank; 0 = this node's cores / ranks on it"},
     {"progress", F(STR, progress), "auto", "progress within an epoch: auto, bar, plain, none"},
+    {"early-stop", F(INT, early_stop), "0", "stop after N epochs without a better validation accuracy; end with the best weights"},
+    {"ema", F(FLOAT, ema), "0", "keep a moving average of the weights with this decay (e.g. 0.999), evaluated and saved too"},
     {"checkpoint-dir", F(STR, checkpoint_dir), "", "rank 0 writes checkpoints here (each epoch, and see --checkpoint-every)"},
     {"checkpoint-every", F(LONG, checkpoint_every), "0", "also checkpoint every N steps (0: only at epoch ends)"},
     {"keep", F(INT, keep), "3", "keep the N newest checkpoints (plus the best one)"},
@@ -149,6 +151,10 @@ nd_status nd_train_config_validate(const nd_train_config *c, nd_error *err) {
         return ND_FAIL(err, ND_ERR_ARG, "--deterministic: only with --mode sync");
     if (c->micro_batches < 1 || c->micro_batches > 1 << 16)
         return ND_FAIL(err, ND_ERR_ARG, "--micro-batches: %d must be in [1, 65536]", c->micro_batches);
+    if (c->early_stop < 0) return ND_FAIL(err, ND_ERR_ARG, "--early-stop: %d must be >= 0", c->early_stop);
+    if (!(c->ema >= 0.0f && c->ema < 1.0f)) return ND_FAIL(err, ND_ERR_ARG, "--ema: %g must be in [0, 1)", (double)c->ema);
+    if ((c->early_stop || c->ema > 0.0f) && strcmp(c->mode, "sync"))
+        return ND_FAIL(err, ND_ERR_ARG, "--early-stop/--ema: only with --mode sync in this version");
     if (c->checkpoint_every < 0)
         return ND_FAIL(err, ND_ERR_ARG, "--checkpoint-every: %ld must be >= 0", c->checkpoint_every);
     if (c->keep < 1) return ND_FAIL(err, ND_ERR_ARG, "--keep: %d must be at least 1", c->keep);

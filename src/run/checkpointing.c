@@ -43,12 +43,13 @@ static nd_status load(nd_trainer *tr, const char *path, nd_error *err) {
     memset(&info, 0, sizeof info);
     nd_status st = ND_OK;
     if (tr->rank == 0)
-        st = nd_checkpoint_read(path, &tr->model, &tr->opt, tr->norm_mean, tr->norm_inv_std, &info, err);
+        st = nd_checkpoint_read(path, &tr->model, &tr->opt, tr->norm_mean, tr->norm_inv_std, tr->ema, &info, err);
     ND_TRY(nd_train_agree(tr, st, err));
     const size_t n = tr->model.num_params, cols = (size_t)tr->info.train.cols;
     ND_TRY(nd_comm_bcast_f32(tr->comm, tr->model.param, n, 0, err));
     if (tr->opt.m) ND_TRY(nd_comm_bcast_f32(tr->comm, tr->opt.m, n, 0, err));
     if (tr->opt.v) ND_TRY(nd_comm_bcast_f32(tr->comm, tr->opt.v, n, 0, err));
+    if (tr->ema) ND_TRY(nd_comm_bcast_f32(tr->comm, tr->ema, n, 0, err));
     ND_TRY(nd_comm_bcast_f32(tr->comm, tr->norm_mean, cols, 0, err));
     ND_TRY(nd_comm_bcast_f32(tr->comm, tr->norm_inv_std, cols, 0, err));
     double v[8] = {(double)info.meta.step, info.meta.epoch, (double)info.meta.epoch_step, info.meta.epoch_loss_sum,
@@ -110,7 +111,7 @@ nd_status nd_train_checkpoint_save(nd_trainer *tr, int epoch, long epoch_step, d
         char path[ND_PATH_MAX + 64];
         fill_meta(tr, &meta, epoch, epoch_step, loss_sum, correct);
         nd_checkpoint_name(path, sizeof path, tr->cfg.checkpoint_dir, tr->step);
-        st = nd_checkpoint_write(path, &tr->model, &tr->opt, tr->norm_mean, tr->norm_inv_std, &meta, err);
+        st = nd_checkpoint_write(path, &tr->model, &tr->opt, tr->norm_mean, tr->norm_inv_std, tr->ema, &meta, err);
         if (st == ND_OK) st = nd_checkpoint_prune(tr->cfg.checkpoint_dir, tr->cfg.keep, err);
     }
     return nd_train_agree(tr, st, err);
@@ -144,7 +145,7 @@ nd_status nd_train_checkpoint_epoch(nd_trainer *tr, const nd_epoch_stats *e, nd_
         meta.metric_value = e->val_acc;
         snprintf(name, sizeof name, "best-ep%03d-val%.4f.h5", e->epoch, e->val_acc);
         snprintf(path, sizeof path, "%s/%s", tr->cfg.checkpoint_dir, name);
-        st = nd_checkpoint_write(path, &tr->model, &tr->opt, tr->norm_mean, tr->norm_inv_std, &meta, err);
+        st = nd_checkpoint_write(path, &tr->model, &tr->opt, tr->norm_mean, tr->norm_inv_std, tr->ema, &meta, err);
         if (st == ND_OK) remove_other_best(tr->cfg.checkpoint_dir, name);
     }
     return nd_train_agree(tr, st, err);

@@ -158,7 +158,7 @@ nd_status nd_cmd_eval(nd_comm *comm, int argc, char **argv, nd_error *err) {
     double *counts = calloc((size_t)k * k + 3, sizeof(double)); /* loss, hits, rows, confusion */
     nd_status st = nd_model_create(&model, &info.spec, c.eval_batch, err);
     if (st == ND_OK && (!mean || !inv_std || !counts)) st = ND_FAIL(err, ND_ERR_NOMEM, "eval: out of memory");
-    if (st == ND_OK && rank == 0) st = nd_checkpoint_read(c.checkpoint, &model, NULL, mean, inv_std, &info, err);
+    if (st == ND_OK && rank == 0) st = nd_checkpoint_read(c.checkpoint, &model, NULL, mean, inv_std, NULL, &info, err);
     st = agree(comm, st, err);
     if (st == ND_OK) st = nd_comm_bcast_f32(comm, model.param, model.num_params, 0, err);
     if (st == ND_OK) st = nd_comm_bcast_f32(comm, mean, (size_t)cols, 0, err);

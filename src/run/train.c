@@ -149,6 +149,15 @@ static nd_status build_model(nd_trainer *tr, nd_error *err) {
     tr->yb = nd_buffer_alloc_i32((size_t)c->batch);
     if (!tr->order || !tr->xb || !tr->yb)
         return ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate batch buffers for %d x %d", c->batch, tr->train.cols);
+    if (c->ema > 0.0f && !(tr->ema = nd_buffer_alloc(tr->model.num_params)))
+        return ND_FAIL(err, ND_ERR_NOMEM, "--ema: cannot allocate %zu floats", tr->model.num_params);
+    if (c->early_stop > 0) {
+        if (!tr->info.has_val)
+            return ND_FAIL(err, ND_ERR_ARG, "--early-stop: %s has no /val split to watch (import with --val-fraction)",
+                           c->data);
+        if (!(tr->best_param = nd_buffer_alloc(tr->model.num_params)))
+            return ND_FAIL(err, ND_ERR_NOMEM, "--early-stop: cannot allocate %zu floats", tr->model.num_params);
+    }
     nd_norm_parse(c->normalize, &tr->norm);
     tr->norm_mean = nd_buffer_alloc((size_t)tr->info.train.cols);
     tr->norm_inv_std = nd_buffer_alloc((size_t)tr->info.train.cols);
@@ -211,7 +220,10 @@ nd_status nd_trainer_setup(nd_trainer *tr, const nd_train_config *cfg, nd_comm *
     int resumed = 0;
     ND_TRY(nd_train_checkpoint_setup(tr, &resumed, err)); /* may load weights, state, statistics */
     ND_TRY(normalize_splits(tr, resumed, err));
-    if (!resumed) ND_TRY(nd_comm_bcast_f32(comm, tr->model.param, tr->model.num_params, 0, err));
+    if (!resumed) {
+        ND_TRY(nd_comm_bcast_f32(comm, tr->model.param, tr->model.num_params, 0, err));
+        if (tr->ema) memcpy(tr->ema, tr->model.param, sizeof(float) * tr->model.num_params);
+    }
     if (tr->async) ND_TRY(nd_train_agree(tr, nd_async_create(tr, err), err));
     tr->lr = (nd_lr_schedule){cfg->lr, cfg->ref_batch > 0 ? cfg->ref_batch : cfg->batch,
                               tr->global_batch, cfg->warmup_steps};
@@ -228,6 +240,8 @@ void nd_trainer_free(nd_trainer *tr) {
     nd_shard_free(&tr->train);
     nd_shard_free(&tr->test);
     nd_shard_free(&tr->val);
+    nd_buffer_free(tr->ema);
+    nd_buffer_free(tr->best_param);
     nd_buffer_free(tr->norm_mean);
     nd_buffer_free(tr->norm_inv_std);
     nd_model_destroy(&tr->model);
@@ -331,6 +345,10 @@ void nd_train_print_epoch(nd_trainer *tr, const nd_epoch_stats *e) {
     if (tr->info.has_test) fprintf(r->out, " | test loss %.4f acc %.4f", e->test_loss, e->test_acc);
     fprintf(r->out, " | lr %.5g | %.0f samples/s | %.2f s", e->lr, e->samples_per_s, e->seconds);
     if (e->has_staleness) fprintf(r->out, " | staleness mean %.2f max %ld", e->staleness_mean, e->staleness_max);
+    if (tr->ema) {
+        if (tr->info.has_val) fprintf(r->out, " | ema val acc %.4f", e->ema_val_acc);
+        if (tr->info.has_test) fprintf(r->out, " | ema test acc %.4f", e->ema_test_acc);
+    }
     fputc('\n', r->out);
     fflush(r->out);
     if (r->metrics) {
@@ -342,6 +360,8 @@ void nd_train_print_epoch(nd_trainer *tr, const nd_epoch_stats *e) {
             fprintf(r->metrics, ", \"val_loss\": %.6g, \"val_accuracy\": %.6g", e->val_loss, e->val_acc);
         if (tr->info.has_test)
             fprintf(r->metrics, ", \"test_loss\": %.6g, \"test_accuracy\": %.6g", e->test_loss, e->test_acc);
+        if (tr->ema && tr->info.has_val) fprintf(r->metrics, ", \"ema_val_accuracy\": %.6g", e->ema_val_acc);
+        if (tr->ema && tr->info.has_test) fprintf(r->metrics, ", \"ema_test_accuracy\": %.6g", e->ema_test_acc);
         if (e->has_staleness) {
             fprintf(r->metrics, ", \"staleness_mean\": %.6g, \"staleness_max\": %ld, \"staleness_hist\": [",
                     e->staleness_mean, e->staleness_max);
@@ -403,6 +423,12 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
         const float scale = nd_train_grad_scale(tr, tr->global_batch);
         nd_optimizer_step(&tr->opt, m->param, m->grad, scale, nd_lr_at(&tr->lr, tr->step));
         tr->step += 1;
+        if (tr->ema) {
+            const float d = tr->cfg.ema, keep = 1.0f - d;
+            float *restrict a = tr->ema;
+            const float *restrict p = m->param;
+            for (size_t i = 0; i < n; ++i) a[i] = d * a[i] + keep * p[i];
+        }
         if (every > 0 && tr->cfg.checkpoint_dir[0] && tr->step % every == 0) {
             const double c0 = nd_comm_time();
             ND_TRY(nd_train_checkpoint_save(tr, epoch, s + 1, loss_sum, correct, err));
@@ -430,6 +456,36 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
     return ND_OK;
 }
 
+/* Collective: test and validation accuracy of the averaged weights (the
+ * model's parameter pointer is swapped, nothing is copied). */
+static nd_status evaluate_average(nd_trainer *tr, nd_epoch_stats *e, nd_error *err) {
+    float *raw = tr->model.param;
+    double loss;
+    nd_status st = ND_OK;
+    tr->model.param = tr->ema;
+    if (tr->info.has_val) st = nd_trainer_evaluate(tr, &tr->val, &loss, &e->ema_val_acc, err);
+    if (st == ND_OK && tr->info.has_test) st = nd_trainer_evaluate(tr, &tr->test, &loss, &e->ema_test_acc, err);
+    tr->model.param = raw;
+    return st;
+}
+
+/* Same on every rank (validation accuracy is reduced): keeps the best
+ * weights and says whether patience ran out. */
+static int early_stop_now(nd_trainer *tr, const nd_epoch_stats *e) {
+    if (tr->best_epoch == 0 || e->val_acc > tr->best_val) {
+        tr->best_val = e->val_acc;
+        tr->best_epoch = e->epoch;
+        tr->epochs_without_gain = 0;
+        memcpy(tr->best_param, tr->model.param, sizeof(float) * tr->model.num_params);
+        return 0;
+    }
+    if (++tr->epochs_without_gain < tr->cfg.early_stop) return 0;
+    if (tr->report.active)
+        printf("early stop after epoch %d: validation accuracy has not improved for %d epochs (best %.4f at epoch %d)\n",
+               e->epoch, tr->epochs_without_gain, tr->best_val, tr->best_epoch);
+    return 1;
+}
+
 void nd_train_print_done(nd_trainer *tr) {
     if (!tr->report.active) return;
     const nd_epoch_stats *e = &tr->last;
@@ -450,9 +506,20 @@ nd_status nd_trainer_fit(nd_trainer *tr, nd_error *err) {
         ND_TRY(run_epoch(tr, epoch, &e, err));
         if (tr->info.has_val) ND_TRY(nd_trainer_evaluate(tr, &tr->val, &e.val_loss, &e.val_acc, err));
         if (tr->info.has_test) ND_TRY(nd_trainer_evaluate(tr, &tr->test, &e.test_loss, &e.test_acc, err));
+        e.ema_test_acc = e.ema_val_acc = NAN;
+        if (tr->ema) ND_TRY(evaluate_average(tr, &e, err));
         tr->last = e;
         nd_train_print_epoch(tr, &e);
         if (tr->cfg.checkpoint_dir[0]) ND_TRY(nd_train_checkpoint_epoch(tr, &e, err));
+        if (tr->best_param && early_stop_now(tr, &e)) break;
+    }
+    if (tr->best_param && tr->best_epoch > 0 && tr->best_epoch != tr->last.epoch) {
+        /* End with the best weights: the final evaluation and summary are theirs. */
+        memcpy(tr->model.param, tr->best_param, sizeof(float) * tr->model.num_params);
+        ND_TRY(nd_trainer_evaluate(tr, &tr->val, &tr->last.val_loss, &tr->last.val_acc, err));
+        if (tr->info.has_test) ND_TRY(nd_trainer_evaluate(tr, &tr->test, &tr->last.test_loss, &tr->last.test_acc, err));
+        if (tr->report.active)
+            printf("early stop: restored the weights of epoch %d (val accuracy %.4f)\n", tr->best_epoch, tr->last.val_acc);
     }
     if (tr->start_epoch > tr->cfg.epochs) {
         /* Resumed from the end of a finished run: report what it holds. */

@@ -160,7 +160,5 @@ nd_status nd_train_config_validate(const nd_train_config *c, nd_error *err) {
     if (c->keep < 1) return ND_FAIL(err, ND_ERR_ARG, "--keep: %d must be at least 1", c->keep);
     if (!strcmp(c->resume, "auto") && !c->checkpoint_dir[0])
         return ND_FAIL(err, ND_ERR_ARG, "--resume auto: needs --checkpoint-dir to look in");
-    if (strcmp(c->mode, "sync") && (c->checkpoint_dir[0] || c->resume[0]))
-        return ND_FAIL(err, ND_ERR_ARG, "--checkpoint-dir/--resume: only --mode sync checkpoints in this version");
     return ND_OK;
 }

@@ -27,8 +27,10 @@
 #include "nndist/arena.h"
 #include "train_internal.h"
 
-enum { TAG_CTRL = 101, TAG_GRAD = 102, TAG_REPLY = 103, TAG_PARAM = 104, TAG_SNAP = 105 };
-enum { CTRL_UPDATE = 1, CTRL_BYE = 2, CTRL_SNAPSHOT = 3 };
+enum { TAG_CTRL = 101, TAG_GRAD = 102, TAG_REPLY = 103, TAG_PARAM = 104, TAG_SNAP = 105, TAG_SNAP_M = 106,
+       TAG_SNAP_V = 107 };
+/* SNAPSHOT: send your slice of the weights; STATE: and of the optimizer state. */
+enum { CTRL_UPDATE = 1, CTRL_BYE = 2, CTRL_SNAPSHOT = 3, CTRL_STATE = 4 };
 /* Control message, worker (or server 0) to server, as doubles. */
 enum { CTRL_KIND, CTRL_VERSION, CTRL_SAMPLES, CTRL_LOSS, CTRL_CORRECT, CTRL_SCALE, CTRL_LEN };
 /* Reply header, server to worker. */
@@ -54,6 +56,7 @@ struct nd_async {
     long *clock;       /* (W) updates applied from each worker */
     char *pending;     /* (W) reply held back by the ssp bound */
     char *stopped;     /* (W) told to stop */
+    nd_optimizer full; /* server 0 with --checkpoint-dir: the whole arena's optimizer state, gathered */
 };
 
 nd_status nd_async_create(nd_trainer *tr, nd_error *err) {
@@ -90,6 +93,18 @@ nd_status nd_async_create(nd_trainer *tr, nd_error *err) {
     }
     for (int s = 0; s < k; ++s)
         nd_shard_range((long)tr->model.num_params, s, k, &as->slice_off[s], &as->slice_len[s]);
+    /* Versions continue from a resumed checkpoint (every server applies
+     * every update, so each slice's version is the update count). */
+    as->version = tr->step;
+    for (int j = 0; j < k; ++j) as->versions[j] = (double)tr->step;
+    if (tr->rank == 0 && tr->cfg.checkpoint_dir[0]) {
+        as->full = tr->opt;
+        as->full.n = tr->model.num_params;
+        as->full.m = tr->opt.m ? nd_buffer_alloc(tr->model.num_params) : NULL;
+        as->full.v = tr->opt.v ? nd_buffer_alloc(tr->model.num_params) : NULL;
+        if ((tr->opt.m && !as->full.m) || (tr->opt.v && !as->full.v))
+            return ND_FAIL(err, ND_ERR_NOMEM, "server 0: cannot allocate the optimizer state for checkpoints");
+    }
     return ND_OK;
 }
 
@@ -100,6 +115,8 @@ void nd_async_free(nd_trainer *tr) {
     free(as->versions), free(as->reqs), free(as->reply_out), free(as->reply_reqs), free(as->clock);
     nd_buffer_free(as->reply_data);
     free(as->v_used);
+    nd_buffer_free(as->full.m);
+    nd_buffer_free(as->full.v);
     /* Swapped with the model's by pointer, but each pair is the same kind
      * of buffer: the model frees the two it holds, we free these two. */
     nd_buffer_free(as->spare_param);
@@ -250,11 +267,13 @@ static nd_status server_loop(nd_trainer *tr, nd_error *err) {
             tr->step = tr->as->version;
         } else if (kind == CTRL_BYE) {
             ++byes;
-        } else if (kind == CTRL_SNAPSHOT) {
-            nd_request r = {0};
-            ND_TRY(nd_comm_isend_f32(tr->comm, tr->model.param + tr->slice.offset, tr->slice.length, src,
-                                     TAG_SNAP, &r, err));
-            ND_TRY(nd_comm_wait_all(&r, 1, NULL, err));
+        } else if (kind == CTRL_SNAPSHOT || kind == CTRL_STATE) {
+            nd_request r[3] = {{0}};
+            const size_t len = tr->slice.length;
+            ND_TRY(nd_comm_isend_f32(tr->comm, tr->model.param + tr->slice.offset, len, src, TAG_SNAP, &r[0], err));
+            if (kind == CTRL_STATE && tr->opt.m) ND_TRY(nd_comm_isend_f32(tr->comm, tr->opt.m, len, src, TAG_SNAP_M, &r[1], err));
+            if (kind == CTRL_STATE && tr->opt.v) ND_TRY(nd_comm_isend_f32(tr->comm, tr->opt.v, len, src, TAG_SNAP_V, &r[2], err));
+            ND_TRY(nd_comm_wait_all(r, 3, NULL, err));
         } else {
             return ND_FAIL(err, ND_ERR_STATE, "server %d: unknown message kind %d from rank %d", tr->rank, kind, src);
         }
@@ -263,19 +282,35 @@ static nd_status server_loop(nd_trainer *tr, nd_error *err) {
 }
 
 /* Server 0: fetch the other servers' slices into model.param, so the model
- * it evaluates is the servers' current one. */
-static nd_status gather_snapshot(nd_trainer *tr, nd_error *err) {
+ * it evaluates is the servers' current one; with `state`, also their
+ * optimizer state into as->full (and its own slice). */
+static nd_status gather(nd_trainer *tr, int state, nd_error *err) {
     nd_async *as = tr->as;
+    if (state) {
+        if (as->full.m) memcpy(as->full.m, tr->opt.m, sizeof(float) * tr->slice.length);
+        if (as->full.v) memcpy(as->full.v, tr->opt.v, sizeof(float) * tr->slice.length);
+        as->full.step = tr->opt.step;
+    }
     for (int j = 1; j < tr->num_servers; ++j) {
         double *c = as->ctrl_out + (size_t)j * CTRL_LEN;
-        c[CTRL_KIND] = CTRL_SNAPSHOT;
-        nd_request r[2] = {{0}};
-        ND_TRY(nd_comm_irecv_f32(tr->comm, tr->model.param + as->slice_off[j], (size_t)as->slice_len[j], j,
-                                 TAG_SNAP, &r[0], err));
-        ND_TRY(nd_comm_isend_f64(tr->comm, c, CTRL_LEN, j, TAG_CTRL, &r[1], err));
-        ND_TRY(nd_comm_wait_all(r, 2, NULL, err));
+        c[CTRL_KIND] = state ? CTRL_STATE : CTRL_SNAPSHOT;
+        const size_t off = (size_t)as->slice_off[j], len = (size_t)as->slice_len[j];
+        nd_request r[4] = {{0}};
+        ND_TRY(nd_comm_irecv_f32(tr->comm, tr->model.param + off, len, j, TAG_SNAP, &r[0], err));
+        if (state && as->full.m) ND_TRY(nd_comm_irecv_f32(tr->comm, as->full.m + off, len, j, TAG_SNAP_M, &r[1], err));
+        if (state && as->full.v) ND_TRY(nd_comm_irecv_f32(tr->comm, as->full.v + off, len, j, TAG_SNAP_V, &r[2], err));
+        ND_TRY(nd_comm_isend_f64(tr->comm, c, CTRL_LEN, j, TAG_CTRL, &r[3], err));
+        ND_TRY(nd_comm_wait_all(r, 4, NULL, err));
     }
     return ND_OK;
+}
+
+/* Server 0: a checkpoint of the servers' current model and state (epoch
+ * in progress, samples of it applied, their loss and hits). */
+static nd_status server0_checkpoint(nd_trainer *tr, int epoch, double samples, double loss, double correct,
+                                    nd_error *err) {
+    ND_TRY(gather(tr, 1, err));
+    return nd_train_checkpoint_write(tr, &tr->as->full, epoch, (long)(samples / tr->cfg.batch), loss, correct, err);
 }
 
 static void evaluate_local(nd_trainer *tr, nd_epoch_stats *e) {
@@ -302,6 +337,7 @@ static long min_active_clock(const nd_async *as, int w) {
 /* Per-epoch books of server 0. */
 typedef struct {
     double loss, correct, samples, stale_sum;
+    double fresh;   /* samples applied by this process (a resumed epoch started earlier) */
     long stale_max, hist[ND_STALENESS_BUCKETS];
     double t0, eval_seconds;
 } epoch_books;
@@ -312,9 +348,15 @@ static nd_status server0_loop(nd_trainer *tr, nd_error *err) {
     const int ssp = !strcmp(tr->cfg.mode, "ssp");
     const long bound = tr->cfg.max_staleness;
     const double epoch_rows = (double)tr->info.train.rows;
-    double total = 0.0, next_end = epoch_rows, eval_total = 0.0;
-    int epoch = 0, stopping = 0, stopped = 0;
+    const long every = tr->cfg.checkpoint_dir[0] ? tr->cfg.checkpoint_every : 0;
+    /* A resumed run continues the books of its checkpoint. */
+    int epoch = tr->start_epoch - 1, stopping = epoch >= tr->cfg.epochs, stopped = 0;
+    double total = epoch * epoch_rows + (double)tr->start_epoch_step * tr->cfg.batch;
+    double next_end = (epoch + 1) * epoch_rows, eval_total = 0.0;
     epoch_books b = {0};
+    b.samples = (double)tr->start_epoch_step * tr->cfg.batch;
+    b.loss = tr->start_loss_sum;
+    b.correct = tr->start_correct;
     const double start = nd_comm_time();
     b.t0 = start;
     while (stopped < w) {
@@ -328,6 +370,7 @@ static nd_status server0_loop(nd_trainer *tr, nd_error *err) {
         as->clock[wi] += 1;
         total += as->ctrl_in[CTRL_SAMPLES];
         b.samples += as->ctrl_in[CTRL_SAMPLES];
+        b.fresh += as->ctrl_in[CTRL_SAMPLES];
         b.loss += as->ctrl_in[CTRL_LOSS];
         b.correct += as->ctrl_in[CTRL_CORRECT];
         b.stale_sum += (double)stale;
@@ -335,6 +378,11 @@ static nd_status server0_loop(nd_trainer *tr, nd_error *err) {
         if (stale > tr->staleness_max) tr->staleness_max = stale;
         b.hist[stale < ND_STALENESS_BUCKETS - 1 ? stale : ND_STALENESS_BUCKETS - 1] += 1;
         tr->step = as->version;
+        if (every > 0 && as->version % every == 0 && !(total >= next_end)) {
+            const double c0 = nd_comm_time();
+            ND_TRY(server0_checkpoint(tr, epoch + 1, b.samples, b.loss, b.correct, err));
+            b.eval_seconds += nd_comm_time() - c0; /* checkpoint time is not training time */
+        }
 
         if (!stopping && total >= next_end) {
             /* An epoch's worth applied: evaluate the servers' model. */
@@ -344,18 +392,19 @@ static nd_status server0_loop(nd_trainer *tr, nd_error *err) {
             e.train_loss = b.loss / b.samples;
             e.train_acc = b.correct / b.samples;
             e.seconds = now - b.t0 - b.eval_seconds;
-            e.samples_per_s = b.samples / e.seconds;
+            e.samples_per_s = b.fresh / e.seconds;
             e.lr = nd_lr_at(&tr->lr, as->version - 1);
             e.has_staleness = 1;
-            e.staleness_mean = b.stale_sum / (b.samples / tr->cfg.batch);
+            e.staleness_mean = b.stale_sum / (b.fresh / tr->cfg.batch);
             e.staleness_max = b.stale_max;
             memcpy(e.staleness_hist, b.hist, sizeof b.hist);
             e.test_loss = e.test_acc = e.val_loss = e.val_acc = NAN;
-            ND_TRY(gather_snapshot(tr, err));
+            ND_TRY(gather(tr, 0, err));
             evaluate_local(tr, &e);
             tr->last = e;
             nd_report_progress_end(&tr->report);
             nd_train_print_epoch(tr, &e);
+            if (tr->cfg.checkpoint_dir[0]) ND_TRY(server0_checkpoint(tr, epoch + 1, 0.0, 0.0, 0.0, err));
             const double after = nd_comm_time();
             eval_total += after - now;
             b = (epoch_books){0};
@@ -367,7 +416,7 @@ static nd_status server0_loop(nd_trainer *tr, nd_error *err) {
             const long steps = (long)(epoch_rows / tr->cfg.batch);
             const long done = (long)(b.samples / tr->cfg.batch);
             nd_report_progress(&tr->report, now, epoch + 1, tr->cfg.epochs, done < steps ? done : steps, steps,
-                               b.loss / b.samples, b.samples / el, el / b.samples * (epoch_rows - b.samples));
+                               b.loss / b.samples, b.fresh / el, el / b.fresh * (epoch_rows - b.samples));
         }
 
         if (stopping) {

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "nndist/arena.h"
 #include "nndist/checkpoint.h"
 #include "train_internal.h"
 
@@ -36,19 +37,58 @@ static void fill_meta(const nd_trainer *tr, nd_ckpt_meta *m, int epoch, long epo
     config_text(tr, m->config, sizeof m->config);
 }
 
+/* Async: rank 0 read the whole arena's optimizer state into full (m, v);
+ * each server receives its slice into its own optimizer. */
+static nd_status scatter_state(nd_trainer *tr, float *const full[2], nd_error *err) {
+    float *mine[2] = {tr->opt.m, tr->opt.v};
+    for (int k = 0; k < tr->num_servers; ++k) {
+        long off, len;
+        nd_shard_range((long)tr->model.num_params, k, tr->num_servers, &off, &len);
+        for (int i = 0; i < 2; ++i) {
+            if (!full[i] && !(tr->rank == k && mine[i])) continue; /* no such state */
+            if (tr->rank == 0 && k == 0) {
+                memcpy(mine[i], full[i] + off, sizeof(float) * (size_t)len);
+            } else if (tr->rank == 0 || tr->rank == k) {
+                nd_request r = {0};
+                if (tr->rank == 0) ND_TRY(nd_comm_isend_f32(tr->comm, full[i] + off, (size_t)len, k, 900 + i, &r, err));
+                else ND_TRY(nd_comm_irecv_f32(tr->comm, mine[i], (size_t)len, 0, 900 + i, &r, err));
+                ND_TRY(nd_comm_wait_all(&r, 1, NULL, err));
+            }
+        }
+    }
+    return ND_OK;
+}
+
 /* Rank 0 loads path into the model, optimizer and statistics; the others
- * receive them. Collective. */
+ * receive them (in async mode each server its slice of the optimizer
+ * state). Collective. */
 static nd_status load(nd_trainer *tr, const char *path, nd_error *err) {
     nd_ckpt_info info;
     memset(&info, 0, sizeof info);
     nd_status st = ND_OK;
-    if (tr->rank == 0)
-        st = nd_checkpoint_read(path, &tr->model, &tr->opt, tr->norm_mean, tr->norm_inv_std, tr->ema, &info, err);
-    ND_TRY(nd_train_agree(tr, st, err));
     const size_t n = tr->model.num_params, cols = (size_t)tr->info.train.cols;
-    ND_TRY(nd_comm_bcast_f32(tr->comm, tr->model.param, n, 0, err));
-    if (tr->opt.m) ND_TRY(nd_comm_bcast_f32(tr->comm, tr->opt.m, n, 0, err));
-    if (tr->opt.v) ND_TRY(nd_comm_bcast_f32(tr->comm, tr->opt.v, n, 0, err));
+    float *full[2] = {NULL, NULL};
+    if (tr->rank == 0) {
+        nd_optimizer view = tr->opt; /* async: a full-arena view over temporary buffers */
+        if (tr->async) {
+            view.n = n;
+            view.m = tr->opt.m ? nd_buffer_alloc(n) : NULL;
+            view.v = tr->opt.v ? nd_buffer_alloc(n) : NULL;
+            full[0] = view.m, full[1] = view.v;
+            if ((tr->opt.m && !view.m) || (tr->opt.v && !view.v))
+                st = ND_FAIL(err, ND_ERR_NOMEM, "--resume: cannot allocate the optimizer state");
+        }
+        if (st == ND_OK)
+            st = nd_checkpoint_read(path, &tr->model, &view, tr->norm_mean, tr->norm_inv_std, tr->ema, &info, err);
+    }
+    st = nd_train_agree(tr, st, err);
+    if (st == ND_OK) st = nd_comm_bcast_f32(tr->comm, tr->model.param, n, 0, err);
+    if (st == ND_OK && tr->async) st = scatter_state(tr, full, err);
+    if (st == ND_OK && !tr->async && tr->opt.m) st = nd_comm_bcast_f32(tr->comm, tr->opt.m, n, 0, err);
+    if (st == ND_OK && !tr->async && tr->opt.v) st = nd_comm_bcast_f32(tr->comm, tr->opt.v, n, 0, err);
+    nd_buffer_free(full[0]);
+    nd_buffer_free(full[1]);
+    ND_TRY(st);
     if (tr->ema) ND_TRY(nd_comm_bcast_f32(tr->comm, tr->ema, n, 0, err));
     ND_TRY(nd_comm_bcast_f32(tr->comm, tr->norm_mean, cols, 0, err));
     ND_TRY(nd_comm_bcast_f32(tr->comm, tr->norm_inv_std, cols, 0, err));
@@ -75,11 +115,24 @@ static nd_status load(nd_trainer *tr, const char *path, nd_error *err) {
     return ND_OK;
 }
 
+/* mkdir -p: 0 on success (or if it exists). */
+static int make_dirs(const char *path) {
+    char p[ND_PATH_MAX];
+    snprintf(p, sizeof p, "%s", path);
+    for (char *c = p + 1; *c; ++c) {
+        if (*c != '/') continue;
+        *c = '\0';
+        if (mkdir(p, 0777) != 0 && errno != EEXIST) return -1;
+        *c = '/';
+    }
+    return mkdir(p, 0777) != 0 && errno != EEXIST ? -1 : 0;
+}
+
 nd_status nd_train_checkpoint_setup(nd_trainer *tr, int *resumed, nd_error *err) {
     const nd_train_config *c = &tr->cfg;
     *resumed = 0;
     nd_status st = ND_OK;
-    if (tr->rank == 0 && c->checkpoint_dir[0] && mkdir(c->checkpoint_dir, 0777) != 0 && errno != EEXIST)
+    if (tr->rank == 0 && c->checkpoint_dir[0] && make_dirs(c->checkpoint_dir) != 0)
         st = ND_FAIL(err, ND_ERR_IO, "--checkpoint-dir %s: %s", c->checkpoint_dir, strerror(errno));
     ND_TRY(nd_train_agree(tr, st, err));
     tr->best_metric = -INFINITY;
@@ -103,17 +156,20 @@ nd_status nd_train_checkpoint_setup(nd_trainer *tr, int *resumed, nd_error *err)
     return ND_OK;
 }
 
+nd_status nd_train_checkpoint_write(nd_trainer *tr, const nd_optimizer *opt, int epoch, long epoch_step,
+                                    double loss_sum, double correct, nd_error *err) {
+    nd_ckpt_meta meta;
+    char path[ND_PATH_MAX + 64];
+    fill_meta(tr, &meta, epoch, epoch_step, loss_sum, correct);
+    nd_checkpoint_name(path, sizeof path, tr->cfg.checkpoint_dir, tr->step);
+    ND_TRY(nd_checkpoint_write(path, &tr->model, opt, tr->norm_mean, tr->norm_inv_std, tr->ema, &meta, err));
+    return nd_checkpoint_prune(tr->cfg.checkpoint_dir, tr->cfg.keep, err);
+}
+
 nd_status nd_train_checkpoint_save(nd_trainer *tr, int epoch, long epoch_step, double loss_sum, double correct,
                                    nd_error *err) {
     nd_status st = ND_OK;
-    if (tr->rank == 0) {
-        nd_ckpt_meta meta;
-        char path[ND_PATH_MAX + 64];
-        fill_meta(tr, &meta, epoch, epoch_step, loss_sum, correct);
-        nd_checkpoint_name(path, sizeof path, tr->cfg.checkpoint_dir, tr->step);
-        st = nd_checkpoint_write(path, &tr->model, &tr->opt, tr->norm_mean, tr->norm_inv_std, tr->ema, &meta, err);
-        if (st == ND_OK) st = nd_checkpoint_prune(tr->cfg.checkpoint_dir, tr->cfg.keep, err);
-    }
+    if (tr->rank == 0) st = nd_train_checkpoint_write(tr, &tr->opt, epoch, epoch_step, loss_sum, correct, err);
     return nd_train_agree(tr, st, err);
 }
 

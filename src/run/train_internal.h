@@ -34,6 +34,11 @@ void nd_train_print_done(nd_trainer *tr);
  * checkpoint into every replica (*resumed = 1). Collective. */
 nd_status nd_train_checkpoint_setup(nd_trainer *tr, int *resumed, nd_error *err);
 
+/* Rank 0 alone (not collective): writes ckpt-step<step>.h5 of the model
+ * with optimizer state opt (a full-arena view) and prunes to --keep. */
+nd_status nd_train_checkpoint_write(nd_trainer *tr, const nd_optimizer *opt, int epoch, long epoch_step,
+                                    double loss_sum, double correct, nd_error *err);
+
 /* Rank 0 writes ckpt-step<step>.h5 (epoch in progress, steps of it taken,
  * its loss and hits so far) and prunes to --keep; outcome agreed. */
 nd_status nd_train_checkpoint_save(nd_trainer *tr, int epoch, long epoch_step, double loss_sum, double correct,

@@ -64,6 +64,12 @@ nd_status nd_comm_bcast_f64(nd_comm *comm, double *buf, size_t n, int root, nd_e
  * collective that another rank will never reach. */
 int nd_comm_first_failed(nd_comm *comm, int failed);
 
+/* Collective: a local status made job-wide. Only the lowest failing rank
+ * keeps its message; the others return the failure with an empty message,
+ * so the job prints exactly one line and no rank goes on into a collective
+ * alone. */
+nd_status nd_comm_agree(nd_comm *comm, nd_status st, nd_error *err);
+
 nd_status nd_comm_barrier(nd_comm *comm, nd_error *err);
 
 /* ---- point-to-point (not collective) ------------------------------------ */

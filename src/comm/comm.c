@@ -148,6 +148,15 @@ int nd_comm_first_failed(nd_comm *comm, int failed) {
     return first == INT_MAX ? -1 : first;
 }
 
+nd_status nd_comm_agree(nd_comm *comm, nd_status st, nd_error *err) {
+    const int first = nd_comm_first_failed(comm, st != ND_OK);
+    if (first < 0) return ND_OK;
+    if (first == comm->rank) return st;
+    err->code = st != ND_OK ? st : ND_ERR_STATE;
+    err->msg[0] = '\0';
+    return err->code;
+}
+
 nd_status nd_comm_barrier(nd_comm *comm, nd_error *err) {
     int rc = MPI_Barrier(comm->comm);
     return rc == MPI_SUCCESS ? ND_OK : mpi_fail(err, rc, "Barrier");

@@ -19,7 +19,6 @@
 #include <string.h>
 
 #include "nndist/arena.h"
-#include "nndist/loss.h"
 #include "nndist/rng.h"
 #include "train_internal.h"
 
@@ -121,23 +120,13 @@ nd_status nd_det_step_gradient(nd_trainer *tr, long s, nd_error *err) {
     nd_det *d = tr->det;
     nd_model *m = &tr->model;
     const size_t n = m->num_params, used = n + ND_TAIL_USED;
-    const int b = tr->cfg.batch, cols = tr->train.cols;
+    const int b = tr->cfg.batch;
     /* Any one micro-batch value must leave room for M of them in 63 bits. */
     const double limit = ldexp(1.0, 62) / FIX_ONE / d->blocks;
     memset(d->acc, 0, sizeof(long long) * (used + 1));
     long long trouble = 0;
     for (int j = d->lo; j < d->hi; ++j) {
-        const int *idx = tr->order + d->row_off[j - d->lo] + s * b;
-        for (int i = 0; i < b; ++i) {
-            memcpy(tr->xb + (size_t)i * cols, tr->train.x + (size_t)idx[i] * cols, sizeof(float) * cols);
-            tr->yb[i] = tr->train.y[idx[i]];
-        }
-        const float *logits = nd_model_forward(m, tr->xb, b);
-        nd_model_zero_grad(m);
-        nd_loss_stats ls = nd_softmax_ce(nd_model_output_grad(m), logits, tr->yb, b, tr->info.num_classes);
-        m->grad[n + ND_TAIL_LOSS] = (float)ls.loss_sum;
-        m->grad[n + ND_TAIL_CORRECT] = (float)ls.correct;
-        nd_model_backward(m, tr->xb, b);
+        nd_train_batch_gradient(tr, tr->order + d->row_off[j - d->lo] + s * b);
         /* One vectorizable pass for the range check (a NaN makes `ok` 0),
          * then the conversion: llrint rounds to nearest even in the default
          * rounding mode on every rank; built with -fno-math-errno it is one

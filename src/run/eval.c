@@ -38,23 +38,11 @@ static const nd_cli_option eval_options[] = {
 };
 #define COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
-/* Collective: first failing rank reports. */
-static nd_status agree(nd_comm *comm, nd_status st, nd_error *err) {
-    int first = nd_comm_first_failed(comm, st != ND_OK);
-    if (first < 0) return ND_OK;
-    if (first != nd_comm_rank(comm)) {
-        err->code = st != ND_OK ? st : ND_ERR_STATE;
-        err->msg[0] = '\0';
-        return err->code;
-    }
-    return st;
-}
-
 /* Rank 0 probes the checkpoint; every rank gets the architecture. */
 static nd_status share_spec(nd_comm *comm, const char *path, nd_ckpt_info *info, nd_error *err) {
     nd_status st = ND_OK;
     if (nd_comm_rank(comm) == 0) st = nd_checkpoint_probe(path, info, err);
-    ND_TRY(agree(comm, st, err));
+    ND_TRY(nd_comm_agree(comm, st, err));
     double v[5 + ND_MAX_LAYERS] = {info->spec.input_dim, info->spec.num_hidden, info->spec.num_classes,
                                    info->spec.act.kind, info->spec.act.alpha};
     for (int l = 0; l < info->spec.num_hidden; ++l) v[5 + l] = info->spec.hidden[l];
@@ -148,7 +136,7 @@ nd_status nd_cmd_eval(nd_comm *comm, int argc, char **argv, nd_error *err) {
     nd_ckpt_info info;
     memset(&info, 0, sizeof info);
     ND_TRY(share_spec(comm, c.checkpoint, &info, err));
-    ND_TRY(agree(comm, check_split(c.data, c.split, &info.spec, err), err));
+    ND_TRY(nd_comm_agree(comm, check_split(c.data, c.split, &info.spec, err), err));
 
     nd_model model;
     nd_shard shard;
@@ -159,12 +147,12 @@ nd_status nd_cmd_eval(nd_comm *comm, int argc, char **argv, nd_error *err) {
     nd_status st = nd_model_create(&model, &info.spec, c.eval_batch, err);
     if (st == ND_OK && (!mean || !inv_std || !counts)) st = ND_FAIL(err, ND_ERR_NOMEM, "eval: out of memory");
     if (st == ND_OK && rank == 0) st = nd_checkpoint_read(c.checkpoint, &model, NULL, mean, inv_std, NULL, &info, err);
-    st = agree(comm, st, err);
+    st = nd_comm_agree(comm, st, err);
     if (st == ND_OK) st = nd_comm_bcast_f32(comm, model.param, model.num_params, 0, err);
     if (st == ND_OK) st = nd_comm_bcast_f32(comm, mean, (size_t)cols, 0, err);
     if (st == ND_OK) st = nd_comm_bcast_f32(comm, inv_std, (size_t)cols, 0, err);
     if (st == ND_OK)
-        st = agree(comm, nd_shard_read(c.data, c.split, rank, nd_comm_size(comm), k, &shard, err), err);
+        st = nd_comm_agree(comm, nd_shard_read(c.data, c.split, rank, nd_comm_size(comm), k, &shard, err), err);
     if (st == ND_OK) {
         nd_normalize_apply(shard.x, (size_t)shard.rows, cols, mean, inv_std);
         double *confusion = counts + 3;

@@ -17,17 +17,8 @@
 #include "nndist/train.h"
 #include "train_internal.h"
 
-/* Collective: turns a local status into a job-wide one. Only the lowest
- * failing rank keeps its message; the others fail silently, so the job
- * prints exactly one line and no rank goes on into a collective alone. */
 nd_status nd_train_agree(nd_trainer *tr, nd_status st, nd_error *err) {
-    int first = nd_comm_first_failed(tr->comm, st != ND_OK);
-    if (first < 0) return ND_OK;
-    if (first == tr->rank) return st;
-    nd_status code = st != ND_OK ? st : ND_ERR_STATE;
-    err->code = code;
-    err->msg[0] = '\0';
-    return code;
+    return nd_comm_agree(tr->comm, st, err);
 }
 
 /* The node's cores shared among the ranks on it, never more than this
@@ -278,14 +269,9 @@ float nd_train_grad_scale(nd_trainer *tr, int samples) {
     return scale;
 }
 
-/* Forward, loss and backward of step s of the current order: the summed
- * gradient lands in model.grad, the loss sum and hit count in its tail.
- * A --straggle rank then sleeps (factor - 1) times the time this took. */
-void nd_train_compute_gradient(nd_trainer *tr, long s) {
+void nd_train_batch_gradient(nd_trainer *tr, const int *idx) {
     nd_model *m = &tr->model;
     const int b = tr->cfg.batch, cols = tr->train.cols;
-    const int *idx = tr->order + s * b;
-    const double t0 = nd_comm_time();
     for (int i = 0; i < b; ++i) {
         memcpy(tr->xb + (size_t)i * cols, tr->train.x + (size_t)idx[i] * cols, sizeof(float) * cols);
         tr->yb[i] = tr->train.y[idx[i]];
@@ -296,6 +282,13 @@ void nd_train_compute_gradient(nd_trainer *tr, long s) {
     m->grad[m->num_params + ND_TAIL_LOSS] = (float)ls.loss_sum;
     m->grad[m->num_params + ND_TAIL_CORRECT] = (float)ls.correct;
     nd_model_backward(m, tr->xb, b);
+}
+
+/* Step s of the current order; a --straggle rank then sleeps (factor - 1)
+ * times the time this took. */
+void nd_train_compute_gradient(nd_trainer *tr, long s) {
+    const double t0 = nd_comm_time();
+    nd_train_batch_gradient(tr, tr->order + s * tr->cfg.batch);
     if (tr->rank == tr->straggle_rank) {
         const double extra = (tr->straggle_factor - 1.0) * (nd_comm_time() - t0);
         struct timespec ts = {(time_t)extra, (long)((extra - (double)(time_t)extra) * 1e9)};

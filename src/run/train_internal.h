@@ -15,6 +15,10 @@ nd_status nd_train_agree(nd_trainer *tr, nd_status st, nd_error *err);
 /* Shuffle of this rank's rows for pass `pass` (seeded by seed, pass, rank). */
 void nd_train_order_pass(nd_trainer *tr, int pass);
 
+/* Gradient (sum over the batch) of the rows idx (batch) into model.grad,
+ * loss sum and hit count in its tail. */
+void nd_train_batch_gradient(nd_trainer *tr, const int *idx);
+
 /* Gradient (sum over the batch) of step s of the current order into
  * model.grad, loss sum and hit count in its tail; honours --straggle. */
 void nd_train_compute_gradient(nd_trainer *tr, long s);

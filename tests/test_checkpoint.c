@@ -33,7 +33,7 @@ static void make_state(state *s, int hidden0, uint64_t seed) {
                           .act = {ND_ACT_TANH, 0.0f}};
     nd_error err = {0};
     assert_int_equal(nd_model_create(&s->model, &spec, 2, &err), ND_OK);
-    nd_opt_config oc = {ND_OPT_ADAM, 0.9f, 0.9f, 0.999f, 1e-8f};
+    nd_opt_config oc = {.kind = ND_OPT_ADAM, .momentum = 0.9f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f};
     assert_int_equal(nd_optimizer_create(&s->opt, &oc, s->model.num_params, &err), ND_OK);
     nd_rng rng;
     nd_rng_seed(&rng, seed, 1, 2);
@@ -137,7 +137,7 @@ static nd_status try_read(const char *path, int hidden0, nd_opt_kind kind, char 
     make_state(&s, hidden0, 3);
     if (kind != ND_OPT_ADAM) {
         nd_optimizer_destroy(&s.opt);
-        nd_opt_config oc = {kind, 0.9f, 0.9f, 0.999f, 1e-8f};
+        nd_opt_config oc = {.kind = kind, .momentum = 0.9f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f};
         nd_error e2 = {0};
         nd_optimizer_create(&s.opt, &oc, s.model.num_params, &e2);
     }

@@ -19,7 +19,8 @@ static const float grads[STEPS][N] = {{0.5f, -1.0f, 2.0f, 0.0f},
 
 /* Runs STEPS updates of kind from x0; scale 2 checks grad_scale is applied. */
 static void run(nd_opt_kind kind, float lr, float out[N]) {
-    nd_opt_config cfg = {kind, 0.9f, 0.9f, 0.999f, 1e-8f};
+    nd_opt_config cfg = {.kind = kind, .momentum = 0.9f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
+                         .rho = 0.9f, .weight_decay = 0.1f};
     nd_optimizer opt;
     nd_error err = {0};
     assert_int_equal(nd_optimizer_create(&opt, &cfg, N, &err), ND_OK);
@@ -88,7 +89,7 @@ static void test_adam_bias_correction(void **state) {
     }
     /* The bias-corrected first step moves every parameter with a non-zero
      * gradient by lr exactly (up to eps): check it on a fresh optimizer. */
-    nd_opt_config cfg = {ND_OPT_ADAM, 0, 0.9f, 0.999f, 1e-8f};
+    nd_opt_config cfg = {.kind = ND_OPT_ADAM, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f};
     nd_optimizer opt;
     nd_error err = {0};
     assert_int_equal(nd_optimizer_create(&opt, &cfg, N, &err), ND_OK);
@@ -101,12 +102,70 @@ static void test_adam_bias_correction(void **state) {
     nd_optimizer_destroy(&opt);
 }
 
+/* References in PyTorch's formulations (torch.optim docs), in double. */
+static void test_adagrad_rmsprop_adadelta(void **state) {
+    (void)state;
+    float xa[N], xr[N], xd[N];
+    run(ND_OPT_ADAGRAD, 0.1f, xa);
+    run(ND_OPT_RMSPROP, 0.01f, xr);
+    run(ND_OPT_ADADELTA, 1.0f, xd);
+    for (int i = 0; i < N; ++i) {
+        double ca = 0, pa = x0[i];            /* Adagrad: state_sum += g^2; p -= lr g / (sqrt(sum) + eps) */
+        double cr = 0, pr = x0[i];            /* RMSprop (alpha = rho) */
+        double sq = 0, acc = 0, pd = x0[i];   /* Adadelta */
+        for (int t = 0; t < STEPS; ++t) {
+            const double g = grads[t][i];
+            ca += g * g;
+            pa -= 0.1 * g / (sqrt(ca) + 1e-8);
+            cr = 0.9 * cr + 0.1 * g * g;
+            pr -= 0.01 * g / (sqrt(cr) + 1e-8);
+            sq = 0.9 * sq + 0.1 * g * g;
+            const double delta = sqrt(acc + 1e-8) / sqrt(sq + 1e-8) * g;
+            acc = 0.9 * acc + 0.1 * delta * delta;
+            pd -= 1.0 * delta;
+        }
+        assert_float_equal(xa[i], pa, 1e-6);
+        assert_float_equal(xr[i], pr, 1e-5);
+        assert_float_equal(xd[i], pd, 1e-6);
+    }
+    /* By hand: Adagrad's first step moves a non-zero gradient by lr exactly. */
+    assert_float_equal(xa[3], 0.0 - 0.1 * (3.0 / 3.0) - 0.1 * (-1.0 / sqrt(10.0)), 1e-6);
+}
+
+static void test_adamw_decays_only_masked(void **state) {
+    (void)state;
+    nd_opt_config cfg = {.kind = ND_OPT_ADAMW, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 0.1f};
+    nd_optimizer opt;
+    nd_error err = {0};
+    assert_int_equal(nd_optimizer_create(&opt, &cfg, N, &err), ND_OK);
+    const float mask[N] = {1, 1, 0, 0};
+    opt.decay_mask = mask;
+    float x[N];
+    memcpy(x, x0, sizeof x0);
+    for (int t = 0; t < STEPS; ++t) nd_optimizer_step(&opt, x, grads[t], 1.0f, 0.01f);
+    nd_optimizer_destroy(&opt);
+    for (int i = 0; i < N; ++i) {
+        double m = 0, v = 0, p = x0[i];
+        for (int t = 1; t <= STEPS; ++t) {
+            const double g = grads[t - 1][i];
+            if (mask[i] != 0.0f) p *= 1.0 - 0.01 * 0.1; /* torch: p.mul_(1 - lr * weight_decay) */
+            m = 0.9 * m + 0.1 * g;
+            v = 0.999 * v + 0.001 * g * g;
+            p -= 0.01 * (m / (1 - pow(0.9, t))) / (sqrt(v / (1 - pow(0.999, t))) + 1e-8);
+        }
+        assert_float_equal(x[i], p, 1e-6);
+    }
+    /* i = 3 has a zero first gradient and no decay: plain Adam there. */
+}
+
 static void test_parse_names(void **state) {
     (void)state;
     nd_opt_kind k;
     assert_int_equal(nd_opt_parse("nesterov", &k), 0);
     assert_int_equal(k, ND_OPT_NESTEROV);
-    assert_int_equal(nd_opt_parse("adamw", &k), -1);
+    assert_int_equal(nd_opt_parse("adamw", &k), 0);
+    assert_int_equal(k, ND_OPT_ADAMW);
+    assert_int_equal(nd_opt_parse("adamax", &k), -1);
     assert_string_equal(nd_opt_name(ND_OPT_ADAM), "adam");
 }
 
@@ -116,6 +175,8 @@ int main(void) {
         cmocka_unit_test(test_momentum_matches_pytorch_form),
         cmocka_unit_test(test_nesterov_matches_pytorch_form),
         cmocka_unit_test(test_adam_bias_correction),
+        cmocka_unit_test(test_adagrad_rmsprop_adadelta),
+        cmocka_unit_test(test_adamw_decays_only_masked),
         cmocka_unit_test(test_parse_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -50,12 +50,22 @@ static void test_clip_by_norm(void **state) {
     assert_float_equal(nd_clip_norm_factor(norm, 0.0f), 1.0f, 0);  /* disabled */
 }
 
+static void test_momentum_schedule(void **state) {
+    (void)state;
+    assert_float_equal(nd_momentum_at(0.5f, 0.99f, 10.0f, 0.0), 0.5f, 1e-7);
+    assert_float_equal(nd_momentum_at(0.5f, 0.99f, 10.0f, 5.0), 0.745f, 1e-6);
+    assert_float_equal(nd_momentum_at(0.5f, 0.99f, 10.0f, 10.0), 0.99f, 1e-7);
+    assert_float_equal(nd_momentum_at(0.5f, 0.99f, 10.0f, 42.0), 0.99f, 1e-7);
+    assert_float_equal(nd_momentum_at(0.9f, -1.0f, 10.0f, 5.0), 0.9f, 0); /* off */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_linear_scaling),
         cmocka_unit_test(test_warmup),
         cmocka_unit_test(test_clip_by_value),
         cmocka_unit_test(test_clip_by_norm),
+        cmocka_unit_test(test_momentum_schedule),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -8,6 +8,12 @@
  *   nesterov  v_prev = v; v = mu*v - lr*g;  x += -mu*v_prev + (1+mu)*v
  *   adam      m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g^2;
  *             x -= lr * (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps)
+ *   adamw     adam, plus decoupled weight decay x -= lr*wd*x where
+ *             decay_mask is 1 (Loshchilov & Hutter; PyTorch's AdamW)
+ *   adagrad   m += g^2;                     x -= lr * g / (sqrt(m) + eps)
+ *   rmsprop   m = rho*m + (1-rho)*g^2;      x -= lr * g / (sqrt(m) + eps)
+ *   adadelta  m = rho*m + (1-rho)*g^2;  d = sqrt(v+eps)/sqrt(m+eps) * g;
+ *             v = rho*v + (1-rho)*d^2;  x -= lr * d        (Zeiler 2012)
  * where g = grad_scale * grad, so the caller can fold the 1/global-batch
  * average and a global-norm clip factor into the step without another pass. */
 #ifndef NNDIST_OPTIM_H
@@ -17,23 +23,36 @@
 
 #include "nndist/status.h"
 
-typedef enum { ND_OPT_SGD = 0, ND_OPT_MOMENTUM, ND_OPT_NESTEROV, ND_OPT_ADAM } nd_opt_kind;
+typedef enum {
+    ND_OPT_SGD = 0,
+    ND_OPT_MOMENTUM,
+    ND_OPT_NESTEROV,
+    ND_OPT_ADAM,
+    ND_OPT_ADAMW,
+    ND_OPT_ADAGRAD,
+    ND_OPT_RMSPROP,
+    ND_OPT_ADADELTA
+} nd_opt_kind;
 
 typedef struct {
     nd_opt_kind kind;
-    float momentum; /* mu, momentum and nesterov */
-    float beta1, beta2, eps; /* adam */
+    float momentum;          /* mu, momentum and nesterov (the caller may change it between steps) */
+    float beta1, beta2, eps; /* adam, adamw; eps also adagrad, rmsprop, adadelta */
+    float rho;               /* rmsprop and adadelta decay rate */
+    float weight_decay;      /* adamw: decoupled decay */
 } nd_opt_config;
 
 typedef struct {
     nd_opt_config cfg;
     size_t n;
     long step;   /* updates applied so far (Adam's t after the step) */
-    float *m;    /* (n) velocity or first moment; NULL for sgd */
-    float *v;    /* (n) second moment; adam only */
+    float *m;    /* (n) velocity, first moment or squared-gradient average; NULL for sgd */
+    float *v;    /* (n) second moment (adam, adamw) or squared-update average (adadelta) */
+    const float *decay_mask; /* (n) adamw: 1 where weights decay, 0 for biases; NULL: all decay */
 } nd_optimizer;
 
-/* Returns 0 and sets *kind for "sgd", "momentum", "nesterov", "adam"; -1 otherwise. */
+/* Returns 0 and sets *kind for "sgd", "momentum", "nesterov", "adam",
+ * "adamw", "adagrad", "rmsprop", "adadelta"; -1 otherwise. */
 int nd_opt_parse(const char *name, nd_opt_kind *kind);
 const char *nd_opt_name(nd_opt_kind kind);
 

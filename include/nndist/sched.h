@@ -18,6 +18,11 @@ float nd_lr_peak(const nd_lr_schedule *s);
  * t = warmup_steps, then the peak. */
 float nd_lr_at(const nd_lr_schedule *s, long step);
 
+/* Momentum schedule: mu0 moving linearly to mu1 over `span` epochs, then
+ * mu1; `epoch` is fractional progress (steps taken / steps per epoch).
+ * mu1 < 0 disables the schedule (mu0 throughout). */
+float nd_momentum_at(float mu0, float mu1, float span, double epoch);
+
 /* Clamps each of g (n) to [-limit, limit] after multiplying by scale; writes
  * the scaled values back. Used for --clip-value. */
 void nd_clip_by_value(float *g, size_t n, float scale, float limit);

@@ -42,7 +42,7 @@ typedef struct {
     char opt[16];
     float lr;
     int ref_batch;
-    float momentum, beta1, beta2, eps;
+    float momentum, momentum_final, momentum_epochs, beta1, beta2, eps, rho;
     long warmup_steps;
     float clip_norm, clip_value, weight_decay;
     uint64_t seed;
@@ -133,6 +133,7 @@ typedef struct {
     double best_metric;  /* best validation accuracy so far (checkpoint copy) */
     float *ema;          /* --ema: (num_params) moving average of the weights, or NULL */
     float *best_param;   /* --early-stop: (num_params) weights of the best epoch, or NULL */
+    float *decay_mask;   /* adamw: (num_params) 1 on weights, 0 on biases and padding */
     int best_epoch, epochs_without_gain;
     double best_val;
     double train_seconds;

@@ -23,17 +23,20 @@ const nd_cli_option nd_train_options[] = {
     {"loss", F(STR, loss), "softmax_ce", "loss: softmax_ce"},
     {"epochs", F(INT, epochs), "10", "passes over the training split"},
     {"batch", F(INT, batch), "64", "samples per step on each rank"},
-    {"opt", F(STR, opt), "momentum", "optimizer: sgd, momentum, nesterov, adam"},
+    {"opt", F(STR, opt), "momentum", "optimizer: sgd, momentum, nesterov, adam, adamw, adagrad, rmsprop, adadelta"},
     {"lr", F(FLOAT, lr), "0.01", "learning rate at --ref-batch samples per step"},
     {"ref-batch", F(INT, ref_batch), "0", "batch that --lr is meant for; 0 = --batch (peak = lr*global/ref)"},
     {"momentum", F(FLOAT, momentum), "0.9", "momentum / nesterov coefficient"},
+    {"momentum-final", F(FLOAT, momentum_final), "-1", "momentum schedule: move linearly to this value (-1: off)"},
+    {"momentum-epochs", F(FLOAT, momentum_epochs), "10", "momentum schedule: epochs to reach --momentum-final"},
     {"beta1", F(FLOAT, beta1), "0.9", "adam first-moment decay"},
     {"beta2", F(FLOAT, beta2), "0.999", "adam second-moment decay"},
-    {"eps", F(FLOAT, eps), "1e-8", "adam epsilon"},
+    {"eps", F(FLOAT, eps), "1e-8", "epsilon of adam, adamw, adagrad, rmsprop, adadelta"},
+    {"rho", F(FLOAT, rho), "0.99", "decay rate of rmsprop and adadelta's averages (adadelta: 0.9-0.95)"},
     {"warmup-steps", F(LONG, warmup_steps), "0", "steps of linear warmup from --lr to the scaled peak"},
     {"clip-norm", F(FLOAT, clip_norm), "0", "clip the averaged gradient to this global L2 norm (0 = off)"},
     {"clip-value", F(FLOAT, clip_value), "0", "clamp each averaged gradient value to [-v, v] (0 = off)"},
-    {"weight-decay", F(FLOAT, weight_decay), "0", "L2 penalty on weights (not biases), added to the gradient"},
+    {"weight-decay", F(FLOAT, weight_decay), "0", "L2 penalty on weights (not biases): added to the gradient; adamw: decoupled"},
     {"seed", F(U64, seed), "1", "seed of initialization and shuffling"},
     {"deterministic", F(BOOL, deterministic), "false", "results independent of the rank count (sync; see README)"},
     {"micro-batches", F(INT, micro_batches), "8", "--deterministic: micro-batches of --batch rows per step (>= ranks)"},
@@ -125,7 +128,8 @@ nd_status nd_train_config_validate(const nd_train_config *c, nd_error *err) {
     if (c->batch <= 0) return ND_FAIL(err, ND_ERR_ARG, "--batch: %d must be positive", c->batch);
     if (c->eval_batch <= 0) return ND_FAIL(err, ND_ERR_ARG, "--eval-batch: %d must be positive", c->eval_batch);
     if (nd_opt_parse(c->opt, &opt) != 0)
-        return ND_FAIL(err, ND_ERR_ARG, "--opt: '%s' is not one of sgd, momentum, nesterov, adam", c->opt);
+        return ND_FAIL(err, ND_ERR_ARG, "--opt: '%s' is not one of sgd, momentum, nesterov, adam, adamw, adagrad, rmsprop, adadelta",
+                       c->opt);
     if (!(c->lr > 0.0f)) return ND_FAIL(err, ND_ERR_ARG, "--lr: %g must be positive", (double)c->lr);
     if (c->ref_batch < 0) return ND_FAIL(err, ND_ERR_ARG, "--ref-batch: %d must be >= 0", c->ref_batch);
     if (!(c->momentum >= 0.0f && c->momentum < 1.0f))
@@ -135,6 +139,11 @@ nd_status nd_train_config_validate(const nd_train_config *c, nd_error *err) {
     if (!(c->beta2 >= 0.0f && c->beta2 < 1.0f))
         return ND_FAIL(err, ND_ERR_ARG, "--beta2: %g must be in [0, 1)", (double)c->beta2);
     if (!(c->eps > 0.0f)) return ND_FAIL(err, ND_ERR_ARG, "--eps: %g must be positive", (double)c->eps);
+    if (!(c->rho >= 0.0f && c->rho < 1.0f)) return ND_FAIL(err, ND_ERR_ARG, "--rho: %g must be in [0, 1)", (double)c->rho);
+    if (c->momentum_final != -1.0f && !(c->momentum_final >= 0.0f && c->momentum_final < 1.0f))
+        return ND_FAIL(err, ND_ERR_ARG, "--momentum-final: %g must be in [0, 1) (or -1: off)", (double)c->momentum_final);
+    if (!(c->momentum_epochs > 0.0f))
+        return ND_FAIL(err, ND_ERR_ARG, "--momentum-epochs: %g must be positive", (double)c->momentum_epochs);
     if (c->warmup_steps < 0) return ND_FAIL(err, ND_ERR_ARG, "--warmup-steps: %ld must be >= 0", c->warmup_steps);
     if (c->clip_norm < 0.0f) return ND_FAIL(err, ND_ERR_ARG, "--clip-norm: %g must be >= 0", (double)c->clip_norm);
     if (c->clip_value < 0.0f) return ND_FAIL(err, ND_ERR_ARG, "--clip-value: %g must be >= 0", (double)c->clip_value);

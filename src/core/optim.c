@@ -6,8 +6,13 @@
 #include "nndist/arena.h"
 
 static const char *const opt_names[] = {
-    [ND_OPT_SGD] = "sgd", [ND_OPT_MOMENTUM] = "momentum", [ND_OPT_NESTEROV] = "nesterov",
-    [ND_OPT_ADAM] = "adam"};
+    [ND_OPT_SGD] = "sgd",         [ND_OPT_MOMENTUM] = "momentum", [ND_OPT_NESTEROV] = "nesterov",
+    [ND_OPT_ADAM] = "adam",       [ND_OPT_ADAMW] = "adamw",       [ND_OPT_ADAGRAD] = "adagrad",
+    [ND_OPT_RMSPROP] = "rmsprop", [ND_OPT_ADADELTA] = "adadelta"};
+
+/* Which state buffers an optimizer keeps. */
+static int uses_m(nd_opt_kind k) { return k != ND_OPT_SGD; }
+static int uses_v(nd_opt_kind k) { return k == ND_OPT_ADAM || k == ND_OPT_ADAMW || k == ND_OPT_ADADELTA; }
 
 int nd_opt_parse(const char *name, nd_opt_kind *kind) {
     for (int k = 0; k < (int)(sizeof opt_names / sizeof opt_names[0]); ++k)
@@ -27,9 +32,9 @@ nd_status nd_optimizer_create(nd_optimizer *opt, const nd_opt_config *cfg, size_
     memset(opt, 0, sizeof *opt);
     opt->cfg = *cfg;
     opt->n = n;
-    if (cfg->kind != ND_OPT_SGD) opt->m = nd_buffer_alloc(n);
-    if (cfg->kind == ND_OPT_ADAM) opt->v = nd_buffer_alloc(n);
-    if ((cfg->kind != ND_OPT_SGD && !opt->m) || (cfg->kind == ND_OPT_ADAM && !opt->v)) {
+    if (uses_m(cfg->kind)) opt->m = nd_buffer_alloc(n);
+    if (uses_v(cfg->kind)) opt->v = nd_buffer_alloc(n);
+    if ((uses_m(cfg->kind) && !opt->m) || (uses_v(cfg->kind) && !opt->v)) {
         nd_optimizer_destroy(opt);
         return ND_FAIL(err, ND_ERR_NOMEM, "optimizer: cannot allocate state for %zu parameters", n);
     }
@@ -72,6 +77,46 @@ void nd_optimizer_step(nd_optimizer *opt, float *restrict param, const float *re
         }
         break;
     }
+    case ND_OPT_ADAGRAD: {
+        const float eps = opt->cfg.eps;
+        for (size_t i = 0; i < n; ++i) {
+            const float g = grad_scale * grad[i];
+            m[i] += g * g;
+            param[i] -= lr * g / (sqrtf(m[i]) + eps);
+        }
+        break;
+    }
+    case ND_OPT_RMSPROP: {
+        const float rho = opt->cfg.rho, eps = opt->cfg.eps;
+        for (size_t i = 0; i < n; ++i) {
+            const float g = grad_scale * grad[i];
+            m[i] = rho * m[i] + (1.0f - rho) * g * g;
+            param[i] -= lr * g / (sqrtf(m[i]) + eps);
+        }
+        break;
+    }
+    case ND_OPT_ADADELTA: {
+        const float rho = opt->cfg.rho, eps = opt->cfg.eps;
+        for (size_t i = 0; i < n; ++i) {
+            const float g = grad_scale * grad[i];
+            m[i] = rho * m[i] + (1.0f - rho) * g * g;
+            const float d = sqrtf(v[i] + eps) / sqrtf(m[i] + eps) * g;
+            v[i] = rho * v[i] + (1.0f - rho) * d * d;
+            param[i] -= lr * d;
+        }
+        break;
+    }
+    case ND_OPT_ADAMW:
+        /* Decoupled decay first (as PyTorch's AdamW), only where the mask says so. */
+        if (opt->cfg.weight_decay > 0.0f) {
+            const float keep = 1.0f - lr * opt->cfg.weight_decay;
+            const float *mask = opt->decay_mask;
+            if (mask)
+                for (size_t i = 0; i < n; ++i) param[i] *= mask[i] != 0.0f ? keep : 1.0f;
+            else
+                for (size_t i = 0; i < n; ++i) param[i] *= keep;
+        }
+        __attribute__((fallthrough)); /* then the Adam update */
     case ND_OPT_ADAM: {
         const float b1 = opt->cfg.beta1, b2 = opt->cfg.beta2, eps = opt->cfg.eps;
         /* Bias corrections in double: b^t underflows slowly but 1-b^t loses digits. */

@@ -13,6 +13,12 @@ float nd_lr_at(const nd_lr_schedule *s, long step) {
     return (float)(s->base_lr + (peak - s->base_lr) * frac);
 }
 
+float nd_momentum_at(float mu0, float mu1, float span, double epoch) {
+    if (mu1 < 0.0f || span <= 0.0f) return mu0;
+    const double f = epoch >= span ? 1.0 : epoch / span;
+    return (float)(mu0 + (mu1 - mu0) * f);
+}
+
 void nd_clip_by_value(float *g, size_t n, float scale, float limit) {
     for (size_t i = 0; i < n; ++i) {
         float x = g[i] * scale;

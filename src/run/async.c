@@ -222,6 +222,9 @@ static nd_status server_apply(nd_trainer *tr, int src, long *staleness, nd_error
     const long stale = as->version - (long)as->ctrl_in[CTRL_VERSION];
     float lr = nd_lr_at(&tr->lr, as->version);
     if (tr->cfg.staleness_lr && stale > 1) lr /= (float)stale; /* Zhang et al. 2016 */
+    /* Momentum schedule in epochs of applied updates (one worker batch each). */
+    tr->opt.cfg.momentum = nd_momentum_at(tr->cfg.momentum, tr->cfg.momentum_final, tr->cfg.momentum_epochs,
+                                          (double)as->version * tr->cfg.batch / (double)tr->info.train.rows);
     nd_optimizer_step(&tr->opt, p, g, (float)as->ctrl_in[CTRL_SCALE], lr);
     as->version += 1;
     *staleness = stale;

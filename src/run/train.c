@@ -125,6 +125,8 @@ static nd_status build_model(nd_trainer *tr, nd_error *err) {
     oc.beta1 = c->beta1;
     oc.beta2 = c->beta2;
     oc.eps = c->eps;
+    oc.rho = c->rho;
+    oc.weight_decay = oc.kind == ND_OPT_ADAMW ? c->weight_decay : 0.0f;
     /* The optimizer state lives where updates are applied: every replica in
      * sync mode, each server's slice in async mode, nowhere on a worker. */
     if (tr->async) {
@@ -135,6 +137,15 @@ static nd_status build_model(nd_trainer *tr, nd_error *err) {
         tr->slice = (nd_span){0, tr->model.num_params};
     }
     ND_TRY(nd_optimizer_create(&tr->opt, &oc, tr->slice.length, err));
+    if (oc.kind == ND_OPT_ADAMW) {
+        /* Decoupled decay on weights only: a mask over the arena, viewed
+         * from this rank's slice. */
+        if (!(tr->decay_mask = nd_buffer_alloc(tr->model.num_params)))
+            return ND_FAIL(err, ND_ERR_NOMEM, "adamw: cannot allocate the decay mask");
+        for (int l = 0; l < tr->model.num_layers; ++l)
+            for (size_t i = 0; i < tr->model.layer[l].w.length; ++i) tr->decay_mask[tr->model.layer[l].w.offset + i] = 1.0f;
+        tr->opt.decay_mask = tr->decay_mask + tr->slice.offset;
+    }
     tr->order = nd_buffer_alloc_i32((size_t)tr->train.rows);
     tr->xb = nd_buffer_alloc((size_t)c->batch * tr->train.cols);
     tr->yb = nd_buffer_alloc_i32((size_t)c->batch);
@@ -233,6 +244,7 @@ void nd_trainer_free(nd_trainer *tr) {
     nd_shard_free(&tr->val);
     nd_buffer_free(tr->ema);
     nd_buffer_free(tr->best_param);
+    nd_buffer_free(tr->decay_mask);
     nd_buffer_free(tr->norm_mean);
     nd_buffer_free(tr->norm_inv_std);
     nd_model_destroy(&tr->model);
@@ -251,7 +263,7 @@ float nd_train_grad_scale(nd_trainer *tr, int samples) {
     nd_model *m = &tr->model;
     const nd_train_config *c = &tr->cfg;
     float scale = 1.0f / (float)samples;
-    if (c->weight_decay > 0.0f) {
+    if (c->weight_decay > 0.0f && tr->opt.cfg.kind != ND_OPT_ADAMW) { /* adamw decays in the optimizer */
         /* g is a sum over the batch, so the penalty is scaled up to match. */
         const float wd = c->weight_decay * (float)samples;
         for (int l = 0; l < m->num_layers; ++l) {
@@ -414,6 +426,8 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
         loss_sum += m->grad[n + ND_TAIL_LOSS];
         correct += m->grad[n + ND_TAIL_CORRECT];
         const float scale = nd_train_grad_scale(tr, tr->global_batch);
+        tr->opt.cfg.momentum = nd_momentum_at(tr->cfg.momentum, tr->cfg.momentum_final, tr->cfg.momentum_epochs,
+                                              (double)tr->step / (double)tr->steps_per_epoch);
         nd_optimizer_step(&tr->opt, m->param, m->grad, scale, nd_lr_at(&tr->lr, tr->step));
         tr->step += 1;
         if (tr->ema) {

@@ -67,6 +67,9 @@ static nd_ckpt_meta sample_meta(void) {
     m.epoch_correct = 99;
     m.world_size = 2;
     m.global_batch = 128;
+    m.plateau_scale = 0.01;
+    m.plateau_best = 0.875;
+    m.plateau_bad = 2;
     snprintf(m.config, sizeof m.config, "lr = 0.01\nbatch = 64\n");
     return m;
 }
@@ -110,6 +113,8 @@ static void test_round_trip_exact(void **st) {
     assert_int_equal(info.meta.epoch_step, 17);
     assert_true(info.meta.epoch_loss_sum == 12.5);
     assert_int_equal(info.meta.global_batch, 128);
+    assert_true(info.meta.plateau_scale == 0.01 && info.meta.plateau_best == 0.875);
+    assert_int_equal(info.meta.plateau_bad, 2);
     assert_string_equal(info.meta.config, meta.config);
     assert_string_equal(info.optimizer, "adam");
     assert_int_equal(info.spec.hidden[0], 5);

@@ -10,17 +10,17 @@
 
 static void test_linear_scaling(void **state) {
     (void)state;
-    nd_lr_schedule s = {0.01f, 64, 256, 0}; /* 4 ranks of 64 */
+    nd_lr_schedule s = {.base_lr = 0.01f, .ref_batch = 64, .global_batch = 256}; /* 4 ranks of 64 */
     assert_float_equal(nd_lr_peak(&s), 0.04f, 1e-8);
     assert_float_equal(nd_lr_at(&s, 0), 0.04f, 1e-8);
     assert_float_equal(nd_lr_at(&s, 1000), 0.04f, 1e-8);
-    nd_lr_schedule ref = {0.1f, 256, 64, 0}; /* rate given for a larger batch scales down */
+    nd_lr_schedule ref = {.base_lr = 0.1f, .ref_batch = 256, .global_batch = 64}; /* a larger batch's rate scales down */
     assert_float_equal(nd_lr_peak(&ref), 0.025f, 1e-8);
 }
 
 static void test_warmup(void **state) {
     (void)state;
-    nd_lr_schedule s = {0.01f, 64, 128, 10};
+    nd_lr_schedule s = {.base_lr = 0.01f, .ref_batch = 64, .global_batch = 128, .warmup_steps = 10};
     assert_float_equal(nd_lr_at(&s, 0), 0.01f, 1e-8);  /* starts at the unscaled rate */
     assert_float_equal(nd_lr_at(&s, 5), 0.015f, 1e-8); /* half way */
     assert_float_equal(nd_lr_at(&s, 9), 0.019f, 1e-8);
@@ -59,6 +59,84 @@ static void test_momentum_schedule(void **state) {
     assert_float_equal(nd_momentum_at(0.9f, -1.0f, 10.0f, 5.0), 0.9f, 0); /* off */
 }
 
+/* Schedules at known steps. References: the closed forms of the README
+ * (PyTorch's CosineAnnealingLR, CosineAnnealingWarmRestarts, OneCycleLR
+ * with anneal_strategy="cos", MultiStepLR), evaluated here in double;
+ * hand values where simple. Peak 0.1, 100 steps per epoch, 1000 steps. */
+static nd_lr_schedule base(nd_sched_kind kind) {
+    nd_lr_schedule s = {.base_lr = 0.1f, .ref_batch = 32, .global_batch = 32, .kind = kind,
+                        .steps_per_epoch = 100, .total_steps = 1000, .gamma = 0.1f, .k = 0.5f, .lr_min = 0.001f,
+                        .sgdr_t0 = 2.0f, .sgdr_mult = 2.0f, .gbc_tau = 500, .gbc_floor = 0.01f,
+                        .onecycle_pct = 0.3f, .onecycle_div = 25.0f, .onecycle_final_div = 1e4f,
+                        .plateau_scale = 1.0};
+    return s;
+}
+
+#define PI 3.141592653589793
+
+static void test_decay_schedules(void **state) {
+    (void)state;
+    nd_lr_schedule s = base(ND_SCHED_STEP);
+    s.num_milestones = 2, s.milestones[0] = 300, s.milestones[1] = 600;
+    assert_float_equal(nd_lr_at(&s, 299), 0.1f, 1e-8);
+    assert_float_equal(nd_lr_at(&s, 300), 0.01f, 1e-8);
+    assert_float_equal(nd_lr_at(&s, 600), 0.001f, 1e-9);
+    s = base(ND_SCHED_EXP);
+    assert_float_equal(nd_lr_at(&s, 200), 0.1 * exp(-0.5 * 2), 1e-7);
+    s = base(ND_SCHED_INV);
+    assert_float_equal(nd_lr_at(&s, 200), 0.1 / (1 + 0.5 * 2), 1e-7); /* 0.05 */
+    s = base(ND_SCHED_SQRT);
+    assert_float_equal(nd_lr_at(&s, 600), 0.1 / 2.0, 1e-7);          /* 1/sqrt(1 + 0.5*6) */
+    s = base(ND_SCHED_INVSQRT);
+    s.warmup_steps = 100;
+    assert_float_equal(nd_lr_at(&s, 100), 0.1f, 1e-7);
+    assert_float_equal(nd_lr_at(&s, 400), 0.05f, 1e-7);              /* sqrt(100/400) */
+    s = base(ND_SCHED_LINEAR);
+    assert_float_equal(nd_lr_at(&s, 250), 0.075f, 1e-7);
+    assert_float_equal(nd_lr_at(&s, 1000), 0.0f, 0);
+    s = base(ND_SCHED_COSINE);
+    for (long t = 0; t <= 1000; t += 125)
+        assert_float_equal(nd_lr_at(&s, t), 0.001 + (0.1 - 0.001) * (1 + cos(PI * t / 1000.0)) / 2, 1e-7);
+    s = base(ND_SCHED_GBC); /* GBC16 8.3.1: eps_k = (1 - a) eps_0 + a eps_tau */
+    assert_float_equal(nd_lr_at(&s, 250), 0.5 * 0.1 + 0.5 * 0.001, 1e-7);
+    assert_float_equal(nd_lr_at(&s, 900), 0.001f, 1e-8);
+}
+
+static void test_warm_restarts_and_one_cycle(void **state) {
+    (void)state;
+    nd_lr_schedule s = base(ND_SCHED_SGDR); /* cycles of 2, 4, 8 epochs */
+    const double ep[] = {0.0, 1.0, 1.99, 2.0, 4.0, 5.99, 6.0, 10.0};
+    const double t_cur[] = {0.0, 1.0, 1.99, 0.0, 2.0, 3.99, 0.0, 4.0}, t_i[] = {2, 2, 2, 4, 4, 4, 8, 8};
+    for (int i = 0; i < 8; ++i) {
+        const double want = 0.001 + (0.1 - 0.001) * (1 + cos(PI * t_cur[i] / t_i[i])) / 2;
+        assert_float_equal(nd_lr_at(&s, (long)(ep[i] * 100 + 0.5)), want, 1e-6);
+    }
+    s = base(ND_SCHED_ONECYCLE); /* up for 300 steps from 0.004 to 0.1, down to 4e-7 */
+    assert_float_equal(nd_lr_at(&s, 0), 0.004f, 1e-8);
+    assert_float_equal(nd_lr_at(&s, 150), 0.004 + (0.1 - 0.004) * (1 - cos(PI * 0.5)) / 2, 1e-7);
+    assert_float_equal(nd_lr_at(&s, 300), 0.1f, 1e-7);
+    assert_float_equal(nd_lr_at(&s, 650), 4e-7 + (0.1 - 4e-7) * (1 + cos(PI * 0.5)) / 2, 1e-7);
+    assert_float_equal(nd_lr_at(&s, 1000), 4e-7f, 1e-10);
+}
+
+static void test_plateau(void **state) {
+    (void)state;
+    nd_lr_schedule s = base(ND_SCHED_PLATEAU);
+    double best = -1;
+    int bad = 0;
+    const double metric[] = {0.5, 0.6, 0.6, 0.59, 0.7, 0.7, 0.7};
+    const double expect[] = {1, 1, 1, 0.1, 0.1, 0.1, 0.01}; /* patience 2 */
+    for (int i = 0; i < 7; ++i) {
+        nd_lr_plateau_update(&s, metric[i], &best, &bad, 2);
+        assert_float_equal(s.plateau_scale, expect[i], 1e-12);
+    }
+    assert_float_equal(nd_lr_at(&s, 5), 0.001f, 1e-9);
+    nd_sched_kind k;
+    assert_int_equal(nd_sched_parse("sgdr", &k), 0);
+    assert_int_equal(k, ND_SCHED_SGDR);
+    assert_int_equal(nd_sched_parse("triangular", &k), -1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_linear_scaling),
@@ -66,6 +144,9 @@ int main(void) {
         cmocka_unit_test(test_clip_by_value),
         cmocka_unit_test(test_clip_by_norm),
         cmocka_unit_test(test_momentum_schedule),
+        cmocka_unit_test(test_decay_schedules),
+        cmocka_unit_test(test_warm_restarts_and_one_cycle),
+        cmocka_unit_test(test_plateau),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

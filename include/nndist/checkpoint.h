@@ -11,6 +11,7 @@
  *   root attributes: format_version, input_dim, hidden ("512,256"),
  *     num_classes, activation, optimizer, optimizer_step, step, epoch,
  *     epoch_step, epoch_loss_sum, epoch_correct, world_size, global_batch,
+ *     plateau_scale, plateau_best, plateau_bad,
  *     metric_name, metric_value, config (the resolved configuration as
  *     `key = value` lines), checksum_model (FNV-1a 64 of the /model arrays
  *     layer by layer, W then b, then /normalization mean and inv_std) and
@@ -38,6 +39,8 @@ typedef struct {
     double epoch_correct;
     int world_size;
     int global_batch;
+    double plateau_scale, plateau_best; /* reduce-on-plateau state */
+    int plateau_bad;
     char metric_name[32];  /* e.g. "val_accuracy", "" if none */
     double metric_value;
     char config[8192];     /* resolved configuration, `key = value` lines */

@@ -4,19 +4,60 @@
 
 #include <stddef.h>
 
+typedef enum {
+    ND_SCHED_CONSTANT = 0,
+    ND_SCHED_STEP,      /* x gamma at each milestone */
+    ND_SCHED_EXP,       /* exp(-k e) */
+    ND_SCHED_INV,       /* 1 / (1 + k e) */
+    ND_SCHED_SQRT,      /* 1 / sqrt(1 + k e) */
+    ND_SCHED_INVSQRT,   /* sqrt(W / t) after warmup W (Vaswani et al. 2017) */
+    ND_SCHED_LINEAR,    /* to zero at the last step */
+    ND_SCHED_COSINE,    /* to lr_min at the last step */
+    ND_SCHED_SGDR,      /* cosine with warm restarts (Loshchilov & Hutter 2017) */
+    ND_SCHED_GBC,       /* linear to floor x peak at tau, then constant (GBC16 8.3.1) */
+    ND_SCHED_PLATEAU,   /* x gamma when the validation metric stalls */
+    ND_SCHED_ONECYCLE   /* up to the peak, then below the start (Smith 2018) */
+} nd_sched_kind;
+
+#define ND_MAX_MILESTONES 16
+
+/* Every rate is the peak (linear scaling) times a factor of the step. The
+ * warmup ramps from base_lr to the peak over warmup_steps, then the
+ * schedule runs on the steps after it (one-cycle has its own ramp). Time
+ * arguments are in steps; `e` above is epochs since the warmup ended. */
 typedef struct {
     float base_lr;      /* --lr: the rate at ref_batch samples per step */
     int ref_batch;      /* --ref-batch */
     int global_batch;   /* samples per step over all ranks */
     long warmup_steps;  /* --warmup-steps */
+    nd_sched_kind kind;
+    long steps_per_epoch, total_steps;
+    float gamma;        /* step, plateau */
+    int num_milestones;
+    long milestones[ND_MAX_MILESTONES]; /* step: absolute steps */
+    float k;            /* exp, inv, sqrt: per epoch */
+    float lr_min;       /* cosine, sgdr */
+    float sgdr_t0, sgdr_mult; /* sgdr: first cycle (epochs), growth */
+    long gbc_tau;       /* gbc: steps after warmup to reach the floor */
+    float gbc_floor;    /* gbc: floor as a fraction of the peak */
+    float onecycle_pct, onecycle_div, onecycle_final_div;
+    double plateau_scale; /* plateau: current factor (state) */
 } nd_lr_schedule;
+
+/* Parses a schedule name; 0 or -1. */
+int nd_sched_parse(const char *name, nd_sched_kind *kind);
+const char *nd_sched_name(nd_sched_kind kind);
 
 /* Peak rate: base_lr * global_batch / ref_batch (Goyal et al. 2017). */
 float nd_lr_peak(const nd_lr_schedule *s);
 
-/* Rate for 0-based step t: linear from base_lr at t = 0 to the peak at
- * t = warmup_steps, then the peak. */
+/* Rate for 0-based step t. */
 float nd_lr_at(const nd_lr_schedule *s, long step);
+
+/* Reduce-on-plateau bookkeeping after an epoch's validation metric
+ * (higher is better): after `patience` epochs without a new best, the
+ * factor is multiplied by gamma. best/bad are the caller's state. */
+void nd_lr_plateau_update(nd_lr_schedule *s, double metric, double *best, int *bad, int patience);
 
 /* Momentum schedule: mu0 moving linearly to mu1 over `span` epochs, then
  * mu1; `epoch` is fractional progress (steps taken / steps per epoch).

@@ -44,6 +44,11 @@ typedef struct {
     int ref_batch;
     float momentum, momentum_final, momentum_epochs, beta1, beta2, eps, rho;
     long warmup_steps;
+    char lr_schedule[16];
+    char lr_milestones[256];
+    float lr_gamma, lr_k, lr_min, sgdr_t0, sgdr_mult, gbc_tau, gbc_floor;
+    float onecycle_pct, onecycle_div, onecycle_final_div;
+    int plateau_patience;
     float clip_norm, clip_value, weight_decay;
     uint64_t seed;
     bool shuffle;
@@ -70,6 +75,12 @@ nd_status nd_train_config_parse(nd_train_config *cfg, int argc, char **argv, int
 
 /* Checks values and combinations; turns names into enums. */
 nd_status nd_train_config_validate(const nd_train_config *cfg, nd_error *err);
+
+/* The learning-rate schedule of cfg for a run of global_batch samples per
+ * step and steps_per_epoch steps per epoch (milestones and periods given in
+ * epochs become steps). */
+nd_status nd_train_make_schedule(const nd_train_config *cfg, int global_batch, long steps_per_epoch,
+                                 nd_lr_schedule *out, nd_error *err);
 
 /* Parses --straggle "RANK:FACTOR" ("" = none: rank -1, factor 1); 0 or -1. */
 int nd_parse_straggle(const char *text, int *rank, float *factor);
@@ -136,6 +147,9 @@ typedef struct {
     float *decay_mask;   /* adamw: (num_params) 1 on weights, 0 on biases and padding */
     int best_epoch, epochs_without_gain;
     double best_val;
+    double plateau_best; /* --lr-schedule plateau: best validation accuracy and epochs without it */
+    int plateau_bad;
+    double plateau_scale; /* the factor a resumed run starts from */
     double train_seconds;
     long samples_seen;   /* global samples of all finished steps */
     nd_epoch_stats last; /* the latest finished epoch */

@@ -97,6 +97,9 @@ static nd_status write_attrs(hid_t f, const char *path, const nd_model *model, c
     ND_TRY(h5io_write_attr_double(f, "epoch_correct", meta->epoch_correct, path, err));
     ND_TRY(h5io_write_attr_int(f, "world_size", meta->world_size, path, err));
     ND_TRY(h5io_write_attr_int(f, "global_batch", meta->global_batch, path, err));
+    ND_TRY(h5io_write_attr_double(f, "plateau_scale", meta->plateau_scale, path, err));
+    ND_TRY(h5io_write_attr_double(f, "plateau_best", meta->plateau_best, path, err));
+    ND_TRY(h5io_write_attr_int(f, "plateau_bad", meta->plateau_bad, path, err));
     ND_TRY(h5io_write_attr_string(f, "metric_name", meta->metric_name, path, err));
     ND_TRY(h5io_write_attr_double(f, "metric_value", meta->metric_value, path, err));
     ND_TRY(h5io_write_attr_string(f, "config", meta->config, path, err));
@@ -203,6 +206,10 @@ static nd_status probe_open(hid_t f, const char *path, nd_ckpt_info *info, nd_er
     m->world_size = (int)v;
     ND_TRY(read_number(f, path, "global_batch", &v, err));
     m->global_batch = (int)v;
+    ND_TRY(read_number(f, path, "plateau_scale", &m->plateau_scale, err));
+    ND_TRY(read_number(f, path, "plateau_best", &m->plateau_best, err));
+    ND_TRY(read_number(f, path, "plateau_bad", &v, err));
+    m->plateau_bad = (int)v;
     ND_TRY(read_text(f, path, "metric_name", m->metric_name, sizeof m->metric_name, err));
     ND_TRY(read_number(f, path, "metric_value", &m->metric_value, err));
     return read_text(f, path, "config", m->config, sizeof m->config, err);

@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nndist/sched.h"
+
 #include "nndist/train.h"
 
 #define F(type, field) ND_CLI_FIELD(type, nd_train_config, field)
@@ -34,6 +36,20 @@ const nd_cli_option nd_train_options[] = {
     {"eps", F(FLOAT, eps), "1e-8", "epsilon of adam, adamw, adagrad, rmsprop, adadelta"},
     {"rho", F(FLOAT, rho), "0.99", "decay rate of rmsprop and adadelta's averages (adadelta: 0.9-0.95)"},
     {"warmup-steps", F(LONG, warmup_steps), "0", "steps of linear warmup from --lr to the scaled peak"},
+    {"lr-schedule", F(STR, lr_schedule), "constant",
+     "after warmup: constant, step, exp, inv, sqrt, invsqrt, linear, cosine, sgdr, gbc, plateau, onecycle"},
+    {"lr-milestones", F(STR, lr_milestones), "", "step: epochs at which the rate is multiplied by --lr-gamma"},
+    {"lr-gamma", F(FLOAT, lr_gamma), "0.1", "step and plateau: multiplier"},
+    {"lr-k", F(FLOAT, lr_k), "0.1", "exp, inv, sqrt: decay rate per epoch"},
+    {"lr-min", F(FLOAT, lr_min), "0", "cosine and sgdr: the rate at the bottom"},
+    {"sgdr-t0", F(FLOAT, sgdr_t0), "10", "sgdr: first cycle, epochs"},
+    {"sgdr-mult", F(FLOAT, sgdr_mult), "2", "sgdr: cycle growth"},
+    {"gbc-tau", F(FLOAT, gbc_tau), "0", "gbc: epochs to reach the floor (0: the whole run)"},
+    {"gbc-floor", F(FLOAT, gbc_floor), "0.01", "gbc: the floor as a fraction of the peak"},
+    {"onecycle-pct", F(FLOAT, onecycle_pct), "0.3", "onecycle: fraction of the run spent rising"},
+    {"onecycle-div", F(FLOAT, onecycle_div), "25", "onecycle: start = peak / div"},
+    {"onecycle-final-div", F(FLOAT, onecycle_final_div), "10000", "onecycle: end = start / final-div"},
+    {"plateau-patience", F(INT, plateau_patience), "3", "plateau: epochs without a better validation accuracy"},
     {"clip-norm", F(FLOAT, clip_norm), "0", "clip the averaged gradient to this global L2 norm (0 = off)"},
     {"clip-value", F(FLOAT, clip_value), "0", "clamp each averaged gradient value to [-v, v] (0 = off)"},
     {"weight-decay", F(FLOAT, weight_decay), "0", "L2 penalty on weights (not biases): added to the gradient; adamw: decoupled"},
@@ -80,6 +96,55 @@ int nd_parse_widths(const char *text, int *widths, int max) {
         if (!*p) return n;
         if (*p++ != ',') return -1;
     }
+}
+
+nd_status nd_train_make_schedule(const nd_train_config *c, int global_batch, long steps_per_epoch,
+                                 nd_lr_schedule *s, nd_error *err) {
+    memset(s, 0, sizeof *s);
+    s->base_lr = c->lr;
+    s->ref_batch = c->ref_batch > 0 ? c->ref_batch : c->batch;
+    s->global_batch = global_batch;
+    s->warmup_steps = c->warmup_steps;
+    if (nd_sched_parse(c->lr_schedule, &s->kind) != 0)
+        return ND_FAIL(err, ND_ERR_ARG, "--lr-schedule: '%s' is not one of constant, step, exp, inv, sqrt, invsqrt, "
+                                        "linear, cosine, sgdr, gbc, plateau, onecycle", c->lr_schedule);
+    s->steps_per_epoch = steps_per_epoch;
+    s->total_steps = (long)c->epochs * steps_per_epoch;
+    s->gamma = c->lr_gamma;
+    s->k = c->lr_k;
+    s->lr_min = c->lr_min;
+    s->sgdr_t0 = c->sgdr_t0;
+    s->sgdr_mult = c->sgdr_mult;
+    s->gbc_floor = c->gbc_floor;
+    s->gbc_tau = c->gbc_tau > 0 ? (long)(c->gbc_tau * steps_per_epoch) : s->total_steps - c->warmup_steps;
+    s->onecycle_pct = c->onecycle_pct;
+    s->onecycle_div = c->onecycle_div;
+    s->onecycle_final_div = c->onecycle_final_div;
+    s->plateau_scale = 1.0;
+    const char *p = c->lr_milestones;
+    while (*p) {
+        char *end;
+        double ep = strtod(p, &end);
+        if (end == p || ep <= 0 || s->num_milestones == ND_MAX_MILESTONES || (*end && *end != ','))
+            return ND_FAIL(err, ND_ERR_ARG, "--lr-milestones: '%s' is not a list of up to %d positive epochs like 30,60",
+                           c->lr_milestones, ND_MAX_MILESTONES);
+        s->milestones[s->num_milestones++] = (long)(ep * steps_per_epoch + 0.5);
+        p = *end ? end + 1 : end;
+    }
+    if (s->kind == ND_SCHED_STEP && s->num_milestones == 0)
+        return ND_FAIL(err, ND_ERR_ARG, "--lr-schedule step: give --lr-milestones (epochs)");
+    if (!(s->gamma > 0.0f && s->gamma <= 1.0f)) return ND_FAIL(err, ND_ERR_ARG, "--lr-gamma: %g must be in (0, 1]", (double)s->gamma);
+    if (!(s->k >= 0.0f)) return ND_FAIL(err, ND_ERR_ARG, "--lr-k: %g must be >= 0", (double)s->k);
+    if (!(s->lr_min >= 0.0f)) return ND_FAIL(err, ND_ERR_ARG, "--lr-min: %g must be >= 0", (double)s->lr_min);
+    if (!(s->sgdr_t0 > 0.0f && s->sgdr_mult >= 1.0f))
+        return ND_FAIL(err, ND_ERR_ARG, "--sgdr-t0 must be > 0 and --sgdr-mult >= 1");
+    if (!(s->gbc_floor >= 0.0f && s->gbc_floor <= 1.0f) || c->gbc_tau < 0.0f)
+        return ND_FAIL(err, ND_ERR_ARG, "--gbc-floor must be in [0, 1] and --gbc-tau >= 0");
+    if (!(s->onecycle_pct > 0.0f && s->onecycle_pct < 1.0f && s->onecycle_div >= 1.0f && s->onecycle_final_div >= 1.0f))
+        return ND_FAIL(err, ND_ERR_ARG, "--onecycle-pct must be in (0, 1), --onecycle-div and --onecycle-final-div >= 1");
+    if (c->plateau_patience < 1)
+        return ND_FAIL(err, ND_ERR_ARG, "--plateau-patience: %d must be at least 1", c->plateau_patience);
+    return ND_OK;
 }
 
 int nd_parse_straggle(const char *text, int *rank, float *factor) {
@@ -160,6 +225,10 @@ nd_status nd_train_config_validate(const nd_train_config *c, nd_error *err) {
         return ND_FAIL(err, ND_ERR_ARG, "--deterministic: only with --mode sync");
     if (c->micro_batches < 1 || c->micro_batches > 1 << 16)
         return ND_FAIL(err, ND_ERR_ARG, "--micro-batches: %d must be in [1, 65536]", c->micro_batches);
+    nd_lr_schedule probe;
+    ND_TRY(nd_train_make_schedule(c, c->batch, 100, &probe, err)); /* names and values; sizes come later */
+    if (probe.kind == ND_SCHED_PLATEAU && strcmp(c->mode, "sync"))
+        return ND_FAIL(err, ND_ERR_ARG, "--lr-schedule plateau: only with --mode sync in this version");
     if (c->early_stop < 0) return ND_FAIL(err, ND_ERR_ARG, "--early-stop: %d must be >= 0", c->early_stop);
     if (!(c->ema >= 0.0f && c->ema < 1.0f)) return ND_FAIL(err, ND_ERR_ARG, "--ema: %g must be in [0, 1)", (double)c->ema);
     if ((c->early_stop || c->ema > 0.0f) && strcmp(c->mode, "sync"))

@@ -1,16 +1,100 @@
 #include "nndist/sched.h"
 
 #include <math.h>
+#include <string.h>
+
+static const char *const sched_names[] = {
+    [ND_SCHED_CONSTANT] = "constant", [ND_SCHED_STEP] = "step",     [ND_SCHED_EXP] = "exp",
+    [ND_SCHED_INV] = "inv",           [ND_SCHED_SQRT] = "sqrt",     [ND_SCHED_INVSQRT] = "invsqrt",
+    [ND_SCHED_LINEAR] = "linear",     [ND_SCHED_COSINE] = "cosine", [ND_SCHED_SGDR] = "sgdr",
+    [ND_SCHED_GBC] = "gbc",           [ND_SCHED_PLATEAU] = "plateau", [ND_SCHED_ONECYCLE] = "onecycle"};
+
+int nd_sched_parse(const char *name, nd_sched_kind *kind) {
+    for (int k = 0; k < (int)(sizeof sched_names / sizeof sched_names[0]); ++k)
+        if (!strcmp(name, sched_names[k])) {
+            *kind = (nd_sched_kind)k;
+            return 0;
+        }
+    return -1;
+}
+
+const char *nd_sched_name(nd_sched_kind kind) {
+    return (unsigned)kind < sizeof sched_names / sizeof sched_names[0] ? sched_names[kind] : "?";
+}
 
 float nd_lr_peak(const nd_lr_schedule *s) {
     return (float)((double)s->base_lr * s->global_batch / s->ref_batch);
 }
 
+static double half_cosine(double lo, double hi, double frac) {
+    return lo + (hi - lo) * 0.5 * (1.0 + cos(3.141592653589793 * frac));
+}
+
+/* One-cycle (PyTorch's OneCycleLR, cosine): from peak/div up to the peak
+ * over pct of the run, then down to peak/div/final_div. */
+static double one_cycle(const nd_lr_schedule *s, double peak, long step) {
+    const double start = peak / s->onecycle_div, end = start / s->onecycle_final_div;
+    const double up = s->onecycle_pct * (double)s->total_steps;
+    if (step < up) return half_cosine(peak, start, step / up);
+    const double down = (double)s->total_steps - up;
+    const double frac = down > 0 ? ((double)step - up) / down : 1.0;
+    return half_cosine(end, peak, frac > 1.0 ? 1.0 : frac);
+}
+
 float nd_lr_at(const nd_lr_schedule *s, long step) {
     const double peak = nd_lr_peak(s);
-    if (s->warmup_steps <= 0 || step >= s->warmup_steps) return (float)peak;
-    const double frac = (double)step / (double)s->warmup_steps;
-    return (float)(s->base_lr + (peak - s->base_lr) * frac);
+    if (s->kind == ND_SCHED_ONECYCLE) return (float)one_cycle(s, peak, step);
+    const long w = s->warmup_steps > 0 ? s->warmup_steps : 0;
+    if (step < w) return (float)(s->base_lr + (peak - s->base_lr) * (double)step / (double)w);
+    const long t = step - w;
+    const double e = s->steps_per_epoch > 0 ? (double)t / (double)s->steps_per_epoch : 0.0;
+    const long span = s->total_steps - w;
+    const double frac = span > 0 ? (double)t / (double)span : 1.0;
+    switch (s->kind) {
+    case ND_SCHED_STEP: {
+        double f = 1.0;
+        for (int i = 0; i < s->num_milestones; ++i)
+            if (step >= s->milestones[i]) f *= s->gamma;
+        return (float)(peak * f);
+    }
+    case ND_SCHED_EXP: return (float)(peak * exp(-s->k * e));
+    case ND_SCHED_INV: return (float)(peak / (1.0 + s->k * e));
+    case ND_SCHED_SQRT: return (float)(peak / sqrt(1.0 + s->k * e));
+    case ND_SCHED_INVSQRT: {
+        const double w1 = w > 0 ? (double)w : 1.0;
+        return (float)(peak * sqrt(w1 / ((double)step > w1 ? (double)step : w1)));
+    }
+    case ND_SCHED_LINEAR: return (float)(peak * (frac < 1.0 ? 1.0 - frac : 0.0));
+    case ND_SCHED_COSINE: return (float)half_cosine(s->lr_min, peak, frac < 1.0 ? frac : 1.0);
+    case ND_SCHED_SGDR: {
+        double len = s->sgdr_t0, at = e;
+        while (at >= len && len > 0) { /* find the current cycle */
+            at -= len;
+            len *= s->sgdr_mult;
+        }
+        return (float)half_cosine(s->lr_min, peak, len > 0 ? at / len : 0.0);
+    }
+    case ND_SCHED_GBC: {
+        const double a = s->gbc_tau > 0 ? ((double)t >= (double)s->gbc_tau ? 1.0 : (double)t / (double)s->gbc_tau) : 1.0;
+        return (float)((1.0 - a) * peak + a * s->gbc_floor * peak);
+    }
+    case ND_SCHED_PLATEAU: return (float)(peak * s->plateau_scale);
+    case ND_SCHED_CONSTANT:
+    case ND_SCHED_ONECYCLE: break;
+    }
+    return (float)peak;
+}
+
+void nd_lr_plateau_update(nd_lr_schedule *s, double metric, double *best, int *bad, int patience) {
+    if (metric > *best) {
+        *best = metric;
+        *bad = 0;
+        return;
+    }
+    if (++*bad >= patience) {
+        s->plateau_scale *= s->gamma;
+        *bad = 0;
+    }
 }
 
 float nd_momentum_at(float mu0, float mu1, float span, double epoch) {

@@ -34,6 +34,9 @@ static void fill_meta(const nd_trainer *tr, nd_ckpt_meta *m, int epoch, long epo
     m->epoch_correct = correct;
     m->world_size = tr->size;
     m->global_batch = tr->global_batch;
+    m->plateau_scale = tr->lr.plateau_scale;
+    m->plateau_best = tr->plateau_best;
+    m->plateau_bad = tr->plateau_bad;
     config_text(tr, m->config, sizeof m->config);
 }
 
@@ -92,9 +95,13 @@ static nd_status load(nd_trainer *tr, const char *path, nd_error *err) {
     if (tr->ema) ND_TRY(nd_comm_bcast_f32(tr->comm, tr->ema, n, 0, err));
     ND_TRY(nd_comm_bcast_f32(tr->comm, tr->norm_mean, cols, 0, err));
     ND_TRY(nd_comm_bcast_f32(tr->comm, tr->norm_inv_std, cols, 0, err));
-    double v[8] = {(double)info.meta.step, info.meta.epoch, (double)info.meta.epoch_step, info.meta.epoch_loss_sum,
-                   info.meta.epoch_correct, info.meta.global_batch, (double)info.optimizer_step, info.meta.world_size};
-    ND_TRY(nd_comm_bcast_f64(tr->comm, v, 8, 0, err));
+    double v[11] = {(double)info.meta.step, info.meta.epoch, (double)info.meta.epoch_step, info.meta.epoch_loss_sum,
+                    info.meta.epoch_correct, info.meta.global_batch, (double)info.optimizer_step, info.meta.world_size,
+                    info.meta.plateau_scale, info.meta.plateau_best, info.meta.plateau_bad};
+    ND_TRY(nd_comm_bcast_f64(tr->comm, v, 11, 0, err));
+    tr->plateau_scale = v[8];
+    tr->plateau_best = v[9];
+    tr->plateau_bad = (int)v[10];
     tr->step = (long)v[0];
     tr->opt.step = (long)v[6];
     tr->start_epoch = (int)v[1];

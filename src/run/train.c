@@ -219,6 +219,8 @@ nd_status nd_trainer_setup(nd_trainer *tr, const nd_train_config *cfg, nd_comm *
      * mode, M micro-batches in deterministic mode. */
     tr->global_batch = tr->async ? cfg->batch : tr->det ? cfg->batch * cfg->micro_batches : cfg->batch * tr->size;
     tr->start_epoch = 1;
+    tr->plateau_best = -INFINITY;
+    tr->plateau_scale = 1.0;
     int resumed = 0;
     ND_TRY(nd_train_checkpoint_setup(tr, &resumed, err)); /* may load weights, state, statistics */
     ND_TRY(normalize_splits(tr, resumed, err));
@@ -227,8 +229,13 @@ nd_status nd_trainer_setup(nd_trainer *tr, const nd_train_config *cfg, nd_comm *
         if (tr->ema) memcpy(tr->ema, tr->model.param, sizeof(float) * tr->model.num_params);
     }
     if (tr->async) ND_TRY(nd_train_agree(tr, nd_async_create(tr, err), err));
-    tr->lr = (nd_lr_schedule){cfg->lr, cfg->ref_batch > 0 ? cfg->ref_batch : cfg->batch,
-                              tr->global_batch, cfg->warmup_steps};
+    /* An async epoch is one training set's worth of worker batches. */
+    const long per_epoch = tr->async ? tr->info.train.rows / cfg->batch : tr->steps_per_epoch;
+    ND_TRY(nd_train_agree(tr, nd_train_make_schedule(cfg, tr->global_batch, per_epoch, &tr->lr, err), err));
+    if (tr->lr.kind == ND_SCHED_PLATEAU && !tr->info.has_val)
+        return nd_train_agree(tr, ND_FAIL(err, ND_ERR_ARG, "--lr-schedule plateau: %s has no /val split to watch",
+                                          cfg->data), err);
+    tr->lr.plateau_scale = tr->plateau_scale; /* 1, or where a resumed run stood */
     /* Opened last: a run that fails its checks leaves an earlier metrics file alone. */
     ND_TRY(nd_train_agree(tr, nd_report_open(&tr->report, tr->rank == 0, cfg->progress, cfg->metrics, err), err));
     if (tr->rank == 0) print_setup(tr);
@@ -518,6 +525,8 @@ nd_status nd_trainer_fit(nd_trainer *tr, nd_error *err) {
         tr->last = e;
         nd_train_print_epoch(tr, &e);
         if (tr->cfg.checkpoint_dir[0]) ND_TRY(nd_train_checkpoint_epoch(tr, &e, err));
+        if (tr->lr.kind == ND_SCHED_PLATEAU)
+            nd_lr_plateau_update(&tr->lr, e.val_acc, &tr->plateau_best, &tr->plateau_bad, tr->cfg.plateau_patience);
         if (tr->best_param && early_stop_now(tr, &e)) break;
     }
     if (tr->best_param && tr->best_epoch > 0 && tr->best_epoch != tr->last.epoch) {

@@ -167,6 +167,50 @@ static void test_softmax_ce_stable(void **state) {
     assert_int_equal(st.correct, 1);
 }
 
+/* Each initialization has the spread its formula promises (one 400 x 300
+ * layer: 120000 draws, so sample moments are within a few per cent). */
+static void test_init_distributions(void **state) {
+    (void)state;
+    nd_model_spec spec = {.input_dim = 400, .num_hidden = 0, .num_classes = 300, .act = {ND_ACT_RELU, 0}};
+    nd_model m;
+    nd_error err = {0};
+    assert_int_equal(nd_model_create(&m, &spec, 1, &err), ND_OK);
+    const nd_init_kind kinds[4] = {ND_INIT_HE, ND_INIT_XAVIER, ND_INIT_LECUN, ND_INIT_SMALL};
+    const double bound_x = sqrt(6.0 / 700.0), bound_l = 1.0 / sqrt(400.0);
+    const double want_std[4] = {sqrt(2.0 / 400), bound_x / sqrt(3.0), bound_l / sqrt(3.0), 0.01};
+    const double max_abs[4] = {INFINITY, bound_x, bound_l, INFINITY};
+    for (int k = 0; k < 4; ++k) {
+        nd_model_init_params(&m, 5, kinds[k]);
+        const float *w = m.param + m.layer[0].w.offset;
+        const size_t n = m.layer[0].w.length;
+        double sum = 0, sq = 0, top = 0;
+        for (size_t i = 0; i < n; ++i) {
+            sum += w[i], sq += (double)w[i] * w[i];
+            top = fmax(top, fabs(w[i]));
+        }
+        const double mean = sum / n, std = sqrt(sq / n - mean * mean);
+        print_message("  init %d: mean %.2e std %.5f (want %.5f) max |w| %.4f\n", k, mean, std, want_std[k], top);
+        assert_true(fabs(mean) < 0.05 * want_std[k]);
+        assert_true(fabs(std / want_std[k] - 1.0) < 0.03);
+        assert_true(top <= max_abs[k]);
+        for (size_t i = 0; i < m.layer[0].b.length; ++i) assert_true(m.param[m.layer[0].b.offset + i] == 0.0f);
+    }
+    /* Output biases from class counts: the initial softmax of a zero input
+     * predicts the priors. */
+    double counts[300] = {0};
+    for (int c = 0; c < 300; ++c) counts[c] = 1 + c % 7;
+    nd_model_bias_priors(&m, counts);
+    double total = 0, z = 0;
+    for (int c = 0; c < 300; ++c) total += counts[c], z += exp(m.param[m.layer[0].b.offset + c]);
+    for (int c = 0; c < 300; c += 37)
+        assert_float_equal(exp(m.param[m.layer[0].b.offset + c]) / z, counts[c] / total, 1e-6);
+    nd_init_kind k;
+    assert_int_equal(nd_init_parse("lecun", &k), 0);
+    assert_int_equal(k, ND_INIT_LECUN);
+    assert_int_equal(nd_init_parse("orthogonal", &k), -1);
+    nd_model_destroy(&m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gradcheck_relu),
@@ -175,6 +219,7 @@ int main(void) {
         cmocka_unit_test(test_gradcheck_sigmoid),
         cmocka_unit_test(test_dense_backward_input_and_accumulate),
         cmocka_unit_test(test_softmax_ce_stable),
+        cmocka_unit_test(test_init_distributions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -20,7 +20,15 @@
  * allreduce as the gradient. */
 #define ND_GRAD_TAIL 16
 
-typedef enum { ND_INIT_HE = 0, ND_INIT_XAVIER } nd_init_kind;
+typedef enum {
+    ND_INIT_HE = 0,  /* normal, std sqrt(2 / fan_in) (He et al. 2015) */
+    ND_INIT_XAVIER,  /* uniform in +-sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio 2010) */
+    ND_INIT_LECUN,   /* uniform in +-1 / sqrt(fan_in) */
+    ND_INIT_SMALL    /* normal, std 0.01 */
+} nd_init_kind;
+
+/* Parses "he", "xavier", "lecun", "small"; 0 or -1. */
+int nd_init_parse(const char *name, nd_init_kind *kind);
 
 typedef struct {
     int input_dim;
@@ -57,9 +65,12 @@ nd_status nd_model_create(nd_model *model, const nd_model_spec *spec, int max_ba
                           nd_error *err);
 void nd_model_destroy(nd_model *model);
 
-/* Weights from a seeded normal (He: std sqrt(2/fan_in); Xavier: sqrt(1/fan_in)
- * scaled for the mean of fan_in and fan_out); biases zero. */
+/* Weights drawn by `init` from a seeded stream per layer; biases zero. */
 void nd_model_init_params(nd_model *model, uint64_t seed, nd_init_kind init);
+
+/* Output-layer biases set to log class priors, so the initial softmax
+ * predicts the training set's class frequencies. counts (num_classes). */
+void nd_model_bias_priors(nd_model *model, const double *counts);
 
 /* Runs x (batch x input_dim) through the network; returns the logits
  * (batch x num_classes), a view owned by the model. batch <= max_batch. */

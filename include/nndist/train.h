@@ -36,6 +36,7 @@ typedef struct {
     char act[32];
     float leaky_alpha;
     char init[16];
+    char output_bias[16];
     char loss[32];
     int epochs;
     int batch;

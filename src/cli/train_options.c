@@ -21,7 +21,8 @@ const nd_cli_option nd_train_options[] = {
     {"hidden", F(STR, hidden), "512,256", "hidden layer widths, comma-separated ('' for none)"},
     {"act", F(STR, act), "relu", "hidden activation: relu, leaky_relu, tanh, sigmoid"},
     {"leaky-alpha", F(FLOAT, leaky_alpha), "0.01", "negative slope of leaky_relu"},
-    {"init", F(STR, init), "he", "weight init: he (normal, sqrt(2/fan_in)) or xavier"},
+    {"init", F(STR, init), "he", "weights: he (normal, sqrt(2/fan_in)), xavier (uniform), lecun (uniform), small (N(0,0.01^2))"},
+    {"output-bias", F(STR, output_bias), "zero", "output biases: zero, or priors (log class frequencies of /train)"},
     {"loss", F(STR, loss), "softmax_ce", "loss: softmax_ce"},
     {"epochs", F(INT, epochs), "10", "passes over the training split"},
     {"batch", F(INT, batch), "64", "samples per step on each rank"},
@@ -185,8 +186,11 @@ nd_status nd_train_config_validate(const nd_train_config *c, nd_error *err) {
         return ND_FAIL(err, ND_ERR_ARG, "--act: '%s' is not one of relu, leaky_relu, tanh, sigmoid", c->act);
     if (!(c->leaky_alpha > 0.0f && c->leaky_alpha < 1.0f))
         return ND_FAIL(err, ND_ERR_ARG, "--leaky-alpha: %g must be in (0, 1)", (double)c->leaky_alpha);
-    if (strcmp(c->init, "he") && strcmp(c->init, "xavier"))
-        return ND_FAIL(err, ND_ERR_ARG, "--init: '%s' is not one of he, xavier", c->init);
+    nd_init_kind init;
+    if (nd_init_parse(c->init, &init) != 0)
+        return ND_FAIL(err, ND_ERR_ARG, "--init: '%s' is not one of he, xavier, lecun, small", c->init);
+    if (strcmp(c->output_bias, "zero") && strcmp(c->output_bias, "priors"))
+        return ND_FAIL(err, ND_ERR_ARG, "--output-bias: '%s' is not one of zero, priors", c->output_bias);
     if (strcmp(c->loss, "softmax_ce"))
         return ND_FAIL(err, ND_ERR_ARG, "--loss: '%s' is not one of softmax_ce", c->loss);
     if (c->epochs <= 0) return ND_FAIL(err, ND_ERR_ARG, "--epochs: %d must be positive", c->epochs);

@@ -67,17 +67,45 @@ void nd_model_destroy(nd_model *model) {
     memset(model, 0, sizeof *model);
 }
 
+int nd_init_parse(const char *name, nd_init_kind *kind) {
+    static const char *const names[] = {"he", "xavier", "lecun", "small"};
+    for (int k = 0; k < 4; ++k)
+        if (!strcmp(name, names[k])) {
+            *kind = (nd_init_kind)k;
+            return 0;
+        }
+    return -1;
+}
+
 void nd_model_init_params(nd_model *model, uint64_t seed, nd_init_kind init) {
     memset(model->param, 0, model->num_params * sizeof(float));
     for (int l = 0; l < model->num_layers; ++l) {
         const nd_dense_layer *L = &model->layer[l];
         nd_rng rng;
         nd_rng_seed(&rng, seed, 0x1417u, (uint64_t)l); /* one stream per layer */
-        double std = init == ND_INIT_XAVIER ? sqrt(2.0 / (L->in_dim + L->out_dim))
-                                            : sqrt(2.0 / L->in_dim);
         float *w = model->param + L->w.offset;
-        for (size_t i = 0; i < L->w.length; ++i) w[i] = (float)(std * nd_rng_normal(&rng));
+        const double fan_in = L->in_dim, fan_out = L->out_dim;
+        for (size_t i = 0; i < L->w.length; ++i) {
+            double x;
+            switch (init) {
+            case ND_INIT_XAVIER: x = sqrt(6.0 / (fan_in + fan_out)) * (2.0 * nd_rng_uniform(&rng) - 1.0); break;
+            case ND_INIT_LECUN: x = (2.0 * nd_rng_uniform(&rng) - 1.0) / sqrt(fan_in); break;
+            case ND_INIT_SMALL: x = 0.01 * nd_rng_normal(&rng); break;
+            case ND_INIT_HE:
+            default: x = sqrt(2.0 / fan_in) * nd_rng_normal(&rng); break;
+            }
+            w[i] = (float)x;
+        }
     }
+}
+
+void nd_model_bias_priors(nd_model *model, const double *counts) {
+    const nd_dense_layer *L = &model->layer[model->num_layers - 1];
+    double total = 0.0;
+    for (int c = 0; c < L->out_dim; ++c) total += counts[c];
+    float *b = model->param + L->b.offset;
+    for (int c = 0; c < L->out_dim; ++c) /* an absent class gets a very low, finite prior */
+        b[c] = (float)log(counts[c] > 0 ? counts[c] / total : 1e-6 / (total > 0 ? total : 1.0));
 }
 
 const float *nd_model_forward(nd_model *model, const float *x, int batch) {

@@ -7,6 +7,7 @@
 #include <math.h>
 #include <sched.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -165,9 +166,27 @@ static nd_status build_model(nd_trainer *tr, nd_error *err) {
     tr->norm_inv_std = nd_buffer_alloc((size_t)tr->info.train.cols);
     if (!tr->norm_mean || !tr->norm_inv_std)
         return ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate normalization statistics");
-    if (tr->rank == 0)
-        nd_model_init_params(&tr->model, c->seed, strcmp(c->init, "xavier") ? ND_INIT_HE : ND_INIT_XAVIER);
+    nd_init_kind init;
+    nd_init_parse(c->init, &init);
+    if (tr->rank == 0) nd_model_init_params(&tr->model, c->seed, init);
     return ND_OK;
+}
+
+/* Collective: class counts of the whole training split, then rank 0 sets
+ * the output biases (the broadcast that follows shares them). */
+static nd_status set_bias_priors(nd_trainer *tr, nd_error *err) {
+    const int k = tr->info.num_classes;
+    double *counts = calloc((size_t)k, sizeof(double));
+    nd_status st = nd_train_agree(tr, counts ? ND_OK : ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate class counts"), err);
+    if (st != ND_OK) {
+        free(counts);
+        return st;
+    }
+    for (int i = 0; i < tr->train.rows; ++i) counts[tr->train.y[i]] += 1.0;
+    st = nd_comm_allreduce_sum_f64(tr->comm, counts, (size_t)k, err);
+    if (st == ND_OK && tr->rank == 0) nd_model_bias_priors(&tr->model, counts);
+    free(counts);
+    return st;
 }
 
 static void print_setup(const nd_trainer *tr) {
@@ -224,6 +243,7 @@ nd_status nd_trainer_setup(nd_trainer *tr, const nd_train_config *cfg, nd_comm *
     int resumed = 0;
     ND_TRY(nd_train_checkpoint_setup(tr, &resumed, err)); /* may load weights, state, statistics */
     ND_TRY(normalize_splits(tr, resumed, err));
+    if (!resumed && !strcmp(cfg->output_bias, "priors")) ND_TRY(set_bias_priors(tr, err));
     if (!resumed) {
         ND_TRY(nd_comm_bcast_f32(comm, tr->model.param, tr->model.num_params, 0, err));
         if (tr->ema) memcpy(tr->ema, tr->model.param, sizeof(float) * tr->model.num_params);

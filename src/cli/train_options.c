@@ -58,7 +58,7 @@ const nd_cli_option nd_train_options[] = {
     {"deterministic", F(BOOL, deterministic), "false", "results independent of the rank count (sync; see README)"},
     {"micro-batches", F(INT, micro_batches), "8", "--deterministic: micro-batches of --batch rows per step (>= ranks)"},
     {"shuffle", F(BOOL, shuffle), "true", "reshuffle each rank's rows every epoch (--no-shuffle: file order)"},
-    {"normalize", F(STR, normalize), "global", "feature standardization: global, feature or none"},
+    {"normalize", F(STR, normalize), "global", "features: global or feature (mean/std), minmax (to [-1, 1]) or none"},
     {"eval-batch", F(INT, eval_batch), "1024", "rows per forward pass during evaluation"},
     {"threads", F(INT, threads), "0", "BLAS threads per rank; 0 = this node's cores / ranks on it"},
     {"progress", F(STR, progress), "auto", "progress within an epoch: auto, bar, plain, none"},
@@ -219,7 +219,7 @@ nd_status nd_train_config_validate(const nd_train_config *c, nd_error *err) {
     if (c->weight_decay < 0.0f)
         return ND_FAIL(err, ND_ERR_ARG, "--weight-decay: %g must be >= 0", (double)c->weight_decay);
     if (nd_norm_parse(c->normalize, &norm) != 0)
-        return ND_FAIL(err, ND_ERR_ARG, "--normalize: '%s' is not one of global, feature, none", c->normalize);
+        return ND_FAIL(err, ND_ERR_ARG, "--normalize: '%s' is not one of global, feature, minmax, none", c->normalize);
     if (c->threads < 0 || c->threads > 1024)
         return ND_FAIL(err, ND_ERR_ARG, "--threads: %d must be in [0, 1024]", c->threads);
     if (strcmp(c->progress, "auto") && strcmp(c->progress, "bar") && strcmp(c->progress, "plain") &&

@@ -4,10 +4,11 @@
 #include <string.h>
 
 static const char *const norm_names[] = {
-    [ND_NORM_GLOBAL] = "global", [ND_NORM_FEATURE] = "feature", [ND_NORM_NONE] = "none"};
+    [ND_NORM_GLOBAL] = "global", [ND_NORM_FEATURE] = "feature", [ND_NORM_NONE] = "none",
+    [ND_NORM_MINMAX] = "minmax"};
 
 int nd_norm_parse(const char *name, nd_norm_kind *kind) {
-    for (int k = 0; k < 3; ++k)
+    for (int k = 0; k < 4; ++k)
         if (!strcmp(name, norm_names[k])) {
             *kind = (nd_norm_kind)k;
             return 0;
@@ -16,7 +17,7 @@ int nd_norm_parse(const char *name, nd_norm_kind *kind) {
 }
 
 const char *nd_norm_name(nd_norm_kind kind) {
-    return (unsigned)kind < 3 ? norm_names[kind] : "?";
+    return (unsigned)kind < 4 ? norm_names[kind] : "?";
 }
 
 void nd_stats_accumulate(double *sums, const float *x, size_t rows, int cols) {
@@ -49,6 +50,25 @@ void nd_stats_finish(const double *sums, int cols, nd_norm_kind kind, float *mea
         const double m = sums[j] / n, var = sums[cols + j] / n - m * m;
         mean[j] = (float)m;
         inv_std[j] = var > 1e-12 ? (float)(1.0 / sqrt(var)) : 1.0f;
+    }
+}
+
+void nd_range_accumulate(double *range, const float *x, size_t rows, int cols) {
+    double *hi = range, *neg_lo = range + cols;
+    for (size_t i = 0; i < rows; ++i) {
+        const float *r = x + i * (size_t)cols;
+        for (int j = 0; j < cols; ++j) {
+            if (r[j] > hi[j]) hi[j] = r[j];
+            if (-r[j] > neg_lo[j]) neg_lo[j] = -r[j];
+        }
+    }
+}
+
+void nd_range_finish(const double *range, int cols, float *mean, float *inv_std) {
+    for (int j = 0; j < cols; ++j) {
+        const double hi = range[j], lo = -range[cols + j];
+        mean[j] = (float)(0.5 * (hi + lo));
+        inv_std[j] = hi - lo > 1e-12 ? (float)(2.0 / (hi - lo)) : 1.0f;
     }
 }
 

@@ -65,7 +65,18 @@ static nd_status read_shards(nd_trainer *tr, nd_error *err) {
 static nd_status normalize_splits(nd_trainer *tr, int have_stats, nd_error *err) {
     const int cols = tr->info.train.cols;
     nd_status st = ND_OK;
-    if (!have_stats) {
+    if (!have_stats && tr->norm == ND_NORM_MINMAX) {
+        /* One max-reduction of (max, -min): exact in any order. */
+        double *range = nd_buffer_alloc_f64(2 * (size_t)cols);
+        st = nd_train_agree(tr, range ? ND_OK : ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate feature ranges"), err);
+        if (st == ND_OK) {
+            for (size_t j = 0; j < 2 * (size_t)cols; ++j) range[j] = -INFINITY;
+            nd_range_accumulate(range, tr->train.x, (size_t)tr->train.rows, cols);
+            st = nd_comm_allreduce_max_f64(tr->comm, range, 2 * (size_t)cols, err);
+        }
+        if (st == ND_OK) nd_range_finish(range, cols, tr->norm_mean, tr->norm_inv_std);
+        nd_buffer_free(range);
+    } else if (!have_stats) {
         double *sums = nd_buffer_alloc_f64(2 * (size_t)cols + 1);
         st = nd_train_agree(tr, sums ? ND_OK : ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate normalization sums"), err);
         if (st == ND_OK && tr->det) {

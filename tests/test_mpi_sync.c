@@ -314,6 +314,48 @@ static void test_early_stop_restores_best(void **state) {
     assert_true(v[4] > 0.2 && v[4] <= 1.0);
 }
 
+/* Epoch-end monitoring: a finite positive gradient norm, update/weight
+ * ratios in (0, 1), dead-unit fractions in [0, 1] (0 for tanh, which is
+ * never exactly 0), and activation spreads that are positive. */
+static void test_monitoring_figures(void **state) {
+    (void)state;
+    char path[512];
+    fx_path(path, sizeof path, "separable.h5");
+    const char *acts[2] = {"relu", "tanh"};
+    double v[2][6];
+    for (int a = 0; a < 2; ++a) {
+        nd_train_config cfg;
+        mpi_base_config(&cfg, path);
+        snprintf(cfg.hidden, sizeof cfg.hidden, "32");
+        snprintf(cfg.act, sizeof cfg.act, "%s", acts[a]);
+        cfg.batch = 20;
+        cfg.epochs = 1;
+        nd_trainer tr;
+        nd_error err = {0};
+        for (int i = 0; i < 6; ++i) v[a][i] = NAN;
+        if (nd_trainer_setup(&tr, &cfg, world, &err) == ND_OK && nd_trainer_fit(&tr, &err) == ND_OK &&
+            tr.last.has_monitor) {
+            v[a][0] = tr.last.grad_norm;
+            v[a][1] = tr.last.update_ratio[0];
+            v[a][2] = tr.last.update_ratio[1];
+            v[a][3] = tr.last.dead_frac[0];
+            v[a][4] = tr.last.act_std[0];
+            v[a][5] = tr.last.act_std[1];
+        }
+        nd_trainer_free(&tr);
+    }
+    print_message("  relu: grad norm %.3g, update ratios %.2e %.2e, dead %.3f; tanh dead %.3f\n", v[0][0], v[0][1],
+                  v[0][2], v[0][3], v[1][3]);
+    for (int a = 0; a < 2; ++a) {
+        assert_true(v[a][0] > 0 && isfinite(v[a][0]));
+        assert_true(v[a][1] > 0 && v[a][1] < 1);
+        assert_true(v[a][2] > 0 && v[a][2] < 1);
+        assert_true(v[a][3] >= 0 && v[a][3] <= 1);
+        assert_true(v[a][4] > 0 && v[a][5] > 0);
+    }
+    assert_true(v[1][3] == 0.0);
+}
+
 int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_two_ranks_equal_one_rank_double_batch),
@@ -322,6 +364,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_async_overlap_staleness_is_one),
         cmocka_unit_test(test_resume_is_bit_exact),
         cmocka_unit_test(test_early_stop_restores_best),
+        cmocka_unit_test(test_monitoring_figures),
     };
     return mpi_test_main(argc, argv, &world, tests, sizeof tests / sizeof tests[0], 2);
 }

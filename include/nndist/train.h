@@ -97,6 +97,12 @@ typedef struct {
     double val_loss, val_acc;     /* NaN without a val split */
     double lr;           /* at the end of the epoch */
     double ema_test_acc, ema_val_acc; /* --ema: the averaged weights' accuracy (NaN otherwise) */
+    /* Health at the epoch's last step (sync): the averaged gradient's norm,
+     * and per layer ||update|| / ||weights||, the fraction of hidden units
+     * that output 0 for the whole batch, and the mean/std of activations. */
+    int has_monitor;
+    double grad_norm;
+    double update_ratio[ND_MAX_LAYERS], dead_frac[ND_MAX_LAYERS], act_mean[ND_MAX_LAYERS], act_std[ND_MAX_LAYERS];
     double seconds;      /* training steps only */
     double samples_per_s;
     /* async/ssp: staleness of the gradients applied this epoch (server 0) */
@@ -146,6 +152,7 @@ typedef struct {
     float *ema;          /* --ema: (num_params) moving average of the weights, or NULL */
     float *best_param;   /* --early-stop: (num_params) weights of the best epoch, or NULL */
     float *decay_mask;   /* adamw: (num_params) 1 on weights, 0 on biases and padding */
+    float *monitor_prev; /* (num_params) weights before the epoch's last update, for update ratios */
     int best_epoch, epochs_without_gain;
     double best_val;
     double plateau_best; /* --lr-schedule plateau: best validation accuracy and epochs without it */

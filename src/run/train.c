@@ -172,6 +172,8 @@ static nd_status build_model(nd_trainer *tr, nd_error *err) {
         if (!(tr->best_param = nd_buffer_alloc(tr->model.num_params)))
             return ND_FAIL(err, ND_ERR_NOMEM, "--early-stop: cannot allocate %zu floats", tr->model.num_params);
     }
+    if (!tr->async && !(tr->monitor_prev = nd_buffer_alloc(tr->model.num_params)))
+        return ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate the monitoring copy of the weights");
     nd_norm_parse(c->normalize, &tr->norm);
     tr->norm_mean = nd_buffer_alloc((size_t)tr->info.train.cols);
     tr->norm_inv_std = nd_buffer_alloc((size_t)tr->info.train.cols);
@@ -283,6 +285,7 @@ void nd_trainer_free(nd_trainer *tr) {
     nd_buffer_free(tr->ema);
     nd_buffer_free(tr->best_param);
     nd_buffer_free(tr->decay_mask);
+    nd_buffer_free(tr->monitor_prev);
     nd_buffer_free(tr->norm_mean);
     nd_buffer_free(tr->norm_inv_std);
     nd_model_destroy(&tr->model);
@@ -388,6 +391,11 @@ void nd_train_print_epoch(nd_trainer *tr, const nd_epoch_stats *e) {
     if (tr->info.has_test) fprintf(r->out, " | test loss %.4f acc %.4f", e->test_loss, e->test_acc);
     fprintf(r->out, " | lr %.5g | %.0f samples/s | %.2f s", e->lr, e->samples_per_s, e->seconds);
     if (e->has_staleness) fprintf(r->out, " | staleness mean %.2f max %ld", e->staleness_mean, e->staleness_max);
+    if (e->has_monitor) {
+        double worst = 0;
+        for (int l = 0; l < tr->model.num_layers; ++l) worst = fmax(worst, e->update_ratio[l]);
+        fprintf(r->out, " | grad norm %.3g update/weight <= %.1e", e->grad_norm, worst);
+    }
     if (tr->ema) {
         if (tr->info.has_val) fprintf(r->out, " | ema val acc %.4f", e->ema_val_acc);
         if (tr->info.has_test) fprintf(r->out, " | ema test acc %.4f", e->ema_test_acc);
@@ -405,6 +413,14 @@ void nd_train_print_epoch(nd_trainer *tr, const nd_epoch_stats *e) {
             fprintf(r->metrics, ", \"test_loss\": %.6g, \"test_accuracy\": %.6g", e->test_loss, e->test_acc);
         if (tr->ema && tr->info.has_val) fprintf(r->metrics, ", \"ema_val_accuracy\": %.6g", e->ema_val_acc);
         if (tr->ema && tr->info.has_test) fprintf(r->metrics, ", \"ema_test_accuracy\": %.6g", e->ema_test_acc);
+        if (e->has_monitor) {
+            fprintf(r->metrics, ", \"grad_norm\": %.6g, \"layers\": [", e->grad_norm);
+            for (int l = 0; l < tr->model.num_layers; ++l)
+                fprintf(r->metrics,
+                        "%s{\"update_ratio\": %.6g, \"dead_fraction\": %.6g, \"act_mean\": %.6g, \"act_std\": %.6g}",
+                        l ? ", " : "", e->update_ratio[l], e->dead_frac[l], e->act_mean[l], e->act_std[l]);
+            fputc(']', r->metrics);
+        }
         if (e->has_staleness) {
             fprintf(r->metrics, ", \"staleness_mean\": %.6g, \"staleness_max\": %ld, \"staleness_hist\": [",
                     e->staleness_mean, e->staleness_max);
@@ -441,6 +457,49 @@ static void write_summary(FILE *f, const void *ctx) {
     fputs("}}\n", f);
 }
 
+/* Epoch-end health figures (not collective: every replica holds the same
+ * weights and gradient; the activations are rank 0's last batch). */
+static void monitor_before(nd_trainer *tr, nd_epoch_stats *e, float scale) {
+    const nd_model *m = &tr->model;
+    e->has_monitor = 1;
+    e->grad_norm = nd_grad_norm(m->grad, m->num_params, scale);
+    memcpy(tr->monitor_prev, m->param, sizeof(float) * m->num_params);
+    const int b = tr->cfg.batch;
+    for (int l = 0; l < m->num_layers; ++l) {
+        const int w = m->layer[l].out_dim;
+        const float *a = m->out[l];
+        double sum = 0, sq = 0;
+        int dead = 0;
+        for (int j = 0; j < w; ++j) {
+            int alive = 0;
+            for (int i = 0; i < b; ++i) {
+                const float v = a[(size_t)i * w + j];
+                sum += v, sq += (double)v * v;
+                alive |= v != 0.0f;
+            }
+            dead += !alive;
+        }
+        const double n = (double)b * w, mean = sum / n;
+        e->act_mean[l] = mean;
+        e->act_std[l] = sqrt(fmax(sq / n - mean * mean, 0.0));
+        e->dead_frac[l] = (double)dead / w;
+    }
+}
+
+static void monitor_after(nd_trainer *tr, nd_epoch_stats *e) {
+    const nd_model *m = &tr->model;
+    for (int l = 0; l < m->num_layers; ++l) {
+        const nd_span w = m->layer[l].w;
+        double du = 0, ww = 0;
+        for (size_t i = w.offset; i < w.offset + w.length; ++i) {
+            const double d = (double)m->param[i] - tr->monitor_prev[i];
+            du += d * d;
+            ww += (double)tr->monitor_prev[i] * tr->monitor_prev[i];
+        }
+        e->update_ratio[l] = ww > 0 ? sqrt(du / ww) : NAN;
+    }
+}
+
 /* Collective: one epoch of steps; fills loss/accuracy sums and seconds. */
 static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_error *err) {
     nd_model *m = &tr->model;
@@ -466,7 +525,10 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
         const float scale = nd_train_grad_scale(tr, tr->global_batch);
         tr->opt.cfg.momentum = nd_momentum_at(tr->cfg.momentum, tr->cfg.momentum_final, tr->cfg.momentum_epochs,
                                               (double)tr->step / (double)tr->steps_per_epoch);
+        const int last = s == steps - 1;
+        if (last) monitor_before(tr, e, scale);
         nd_optimizer_step(&tr->opt, m->param, m->grad, scale, nd_lr_at(&tr->lr, tr->step));
+        if (last) monitor_after(tr, e);
         tr->step += 1;
         if (tr->ema) {
             const float d = tr->cfg.ema, keep = 1.0f - d;

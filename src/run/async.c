@@ -256,10 +256,25 @@ static nd_status receive_ctrl(nd_trainer *tr, int *src, nd_error *err) {
     return nd_comm_wait_all(&r, 1, src, err);
 }
 
-/* Servers 1..K-1: apply, reply, hand out snapshots, until every worker left. */
+/* Sends this server's slice (and with CTRL_STATE its optimizer state) to
+ * server 0. */
+static nd_status send_snapshot(nd_trainer *tr, int dest, int kind, nd_error *err) {
+    nd_request r[3] = {{0}};
+    const size_t len = tr->slice.length;
+    ND_TRY(nd_comm_isend_f32(tr->comm, tr->model.param + tr->slice.offset, len, dest, TAG_SNAP, &r[0], err));
+    if (kind == CTRL_STATE && tr->opt.m) ND_TRY(nd_comm_isend_f32(tr->comm, tr->opt.m, len, dest, TAG_SNAP_M, &r[1], err));
+    if (kind == CTRL_STATE && tr->opt.v) ND_TRY(nd_comm_isend_f32(tr->comm, tr->opt.v, len, dest, TAG_SNAP_V, &r[2], err));
+    return nd_comm_wait_all(r, 3, NULL, err);
+}
+
+/* Servers 1..K-1: apply, reply, hand out snapshots, until every worker left.
+ * A snapshot is sent once this server has applied at least as many updates
+ * as server 0 had (the update that completed server 0's epoch may still be
+ * on its way here), so a checkpoint never mixes older slices in. */
 static nd_status server_loop(nd_trainer *tr, nd_error *err) {
-    int byes = 0;
-    while (byes < tr->num_workers) {
+    int byes = 0, snap_src = -1, snap_kind = 0;
+    long snap_version = 0;
+    while (byes < tr->num_workers || snap_src >= 0) {
         int src = -1;
         ND_TRY(receive_ctrl(tr, &src, err));
         const int kind = (int)tr->as->ctrl_in[CTRL_KIND];
@@ -271,14 +286,13 @@ static nd_status server_loop(nd_trainer *tr, nd_error *err) {
         } else if (kind == CTRL_BYE) {
             ++byes;
         } else if (kind == CTRL_SNAPSHOT || kind == CTRL_STATE) {
-            nd_request r[3] = {{0}};
-            const size_t len = tr->slice.length;
-            ND_TRY(nd_comm_isend_f32(tr->comm, tr->model.param + tr->slice.offset, len, src, TAG_SNAP, &r[0], err));
-            if (kind == CTRL_STATE && tr->opt.m) ND_TRY(nd_comm_isend_f32(tr->comm, tr->opt.m, len, src, TAG_SNAP_M, &r[1], err));
-            if (kind == CTRL_STATE && tr->opt.v) ND_TRY(nd_comm_isend_f32(tr->comm, tr->opt.v, len, src, TAG_SNAP_V, &r[2], err));
-            ND_TRY(nd_comm_wait_all(r, 3, NULL, err));
+            snap_src = src, snap_kind = kind, snap_version = (long)tr->as->ctrl_in[CTRL_VERSION];
         } else {
             return ND_FAIL(err, ND_ERR_STATE, "server %d: unknown message kind %d from rank %d", tr->rank, kind, src);
+        }
+        if (snap_src >= 0 && tr->as->version >= snap_version) {
+            ND_TRY(send_snapshot(tr, snap_src, snap_kind, err));
+            snap_src = -1;
         }
     }
     return nd_comm_wait_all(tr->as->reply_reqs, 2 * tr->num_workers, NULL, err);
@@ -297,6 +311,7 @@ static nd_status gather(nd_trainer *tr, int state, nd_error *err) {
     for (int j = 1; j < tr->num_servers; ++j) {
         double *c = as->ctrl_out + (size_t)j * CTRL_LEN;
         c[CTRL_KIND] = state ? CTRL_STATE : CTRL_SNAPSHOT;
+        c[CTRL_VERSION] = (double)as->version; /* wait until it has applied as many */
         const size_t off = (size_t)as->slice_off[j], len = (size_t)as->slice_len[j];
         nd_request r[4] = {{0}};
         ND_TRY(nd_comm_irecv_f32(tr->comm, tr->model.param + off, len, j, TAG_SNAP, &r[0], err));

@@ -356,6 +356,43 @@ static void test_monitoring_figures(void **state) {
     assert_true(v[1][3] == 0.0);
 }
 
+/* --max-norm holds for every neuron after training; --l1 runs with it. */
+static void test_max_norm_holds(void **state) {
+    (void)state;
+    char path[512];
+    fx_path(path, sizeof path, "separable.h5");
+    nd_train_config cfg;
+    mpi_base_config(&cfg, path);
+    snprintf(cfg.hidden, sizeof cfg.hidden, "32");
+    cfg.batch = 20;
+    cfg.epochs = 2;
+    cfg.lr = 0.1f;
+    cfg.max_norm = 0.5f;
+    cfg.l1 = 1e-4f;
+    nd_trainer tr;
+    nd_error err = {0};
+    double worst = -1, acc = 0;
+    if (nd_trainer_setup(&tr, &cfg, world, &err) == ND_OK && nd_trainer_fit(&tr, &err) == ND_OK) {
+        worst = 0;
+        for (int l = 0; l < tr.model.num_layers; ++l) {
+            const nd_dense_layer *L = &tr.model.layer[l];
+            for (int r = 0; r < L->out_dim; ++r) {
+                double sq = 0;
+                for (int j = 0; j < L->in_dim; ++j) {
+                    const double v = tr.model.param[L->w.offset + (size_t)r * L->in_dim + j];
+                    sq += v * v;
+                }
+                worst = fmax(worst, sqrt(sq));
+            }
+        }
+        acc = tr.last.test_acc;
+    }
+    nd_trainer_free(&tr);
+    print_message("  max-norm 0.5: largest neuron norm %.6f, accuracy %.4f\n", worst, acc);
+    assert_true(worst > 0.0 && worst <= 0.5 + 1e-5);
+    assert_true(acc > 0.9);
+}
+
 int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_two_ranks_equal_one_rank_double_batch),
@@ -365,6 +402,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_resume_is_bit_exact),
         cmocka_unit_test(test_early_stop_restores_best),
         cmocka_unit_test(test_monitoring_figures),
+        cmocka_unit_test(test_max_norm_holds),
     };
     return mpi_test_main(argc, argv, &world, tests, sizeof tests / sizeof tests[0], 2);
 }

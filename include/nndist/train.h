@@ -50,7 +50,7 @@ typedef struct {
     float lr_gamma, lr_k, lr_min, sgdr_t0, sgdr_mult, gbc_tau, gbc_floor;
     float onecycle_pct, onecycle_div, onecycle_final_div;
     int plateau_patience;
-    float clip_norm, clip_value, weight_decay;
+    float clip_norm, clip_value, weight_decay, l1, max_norm;
     uint64_t seed;
     bool shuffle;
     char normalize[16];

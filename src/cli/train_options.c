@@ -62,6 +62,8 @@ const nd_cli_option nd_train_options[] = {
     {"eval-batch", F(INT, eval_batch), "1024", "rows per forward pass during evaluation"},
     {"threads", F(INT, threads), "0", "BLAS threads per rank; 0 = this node's cores / ranks on it"},
     {"progress", F(STR, progress), "auto", "progress within an epoch: auto, bar, plain, none"},
+    {"l1", F(FLOAT, l1), "0", "L1 penalty on weights (not biases); with --weight-decay: the elastic net"},
+    {"max-norm", F(FLOAT, max_norm), "0", "after each update, scale each neuron's incoming weights to L2 norm <= c (sync; 0 = off)"},
     {"early-stop", F(INT, early_stop), "0", "stop after N epochs without a better validation accuracy; end with the best weights"},
     {"ema", F(FLOAT, ema), "0", "keep a moving average of the weights with this decay (e.g. 0.999), evaluated and saved too"},
     {"checkpoint-dir", F(STR, checkpoint_dir), "", "rank 0 writes checkpoints here (each epoch, and see --checkpoint-every)"},
@@ -233,6 +235,10 @@ nd_status nd_train_config_validate(const nd_train_config *c, nd_error *err) {
     ND_TRY(nd_train_make_schedule(c, c->batch, 100, &probe, err)); /* names and values; sizes come later */
     if (probe.kind == ND_SCHED_PLATEAU && strcmp(c->mode, "sync"))
         return ND_FAIL(err, ND_ERR_ARG, "--lr-schedule plateau: only with --mode sync in this version");
+    if (!(c->l1 >= 0.0f)) return ND_FAIL(err, ND_ERR_ARG, "--l1: %g must be >= 0", (double)c->l1);
+    if (!(c->max_norm >= 0.0f)) return ND_FAIL(err, ND_ERR_ARG, "--max-norm: %g must be >= 0", (double)c->max_norm);
+    if (c->max_norm > 0.0f && strcmp(c->mode, "sync"))
+        return ND_FAIL(err, ND_ERR_ARG, "--max-norm: only with --mode sync (a server's slice may split a neuron)");
     if (c->early_stop < 0) return ND_FAIL(err, ND_ERR_ARG, "--early-stop: %d must be >= 0", c->early_stop);
     if (!(c->ema >= 0.0f && c->ema < 1.0f)) return ND_FAIL(err, ND_ERR_ARG, "--ema: %g must be in [0, 1)", (double)c->ema);
     if ((c->early_stop || c->ema > 0.0f) && strcmp(c->mode, "sync"))

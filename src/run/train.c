@@ -14,6 +14,7 @@
 
 #include "nndist/blas.h"
 #include "nndist/loss.h"
+#include "nndist/regularize.h"
 #include "nndist/rng.h"
 #include "nndist/train.h"
 #include "train_internal.h"
@@ -313,6 +314,11 @@ float nd_train_grad_scale(nd_trainer *tr, int samples) {
             for (size_t i = 0; i < m->layer[l].w.length; ++i) g[i] += wd * p[i];
         }
     }
+    if (c->l1 > 0.0f) { /* scaled up like the L2 term: g is a sum over the batch */
+        const float l1 = c->l1 * (float)samples;
+        for (int l = 0; l < m->num_layers; ++l)
+            nd_reg_l1(m->grad + m->layer[l].w.offset, m->param + m->layer[l].w.offset, m->layer[l].w.length, l1);
+    }
     if (c->clip_value > 0.0f) {
         nd_clip_by_value(m->grad, m->num_params, scale, c->clip_value);
         scale = 1.0f;
@@ -528,6 +534,10 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
         const int last = s == steps - 1;
         if (last) monitor_before(tr, e, scale);
         nd_optimizer_step(&tr->opt, m->param, m->grad, scale, nd_lr_at(&tr->lr, tr->step));
+        if (tr->cfg.max_norm > 0.0f)
+            for (int l = 0; l < m->num_layers; ++l)
+                nd_reg_max_norm(m->param + m->layer[l].w.offset, m->layer[l].out_dim, m->layer[l].in_dim,
+                                tr->cfg.max_norm);
         if (last) monitor_after(tr, e);
         tr->step += 1;
         if (tr->ema) {

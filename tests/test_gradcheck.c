@@ -171,16 +171,26 @@ static void test_softmax_ce_stable(void **state) {
  * layer: 120000 draws, so sample moments are within a few per cent). */
 static void test_init_distributions(void **state) {
     (void)state;
-    nd_model_spec spec = {.input_dim = 400, .num_hidden = 0, .num_classes = 300, .act = {ND_ACT_RELU, 0}};
+    nd_model_spec spec = {.input_dim = 400, .num_hidden = 1, .hidden = {300}, .num_classes = 300,
+                          .act = {ND_ACT_RELU, 0}};
     nd_model m;
     nd_error err = {0};
     assert_int_equal(nd_model_create(&m, &spec, 1, &err), ND_OK);
     const nd_init_kind kinds[4] = {ND_INIT_HE, ND_INIT_XAVIER, ND_INIT_LECUN, ND_INIT_SMALL};
-    const double bound_x = sqrt(6.0 / 700.0), bound_l = 1.0 / sqrt(400.0);
+    const double bound_x = sqrt(6.0 / 700.0), bound_l = 1.0 / sqrt(400.0); /* layer 0: 400 -> 300 */
     const double want_std[4] = {sqrt(2.0 / 400), bound_x / sqrt(3.0), bound_l / sqrt(3.0), 0.01};
     const double max_abs[4] = {INFINITY, bound_x, bound_l, INFINITY};
     for (int k = 0; k < 4; ++k) {
         nd_model_init_params(&m, 5, kinds[k]);
+        if (k == 0) {
+            /* He: the ReLU layer gets gain sqrt(2), the linear output layer 1. */
+            const float *o = m.param + m.layer[1].w.offset;
+            double osq = 0;
+            for (size_t i = 0; i < m.layer[1].w.length; ++i) osq += (double)o[i] * o[i];
+            const double ostd = sqrt(osq / m.layer[1].w.length);
+            print_message("  he output layer std %.5f (want %.5f)\n", ostd, sqrt(1.0 / 300));
+            assert_true(fabs(ostd / sqrt(1.0 / 300) - 1.0) < 0.03);
+        }
         const float *w = m.param + m.layer[0].w.offset;
         const size_t n = m.layer[0].w.length;
         double sum = 0, sq = 0, top = 0;
@@ -200,10 +210,10 @@ static void test_init_distributions(void **state) {
     double counts[300] = {0};
     for (int c = 0; c < 300; ++c) counts[c] = 1 + c % 7;
     nd_model_bias_priors(&m, counts);
+    const size_t ob = m.layer[1].b.offset;
     double total = 0, z = 0;
-    for (int c = 0; c < 300; ++c) total += counts[c], z += exp(m.param[m.layer[0].b.offset + c]);
-    for (int c = 0; c < 300; c += 37)
-        assert_float_equal(exp(m.param[m.layer[0].b.offset + c]) / z, counts[c] / total, 1e-6);
+    for (int c = 0; c < 300; ++c) total += counts[c], z += exp(m.param[ob + c]);
+    for (int c = 0; c < 300; c += 37) assert_float_equal(exp(m.param[ob + c]) / z, counts[c] / total, 1e-6);
     nd_init_kind k;
     assert_int_equal(nd_init_parse("lecun", &k), 0);
     assert_int_equal(k, ND_INIT_LECUN);

@@ -167,10 +167,23 @@ static void test_eval_and_info(void **state) {
     if (!strstr(out, "hidden layers '256,128', this run has --hidden '64'")) fail_msg("%s", out);
 }
 
+/* nndist sanity passes its three checks on a learnable set, and fails (with
+ * a non-zero exit) when the rate is too small to overfit 20 examples. */
+static void test_sanity_command(void **state) {
+    (void)state;
+    static char out[1 << 14];
+    int rc = run_nndist(1, "sanity --data " T "recovery.h5 --hidden 64", out, sizeof out, 60);
+    if (rc != 0 || !strstr(out, "3 of 3 checks passed")) fail_msg("sanity (%d):\n%s", rc, out);
+    rc = run_nndist(1, "sanity --data " T "recovery.h5 --hidden 64 --lr 1e-9", out, sizeof out, 60);
+    assert_int_not_equal(rc, 0);
+    if (!strstr(out, "FAIL  overfits 20 examples")) fail_msg("%s", out);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kill_rank_then_resume),
         cmocka_unit_test(test_eval_and_info),
+        cmocka_unit_test(test_sanity_command),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -21,7 +21,8 @@
 #define ND_GRAD_TAIL 16
 
 typedef enum {
-    ND_INIT_HE = 0,  /* normal, std sqrt(2 / fan_in) (He et al. 2015) */
+    ND_INIT_HE = 0,  /* normal, std gain / sqrt(fan_in), gain of the layer's activation:
+                        sqrt(2) for ReLU (He et al. 2015), 1 for the linear output layer */
     ND_INIT_XAVIER,  /* uniform in +-sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio 2010) */
     ND_INIT_LECUN,   /* uniform in +-1 / sqrt(fan_in) */
     ND_INIT_SMALL    /* normal, std 0.01 */

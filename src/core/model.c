@@ -85,6 +85,17 @@ void nd_model_init_params(nd_model *model, uint64_t seed, nd_init_kind init) {
         nd_rng_seed(&rng, seed, 0x1417u, (uint64_t)l); /* one stream per layer */
         float *w = model->param + L->w.offset;
         const double fan_in = L->in_dim, fan_out = L->out_dim;
+        /* He's gain for the layer's own activation (as PyTorch's
+         * calculate_gain): sqrt(2) for ReLU, 1 for the linear output layer,
+         * so the initial logits stay small and the initial loss near ln C. */
+        double gain = 1.0;
+        switch (L->act.kind) {
+        case ND_ACT_RELU: gain = sqrt(2.0); break;
+        case ND_ACT_LEAKY_RELU: gain = sqrt(2.0 / (1.0 + (double)L->act.alpha * L->act.alpha)); break;
+        case ND_ACT_TANH: gain = 5.0 / 3.0; break;
+        case ND_ACT_SIGMOID:
+        case ND_ACT_IDENTITY: break;
+        }
         for (size_t i = 0; i < L->w.length; ++i) {
             double x;
             switch (init) {
@@ -92,7 +103,7 @@ void nd_model_init_params(nd_model *model, uint64_t seed, nd_init_kind init) {
             case ND_INIT_LECUN: x = (2.0 * nd_rng_uniform(&rng) - 1.0) / sqrt(fan_in); break;
             case ND_INIT_SMALL: x = 0.01 * nd_rng_normal(&rng); break;
             case ND_INIT_HE:
-            default: x = sqrt(2.0 / fan_in) * nd_rng_normal(&rng); break;
+            default: x = gain / sqrt(fan_in) * nd_rng_normal(&rng); break;
             }
             w[i] = (float)x;
         }

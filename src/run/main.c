@@ -20,6 +20,7 @@ static void usage(FILE *out) {
             "  eval                  loss, accuracy, per-class accuracy, confusion matrix of a checkpoint\n"
             "  info FILE             describe a checkpoint or a dataset\n"
             "  schedule --steps N    print the learning rate of every step (CSV) for train options\n"
+            "  sanity                checks before training: initial loss, regularization, overfit 20 examples\n"
             "  help                  this text; 'nndist <command> --help' lists a command's options\n");
 }
 
@@ -108,6 +109,8 @@ int main(int argc, char **argv) {
         rc = st == ND_OK ? 0 : (e.code == ND_ERR_ARG ? 2 : 1);
     } else if (!strcmp(cmd, "schedule")) {
         rc = run_on_rank0(world, nd_cmd_schedule, argc - 2, argv + 2);
+    } else if (!strcmp(cmd, "sanity")) {
+        rc = run_on_rank0(world, nd_cmd_sanity, argc - 2, argv + 2);
     } else if (!strcmp(cmd, "info")) {
         rc = run_on_rank0(world, nd_cmd_info, argc - 2, argv + 2);
     } else if (!strcmp(cmd, "data") && argc >= 3 && !strcmp(argv[2], "synth")) {

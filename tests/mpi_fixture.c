@@ -12,6 +12,15 @@ void mpi_base_config(nd_train_config *cfg, const char *data) {
     cfg->threads = 1;
 }
 
+void mpi_synth(nd_comm *world, const char *path, const nd_synth_config *s) {
+    nd_error err = {0};
+    if (nd_comm_rank(world) == 0) {
+        remove(path);
+        if (nd_synth_write(s, path, &err) != ND_OK) fprintf(stderr, "mpi_synth: %s\n", err.msg);
+    }
+    nd_comm_barrier(world, &err);
+}
+
 int mpi_test_main(int argc, char **argv, nd_comm **world, const struct CMUnitTest *tests, size_t count,
                   int ranks) {
     nd_error err = {0};

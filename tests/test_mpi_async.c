@@ -29,12 +29,7 @@ static outcome run(const char *mode, int servers, int max_staleness, const char 
     char path[512];
     fx_path(path, sizeof path, "async.h5");
     nd_error err = {0};
-    if (nd_comm_rank(world) == 0) {
-        remove(path);
-        nd_synth_config s = {1001, 1000, 0, 16, 5, 3.0f, 21}; /* 1001 rows: uneven shards */
-        nd_synth_write(&s, path, &err);
-    }
-    nd_comm_barrier(world, &err);
+    mpi_synth(world, path, &(nd_synth_config){1001, 1000, 0, 16, 5, 3.0f, 21}); /* 1001 rows: uneven shards */
     nd_train_config cfg;
     mpi_base_config(&cfg, path);
     snprintf(cfg.mode, sizeof cfg.mode, "%s", mode);
@@ -146,12 +141,7 @@ static void test_two_servers_reassemble_exactly(void **state) {
     char path[512];
     fx_path(path, sizeof path, "async3.h5");
     nd_error err = {0};
-    if (rank == 0) {
-        remove(path);
-        nd_synth_config s = {640, 100, 0, 10, 3, 1.0f, 4};
-        nd_synth_write(&s, path, &err);
-    }
-    nd_comm_barrier(world, &err);
+    mpi_synth(world, path, &(nd_synth_config){640, 100, 0, 10, 3, 1.0f, 4});
     nd_comm *three = NULL;
     nd_comm_split(world, rank < 3 ? 0 : -1, &three, &err);
     nd_train_config cfg;
@@ -204,12 +194,7 @@ static void test_deterministic_across_rank_counts(void **state) {
     char path[512];
     fx_path(path, sizeof path, "det.h5");
     nd_error err = {0};
-    if (rank == 0) {
-        remove(path);
-        nd_synth_config s = {1001, 200, 0, 12, 4, 0.8f, 13};
-        nd_synth_write(&s, path, &err);
-    }
-    nd_comm_barrier(world, &err);
+    mpi_synth(world, path, &(nd_synth_config){1001, 200, 0, 12, 4, 0.8f, 13});
     nd_train_config cfg;
     mpi_base_config(&cfg, path);
     snprintf(cfg.hidden, sizeof cfg.hidden, "16,8");
@@ -262,12 +247,7 @@ static void test_async_checkpoint_resume_two_servers(void **state) {
     fx_path(dir_a, sizeof dir_a, "async-ckpt-a");
     fx_path(dir_b, sizeof dir_b, "async-ckpt-b");
     nd_error err = {0};
-    if (rank == 0) {
-        remove(path);
-        nd_synth_config s = {640, 100, 0, 10, 3, 1.0f, 17};
-        nd_synth_write(&s, path, &err);
-    }
-    nd_comm_barrier(world, &err);
+    mpi_synth(world, path, &(nd_synth_config){640, 100, 0, 10, 3, 1.0f, 17});
     nd_comm *three = NULL;
     nd_comm_split(world, rank < 3 ? 0 : -1, &three, &err);
     double verdict[1] = {-1};

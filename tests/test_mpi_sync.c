@@ -131,13 +131,7 @@ static void test_synthetic_reaches_99_percent(void **state) {
     (void)state;
     char path[512];
     fx_path(path, sizeof path, "separable.h5");
-    nd_error err = {0};
-    if (nd_comm_rank(world) == 0) {
-        remove(path);
-        nd_synth_config s = {1001, 2000, 0, 16, 5, 3.0f, 11};
-        if (nd_synth_write(&s, path, &err) != ND_OK) fprintf(stderr, "%s\n", err.msg);
-    }
-    nd_comm_barrier(world, &err);
+    mpi_synth(world, path, &(nd_synth_config){1001, 2000, 0, 16, 5, 3.0f, 11});
     nd_train_config cfg;
     mpi_base_config(&cfg, path);
     snprintf(cfg.hidden, sizeof cfg.hidden, "32");
@@ -282,12 +276,7 @@ static void test_early_stop_restores_best(void **state) {
     char path[512];
     fx_path(path, sizeof path, "noisy-val.h5");
     nd_error err = {0};
-    if (nd_comm_rank(world) == 0) {
-        remove(path);
-        nd_synth_config s = {3000, 500, 500, 20, 5, 0.4f, 3};
-        nd_synth_write(&s, path, &err);
-    }
-    nd_comm_barrier(world, &err);
+    mpi_synth(world, path, &(nd_synth_config){3000, 500, 500, 20, 5, 0.4f, 3});
     nd_train_config cfg;
     mpi_base_config(&cfg, path);
     snprintf(cfg.hidden, sizeof cfg.hidden, "256,256");

@@ -42,6 +42,12 @@ nd_status nd_cli_read_file(const nd_cli_option *opts, int n, void *cfg, const ch
 nd_status nd_cli_parse(const nd_cli_option *opts, int n, void *cfg, int argc, char **argv,
                        int *help, nd_error *err);
 
+/* A subcommand's whole parse: zeroes cfg (size bytes), writes the
+ * defaults, parses argv; on --help prints usage and the option list to
+ * help_out (NULL: print nothing, e.g. on ranks other than 0). */
+nd_status nd_cli_parse_command(const nd_cli_option *opts, int n, void *cfg, size_t size, int argc, char **argv,
+                               const char *usage, FILE *help_out, int *help, nd_error *err);
+
 /* `  name = value` for every option, in table order. */
 void nd_cli_print(const nd_cli_option *opts, int n, const void *cfg, FILE *out,
                   const char *indent);

@@ -148,9 +148,10 @@ typedef struct {
     int start_epoch;     /* first epoch to run (> 1 after --resume) */
     long start_epoch_step; /* steps of start_epoch already taken */
     double start_loss_sum, start_correct; /* and their train loss / hits */
-    double best_metric;  /* best validation accuracy so far (checkpoint copy) */
     float *ema;          /* --ema: (num_params) moving average of the weights, or NULL */
     float *best_param;   /* --early-stop: (num_params) weights of the best epoch, or NULL */
+    /* the best validation accuracy so far, its epoch (0: none yet), and the
+     * epochs since: the best checkpoint copy and --early-stop follow them */
     float *decay_mask;   /* adamw: (num_params) 1 on weights, 0 on biases and padding */
     float *monitor_prev; /* (num_params) weights before the epoch's last update, for update ratios */
     int best_epoch, epochs_without_gain;

@@ -189,6 +189,18 @@ nd_status nd_cli_parse(const nd_cli_option *opts, int n, void *cfg, int argc, ch
     return ND_OK;
 }
 
+nd_status nd_cli_parse_command(const nd_cli_option *opts, int n, void *cfg, size_t size, int argc, char **argv,
+                               const char *usage, FILE *help_out, int *help, nd_error *err) {
+    memset(cfg, 0, size);
+    ND_TRY(nd_cli_defaults(opts, n, cfg, err));
+    ND_TRY(nd_cli_parse(opts, n, cfg, argc, argv, help, err));
+    if (*help && help_out) {
+        fprintf(help_out, "%s\n", usage);
+        nd_cli_help(opts, n, help_out);
+    }
+    return ND_OK;
+}
+
 static void print_value(const nd_cli_option *o, const void *cfg, FILE *out, bool json) {
     const char *field = (const char *)cfg + o->offset;
     switch (o->type) {

@@ -142,7 +142,6 @@ nd_status nd_train_checkpoint_setup(nd_trainer *tr, int *resumed, nd_error *err)
     if (tr->rank == 0 && c->checkpoint_dir[0] && make_dirs(c->checkpoint_dir) != 0)
         st = ND_FAIL(err, ND_ERR_IO, "--checkpoint-dir %s: %s", c->checkpoint_dir, strerror(errno));
     ND_TRY(nd_train_agree(tr, st, err));
-    tr->best_metric = -INFINITY;
     if (!c->resume[0]) return ND_OK;
     char path[ND_PATH_MAX + 64];
     int found = 1;
@@ -194,11 +193,10 @@ static void remove_other_best(const char *dir, const char *keep_name) {
     closedir(d);
 }
 
-nd_status nd_train_checkpoint_epoch(nd_trainer *tr, const nd_epoch_stats *e, nd_error *err) {
+nd_status nd_train_checkpoint_epoch(nd_trainer *tr, const nd_epoch_stats *e, int best, nd_error *err) {
     /* The epoch is done: the file says "epoch e + 1, nothing of it yet". */
     ND_TRY(nd_train_checkpoint_save(tr, e->epoch + 1, 0, 0.0, 0.0, err));
-    if (!tr->info.has_val || !(e->val_acc > tr->best_metric)) return ND_OK;
-    tr->best_metric = e->val_acc;
+    if (!best) return ND_OK;
     nd_status st = ND_OK;
     if (tr->rank == 0) {
         nd_ckpt_meta meta;

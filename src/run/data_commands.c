@@ -48,25 +48,13 @@ static const nd_cli_option synth_options[] = {
 
 #define COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
-static nd_status parse(const nd_cli_option *opts, int n, void *cfg, size_t size, int argc, char **argv,
-                       const char *usage, int *help, nd_error *err) {
-    memset(cfg, 0, size);
-    ND_TRY(nd_cli_defaults(opts, n, cfg, err));
-    ND_TRY(nd_cli_parse(opts, n, cfg, argc, argv, help, err));
-    if (*help) {
-        printf("%s\n", usage);
-        nd_cli_help(opts, n, stdout);
-    }
-    return ND_OK;
-}
-
 nd_status nd_cmd_import_idx(int argc, char **argv, nd_error *err) {
     import_config c;
     int help = 0;
-    ND_TRY(parse(import_options, COUNT(import_options), &c, sizeof c, argc, argv,
-                 "usage: nndist data import-idx --images F --labels F --split train|val|test --out FILE "
-                 "[--val-fraction f]",
-                 &help, err));
+    ND_TRY(nd_cli_parse_command(import_options, COUNT(import_options), &c, sizeof c, argc, argv,
+                                "usage: nndist data import-idx --images F --labels F --split train|val|test --out FILE "
+                                "[--val-fraction f]",
+                                stdout, &help, err));
     if (help) return ND_OK;
     if (!c.images[0] || !c.labels[0] || !c.out[0])
         return ND_FAIL(err, ND_ERR_ARG, "data import-idx: --images, --labels and --out are required");
@@ -78,8 +66,8 @@ nd_status nd_cmd_import_idx(int argc, char **argv, nd_error *err) {
 nd_status nd_cmd_synth(int argc, char **argv, nd_error *err) {
     synth_config c;
     int help = 0;
-    ND_TRY(parse(synth_options, COUNT(synth_options), &c, sizeof c, argc, argv,
-                 "usage: nndist data synth --out FILE [options]", &help, err));
+    ND_TRY(nd_cli_parse_command(synth_options, COUNT(synth_options), &c, sizeof c, argc, argv,
+                                "usage: nndist data synth --out FILE [options]", stdout, &help, err));
     if (help) return ND_OK;
     if (!c.out[0]) return ND_FAIL(err, ND_ERR_ARG, "data synth: --out is required");
     nd_synth_config s = {c.rows, c.test_rows, c.val_rows, c.features, c.classes, c.separation, c.seed};

@@ -115,17 +115,11 @@ static void print_json(const eval_config *c, const double *sums, const double *c
 nd_status nd_cmd_eval(nd_comm *comm, int argc, char **argv, nd_error *err) {
     eval_config c;
     int help = 0;
-    memset(&c, 0, sizeof c);
-    ND_TRY(nd_cli_defaults(eval_options, COUNT(eval_options), &c, err));
-    ND_TRY(nd_cli_parse(eval_options, COUNT(eval_options), &c, argc, argv, &help, err));
     const int rank = nd_comm_rank(comm);
-    if (help) {
-        if (rank == 0) {
-            printf("usage: [mpirun -np N] nndist eval --checkpoint FILE --data FILE [--split test] [--json]\n");
-            nd_cli_help(eval_options, COUNT(eval_options), stdout);
-        }
-        return ND_OK;
-    }
+    ND_TRY(nd_cli_parse_command(eval_options, COUNT(eval_options), &c, sizeof c, argc, argv,
+                                "usage: [mpirun -np N] nndist eval --checkpoint FILE --data FILE [--split test] [--json]",
+                                rank == 0 ? stdout : NULL, &help, err));
+    if (help) return ND_OK;
     if (!c.checkpoint[0] || !c.data[0])
         return ND_FAIL(err, ND_ERR_ARG, "eval: --checkpoint and --data are required");
     if (strcmp(c.split, "train") && strcmp(c.split, "val") && strcmp(c.split, "test"))

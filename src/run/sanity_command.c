@@ -59,16 +59,30 @@ nd_status nd_cmd_sanity(int argc, char **argv, nd_error *err) {
         nd_shard_free(&sh);
         return st;
     }
-    /* Normalize the block with its own statistics. */
-    double sums[2 * 4096 + 1];
-    float mean[4096], inv[4096];
-    if (cols <= 4096) {
+    /* Normalize the block with its own statistics, as --normalize says. */
+    double *stats = nd_buffer_alloc_f64(2 * (size_t)cols + 1);
+    float *mean = nd_buffer_alloc((size_t)cols), *inv = nd_buffer_alloc((size_t)cols);
+    if (!stats || !mean || !inv) st = ND_FAIL(err, ND_ERR_NOMEM, "sanity: cannot allocate %d feature statistics", cols);
+    if (st == ND_OK) {
         nd_norm_kind nk;
         nd_norm_parse(c.normalize, &nk);
-        memset(sums, 0, sizeof(double) * (2 * (size_t)cols + 1));
-        nd_stats_accumulate(sums, sh.x, (size_t)rows, cols);
-        nd_stats_finish(sums, cols, nk == ND_NORM_MINMAX ? ND_NORM_FEATURE : nk, mean, inv);
+        if (nk == ND_NORM_MINMAX) {
+            for (size_t j = 0; j < 2 * (size_t)cols; ++j) stats[j] = -INFINITY;
+            nd_range_accumulate(stats, sh.x, (size_t)rows, cols);
+            nd_range_finish(stats, cols, mean, inv);
+        } else {
+            nd_stats_accumulate(stats, sh.x, (size_t)rows, cols);
+            nd_stats_finish(stats, cols, nk, mean, inv);
+        }
         nd_normalize_apply(sh.x, (size_t)rows, cols, mean, inv);
+    }
+    nd_buffer_free(stats);
+    nd_buffer_free(mean);
+    nd_buffer_free(inv);
+    if (st != ND_OK) {
+        nd_model_destroy(&m);
+        nd_shard_free(&sh);
+        return st;
     }
     nd_init_kind init;
     nd_init_parse(c.init, &init);

@@ -586,17 +586,20 @@ static nd_status evaluate_average(nd_trainer *tr, nd_epoch_stats *e, nd_error *e
     return st;
 }
 
-/* Same on every rank (validation accuracy is reduced): keeps the best
- * weights and says whether patience ran out. */
-static int early_stop_now(nd_trainer *tr, const nd_epoch_stats *e) {
-    if (tr->best_epoch == 0 || e->val_acc > tr->best_val) {
+/* Same on every rank (validation accuracy is reduced). Records whether
+ * this epoch has the best validation accuracy so far (the best-checkpoint
+ * copy and early stopping both follow it), keeps its weights for
+ * --early-stop, and says whether patience ran out. */
+static int note_validation(nd_trainer *tr, const nd_epoch_stats *e, int *improved) {
+    *improved = tr->info.has_val && (tr->best_epoch == 0 || e->val_acc > tr->best_val);
+    if (*improved) {
         tr->best_val = e->val_acc;
         tr->best_epoch = e->epoch;
         tr->epochs_without_gain = 0;
-        memcpy(tr->best_param, tr->model.param, sizeof(float) * tr->model.num_params);
+        if (tr->best_param) memcpy(tr->best_param, tr->model.param, sizeof(float) * tr->model.num_params);
         return 0;
     }
-    if (++tr->epochs_without_gain < tr->cfg.early_stop) return 0;
+    if (!tr->best_param || ++tr->epochs_without_gain < tr->cfg.early_stop) return 0;
     if (tr->report.active)
         printf("early stop after epoch %d: validation accuracy has not improved for %d epochs (best %.4f at epoch %d)\n",
                e->epoch, tr->epochs_without_gain, tr->best_val, tr->best_epoch);
@@ -627,10 +630,12 @@ nd_status nd_trainer_fit(nd_trainer *tr, nd_error *err) {
         if (tr->ema) ND_TRY(evaluate_average(tr, &e, err));
         tr->last = e;
         nd_train_print_epoch(tr, &e);
-        if (tr->cfg.checkpoint_dir[0]) ND_TRY(nd_train_checkpoint_epoch(tr, &e, err));
+        int improved;
+        const int stop = note_validation(tr, &e, &improved);
+        if (tr->cfg.checkpoint_dir[0]) ND_TRY(nd_train_checkpoint_epoch(tr, &e, improved, err));
         if (tr->lr.kind == ND_SCHED_PLATEAU)
             nd_lr_plateau_update(&tr->lr, e.val_acc, &tr->plateau_best, &tr->plateau_bad, tr->cfg.plateau_patience);
-        if (tr->best_param && early_stop_now(tr, &e)) break;
+        if (stop) break;
     }
     if (tr->best_param && tr->best_epoch > 0 && tr->best_epoch != tr->last.epoch) {
         /* End with the best weights: the final evaluation and summary are theirs. */

@@ -49,8 +49,8 @@ nd_status nd_train_checkpoint_save(nd_trainer *tr, int epoch, long epoch_step, d
                                    nd_error *err);
 
 /* After epoch e->epoch: a checkpoint, and a best-ep<E>-val<acc>.h5 copy when
- * the validation accuracy is the best so far. Collective. */
-nd_status nd_train_checkpoint_epoch(nd_trainer *tr, const nd_epoch_stats *e, nd_error *err);
+ * `best` (its validation accuracy is the best so far). Collective. */
+nd_status nd_train_checkpoint_epoch(nd_trainer *tr, const nd_epoch_stats *e, int best, nd_error *err);
 
 /* deterministic.c (--deterministic): blocks owned by this rank, per-block
  * shuffles and statistics, and the exact fixed-point gradient sum. */

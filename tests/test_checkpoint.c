@@ -21,33 +21,43 @@
 #include "nndist/checkpoint.h"
 #include "nndist/rng.h"
 
+/* 1 if arena index j belongs to an array (not alignment padding). */
+static int in_some_span(const nd_model *m, size_t j) {
+    for (int l = 0; l < m->num_layers; ++l) {
+        const nd_dense_layer *L = &m->layer[l];
+        const nd_span spans[6] = {L->w, L->b, L->gamma, L->beta, L->run_mean, L->run_var};
+        for (int k = 0; k < 6; ++k)
+            if (spans[k].length && j >= spans[k].offset && j < spans[k].offset + spans[k].length) return 1;
+    }
+    return 0;
+}
+
 typedef struct {
     nd_model model;
     nd_optimizer opt;
     float mean[6], inv_std[6];
 } state;
 
-/* A 6-(5,4)-3 model with Adam state, filled with seeded noise. */
+/* A 6-(5,4)-3 model, batch norm in its first layer, with Adam state,
+ * filled with seeded noise. */
 static void make_state(state *s, int hidden0, uint64_t seed) {
-    nd_model_spec spec = {.input_dim = 6, .num_hidden = 2, .hidden = {hidden0, 4}, .num_classes = 3,
-                          .act = {ND_ACT_TANH, 0.0f}};
+    nd_model_spec spec;
+    char arch[64], why[128];
+    snprintf(arch, sizeof arch, "6-%d:bn:tanh:drop0.2-4:tanh-3", hidden0);
+    assert_int_equal(nd_arch_parse(arch, (nd_activation){ND_ACT_RELU, 0.0f}, &spec, why, sizeof why), 0);
     nd_error err = {0};
     assert_int_equal(nd_model_create(&s->model, &spec, 2, &err), ND_OK);
     nd_opt_config oc = {.kind = ND_OPT_ADAM, .momentum = 0.9f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f};
     assert_int_equal(nd_optimizer_create(&s->opt, &oc, s->model.num_params, &err), ND_OK);
     nd_rng rng;
     nd_rng_seed(&rng, seed, 1, 2);
-    for (int l = 0; l < s->model.num_layers; ++l) {
-        const nd_dense_layer *L = &s->model.layer[l];
-        nd_span spans[2] = {L->w, L->b};
-        for (int k = 0; k < 2; ++k)
-            for (size_t i = 0; i < spans[k].length; ++i) {
-                size_t j = spans[k].offset + i;
-                s->model.param[j] = (float)nd_rng_normal(&rng);
-                s->opt.m[j] = (float)nd_rng_normal(&rng);
-                s->opt.v[j] = (float)nd_rng_uniform(&rng);
-            }
+    for (size_t j = 0; j < s->model.num_params; ++j) { /* batch norm and padding too */
+        s->model.param[j] = (float)nd_rng_normal(&rng);
+        s->opt.m[j] = (float)nd_rng_normal(&rng);
+        s->opt.v[j] = (float)nd_rng_uniform(&rng);
     }
+    for (size_t j = 0; j < s->model.num_params; ++j) /* what the file keeps: padding is not in it */
+        if (!in_some_span(&s->model, j)) s->model.param[j] = s->opt.m[j] = s->opt.v[j] = 0.0f;
     s->opt.step = 1234;
     for (int i = 0; i < 6; ++i) s->mean[i] = (float)i / 3, s->inv_std[i] = 1.0f + (float)i;
 }
@@ -117,8 +127,18 @@ static void test_round_trip_exact(void **st) {
     assert_int_equal(info.meta.plateau_bad, 2);
     assert_string_equal(info.meta.config, meta.config);
     assert_string_equal(info.optimizer, "adam");
-    assert_int_equal(info.spec.hidden[0], 5);
-    assert_int_equal(info.spec.act.kind, ND_ACT_TANH);
+    assert_int_equal(info.spec.hidden[0].width, 5);
+    assert_int_equal(info.spec.hidden[0].act.kind, ND_ACT_TANH);
+    assert_int_equal(info.spec.hidden[0].batch_norm, 1);
+    assert_true(info.spec.hidden[0].drop == 0.2f);
+    /* Batch norm's running variance is stored by name too. */
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t fb = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t db = H5Dopen2(fb, "/model/bn0/running_var", H5P_DEFAULT);
+    float rv[5];
+    assert_true(H5Dread(db, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, rv) >= 0);
+    assert_memory_equal(rv, a.model.param + a.model.layer[0].run_var.offset, sizeof rv);
+    H5Dclose(db), H5Fclose(fb);
     /* The weights are readable by name: /model/dense1/W is (4 x 5). */
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
@@ -167,7 +187,8 @@ static void test_damaged_and_mismatched(void **st) {
     write_sample(good, 5);
 
     /* Wrong architecture / optimizer. */
-    expect_refused(good, 7, ND_OPT_ADAM, "hidden layers '5,4', this run has --hidden '7,4'");
+    expect_refused(good, 7, ND_OPT_ADAM,
+                   "architecture 6-5:bn:tanh:drop0.2-4:tanh-3, this run has 6-7:bn:tanh:drop0.2-4:tanh-3");
     expect_refused(good, 5, ND_OPT_MOMENTUM, "optimizer adam, this run has --opt momentum");
 
     /* One flipped bit in the weights: the checksum catches it. */
@@ -202,7 +223,7 @@ static void test_damaged_and_mismatched(void **st) {
     H5Adelete(f, "format_version");
     fx_attr_int(f, "format_version", 99);
     H5Fclose(f);
-    expect_refused(path, 5, ND_OPT_ADAM, "format version 99, this nndist reads version 1");
+    expect_refused(path, 5, ND_OPT_ADAM, "format version 99, this nndist reads version 2");
 
     /* A dataset file is not a checkpoint. */
     tmp(path, sizeof path, "a-dataset.h5");

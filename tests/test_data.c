@@ -157,7 +157,7 @@ static void test_bad_files(void **state) {
     expect_bad(BAD_LABEL, "/train/y[6] = 3 is outside [0, 3)");
     expect_bad(BAD_NAN, "/train/x[6][1] is NaN");
     expect_bad(BAD_INF, "/train/x[7][0] is infinite");
-    expect_bad(BAD_Y_FLOAT, "/train/y must be a 1-D integer array");
+    expect_bad(BAD_Y_FLOAT, "/train/y must be 1-D integer class labels or 2-D float targets");
     expect_bad(BAD_X_1D, "/train/x must be 2-D");
     expect_bad(BAD_TEST_COLS, "/test/x has 3 features but /train/x has 2");
     expect_bad(BAD_NOT_HDF5, "not an HDF5 file");
@@ -245,7 +245,7 @@ static void test_synth(void **state) {
     char out[512];
     fx_path(out, sizeof out, "synth.h5");
     remove(out);
-    nd_synth_config c = {100, 30, 10, 6, 3, 2.0f, 9};
+    nd_synth_config c = {100, 30, 10, 6, 3, 2.0f, 9, 0, 0};
     nd_error err = {0};
     assert_int_equal(nd_synth_write(&c, out, &err), ND_OK);
     nd_dataset_info info;
@@ -257,6 +257,34 @@ static void test_synth(void **state) {
     /* Never overwrites. */
     assert_int_equal(nd_synth_write(&c, out, &err), ND_ERR_ARG);
     assert_non_null(strstr(err.msg, "already exists"));
+    /* Float targets: no num_classes needed, N x K read back, 0/1 when multi-label. */
+    for (int multilabel = 0; multilabel < 2; ++multilabel) {
+        fx_path(out, sizeof out, multilabel ? "synth_ml.h5" : "synth_reg.h5");
+        remove(out);
+        nd_synth_config t = {100, 30, 0, 6, 3, 2.0f, 9, 4, multilabel};
+        assert_int_equal(nd_synth_write(&t, out, &err), ND_OK);
+        assert_int_equal(nd_dataset_probe(out, &info, &err), ND_OK);
+        assert_int_equal(info.has_targets, 1);
+        assert_int_equal(info.num_outputs, 4);
+        assert_int_equal(info.test.target_cols, 4);
+        nd_shard sh;
+        assert_int_equal(nd_shard_read(out, "train", 1, 2, 0, &sh, &err), ND_OK);
+        assert_null(sh.y);
+        assert_non_null(sh.t);
+        assert_int_equal(sh.rows, 50);
+        int ones = 0, fractional = 0;
+        for (int i = 0; i < sh.rows * 4; ++i) {
+            ones += sh.t[i] == 1.0f;
+            fractional += sh.t[i] != 0.0f && sh.t[i] != 1.0f;
+        }
+        if (multilabel) {
+            assert_int_equal(fractional, 0);
+            assert_true(ones > 40 && ones < 160); /* signs of random projections: about half */
+        } else {
+            assert_true(fractional > 150);
+        }
+        nd_shard_free(&sh);
+    }
 }
 
 int main(void) {

@@ -23,6 +23,7 @@ static double ref_act(double x, nd_activation a) {
     case ND_ACT_LEAKY_RELU: return x > 0 ? x : a.alpha * x;
     case ND_ACT_TANH: return tanh(x);
     case ND_ACT_SIGMOID: return 1.0 / (1.0 + exp(-x));
+    case ND_ACT_ELU: return x > 0 ? x : a.alpha * expm1(x);
     default: return x;
     }
 }
@@ -57,9 +58,8 @@ static double ref_loss(const nd_model *m, const double *p, const double *x, cons
 /* Checks every parameter's analytic gradient; returns the worst relative error. */
 static double check_model(nd_act_kind act, int num_hidden, const int *hidden) {
     enum { IN = 5, CLASSES = 4, BATCH = 3 };
-    nd_model_spec spec = {.input_dim = IN, .num_hidden = num_hidden, .num_classes = CLASSES,
-                          .act = {act, 0.1f}};
-    for (int l = 0; l < num_hidden; ++l) spec.hidden[l] = hidden[l];
+    nd_model_spec spec;
+    nd_model_spec_plain(&spec, IN, hidden, num_hidden, (nd_activation){act, act == ND_ACT_ELU ? 0.7f : 0.1f}, CLASSES);
     nd_model m;
     nd_error err = {0};
     assert_int_equal(nd_model_create(&m, &spec, BATCH, &err), ND_OK);
@@ -75,7 +75,7 @@ static double check_model(nd_act_kind act, int num_hidden, const int *hidden) {
     int y[BATCH] = {0, 3, 1};
     for (int i = 0; i < BATCH * IN; ++i) xd[i] = x[i] = (float)nd_rng_normal(&rng);
 
-    const float *logits = nd_model_forward(&m, x, BATCH);
+    const float *logits = nd_model_forward(&m, x, BATCH, NULL);
     nd_model_zero_grad(&m);
     nd_loss_stats ls = nd_softmax_ce(nd_model_output_grad(&m), logits, y, BATCH, CLASSES);
     nd_model_backward(&m, x, BATCH);
@@ -124,6 +124,7 @@ static void test_gradcheck_relu(void **state) { (void)state; gradcheck_act(ND_AC
 static void test_gradcheck_leaky(void **state) { (void)state; gradcheck_act(ND_ACT_LEAKY_RELU); }
 static void test_gradcheck_tanh(void **state) { (void)state; gradcheck_act(ND_ACT_TANH); }
 static void test_gradcheck_sigmoid(void **state) { (void)state; gradcheck_act(ND_ACT_SIGMOID); }
+static void test_gradcheck_elu(void **state) { (void)state; gradcheck_act(ND_ACT_ELU); }
 
 /* Input gradient of a lone dense layer, and weight/bias accumulation. */
 static void test_dense_backward_input_and_accumulate(void **state) {
@@ -171,8 +172,9 @@ static void test_softmax_ce_stable(void **state) {
  * layer: 120000 draws, so sample moments are within a few per cent). */
 static void test_init_distributions(void **state) {
     (void)state;
-    nd_model_spec spec = {.input_dim = 400, .num_hidden = 1, .hidden = {300}, .num_classes = 300,
-                          .act = {ND_ACT_RELU, 0}};
+    nd_model_spec spec;
+    const int width[1] = {300};
+    nd_model_spec_plain(&spec, 400, width, 1, (nd_activation){ND_ACT_RELU, 0}, 300);
     nd_model m;
     nd_error err = {0};
     assert_int_equal(nd_model_create(&m, &spec, 1, &err), ND_OK);
@@ -227,6 +229,7 @@ int main(void) {
         cmocka_unit_test(test_gradcheck_leaky),
         cmocka_unit_test(test_gradcheck_tanh),
         cmocka_unit_test(test_gradcheck_sigmoid),
+        cmocka_unit_test(test_gradcheck_elu),
         cmocka_unit_test(test_dense_backward_input_and_accumulate),
         cmocka_unit_test(test_softmax_ce_stable),
         cmocka_unit_test(test_init_distributions),

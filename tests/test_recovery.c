@@ -68,7 +68,7 @@ static int setup(void **state) {
     (void)state;
     mkdir(NNDIST_TEST_TMP, 0777);
     remove(T "recovery.h5");
-    nd_synth_config s = {8000, 2000, 0, 64, 6, 0.25f, 5}; /* overlapping classes: accuracy well below 1 */
+    nd_synth_config s = {8000, 2000, 0, 64, 6, 0.25f, 5, 0, 0}; /* overlapping classes: accuracy well below 1 */
     nd_error err = {0};
     return nd_synth_write(&s, T "recovery.h5", &err) == ND_OK ? 0 : -1;
 }
@@ -164,7 +164,7 @@ static void test_eval_and_info(void **state) {
     rc = run_nndist(2, "train --data " T "recovery.h5 --hidden 64 --epochs 1 --progress none --resume " T
                     "killed-ckpt/ckpt-step00000375.h5", out, sizeof out, 60);
     assert_int_not_equal(rc, 0);
-    if (!strstr(out, "hidden layers '256,128', this run has --hidden '64'")) fail_msg("%s", out);
+    if (!strstr(out, "architecture 64-256:relu-128:relu-6, this run has 64-64:relu-6")) fail_msg("%s", out);
 }
 
 /* nndist sanity passes its three checks on a learnable set, and fails (with

@@ -1,14 +1,18 @@
 /* Checkpoints in HDF5, written by rank 0; with data/ the only HDF5 user.
  *
- * Layout (format 1), readable by any HDF5 tool:
+ * Layout (format 2), readable by any HDF5 tool:
  *   /model/dense<l>/W          (out x in) float32, the layer's weights as used
  *                              in forward: out = in * W^T + b (PyTorch order)
  *   /model/dense<l>/b          (out) float32
+ *   /model/bn<l>/{gamma,beta,running_mean,running_var}  (out) float32, layers
+ *                              with batch norm (running_var unbiased, as PyTorch)
  *   /optimizer/m/dense<l>/{W,b}  momentum / Adam first moment (if the optimizer has it)
  *   /optimizer/v/dense<l>/{W,b}  Adam second moment (adam only)
  *   /ema/dense<l>/{W,b}          the exponential moving average of the weights (--ema)
  *   /normalization/mean, /normalization/inv_std   (features) float32
- *   root attributes: format_version, input_dim, hidden ("512,256"),
+ *   (the optimizer and ema groups hold the bn<l> arrays too)
+ *   root attributes: format_version, input_dim, hidden ("512,256"), arch
+ *     (the canonical --arch text, which defines the network), bn_eps,
  *     num_classes, activation, optimizer, optimizer_step, step, epoch,
  *     epoch_step, epoch_loss_sum, epoch_correct, world_size, global_batch,
  *     plateau_scale, plateau_best, plateau_bad,
@@ -29,7 +33,7 @@
 #include "nndist/optim.h"
 #include "nndist/status.h"
 
-#define ND_CKPT_FORMAT 1
+#define ND_CKPT_FORMAT 2
 
 typedef struct {
     long step;             /* optimizer steps taken */

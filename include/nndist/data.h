@@ -16,10 +16,13 @@ typedef struct {
     int cols;         /* D, features per row */
     int x_is_uint8;   /* x stored as uint8 with a `scale` attribute */
     float x_scale;    /* multiplier applied to uint8 values (1 for float) */
+    int target_cols;  /* y is (rows x target_cols) float targets; 0: y is (rows) int labels */
 } nd_split_info;
 
 typedef struct {
-    int num_classes;  /* root attribute `num_classes` */
+    int num_classes;  /* root attribute `num_classes` (labels); 0 with float targets */
+    int has_targets;  /* /train/y is N x K float: multi-label or regression targets */
+    int num_outputs;  /* what the model must output: num_classes, or K */
     int has_val, has_test;
     nd_split_info train, val, test;
 } nd_dataset_info;
@@ -30,12 +33,15 @@ typedef struct {
     int rows;
     int cols;
     float *x;         /* (rows x cols), already scaled to float */
-    int *y;           /* (rows) labels in [0, num_classes) */
+    int *y;           /* (rows) labels in [0, num_classes), or NULL with targets */
+    float *t;         /* (rows x target_cols) float targets, or NULL with labels */
+    int target_cols;
 } nd_shard;
 
 /* Opens path, checks the root attribute and every split present (x rank 2,
- * float or uint8; y rank 1 integer; equal row counts; test/val with the
- * train column count). A missing /train is an error; /val and /test are
+ * float or uint8; y rank 1 integer labels, with the root attribute
+ * num_classes, or rank 2 float targets; equal row counts; test/val with the
+ * train column and target counts). A missing /train is an error; /val and /test are
  * optional. */
 nd_status nd_dataset_probe(const char *path, nd_dataset_info *info, nd_error *err);
 
@@ -44,7 +50,7 @@ nd_status nd_dataset_probe(const char *path, nd_dataset_info *info, nd_error *er
 void nd_shard_range(long n, int rank, int size, long *first, long *count);
 
 /* Reads only this rank's hyperslab of /<split>/x and /<split>/y, checks
- * every label against num_classes and every feature for NaN/Inf. */
+ * every label against num_classes and every feature and target for NaN/Inf. */
 nd_status nd_shard_read(const char *path, const char *split, int rank, int size,
                         int num_classes, nd_shard *shard, nd_error *err);
 
@@ -68,6 +74,9 @@ typedef struct {
     int features, classes;
     float separation;  /* distance scale of the class centres, in noise std units */
     uint64_t seed;
+    int targets;       /* > 0: write N x targets float /y instead of labels: multi-label
+                          attributes in {0,1} (multilabel = 1) or real values */
+    int multilabel;
 } nd_synth_config;
 
 /* Writes Gaussian blobs (one centre per class, unit noise) as /train,

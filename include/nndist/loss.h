@@ -1,13 +1,43 @@
 /* Losses. Gradients are of the *sum* over the batch (not the mean): ranks
  * add their sums with one allreduce and the trainer divides once by the
- * global batch, so P ranks of batch b equal one rank of batch P*b. */
+ * global batch, so P ranks of batch b equal one rank of batch P*b.
+ *
+ * Classification losses read int labels (batch) in [0, k); the others read
+ * float targets (batch x k). Each also sums the metric that fits it. */
 #ifndef NNDIST_LOSS_H
 #define NNDIST_LOSS_H
 
+typedef enum {
+    ND_LOSS_SOFTMAX_CE = 0, /* -log softmax(z)_y                        metric: hits */
+    ND_LOSS_HINGE,          /* sum_{j!=y} max(0, z_j - z_y + 1) (Weston-Watkins)   hits */
+    ND_LOSS_SQUARED_HINGE,  /* sum_{j!=y} max(0, z_j - z_y + 1)^2                  hits */
+    ND_LOSS_SIGMOID_BCE,    /* sum_k BCE(sigmoid(z_k), t_k), t in {0,1}: multi-label;
+                               metric: attributes right / k, summed over rows */
+    ND_LOSS_L2,             /* sum_k (z_k - t_k)^2             metric: squared error (RMSE) */
+    ND_LOSS_L1              /* sum_k |z_k - t_k|               metric: absolute error (MAE) */
+} nd_loss_kind;
+
 typedef struct {
     double loss_sum; /* sum over the batch of per-sample loss */
-    int correct;     /* samples whose arg-max logit is the label */
+    double correct;  /* the metric's sum: hits (classification), per-row attribute accuracy
+                        (multi-label), squared or absolute error (regression) */
 } nd_loss_stats;
+
+/* "softmax_ce", "hinge", "squared_hinge", "sigmoid_bce", "l2", "l1"; 0 or -1. */
+int nd_loss_parse(const char *name, nd_loss_kind *kind);
+const char *nd_loss_name(nd_loss_kind kind);
+
+/* 1 if the loss reads float targets (batch x k) rather than labels. */
+int nd_loss_takes_targets(nd_loss_kind kind);
+
+/* The loss at initialization for a model whose outputs are all 0: what
+ * `nndist sanity` expects (ln k, k - 1, k ln 2); NaN for regression. */
+double nd_loss_expected_initial(nd_loss_kind kind, int k);
+
+/* Loss of out (batch x k) against labels (batch) or targets (batch x k);
+ * if dout (batch x k) is not NULL it receives dL/dout. dout may alias out. */
+nd_loss_stats nd_loss_apply(nd_loss_kind kind, float *dout, const float *out, const int *labels,
+                            const float *targets, int batch, int k);
 
 /* Softmax cross-entropy from logits (batch x classes) and labels (batch),
  * each label in [0, classes). Stable for large logits (log-sum-exp around the

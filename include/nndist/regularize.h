@@ -6,6 +6,9 @@
 
 #include <stddef.h>
 
+/* g (n) += coeff * w (n): the gradient of 0.5 * coeff * |w|^2. */
+void nd_reg_l2(float *g, const float *w, size_t n, float coeff);
+
 /* g (n) += coeff * sign(w) (n): the gradient of coeff * |w|_1
  * (0 where w is exactly 0). */
 void nd_reg_l1(float *g, const float *w, size_t n, float coeff);

@@ -10,6 +10,7 @@
 #include "nndist/cli.h"
 #include "nndist/comm.h"
 #include "nndist/data.h"
+#include "nndist/loss.h"
 #include "nndist/model.h"
 #include "nndist/normalize.h"
 #include "nndist/optim.h"
@@ -32,9 +33,15 @@ typedef struct {
     char straggle[64];
     bool deterministic;
     int micro_batches;
+    char arch[512];
     char hidden[256];
     char act[32];
-    float leaky_alpha;
+    float leaky_alpha, elu_alpha;
+    int maxout_pieces;
+    bool batch_norm, sync_bn;
+    float bn_momentum, bn_eps;
+    float dropout, input_dropout;
+    bool regularize_bias;
     char init[16];
     char output_bias[16];
     char loss[32];
@@ -89,6 +96,11 @@ int nd_parse_straggle(const char *text, int *rank, float *factor);
 /* Parses "512,256" into widths (at most max); returns the count or -1. */
 int nd_parse_widths(const char *text, int *widths, int max);
 
+/* The network of cfg for data of input_dim features and k outputs: --arch
+ * if given (its end widths must match), else --hidden, --act,
+ * --batch-norm, --dropout and --input-dropout. */
+nd_status nd_train_model_spec(const nd_train_config *cfg, int input_dim, int k, nd_model_spec *spec, nd_error *err);
+
 /* Per-epoch figures, identical on every rank. */
 typedef struct {
     int epoch;           /* 1-based */
@@ -133,7 +145,10 @@ typedef struct {
     int threads;         /* BLAS threads in use */
     int *order;          /* (train.rows) local row order of the current epoch */
     float *xb;           /* (batch x cols) gathered batch */
-    int *yb;             /* (batch) */
+    int *yb;             /* (batch) labels, or NULL with a target loss */
+    float *tb;           /* (batch x outputs) targets of a regression/multi-label loss, or NULL */
+    long *row_ids;       /* (batch) global sample index of each batch row (dropout masks) */
+    nd_loss_kind loss;
     int async;           /* --mode async or ssp: parameter servers */
     int num_servers;     /* K ranks 0..K-1 (0 in sync mode) */
     int num_workers;     /* ranks that compute gradients */

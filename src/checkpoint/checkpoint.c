@@ -27,24 +27,28 @@ void nd_spec_hidden_text(const nd_model_spec *spec, char *out, size_t cap) {
     size_t used = 0;
     out[0] = '\0';
     for (int l = 0; l < spec->num_hidden && used < cap; ++l)
-        used += (size_t)snprintf(out + used, cap - used, "%s%d", l ? "," : "", spec->hidden[l]);
+        used += (size_t)snprintf(out + used, cap - used, "%s%d", l ? "," : "", spec->hidden[l].width);
 }
 
 void nd_checkpoint_name(char *out, size_t cap, const char *dir, long step) {
     snprintf(out, cap, "%s/ckpt-step%08ld.h5", dir, step);
 }
 
-/* One array of the arena: W or b of a layer. */
+/* Every array of the arena by name: dense<l>/{W,b}, and with batch norm
+ * bn<l>/{gamma,beta,running_mean,running_var}. */
 static nd_status move_layer_arrays(hid_t f, const char *path, int writing, const nd_model *model,
                                    const char *group, float *base, uint64_t *h, nd_error *err) {
     for (int l = 0; l < model->num_layers; ++l) {
         const nd_dense_layer *L = &model->layer[l];
         const hsize_t wd[2] = {(hsize_t)L->out_dim, (hsize_t)L->in_dim}, bd[1] = {(hsize_t)L->out_dim};
-        const struct { char leaf; nd_span span; int ndims; const hsize_t *dims; } arrays[2] = {
-            {'W', L->w, 2, wd}, {'b', L->b, 1, bd}};
-        for (int a = 0; a < 2; ++a) {
-            char name[96];
-            snprintf(name, sizeof name, "%s/dense%d/%c", group, l, arrays[a].leaf);
+        const struct { const char *leaf; nd_span span; int ndims; const hsize_t *dims; } arrays[6] = {
+            {"dense%d/W", L->w, 2, wd}, {"dense%d/b", L->b, 1, bd}, {"bn%d/gamma", L->gamma, 1, bd},
+            {"bn%d/beta", L->beta, 1, bd}, {"bn%d/running_mean", L->run_mean, 1, bd},
+            {"bn%d/running_var", L->run_var, 1, bd}};
+        for (int a = 0; a < (L->batch_norm ? 6 : 2); ++a) {
+            char leaf[48], name[112];
+            snprintf(leaf, sizeof leaf, arrays[a].leaf, l);
+            snprintf(name, sizeof name, "%s/%s", group, leaf);
             float *data = base + arrays[a].span.offset;
             if (writing) ND_TRY(h5io_write_array(f, name, arrays[a].ndims, arrays[a].dims, data, path, err));
             else ND_TRY(h5io_read_array(f, name, arrays[a].ndims, arrays[a].dims, data, path, err));
@@ -78,16 +82,20 @@ static nd_status move_arrays(hid_t f, const char *path, int writing, const nd_mo
 
 static nd_status write_attrs(hid_t f, const char *path, const nd_model *model, const nd_optimizer *opt,
                              const nd_ckpt_meta *meta, const uint64_t hash[3], int has_ema, nd_error *err) {
-    char hidden[256], hex[3][32];
+    char hidden[256], arch[512], hex[3][32];
     nd_spec_hidden_text(&model->spec, hidden, sizeof hidden);
+    nd_arch_format(&model->spec, arch, sizeof arch);
     for (int i = 0; i < 3; ++i) snprintf(hex[i], sizeof hex[i], "%016" PRIx64, hash[i]);
     if (has_ema) ND_TRY(h5io_write_attr_string(f, "checksum_ema", hex[2], path, err));
     ND_TRY(h5io_write_attr_int(f, "format_version", ND_CKPT_FORMAT, path, err));
     ND_TRY(h5io_write_attr_int(f, "input_dim", model->spec.input_dim, path, err));
     ND_TRY(h5io_write_attr_string(f, "hidden", hidden, path, err));
+    ND_TRY(h5io_write_attr_string(f, "arch", arch, path, err));
+    ND_TRY(h5io_write_attr_float(f, "bn_eps", model->spec.bn_eps, path, err));
     ND_TRY(h5io_write_attr_int(f, "num_classes", model->spec.num_classes, path, err));
-    ND_TRY(h5io_write_attr_string(f, "activation", nd_activation_name(model->spec.act.kind), path, err));
-    ND_TRY(h5io_write_attr_float(f, "activation_alpha", model->spec.act.alpha, path, err));
+    const nd_activation act = model->spec.num_hidden ? model->spec.hidden[0].act : (nd_activation){ND_ACT_RELU, 0};
+    ND_TRY(h5io_write_attr_string(f, "activation", nd_activation_name(act.kind), path, err));
+    ND_TRY(h5io_write_attr_float(f, "activation_alpha", act.alpha, path, err));
     ND_TRY(h5io_write_attr_string(f, "optimizer", opt ? nd_opt_name(opt->cfg.kind) : "none", path, err));
     ND_TRY(h5io_write_attr_double(f, "optimizer_step", opt ? (double)opt->step : 0.0, path, err));
     ND_TRY(h5io_write_attr_double(f, "step", (double)meta->step, path, err));
@@ -170,26 +178,13 @@ static nd_status probe_open(hid_t f, const char *path, nd_ckpt_info *info, nd_er
         return ND_FAIL(err, ND_ERR_FORMAT, "checkpoint %s: format version %d, this nndist reads version %d", path,
                        info->format, ND_CKPT_FORMAT);
     nd_model_spec *s = &info->spec;
-    char hidden[256], act[32];
-    ND_TRY(read_number(f, path, "input_dim", &v, err));
-    s->input_dim = (int)v;
-    ND_TRY(read_number(f, path, "num_classes", &v, err));
-    s->num_classes = (int)v;
-    ND_TRY(read_text(f, path, "hidden", hidden, sizeof hidden, err));
-    ND_TRY(read_text(f, path, "activation", act, sizeof act, err));
-    ND_TRY(read_number(f, path, "activation_alpha", &v, err));
-    s->act.alpha = (float)v;
-    if (nd_activation_parse(act, &s->act.kind) != 0)
-        return ND_FAIL(err, ND_ERR_FORMAT, "checkpoint %s: unknown activation '%s'", path, act);
-    /* hidden is "w1,w2,..." */
-    s->num_hidden = 0;
-    for (char *tok = strtok(hidden, ","); tok && s->num_hidden < ND_MAX_LAYERS - 1; tok = strtok(NULL, ","))
-        s->hidden[s->num_hidden++] = atoi(tok);
-    if (s->input_dim <= 0 || s->num_classes <= 0)
-        return ND_FAIL(err, ND_ERR_FORMAT, "checkpoint %s: implausible architecture", path);
-    for (int l = 0; l < s->num_hidden; ++l)
-        if (s->hidden[l] <= 0 || s->hidden[l] > (1 << 24))
-            return ND_FAIL(err, ND_ERR_FORMAT, "checkpoint %s: implausible hidden width %d", path, s->hidden[l]);
+    char arch[512], why[200];
+    ND_TRY(read_text(f, path, "arch", arch, sizeof arch, err));
+    if (nd_arch_parse(arch, (nd_activation){ND_ACT_RELU, 0.0f}, s, why, sizeof why) != 0)
+        return ND_FAIL(err, ND_ERR_FORMAT, "checkpoint %s: architecture '%s': %s", path, arch, why);
+    ND_TRY(read_number(f, path, "bn_eps", &v, err));
+    s->bn_eps = (float)v;
+    if (!(s->bn_eps > 0.0f)) return ND_FAIL(err, ND_ERR_FORMAT, "checkpoint %s: bn_eps %g is not positive", path, v);
     ND_TRY(read_text(f, path, "optimizer", info->optimizer, sizeof info->optimizer, err));
     ND_TRY(read_number(f, path, "optimizer_step", &v, err));
     info->optimizer_step = (long)v;
@@ -235,20 +230,17 @@ int nd_checkpoint_is(const char *path) {
 /* One line naming the first difference between two architectures. */
 static nd_status compare_specs(const char *path, const nd_model_spec *ck, const nd_model_spec *run,
                                nd_error *err) {
-    char a[256], b[256];
-    nd_spec_hidden_text(ck, a, sizeof a);
-    nd_spec_hidden_text(run, b, sizeof b);
+    char a[512], b[512];
+    nd_arch_format(ck, a, sizeof a);
+    nd_arch_format(run, b, sizeof b);
     if (ck->input_dim != run->input_dim)
         return ND_FAIL(err, ND_ERR_ARG, "checkpoint %s: %d input features, this run's data has %d", path,
                        ck->input_dim, run->input_dim);
     if (ck->num_classes != run->num_classes)
-        return ND_FAIL(err, ND_ERR_ARG, "checkpoint %s: %d classes, this run's data has %d", path,
+        return ND_FAIL(err, ND_ERR_ARG, "checkpoint %s: %d outputs, this run's data has %d", path,
                        ck->num_classes, run->num_classes);
     if (strcmp(a, b))
-        return ND_FAIL(err, ND_ERR_ARG, "checkpoint %s: hidden layers '%s', this run has --hidden '%s'", path, a, b);
-    if (ck->act.kind != run->act.kind)
-        return ND_FAIL(err, ND_ERR_ARG, "checkpoint %s: activation %s, this run has --act %s", path,
-                       nd_activation_name(ck->act.kind), nd_activation_name(run->act.kind));
+        return ND_FAIL(err, ND_ERR_ARG, "checkpoint %s: architecture %s, this run has %s", path, a, b);
     return ND_OK;
 }
 

@@ -18,12 +18,23 @@ const nd_cli_option nd_train_options[] = {
     {"staleness-lr", F(BOOL, staleness_lr), "false", "async/ssp: divide the rate by each gradient's staleness (Zhang et al. 2016)"},
     {"overlap", F(BOOL, overlap), "false", "async/ssp: compute the next gradient while the exchange is in flight (+1 staleness)"},
     {"straggle", F(STR, straggle), "", "RANK:FACTOR slows RANK's compute FACTOR times (sleeps (FACTOR-1) x its step time)"},
+    {"arch", F(STR, arch), "",
+     "whole network, e.g. 784:drop0.2-1024:bn:relu:drop0.3-512:relu-10 (README); overrides --hidden and the options below"},
     {"hidden", F(STR, hidden), "512,256", "hidden layer widths, comma-separated ('' for none)"},
-    {"act", F(STR, act), "relu", "hidden activation: relu, leaky_relu, tanh, sigmoid"},
+    {"act", F(STR, act), "relu", "hidden activation: relu, leaky_relu, elu, tanh, sigmoid, maxout"},
     {"leaky-alpha", F(FLOAT, leaky_alpha), "0.01", "negative slope of leaky_relu"},
+    {"elu-alpha", F(FLOAT, elu_alpha), "1", "elu: the value it saturates to is -alpha"},
+    {"maxout-pieces", F(INT, maxout_pieces), "2", "maxout: linear pieces per unit"},
+    {"batch-norm", F(BOOL, batch_norm), "false", "batch normalization before every hidden activation"},
+    {"sync-bn", F(BOOL, sync_bn), "false", "batch norm statistics over the global batch (all ranks; sync mode)"},
+    {"bn-momentum", F(FLOAT, bn_momentum), "0.1", "batch norm running statistics: weight of each new batch"},
+    {"bn-eps", F(FLOAT, bn_eps), "1e-5", "batch norm: added to the variance"},
+    {"dropout", F(FLOAT, dropout), "0", "drop probability after every hidden activation (inverted dropout)"},
+    {"input-dropout", F(FLOAT, input_dropout), "0", "drop probability of the input features"},
     {"init", F(STR, init), "he", "weights: he (normal, sqrt(2/fan_in)), xavier (uniform), lecun (uniform), small (N(0,0.01^2))"},
     {"output-bias", F(STR, output_bias), "zero", "output biases: zero, or priors (log class frequencies of /train)"},
-    {"loss", F(STR, loss), "softmax_ce", "loss: softmax_ce"},
+    {"loss", F(STR, loss), "softmax_ce",
+     "softmax_ce, hinge, squared_hinge (labels); sigmoid_bce (multi-label), l2, l1 (regression): N x K float /y"},
     {"epochs", F(INT, epochs), "10", "passes over the training split"},
     {"batch", F(INT, batch), "64", "samples per step on each rank"},
     {"opt", F(STR, opt), "momentum", "optimizer: sgd, momentum, nesterov, adam, adamw, adagrad, rmsprop, adadelta"},
@@ -53,7 +64,8 @@ const nd_cli_option nd_train_options[] = {
     {"plateau-patience", F(INT, plateau_patience), "3", "plateau: epochs without a better validation accuracy"},
     {"clip-norm", F(FLOAT, clip_norm), "0", "clip the averaged gradient to this global L2 norm (0 = off)"},
     {"clip-value", F(FLOAT, clip_value), "0", "clamp each averaged gradient value to [-v, v] (0 = off)"},
-    {"weight-decay", F(FLOAT, weight_decay), "0", "L2 penalty on weights (not biases): added to the gradient; adamw: decoupled"},
+    {"weight-decay", F(FLOAT, weight_decay), "0", "L2 penalty 0.5*wd*|w|^2 on weights: added to the gradient; adamw: decoupled"},
+    {"regularize-bias", F(BOOL, regularize_bias), "false", "apply --weight-decay, --l1 and adamw's decay to biases too"},
     {"seed", F(U64, seed), "1", "seed of initialization and shuffling"},
     {"deterministic", F(BOOL, deterministic), "false", "results independent of the rank count (sync; see README)"},
     {"micro-batches", F(INT, micro_batches), "8", "--deterministic: micro-batches of --batch rows per step (>= ranks)"},
@@ -150,6 +162,39 @@ nd_status nd_train_make_schedule(const nd_train_config *c, int global_batch, lon
     return ND_OK;
 }
 
+/* The default activation of cfg, its alpha set for leaky_relu or elu. */
+static nd_activation config_act(const nd_train_config *c) {
+    nd_activation a = {ND_ACT_RELU, 0.0f};
+    nd_activation_parse(c->act, &a.kind);
+    a.alpha = a.kind == ND_ACT_ELU ? c->elu_alpha : c->leaky_alpha;
+    return a;
+}
+
+nd_status nd_train_model_spec(const nd_train_config *c, int input_dim, int k, nd_model_spec *spec, nd_error *err) {
+    const nd_activation act = config_act(c);
+    if (c->arch[0]) {
+        char why[200];
+        if (nd_arch_parse(c->arch, act, spec, why, sizeof why) != 0)
+            return ND_FAIL(err, ND_ERR_ARG, "--arch '%s': %s", c->arch, why);
+        if (spec->input_dim != input_dim || spec->num_classes != k)
+            return ND_FAIL(err, ND_ERR_ARG, "--arch '%s': takes %d inputs and gives %d outputs, the data has %d and %d",
+                           c->arch, spec->input_dim, spec->num_classes, input_dim, k);
+    } else {
+        int widths[ND_MAX_LAYERS];
+        const int n = nd_parse_widths(c->hidden, widths, ND_MAX_LAYERS - 1);
+        if (n < 0) return ND_FAIL(err, ND_ERR_ARG, "--hidden: '%s' is not a list of widths", c->hidden);
+        nd_model_spec_plain(spec, input_dim, widths, n, act, k);
+        spec->input_drop = c->input_dropout;
+        for (int l = 0; l < n; ++l) {
+            spec->hidden[l].batch_norm = c->batch_norm;
+            spec->hidden[l].drop = c->dropout;
+            if (act.kind == ND_ACT_MAXOUT) spec->hidden[l].pieces = c->maxout_pieces;
+        }
+    }
+    spec->bn_eps = c->bn_eps;
+    return ND_OK;
+}
+
 int nd_parse_straggle(const char *text, int *rank, float *factor) {
     *rank = -1;
     *factor = 1.0f;
@@ -185,16 +230,39 @@ nd_status nd_train_config_validate(const nd_train_config *c, nd_error *err) {
         return ND_FAIL(err, ND_ERR_ARG, "--hidden: '%s' is not a list of positive widths like 512,256 (at most %d)",
                        c->hidden, ND_MAX_LAYERS - 1);
     if (nd_activation_parse(c->act, &act) != 0 || act == ND_ACT_IDENTITY)
-        return ND_FAIL(err, ND_ERR_ARG, "--act: '%s' is not one of relu, leaky_relu, tanh, sigmoid", c->act);
+        return ND_FAIL(err, ND_ERR_ARG, "--act: '%s' is not one of relu, leaky_relu, elu, tanh, sigmoid, maxout", c->act);
     if (!(c->leaky_alpha > 0.0f && c->leaky_alpha < 1.0f))
         return ND_FAIL(err, ND_ERR_ARG, "--leaky-alpha: %g must be in (0, 1)", (double)c->leaky_alpha);
+    if (!(c->elu_alpha > 0.0f)) return ND_FAIL(err, ND_ERR_ARG, "--elu-alpha: %g must be positive", (double)c->elu_alpha);
+    if (c->maxout_pieces < 2 || c->maxout_pieces > 64)
+        return ND_FAIL(err, ND_ERR_ARG, "--maxout-pieces: %d must be in [2, 64]", c->maxout_pieces);
+    if (!(c->dropout >= 0.0f && c->dropout < 1.0f))
+        return ND_FAIL(err, ND_ERR_ARG, "--dropout: %g must be a probability in [0, 1)", (double)c->dropout);
+    if (!(c->input_dropout >= 0.0f && c->input_dropout < 1.0f))
+        return ND_FAIL(err, ND_ERR_ARG, "--input-dropout: %g must be a probability in [0, 1)", (double)c->input_dropout);
+    if (!(c->bn_momentum > 0.0f && c->bn_momentum <= 1.0f))
+        return ND_FAIL(err, ND_ERR_ARG, "--bn-momentum: %g must be in (0, 1]", (double)c->bn_momentum);
+    if (!(c->bn_eps > 0.0f)) return ND_FAIL(err, ND_ERR_ARG, "--bn-eps: %g must be positive", (double)c->bn_eps);
+    if (c->sync_bn && (strcmp(c->mode, "sync") || c->deterministic))
+        return ND_FAIL(err, ND_ERR_ARG, "--sync-bn: only with --mode sync without --deterministic "
+                                        "(deterministic mode normalizes each fixed micro-batch)");
+    if (c->arch[0]) {
+        nd_model_spec probe;
+        char why[200];
+        if (nd_arch_parse(c->arch, (nd_activation){act, c->leaky_alpha}, &probe, why, sizeof why) != 0)
+            return ND_FAIL(err, ND_ERR_ARG, "--arch '%s': %s", c->arch, why);
+    }
     nd_init_kind init;
     if (nd_init_parse(c->init, &init) != 0)
         return ND_FAIL(err, ND_ERR_ARG, "--init: '%s' is not one of he, xavier, lecun, small", c->init);
     if (strcmp(c->output_bias, "zero") && strcmp(c->output_bias, "priors"))
         return ND_FAIL(err, ND_ERR_ARG, "--output-bias: '%s' is not one of zero, priors", c->output_bias);
-    if (strcmp(c->loss, "softmax_ce"))
-        return ND_FAIL(err, ND_ERR_ARG, "--loss: '%s' is not one of softmax_ce", c->loss);
+    nd_loss_kind loss;
+    if (nd_loss_parse(c->loss, &loss) != 0)
+        return ND_FAIL(err, ND_ERR_ARG, "--loss: '%s' is not one of softmax_ce, hinge, squared_hinge, sigmoid_bce, l2, l1",
+                       c->loss);
+    if (nd_loss_takes_targets(loss) && !strcmp(c->output_bias, "priors"))
+        return ND_FAIL(err, ND_ERR_ARG, "--output-bias priors: only with a classification loss, not --loss %s", c->loss);
     if (c->epochs <= 0) return ND_FAIL(err, ND_ERR_ARG, "--epochs: %d must be positive", c->epochs);
     if (c->batch <= 0) return ND_FAIL(err, ND_ERR_ARG, "--batch: %d must be positive", c->batch);
     if (c->eval_batch <= 0) return ND_FAIL(err, ND_ERR_ARG, "--eval-batch: %d must be positive", c->eval_batch);

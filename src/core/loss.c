@@ -2,10 +2,40 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <string.h>
+
+static const char *const loss_names[] = {
+    [ND_LOSS_SOFTMAX_CE] = "softmax_ce", [ND_LOSS_HINGE] = "hinge", [ND_LOSS_SQUARED_HINGE] = "squared_hinge",
+    [ND_LOSS_SIGMOID_BCE] = "sigmoid_bce", [ND_LOSS_L2] = "l2", [ND_LOSS_L1] = "l1"};
+
+int nd_loss_parse(const char *name, nd_loss_kind *kind) {
+    for (int k = 0; k < (int)(sizeof loss_names / sizeof loss_names[0]); ++k)
+        if (!strcmp(name, loss_names[k])) {
+            *kind = (nd_loss_kind)k;
+            return 0;
+        }
+    return -1;
+}
+
+const char *nd_loss_name(nd_loss_kind kind) {
+    return (unsigned)kind < sizeof loss_names / sizeof loss_names[0] ? loss_names[kind] : "?";
+}
+
+int nd_loss_takes_targets(nd_loss_kind kind) { return kind >= ND_LOSS_SIGMOID_BCE; }
+
+double nd_loss_expected_initial(nd_loss_kind kind, int k) {
+    switch (kind) {
+    case ND_LOSS_SOFTMAX_CE: return log((double)k);
+    case ND_LOSS_HINGE:
+    case ND_LOSS_SQUARED_HINGE: return k - 1.0; /* every margin is 1 */
+    case ND_LOSS_SIGMOID_BCE: return k * log(2.0);
+    default: return NAN;
+    }
+}
 
 nd_loss_stats nd_softmax_ce(float *dlogits, const float *logits, const int *labels,
                             int batch, int classes) {
-    nd_loss_stats st = {0.0, 0};
+    nd_loss_stats st = {0.0, 0.0};
     for (int i = 0; i < batch; ++i) {
         const float *z = logits + (size_t)i * classes;
         int arg = 0;
@@ -26,4 +56,74 @@ nd_loss_stats nd_softmax_ce(float *dlogits, const float *logits, const int *labe
         }
     }
     return st;
+}
+
+/* Multiclass SVM (CS231n's Weston-Watkins form), margin 1. */
+static nd_loss_stats hinge(float *dout, const float *out, const int *labels, int batch, int k, int squared) {
+    nd_loss_stats st = {0.0, 0.0};
+    for (int i = 0; i < batch; ++i) {
+        const float *z = out + (size_t)i * k;
+        const int y = labels[i];
+        const float zy = z[y];
+        int arg = 0;
+        for (int c = 1; c < k; ++c)
+            if (z[c] > z[arg]) arg = c;
+        st.correct += arg == y;
+        double dy = 0.0;
+        float *d = dout ? dout + (size_t)i * k : NULL;
+        for (int c = 0; c < k; ++c) {
+            if (c == y) continue;
+            const double margin = (double)z[c] - zy + 1.0;
+            const double g = margin > 0 ? (squared ? 2.0 * margin : 1.0) : 0.0;
+            if (margin > 0) st.loss_sum += squared ? margin * margin : margin;
+            if (d) d[c] = (float)g;
+            dy -= g;
+        }
+        if (d) d[y] = (float)dy;
+    }
+    return st;
+}
+
+static nd_loss_stats with_targets(nd_loss_kind kind, float *dout, const float *out, const float *t, int batch,
+                                  int k) {
+    nd_loss_stats st = {0.0, 0.0};
+    for (int i = 0; i < batch; ++i) {
+        const float *z = out + (size_t)i * k, *y = t + (size_t)i * k;
+        float *d = dout ? dout + (size_t)i * k : NULL;
+        int right = 0;
+        for (int c = 0; c < k; ++c) {
+            const double zc = z[c], yc = y[c], e = zc - yc;
+            double g;
+            switch (kind) {
+            case ND_LOSS_SIGMOID_BCE:
+                /* log(1 + e^z) - y z, written to stay finite for large |z| */
+                st.loss_sum += fmax(zc, 0.0) - zc * yc + log1p(exp(-fabs(zc)));
+                g = (zc >= 0 ? 1.0 / (1.0 + exp(-zc)) : exp(zc) / (1.0 + exp(zc))) - yc;
+                right += (zc > 0) == (yc > 0.5);
+                break;
+            case ND_LOSS_L1:
+                st.loss_sum += fabs(e);
+                st.correct += fabs(e);
+                g = e > 0 ? 1.0 : e < 0 ? -1.0 : 0.0;
+                break;
+            default: /* L2 */
+                st.loss_sum += e * e;
+                st.correct += e * e;
+                g = 2.0 * e;
+            }
+            if (d) d[c] = (float)g;
+        }
+        if (kind == ND_LOSS_SIGMOID_BCE) st.correct += (double)right / k;
+    }
+    return st;
+}
+
+nd_loss_stats nd_loss_apply(nd_loss_kind kind, float *dout, const float *out, const int *labels,
+                            const float *targets, int batch, int k) {
+    switch (kind) {
+    case ND_LOSS_SOFTMAX_CE: return nd_softmax_ce(dout, out, labels, batch, k);
+    case ND_LOSS_HINGE: return hinge(dout, out, labels, batch, k, 0);
+    case ND_LOSS_SQUARED_HINGE: return hinge(dout, out, labels, batch, k, 1);
+    default: return with_targets(kind, dout, out, targets, batch, k);
+    }
 }

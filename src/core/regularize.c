@@ -20,3 +20,7 @@ int nd_reg_max_norm(float *w, int rows, int cols, float c) {
     }
     return clamped;
 }
+
+void nd_reg_l2(float *g, const float *w, size_t n, float coeff) {
+    for (size_t i = 0; i < n; ++i) g[i] += coeff * w[i];
+}

@@ -67,12 +67,19 @@ static nd_status probe_split(hid_t f, const char *path, const char *split, nd_sp
         }
         info->x_scale = (float)scale;
     }
-    if (ndy != 1 || H5Tget_class(ty) != H5T_INTEGER) {
+    const int float_targets = ndy == 2 && H5Tget_class(ty) == H5T_FLOAT;
+    if (!float_targets && (ndy != 1 || H5Tget_class(ty) != H5T_INTEGER)) {
         st = ND_FAIL(err, ND_ERR_FORMAT,
-                     "%s: %s must be a 1-D integer array of class labels (got %d-D %s)", path, yname,
+                     "%s: %s must be 1-D integer class labels or 2-D float targets (got %d-D %s)", path, yname,
                      ndy, H5Tget_class(ty) == H5T_FLOAT ? "float" : "non-integer");
         goto done;
     }
+    if (float_targets && (yd[1] == 0 || yd[1] > (hsize_t)MAX_COLS)) {
+        st = ND_FAIL(err, ND_ERR_FORMAT, "%s: %s has an implausible %llu targets per row", path, yname,
+                     (unsigned long long)yd[1]);
+        goto done;
+    }
+    info->target_cols = float_targets ? (int)yd[1] : 0;
     if (yd[0] != xd[0]) {
         st = ND_FAIL(err, ND_ERR_FORMAT, "%s: %s has %llu rows but %s has %llu", path, xname,
                      (unsigned long long)xd[0], yname, (unsigned long long)yd[0]);
@@ -95,22 +102,26 @@ nd_status nd_dataset_probe(const char *path, nd_dataset_info *info, nd_error *er
     nd_status st = ND_OK;
     double classes = 0.0;
     int found = 0;
-    if ((st = h5io_read_attr_double(f, "num_classes", path, "/", &classes, &found, err)) != ND_OK)
-        goto done;
-    if (!found) {
-        st = ND_FAIL(err, ND_ERR_FORMAT, "%s: root attribute num_classes is missing", path);
-        goto done;
-    }
-    if (!(classes >= 2 && classes <= 1e6 && classes == floor(classes))) {
-        st = ND_FAIL(err, ND_ERR_FORMAT, "%s: num_classes must be an integer >= 2, it is %g", path, classes);
-        goto done;
-    }
-    info->num_classes = (int)classes;
     if (!h5io_exists(f, "/train")) {
         st = ND_FAIL(err, ND_ERR_FORMAT, "%s: group /train is missing", path);
         goto done;
     }
     if ((st = probe_split(f, path, "train", &info->train, err)) != ND_OK) goto done;
+    info->has_targets = info->train.target_cols > 0;
+    info->num_outputs = info->train.target_cols;
+    if (!info->has_targets) { /* labels need their class count */
+        if ((st = h5io_read_attr_double(f, "num_classes", path, "/", &classes, &found, err)) != ND_OK)
+            goto done;
+        if (!found) {
+            st = ND_FAIL(err, ND_ERR_FORMAT, "%s: root attribute num_classes is missing", path);
+            goto done;
+        }
+        if (!(classes >= 2 && classes <= 1e6 && classes == floor(classes))) {
+            st = ND_FAIL(err, ND_ERR_FORMAT, "%s: num_classes must be an integer >= 2, it is %g", path, classes);
+            goto done;
+        }
+        info->num_classes = info->num_outputs = (int)classes;
+    }
     if (info->train.rows == 0) {
         st = ND_FAIL(err, ND_ERR_DATA, "%s: /train has no rows", path);
         goto done;
@@ -127,6 +138,11 @@ nd_status nd_dataset_probe(const char *path, nd_dataset_info *info, nd_error *er
                          others[i], si->cols, info->train.cols);
             goto done;
         }
+        if (si->target_cols != info->train.target_cols) {
+            st = ND_FAIL(err, ND_ERR_FORMAT, "%s: /%s/y has %d targets per row but /train/y has %d", path,
+                         others[i], si->target_cols, info->train.target_cols);
+            goto done;
+        }
         *(i == 0 ? &info->has_val : &info->has_test) = 1;
     }
 done:
@@ -137,6 +153,7 @@ done:
 void nd_shard_free(nd_shard *shard) {
     nd_buffer_free(shard->x);
     nd_buffer_free(shard->y);
+    nd_buffer_free(shard->t);
     memset(shard, 0, sizeof *shard);
 }
 
@@ -157,7 +174,7 @@ static herr_t read_rows(hid_t dset, hid_t mem_type, long first, long count, int 
  * so together the ranks check the whole split once. */
 static nd_status validate_shard(const nd_shard *s, const char *path, const char *split,
                                 int num_classes, nd_error *err) {
-    for (int i = 0; i < s->rows; ++i)
+    for (int i = 0; s->y && i < s->rows; ++i)
         if (s->y[i] < 0 || s->y[i] >= num_classes)
             return ND_FAIL(err, ND_ERR_DATA, "%s: /%s/y[%ld] = %d is outside [0, %d) (num_classes)",
                            path, split, s->first_row + i, s->y[i], num_classes);
@@ -167,6 +184,12 @@ static nd_status validate_shard(const nd_shard *s, const char *path, const char 
             return ND_FAIL(err, ND_ERR_DATA, "%s: /%s/x[%ld][%zu] is %s", path, split,
                            s->first_row + (long)(i / s->cols), i % s->cols,
                            isnan(s->x[i]) ? "NaN" : "infinite");
+    const size_t nt = (size_t)s->rows * s->target_cols;
+    for (size_t i = 0; s->t && i < nt; ++i)
+        if (!isfinite(s->t[i]))
+            return ND_FAIL(err, ND_ERR_DATA, "%s: /%s/y[%ld][%zu] is %s", path, split,
+                           s->first_row + (long)(i / s->target_cols), i % s->target_cols,
+                           isnan(s->t[i]) ? "NaN" : "infinite");
     return ND_OK;
 }
 
@@ -197,9 +220,11 @@ nd_status nd_shard_read_parts(const char *path, const char *split, int part_lo, 
     shard->first_row = first;
     shard->rows = (int)count;
     shard->cols = info.cols;
+    shard->target_cols = info.target_cols;
     shard->x = nd_buffer_alloc((size_t)count * info.cols);
-    shard->y = nd_buffer_alloc_i32((size_t)count);
-    if (!shard->x || !shard->y) {
+    if (info.target_cols) shard->t = nd_buffer_alloc((size_t)count * info.target_cols);
+    else shard->y = nd_buffer_alloc_i32((size_t)count);
+    if (!shard->x || !(shard->y || shard->t)) {
         st = ND_FAIL(err, ND_ERR_NOMEM, "%s: /%s: cannot allocate %ld x %d floats for rank %d", path,
                      split, count, info.cols, rank);
         goto done;
@@ -214,7 +239,8 @@ nd_status nd_shard_read_parts(const char *path, const char *split, int part_lo, 
     }
     snprintf(name, sizeof name, "/%s/y", split);
     dy = H5Dopen2(f, name, H5P_DEFAULT);
-    if (dy < 0 || read_rows(dy, H5T_NATIVE_INT, first, count, 1, shard->y) < 0) {
+    if (dy < 0 || (info.target_cols ? read_rows(dy, H5T_NATIVE_FLOAT, first, count, info.target_cols, shard->t)
+                                    : read_rows(dy, H5T_NATIVE_INT, first, count, 1, shard->y)) < 0) {
         st = ND_FAIL(err, ND_ERR_IO, "%s: cannot read rows %ld..%ld of %s", path, first, first + count, name);
         goto done;
     }

@@ -136,11 +136,11 @@ nd_status nd_import_idx(const char *images, const char *labels, const char *spli
         goto done;
     }
     const long cols = (long)(img.count / img.dims[0]);
-    st = h5io_write_split(f, out, split, H5T_STD_U8LE, H5T_NATIVE_UCHAR, img.values, 1.0f / 255.0f, y,
+    st = h5io_write_split(f, out, split, H5T_STD_U8LE, H5T_NATIVE_UCHAR, img.values, 1.0f / 255.0f, y, NULL, 0,
                           n - nval, cols, err);
     if (st == ND_OK && nval > 0)
         st = h5io_write_split(f, out, "val", H5T_STD_U8LE, H5T_NATIVE_UCHAR,
-                              img.values + (size_t)(n - nval) * cols, 1.0f / 255.0f, y + (n - nval), nval,
+                              img.values + (size_t)(n - nval) * cols, 1.0f / 255.0f, y + (n - nval), NULL, 0, nval,
                               cols, err);
 done:
     if (f >= 0 && H5Fclose(f) < 0 && st == ND_OK) st = ND_FAIL(err, ND_ERR_IO, "%s: cannot close the file", out);

@@ -127,8 +127,8 @@ nd_status h5io_write_rows(hid_t group, const char *name, hid_t file_type, hid_t 
 }
 
 nd_status h5io_write_split(hid_t file, const char *path, const char *split, hid_t x_file_type,
-                           hid_t x_mem_type, const void *x, float x_scale, const int *y, long rows,
-                           long cols, nd_error *err) {
+                           hid_t x_mem_type, const void *x, float x_scale, const int *y, const float *t,
+                           int target_cols, long rows, long cols, nd_error *err) {
     char gname[32];
     snprintf(gname, sizeof gname, "/%s", split);
     hid_t g = H5Gcreate2(file, gname, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
@@ -140,7 +140,9 @@ nd_status h5io_write_split(hid_t file, const char *path, const char *split, hid_
         st = h5io_write_attr_float(dx, "scale", x_scale, path, err);
         H5Dclose(dx);
     }
-    if (st == ND_OK) st = h5io_write_rows(g, "y", H5T_STD_I32LE, H5T_NATIVE_INT, 1, yd, y, path, err);
+    const hsize_t td[2] = {(hsize_t)rows, (hsize_t)target_cols};
+    if (st == ND_OK && t) st = h5io_write_rows(g, "y", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, td, t, path, err);
+    else if (st == ND_OK) st = h5io_write_rows(g, "y", H5T_STD_I32LE, H5T_NATIVE_INT, 1, yd, y, path, err);
     H5Gclose(g);
     return st;
 }

@@ -61,10 +61,11 @@ nd_status h5io_read_array(hid_t file, const char *name, int ndims, const hsize_t
                           const char *path, nd_error *err);
 
 /* Creates group /<split> with x (rows x cols, stored as x_file_type from
- * x_mem_type values) and y (rows, int32). x_scale > 0 adds the `scale`
+ * x_mem_type values) and y: labels y (rows, int32), or if t is not NULL
+ * float targets t (rows x target_cols). x_scale > 0 adds the `scale`
  * attribute that uint8 features carry. */
 nd_status h5io_write_split(hid_t file, const char *path, const char *split, hid_t x_file_type,
-                           hid_t x_mem_type, const void *x, float x_scale, const int *y, long rows,
-                           long cols, nd_error *err);
+                           hid_t x_mem_type, const void *x, float x_scale, const int *y, const float *t,
+                           int target_cols, long rows, long cols, nd_error *err);
 
 #endif

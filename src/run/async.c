@@ -185,6 +185,10 @@ static nd_status worker_loop(nd_trainer *tr, nd_error *err) {
             s = 0;
         }
         nd_train_compute_gradient(tr, s++);
+        /* Batch norm: the running statistics travel as deltas against the
+         * parameters this worker holds; the servers add them. */
+        if (m->num_trainable < m->num_params)
+            nd_model_running_deltas(m, m->param, m->grad, tr->cfg.batch, tr->cfg.bn_momentum);
         const float scale = nd_train_grad_scale(tr, tr->cfg.batch);
         memcpy(as->v_used, as->versions, sizeof(double) * (size_t)k);
         if (in_flight) {
@@ -225,6 +229,9 @@ static nd_status server_apply(nd_trainer *tr, int src, long *staleness, nd_error
     /* Momentum schedule in epochs of applied updates (one worker batch each). */
     tr->opt.cfg.momentum = nd_momentum_at(tr->cfg.momentum, tr->cfg.momentum_final, tr->cfg.momentum_epochs,
                                           (double)as->version * tr->cfg.batch / (double)tr->info.train.rows);
+    /* Running statistics in this slice: added as they are, then zero for the optimizer. */
+    nd_model_apply_running(&tr->model, tr->model.param, tr->model.grad, tr->slice.offset,
+                           tr->slice.offset + tr->slice.length);
     nd_optimizer_step(&tr->opt, p, g, (float)as->ctrl_in[CTRL_SCALE], lr);
     as->version += 1;
     *staleness = stale;

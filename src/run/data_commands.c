@@ -28,7 +28,8 @@ typedef struct {
     char config[ND_PATH_MAX];
     char out[ND_PATH_MAX];
     long rows, test_rows, val_rows;
-    int features, classes;
+    int features, classes, targets;
+    bool multilabel;
     float separation;
     uint64_t seed;
 } synth_config;
@@ -43,6 +44,8 @@ static const nd_cli_option synth_options[] = {
     {"features", FS(INT, features), "32", "features per row"},
     {"classes", FS(INT, classes), "4", "classes (one Gaussian blob each)"},
     {"separation", FS(FLOAT, separation), "3", "std of the class centres, in units of the noise std"},
+    {"targets", FS(INT, targets), "0", "K > 0: y is N x K float targets (x . u_k / sqrt(D) + noise) instead of labels"},
+    {"multilabel", FS(BOOL, multilabel), "false", "with --targets: 0/1 attributes (the sign of x . u_k)"},
     {"seed", FS(U64, seed), "1", "seed"},
 };
 
@@ -70,7 +73,9 @@ nd_status nd_cmd_synth(int argc, char **argv, nd_error *err) {
                                 "usage: nndist data synth --out FILE [options]", stdout, &help, err));
     if (help) return ND_OK;
     if (!c.out[0]) return ND_FAIL(err, ND_ERR_ARG, "data synth: --out is required");
-    nd_synth_config s = {c.rows, c.test_rows, c.val_rows, c.features, c.classes, c.separation, c.seed};
+    nd_synth_config s = {.rows = c.rows, .test_rows = c.test_rows, .val_rows = c.val_rows, .features = c.features,
+                         .classes = c.classes, .separation = c.separation, .seed = c.seed, .targets = c.targets,
+                         .multilabel = c.multilabel};
     ND_TRY(nd_synth_write(&s, c.out, err));
     printf("wrote %ld train, %ld val, %ld test rows of %d features, %d classes to %s\n", c.rows, c.val_rows,
            c.test_rows, c.features, c.classes, c.out);

@@ -38,22 +38,10 @@ static const nd_cli_option eval_options[] = {
 };
 #define COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
-/* Rank 0 probes the checkpoint; every rank gets the architecture. */
+/* Every rank reads the architecture (the file is on a shared file system,
+ * like the data); the outcome is agreed, one rank's message kept. */
 static nd_status share_spec(nd_comm *comm, const char *path, nd_ckpt_info *info, nd_error *err) {
-    nd_status st = ND_OK;
-    if (nd_comm_rank(comm) == 0) st = nd_checkpoint_probe(path, info, err);
-    ND_TRY(nd_comm_agree(comm, st, err));
-    double v[5 + ND_MAX_LAYERS] = {info->spec.input_dim, info->spec.num_hidden, info->spec.num_classes,
-                                   info->spec.act.kind, info->spec.act.alpha};
-    for (int l = 0; l < info->spec.num_hidden; ++l) v[5 + l] = info->spec.hidden[l];
-    ND_TRY(nd_comm_bcast_f64(comm, v, 5 + ND_MAX_LAYERS, 0, err));
-    info->spec.input_dim = (int)v[0];
-    info->spec.num_hidden = (int)v[1];
-    info->spec.num_classes = (int)v[2];
-    info->spec.act.kind = (nd_act_kind)(int)v[3];
-    info->spec.act.alpha = (float)v[4];
-    for (int l = 0; l < info->spec.num_hidden; ++l) info->spec.hidden[l] = (int)v[5 + l];
-    return ND_OK;
+    return nd_comm_agree(comm, nd_checkpoint_probe(path, info, err), err);
 }
 
 static nd_status check_split(const char *data, const char *split, const nd_model_spec *spec, nd_error *err) {
@@ -65,6 +53,10 @@ static nd_status check_split(const char *data, const char *split, const nd_model
     if (si->cols != spec->input_dim)
         return ND_FAIL(err, ND_ERR_ARG, "%s: /%s/x has %d features, the checkpoint's model takes %d", data, split,
                        si->cols, spec->input_dim);
+    if (di.has_targets)
+        return ND_FAIL(err, ND_ERR_ARG, "%s: /%s/y holds float targets; eval reports classification figures "
+                                        "(the training run's metrics have the regression and multi-label ones)",
+                       data, split);
     if (di.num_classes != spec->num_classes)
         return ND_FAIL(err, ND_ERR_ARG, "%s: %d classes, the checkpoint's model has %d", data, di.num_classes,
                        spec->num_classes);
@@ -152,7 +144,7 @@ nd_status nd_cmd_eval(nd_comm *comm, int argc, char **argv, nd_error *err) {
         double *confusion = counts + 3;
         for (int off = 0; off < shard.rows; off += c.eval_batch) {
             const int nb = shard.rows - off < c.eval_batch ? shard.rows - off : c.eval_batch;
-            const float *logits = nd_model_forward(&model, shard.x + (size_t)off * cols, nb);
+            const float *logits = nd_model_forward(&model, shard.x + (size_t)off * cols, nb, NULL);
             nd_loss_stats ls = nd_softmax_ce(NULL, logits, shard.y + off, nb, k);
             counts[0] += ls.loss_sum;
             counts[1] += ls.correct;
@@ -180,11 +172,10 @@ nd_status nd_cmd_eval(nd_comm *comm, int argc, char **argv, nd_error *err) {
 }
 
 static void info_checkpoint(const char *path, const nd_ckpt_info *ci) {
-    char hidden[256];
-    nd_spec_hidden_text(&ci->spec, hidden, sizeof hidden);
+    char arch[512];
+    nd_arch_format(&ci->spec, arch, sizeof arch);
     printf("%s: nndist checkpoint, format %d\n", path, ci->format);
-    printf("  model       %d-%s%s%d, activation %s\n", ci->spec.input_dim, hidden, hidden[0] ? "-" : "",
-           ci->spec.num_classes, nd_activation_name(ci->spec.act.kind));
+    printf("  model       %s\n", arch);
     printf("  optimizer   %s, %ld updates\n", ci->optimizer, ci->optimizer_step);
     printf("  position    step %ld, epoch %d (%ld of its steps done)\n", ci->meta.step, ci->meta.epoch,
            ci->meta.epoch_step);
@@ -202,7 +193,8 @@ static void info_checkpoint(const char *path, const nd_ckpt_info *ci) {
 static void info_split(const char *name, const nd_split_info *s) {
     printf("  /%-5s x %ld x %d %s", name, s->rows, s->cols, s->x_is_uint8 ? "uint8" : "float");
     if (s->x_is_uint8) printf(" (scale %g)", (double)s->x_scale);
-    printf(", y %ld labels\n", s->rows);
+    if (s->target_cols) printf(", y %ld x %d float targets\n", s->rows, s->target_cols);
+    else printf(", y %ld labels\n", s->rows);
 }
 
 nd_status nd_cmd_info(int argc, char **argv, nd_error *err) {
@@ -221,7 +213,8 @@ nd_status nd_cmd_info(int argc, char **argv, nd_error *err) {
     }
     nd_dataset_info di;
     ND_TRY(nd_dataset_probe(argv[0], &di, err));
-    printf("%s: dataset, %d classes\n", argv[0], di.num_classes);
+    if (di.has_targets) printf("%s: dataset, %d float targets per row\n", argv[0], di.num_outputs);
+    else printf("%s: dataset, %d classes\n", argv[0], di.num_classes);
     info_split("train", &di.train);
     if (di.has_val) info_split("val", &di.val);
     if (di.has_test) info_split("test", &di.test);

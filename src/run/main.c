@@ -21,6 +21,7 @@ static void usage(FILE *out) {
             "  info FILE             describe a checkpoint or a dataset\n"
             "  schedule --steps N    print the learning rate of every step (CSV) for train options\n"
             "  sanity                checks before training: initial loss, regularization, overfit 20 examples\n"
+            "  gradcheck             backprop against centred differences in double, per parameter group\n"
             "  help                  this text; 'nndist <command> --help' lists a command's options\n");
 }
 
@@ -111,6 +112,8 @@ int main(int argc, char **argv) {
         rc = run_on_rank0(world, nd_cmd_schedule, argc - 2, argv + 2);
     } else if (!strcmp(cmd, "sanity")) {
         rc = run_on_rank0(world, nd_cmd_sanity, argc - 2, argv + 2);
+    } else if (!strcmp(cmd, "gradcheck")) {
+        rc = run_on_rank0(world, nd_cmd_gradcheck, argc - 2, argv + 2);
     } else if (!strcmp(cmd, "info")) {
         rc = run_on_rank0(world, nd_cmd_info, argc - 2, argv + 2);
     } else if (!strcmp(cmd, "data") && argc >= 3 && !strcmp(argv[2], "synth")) {

@@ -34,11 +34,32 @@ static int auto_threads(const nd_comm *comm) {
     return per_rank < 1 ? 1 : per_rank;
 }
 
+/* Multi-label targets must be probabilities; the other checks are the
+ * data module's (labels in range, values finite). */
+static nd_status check_targets(const nd_trainer *tr, nd_error *err) {
+    if (tr->loss != ND_LOSS_SIGMOID_BCE) return ND_OK;
+    const nd_shard *splits[3] = {&tr->train, &tr->val, &tr->test};
+    const char *names[3] = {"train", "val", "test"};
+    for (int s = 0; s < 3; ++s) {
+        const nd_shard *sh = splits[s];
+        for (size_t i = 0; sh->t && i < (size_t)sh->rows * sh->target_cols; ++i)
+            if (!(sh->t[i] >= 0.0f && sh->t[i] <= 1.0f))
+                return ND_FAIL(err, ND_ERR_DATA, "%s: /%s/y[%ld][%zu] = %g: --loss sigmoid_bce needs targets in [0, 1]",
+                               tr->cfg.data, names[s], sh->first_row + (long)(i / sh->target_cols),
+                               i % sh->target_cols, (double)sh->t[i]);
+    }
+    return ND_OK;
+}
+
 /* Sync: every rank reads its block of every split. Async: the workers share
  * the training rows; server 0 evaluates, so it reads /test and /val whole. */
 static nd_status read_shards(nd_trainer *tr, nd_error *err) {
     const nd_train_config *c = &tr->cfg;
     ND_TRY(nd_dataset_probe(c->data, &tr->info, err));
+    if (nd_loss_takes_targets(tr->loss) != tr->info.has_targets)
+        return ND_FAIL(err, ND_ERR_ARG, "--loss %s needs %s, but %s /train/y holds %s", c->loss,
+                       tr->info.has_targets ? "class labels" : "float targets (N x K)", c->data,
+                       tr->info.has_targets ? "float targets" : "class labels");
     if (tr->info.train.rows < tr->num_workers)
         return ND_FAIL(err, ND_ERR_DATA, "%s: /train has %ld rows, fewer than the %d %s", c->data,
                        tr->info.train.rows, tr->num_workers, tr->async ? "workers" : "ranks");
@@ -58,7 +79,7 @@ static nd_status read_shards(nd_trainer *tr, nd_error *err) {
     if (eval_part < 0) return ND_OK;
     if (tr->info.has_test) ND_TRY(nd_shard_read(c->data, "test", eval_part, eval_parts, k, &tr->test, err));
     if (tr->info.has_val) ND_TRY(nd_shard_read(c->data, "val", eval_part, eval_parts, k, &tr->val, err));
-    return ND_OK;
+    return check_targets(tr, err);
 }
 
 /* Collective: statistics over every rank's training rows (unless a resumed
@@ -124,12 +145,8 @@ static nd_status agree_steps(nd_trainer *tr, nd_error *err) {
 
 static nd_status build_model(nd_trainer *tr, nd_error *err) {
     const nd_train_config *c = &tr->cfg;
-    nd_model_spec spec = {0};
-    spec.input_dim = tr->train.cols;
-    spec.num_hidden = nd_parse_widths(c->hidden, spec.hidden, ND_MAX_LAYERS - 1);
-    spec.num_classes = tr->info.num_classes;
-    nd_activation_parse(c->act, &spec.act.kind);
-    spec.act.alpha = c->leaky_alpha;
+    nd_model_spec spec;
+    ND_TRY(nd_train_model_spec(c, tr->train.cols, tr->info.num_outputs, &spec, err));
     const int max_batch = c->batch > c->eval_batch ? c->batch : c->eval_batch;
     ND_TRY(nd_model_create(&tr->model, &spec, max_batch, err));
     nd_opt_config oc = {0};
@@ -155,14 +172,19 @@ static nd_status build_model(nd_trainer *tr, nd_error *err) {
          * from this rank's slice. */
         if (!(tr->decay_mask = nd_buffer_alloc(tr->model.num_params)))
             return ND_FAIL(err, ND_ERR_NOMEM, "adamw: cannot allocate the decay mask");
-        for (int l = 0; l < tr->model.num_layers; ++l)
-            for (size_t i = 0; i < tr->model.layer[l].w.length; ++i) tr->decay_mask[tr->model.layer[l].w.offset + i] = 1.0f;
+        for (int l = 0; l < tr->model.num_layers; ++l) {
+            nd_span spans[2];
+            for (int k = nd_train_regularized(tr, l, spans); k-- > 0;)
+                for (size_t i = 0; i < spans[k].length; ++i) tr->decay_mask[spans[k].offset + i] = 1.0f;
+        }
         tr->opt.decay_mask = tr->decay_mask + tr->slice.offset;
     }
     tr->order = nd_buffer_alloc_i32((size_t)tr->train.rows);
     tr->xb = nd_buffer_alloc((size_t)c->batch * tr->train.cols);
-    tr->yb = nd_buffer_alloc_i32((size_t)c->batch);
-    if (!tr->order || !tr->xb || !tr->yb)
+    if (tr->info.has_targets) tr->tb = nd_buffer_alloc((size_t)c->batch * tr->info.num_outputs);
+    else tr->yb = nd_buffer_alloc_i32((size_t)c->batch);
+    tr->row_ids = calloc((size_t)c->batch, sizeof(long));
+    if (!tr->order || !tr->xb || !(tr->yb || tr->tb) || !tr->row_ids)
         return ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate batch buffers for %d x %d", c->batch, tr->train.cols);
     if (c->ema > 0.0f && !(tr->ema = nd_buffer_alloc(tr->model.num_params)))
         return ND_FAIL(err, ND_ERR_NOMEM, "--ema: cannot allocate %zu floats", tr->model.num_params);
@@ -215,12 +237,12 @@ static void print_setup(const nd_trainer *tr) {
     else
         fprintf(out, "  # ranks %d, BLAS threads per rank %d, global batch %d, peak lr %.6g\n", tr->size,
                 tr->threads, tr->global_batch, (double)nd_lr_peak(&tr->lr));
-    fprintf(out, "  # data %ld train / %ld val / %ld test rows, %d features, %d classes; %ld steps per epoch\n",
-            tr->info.train.rows, tr->info.val.rows, tr->info.test.rows, tr->train.cols,
-            tr->info.num_classes, tr->steps_per_epoch);
-    fprintf(out, "  # model %d", m->spec.input_dim);
-    for (int l = 0; l < m->num_layers; ++l) fprintf(out, "-%d", m->layer[l].out_dim);
-    fprintf(out, ", %zu parameters\n", m->num_weights);
+    fprintf(out, "  # data %ld train / %ld val / %ld test rows, %d features, %d %s; %ld steps per epoch\n",
+            tr->info.train.rows, tr->info.val.rows, tr->info.test.rows, tr->train.cols, tr->info.num_outputs,
+            tr->info.has_targets ? "targets" : "classes", tr->steps_per_epoch);
+    char arch[512];
+    nd_arch_format(&m->spec, arch, sizeof arch);
+    fprintf(out, "  # model %s, %zu parameters, loss %s\n", arch, m->num_weights, nd_loss_name(tr->loss));
     fflush(out);
 }
 
@@ -232,6 +254,7 @@ nd_status nd_trainer_setup(nd_trainer *tr, const nd_train_config *cfg, nd_comm *
     tr->rank = nd_comm_rank(comm);
     tr->size = nd_comm_size(comm);
     ND_TRY(nd_train_agree(tr, nd_train_config_validate(cfg, err), err));
+    nd_loss_parse(cfg->loss, &tr->loss);
     tr->async = strcmp(cfg->mode, "sync") != 0;
     tr->num_servers = tr->async ? cfg->servers : 0;
     tr->num_workers = tr->size - tr->num_servers;
@@ -294,6 +317,8 @@ void nd_trainer_free(nd_trainer *tr) {
     nd_buffer_free(tr->order);
     nd_buffer_free(tr->xb);
     nd_buffer_free(tr->yb);
+    nd_buffer_free(tr->tb);
+    free(tr->row_ids);
     memset(tr, 0, sizeof *tr);
 }
 
@@ -301,43 +326,60 @@ void nd_trainer_free(nd_trainer *tr) {
  * model.grad; returns the factor the optimizer must still apply. One pass
  * each for the optional parts; averaging and the norm-clip factor are
  * folded into the returned scale. */
+int nd_train_regularized(const nd_trainer *tr, int l, nd_span spans[2]) {
+    const nd_dense_layer *L = &tr->model.layer[l];
+    spans[0] = L->w;
+    spans[1] = L->b;
+    return tr->cfg.regularize_bias ? 2 : 1;
+}
+
 float nd_train_grad_scale(nd_trainer *tr, int samples) {
     nd_model *m = &tr->model;
     const nd_train_config *c = &tr->cfg;
+    const size_t n = m->num_trainable; /* the running statistics are not gradients */
     float scale = 1.0f / (float)samples;
-    if (c->weight_decay > 0.0f && tr->opt.cfg.kind != ND_OPT_ADAMW) { /* adamw decays in the optimizer */
-        /* g is a sum over the batch, so the penalty is scaled up to match. */
-        const float wd = c->weight_decay * (float)samples;
-        for (int l = 0; l < m->num_layers; ++l) {
-            float *g = m->grad + m->layer[l].w.offset;
-            const float *p = m->param + m->layer[l].w.offset;
-            for (size_t i = 0; i < m->layer[l].w.length; ++i) g[i] += wd * p[i];
+    for (int l = 0; l < m->num_layers; ++l) {
+        nd_span spans[2];
+        for (int k = nd_train_regularized(tr, l, spans); k-- > 0;) {
+            float *g = m->grad + spans[k].offset;
+            const float *p = m->param + spans[k].offset;
+            /* g is a sum over the batch, so the penalties are scaled up to match. */
+            if (c->weight_decay > 0.0f && tr->opt.cfg.kind != ND_OPT_ADAMW) /* adamw decays in the optimizer */
+                nd_reg_l2(g, p, spans[k].length, c->weight_decay * (float)samples);
+            if (c->l1 > 0.0f) nd_reg_l1(g, p, spans[k].length, c->l1 * (float)samples);
         }
     }
-    if (c->l1 > 0.0f) { /* scaled up like the L2 term: g is a sum over the batch */
-        const float l1 = c->l1 * (float)samples;
-        for (int l = 0; l < m->num_layers; ++l)
-            nd_reg_l1(m->grad + m->layer[l].w.offset, m->param + m->layer[l].w.offset, m->layer[l].w.length, l1);
-    }
     if (c->clip_value > 0.0f) {
-        nd_clip_by_value(m->grad, m->num_params, scale, c->clip_value);
+        nd_clip_by_value(m->grad, n, scale, c->clip_value);
         scale = 1.0f;
     }
     if (c->clip_norm > 0.0f)
-        scale *= nd_clip_norm_factor(nd_grad_norm(m->grad, m->num_params, scale), c->clip_norm);
+        scale *= nd_clip_norm_factor(nd_grad_norm(m->grad, n, scale), c->clip_norm);
     return scale;
+}
+
+/* --sync-bn's hook: the model adds batch-norm sums across ranks through it. */
+static int reduce_over_ranks(void *ctx, float *buf, size_t n) {
+    nd_trainer *tr = ctx;
+    nd_error ignored = {0};
+    return nd_comm_allreduce_sum_f32(tr->comm, buf, n, &ignored) == ND_OK ? 0 : -1;
 }
 
 void nd_train_batch_gradient(nd_trainer *tr, const int *idx) {
     nd_model *m = &tr->model;
-    const int b = tr->cfg.batch, cols = tr->train.cols;
+    const int b = tr->cfg.batch, cols = tr->train.cols, k = tr->info.num_outputs;
     for (int i = 0; i < b; ++i) {
         memcpy(tr->xb + (size_t)i * cols, tr->train.x + (size_t)idx[i] * cols, sizeof(float) * cols);
-        tr->yb[i] = tr->train.y[idx[i]];
+        if (tr->tb) memcpy(tr->tb + (size_t)i * k, tr->train.t + (size_t)idx[i] * k, sizeof(float) * k);
+        else tr->yb[i] = tr->train.y[idx[i]];
+        tr->row_ids[i] = tr->train.first_row + idx[i];
     }
-    const float *logits = nd_model_forward(m, tr->xb, b);
+    /* Zeroed first: a training forward leaves batch-norm sums in the gradient. */
     nd_model_zero_grad(m);
-    nd_loss_stats ls = nd_softmax_ce(nd_model_output_grad(m), logits, tr->yb, b, tr->info.num_classes);
+    const nd_train_pass pass = {.seed = tr->cfg.seed, .step = tr->step, .row_ids = tr->row_ids,
+                                .reduce = tr->cfg.sync_bn ? reduce_over_ranks : NULL, .reduce_ctx = tr};
+    const float *out = nd_model_forward(m, tr->xb, b, &pass);
+    nd_loss_stats ls = nd_loss_apply(tr->loss, nd_model_output_grad(m), out, tr->yb, tr->tb, b, k);
     m->grad[m->num_params + ND_TAIL_LOSS] = (float)ls.loss_sum;
     m->grad[m->num_params + ND_TAIL_CORRECT] = (float)ls.correct;
     nd_model_backward(m, tr->xb, b);
@@ -366,13 +408,14 @@ void nd_train_order_pass(nd_trainer *tr, int pass) {
 }
 
 void nd_train_eval_sums(nd_trainer *tr, const nd_shard *shard, double sums[3]) {
-    const int eb = tr->cfg.eval_batch, cols = tr->info.train.cols;
+    const int eb = tr->cfg.eval_batch, cols = tr->info.train.cols, k = tr->info.num_outputs;
     sums[0] = sums[1] = 0.0;
     sums[2] = (double)shard->rows;
     for (int off = 0; off < shard->rows; off += eb) {
         const int nb = shard->rows - off < eb ? shard->rows - off : eb;
-        const float *logits = nd_model_forward(&tr->model, shard->x + (size_t)off * cols, nb);
-        nd_loss_stats st = nd_softmax_ce(NULL, logits, shard->y + off, nb, tr->info.num_classes);
+        const float *out = nd_model_forward(&tr->model, shard->x + (size_t)off * cols, nb, NULL);
+        nd_loss_stats st = nd_loss_apply(tr->loss, NULL, out, shard->y ? shard->y + off : NULL,
+                                         shard->t ? shard->t + (size_t)off * k : NULL, nb, k);
         sums[0] += st.loss_sum;
         sums[1] += st.correct;
     }
@@ -472,8 +515,8 @@ static void monitor_before(nd_trainer *tr, nd_epoch_stats *e, float scale) {
     memcpy(tr->monitor_prev, m->param, sizeof(float) * m->num_params);
     const int b = tr->cfg.batch;
     for (int l = 0; l < m->num_layers; ++l) {
-        const int w = m->layer[l].out_dim;
-        const float *a = m->out[l];
+        const int w = m->layer[l].width;
+        const float *a = nd_model_activation(m, l);
         double sum = 0, sq = 0;
         int dead = 0;
         for (int j = 0; j < w; ++j) {
@@ -524,7 +567,12 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
             ND_TRY(nd_det_step_gradient(tr, s, err));
         } else {
             nd_train_compute_gradient(tr, s);
+            if (m->pass_failed) return ND_FAIL(err, ND_ERR_COMM, "rank %d: --sync-bn: a batch-norm allreduce failed", tr->rank);
             ND_TRY(nd_comm_allreduce_sum_f32(tr->comm, m->grad, n + ND_TAIL_USED, err));
+        }
+        if (m->num_trainable < n) { /* batch norm: the global batch's statistics update every replica alike */
+            nd_model_running_deltas(m, m->param, m->grad, tr->global_batch, tr->cfg.bn_momentum);
+            nd_model_apply_running(m, m->param, m->grad, 0, n);
         }
         loss_sum += m->grad[n + ND_TAIL_LOSS];
         correct += m->grad[n + ND_TAIL_CORRECT];

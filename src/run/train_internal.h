@@ -23,6 +23,10 @@ void nd_train_batch_gradient(nd_trainer *tr, const int *idx);
  * model.grad, loss sum and hit count in its tail; honours --straggle. */
 void nd_train_compute_gradient(nd_trainer *tr, long s);
 
+/* The spans of layer l that weight decay and L1 act on: its weights, and
+ * its biases with --regularize-bias; returns how many. */
+int nd_train_regularized(const nd_trainer *tr, int l, nd_span spans[2]);
+
 /* Weight decay and clipping of model.grad, a sum over `samples`; returns
  * the scale the optimizer applies (1/samples times any norm-clip factor). */
 float nd_train_grad_scale(nd_trainer *tr, int samples);

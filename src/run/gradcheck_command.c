@@ -1,0 +1,68 @@
+/* `nndist gradcheck`: the configured network's backprop against centred
+ * differences in double precision on a few training rows, every parameter
+ * group sampled, dropout masks fixed by the seed, the penalties checked
+ * apart from the data loss. Exits non-zero above the threshold. */
+#include <math.h>
+#include <stdio.h>
+
+#include "nndist/commands.h"
+#include "nndist/gradcheck.h"
+#include "small_batch.h"
+
+enum { CHECK_ROWS = 8, SAMPLES_PER_GROUP = 40 };
+#define STEP 1e-5
+static const char *verdict(double e) {
+    return e < 1e-7 ? "excellent" : e < 1e-4 ? "ok" : e <= ND_GRADCHECK_FAIL_ABOVE ? "ok for float32" : e < 1e-2 ? "uncomfortable" : "WRONG";
+}
+
+nd_status nd_cmd_gradcheck(int argc, char **argv, nd_error *err) {
+    nd_small_batch s;
+    int help = 0;
+    ND_TRY(nd_small_batch_load(&s, argc, argv, "usage: nndist gradcheck --data FILE [train options]   (see README)",
+                               CHECK_ROWS, &help, err));
+    if (help) return ND_OK;
+    const int rows = s.sh.rows < CHECK_ROWS ? s.sh.rows : CHECK_ROWS;
+    nd_model m;
+    nd_status st = nd_model_create(&m, &s.spec, rows, err);
+    if (st != ND_OK) {
+        nd_small_batch_free(&s);
+        return st;
+    }
+    nd_init_kind init;
+    nd_init_parse(s.cfg.init, &init);
+    nd_model_init_params(&m, s.cfg.seed, init);
+    /* Random-ish biases and batch-norm parameters, so no unit sits exactly
+     * at a kink and the scale/shift gradients are not at their symmetric start. */
+    for (int l = 0; l < m.num_layers; ++l)
+        for (size_t i = 0; i < m.layer[l].b.length; ++i)
+            m.param[m.layer[l].b.offset + i] = 0.05f * (float)((i * 7919 + (size_t)l * 104729) % 13) - 0.3f;
+    const nd_train_pass pass = nd_small_batch_pass(&s);
+    nd_model_zero_grad(&m);
+    const float *out = nd_model_forward(&m, s.sh.x, rows, &pass);
+    nd_loss_apply(s.loss, nd_model_output_grad(&m), out, nd_small_batch_labels(&s, 0), nd_small_batch_targets(&s, 0),
+                  rows, s.k);
+    nd_model_backward(&m, s.sh.x, rows);
+    nd_gradcheck_group groups[ND_GRADCHECK_MAX_GROUPS];
+    const int n = nd_gradcheck_run(&m, m.grad, s.sh.x, rows, s.loss, nd_small_batch_labels(&s, 0),
+                                   nd_small_batch_targets(&s, 0), SAMPLES_PER_GROUP, s.cfg.seed, STEP,
+                                   s.cfg.weight_decay > 0 ? s.cfg.weight_decay : 1e-3, s.cfg.l1 > 0 ? s.cfg.l1 : 1e-3,
+                                   groups);
+    char arch[512];
+    nd_arch_format(&m.spec, arch, sizeof arch);
+    printf("gradcheck %s, loss %s, %d rows, h = %g, relative error |a-n|/max(|a|,|n|)\n", arch, s.cfg.loss, rows, STEP);
+    double worst = 0.0;
+    for (int g = 0; g < n; ++g) {
+        printf("  %-14s %3d checked  max rel error %.2e  %-15s", groups[g].name, groups[g].checked, groups[g].max_rel,
+               verdict(groups[g].max_rel));
+        if (groups[g].kinks) printf(" (%d skipped: a kink within h)", groups[g].kinks);
+        printf("\n");
+        worst = fmax(worst, groups[g].max_rel);
+    }
+    printf("worst %.2e: %s (fails above %.0e)\n", worst, worst <= ND_GRADCHECK_FAIL_ABOVE ? "PASS" : "FAIL", ND_GRADCHECK_FAIL_ABOVE);
+    if (n == 0) st = ND_FAIL(err, ND_ERR_NOMEM, "gradcheck: cannot allocate the double-precision parameters");
+    else if (!(worst <= ND_GRADCHECK_FAIL_ABOVE))
+        st = ND_FAIL(err, ND_ERR_DATA, "gradcheck: relative error %.2e exceeds %.0e", worst, ND_GRADCHECK_FAIL_ABOVE);
+    nd_model_destroy(&m);
+    nd_small_batch_free(&s);
+    return st;
+}

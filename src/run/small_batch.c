@@ -1,0 +1,72 @@
+#include "small_batch.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "nndist/arena.h"
+#include "nndist/normalize.h"
+
+static nd_status normalize_rows(nd_small_batch *s, nd_error *err) {
+    const int rows = s->sh.rows, cols = s->sh.cols;
+    double *stats = nd_buffer_alloc_f64(2 * (size_t)cols + 1);
+    float *mean = nd_buffer_alloc((size_t)cols), *inv = nd_buffer_alloc((size_t)cols);
+    nd_status st = ND_OK;
+    if (!stats || !mean || !inv) {
+        st = ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate %d feature statistics", cols);
+    } else {
+        nd_norm_kind nk;
+        nd_norm_parse(s->cfg.normalize, &nk);
+        if (nk == ND_NORM_MINMAX) {
+            for (size_t j = 0; j < 2 * (size_t)cols; ++j) stats[j] = -INFINITY;
+            nd_range_accumulate(stats, s->sh.x, (size_t)rows, cols);
+            nd_range_finish(stats, cols, mean, inv);
+        } else {
+            nd_stats_accumulate(stats, s->sh.x, (size_t)rows, cols);
+            nd_stats_finish(stats, cols, nk, mean, inv);
+        }
+        nd_normalize_apply(s->sh.x, (size_t)rows, cols, mean, inv);
+    }
+    nd_buffer_free(stats);
+    nd_buffer_free(mean);
+    nd_buffer_free(inv);
+    return st;
+}
+
+nd_status nd_small_batch_load(nd_small_batch *s, int argc, char **argv, const char *usage, int rows, int *help,
+                              nd_error *err) {
+    memset(s, 0, sizeof *s);
+    ND_TRY(nd_train_config_parse(&s->cfg, argc, argv, help, err));
+    if (*help) {
+        printf("%s\n", usage);
+        return ND_OK;
+    }
+    ND_TRY(nd_train_config_validate(&s->cfg, err));
+    nd_loss_parse(s->cfg.loss, &s->loss);
+    ND_TRY(nd_dataset_probe(s->cfg.data, &s->info, err));
+    if (nd_loss_takes_targets(s->loss) != s->info.has_targets)
+        return ND_FAIL(err, ND_ERR_ARG, "--loss %s needs %s, %s /train/y has %s", s->cfg.loss,
+                       s->info.has_targets ? "class labels" : "float targets (N x K)", s->cfg.data,
+                       s->info.has_targets ? "float targets" : "labels");
+    s->k = s->info.num_outputs;
+    /* The first block of about `rows` rows is enough. */
+    const long parts = s->info.train.rows / rows > 1 ? s->info.train.rows / rows : 1;
+    ND_TRY(nd_shard_read_parts(s->cfg.data, "train", 0, 1, (int)(parts > 1 << 20 ? 1 << 20 : parts),
+                               s->info.num_classes, &s->sh, err));
+    nd_status st = nd_train_model_spec(&s->cfg, s->sh.cols, s->k, &s->spec, err);
+    if (st == ND_OK) st = normalize_rows(s, err);
+    if (st != ND_OK) nd_small_batch_free(s);
+    return st;
+}
+
+void nd_small_batch_free(nd_small_batch *s) { nd_shard_free(&s->sh); }
+
+nd_train_pass nd_small_batch_pass(const nd_small_batch *s) {
+    return (nd_train_pass){.seed = s->cfg.seed, .step = 0, .row_ids = NULL};
+}
+
+const int *nd_small_batch_labels(const nd_small_batch *s, int first) { return s->sh.y ? s->sh.y + first : NULL; }
+
+const float *nd_small_batch_targets(const nd_small_batch *s, int first) {
+    return s->sh.t ? s->sh.t + (size_t)first * s->k : NULL;
+}

@@ -187,7 +187,8 @@ static void test_two_servers_reassemble_exactly(void **state) {
 
 /* --deterministic: the same seed, global batch and data give bit-identical
  * parameters on 4, 2 and 1 ranks (Adam, warmup, clipping and weight decay
- * included, uneven blocks: 1001 rows in 4 micro-batches). */
+ * included, uneven blocks: 1001 rows in 4 micro-batches; batch norm per
+ * micro-batch and dropout masks per sample, so those too). */
 static void test_deterministic_across_rank_counts(void **state) {
     (void)state;
     const int rank = nd_comm_rank(world);
@@ -197,7 +198,7 @@ static void test_deterministic_across_rank_counts(void **state) {
     mpi_synth(world, path, &(nd_synth_config){1001, 200, 0, 12, 4, 0.8f, 13, 0, 0});
     nd_train_config cfg;
     mpi_base_config(&cfg, path);
-    snprintf(cfg.hidden, sizeof cfg.hidden, "16,8");
+    snprintf(cfg.arch, sizeof cfg.arch, "12:drop0.1-16:bn:relu:drop0.2-8:bn:tanh-4");
     snprintf(cfg.opt, sizeof cfg.opt, "adam");
     cfg.deterministic = true;
     cfg.micro_batches = 4;

@@ -12,6 +12,8 @@
 #include "fixture.h"
 #include "mpi_fixture.h"
 #include "nndist/checkpoint.h"
+#include "nndist/loss.h"
+#include "nndist/rng.h"
 
 static nd_comm *world;
 
@@ -150,9 +152,9 @@ static void test_synthetic_reaches_99_percent(void **state) {
 }
 
 /* One server and one worker with plain SGD: staleness is always 0, so async
- * training takes exactly the steps of sync training on one rank. */
-static void test_async_one_worker_equals_sync(void **state) {
-    (void)state;
+ * training takes exactly the steps of sync training on one rank; with
+ * batch norm and dropout too (the running statistics travel as deltas). */
+static void async_vs_sync(const char *arch) {
     enum { ROWS = 320, COLS = 8, CLASSES = 3, B = 16 };
     char path[512];
     fx_path(path, sizeof path, "async-equiv.h5");
@@ -167,6 +169,7 @@ static void test_async_one_worker_equals_sync(void **state) {
     nd_train_config cfg;
     mpi_base_config(&cfg, path);
     snprintf(cfg.hidden, sizeof cfg.hidden, "12");
+    snprintf(cfg.arch, sizeof cfg.arch, "%s", arch);
     snprintf(cfg.opt, sizeof cfg.opt, "sgd");
     snprintf(cfg.mode, sizeof cfg.mode, "async");
     cfg.shuffle = false;
@@ -194,9 +197,16 @@ static void test_async_one_worker_equals_sync(void **state) {
     diff[1] = pa != NULL;
     free(pa);
     nd_comm_bcast_f32(world, diff, 2, 0, &err);
-    if (nd_comm_rank(world) == 0) print_message("  async (1 server, 1 worker) vs sync: max |difference| %g\n", (double)diff[0]);
+    if (nd_comm_rank(world) == 0)
+        print_message("  async (1 server, 1 worker) vs sync, arch '%s': max |difference| %g\n", arch, (double)diff[0]);
     assert_true(diff[1] == 1.0f);
     assert_true(diff[0] == 0.0f);
+}
+
+static void test_async_one_worker_equals_sync(void **state) {
+    (void)state;
+    async_vs_sync("");
+    async_vs_sync("8:drop0.1-12:bn:relu:drop0.2-3");
 }
 
 /* One worker with --overlap: its first gradient is fresh, every later one
@@ -230,7 +240,8 @@ static void test_async_overlap_staleness_is_one(void **state) {
 }
 
 /* Stopped at a checkpoint in the middle of an epoch and resumed, a 2-rank
- * run ends with exactly the parameters of the run that never stopped. */
+ * run ends with exactly the parameters of the run that never stopped
+ * (batch norm's running statistics and dropout masks included). */
 static void test_resume_is_bit_exact(void **state) {
     (void)state;
     char data[512], dir_a[512], dir_b[512], mid[600];
@@ -239,7 +250,7 @@ static void test_resume_is_bit_exact(void **state) {
     fx_path(dir_b, sizeof dir_b, "resume-b");
     nd_train_config cfg;
     mpi_base_config(&cfg, data);
-    snprintf(cfg.hidden, sizeof cfg.hidden, "24,12");
+    snprintf(cfg.arch, sizeof cfg.arch, "16:drop0.1-24:bn:relu:drop0.2-12:bn:elu-5");
     snprintf(cfg.opt, sizeof cfg.opt, "adam");
     cfg.lr = 0.003f;
     cfg.batch = 16;
@@ -382,6 +393,83 @@ static void test_max_norm_holds(void **state) {
     assert_true(acc > 0.9);
 }
 
+/* --sync-bn's hook: the world's sum. */
+static int world_sum(void *ctx, float *buf, size_t n) {
+    nd_error err = {0};
+    return nd_comm_allreduce_sum_f32(ctx, buf, n, &err) == ND_OK ? 0 : -1;
+}
+
+/* Batch norm over 2 ranks with --sync-bn's hook equals one rank's batch
+ * norm on the joint batch: the same outputs for each rank's rows, and the
+ * same summed gradient and running statistics. Without the hook, each rank
+ * normalizes its own half and the outputs differ. */
+static void test_sync_bn_equals_joint_batch(void **state) {
+    (void)state;
+    enum { IN = 9, B = 12, K = 4 };
+    const int rank = nd_comm_rank(world);
+    nd_model_spec spec;
+    char why[128];
+    nd_arch_parse("9-10:bn:relu-6:bn:tanh-4", (nd_activation){ND_ACT_RELU, 0}, &spec, why, sizeof why);
+    nd_model joint, half;
+    nd_error err = {0};
+    nd_model_create(&joint, &spec, 2 * B, &err);
+    nd_model_create(&half, &spec, 2 * B, &err);
+    nd_model_init_params(&joint, 4, ND_INIT_HE);
+    for (size_t i = 0; i < joint.num_params; ++i) /* shifted scale and shift, a non-trivial start */
+        if (i >= joint.layer[0].gamma.offset && i < joint.num_trainable) joint.param[i] += 0.01f * (float)(i % 17);
+    memcpy(half.param, joint.param, sizeof(float) * joint.num_params);
+    float x[2 * B * IN];
+    int y[2 * B];
+    nd_rng rng;
+    nd_rng_seed(&rng, 8, 0, 0);
+    for (int i = 0; i < 2 * B * IN; ++i) x[i] = (float)nd_rng_normal(&rng) + (i % IN);
+    for (int i = 0; i < 2 * B; ++i) y[i] = (int)nd_rng_below(&rng, K);
+    /* One rank's view of the joint batch. */
+    const nd_train_pass local = {.seed = 1};
+    nd_model_zero_grad(&joint);
+    const float *oj = nd_model_forward(&joint, x, 2 * B, &local);
+    nd_softmax_ce(nd_model_output_grad(&joint), oj, y, 2 * B, K);
+    nd_model_backward(&joint, x, 2 * B);
+    nd_model_running_deltas(&joint, joint.param, joint.grad, 2 * B, 0.1f);
+    nd_model_apply_running(&joint, joint.param, joint.grad, 0, joint.num_params);
+    /* Each rank its half, through the hook. */
+    const float *xr = x + (size_t)rank * B * IN;
+    const nd_train_pass synced = {.seed = 1, .reduce = world_sum, .reduce_ctx = world};
+    nd_model_zero_grad(&half);
+    const float *oh = nd_model_forward(&half, xr, B, &synced);
+    double out_diff = 0.0;
+    for (int i = 0; i < B * K; ++i) out_diff = fmax(out_diff, fabs(oh[i] - oj[(size_t)rank * B * K + i]));
+    nd_softmax_ce(nd_model_output_grad(&half), oh, y + rank * B, B, K);
+    nd_model_backward(&half, xr, B);
+    nd_comm_allreduce_sum_f32(world, half.grad, half.num_params, &err);
+    nd_model_running_deltas(&half, half.param, half.grad, 2 * B, 0.1f);
+    nd_model_apply_running(&half, half.param, half.grad, 0, half.num_params);
+    double grad_diff = 0.0, grad_max = 0.0, stat_diff = 0.0;
+    for (size_t i = 0; i < joint.num_trainable; ++i) {
+        grad_diff = fmax(grad_diff, fabs(half.grad[i] - joint.grad[i]));
+        grad_max = fmax(grad_max, fabs(joint.grad[i]));
+    }
+    for (size_t i = joint.num_trainable; i < joint.num_params; ++i)
+        stat_diff = fmax(stat_diff, fabs(half.param[i] - joint.param[i]));
+    /* Without the hook the halves are normalized apart: different outputs. */
+    const nd_train_pass apart = {.seed = 1};
+    nd_model_zero_grad(&half);
+    const float *oa = nd_model_forward(&half, xr, B, &apart);
+    double apart_diff = 0.0;
+    for (int i = 0; i < B * K; ++i) apart_diff = fmax(apart_diff, fabs(oa[i] - oj[(size_t)rank * B * K + i]));
+    double v[4] = {out_diff, grad_diff / grad_max, stat_diff, -apart_diff};
+    nd_comm_allreduce_max_f64(world, v, 4, &err);
+    if (rank == 0)
+        print_message("  sync-bn vs joint batch: outputs %.1e, gradient %.1e (relative), running stats %.1e; "
+                      "without the hook outputs differ by %.2f\n", v[0], v[1], v[2], -v[3]);
+    nd_model_destroy(&joint);
+    nd_model_destroy(&half);
+    assert_true(v[0] < 1e-5);
+    assert_true(v[1] < 1e-5);
+    assert_true(v[2] < 1e-5);
+    assert_true(-v[3] > 1e-2);
+}
+
 int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_two_ranks_equal_one_rank_double_batch),
@@ -392,6 +480,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_early_stop_restores_best),
         cmocka_unit_test(test_monitoring_figures),
         cmocka_unit_test(test_max_norm_holds),
+        cmocka_unit_test(test_sync_bn_equals_joint_batch),
     };
     return mpi_test_main(argc, argv, &world, tests, sizeof tests / sizeof tests[0], 2);
 }

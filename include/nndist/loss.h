@@ -27,6 +27,17 @@ typedef struct {
 int nd_loss_parse(const char *name, nd_loss_kind *kind);
 const char *nd_loss_name(nd_loss_kind kind);
 
+/* The metric of a loss from its summed value (nd_loss_stats.correct) over
+ * `rows` rows of k outputs: accuracy, attribute accuracy, RMSE or MAE. */
+double nd_loss_metric(nd_loss_kind kind, double sum, double rows, int k);
+
+/* Its name in JSON keys ("accuracy", "attribute_accuracy", "rmse", "mae"),
+ * its short label in the epoch line ("acc", "attr acc", "rmse", "mae"), and
+ * +1 if higher is better, -1 if lower is. */
+const char *nd_loss_metric_name(nd_loss_kind kind);
+const char *nd_loss_metric_label(nd_loss_kind kind);
+int nd_loss_metric_sense(nd_loss_kind kind);
+
 /* 1 if the loss reads float targets (batch x k) rather than labels. */
 int nd_loss_takes_targets(nd_loss_kind kind);
 

@@ -104,7 +104,8 @@ nd_status nd_train_model_spec(const nd_train_config *cfg, int input_dim, int k, 
 /* Per-epoch figures, identical on every rank. */
 typedef struct {
     int epoch;           /* 1-based */
-    double train_loss, train_acc;
+    double train_loss, train_acc; /* *_acc: the loss's metric (nd_loss_metric): accuracy, attribute
+                                    accuracy (sigmoid_bce), RMSE (l2) or MAE (l1) */
     double test_loss, test_acc;   /* NaN without a test split */
     double val_loss, val_acc;     /* NaN without a val split */
     double lr;           /* at the end of the epoch */

@@ -23,6 +23,25 @@ const char *nd_loss_name(nd_loss_kind kind) {
 
 int nd_loss_takes_targets(nd_loss_kind kind) { return kind >= ND_LOSS_SIGMOID_BCE; }
 
+double nd_loss_metric(nd_loss_kind kind, double sum, double rows, int k) {
+    if (!(rows > 0)) return NAN;
+    switch (kind) {
+    case ND_LOSS_L2: return sqrt(sum / (rows * k));
+    case ND_LOSS_L1: return sum / (rows * k);
+    default: return sum / rows;
+    }
+}
+
+const char *nd_loss_metric_name(nd_loss_kind kind) {
+    return kind == ND_LOSS_L2 ? "rmse" : kind == ND_LOSS_L1 ? "mae" : kind == ND_LOSS_SIGMOID_BCE ? "attribute_accuracy" : "accuracy";
+}
+
+const char *nd_loss_metric_label(nd_loss_kind kind) {
+    return kind == ND_LOSS_L2 ? "rmse" : kind == ND_LOSS_L1 ? "mae" : kind == ND_LOSS_SIGMOID_BCE ? "attr acc" : "acc";
+}
+
+int nd_loss_metric_sense(nd_loss_kind kind) { return kind == ND_LOSS_L2 || kind == ND_LOSS_L1 ? -1 : 1; }
+
 double nd_loss_expected_initial(nd_loss_kind kind, int k) {
     switch (kind) {
     case ND_LOSS_SOFTMAX_CE: return log((double)k);

@@ -343,12 +343,12 @@ static void evaluate_local(nd_trainer *tr, nd_epoch_stats *e) {
     if (tr->info.has_test) {
         nd_train_eval_sums(tr, &tr->test, sums);
         e->test_loss = sums[0] / sums[2];
-        e->test_acc = sums[1] / sums[2];
+        e->test_acc = nd_loss_metric(tr->loss, sums[1], sums[2], tr->info.num_outputs);
     }
     if (tr->info.has_val) {
         nd_train_eval_sums(tr, &tr->val, sums);
         e->val_loss = sums[0] / sums[2];
-        e->val_acc = sums[1] / sums[2];
+        e->val_acc = nd_loss_metric(tr->loss, sums[1], sums[2], tr->info.num_outputs);
     }
 }
 
@@ -415,7 +415,7 @@ static nd_status server0_loop(nd_trainer *tr, nd_error *err) {
             nd_epoch_stats e = {0};
             e.epoch = ++epoch;
             e.train_loss = b.loss / b.samples;
-            e.train_acc = b.correct / b.samples;
+            e.train_acc = nd_loss_metric(tr->loss, b.correct, b.samples, tr->info.num_outputs);
             e.seconds = now - b.t0 - b.eval_seconds;
             e.samples_per_s = b.fresh / e.seconds;
             e.lr = nd_lr_at(&tr->lr, as->version - 1);

@@ -202,7 +202,7 @@ nd_status nd_train_checkpoint_epoch(nd_trainer *tr, const nd_epoch_stats *e, int
         nd_ckpt_meta meta;
         char name[96], path[ND_PATH_MAX + 128];
         fill_meta(tr, &meta, e->epoch + 1, 0, 0.0, 0.0);
-        snprintf(meta.metric_name, sizeof meta.metric_name, "val_accuracy");
+        snprintf(meta.metric_name, sizeof meta.metric_name, "val_%s", nd_loss_metric_name(tr->loss));
         meta.metric_value = e->val_acc;
         snprintf(name, sizeof name, "best-ep%03d-val%.4f.h5", e->epoch, e->val_acc);
         snprintf(path, sizeof path, "%s/%s", tr->cfg.checkpoint_dir, name);

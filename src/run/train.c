@@ -427,17 +427,18 @@ nd_status nd_trainer_evaluate(nd_trainer *tr, const nd_shard *shard, double *los
     nd_train_eval_sums(tr, shard, sums);
     ND_TRY(nd_comm_allreduce_sum_f64(tr->comm, sums, 3, err));
     *loss = sums[2] > 0 ? sums[0] / sums[2] : NAN;
-    *acc = sums[2] > 0 ? sums[1] / sums[2] : NAN;
+    *acc = nd_loss_metric(tr->loss, sums[1], sums[2], tr->info.num_outputs);
     return ND_OK;
 }
 
 void nd_train_print_epoch(nd_trainer *tr, const nd_epoch_stats *e) {
     nd_report *r = &tr->report;
     if (!r->active) return;
-    fprintf(r->out, "epoch %3d/%d  train loss %.4f acc %.4f", e->epoch, tr->cfg.epochs, e->train_loss,
+    const char *ml = nd_loss_metric_label(tr->loss), *mn = nd_loss_metric_name(tr->loss);
+    fprintf(r->out, "epoch %3d/%d  train loss %.4f %s %.4f", e->epoch, tr->cfg.epochs, e->train_loss, ml,
             e->train_acc);
-    if (tr->info.has_val) fprintf(r->out, " | val loss %.4f acc %.4f", e->val_loss, e->val_acc);
-    if (tr->info.has_test) fprintf(r->out, " | test loss %.4f acc %.4f", e->test_loss, e->test_acc);
+    if (tr->info.has_val) fprintf(r->out, " | val loss %.4f %s %.4f", e->val_loss, ml, e->val_acc);
+    if (tr->info.has_test) fprintf(r->out, " | test loss %.4f %s %.4f", e->test_loss, ml, e->test_acc);
     fprintf(r->out, " | lr %.5g | %.0f samples/s | %.2f s", e->lr, e->samples_per_s, e->seconds);
     if (e->has_staleness) fprintf(r->out, " | staleness mean %.2f max %ld", e->staleness_mean, e->staleness_max);
     if (e->has_monitor) {
@@ -446,22 +447,23 @@ void nd_train_print_epoch(nd_trainer *tr, const nd_epoch_stats *e) {
         fprintf(r->out, " | grad norm %.3g update/weight <= %.1e", e->grad_norm, worst);
     }
     if (tr->ema) {
-        if (tr->info.has_val) fprintf(r->out, " | ema val acc %.4f", e->ema_val_acc);
-        if (tr->info.has_test) fprintf(r->out, " | ema test acc %.4f", e->ema_test_acc);
+        if (tr->info.has_val) fprintf(r->out, " | ema val %s %.4f", ml, e->ema_val_acc);
+        if (tr->info.has_test) fprintf(r->out, " | ema test %s %.4f", ml, e->ema_test_acc);
     }
     fputc('\n', r->out);
     fflush(r->out);
     if (r->metrics) {
         fprintf(r->metrics,
-                "{\"epoch\": %d, \"step\": %ld, \"train_loss\": %.6g, \"train_accuracy\": %.6g, "
+                "{\"epoch\": %d, \"step\": %ld, \"train_loss\": %.6g, \"train_%s\": %.6g, "
                 "\"lr\": %.6g, \"seconds\": %.6g, \"samples_per_s\": %.6g",
-                e->epoch, tr->step, e->train_loss, e->train_acc, e->lr, e->seconds, e->samples_per_s);
+                e->epoch, tr->step, e->train_loss, mn, e->train_acc, e->lr, e->seconds, e->samples_per_s);
         if (tr->info.has_val)
-            fprintf(r->metrics, ", \"val_loss\": %.6g, \"val_accuracy\": %.6g", e->val_loss, e->val_acc);
+            fprintf(r->metrics, ", \"val_loss\": %.6g, \"val_%s\": %.6g, \"gap_%s\": %.6g", e->val_loss, mn,
+                    e->val_acc, mn, e->train_acc - e->val_acc);
         if (tr->info.has_test)
-            fprintf(r->metrics, ", \"test_loss\": %.6g, \"test_accuracy\": %.6g", e->test_loss, e->test_acc);
-        if (tr->ema && tr->info.has_val) fprintf(r->metrics, ", \"ema_val_accuracy\": %.6g", e->ema_val_acc);
-        if (tr->ema && tr->info.has_test) fprintf(r->metrics, ", \"ema_test_accuracy\": %.6g", e->ema_test_acc);
+            fprintf(r->metrics, ", \"test_loss\": %.6g, \"test_%s\": %.6g", e->test_loss, mn, e->test_acc);
+        if (tr->ema && tr->info.has_val) fprintf(r->metrics, ", \"ema_val_%s\": %.6g", mn, e->ema_val_acc);
+        if (tr->ema && tr->info.has_test) fprintf(r->metrics, ", \"ema_test_%s\": %.6g", mn, e->ema_test_acc);
         if (e->has_monitor) {
             fprintf(r->metrics, ", \"grad_norm\": %.6g, \"layers\": [", e->grad_norm);
             for (int l = 0; l < tr->model.num_layers; ++l)
@@ -496,11 +498,25 @@ static void write_summary(FILE *f, const void *ctx) {
     json_number(f, "train_seconds", tr->train_seconds);
     json_number(f, "samples_per_s", tr->train_seconds > 0 ? tr->samples_seen / tr->train_seconds : NAN);
     json_number(f, "train_loss", e->train_loss);
-    json_number(f, "train_accuracy", e->train_acc);
+    /* Classification fills the *_accuracy keys; other losses leave them
+     * null and add their own metric's keys. */
+    const int acc = tr->loss <= ND_LOSS_SQUARED_HINGE;
+    const char *mn = nd_loss_metric_name(tr->loss);
+    char key[64];
+    json_number(f, "train_accuracy", acc ? e->train_acc : NAN);
     json_number(f, "val_loss", e->val_loss);
-    json_number(f, "val_accuracy", e->val_acc);
-    json_number(f, "test_accuracy", e->test_acc);
+    json_number(f, "val_accuracy", acc ? e->val_acc : NAN);
+    json_number(f, "test_accuracy", acc ? e->test_acc : NAN);
     json_number(f, "test_loss", e->test_loss);
+    if (!acc) {
+        const char *splits[3] = {"train", "val", "test"};
+        const double values[3] = {e->train_acc, e->val_acc, e->test_acc};
+        for (int i = 0; i < 3; ++i) {
+            snprintf(key, sizeof key, "%s_%s", splits[i], mn);
+            json_number(f, key, values[i]);
+        }
+    }
+    fprintf(f, ", \"loss\": \"%s\"", nd_loss_name(tr->loss));
     fprintf(f, ", \"parameters\": %zu, \"config\": {", tr->model.num_weights);
     nd_cli_print_json(nd_train_options, nd_train_num_options, &tr->cfg, f);
     fputs("}}\n", f);
@@ -612,7 +628,7 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
     const double samples = (double)steps * tr->global_batch, run = (double)(steps - first) * tr->global_batch;
     e->epoch = epoch;
     e->train_loss = loss_sum / samples;
-    e->train_acc = correct / samples;
+    e->train_acc = nd_loss_metric(tr->loss, correct, samples, tr->info.num_outputs);
     e->seconds = seconds;
     e->samples_per_s = run / seconds;
     e->lr = nd_lr_at(&tr->lr, tr->step > 0 ? tr->step - 1 : 0);
@@ -639,7 +655,8 @@ static nd_status evaluate_average(nd_trainer *tr, nd_epoch_stats *e, nd_error *e
  * copy and early stopping both follow it), keeps its weights for
  * --early-stop, and says whether patience ran out. */
 static int note_validation(nd_trainer *tr, const nd_epoch_stats *e, int *improved) {
-    *improved = tr->info.has_val && (tr->best_epoch == 0 || e->val_acc > tr->best_val);
+    const int sense = nd_loss_metric_sense(tr->loss); /* RMSE and MAE: lower is better */
+    *improved = tr->info.has_val && (tr->best_epoch == 0 || sense * e->val_acc > sense * tr->best_val);
     if (*improved) {
         tr->best_val = e->val_acc;
         tr->best_epoch = e->epoch;
@@ -649,8 +666,8 @@ static int note_validation(nd_trainer *tr, const nd_epoch_stats *e, int *improve
     }
     if (!tr->best_param || ++tr->epochs_without_gain < tr->cfg.early_stop) return 0;
     if (tr->report.active)
-        printf("early stop after epoch %d: validation accuracy has not improved for %d epochs (best %.4f at epoch %d)\n",
-               e->epoch, tr->epochs_without_gain, tr->best_val, tr->best_epoch);
+        printf("early stop after epoch %d: validation %s has not improved for %d epochs (best %.4f at epoch %d)\n",
+               e->epoch, nd_loss_metric_name(tr->loss), tr->epochs_without_gain, tr->best_val, tr->best_epoch);
     return 1;
 }
 
@@ -661,7 +678,8 @@ void nd_train_print_done(nd_trainer *tr) {
             tr->async ? "updates" : "steps", tr->train_seconds,
             tr->train_seconds > 0 ? tr->samples_seen / tr->train_seconds : 0.0);
     if (tr->info.has_test)
-        fprintf(tr->report.out, "; final test accuracy %.4f (loss %.4f)", e->test_acc, e->test_loss);
+        fprintf(tr->report.out, "; final test %s %.4f (loss %.4f)",
+                tr->loss <= ND_LOSS_SQUARED_HINGE ? "accuracy" : nd_loss_metric_name(tr->loss), e->test_acc, e->test_loss);
     fputc('\n', tr->report.out);
     fflush(tr->report.out);
 }
@@ -682,7 +700,8 @@ nd_status nd_trainer_fit(nd_trainer *tr, nd_error *err) {
         const int stop = note_validation(tr, &e, &improved);
         if (tr->cfg.checkpoint_dir[0]) ND_TRY(nd_train_checkpoint_epoch(tr, &e, improved, err));
         if (tr->lr.kind == ND_SCHED_PLATEAU)
-            nd_lr_plateau_update(&tr->lr, e.val_acc, &tr->plateau_best, &tr->plateau_bad, tr->cfg.plateau_patience);
+            nd_lr_plateau_update(&tr->lr, nd_loss_metric_sense(tr->loss) * e.val_acc, &tr->plateau_best, &tr->plateau_bad,
+                                 tr->cfg.plateau_patience);
         if (stop) break;
     }
     if (tr->best_param && tr->best_epoch > 0 && tr->best_epoch != tr->last.epoch) {
@@ -691,7 +710,8 @@ nd_status nd_trainer_fit(nd_trainer *tr, nd_error *err) {
         ND_TRY(nd_trainer_evaluate(tr, &tr->val, &tr->last.val_loss, &tr->last.val_acc, err));
         if (tr->info.has_test) ND_TRY(nd_trainer_evaluate(tr, &tr->test, &tr->last.test_loss, &tr->last.test_acc, err));
         if (tr->report.active)
-            printf("early stop: restored the weights of epoch %d (val accuracy %.4f)\n", tr->best_epoch, tr->last.val_acc);
+            printf("early stop: restored the weights of epoch %d (val %s %.4f)\n", tr->best_epoch,
+                   nd_loss_metric_name(tr->loss), tr->last.val_acc);
     }
     if (tr->start_epoch > tr->cfg.epochs) {
         /* Resumed from the end of a finished run: report what it holds. */

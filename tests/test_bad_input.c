@@ -158,6 +158,15 @@ static void test_bad_options(void **state) {
     expect_failure("train --data " T "good.h5 --mode ssp --max-staleness -1" COMMON, "--max-staleness");
     expect_failure("train --data " T "good.h5 --straggle 1:0.5" COMMON, "--straggle: '1:0.5'");
     expect_failure("frobnicate", "unknown command 'frobnicate'");
+    /* The recipe's options. */
+    expect_failure("train --data " T "good.h5 --arch 4-8:bn:swish-3" COMMON, "--arch '4-8:bn:swish-3': 'swish' is not bn");
+    expect_failure("train --data " T "good.h5 --arch 5-8:relu-3" COMMON,
+                   "--arch '5-8:relu-3': takes 5 inputs and gives 3 outputs, the data has 4 and 3");
+    expect_failure("train --data " T "good.h5 --dropout 1" COMMON, "--dropout: 1 must be a probability in [0, 1)");
+    expect_failure("train --data " T "good.h5 --loss huber" COMMON, "--loss: 'huber' is not one of");
+    expect_failure("train --data " T "good.h5 --loss l2" COMMON, "--loss l2 needs float targets (N x K), but");
+    expect_failure("train --data " T "good.h5 --sync-bn --mode async" COMMON, "--sync-bn: only with --mode sync");
+    expect_failure("gradcheck --data " T "good.h5 --arch 4-8:maxout1-3", "maxout takes 2 to 64 pieces");
 }
 
 /* The good file trains, and an existing summary is replaced whole. */

@@ -155,7 +155,7 @@ static void test_eval_and_info(void **state) {
     assert_non_null(strstr(out, "\"confusion\": [["));
     rc = run_nndist(1, "info " T "killed-ckpt/ckpt-step00000375.h5", out, sizeof out, 60);
     assert_int_equal(rc, 0);
-    assert_non_null(strstr(out, "model       64-256,128-6"));
+    assert_non_null(strstr(out, "model       64-256:relu-128:relu-6"));
     assert_non_null(strstr(out, "step 375"));
     rc = run_nndist(1, "info " T "recovery.h5", out, sizeof out, 60);
     assert_int_equal(rc, 0);
@@ -177,6 +177,26 @@ static void test_sanity_command(void **state) {
     rc = run_nndist(1, "sanity --data " T "recovery.h5 --hidden 64 --lr 1e-9", out, sizeof out, 60);
     assert_int_not_equal(rc, 0);
     if (!strstr(out, "FAIL  overfits 20 examples")) fail_msg("%s", out);
+    /* With batch norm and dropout, and a hinge loss: the initial loss is
+     * C - 1 and the overfit runs without dropout. */
+    rc = run_nndist(1, "sanity --data " T "recovery.h5 --arch 64-48:bn:relu:drop0.3-6 --loss hinge --opt adam --lr 0.003",
+                    out, sizeof out, 60);
+    if (rc != 0 || !strstr(out, "3 of 3 checks passed") || !strstr(out, "expected about 5.0000"))
+        fail_msg("sanity hinge (%d):\n%s", rc, out);
+}
+
+/* nndist gradcheck passes on a network with every kind of layer, prints a
+ * line per parameter group, and the program exits 0. */
+static void test_gradcheck_command(void **state) {
+    (void)state;
+    static char out[1 << 14];
+    int rc = run_nndist(1, "gradcheck --data " T "recovery.h5 --arch 64:drop0.1-24:bn:elu:drop0.2-12:maxout2-6 --l1 1e-3",
+                        out, sizeof out, 60);
+    if (rc != 0 || !strstr(out, ": PASS (fails above 1e-03)")) fail_msg("gradcheck (%d):\n%s", rc, out);
+    const char *groups[] = {"dense0/W", "dense0/b", "bn0/gamma", "bn0/beta", "dense1/W", "dense1/b", "dense2/W",
+                            "dense2/b", "l2 penalty", "l1 penalty"};
+    for (size_t i = 0; i < sizeof groups / sizeof groups[0]; ++i)
+        if (!strstr(out, groups[i])) fail_msg("gradcheck: no line for %s:\n%s", groups[i], out);
 }
 
 int main(void) {
@@ -184,6 +204,7 @@ int main(void) {
         cmocka_unit_test(test_kill_rank_then_resume),
         cmocka_unit_test(test_eval_and_info),
         cmocka_unit_test(test_sanity_command),
+        cmocka_unit_test(test_gradcheck_command),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

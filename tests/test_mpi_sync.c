@@ -322,7 +322,7 @@ static void test_monitoring_figures(void **state) {
     char path[512];
     fx_path(path, sizeof path, "separable.h5");
     const char *acts[2] = {"relu", "tanh"};
-    double v[2][6];
+    double v[2][6], phases[2] = {NAN, NAN}, seconds = NAN, smallest = NAN;
     for (int a = 0; a < 2; ++a) {
         nd_train_config cfg;
         mpi_base_config(&cfg, path);
@@ -341,6 +341,11 @@ static void test_monitoring_figures(void **state) {
             v[a][3] = tr.last.dead_frac[0];
             v[a][4] = tr.last.act_std[0];
             v[a][5] = tr.last.act_std[1];
+            if (a == 0) { /* the time breakdown: every phase took time, and they cover the epoch */
+                phases[0] = 0.0, smallest = INFINITY;
+                for (int p = 0; p < ND_PHASES; ++p) phases[0] += tr.last.phase[p], smallest = fmin(smallest, tr.last.phase[p]);
+                seconds = tr.last.seconds;
+            }
         }
         nd_trainer_free(&tr);
     }
@@ -354,6 +359,14 @@ static void test_monitoring_figures(void **state) {
         assert_true(v[a][4] > 0 && v[a][5] > 0);
     }
     assert_true(v[1][3] == 0.0);
+    /* Rank 0's phases within its own clock: at most the (slowest rank's)
+     * epoch time, and most of it (the rest is loop and progress bookkeeping). */
+    print_message("  phases sum to %.4f s of the epoch's %.4f s, smallest %.2e s\n", phases[0], seconds, smallest);
+    if (nd_comm_rank(world) == 0) {
+        assert_true(smallest > 0.0);
+        assert_true(phases[0] <= seconds * 1.001);
+        assert_true(phases[0] >= 0.5 * seconds);
+    }
 }
 
 /* --max-norm holds for every neuron after training; --l1 runs with it. */

@@ -63,6 +63,7 @@ typedef struct {
     char normalize[16];
     int eval_batch;
     int threads;
+    int profile;
     char progress[16];
     int early_stop;
     float ema;
@@ -101,7 +102,13 @@ int nd_parse_widths(const char *text, int *widths, int max);
  * --batch-norm, --dropout and --input-dropout. */
 nd_status nd_train_model_spec(const nd_train_config *cfg, int input_dim, int k, nd_model_spec *spec, nd_error *err);
 
-/* Per-epoch figures, identical on every rank. */
+/* Where a sync step's time goes: gathering the batch, forward (with the
+ * loss), backward, the gradient allreduce (waiting included) and the
+ * update (running statistics, penalties, clipping, optimizer, ema). */
+typedef enum { ND_PHASE_DATA, ND_PHASE_FORWARD, ND_PHASE_BACKWARD, ND_PHASE_COMM, ND_PHASE_UPDATE, ND_PHASES } nd_phase;
+extern const char *const nd_phase_names[ND_PHASES];
+
+/* Per-epoch figures, identical on every rank (the phase times are rank 0's). */
 typedef struct {
     int epoch;           /* 1-based */
     double train_loss, train_acc; /* *_acc: the loss's metric (nd_loss_metric): accuracy, attribute
@@ -117,6 +124,7 @@ typedef struct {
     double grad_norm;
     double update_ratio[ND_MAX_LAYERS], dead_frac[ND_MAX_LAYERS], act_mean[ND_MAX_LAYERS], act_std[ND_MAX_LAYERS];
     double seconds;      /* training steps only */
+    double phase[ND_PHASES]; /* sync: rank 0's seconds in each phase of the epoch's steps (nd_phase) */
     double samples_per_s;
     /* async/ssp: staleness of the gradients applied this epoch (server 0) */
     int has_staleness;
@@ -176,6 +184,8 @@ typedef struct {
     int plateau_bad;
     double plateau_scale; /* the factor a resumed run starts from */
     double train_seconds;
+    double phase[ND_PHASES]; /* seconds in each phase: this epoch so far, then the run's total in phase_total */
+    double phase_total[ND_PHASES];
     long samples_seen;   /* global samples of all finished steps */
     nd_epoch_stats last; /* the latest finished epoch */
 } nd_trainer;

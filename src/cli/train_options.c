@@ -74,6 +74,7 @@ const nd_cli_option nd_train_options[] = {
     {"eval-batch", F(INT, eval_batch), "1024", "rows per forward pass during evaluation"},
     {"threads", F(INT, threads), "0", "BLAS threads per rank; 0 = this node's cores / ranks on it"},
     {"progress", F(STR, progress), "auto", "progress within an epoch: auto, bar, plain, none"},
+    {"profile", F(INT, profile), "0", "sync: rank 0 prints the time of each phase of the first N steps"},
     {"l1", F(FLOAT, l1), "0", "L1 penalty on weights (not biases); with --weight-decay: the elastic net"},
     {"max-norm", F(FLOAT, max_norm), "0", "after each update, scale each neuron's incoming weights to L2 norm <= c (sync; 0 = off)"},
     {"early-stop", F(INT, early_stop), "0", "stop after N epochs without a better validation accuracy; end with the best weights"},
@@ -290,6 +291,7 @@ nd_status nd_train_config_validate(const nd_train_config *c, nd_error *err) {
         return ND_FAIL(err, ND_ERR_ARG, "--weight-decay: %g must be >= 0", (double)c->weight_decay);
     if (nd_norm_parse(c->normalize, &norm) != 0)
         return ND_FAIL(err, ND_ERR_ARG, "--normalize: '%s' is not one of global, feature, minmax, none", c->normalize);
+    if (c->profile < 0) return ND_FAIL(err, ND_ERR_ARG, "--profile: %d must be >= 0", c->profile);
     if (c->threads < 0 || c->threads > 1024)
         return ND_FAIL(err, ND_ERR_ARG, "--threads: %d must be in [0, 1024]", c->threads);
     if (strcmp(c->progress, "auto") && strcmp(c->progress, "bar") && strcmp(c->progress, "plain") &&

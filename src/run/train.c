@@ -19,6 +19,15 @@
 #include "nndist/train.h"
 #include "train_internal.h"
 
+const char *const nd_phase_names[ND_PHASES] = {"data", "forward", "backward", "comm", "update"};
+
+/* Adds the time since *t0 to phase p and restarts the clock. */
+static void phase_tick(nd_trainer *tr, nd_phase p, double *t0) {
+    const double now = nd_comm_time();
+    tr->phase[p] += now - *t0;
+    *t0 = now;
+}
+
 nd_status nd_train_agree(nd_trainer *tr, nd_status st, nd_error *err) {
     return nd_comm_agree(tr->comm, st, err);
 }
@@ -368,6 +377,7 @@ static int reduce_over_ranks(void *ctx, float *buf, size_t n) {
 void nd_train_batch_gradient(nd_trainer *tr, const int *idx) {
     nd_model *m = &tr->model;
     const int b = tr->cfg.batch, cols = tr->train.cols, k = tr->info.num_outputs;
+    double t0 = nd_comm_time();
     for (int i = 0; i < b; ++i) {
         memcpy(tr->xb + (size_t)i * cols, tr->train.x + (size_t)idx[i] * cols, sizeof(float) * cols);
         if (tr->tb) memcpy(tr->tb + (size_t)i * k, tr->train.t + (size_t)idx[i] * k, sizeof(float) * k);
@@ -376,13 +386,16 @@ void nd_train_batch_gradient(nd_trainer *tr, const int *idx) {
     }
     /* Zeroed first: a training forward leaves batch-norm sums in the gradient. */
     nd_model_zero_grad(m);
+    phase_tick(tr, ND_PHASE_DATA, &t0);
     const nd_train_pass pass = {.seed = tr->cfg.seed, .step = tr->step, .row_ids = tr->row_ids,
                                 .reduce = tr->cfg.sync_bn ? reduce_over_ranks : NULL, .reduce_ctx = tr};
     const float *out = nd_model_forward(m, tr->xb, b, &pass);
     nd_loss_stats ls = nd_loss_apply(tr->loss, nd_model_output_grad(m), out, tr->yb, tr->tb, b, k);
     m->grad[m->num_params + ND_TAIL_LOSS] = (float)ls.loss_sum;
     m->grad[m->num_params + ND_TAIL_CORRECT] = (float)ls.correct;
+    phase_tick(tr, ND_PHASE_FORWARD, &t0);
     nd_model_backward(m, tr->xb, b);
+    phase_tick(tr, ND_PHASE_BACKWARD, &t0);
 }
 
 /* Step s of the current order; a --straggle rank then sleeps (factor - 1)
@@ -464,6 +477,11 @@ void nd_train_print_epoch(nd_trainer *tr, const nd_epoch_stats *e) {
             fprintf(r->metrics, ", \"test_loss\": %.6g, \"test_%s\": %.6g", e->test_loss, mn, e->test_acc);
         if (tr->ema && tr->info.has_val) fprintf(r->metrics, ", \"ema_val_%s\": %.6g", mn, e->ema_val_acc);
         if (tr->ema && tr->info.has_test) fprintf(r->metrics, ", \"ema_test_%s\": %.6g", mn, e->ema_test_acc);
+        if (!tr->async) {
+            fprintf(r->metrics, ", \"phase_seconds\": {");
+            for (int p = 0; p < ND_PHASES; ++p) fprintf(r->metrics, "%s\"%s\": %.6g", p ? ", " : "", nd_phase_names[p], e->phase[p]);
+            fputc('}', r->metrics);
+        }
         if (e->has_monitor) {
             fprintf(r->metrics, ", \"grad_norm\": %.6g, \"layers\": [", e->grad_norm);
             for (int l = 0; l < tr->model.num_layers; ++l)
@@ -517,6 +535,11 @@ static void write_summary(FILE *f, const void *ctx) {
         }
     }
     fprintf(f, ", \"loss\": \"%s\"", nd_loss_name(tr->loss));
+    if (!tr->async) { /* rank 0's training time by phase (sync) */
+        fprintf(f, ", \"phase_seconds\": {");
+        for (int p = 0; p < ND_PHASES; ++p) fprintf(f, "%s\"%s\": %.6g", p ? ", " : "", nd_phase_names[p], tr->phase_total[p]);
+        fputc('}', f);
+    }
     fprintf(f, ", \"parameters\": %zu, \"config\": {", tr->model.num_weights);
     nd_cli_print_json(nd_train_options, nd_train_num_options, &tr->cfg, f);
     fputs("}}\n", f);
@@ -578,13 +601,24 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
     else nd_train_order_pass(tr, epoch);
     ND_TRY(nd_comm_barrier(tr->comm, err)); /* start the clock together, as the peer does */
     double t0 = nd_comm_time(), paused = 0.0;
+    memset(tr->phase, 0, sizeof tr->phase);
     for (long s = first; s < steps; ++s) {
+        double before[ND_PHASES], tp = nd_comm_time();
+        memcpy(before, tr->phase, sizeof before);
         if (tr->det) {
+            /* compute phases tick inside; the rest of the step gradient is the exchange */
             ND_TRY(nd_det_step_gradient(tr, s, err));
+            double inside = 0.0;
+            for (int p = 0; p < ND_PHASES; ++p) inside += tr->phase[p] - before[p];
+            const double now = nd_comm_time();
+            tr->phase[ND_PHASE_COMM] += now - tp - inside;
+            tp = now;
         } else {
             nd_train_compute_gradient(tr, s);
             if (m->pass_failed) return ND_FAIL(err, ND_ERR_COMM, "rank %d: --sync-bn: a batch-norm allreduce failed", tr->rank);
+            tp = nd_comm_time();
             ND_TRY(nd_comm_allreduce_sum_f32(tr->comm, m->grad, n + ND_TAIL_USED, err));
+            phase_tick(tr, ND_PHASE_COMM, &tp);
         }
         if (m->num_trainable < n) { /* batch norm: the global batch's statistics update every replica alike */
             nd_model_running_deltas(m, m->param, m->grad, tr->global_batch, tr->cfg.bn_momentum);
@@ -610,6 +644,13 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
             const float *restrict p = m->param;
             for (size_t i = 0; i < n; ++i) a[i] = d * a[i] + keep * p[i];
         }
+        phase_tick(tr, ND_PHASE_UPDATE, &tp);
+        if (s - first < tr->cfg.profile && tr->report.active) {
+            fprintf(tr->report.out, "profile step %ld:", tr->step);
+            for (int p = 0; p < ND_PHASES; ++p)
+                fprintf(tr->report.out, " %s %.3f ms", nd_phase_names[p], 1e3 * (tr->phase[p] - before[p]));
+            fputc('\n', tr->report.out);
+        }
         if (every > 0 && tr->cfg.checkpoint_dir[0] && tr->step % every == 0) {
             const double c0 = nd_comm_time();
             ND_TRY(nd_train_checkpoint_save(tr, epoch, s + 1, loss_sum, correct, err));
@@ -631,6 +672,7 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
     e->train_acc = nd_loss_metric(tr->loss, correct, samples, tr->info.num_outputs);
     e->seconds = seconds;
     e->samples_per_s = run / seconds;
+    for (int p = 0; p < ND_PHASES; ++p) e->phase[p] = tr->phase[p], tr->phase_total[p] += tr->phase[p];
     e->lr = nd_lr_at(&tr->lr, tr->step > 0 ? tr->step - 1 : 0);
     tr->train_seconds += seconds;
     tr->samples_seen += (long)run;

@@ -57,6 +57,8 @@ nd_status nd_comm_allreduce_max_f64(nd_comm *comm, double *buf, size_t n, nd_err
 /* Copies buf (n) of rank root to every rank. */
 nd_status nd_comm_bcast_f32(nd_comm *comm, float *buf, size_t n, int root, nd_error *err);
 nd_status nd_comm_bcast_f64(nd_comm *comm, double *buf, size_t n, int root, nd_error *err);
+/* A plain struct's bytes (every rank runs the same binary). */
+nd_status nd_comm_bcast_bytes(nd_comm *comm, void *buf, size_t n, int root, nd_error *err);
 
 /* Error agreement: every rank says whether it failed; returns the lowest
  * failed rank, or -1 when all succeeded (a communication failure counts as

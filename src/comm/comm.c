@@ -140,6 +140,13 @@ nd_status nd_comm_bcast_f64(nd_comm *comm, double *buf, size_t n, int root, nd_e
     return rc == MPI_SUCCESS ? ND_OK : mpi_fail(err, rc, "Bcast");
 }
 
+nd_status nd_comm_bcast_bytes(nd_comm *comm, void *buf, size_t n, int root, nd_error *err) {
+    if (comm->size == 1) return ND_OK;
+    if (n > INT_MAX) return ND_FAIL(err, ND_ERR_ARG, "broadcast of %zu bytes is too large", n);
+    int rc = MPI_Bcast(buf, (int)n, MPI_BYTE, root, comm->comm);
+    return rc == MPI_SUCCESS ? ND_OK : mpi_fail(err, rc, "Bcast");
+}
+
 int nd_comm_first_failed(nd_comm *comm, int failed) {
     int mine = failed ? comm->rank : INT_MAX, first = mine;
     if (comm->size > 1 &&

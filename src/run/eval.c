@@ -38,10 +38,13 @@ static const nd_cli_option eval_options[] = {
 };
 #define COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
-/* Every rank reads the architecture (the file is on a shared file system,
- * like the data); the outcome is agreed, one rank's message kept. */
+/* Rank 0 probes the checkpoint (it alone reads the file, which may be on
+ * its local disk); every rank gets the architecture. */
 static nd_status share_spec(nd_comm *comm, const char *path, nd_ckpt_info *info, nd_error *err) {
-    return nd_comm_agree(comm, nd_checkpoint_probe(path, info, err), err);
+    nd_status st = ND_OK;
+    if (nd_comm_rank(comm) == 0) st = nd_checkpoint_probe(path, info, err);
+    ND_TRY(nd_comm_agree(comm, st, err));
+    return nd_comm_bcast_bytes(comm, &info->spec, sizeof info->spec, 0, err);
 }
 
 static nd_status check_split(const char *data, const char *split, const nd_model_spec *spec, nd_error *err) {

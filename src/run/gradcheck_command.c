@@ -7,6 +7,7 @@
 
 #include "nndist/commands.h"
 #include "nndist/gradcheck.h"
+#include "nndist/rng.h"
 #include "small_batch.h"
 
 enum { CHECK_ROWS = 8, SAMPLES_PER_GROUP = 40 };
@@ -23,19 +24,24 @@ nd_status nd_cmd_gradcheck(int argc, char **argv, nd_error *err) {
     if (help) return ND_OK;
     const int rows = s.sh.rows < CHECK_ROWS ? s.sh.rows : CHECK_ROWS;
     nd_model m;
-    nd_status st = nd_model_create(&m, &s.spec, rows, err);
+    nd_status st = nd_small_batch_model(&s, &s.spec, rows, &m, err);
     if (st != ND_OK) {
         nd_small_batch_free(&s);
         return st;
     }
-    nd_init_kind init;
-    nd_init_parse(s.cfg.init, &init);
-    nd_model_init_params(&m, s.cfg.seed, init);
-    /* Random-ish biases and batch-norm parameters, so no unit sits exactly
-     * at a kink and the scale/shift gradients are not at their symmetric start. */
-    for (int l = 0; l < m.num_layers; ++l)
-        for (size_t i = 0; i < m.layer[l].b.length; ++i)
-            m.param[m.layer[l].b.offset + i] = 0.05f * (float)((i * 7919 + (size_t)l * 104729) % 13) - 0.3f;
+    /* Seeded biases and batch-norm scale/shift away from their start (0, 1,
+     * 0), so units do not sit together at a kink and every group's gradient
+     * is generic rather than at a symmetric point. */
+    nd_rng rng;
+    nd_rng_seed(&rng, s.cfg.seed, 0x9cb, 0);
+    for (int l = 0; l < m.num_layers; ++l) {
+        const nd_dense_layer *L = &m.layer[l];
+        for (size_t i = 0; i < L->b.length; ++i) m.param[L->b.offset + i] = 0.2f * (float)nd_rng_normal(&rng);
+        for (size_t i = 0; i < L->gamma.length; ++i) {
+            m.param[L->gamma.offset + i] = 1.0f + 0.2f * (float)nd_rng_normal(&rng);
+            m.param[L->beta.offset + i] = 0.2f * (float)nd_rng_normal(&rng);
+        }
+    }
     const nd_train_pass pass = nd_small_batch_pass(&s);
     nd_model_zero_grad(&m);
     const float *out = nd_model_forward(&m, s.sh.x, rows, &pass);

@@ -50,17 +50,14 @@ nd_status nd_cmd_sanity(int argc, char **argv, nd_error *err) {
     ND_TRY(nd_small_batch_load(&s, argc, argv, "usage: nndist sanity --data FILE [train options]   (see README)",
                                SANITY_ROWS, &help, err));
     if (help) return ND_OK;
-    nd_init_kind init;
-    nd_init_parse(s.cfg.init, &init);
     nd_model m;
     nd_optimizer opt;
     memset(&opt, 0, sizeof opt);
-    nd_status st = nd_model_create(&m, &s.spec, s.sh.rows, err);
+    nd_status st = nd_small_batch_model(&s, &s.spec, s.sh.rows, &m, err);
     if (st != ND_OK) {
         nd_small_batch_free(&s);
         return st;
     }
-    nd_model_init_params(&m, s.cfg.seed, init);
     int passed = 0;
     char line[256];
 
@@ -83,8 +80,7 @@ nd_status nd_cmd_sanity(int argc, char **argv, nd_error *err) {
     plain.input_drop = 0.0f;
     for (int l = 0; l < plain.num_hidden; ++l) plain.hidden[l].drop = 0.0f;
     const int n20 = s.sh.rows < OVERFIT_ROWS ? s.sh.rows : OVERFIT_ROWS;
-    st = nd_model_create(&m, &plain, n20, err);
-    if (st == ND_OK) nd_model_init_params(&m, s.cfg.seed, init);
+    st = nd_small_batch_model(&s, &plain, n20, &m, err);
     nd_opt_config oc = {.momentum = s.cfg.momentum, .beta1 = s.cfg.beta1, .beta2 = s.cfg.beta2, .eps = s.cfg.eps,
                         .rho = s.cfg.rho};
     nd_opt_parse(s.cfg.opt, &oc.kind);

@@ -61,6 +61,15 @@ nd_status nd_small_batch_load(nd_small_batch *s, int argc, char **argv, const ch
 
 void nd_small_batch_free(nd_small_batch *s) { nd_shard_free(&s->sh); }
 
+nd_status nd_small_batch_model(const nd_small_batch *s, const nd_model_spec *spec, int rows, nd_model *m,
+                               nd_error *err) {
+    ND_TRY(nd_model_create(m, spec, rows, err));
+    nd_init_kind init;
+    nd_init_parse(s->cfg.init, &init);
+    nd_model_init_params(m, s->cfg.seed, init);
+    return ND_OK;
+}
+
 nd_train_pass nd_small_batch_pass(const nd_small_batch *s) {
     return (nd_train_pass){.seed = s->cfg.seed, .step = 0, .row_ids = NULL};
 }

@@ -20,6 +20,11 @@ nd_status nd_small_batch_load(nd_small_batch *s, int argc, char **argv, const ch
                               nd_error *err);
 void nd_small_batch_free(nd_small_batch *s);
 
+/* Creates *m for spec with room for `rows` rows and initializes it as
+ * --init and --seed say. On failure nothing needs freeing. */
+nd_status nd_small_batch_model(const nd_small_batch *s, const nd_model_spec *spec, int rows, nd_model *m,
+                               nd_error *err);
+
 /* A training pass over rows 0..batch-1 with the configured seed. */
 nd_train_pass nd_small_batch_pass(const nd_small_batch *s);
 

@@ -21,6 +21,13 @@
 
 const char *const nd_phase_names[ND_PHASES] = {"data", "forward", "backward", "comm", "update"};
 
+/* `, "phase_seconds": {"data": s, ...}` */
+static void print_phases(FILE *f, const double *phase) {
+    fprintf(f, ", \"phase_seconds\": {");
+    for (int p = 0; p < ND_PHASES; ++p) fprintf(f, "%s\"%s\": %.6g", p ? ", " : "", nd_phase_names[p], phase[p]);
+    fputc('}', f);
+}
+
 /* Adds the time since *t0 to phase p and restarts the clock. */
 static void phase_tick(nd_trainer *tr, nd_phase p, double *t0) {
     const double now = nd_comm_time();
@@ -331,10 +338,6 @@ void nd_trainer_free(nd_trainer *tr) {
     memset(tr, 0, sizeof *tr);
 }
 
-/* Average (by `samples`), regularize and clip the summed gradient in
- * model.grad; returns the factor the optimizer must still apply. One pass
- * each for the optional parts; averaging and the norm-clip factor are
- * folded into the returned scale. */
 int nd_train_regularized(const nd_trainer *tr, int l, nd_span spans[2]) {
     const nd_dense_layer *L = &tr->model.layer[l];
     spans[0] = L->w;
@@ -342,6 +345,10 @@ int nd_train_regularized(const nd_trainer *tr, int l, nd_span spans[2]) {
     return tr->cfg.regularize_bias ? 2 : 1;
 }
 
+/* Average (by `samples`), regularize and clip the summed gradient in
+ * model.grad; returns the factor the optimizer must still apply. One pass
+ * each for the optional parts; averaging and the norm-clip factor are
+ * folded into the returned scale. */
 float nd_train_grad_scale(nd_trainer *tr, int samples) {
     nd_model *m = &tr->model;
     const nd_train_config *c = &tr->cfg;
@@ -477,11 +484,7 @@ void nd_train_print_epoch(nd_trainer *tr, const nd_epoch_stats *e) {
             fprintf(r->metrics, ", \"test_loss\": %.6g, \"test_%s\": %.6g", e->test_loss, mn, e->test_acc);
         if (tr->ema && tr->info.has_val) fprintf(r->metrics, ", \"ema_val_%s\": %.6g", mn, e->ema_val_acc);
         if (tr->ema && tr->info.has_test) fprintf(r->metrics, ", \"ema_test_%s\": %.6g", mn, e->ema_test_acc);
-        if (!tr->async) {
-            fprintf(r->metrics, ", \"phase_seconds\": {");
-            for (int p = 0; p < ND_PHASES; ++p) fprintf(r->metrics, "%s\"%s\": %.6g", p ? ", " : "", nd_phase_names[p], e->phase[p]);
-            fputc('}', r->metrics);
-        }
+        if (!tr->async) print_phases(r->metrics, e->phase);
         if (e->has_monitor) {
             fprintf(r->metrics, ", \"grad_norm\": %.6g, \"layers\": [", e->grad_norm);
             for (int l = 0; l < tr->model.num_layers; ++l)
@@ -535,11 +538,7 @@ static void write_summary(FILE *f, const void *ctx) {
         }
     }
     fprintf(f, ", \"loss\": \"%s\"", nd_loss_name(tr->loss));
-    if (!tr->async) { /* rank 0's training time by phase (sync) */
-        fprintf(f, ", \"phase_seconds\": {");
-        for (int p = 0; p < ND_PHASES; ++p) fprintf(f, "%s\"%s\": %.6g", p ? ", " : "", nd_phase_names[p], tr->phase_total[p]);
-        fputc('}', f);
-    }
+    if (!tr->async) print_phases(f, tr->phase_total); /* rank 0's training time by phase (sync) */
     fprintf(f, ", \"parameters\": %zu, \"config\": {", tr->model.num_weights);
     nd_cli_print_json(nd_train_options, nd_train_num_options, &tr->cfg, f);
     fputs("}}\n", f);
@@ -645,7 +644,7 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
             for (size_t i = 0; i < n; ++i) a[i] = d * a[i] + keep * p[i];
         }
         phase_tick(tr, ND_PHASE_UPDATE, &tp);
-        if (s - first < tr->cfg.profile && tr->report.active) {
+        if (tr->step <= tr->cfg.profile && tr->report.active) { /* the run's first N steps */
             fprintf(tr->report.out, "profile step %ld:", tr->step);
             for (int p = 0; p < ND_PHASES; ++p)
                 fprintf(tr->report.out, " %s %.3f ms", nd_phase_names[p], 1e3 * (tr->phase[p] - before[p]));

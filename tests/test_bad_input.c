@@ -167,6 +167,17 @@ static void test_bad_options(void **state) {
     expect_failure("train --data " T "good.h5 --loss l2" COMMON, "--loss l2 needs float targets (N x K), but");
     expect_failure("train --data " T "good.h5 --sync-bn --mode async" COMMON, "--sync-bn: only with --mode sync");
     expect_failure("gradcheck --data " T "good.h5 --arch 4-8:maxout1-3", "maxout takes 2 to 64 pieces");
+    expect_failure("train --data " T "good.h5 --bucket-kb -1" COMMON, "--bucket-kb: -1 must be in [0, 1048576]");
+    expect_failure("train --data " T "good.h5 --shard-optimizer --deterministic" COMMON,
+                   "--shard-optimizer: only with --mode sync without --deterministic");
+    expect_failure("train --data " T "good.h5 --stream-mb -1" COMMON, "--stream-mb: -1 must be >= 0 (MB)");
+    expect_failure("train --data " T "good.h5 --stream-mb 8 --mode async" COMMON,
+                   "--stream-mb: only with --mode sync without --deterministic");
+    expect_failure("train --data " T "good.h5 --stream-mb 0.00001" COMMON,
+                   "--stream-mb 1e-05: two windows of one batch (4 rows of 20 bytes) do not fit");
+    expect_failure("train --data " T "nan.h5 --stream-mb 0.001" COMMON, "/train/x[37][0] is NaN");
+    expect_failure("bench --batch 0", "bench: --batch, --threads, --iters, --seconds and --bucket-kb must be positive");
+    expect_failure("bench --hidden 64,x", "--hidden: '64,x' is not a list of positive widths");
 }
 
 /* The good file trains, and an existing summary is replaced whole. */

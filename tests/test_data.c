@@ -13,6 +13,16 @@
 
 #include "fixture.h"
 #include "nndist/data.h"
+#include "nndist/stream.h"
+
+/* Scan callback: counts rows and notes the last global row seen. */
+static nd_status count_rows(void *ctx, const nd_shard *w, nd_error *err) {
+    (void)err;
+    double *seen = ctx;
+    seen[0] += w->rows;
+    seen[1] = (double)(w->first_row + w->rows - 1);
+    return ND_OK;
+}
 
 static void test_shard_range(void **state) {
     (void)state;
@@ -287,11 +297,91 @@ static void test_synth(void **state) {
     }
 }
 
+/* The streaming reader: rank 1 of 3 over a file with uint8 features
+ * (scaled on read), windows of 7 rows; in any window order each window
+ * holds exactly the rows the whole-shard reader gives, normalization is
+ * applied once set, a scan sees every row in file order, and a NaN in a
+ * window is reported by name when that window is read. */
+static void test_stream_windows(void **state) {
+    (void)state;
+    enum { N = 100, D = 3, CLASSES = 4, W = 7 };
+    char path[512], bad[512];
+    fx_path(path, sizeof path, "stream.h5");
+    fx_path(bad, sizeof bad, "stream-nan.h5");
+    unsigned char u8[N * D];
+    int y[N];
+    for (int i = 0; i < N * D; ++i) u8[i] = (unsigned char)(i * 7 % 251);
+    for (int i = 0; i < N; ++i) y[i] = i % CLASSES;
+    hid_t f = fx_create(path);
+    fx_write_u8(f, "/train/x", 2, (hsize_t[]){N, D}, u8, 0.5f);
+    fx_write_i32(f, "/train/y", 1, (hsize_t[]){N}, y);
+    fx_attr_int(f, "num_classes", CLASSES);
+    fx_close(f);
+    nd_error err = {0};
+    nd_shard whole;
+    assert_int_equal(nd_shard_read(path, "train", 1, 3, CLASSES, &whole, &err), ND_OK);
+    nd_stream *s = NULL;
+    assert_int_equal(nd_stream_open(path, "train", 1, 3, CLASSES, W, &s, &err), ND_OK);
+    assert_int_equal(nd_stream_rows(s), whole.rows);
+    assert_int_equal(nd_stream_first_row(s), whole.first_row);
+    const int windows = nd_stream_windows(s);
+    assert_int_equal(windows, (whole.rows + W - 1) / W);
+    assert_int_equal(nd_stream_window_rows(s, windows - 1), whole.rows - (windows - 1) * W);
+    assert_int_equal(nd_stream_background(s), 1); /* Debian's HDF5 is thread-safe: reads overlap */
+    int order[16];
+    for (int pass = 0; pass < 2; ++pass) {
+        for (int k = 0; k < windows; ++k) order[k] = pass ? windows - 1 - k : k;
+        if (pass == 1) nd_stream_set_normalize(s, (float[]){1.0f, 2.0f, 3.0f}, (float[]){2.0f, 2.0f, 2.0f});
+        assert_int_equal(nd_stream_start(s, order, windows, 0, &err), ND_OK);
+        for (int k = 0; k < windows; ++k) {
+            nd_shard w;
+            assert_int_equal(nd_stream_next(s, &w, &err), ND_OK);
+            const long off = (long)order[k] * W;
+            assert_int_equal(w.first_row, whole.first_row + off);
+            assert_int_equal(w.rows, nd_stream_window_rows(s, order[k]));
+            for (int i = 0; i < w.rows; ++i) {
+                assert_int_equal(w.y[i], whole.y[off + i]);
+                for (int j = 0; j < D; ++j) {
+                    const float want = whole.x[(off + i) * D + j];
+                    assert_true(w.x[i * D + j] == (pass ? (want - (float)(j + 1)) * 2.0f : want));
+                }
+            }
+        }
+        nd_shard none;
+        assert_int_not_equal(nd_stream_next(s, &none, &err), ND_OK); /* the pass is over */
+    }
+    /* A pass abandoned after one window, then a scan: every row once, in order. */
+    assert_int_equal(nd_stream_start(s, order, windows, 0, &err), ND_OK);
+    nd_shard w;
+    assert_int_equal(nd_stream_next(s, &w, &err), ND_OK);
+    double seen[2] = {0, 0};
+    assert_int_equal(nd_stream_scan(s, count_rows, seen, &err), ND_OK);
+    assert_true(seen[0] == whole.rows);
+    assert_true(seen[1] == whole.first_row + whole.rows - 1); /* the last row seen is the block's last */
+    nd_stream_close(s);
+    nd_shard_free(&whole);
+
+    float x[N * D];
+    for (int i = 0; i < N * D; ++i) x[i] = (float)i;
+    x[60 * D + 1] = NAN; /* rank 1's rows are 34..66: window 3 of 7-row windows */
+    fx_write_dataset(bad, x, y, N, D, CLASSES, x, y, 0);
+    assert_int_equal(nd_stream_open(bad, "train", 1, 3, CLASSES, W, &s, &err), ND_OK);
+    for (int k = 0; k < windows; ++k) order[k] = k;
+    assert_int_equal(nd_stream_start(s, order, windows, 0, &err), ND_OK);
+    nd_status st = ND_OK;
+    int k = 0;
+    for (; k < windows && st == ND_OK; ++k) st = nd_stream_next(s, &w, &err);
+    assert_int_equal(st, ND_ERR_DATA);
+    assert_int_equal(k, 4);
+    assert_non_null(strstr(err.msg, "/train/x[60][1] is NaN"));
+    nd_stream_close(s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shard_range), cmocka_unit_test(test_uint8_scale_and_hyperslab),
         cmocka_unit_test(test_bad_files),   cmocka_unit_test(test_import_idx),
-        cmocka_unit_test(test_synth),
+        cmocka_unit_test(test_synth),      cmocka_unit_test(test_stream_windows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

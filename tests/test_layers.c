@@ -340,6 +340,46 @@ static void test_maxout_by_hand(void **state) {
     assert_memory_equal(din, want, sizeof want);
 }
 
+/* The overlap hook: backward in weight-row blocks with a call after each
+ * gives the very same gradient, and the calls report a final region that
+ * only grows downwards, from inside the trainable prefix to 0. */
+typedef struct {
+    size_t lows[256];
+    int calls;
+} ready_log;
+
+static void log_ready(void *ctx, size_t lo) {
+    ready_log *log = ctx;
+    if (log->calls < 256) log->lows[log->calls] = lo;
+    log->calls += 1;
+}
+
+static void test_backward_in_blocks(void **state) {
+    (void)state;
+    for (size_t a = 0; a < sizeof archs / sizeof archs[0]; ++a) {
+        fixture f;
+        setup(&f, archs[a], 0);
+        backprop(&f, ND_LOSS_SOFTMAX_CE, 3);
+        const size_t n = f.m.num_params;
+        float *whole = malloc(sizeof(float) * n);
+        memcpy(whole, f.m.grad, sizeof(float) * n);
+        ready_log log = {.calls = 0};
+        const nd_train_pass pass = {.seed = 5, .step = 3, .grad_ready = log_ready, .ready_ctx = &log, .ready_chunk = 10};
+        nd_model_zero_grad(&f.m);
+        const float *out = nd_model_forward(&f.m, f.x, ROWS, &pass);
+        nd_loss_apply(ND_LOSS_SOFTMAX_CE, nd_model_output_grad(&f.m), out, f.y, f.t, ROWS, K);
+        nd_model_backward(&f.m, f.x, ROWS);
+        assert_memory_equal(whole, f.m.grad, sizeof(float) * n);
+        free(whole);
+        /* blocks of max(1, 10 / in_dim) rows: more calls than layers */
+        assert_true(log.calls > f.m.num_layers && log.calls <= 256);
+        assert_true(log.lows[0] < f.m.num_trainable);
+        for (int i = 1; i < log.calls; ++i) assert_true(log.lows[i] < log.lows[i - 1]);
+        assert_int_equal(log.lows[log.calls - 1], 0);
+        nd_model_destroy(&f.m);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gradcheck_every_combination),
@@ -349,6 +389,7 @@ int main(void) {
         cmocka_unit_test(test_arch_text),
         cmocka_unit_test(test_losses_by_hand),
         cmocka_unit_test(test_maxout_by_hand),
+        cmocka_unit_test(test_backward_in_blocks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -199,12 +199,35 @@ static void test_gradcheck_command(void **state) {
         if (!strstr(out, groups[i])) fail_msg("gradcheck: no line for %s:\n%s", groups[i], out);
 }
 
+/* nndist bench on 2 ranks: the model's FLOP count (computed here
+ * independently), a GEMM rate and allreduce times that are positive, and
+ * the JSON line launch/bench reads. */
+static void test_bench_command(void **state) {
+    (void)state;
+    static char out[1 << 14];
+    int rc = run_nndist(2, "bench --hidden 64,32 --inputs 50 --outputs 6 --batch 16 --seconds 0.01 --iters 20 --bucket-kb 4",
+                        out, sizeof out, 60);
+    if (rc != 0) fail_msg("bench (%d):\n%s", rc, out);
+    const char *json = strrchr(out, '{');
+    assert_non_null(json);
+    const double flops = 4.0 * 50 * 64 + 6.0 * 64 * 32 + 6.0 * 32 * 6; /* no input gradient for the first layer */
+    assert_true(json_number(json, "flops_per_sample") == flops);
+    assert_true(json_number(json, "ranks") == 2);
+    assert_true(json_number(json, "gemm_gflops") > 0.01);
+    assert_true(json_number(json, "gemm_gflops_min") <= json_number(json, "gemm_gflops"));
+    assert_true(json_number(json, "allreduce_ms") > 0 && json_number(json, "bucketed_allreduce_ms") > 0);
+    const double params = 50 * 64 + 64 + 64 * 32 + 32 + 32 * 6 + 6;
+    assert_true(json_number(json, "parameters") == params);
+    assert_true(strstr(out, "gemm layer 2 input-grad") != NULL);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kill_rank_then_resume),
         cmocka_unit_test(test_eval_and_info),
         cmocka_unit_test(test_sanity_command),
         cmocka_unit_test(test_gradcheck_command),
+        cmocka_unit_test(test_bench_command),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -54,6 +54,13 @@ nd_status nd_comm_allreduce_sum_i64(nd_comm *comm, long long *buf, size_t n, nd_
 nd_status nd_comm_allreduce_min_long(nd_comm *comm, long *buf, size_t n, nd_error *err);
 nd_status nd_comm_allreduce_max_f64(nd_comm *comm, double *buf, size_t n, nd_error *err);
 
+/* ZeRO-1's pair. Sums send (the sum of counts) over all ranks and leaves
+ * block r of the result, counts[r] floats, in recv on rank r. */
+nd_status nd_comm_reduce_scatter_f32(nd_comm *comm, const float *send, float *recv, const int *counts,
+                                     nd_error *err);
+/* In place: block r of buf (counts[r] floats at displs[r]) comes from rank r. */
+nd_status nd_comm_allgatherv_f32(nd_comm *comm, float *buf, const int *counts, const int *displs, nd_error *err);
+
 /* Copies buf (n) of rank root to every rank. */
 nd_status nd_comm_bcast_f32(nd_comm *comm, float *buf, size_t n, int root, nd_error *err);
 nd_status nd_comm_bcast_f64(nd_comm *comm, double *buf, size_t n, int root, nd_error *err);
@@ -95,6 +102,20 @@ nd_status nd_comm_isend_f64(nd_comm *comm, const double *buf, size_t n, int dest
                             nd_request *req, nd_error *err);
 nd_status nd_comm_irecv_f64(nd_comm *comm, double *buf, size_t n, int source, int tag,
                             nd_request *req, nd_error *err);
+
+/* Collective: starts an in-place sum of buf (n <= INT_MAX) over all
+ * ranks; buf must stay untouched until the request completes. Ranks must
+ * start their non-blocking collectives in the same order. */
+nd_status nd_comm_iallreduce_sum_f32(nd_comm *comm, float *buf, size_t n, nd_request *req, nd_error *err);
+
+/* Not collective: lets MPI advance the active requests of reqs (count)
+ * (Open MPI moves a non-blocking collective only inside MPI calls) and
+ * marks the finished ones inactive. */
+nd_status nd_comm_test_all(nd_request *reqs, int count, nd_error *err);
+
+/* Not collective: blocks (busy, inside MPI) until every active request of
+ * reqs (count) is done; for a rank with nothing else to do. */
+nd_status nd_comm_wait_all_busy(nd_request *reqs, int count, nd_error *err);
 
 /* Waits for every active request of reqs (count). It polls and sleeps with a
  * growing back-off (1 us doubling to 64 us) instead of spinning, so a waiting rank

@@ -17,4 +17,8 @@ nd_status nd_cmd_gradcheck(int argc, char **argv, nd_error *err);
 /* Collective over comm: every rank evaluates its block of the split. */
 nd_status nd_cmd_eval(nd_comm *comm, int argc, char **argv, nd_error *err);
 
+/* Collective over comm: the machine's limits for a model's shapes (GEMM
+ * rate on every rank, allreduce time of its gradient). */
+nd_status nd_cmd_bench(nd_comm *comm, int argc, char **argv, nd_error *err);
+
 #endif

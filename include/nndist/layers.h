@@ -46,6 +46,18 @@ void nd_dense_backward(float *din, float *dw, float *db, float *dout, const floa
                        const float *in, const float *w, nd_activation act, int batch,
                        int in_dim, int out_dim);
 
+/* nd_dense_backward in three steps, so a caller can hand finished gradient
+ * rows to the network while the rest is still computed (overlap):
+ *   _bias:    dout (batch x out_dim) *= act'(out); db (out_dim) += its column sums.
+ *   _weights: rows [r0, r1) of dw (out_dim x in_dim) += dout[:, r0:r1]^T * in.
+ *   _input:   din (batch x in_dim) = dout * w. */
+void nd_dense_backward_bias(float *dout, const float *out, float *db, nd_activation act, int batch,
+                            int out_dim);
+void nd_dense_backward_weights(float *dw, const float *dout, const float *in, int batch, int in_dim,
+                               int out_dim, int r0, int r1);
+void nd_dense_backward_input(float *din, const float *dout, const float *w, int batch, int in_dim,
+                             int out_dim);
+
 /* In-place activation of n values (exposed for tests and other layers). */
 void nd_activation_forward(float *x, size_t n, nd_activation act);
 

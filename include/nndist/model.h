@@ -79,6 +79,9 @@ typedef struct {
     float drop;
 } nd_dense_layer;
 
+/* grad[lo, end of the gradient buffer) is final: a bucket may be sent. */
+typedef void (*nd_grad_ready_fn)(void *ctx, size_t lo);
+
 /* A training forward pass: dropout masks and batch statistics. Inference
  * passes NULL instead. */
 typedef struct {
@@ -87,6 +90,13 @@ typedef struct {
     const long *row_ids;  /* (batch) global sample index of each row; NULL: 0..batch-1 */
     nd_reduce_fn reduce;  /* --sync-bn: adds floats across ranks; NULL: each rank's own batch */
     void *reduce_ctx;
+    /* Overlap of communication with backward: called each time grad[lo, ..)
+     * has become final, lo falling layer by layer (and weight-row block by
+     * block) from the top of the trainable prefix to 0; the regions after it
+     * are final once forward is done. NULL: no calls. */
+    nd_grad_ready_fn grad_ready;
+    void *ready_ctx;
+    size_t ready_chunk;   /* floats of a weight gradient computed between calls (0: a whole layer) */
 } nd_train_pass;
 
 typedef struct {
@@ -110,6 +120,7 @@ typedef struct {
     float *drop_out[ND_MAX_LAYERS + 1], *drop_mask[ND_MAX_LAYERS + 1]; /* [0]: input, [l+1]: layer l */
     float *delta[2];      /* ping-pong gradients w.r.t. layer outputs (max_batch x max_width) */
     float *workspace;     /* owns every view above */
+    size_t workspace_floats;
     nd_train_pass pass;   /* of the latest training forward (backward reuses it) */
     int pass_failed;      /* a reduce hook failed in the latest forward or backward */
     int trained;          /* the latest forward was a training pass */
@@ -142,6 +153,12 @@ float *nd_model_output_grad(nd_model *model);
  * nd_model_output_grad(). x (batch x input_dim) must be the input of the
  * training forward pass that precedes it. */
 void nd_model_backward(nd_model *model, const float *x, int batch);
+
+/* Floating-point operations of the GEMMs of one training sample: forward
+ * (2 in out per layer), the weight gradient (2 in out) and the input
+ * gradient (2 in out, not for the first layer). Element-wise work is
+ * left out: this is the count a compute-bound rate is measured against. */
+double nd_model_train_flops_per_sample(const nd_model *model);
 
 /* Sets grad (num_params + ND_GRAD_TAIL) to zero. */
 void nd_model_zero_grad(nd_model *model);

@@ -61,6 +61,9 @@ nd_status nd_optimizer_create(nd_optimizer *opt, const nd_opt_config *cfg, size_
                               nd_error *err);
 void nd_optimizer_destroy(nd_optimizer *opt);
 
+/* Floats of state held: n for each of m and v the optimizer keeps. */
+double nd_optimizer_state_floats(const nd_optimizer *opt);
+
 /* One update of param (n) from grad (n) * grad_scale with learning rate lr. */
 void nd_optimizer_step(nd_optimizer *opt, float *param, const float *grad, float grad_scale,
                        float lr);

@@ -17,6 +17,7 @@
 #include "nndist/report.h"
 #include "nndist/sched.h"
 #include "nndist/status.h"
+#include "nndist/stream.h"
 
 #define ND_PATH_MAX 4096
 #define ND_STALENESS_BUCKETS 17
@@ -63,6 +64,9 @@ typedef struct {
     char normalize[16];
     int eval_batch;
     int threads;
+    int bucket_kb;
+    bool shard_optimizer;
+    float stream_mb;
     int profile;
     char progress[16];
     int early_stop;
@@ -135,13 +139,28 @@ typedef struct {
 
 typedef struct nd_async nd_async; /* the parameter-server protocol's buffers (async.c) */
 typedef struct nd_det nd_det;     /* deterministic mode's blocks and accumulator (deterministic.c) */
+typedef struct nd_grad_buckets nd_grad_buckets;
+typedef struct nd_zero nd_zero;   /* --shard-optimizer's slice table (zero.c) */ /* sync: the bucketed allreduce (grad_buckets.c) */
+
+/* --stream-mb: where the training rows come from instead of train.x. */
+typedef struct {
+    nd_stream *reader;   /* NULL: the shard is in memory */
+    nd_shard window;     /* view of the window in use (the reader's buffer) */
+    int *window_order;   /* (windows) this epoch's order of the windows */
+    long window_rows;    /* rows per window, a multiple of the batch */
+    int pass;            /* the epoch being fed */
+    long skip;           /* batches of the next window already done (resume) */
+    long batches_left, next_batch; /* in the current window */
+    const int *idx;      /* (batch) the step's rows in window */
+} nd_stream_feed;
 
 typedef struct {
     nd_train_config cfg;
     nd_comm *comm;       /* not owned */
     int rank, size;
     nd_dataset_info info;
-    nd_shard train, test, val;
+    nd_shard train, test, val; /* train.x/y/t stay NULL with --stream-mb (rows and first_row are set) */
+    nd_stream_feed feed;
     nd_norm_kind norm;
     float *norm_mean;    /* (cols) */
     float *norm_inv_std; /* (cols) */
@@ -162,11 +181,14 @@ typedef struct {
     int num_servers;     /* K ranks 0..K-1 (0 in sync mode) */
     int num_workers;     /* ranks that compute gradients */
     int worker_index;    /* this rank among the workers; -1 on a server */
-    nd_span slice;       /* a server's part of the flat arena (sync: all of it) */
+    nd_span slice;       /* the part of the flat arena this rank updates and keeps optimizer state for:
+                            a server's in async mode, this rank's with --shard-optimizer, else all */
     int straggle_rank;   /* --straggle, -1 for none */
     float straggle_factor;
     nd_async *as;        /* async/ssp state, NULL in sync mode */
     nd_det *det;         /* --deterministic state, NULL otherwise */
+    nd_zero *zero;       /* --shard-optimizer (ZeRO-1): slices of the optimizer state, NULL otherwise */
+    nd_grad_buckets *buckets; /* sync with --bucket-kb > 0 on > 1 rank: overlapped allreduce, else NULL */
     long staleness_max;  /* async/ssp: largest staleness applied in the run */
     nd_report report;    /* rank 0's output */
     int start_epoch;     /* first epoch to run (> 1 after --resume) */
@@ -187,6 +209,9 @@ typedef struct {
     double phase[ND_PHASES]; /* seconds in each phase: this epoch so far, then the run's total in phase_total */
     double phase_total[ND_PHASES];
     long samples_seen;   /* global samples of all finished steps */
+    long gradient_buckets; /* --bucket-kb: buckets started in the run's finished epochs */
+    double memory_mb[5]; /* largest over ranks, at the summary: peak RSS, data shards, parameters,
+                            activations, optimizer state */
     nd_epoch_stats last; /* the latest finished epoch */
 } nd_trainer;
 

@@ -74,6 +74,9 @@ const nd_cli_option nd_train_options[] = {
     {"eval-batch", F(INT, eval_batch), "1024", "rows per forward pass during evaluation"},
     {"threads", F(INT, threads), "0", "BLAS threads per rank; 0 = this node's cores / ranks on it"},
     {"progress", F(STR, progress), "auto", "progress within an epoch: auto, bar, plain, none"},
+    {"bucket-kb", F(INT, bucket_kb), "0", "sync: allreduce the gradient in buckets of this many KiB during backward, last layer first (0: one allreduce after backward)"},
+    {"shard-optimizer", F(BOOL, shard_optimizer), "false", "sync: ZeRO-1, each rank keeps the optimizer state of 1/ranks of the parameters (reduce-scatter, update, allgather)"},
+    {"stream-mb", F(FLOAT, stream_mb), "0", "sync: stream the training rows from the file through two windows within this many MB, read in the background (0: load the shard)"},
     {"profile", F(INT, profile), "0", "sync: rank 0 prints the time of each phase of the first N steps"},
     {"l1", F(FLOAT, l1), "0", "L1 penalty on weights (not biases); with --weight-decay: the elastic net"},
     {"max-norm", F(FLOAT, max_norm), "0", "after each update, scale each neuron's incoming weights to L2 norm <= c (sync; 0 = off)"},
@@ -291,6 +294,15 @@ nd_status nd_train_config_validate(const nd_train_config *c, nd_error *err) {
         return ND_FAIL(err, ND_ERR_ARG, "--weight-decay: %g must be >= 0", (double)c->weight_decay);
     if (nd_norm_parse(c->normalize, &norm) != 0)
         return ND_FAIL(err, ND_ERR_ARG, "--normalize: '%s' is not one of global, feature, minmax, none", c->normalize);
+    if (c->bucket_kb < 0 || c->bucket_kb > 1 << 20)
+        return ND_FAIL(err, ND_ERR_ARG, "--bucket-kb: %d must be in [0, 1048576]", c->bucket_kb);
+    if (c->shard_optimizer && (strcmp(c->mode, "sync") || c->deterministic))
+        return ND_FAIL(err, ND_ERR_ARG, "--shard-optimizer: only with --mode sync without --deterministic "
+                                        "(async servers already hold one slice each)");
+    if (!(c->stream_mb >= 0.0f && c->stream_mb < 1e9f))
+        return ND_FAIL(err, ND_ERR_ARG, "--stream-mb: %g must be >= 0 (MB)", (double)c->stream_mb);
+    if (c->stream_mb > 0.0f && (strcmp(c->mode, "sync") || c->deterministic))
+        return ND_FAIL(err, ND_ERR_ARG, "--stream-mb: only with --mode sync without --deterministic in this version");
     if (c->profile < 0) return ND_FAIL(err, ND_ERR_ARG, "--profile: %d must be >= 0", c->profile);
     if (c->threads < 0 || c->threads > 1024)
         return ND_FAIL(err, ND_ERR_ARG, "--threads: %d must be in [0, 1024]", c->threads);

@@ -106,6 +106,7 @@ nd_status nd_model_create(nd_model *model, const nd_model_spec *spec, int max_ba
     model->param = nd_buffer_alloc(total);
     model->grad = nd_buffer_alloc(total + ND_GRAD_TAIL);
     model->workspace = nd_buffer_alloc(acts);
+    model->workspace_floats = acts;
     if (!model->param || !model->grad || !model->workspace) {
         nd_model_destroy(model);
         return ND_FAIL(err, ND_ERR_NOMEM, "model: cannot allocate %zu parameters and %zu workspace floats",
@@ -271,11 +272,29 @@ void nd_model_backward(nd_model *model, const float *x, int batch) {
             model->pass_failed = 1;
         const float *in = l > 0 ? (L[-1].drop > 0.0f ? model->drop_out[l] : model->act[l - 1])
                                 : (model->spec.input_drop > 0.0f ? model->drop_out[0] : x);
-        float *din = l > 0 ? model->delta[1 - cur] : NULL;
-        nd_dense_backward(din, g + L->w.offset, g + L->b.offset, d, model->z[l], in, p + L->w.offset, fused_act(L),
-                          batch, L->in_dim, L->out_dim);
+        nd_dense_backward_bias(d, model->z[l], g + L->b.offset, fused_act(L), batch, L->out_dim);
+        /* Weight rows last to first, so the final part of the arena grows
+         * downwards without gaps: each block can go on the wire while the
+         * next block and the input gradient are computed. */
+        const nd_grad_ready_fn ready = model->trained ? model->pass.grad_ready : NULL;
+        const size_t chunk = model->pass.ready_chunk;
+        const int rows = !ready || chunk == 0 ? L->out_dim : chunk < (size_t)L->in_dim ? 1 : (int)(chunk / L->in_dim);
+        for (int r1 = L->out_dim; r1 > 0;) {
+            const int r0 = r1 > rows ? r1 - rows : 0;
+            nd_dense_backward_weights(g + L->w.offset, d, in, batch, L->in_dim, L->out_dim, r0, r1);
+            if (ready) ready(model->pass.ready_ctx, L->w.offset + (size_t)r0 * L->in_dim);
+            r1 = r0;
+        }
+        if (l > 0) nd_dense_backward_input(model->delta[1 - cur], d, p + L->w.offset, batch, L->in_dim, L->out_dim);
         cur = 1 - cur;
     }
+}
+
+double nd_model_train_flops_per_sample(const nd_model *model) {
+    double flops = 0.0;
+    for (int l = 0; l < model->num_layers; ++l)
+        flops += (l > 0 ? 6.0 : 4.0) * model->layer[l].in_dim * model->layer[l].out_dim;
+    return flops;
 }
 
 void nd_model_zero_grad(nd_model *model) {

@@ -47,6 +47,10 @@ void nd_optimizer_destroy(nd_optimizer *opt) {
     memset(opt, 0, sizeof *opt);
 }
 
+double nd_optimizer_state_floats(const nd_optimizer *opt) {
+    return (double)opt->n * ((opt->m != NULL) + (opt->v != NULL));
+}
+
 void nd_optimizer_step(nd_optimizer *opt, float *restrict param, const float *restrict grad,
                        float grad_scale, float lr) {
     const size_t n = opt->n;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dataset_internal.h"
 #include "h5io.h"
 #include "nndist/arena.h"
 #include "nndist/data.h"
@@ -19,8 +20,7 @@ void nd_shard_range(long n, int rank, int size, long *first, long *count) {
     *count = base + (rank < extra ? 1 : 0);
 }
 
-/* Checks /<split>/x and /<split>/y and fills info. */
-static nd_status probe_split(hid_t f, const char *path, const char *split, nd_split_info *info,
+nd_status nd_split_probe(hid_t f, const char *path, const char *split, nd_split_info *info,
                              nd_error *err) {
     char xname[64], yname[64];
     snprintf(xname, sizeof xname, "/%s/x", split);
@@ -106,7 +106,7 @@ nd_status nd_dataset_probe(const char *path, nd_dataset_info *info, nd_error *er
         st = ND_FAIL(err, ND_ERR_FORMAT, "%s: group /train is missing", path);
         goto done;
     }
-    if ((st = probe_split(f, path, "train", &info->train, err)) != ND_OK) goto done;
+    if ((st = nd_split_probe(f, path, "train", &info->train, err)) != ND_OK) goto done;
     info->has_targets = info->train.target_cols > 0;
     info->num_outputs = info->train.target_cols;
     if (!info->has_targets) { /* labels need their class count */
@@ -132,7 +132,7 @@ nd_status nd_dataset_probe(const char *path, nd_dataset_info *info, nd_error *er
         snprintf(group, sizeof group, "/%s", others[i]);
         if (!h5io_exists(f, group)) continue;
         nd_split_info *si = i == 0 ? &info->val : &info->test;
-        if ((st = probe_split(f, path, others[i], si, err)) != ND_OK) goto done;
+        if ((st = nd_split_probe(f, path, others[i], si, err)) != ND_OK) goto done;
         if (si->cols != info->train.cols) {
             st = ND_FAIL(err, ND_ERR_FORMAT, "%s: /%s/x has %d features but /train/x has %d", path,
                          others[i], si->cols, info->train.cols);
@@ -157,8 +157,7 @@ void nd_shard_free(nd_shard *shard) {
     memset(shard, 0, sizeof *shard);
 }
 
-/* Selects rows [first, first+count) of a 1-D or 2-D dataset and reads them. */
-static herr_t read_rows(hid_t dset, hid_t mem_type, long first, long count, int cols, void *buf) {
+herr_t nd_read_rows(hid_t dset, hid_t mem_type, long first, long count, int cols, void *buf) {
     hid_t fspace = H5Dget_space(dset);
     int nd = H5Sget_simple_extent_ndims(fspace);
     hsize_t start[2] = {(hsize_t)first, 0}, cnt[2] = {(hsize_t)count, (hsize_t)cols};
@@ -170,9 +169,7 @@ static herr_t read_rows(hid_t dset, hid_t mem_type, long first, long count, int 
     return rc;
 }
 
-/* Labels in range and features finite: checked on the rows this rank holds,
- * so together the ranks check the whole split once. */
-static nd_status validate_shard(const nd_shard *s, const char *path, const char *split,
+nd_status nd_shard_validate(const nd_shard *s, const char *path, const char *split,
                                 int num_classes, nd_error *err) {
     for (int i = 0; s->y && i < s->rows; ++i)
         if (s->y[i] < 0 || s->y[i] >= num_classes)
@@ -205,7 +202,7 @@ nd_status nd_shard_read_parts(const char *path, const char *split, int part_lo, 
     hid_t f = h5io_open(path, 0, err);
     if (f < 0) return err->code;
     nd_split_info info;
-    nd_status st = probe_split(f, path, split, &info, err);
+    nd_status st = nd_split_probe(f, path, split, &info, err);
     hid_t dx = -1, dy = -1;
     if (st != ND_OK) goto done;
     long first, count, last_first, last_count;
@@ -233,20 +230,20 @@ nd_status nd_shard_read_parts(const char *path, const char *split, int part_lo, 
     snprintf(name, sizeof name, "/%s/x", split);
     dx = H5Dopen2(f, name, H5P_DEFAULT);
     /* HDF5 converts uint8 or float64 to float on read. */
-    if (dx < 0 || read_rows(dx, H5T_NATIVE_FLOAT, first, count, info.cols, shard->x) < 0) {
+    if (dx < 0 || nd_read_rows(dx, H5T_NATIVE_FLOAT, first, count, info.cols, shard->x) < 0) {
         st = ND_FAIL(err, ND_ERR_IO, "%s: cannot read rows %ld..%ld of %s", path, first, first + count, name);
         goto done;
     }
     snprintf(name, sizeof name, "/%s/y", split);
     dy = H5Dopen2(f, name, H5P_DEFAULT);
-    if (dy < 0 || (info.target_cols ? read_rows(dy, H5T_NATIVE_FLOAT, first, count, info.target_cols, shard->t)
-                                    : read_rows(dy, H5T_NATIVE_INT, first, count, 1, shard->y)) < 0) {
+    if (dy < 0 || (info.target_cols ? nd_read_rows(dy, H5T_NATIVE_FLOAT, first, count, info.target_cols, shard->t)
+                                    : nd_read_rows(dy, H5T_NATIVE_INT, first, count, 1, shard->y)) < 0) {
         st = ND_FAIL(err, ND_ERR_IO, "%s: cannot read rows %ld..%ld of %s", path, first, first + count, name);
         goto done;
     }
     if (info.x_scale != 1.0f)
         for (size_t i = 0; i < (size_t)count * info.cols; ++i) shard->x[i] *= info.x_scale;
-    st = validate_shard(shard, path, split, num_classes, err);
+    st = nd_shard_validate(shard, path, split, num_classes, err);
 done:
     if (dx >= 0) H5Dclose(dx);
     if (dy >= 0) H5Dclose(dy);

@@ -40,26 +40,71 @@ static void fill_meta(const nd_trainer *tr, nd_ckpt_meta *m, int epoch, long epo
     config_text(tr, m->config, sizeof m->config);
 }
 
-/* Async: rank 0 read the whole arena's optimizer state into full (m, v);
- * each server receives its slice into its own optimizer. */
-static nd_status scatter_state(nd_trainer *tr, float *const full[2], nd_error *err) {
+/* How many ranks hold a slice of the optimizer state (ranks 0..K-1, split
+ * by nd_shard_range over the arena): the servers in async mode, every rank
+ * with --shard-optimizer; 0 when every replica holds all of it. */
+static int state_owners(const nd_trainer *tr) {
+    return tr->async ? tr->num_servers : tr->zero ? tr->size : 0;
+}
+
+/* Rank 0's full-arena state (m, v) and the owners' slices: `to_owners`
+ * sends each owner its slice of full (resume), otherwise rank 0 collects
+ * them into full (a checkpoint). Collective over the owners and rank 0. */
+static nd_status move_state(nd_trainer *tr, float *const full[2], int to_owners, nd_error *err) {
     float *mine[2] = {tr->opt.m, tr->opt.v};
-    for (int k = 0; k < tr->num_servers; ++k) {
+    const int owners = state_owners(tr);
+    for (int k = 0; k < owners; ++k) {
         long off, len;
-        nd_shard_range((long)tr->model.num_params, k, tr->num_servers, &off, &len);
+        nd_shard_range((long)tr->model.num_params, k, owners, &off, &len);
         for (int i = 0; i < 2; ++i) {
             if (!full[i] && !(tr->rank == k && mine[i])) continue; /* no such state */
             if (tr->rank == 0 && k == 0) {
-                memcpy(mine[i], full[i] + off, sizeof(float) * (size_t)len);
+                if (to_owners) memcpy(mine[i], full[i] + off, sizeof(float) * (size_t)len);
+                else memcpy(full[i] + off, mine[i], sizeof(float) * (size_t)len);
             } else if (tr->rank == 0 || tr->rank == k) {
                 nd_request r = {0};
-                if (tr->rank == 0) ND_TRY(nd_comm_isend_f32(tr->comm, full[i] + off, (size_t)len, k, 900 + i, &r, err));
-                else ND_TRY(nd_comm_irecv_f32(tr->comm, mine[i], (size_t)len, 0, 900 + i, &r, err));
+                const int sends = (tr->rank == 0) == to_owners;
+                float *buf = tr->rank == 0 ? full[i] + off : mine[i];
+                if (sends) ND_TRY(nd_comm_isend_f32(tr->comm, buf, (size_t)len, tr->rank == 0 ? k : 0, 900 + i, &r, err));
+                else ND_TRY(nd_comm_irecv_f32(tr->comm, buf, (size_t)len, tr->rank == 0 ? k : 0, 900 + i, &r, err));
                 ND_TRY(nd_comm_wait_all(&r, 1, NULL, err));
             }
         }
     }
     return ND_OK;
+}
+
+/* Rank 0: a full-arena view of the optimizer over new buffers when the
+ * state is sliced (free with free_view), else the optimizer itself. */
+static nd_status full_view(nd_trainer *tr, nd_optimizer *view, nd_error *err) {
+    *view = tr->opt;
+    if (!state_owners(tr)) return ND_OK;
+    const size_t n = tr->model.num_params;
+    view->n = n;
+    view->m = tr->opt.m ? nd_buffer_alloc(n) : NULL;
+    view->v = tr->opt.v ? nd_buffer_alloc(n) : NULL;
+    if ((tr->opt.m && !view->m) || (tr->opt.v && !view->v))
+        return ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate the whole optimizer state (%zu floats)", n);
+    return ND_OK;
+}
+
+static void free_view(nd_trainer *tr, nd_optimizer *view) {
+    if (!tr->zero) return; /* the only sliced state gather_view collects */
+    nd_buffer_free(view->m);
+    nd_buffer_free(view->v);
+}
+
+/* Sync with --shard-optimizer: the collective part of a checkpoint; rank 0
+ * ends with the whole state in *view (others: unused). */
+static nd_status gather_view(nd_trainer *tr, nd_optimizer *view, nd_error *err) {
+    *view = tr->opt;
+    if (!tr->zero) return ND_OK; /* (async servers send theirs through the protocol: async.c) */
+    nd_status st = tr->rank == 0 ? full_view(tr, view, err) : ND_OK;
+    ND_TRY(nd_train_agree(tr, st, err));
+    float *full[2] = {tr->rank == 0 ? view->m : NULL, tr->rank == 0 ? view->v : NULL};
+    st = move_state(tr, full, 0, err);
+    if (st != ND_OK && tr->rank == 0) free_view(tr, view);
+    return st;
 }
 
 /* Rank 0 loads path into the model, optimizer and statistics; the others
@@ -71,24 +116,18 @@ static nd_status load(nd_trainer *tr, const char *path, nd_error *err) {
     nd_status st = ND_OK;
     const size_t n = tr->model.num_params, cols = (size_t)tr->info.train.cols;
     float *full[2] = {NULL, NULL};
+    nd_optimizer view; /* sliced state: a full-arena view over temporary buffers */
     if (tr->rank == 0) {
-        nd_optimizer view = tr->opt; /* async: a full-arena view over temporary buffers */
-        if (tr->async) {
-            view.n = n;
-            view.m = tr->opt.m ? nd_buffer_alloc(n) : NULL;
-            view.v = tr->opt.v ? nd_buffer_alloc(n) : NULL;
-            full[0] = view.m, full[1] = view.v;
-            if ((tr->opt.m && !view.m) || (tr->opt.v && !view.v))
-                st = ND_FAIL(err, ND_ERR_NOMEM, "--resume: cannot allocate the optimizer state");
-        }
+        st = full_view(tr, &view, err);
+        if (state_owners(tr)) full[0] = view.m, full[1] = view.v;
         if (st == ND_OK)
             st = nd_checkpoint_read(path, &tr->model, &view, tr->norm_mean, tr->norm_inv_std, tr->ema, &info, err);
     }
     st = nd_train_agree(tr, st, err);
     if (st == ND_OK) st = nd_comm_bcast_f32(tr->comm, tr->model.param, n, 0, err);
-    if (st == ND_OK && tr->async) st = scatter_state(tr, full, err);
-    if (st == ND_OK && !tr->async && tr->opt.m) st = nd_comm_bcast_f32(tr->comm, tr->opt.m, n, 0, err);
-    if (st == ND_OK && !tr->async && tr->opt.v) st = nd_comm_bcast_f32(tr->comm, tr->opt.v, n, 0, err);
+    if (st == ND_OK && state_owners(tr)) st = move_state(tr, full, 1, err);
+    if (st == ND_OK && !state_owners(tr) && tr->opt.m) st = nd_comm_bcast_f32(tr->comm, tr->opt.m, n, 0, err);
+    if (st == ND_OK && !state_owners(tr) && tr->opt.v) st = nd_comm_bcast_f32(tr->comm, tr->opt.v, n, 0, err);
     nd_buffer_free(full[0]);
     nd_buffer_free(full[1]);
     ND_TRY(st);
@@ -174,8 +213,13 @@ nd_status nd_train_checkpoint_write(nd_trainer *tr, const nd_optimizer *opt, int
 
 nd_status nd_train_checkpoint_save(nd_trainer *tr, int epoch, long epoch_step, double loss_sum, double correct,
                                    nd_error *err) {
+    nd_optimizer view;
+    ND_TRY(gather_view(tr, &view, err));
     nd_status st = ND_OK;
-    if (tr->rank == 0) st = nd_train_checkpoint_write(tr, &tr->opt, epoch, epoch_step, loss_sum, correct, err);
+    if (tr->rank == 0) {
+        st = nd_train_checkpoint_write(tr, &view, epoch, epoch_step, loss_sum, correct, err);
+        free_view(tr, &view);
+    }
     return nd_train_agree(tr, st, err);
 }
 
@@ -197,6 +241,8 @@ nd_status nd_train_checkpoint_epoch(nd_trainer *tr, const nd_epoch_stats *e, int
     /* The epoch is done: the file says "epoch e + 1, nothing of it yet". */
     ND_TRY(nd_train_checkpoint_save(tr, e->epoch + 1, 0, 0.0, 0.0, err));
     if (!best) return ND_OK;
+    nd_optimizer view;
+    ND_TRY(gather_view(tr, &view, err));
     nd_status st = ND_OK;
     if (tr->rank == 0) {
         nd_ckpt_meta meta;
@@ -206,7 +252,8 @@ nd_status nd_train_checkpoint_epoch(nd_trainer *tr, const nd_epoch_stats *e, int
         meta.metric_value = e->val_acc;
         snprintf(name, sizeof name, "best-ep%03d-val%.4f.h5", e->epoch, e->val_acc);
         snprintf(path, sizeof path, "%s/%s", tr->cfg.checkpoint_dir, name);
-        st = nd_checkpoint_write(path, &tr->model, &tr->opt, tr->norm_mean, tr->norm_inv_std, tr->ema, &meta, err);
+        st = nd_checkpoint_write(path, &tr->model, &view, tr->norm_mean, tr->norm_inv_std, tr->ema, &meta, err);
+        free_view(tr, &view);
         if (st == ND_OK) remove_other_best(tr->cfg.checkpoint_dir, name);
     }
     return nd_train_agree(tr, st, err);

@@ -22,6 +22,7 @@ static void usage(FILE *out) {
             "  schedule --steps N    print the learning rate of every step (CSV) for train options\n"
             "  sanity                checks before training: initial loss, regularization, overfit 20 examples\n"
             "  gradcheck             backprop against centred differences in double, per parameter group\n"
+            "  bench                 the machine's limits for a model: GEMM GFLOP/s, gradient allreduce time\n"
             "  help                  this text; 'nndist <command> --help' lists a command's options\n");
 }
 
@@ -106,6 +107,12 @@ int main(int argc, char **argv) {
     } else if (!strcmp(cmd, "eval")) {
         nd_error e = {0};
         nd_status st = nd_cmd_eval(world, argc - 2, argv + 2, &e);
+        report_error(&e);
+        rc = st == ND_OK ? 0 : (e.code == ND_ERR_ARG ? 2 : 1);
+    } else if (!strcmp(cmd, "bench")) {
+        nd_error e = {0};
+        nd_status st = nd_cmd_bench(world, argc - 2, argv + 2, &e);
+        if (e.code == ND_ERR_ARG && nd_comm_rank(world) != 0) e.msg[0] = '\0'; /* every rank parsed alike */
         report_error(&e);
         rc = st == ND_OK ? 0 : (e.code == ND_ERR_ARG ? 2 : 1);
     } else if (!strcmp(cmd, "schedule")) {

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -17,6 +18,7 @@
 #include "nndist/regularize.h"
 #include "nndist/rng.h"
 #include "nndist/train.h"
+#include "grad_buckets.h"
 #include "train_internal.h"
 
 const char *const nd_phase_names[ND_PHASES] = {"data", "forward", "backward", "comm", "update"};
@@ -87,6 +89,8 @@ static nd_status read_shards(nd_trainer *tr, nd_error *err) {
                            tr->info.train.rows, c->micro_batches);
         ND_TRY(nd_det_create(tr, err));
         ND_TRY(nd_det_read_train(tr, err));
+    } else if (tr->worker_index >= 0 && c->stream_mb > 0.0f) {
+        ND_TRY(nd_train_stream_open(tr, err));
     } else if (tr->worker_index >= 0) {
         ND_TRY(nd_shard_read(c->data, "train", tr->worker_index, tr->num_workers, k, &tr->train, err));
     }
@@ -103,14 +107,20 @@ static nd_status read_shards(nd_trainer *tr, nd_error *err) {
 static nd_status normalize_splits(nd_trainer *tr, int have_stats, nd_error *err) {
     const int cols = tr->info.train.cols;
     nd_status st = ND_OK;
+    nd_stream *reader = tr->feed.reader;
+    if (reader && !have_stats && (tr->norm == ND_NORM_NONE || tr->loss == ND_LOSS_SIGMOID_BCE))
+        /* One pass that only checks (the statistics pass below checks too). */
+        st = nd_train_agree(tr, nd_train_stream_scan(tr, ND_SCAN_CHECK, NULL, err), err);
+    if (st != ND_OK) return st;
     if (!have_stats && tr->norm == ND_NORM_MINMAX) {
         /* One max-reduction of (max, -min): exact in any order. */
         double *range = nd_buffer_alloc_f64(2 * (size_t)cols);
         st = nd_train_agree(tr, range ? ND_OK : ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate feature ranges"), err);
         if (st == ND_OK) {
             for (size_t j = 0; j < 2 * (size_t)cols; ++j) range[j] = -INFINITY;
-            nd_range_accumulate(range, tr->train.x, (size_t)tr->train.rows, cols);
-            st = nd_comm_allreduce_max_f64(tr->comm, range, 2 * (size_t)cols, err);
+            if (reader) st = nd_train_agree(tr, nd_train_stream_scan(tr, ND_SCAN_RANGE, range, err), err);
+            else nd_range_accumulate(range, tr->train.x, (size_t)tr->train.rows, cols);
+            if (st == ND_OK) st = nd_comm_allreduce_max_f64(tr->comm, range, 2 * (size_t)cols, err);
         }
         if (st == ND_OK) nd_range_finish(range, cols, tr->norm_mean, tr->norm_inv_std);
         nd_buffer_free(range);
@@ -120,8 +130,9 @@ static nd_status normalize_splits(nd_trainer *tr, int have_stats, nd_error *err)
         if (st == ND_OK && tr->det) {
             st = nd_det_stats(tr, sums, err);
         } else if (st == ND_OK) {
-            nd_stats_accumulate(sums, tr->train.x, (size_t)tr->train.rows, cols);
-            st = nd_comm_allreduce_sum_f64(tr->comm, sums, 2 * (size_t)cols + 1, err);
+            if (reader) st = nd_train_agree(tr, nd_train_stream_scan(tr, ND_SCAN_STATS, sums, err), err);
+            else nd_stats_accumulate(sums, tr->train.x, (size_t)tr->train.rows, cols);
+            if (st == ND_OK) st = nd_comm_allreduce_sum_f64(tr->comm, sums, 2 * (size_t)cols + 1, err);
         }
         if (st == ND_OK) nd_stats_finish(sums, cols, tr->norm, tr->norm_mean, tr->norm_inv_std);
         nd_buffer_free(sums);
@@ -130,6 +141,7 @@ static nd_status normalize_splits(nd_trainer *tr, int have_stats, nd_error *err)
         if (st == ND_OK) st = nd_comm_bcast_f32(tr->comm, tr->norm_mean, (size_t)cols, 0, err);
         if (st == ND_OK) st = nd_comm_bcast_f32(tr->comm, tr->norm_inv_std, (size_t)cols, 0, err);
     }
+    if (st == ND_OK && reader && tr->norm != ND_NORM_NONE) nd_stream_set_normalize(reader, tr->norm_mean, tr->norm_inv_std);
     if (st == ND_OK) {
         nd_shard *splits[3] = {&tr->train, &tr->test, &tr->val};
         for (int i = 0; i < 3; ++i)
@@ -159,6 +171,9 @@ static nd_status agree_steps(nd_trainer *tr, nd_error *err) {
     return ND_OK;
 }
 
+/* --shard-optimizer on more than one rank (on one, the slice is everything). */
+static int sharded(const nd_trainer *tr) { return !tr->async && tr->cfg.shard_optimizer && tr->size > 1; }
+
 static nd_status build_model(nd_trainer *tr, nd_error *err) {
     const nd_train_config *c = &tr->cfg;
     nd_model_spec spec;
@@ -175,9 +190,10 @@ static nd_status build_model(nd_trainer *tr, nd_error *err) {
     oc.weight_decay = oc.kind == ND_OPT_ADAMW ? c->weight_decay : 0.0f;
     /* The optimizer state lives where updates are applied: every replica in
      * sync mode, each server's slice in async mode, nowhere on a worker. */
-    if (tr->async) {
+    if (tr->async || sharded(tr)) {
         long off = 0, len = 0;
         if (tr->worker_index < 0) nd_shard_range((long)tr->model.num_params, tr->rank, tr->num_servers, &off, &len);
+        else if (sharded(tr)) nd_shard_range((long)tr->model.num_params, tr->rank, tr->size, &off, &len);
         tr->slice = (nd_span){(size_t)off, (size_t)len};
     } else {
         tr->slice = (nd_span){0, tr->model.num_params};
@@ -195,7 +211,9 @@ static nd_status build_model(nd_trainer *tr, nd_error *err) {
         }
         tr->opt.decay_mask = tr->decay_mask + tr->slice.offset;
     }
-    tr->order = nd_buffer_alloc_i32((size_t)tr->train.rows);
+    /* The row order of the shard, or of one window when streaming. */
+    tr->order = nd_buffer_alloc_i32((size_t)(tr->feed.reader ? tr->feed.window_rows : tr->train.rows));
+    if (tr->feed.reader) ND_TRY(nd_train_stream_alloc(tr, err));
     tr->xb = nd_buffer_alloc((size_t)c->batch * tr->train.cols);
     if (tr->info.has_targets) tr->tb = nd_buffer_alloc((size_t)c->batch * tr->info.num_outputs);
     else tr->yb = nd_buffer_alloc_i32((size_t)c->batch);
@@ -234,11 +252,21 @@ static nd_status set_bias_priors(nd_trainer *tr, nd_error *err) {
         free(counts);
         return st;
     }
-    for (int i = 0; i < tr->train.rows; ++i) counts[tr->train.y[i]] += 1.0;
-    st = nd_comm_allreduce_sum_f64(tr->comm, counts, (size_t)k, err);
+    if (tr->feed.reader) st = nd_train_agree(tr, nd_train_stream_scan(tr, ND_SCAN_COUNTS, counts, err), err);
+    else
+        for (int i = 0; i < tr->train.rows; ++i) counts[tr->train.y[i]] += 1.0;
+    if (st == ND_OK) st = nd_comm_allreduce_sum_f64(tr->comm, counts, (size_t)k, err);
     if (st == ND_OK && tr->rank == 0) nd_model_bias_priors(&tr->model, counts);
     free(counts);
     return st;
+}
+
+static nd_status create_buckets(nd_trainer *tr, nd_error *err) {
+    if (!(tr->buckets = calloc(1, sizeof *tr->buckets)))
+        return ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate the gradient buckets");
+    const size_t floats = (size_t)tr->cfg.bucket_kb * 1024 / sizeof(float);
+    return nd_buckets_create(tr->buckets, tr->comm, tr->model.num_params + ND_TAIL_USED, floats,
+                             tr->model.num_layers, err);
 }
 
 static void print_setup(const nd_trainer *tr) {
@@ -259,6 +287,13 @@ static void print_setup(const nd_trainer *tr) {
     char arch[512];
     nd_arch_format(&m->spec, arch, sizeof arch);
     fprintf(out, "  # model %s, %zu parameters, loss %s\n", arch, m->num_weights, nd_loss_name(tr->loss));
+    const double state_mb = nd_optimizer_state_floats(&tr->opt) * sizeof(float) / 1048576.0;
+    if (tr->zero)
+        fprintf(out, "  # optimizer state %.2f MB per rank, sharded over %d ranks (unsharded: %.2f MB, saves %.2f MB)\n",
+                state_mb, tr->size, state_mb * (double)m->num_params / (double)tr->slice.length,
+                state_mb * ((double)m->num_params / (double)tr->slice.length - 1.0));
+    else if (!tr->async)
+        fprintf(out, "  # optimizer state %.2f MB per rank\n", state_mb);
     fflush(out);
 }
 
@@ -287,6 +322,9 @@ nd_status nd_trainer_setup(nd_trainer *tr, const nd_train_config *cfg, nd_comm *
     ND_TRY(agree_steps(tr, err));
     ND_TRY(nd_train_agree(tr, build_model(tr, err), err));
     if (tr->det) ND_TRY(nd_train_agree(tr, nd_det_alloc(tr, err), err));
+    if (sharded(tr)) ND_TRY(nd_train_agree(tr, nd_zero_create(tr, err), err));
+    else if (!tr->async && !tr->det && tr->size > 1 && cfg->bucket_kb > 0)
+        ND_TRY(nd_train_agree(tr, create_buckets(tr, err), err));
     /* An update is one worker's batch in async mode, all ranks' in sync
      * mode, M micro-batches in deterministic mode. */
     tr->global_batch = tr->async ? cfg->batch : tr->det ? cfg->batch * cfg->micro_batches : cfg->batch * tr->size;
@@ -318,7 +356,12 @@ nd_status nd_trainer_setup(nd_trainer *tr, const nd_train_config *cfg, nd_comm *
 void nd_trainer_free(nd_trainer *tr) {
     nd_async_free(tr);
     nd_det_free(tr);
+    nd_zero_free(tr);
+    if (tr->buckets) nd_buckets_free(tr->buckets);
+    free(tr->buckets);
     nd_report_close(&tr->report);
+    nd_stream_close(tr->feed.reader);
+    free(tr->feed.window_order);
     nd_shard_free(&tr->train);
     nd_shard_free(&tr->test);
     nd_shard_free(&tr->val);
@@ -345,32 +388,44 @@ int nd_train_regularized(const nd_trainer *tr, int l, nd_span spans[2]) {
     return tr->cfg.regularize_bias ? 2 : 1;
 }
 
-/* Average (by `samples`), regularize and clip the summed gradient in
- * model.grad; returns the factor the optimizer must still apply. One pass
- * each for the optional parts; averaging and the norm-clip factor are
- * folded into the returned scale. */
-float nd_train_grad_scale(nd_trainer *tr, int samples) {
+/* Penalties and value clipping of model.grad (a sum over `samples`) over
+ * grad[lo, hi) of the trainable prefix; returns the factor the optimizer
+ * must still apply (1/samples, or 1 after value clipping), without the
+ * norm clip. One pass each for the optional parts. */
+float nd_train_grad_penalize(nd_trainer *tr, int samples, size_t lo, size_t hi) {
     nd_model *m = &tr->model;
     const nd_train_config *c = &tr->cfg;
-    const size_t n = m->num_trainable; /* the running statistics are not gradients */
+    if (hi > m->num_trainable) hi = m->num_trainable; /* the running statistics are not gradients */
     float scale = 1.0f / (float)samples;
     for (int l = 0; l < m->num_layers; ++l) {
         nd_span spans[2];
         for (int k = nd_train_regularized(tr, l, spans); k-- > 0;) {
-            float *g = m->grad + spans[k].offset;
-            const float *p = m->param + spans[k].offset;
+            const size_t a = spans[k].offset > lo ? spans[k].offset : lo;
+            const size_t b = spans[k].offset + spans[k].length < hi ? spans[k].offset + spans[k].length : hi;
+            if (a >= b) continue;
+            float *g = m->grad + a;
+            const float *p = m->param + a;
             /* g is a sum over the batch, so the penalties are scaled up to match. */
             if (c->weight_decay > 0.0f && tr->opt.cfg.kind != ND_OPT_ADAMW) /* adamw decays in the optimizer */
-                nd_reg_l2(g, p, spans[k].length, c->weight_decay * (float)samples);
-            if (c->l1 > 0.0f) nd_reg_l1(g, p, spans[k].length, c->l1 * (float)samples);
+                nd_reg_l2(g, p, b - a, c->weight_decay * (float)samples);
+            if (c->l1 > 0.0f) nd_reg_l1(g, p, b - a, c->l1 * (float)samples);
         }
     }
-    if (c->clip_value > 0.0f) {
-        nd_clip_by_value(m->grad, n, scale, c->clip_value);
+    if (c->clip_value > 0.0f && lo < hi) {
+        nd_clip_by_value(m->grad + lo, hi - lo, scale, c->clip_value);
         scale = 1.0f;
     }
-    if (c->clip_norm > 0.0f)
-        scale *= nd_clip_norm_factor(nd_grad_norm(m->grad, n, scale), c->clip_norm);
+    return scale;
+}
+
+/* Average (by `samples`), regularize and clip the summed gradient in
+ * model.grad; returns the factor the optimizer must still apply. Averaging
+ * and the norm-clip factor are folded into the returned scale. */
+float nd_train_grad_scale(nd_trainer *tr, int samples) {
+    nd_model *m = &tr->model;
+    float scale = nd_train_grad_penalize(tr, samples, 0, m->num_trainable);
+    if (tr->cfg.clip_norm > 0.0f)
+        scale *= nd_clip_norm_factor(nd_grad_norm(m->grad, m->num_trainable, scale), tr->cfg.clip_norm);
     return scale;
 }
 
@@ -384,22 +439,28 @@ static int reduce_over_ranks(void *ctx, float *buf, size_t n) {
 void nd_train_batch_gradient(nd_trainer *tr, const int *idx) {
     nd_model *m = &tr->model;
     const int b = tr->cfg.batch, cols = tr->train.cols, k = tr->info.num_outputs;
+    const nd_shard *src = tr->feed.reader ? &tr->feed.window : &tr->train; /* idx indexes its rows */
     double t0 = nd_comm_time();
     for (int i = 0; i < b; ++i) {
-        memcpy(tr->xb + (size_t)i * cols, tr->train.x + (size_t)idx[i] * cols, sizeof(float) * cols);
-        if (tr->tb) memcpy(tr->tb + (size_t)i * k, tr->train.t + (size_t)idx[i] * k, sizeof(float) * k);
-        else tr->yb[i] = tr->train.y[idx[i]];
-        tr->row_ids[i] = tr->train.first_row + idx[i];
+        memcpy(tr->xb + (size_t)i * cols, src->x + (size_t)idx[i] * cols, sizeof(float) * cols);
+        if (tr->tb) memcpy(tr->tb + (size_t)i * k, src->t + (size_t)idx[i] * k, sizeof(float) * k);
+        else tr->yb[i] = src->y[idx[i]];
+        tr->row_ids[i] = src->first_row + idx[i];
     }
     /* Zeroed first: a training forward leaves batch-norm sums in the gradient. */
     nd_model_zero_grad(m);
     phase_tick(tr, ND_PHASE_DATA, &t0);
+    nd_grad_buckets *buckets = tr->buckets;
     const nd_train_pass pass = {.seed = tr->cfg.seed, .step = tr->step, .row_ids = tr->row_ids,
-                                .reduce = tr->cfg.sync_bn ? reduce_over_ranks : NULL, .reduce_ctx = tr};
+                                .reduce = tr->cfg.sync_bn ? reduce_over_ranks : NULL, .reduce_ctx = tr,
+                                .grad_ready = buckets ? nd_buckets_ready : NULL, .ready_ctx = buckets,
+                                .ready_chunk = buckets ? buckets->bucket : 0};
     const float *out = nd_model_forward(m, tr->xb, b, &pass);
     nd_loss_stats ls = nd_loss_apply(tr->loss, nd_model_output_grad(m), out, tr->yb, tr->tb, b, k);
     m->grad[m->num_params + ND_TAIL_LOSS] = (float)ls.loss_sum;
     m->grad[m->num_params + ND_TAIL_CORRECT] = (float)ls.correct;
+    /* The running statistics and the tail are final: the first bucket. */
+    if (buckets) nd_buckets_begin(buckets, m->grad, m->num_trainable, m->num_params + ND_TAIL_USED);
     phase_tick(tr, ND_PHASE_FORWARD, &t0);
     nd_model_backward(m, tr->xb, b);
     phase_tick(tr, ND_PHASE_BACKWARD, &t0);
@@ -409,7 +470,7 @@ void nd_train_batch_gradient(nd_trainer *tr, const int *idx) {
  * times the time this took. */
 void nd_train_compute_gradient(nd_trainer *tr, long s) {
     const double t0 = nd_comm_time();
-    nd_train_batch_gradient(tr, tr->order + s * tr->cfg.batch);
+    nd_train_batch_gradient(tr, tr->feed.reader ? tr->feed.idx : tr->order + s * tr->cfg.batch);
     if (tr->rank == tr->straggle_rank) {
         const double extra = (tr->straggle_factor - 1.0) * (nd_comm_time() - t0);
         struct timespec ts = {(time_t)extra, (long)((extra - (double)(time_t)extra) * 1e9)};
@@ -539,6 +600,11 @@ static void write_summary(FILE *f, const void *ctx) {
     }
     fprintf(f, ", \"loss\": \"%s\"", nd_loss_name(tr->loss));
     if (!tr->async) print_phases(f, tr->phase_total); /* rank 0's training time by phase (sync) */
+    const double *mb = tr->memory_mb;
+    fprintf(f, ", \"memory_mb\": {\"peak_rss\": %.1f, \"shards\": %.1f, \"parameters\": %.2f, \"activations\": %.2f, "
+               "\"optimizer_state\": %.2f}",
+            mb[0], mb[1], mb[2], mb[3], mb[4]);
+    if (tr->buckets) fprintf(f, ", \"gradient_buckets\": %ld", tr->gradient_buckets);
     fprintf(f, ", \"parameters\": %zu, \"config\": {", tr->model.num_weights);
     nd_cli_print_json(nd_train_options, nd_train_num_options, &tr->cfg, f);
     fputs("}}\n", f);
@@ -546,10 +612,10 @@ static void write_summary(FILE *f, const void *ctx) {
 
 /* Epoch-end health figures (not collective: every replica holds the same
  * weights and gradient; the activations are rank 0's last batch). */
-static void monitor_before(nd_trainer *tr, nd_epoch_stats *e, float scale) {
+static void monitor_before(nd_trainer *tr, nd_epoch_stats *e, double grad_norm) {
     const nd_model *m = &tr->model;
     e->has_monitor = 1;
-    e->grad_norm = nd_grad_norm(m->grad, m->num_params, scale);
+    e->grad_norm = grad_norm;
     memcpy(tr->monitor_prev, m->param, sizeof(float) * m->num_params);
     const int b = tr->cfg.batch;
     for (int l = 0; l < m->num_layers; ++l) {
@@ -597,6 +663,7 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
     double loss_sum = resuming ? tr->start_loss_sum : 0.0, correct = resuming ? tr->start_correct : 0.0;
     const long every = tr->cfg.checkpoint_every;
     if (tr->det) nd_det_order_pass(tr, epoch);
+    else if (tr->feed.reader) ND_TRY(nd_train_stream_epoch(tr, epoch, first, err));
     else nd_train_order_pass(tr, epoch);
     ND_TRY(nd_comm_barrier(tr->comm, err)); /* start the clock together, as the peer does */
     double t0 = nd_comm_time(), paused = 0.0;
@@ -613,10 +680,18 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
             tr->phase[ND_PHASE_COMM] += now - tp - inside;
             tp = now;
         } else {
+            if (tr->feed.reader) { /* waiting for the reader counts as data time */
+                double td = nd_comm_time();
+                ND_TRY(nd_train_stream_batch(tr, err));
+                phase_tick(tr, ND_PHASE_DATA, &td);
+            }
             nd_train_compute_gradient(tr, s);
             if (m->pass_failed) return ND_FAIL(err, ND_ERR_COMM, "rank %d: --sync-bn: a batch-norm allreduce failed", tr->rank);
             tp = nd_comm_time();
-            ND_TRY(nd_comm_allreduce_sum_f32(tr->comm, m->grad, n + ND_TAIL_USED, err));
+            /* Buckets: only the wait for what backward did not hide. */
+            if (tr->zero) ND_TRY(nd_zero_reduce(tr, err));
+            else if (tr->buckets) ND_TRY(nd_buckets_finish(tr->buckets, err));
+            else ND_TRY(nd_comm_allreduce_sum_f32(tr->comm, m->grad, n + ND_TAIL_USED, err));
             phase_tick(tr, ND_PHASE_COMM, &tp);
         }
         if (m->num_trainable < n) { /* batch norm: the global batch's statistics update every replica alike */
@@ -625,12 +700,21 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
         }
         loss_sum += m->grad[n + ND_TAIL_LOSS];
         correct += m->grad[n + ND_TAIL_CORRECT];
-        const float scale = nd_train_grad_scale(tr, tr->global_batch);
+        const int last = s == steps - 1;
+        float scale;
+        double grad_norm = NAN;
+        if (tr->zero) ND_TRY(nd_zero_grad_scale(tr, tr->global_batch, last, &scale, &grad_norm, err));
+        else scale = nd_train_grad_scale(tr, tr->global_batch);
         tr->opt.cfg.momentum = nd_momentum_at(tr->cfg.momentum, tr->cfg.momentum_final, tr->cfg.momentum_epochs,
                                               (double)tr->step / (double)tr->steps_per_epoch);
-        const int last = s == steps - 1;
-        if (last) monitor_before(tr, e, scale);
-        nd_optimizer_step(&tr->opt, m->param, m->grad, scale, nd_lr_at(&tr->lr, tr->step));
+        if (last) monitor_before(tr, e, tr->zero ? grad_norm : nd_grad_norm(m->grad, n, scale));
+        const size_t lo = tr->slice.offset; /* everything, or this rank's slice with --shard-optimizer */
+        nd_optimizer_step(&tr->opt, m->param + lo, m->grad + lo, scale, nd_lr_at(&tr->lr, tr->step));
+        if (tr->zero) {
+            phase_tick(tr, ND_PHASE_UPDATE, &tp);
+            ND_TRY(nd_zero_gather(tr, err));
+            phase_tick(tr, ND_PHASE_COMM, &tp);
+        }
         if (tr->cfg.max_norm > 0.0f)
             for (int l = 0; l < m->num_layers; ++l)
                 nd_reg_max_norm(m->param + m->layer[l].w.offset, m->layer[l].out_dim, m->layer[l].in_dim,
@@ -663,6 +747,7 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
         }
     }
     double seconds = nd_comm_time() - t0 - paused;
+    if (tr->buckets) tr->gradient_buckets = tr->buckets->started;
     nd_report_progress_end(&tr->report);
     ND_TRY(nd_comm_allreduce_max_f64(tr->comm, &seconds, 1, err)); /* the slowest rank sets the pace */
     const double samples = (double)steps * tr->global_batch, run = (double)(steps - first) * tr->global_batch;
@@ -765,7 +850,30 @@ nd_status nd_trainer_fit(nd_trainer *tr, nd_error *err) {
     return ND_OK;
 }
 
+/* Bytes of one split's rows held here (features and labels or targets). */
+static double shard_bytes(const nd_shard *s) {
+    return (double)s->rows * ((double)s->cols * sizeof(float) + (s->target_cols ? (double)s->target_cols * sizeof(float) : sizeof(int)));
+}
+
+/* Collective: this job's largest per-rank figures, in MB: peak resident
+ * memory, the data shards, one copy of the parameters, the activation
+ * workspace and batch buffers; so the summary shows what the peak is made of. */
+static nd_status measure_memory(nd_trainer *tr, nd_error *err) {
+    struct rusage ru;
+    double *mb = tr->memory_mb;
+    mb[0] = getrusage(RUSAGE_SELF, &ru) == 0 ? (double)ru.ru_maxrss / 1024.0 : NAN; /* Linux: KiB */
+    nd_shard held = tr->train; /* streaming: the two windows are what is held */
+    if (tr->feed.reader) held.rows = (int)(2 * tr->feed.window_rows);
+    mb[1] = (shard_bytes(&held) + shard_bytes(&tr->val) + shard_bytes(&tr->test)) / 1048576.0;
+    mb[2] = (double)tr->model.num_params * sizeof(float) / 1048576.0;
+    mb[3] = ((double)tr->model.workspace_floats + (double)tr->cfg.batch * (tr->train.cols + tr->info.num_outputs)) *
+            sizeof(float) / 1048576.0;
+    mb[4] = nd_optimizer_state_floats(&tr->opt) * sizeof(float) / 1048576.0;
+    return nd_comm_allreduce_max_f64(tr->comm, mb, 5, err);
+}
+
 nd_status nd_trainer_write_summary(nd_trainer *tr, nd_error *err) {
+    ND_TRY(measure_memory(tr, err));
     nd_status st = ND_OK;
     if (tr->rank == 0 && tr->cfg.summary[0])
         st = nd_write_file_atomic(tr->cfg.summary, write_summary, tr, err);

@@ -27,6 +27,11 @@ void nd_train_compute_gradient(nd_trainer *tr, long s);
  * its biases with --regularize-bias; returns how many. */
 int nd_train_regularized(const nd_trainer *tr, int l, nd_span spans[2]);
 
+/* Weight decay, L1 and value clipping of grad[lo, hi) (clipped to the
+ * trainable prefix), a sum over `samples`; returns the scale the optimizer
+ * applies before any norm clip (1/samples, or 1 after value clipping). */
+float nd_train_grad_penalize(nd_trainer *tr, int samples, size_t lo, size_t hi);
+
 /* Weight decay and clipping of model.grad, a sum over `samples`; returns
  * the scale the optimizer applies (1/samples times any norm-clip factor). */
 float nd_train_grad_scale(nd_trainer *tr, int samples);
@@ -68,6 +73,33 @@ void nd_det_order_pass(nd_trainer *tr, int epoch);
 nd_status nd_det_stats(nd_trainer *tr, double *sums, nd_error *err);
 /* The summed gradient of step s into model.grad (and its tail). Collective. */
 nd_status nd_det_step_gradient(nd_trainer *tr, long s, nd_error *err);
+
+/* zero.c (--shard-optimizer): the slice table and the gradient slice,
+ * allocated at setup; every call below is collective. */
+nd_status nd_zero_create(nd_trainer *tr, nd_error *err);
+void nd_zero_free(nd_trainer *tr);
+/* After backward: the statistics and loss tail summed on every rank, and
+ * this rank's slice of the trainable gradient summed into model.grad. */
+nd_status nd_zero_reduce(nd_trainer *tr, nd_error *err);
+/* Penalties and clipping over this rank's slice; *scale for the optimizer;
+ * with a norm clip or want_norm, *norm is the global gradient norm (else NaN). */
+nd_status nd_zero_grad_scale(nd_trainer *tr, int samples, int want_norm, float *scale, double *norm,
+                             nd_error *err);
+/* After the update of this rank's slice: every slice to every rank. */
+nd_status nd_zero_gather(nd_trainer *tr, nd_error *err);
+
+/* streaming.c (--stream-mb): the training rows through nd_stream. */
+nd_status nd_train_stream_open(nd_trainer *tr, nd_error *err);   /* instead of reading the shard */
+nd_status nd_train_stream_alloc(nd_trainer *tr, nd_error *err);  /* the window order, at setup */
+/* Epoch `pass` starting at its step `first` (resume): orders and starts reading. */
+nd_status nd_train_stream_epoch(nd_trainer *tr, int pass, long first, nd_error *err);
+/* The next step's batch: row indices of feed.window in feed.idx. */
+nd_status nd_train_stream_batch(nd_trainer *tr, nd_error *err);
+/* One setup pass over every window (file order): sums for mean/std
+ * (2 cols + 1), ranges for minmax (2 cols), class counts (classes), or
+ * only the checks the reader makes (and the sigmoid_bce target range). */
+typedef enum { ND_SCAN_STATS, ND_SCAN_RANGE, ND_SCAN_COUNTS, ND_SCAN_CHECK } nd_scan_kind;
+nd_status nd_train_stream_scan(nd_trainer *tr, nd_scan_kind kind, double *acc, nd_error *err);
 
 /* async.c: buffers of the protocol, allocated at setup. */
 nd_status nd_async_create(nd_trainer *tr, nd_error *err);

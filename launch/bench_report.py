@@ -1,0 +1,169 @@
+#!/usr/bin/python3
+"""Turns launch/bench's measurements (one JSON object per line) into the
+table it prints and, with --markdown, BENCHMARKS.md. Medians over the
+repeats; every ratio compares figures measured in the same sitting."""
+import argparse, collections, datetime, json, statistics
+
+TARGET_RATIO = {(1, 64): 1.4, (1, 256): 1.1, (2, 64): 3.0, (2, 256): 2.5}
+TARGET_SCALING = {64: 0.85, 256: 0.90}
+TARGET_COMPUTE = {(1, 256): 0.80}
+TARGET_COMM = 1.2  # per-step gradient communication over a bare allreduce
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--results", required=True)
+    ap.add_argument("--machine", default="?")
+    ap.add_argument("--versions", default="?")
+    ap.add_argument("--epochs", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=0)
+    ap.add_argument("--markdown")
+    a = ap.parse_args()
+    runs = collections.defaultdict(list)
+    for line in open(a.results):
+        d = json.loads(line)
+        runs[(d["kind"], d["np"], d["batch"])].append(d)
+
+    def med(kind, np, b, key, sub=None):
+        vals = []
+        for d in runs.get((kind, np, b), []):
+            v = d.get(key)
+            if sub is not None and isinstance(v, dict):
+                v = v.get(sub)
+            if v is not None:
+                vals.append(v)
+        return statistics.median(vals) if vals else None
+
+    def per_step_ms(kind, np, b, phase):
+        vals = [1e3 * d["phase_seconds"][phase] / d["steps"] for d in runs.get((kind, np, b), [])
+                if "phase_seconds" in d and d.get("steps")]
+        return statistics.median(vals) if vals else None
+
+    nps = sorted({k[1] for k in runs if k[0] == "nndist"})
+    batches = sorted({k[2] for k in runs if k[0] == "nndist"})
+    verdicts = []
+    out = []
+
+    def check(name, value, target, sense=1):
+        if value is None:
+            return "-"
+        ok = value >= target if sense > 0 else value <= target
+        verdicts.append((name, value, target, ok, sense))
+        return "met" if ok else "NOT met"
+
+    out.append("| np | batch/rank | nndist samples/s | peer samples/s | ratio | target | | scaling 1->2 | target | "
+               "| of compute-bound | nndist peak RSS MB (bound) | peer peak RSS MB | nndist acc | peer acc |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for np in nps:
+        for b in batches:
+            nd, pe = med("nndist", np, b, "samples_per_s"), med("peer", np, b, "samples_per_s")
+            if nd is None or pe is None:
+                continue
+            ratio = nd / pe
+            tr = TARGET_RATIO.get((np, b))
+            row = [str(np), str(b), f"{nd:,.0f}", f"{pe:,.0f}", f"{ratio:.2f}",
+                   f">= {tr}" if tr else "", check(f"np {np} batch {b}: nndist / peer", ratio, tr) if tr else ""]
+            nd1 = med("nndist", 1, b, "samples_per_s")
+            if np == 2 and nd1:
+                eff = nd / (2 * nd1)
+                ts = TARGET_SCALING.get(b)
+                row += [f"{100 * eff:.0f}%", f">= {100 * ts:.0f}%" if ts else "",
+                        check(f"batch {b}: scaling efficiency 1 -> 2 ranks", eff, ts) if ts else ""]
+            else:
+                row += ["", "", ""]
+            cb = med("limits", np, b, "compute_bound_samples_per_s")
+            if cb:
+                frac = nd / (np * cb)
+                tc = TARGET_COMPUTE.get((np, b))
+                row.append(f"{100 * frac:.0f}% of {np * cb:,.0f}" +
+                           (f" ({check(f'np {np} batch {b}: fraction of the compute-bound rate', frac, tc)}, target >= {100 * tc:.0f}%)" if tc else ""))
+            else:
+                row.append("")
+            mem = [d.get("memory_mb") for d in runs[("nndist", np, b)] if d.get("memory_mb")]
+            if mem:
+                m = mem[-1]
+                bound = m["shards"] + 5 * m["parameters"] + m["activations"] + 80
+                row.append(f"{m['peak_rss']:.0f} (<= {bound:.0f}: {check(f'np {np} batch {b}: peak RSS per rank within the bound', m['peak_rss'], bound, -1)})")
+            else:
+                row.append("")
+            prss = med("peer", np, b, "peak_rss_mb")
+            row.append(f"{prss:.0f}" if prss else "")
+            row += [f"{med('nndist', np, b, 'test_accuracy'):.4f}", f"{med('peer', np, b, 'test_accuracy'):.4f}"]
+            out.append("| " + " | ".join(row) + " |")
+    # Async: 1 server + 2 workers against the peer's 2 DDP processes (same number of workers).
+    for b in batches:
+        for kind, label in (("nndist-async", "async"), ("nndist-async-overlap", "async --overlap")):
+            nd, pe = med(kind, 3, b, "samples_per_s"), med("peer", 2, b, "samples_per_s")
+            if nd is None or pe is None:
+                continue
+            out.append(f"| 3 ({label}: 1 server, 2 workers) | {b} | {nd:,.0f} | {pe:,.0f} (np 2) | {nd / pe:.2f} | | | | | | | "
+                       f"{med(kind, 3, b, 'memory_mb', 'peak_rss'):.0f} | | {med(kind, 3, b, 'test_accuracy'):.4f} | |")
+
+    out.append("")
+    out.append("Machine limits measured in this sitting (`nndist bench`, one BLAS thread per rank, every rank busy):")
+    out.append("")
+    out.append("| np | batch | GEMM GFLOP/s per rank | FLOPs per sample | compute-bound samples/s per rank | bare MPI_Allreduce of the gradient (ms) | as 256-KiB non-blocking buckets (ms) |")
+    out.append("|---|---|---|---|---|---|---|")
+    for np in nps:
+        for b in batches:
+            d = runs.get(("limits", np, b))
+            if not d:
+                continue
+            d = d[-1]
+            out.append(f"| {np} | {b} | {d['gemm_gflops']:.1f} | {d['flops_per_sample']:,.0f} | "
+                       f"{d['compute_bound_samples_per_s']:,.0f} | {d['allreduce_ms']:.3f} | {d['bucketed_allreduce_ms']:.3f} |"
+                       if np > 1 else
+                       f"| {np} | {b} | {d['gemm_gflops']:.1f} | {d['flops_per_sample']:,.0f} | "
+                       f"{d['compute_bound_samples_per_s']:,.0f} | - | - |")
+
+    out.append("")
+    out.append("Where a step's time goes (nndist, rank 0, ms per step, median of the repeats), and the gradient "
+               "exchange against a bare allreduce of the same bytes:")
+    out.append("")
+    out.append("| np | batch | gradient exchange | samples/s | data | forward | backward | comm (exposed) | update | optimizer state MB/rank | comm / bare allreduce |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    for np in nps:
+        for b in batches:
+            for kind, label in (("nndist", "one blocking allreduce"), ("nndist-buckets", "256-KiB buckets, overlapped"),
+                                ("nndist-zero", "ZeRO-1: reduce-scatter + allgather")):
+                if (kind, np, b) not in runs:
+                    continue
+                ph = [per_step_ms(kind, np, b, p) for p in ("data", "forward", "backward", "comm", "update")]
+                bare = med("limits", np, b, "allreduce_ms")
+                rel = ""
+                if np > 1 and bare:
+                    r = ph[3] / bare
+                    rel = f"{r:.2f}"
+                    if kind == "nndist":
+                        rel += f" ({check(f'np {np} batch {b}: comm per step / bare allreduce', r, TARGET_COMM, -1)}, target <= {TARGET_COMM})"
+                    else:
+                        blk = per_step_ms("nndist", np, b, "comm")
+                        rel += f" (exposed {'lower' if blk and ph[3] < blk else 'NOT lower'} than blocking)" if kind == "nndist-buckets" else ""
+                state = med(kind, np, b, "memory_mb", "optimizer_state")
+                out.append(f"| {np} | {b} | {label} | {med(kind, np, b, 'samples_per_s'):,.0f} | " +
+                           " | ".join(f"{v:.3f}" for v in ph) + f" | {state:.2f} | {rel} |")
+
+    lines = [f"- {name}: {value:.3g} against {'>=' if sense > 0 else '<='} {target:.3g}: {'met' if ok else 'NOT met'}"
+             for name, value, target, ok, sense in verdicts]
+    text = "\n".join(out)
+    print(text)
+    print()
+    print("\n".join(lines))
+    if a.markdown:
+        with open(a.markdown, "w") as f:
+            f.write("# Benchmarks\n\n")
+            f.write("Written by `launch/bench` (rerun it to regenerate this file). nndist and the PyTorch DDP peer "
+                    "(`../shared/peer/torch_ddp_mlp.py`) train the same MLP 784-512-256-10 on Fashion-MNIST with "
+                    "momentum SGD, the same batch per rank and one BLAS thread per process, alternating run by run "
+                    "in one sitting; figures are medians over the repeats. Only ratios measured in one sitting are "
+                    "meant to be compared.\n\n")
+            f.write(f"- date: {datetime.date.today().isoformat()}\n- machine: {a.machine}\n- software: {a.versions}\n"
+                    f"- settings: {a.epochs} epochs per run, {a.repeats} repeats, `--threads 1`, "
+                    "`OPENBLAS_NUM_THREADS=1` for the peer\n"
+                    "- peak RSS: nndist's own figure (largest rank, from getrusage); the peer's from `/usr/bin/time` "
+                    "(largest process). The bound is shards + 5 x parameters + activations + 80 MB.\n\n")
+            f.write(text + "\n\nTargets of issue 6:\n\n" + "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+/* `nndist bench`: the machine's limits for a model, measured on the spot,
+ * so a training run's throughput can be read against them (launch/bench):
+ *   - the GEMM rate of the model's own shapes (forward, weight gradient,
+ *     input gradient of every layer) on every rank at once, as in training;
+ *   - the time of a bare in-place MPI_Allreduce of the model's gradient
+ *     (with a barrier before each, so rank skew is not counted), and of the
+ *     same bytes as non-blocking buckets. */
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nndist/blas.h"
+#include "nndist/cli.h"
+#include "nndist/commands.h"
+#include "nndist/model.h"
+#include "nndist/rng.h"
+#include "nndist/train.h"
+
+typedef struct {
+    char hidden[256];
+    int inputs, outputs, batch, threads, bucket_kb, iters;
+    float seconds;
+} bench_config;
+
+#define F(type_, f) ND_CLI_FIELD(type_, bench_config, f)
+static const nd_cli_option bench_options[] = {
+    {"hidden", F(STR, hidden), "512,256", "hidden layer widths of the model whose shapes are measured"},
+    {"inputs", F(INT, inputs), "784", "input features"},
+    {"outputs", F(INT, outputs), "10", "output width"},
+    {"batch", F(INT, batch), "64", "rows per rank (the GEMM's batch dimension)"},
+    {"threads", F(INT, threads), "1", "BLAS threads per rank"},
+    {"seconds", F(FLOAT, seconds), "0.3", "time spent on each GEMM shape"},
+    {"iters", F(INT, iters), "200", "allreduce repetitions (the median is reported)"},
+    {"bucket-kb", F(INT, bucket_kb), "256", "bucket size of the non-blocking allreduce measured beside the blocking one"},
+};
+#undef F
+enum { NUM_OPTIONS = (int)(sizeof bench_options / sizeof bench_options[0]) };
+
+/* Seconds per call of C (m x n) = op(A) op(B), k deep, repeated for about
+ * `budget` seconds after one warm-up call. a, b, c are large enough. */
+static double time_gemm(bool ta, bool tb, int m, int n, int k, const float *a, int lda, const float *b, int ldb,
+                        float *c, int ldc, double budget) {
+    nd_sgemm(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc);
+    long calls = 0;
+    const double t0 = nd_comm_time();
+    double el;
+    do {
+        nd_sgemm(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc);
+        ++calls;
+        el = nd_comm_time() - t0;
+    } while (el < budget || calls < 3);
+    return el / (double)calls;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* GFLOP/s of one training step's GEMMs on this rank; prints each shape on
+ * rank 0. x (batch x widest), y and z are scratch of the same size. */
+static double gemm_rate(const nd_model *m, int batch, double budget, float *x, float *y, float *z, int verbose) {
+    double flops = 0.0, seconds = 0.0;
+    for (int l = 0; l < m->num_layers; ++l) {
+        const int in = m->layer[l].in_dim, out = m->layer[l].out_dim;
+        const float *w = m->param + m->layer[l].w.offset;
+        float *dw = m->grad + m->layer[l].w.offset;
+        const double f = 2.0 * batch * in * out;
+        double t[3];
+        t[0] = time_gemm(false, true, batch, out, in, x, in, w, in, y, out, budget); /* z = x w^T */
+        t[1] = time_gemm(true, false, out, in, batch, y, out, x, in, dw, in, budget); /* dw = dz^T x */
+        t[2] = l > 0 ? time_gemm(false, false, batch, in, out, y, out, w, in, z, in, budget) : 0.0; /* dx = dz w */
+        const char *names[3] = {"forward", "weight-grad", "input-grad"};
+        for (int k = 0; k < 3; ++k) {
+            if (t[k] == 0.0) continue;
+            flops += f, seconds += t[k];
+            if (verbose)
+                printf("gemm layer %d %-11s %4d x %4d x %4d: %7.1f GFLOP/s\n", l, names[k], k == 1 ? out : batch,
+                       k == 0 ? out : in, k == 0 ? in : k == 1 ? batch : out, f / t[k] * 1e-9);
+        }
+    }
+    return flops / seconds * 1e-9;
+}
+
+/* Median milliseconds of an in-place allreduce of buf (n): blocking, or as
+ * non-blocking buckets of `bucket` floats all started, then waited for. */
+static nd_status allreduce_ms(nd_comm *comm, float *buf, size_t n, size_t bucket, nd_request *reqs, int iters,
+                              double *times, double *ms, nd_error *err) {
+    for (int i = -10; i < iters; ++i) { /* 10 warm-up rounds */
+        ND_TRY(nd_comm_barrier(comm, err));
+        const double t0 = nd_comm_time();
+        if (bucket == 0) {
+            ND_TRY(nd_comm_allreduce_sum_f32(comm, buf, n, err));
+        } else {
+            int count = 0;
+            for (size_t top = n; top > 0; top = top > bucket ? top - bucket : 0) {
+                const size_t lo = top > bucket ? top - bucket : 0;
+                ND_TRY(nd_comm_iallreduce_sum_f32(comm, buf + lo, top - lo, &reqs[count++], err));
+            }
+            ND_TRY(nd_comm_wait_all_busy(reqs, count, err));
+        }
+        if (i >= 0) times[i] = nd_comm_time() - t0;
+    }
+    qsort(times, (size_t)iters, sizeof *times, cmp_double);
+    *ms = 1e3 * times[iters / 2];
+    return ND_OK;
+}
+
+nd_status nd_cmd_bench(nd_comm *comm, int argc, char **argv, nd_error *err) {
+    const int rank = nd_comm_rank(comm), size = nd_comm_size(comm);
+    bench_config c;
+    int help = 0;
+    ND_TRY(nd_cli_parse_command(bench_options, NUM_OPTIONS, &c, sizeof c, argc, argv,
+                                "usage: [mpirun -np N] nndist bench [options]\n"
+                                "GEMM GFLOP/s of the model's shapes on every rank, and the median time of an\n"
+                                "allreduce of its gradient; the last line is JSON",
+                                rank == 0 ? stdout : NULL, &help, err));
+    if (help) return ND_OK;
+    int widths[ND_MAX_LAYERS];
+    const int hidden = nd_parse_widths(c.hidden, widths, ND_MAX_LAYERS - 1);
+    if (hidden < 0) return ND_FAIL(err, ND_ERR_ARG, "--hidden: '%s' is not a list of positive widths", c.hidden);
+    if (c.batch < 1 || c.threads < 1 || c.iters < 1 || !(c.seconds > 0.0f) || c.bucket_kb < 1)
+        return ND_FAIL(err, ND_ERR_ARG, "bench: --batch, --threads, --iters, --seconds and --bucket-kb must be positive");
+    nd_model_spec spec;
+    nd_model_spec_plain(&spec, c.inputs, widths, hidden, (nd_activation){ND_ACT_RELU, 0.0f}, c.outputs);
+    nd_model m;
+    nd_status st = nd_model_create(&m, &spec, c.batch, err);
+    const size_t widest = (size_t)c.batch * (size_t)m.max_width;
+    const size_t n = m.num_params + 2; /* the gradient and the step's loss/hit tail, as in training */
+    const size_t bucket = (size_t)c.bucket_kb * 1024 / sizeof(float);
+    const int nreq = (int)(n / bucket) + 2;
+    float *x = st == ND_OK ? nd_buffer_alloc(widest) : NULL, *y = x ? nd_buffer_alloc(widest) : NULL;
+    float *z = y ? nd_buffer_alloc(widest) : NULL;
+    double *times = calloc((size_t)c.iters, sizeof(double));
+    nd_request *reqs = calloc((size_t)nreq, sizeof *reqs);
+    if (st == ND_OK && (!z || !times || !reqs)) st = ND_FAIL(err, ND_ERR_NOMEM, "bench: cannot allocate buffers");
+    st = nd_comm_agree(comm, st, err);
+    if (st == ND_OK) {
+        nd_blas_set_threads(c.threads);
+        nd_model_init_params(&m, 1, ND_INIT_HE);
+        nd_rng rng;
+        nd_rng_seed(&rng, 7, 0xbe4c, (uint64_t)rank);
+        for (size_t i = 0; i < widest; ++i) x[i] = (float)nd_rng_uniform(&rng), y[i] = (float)nd_rng_uniform(&rng);
+        const double fps = nd_model_train_flops_per_sample(&m);
+        double rate[2];
+        rate[0] = gemm_rate(&m, c.batch, c.seconds, x, y, z, rank == 0);
+        rate[1] = -rate[0];
+        double sum = rate[0];
+        st = nd_comm_allreduce_sum_f64(comm, &sum, 1, err);
+        if (st == ND_OK) st = nd_comm_allreduce_max_f64(comm, &rate[1], 1, err); /* -min */
+        double blocking = 0.0, bucketed = 0.0;
+        if (st == ND_OK && size > 1) st = allreduce_ms(comm, m.grad, n, 0, reqs, c.iters, times, &blocking, err);
+        if (st == ND_OK && size > 1) st = allreduce_ms(comm, m.grad, n, bucket, reqs, c.iters, times, &bucketed, err);
+        if (st == ND_OK && rank == 0) {
+            const double mean = sum / size;
+            printf("model %zu parameters, %.0f GEMM FLOPs per training sample\n", m.num_weights, fps);
+            printf("gemm: %.1f GFLOP/s per rank (mean of %d ranks, slowest %.1f) with %d BLAS thread(s): "
+                   "compute-bound rate %.0f samples/s per rank\n",
+                   mean, size, -rate[1], c.threads, mean * 1e9 / fps);
+            if (size > 1)
+                printf("allreduce of %zu floats (%.2f MB) over %d ranks: %.3f ms blocking, %.3f ms as %zu-KiB "
+                       "non-blocking buckets (median of %d)\n",
+                       n, 4e-6 * (double)n, size, blocking, bucketed, bucket * sizeof(float) / 1024, c.iters);
+            printf("{\"ranks\": %d, \"threads\": %d, \"batch\": %d, \"parameters\": %zu, \"flops_per_sample\": %.0f, "
+                   "\"gemm_gflops\": %.2f, \"gemm_gflops_min\": %.2f, \"compute_bound_samples_per_s\": %.0f, "
+                   "\"gradient_bytes\": %zu, \"allreduce_ms\": %.4f, \"bucketed_allreduce_ms\": %.4f}\n",
+                   size, c.threads, c.batch, m.num_weights, fps, mean, -rate[1], mean * 1e9 / fps,
+                   n * sizeof(float), blocking, bucketed);
+            fflush(stdout);
+        }
+    }
+    free(reqs);
+    free(times);
+    nd_buffer_free(x);
+    nd_buffer_free(y);
+    nd_buffer_free(z);
+    nd_model_destroy(&m);
+    return st;
+}

@@ -1,0 +1,201 @@
+/* The performance paths of sync training must not change the numbers.
+ * Run with `mpiexec -n 2`: with two ranks every element of a sum is a + b
+ * whatever the algorithm, so the bucketed allreduce and ZeRO-1's
+ * reduce-scatter must give bit-identical training to one allreduce.
+ * Collective work first in every test, assertions last. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fixture.h"
+#include "mpi_fixture.h"
+#include "nndist/checkpoint.h"
+
+static nd_comm *world;
+
+typedef struct {
+    float *param;   /* malloc'd copy of the final parameters, NULL on failure */
+    size_t n;
+    long buckets;   /* buckets started in the run (0 without buckets) */
+    size_t state;   /* optimizer state floats on this rank */
+    double grad_norm; /* at the last epoch's end */
+} run_result;
+
+static run_result train(const nd_train_config *cfg) {
+    nd_trainer tr;
+    nd_error err = {0};
+    run_result r = {0};
+    if (nd_trainer_setup(&tr, cfg, world, &err) == ND_OK && nd_trainer_fit(&tr, &err) == ND_OK) {
+        r.n = tr.model.num_params;
+        r.param = malloc(sizeof(float) * r.n);
+        memcpy(r.param, tr.model.param, sizeof(float) * r.n);
+        r.buckets = tr.gradient_buckets;
+        r.state = (size_t)nd_optimizer_state_floats(&tr.opt);
+        r.grad_norm = tr.last.grad_norm;
+    } else if (err.msg[0]) {
+        fprintf(stderr, "train failed: %s\n", err.msg);
+    }
+    nd_trainer_free(&tr);
+    return r;
+}
+
+static double max_rel_diff(const run_result *a, const run_result *b) {
+    if (!a->param || !b->param || a->n != b->n) return INFINITY;
+    double worst = 0.0;
+    for (size_t i = 0; i < a->n; ++i)
+        worst = fmax(worst, fabs((double)a->param[i] - b->param[i]) / (fabs((double)a->param[i]) + 1e-3));
+    return worst;
+}
+
+static void base(nd_train_config *cfg, const char *data) {
+    mpi_base_config(cfg, data);
+    /* batch norm and dropout: the statistics region and the loss tail ride
+     * in the first bucket / the small allreduce */
+    snprintf(cfg->arch, sizeof cfg->arch, "16:drop0.1-48:bn:relu:drop0.2-24:relu-5");
+    cfg->batch = 24;
+    cfg->epochs = 2;
+}
+
+static void test_buckets_equal_one_allreduce(void **state) {
+    (void)state;
+    char data[512];
+    fx_path(data, sizeof data, "perf.h5");
+    mpi_synth(world, data, &(nd_synth_config){1200, 300, 0, 16, 5, 2.0f, 3, 0, 0});
+    nd_train_config cfg;
+    base(&cfg, data);
+    run_result one = train(&cfg);
+    cfg.bucket_kb = 1; /* 256 floats: many buckets per step, layer blocks of a few rows */
+    run_result many = train(&cfg);
+    const long steps = 2 * (600 / 24);
+    print_message("  %ld buckets in %ld steps, max relative difference %.3g\n", many.buckets, steps,
+                  max_rel_diff(&one, &many));
+    const int same = one.param && many.param && one.n == many.n && !memcmp(one.param, many.param, sizeof(float) * one.n);
+    free(one.param), free(many.param);
+    assert_true(same);
+    assert_int_equal(one.buckets, 0);
+    assert_true(many.buckets >= 4 * steps); /* it really was cut: the 2.2k-float gradient in >= 4 pieces */
+}
+
+/* ZeRO-1: the same training as plain sync (AdamW with decay on a mask,
+ * L1 over slices), half the optimizer state per rank; with a norm clip the
+ * global norm is summed from the slices, so equal to rounding. */
+static void test_shard_optimizer_equals_plain(void **state) {
+    (void)state;
+    char data[512];
+    fx_path(data, sizeof data, "perf.h5"); /* written by the test above */
+    nd_train_config cfg;
+    base(&cfg, data);
+    snprintf(cfg.opt, sizeof cfg.opt, "adamw");
+    cfg.lr = 0.003f;
+    cfg.weight_decay = 0.01f;
+    cfg.l1 = 1e-4f;
+    run_result plain = train(&cfg);
+    cfg.shard_optimizer = true;
+    run_result zero = train(&cfg);
+    nd_train_config clip = cfg;
+    snprintf(clip.opt, sizeof clip.opt, "momentum");
+    clip.l1 = 0.0f;
+    clip.clip_norm = 0.5f;
+    clip.shard_optimizer = false;
+    run_result clip_plain = train(&clip);
+    clip.shard_optimizer = true;
+    run_result clip_zero = train(&clip);
+    const int same = plain.param && zero.param && !memcmp(plain.param, zero.param, sizeof(float) * plain.n);
+    const double d = max_rel_diff(&clip_plain, &clip_zero);
+    print_message("  adamw state %zu -> %zu floats per rank; clipped momentum: max relative difference %.3g, "
+                  "grad norm %.6g vs %.6g\n", plain.state, zero.state, d, clip_plain.grad_norm, clip_zero.grad_norm);
+    free(plain.param), free(zero.param), free(clip_plain.param), free(clip_zero.param);
+    assert_true(same);
+    assert_true(zero.state * 2 <= plain.state + 2 && zero.state * 2 >= plain.state - 2);
+    assert_true(d < 1e-4);
+    assert_true(fabs(clip_plain.grad_norm - clip_zero.grad_norm) <= 1e-5 * clip_plain.grad_norm);
+}
+
+/* A checkpoint of sharded state holds the whole state: resumed without
+ * sharding (and with it) mid-run, training ends where the uninterrupted
+ * sharded run ends. */
+static void test_shard_optimizer_checkpoint_resumes(void **state) {
+    (void)state;
+    char data[512], dir[512], mid[600];
+    fx_path(data, sizeof data, "perf.h5");
+    fx_path(dir, sizeof dir, "zero-ckpt");
+    nd_train_config cfg;
+    base(&cfg, data);
+    snprintf(cfg.opt, sizeof cfg.opt, "adam");
+    cfg.lr = 0.003f;
+    cfg.shard_optimizer = true;
+    cfg.keep = 100;
+    cfg.checkpoint_every = 9; /* inside epoch 1 (25 steps) */
+    snprintf(cfg.checkpoint_dir, sizeof cfg.checkpoint_dir, "%s", dir);
+    run_result straight = train(&cfg);
+    nd_checkpoint_name(mid, sizeof mid, dir, 18);
+    nd_train_config b = cfg;
+    b.checkpoint_dir[0] = '\0';
+    b.checkpoint_every = 0;
+    snprintf(b.resume, sizeof b.resume, "%s", mid);
+    run_result resumed_zero = train(&b);
+    b.shard_optimizer = false;
+    run_result resumed_plain = train(&b);
+    const int same_zero = straight.param && resumed_zero.param &&
+                          !memcmp(straight.param, resumed_zero.param, sizeof(float) * straight.n);
+    const int same_plain = straight.param && resumed_plain.param &&
+                           !memcmp(straight.param, resumed_plain.param, sizeof(float) * straight.n);
+    free(straight.param), free(resumed_zero.param), free(resumed_plain.param);
+    assert_true(same_zero);
+    assert_true(same_plain);
+}
+
+/* --stream-mb: in file order (no shuffle) the windows give exactly the
+ * in-memory run's batches, so the runs are bit-identical; with shuffling
+ * a run resumed mid-epoch (inside a window that is not the first) ends
+ * bit-identical to the straight streamed run. */
+static void test_streaming_equals_memory_and_resumes(void **state) {
+    (void)state;
+    char data[512], dir[512], mid[600];
+    fx_path(data, sizeof data, "perf.h5");
+    fx_path(dir, sizeof dir, "stream-ckpt");
+    nd_train_config cfg;
+    base(&cfg, data);
+    cfg.shuffle = false;
+    run_result memory = train(&cfg);
+    cfg.stream_mb = 0.01f; /* windows of 72 rows (5 KiB of 68-byte rows, floored to whole batches): 9 per rank */
+    run_result streamed = train(&cfg);
+    nd_trainer probe;
+    nd_error err = {0};
+    int windows = -1;
+    if (nd_trainer_setup(&probe, &cfg, world, &err) == ND_OK) windows = nd_stream_windows(probe.feed.reader);
+    nd_trainer_free(&probe);
+    const int same = memory.param && streamed.param && !memcmp(memory.param, streamed.param, sizeof(float) * memory.n);
+    cfg.shuffle = true;
+    cfg.keep = 100;
+    cfg.checkpoint_every = 10; /* step 10 is in the middle of epoch 1's fourth window */
+    snprintf(cfg.checkpoint_dir, sizeof cfg.checkpoint_dir, "%s", dir);
+    run_result straight = train(&cfg);
+    nd_checkpoint_name(mid, sizeof mid, dir, 10);
+    nd_train_config b = cfg;
+    b.checkpoint_dir[0] = '\0';
+    b.checkpoint_every = 0;
+    snprintf(b.resume, sizeof b.resume, "%s", mid);
+    run_result resumed = train(&b);
+    const int same_resume = straight.param && resumed.param && !memcmp(straight.param, resumed.param, sizeof(float) * straight.n);
+    const double moved = max_rel_diff(&memory, &straight); /* shuffled differs from file order */
+    free(memory.param), free(streamed.param), free(straight.param), free(resumed.param);
+    assert_int_equal(windows, 9);
+    assert_true(same);
+    assert_true(same_resume);
+    assert_true(moved > 1e-3 && isfinite(moved));
+}
+
+int main(int argc, char **argv) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_buckets_equal_one_allreduce),
+        cmocka_unit_test(test_shard_optimizer_equals_plain),
+        cmocka_unit_test(test_shard_optimizer_checkpoint_resumes),
+        cmocka_unit_test(test_streaming_equals_memory_and_resumes),
+    };
+    return mpi_test_main(argc, argv, &world, tests, sizeof tests / sizeof tests[0], 2);
+}

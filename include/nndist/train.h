@@ -106,10 +106,15 @@ int nd_parse_widths(const char *text, int *widths, int max);
  * --batch-norm, --dropout and --input-dropout. */
 nd_status nd_train_model_spec(const nd_train_config *cfg, int input_dim, int k, nd_model_spec *spec, nd_error *err);
 
-/* Where a sync step's time goes: gathering the batch, forward (with the
- * loss), backward, the gradient allreduce (waiting included) and the
- * update (running statistics, penalties, clipping, optimizer, ema). */
-typedef enum { ND_PHASE_DATA, ND_PHASE_FORWARD, ND_PHASE_BACKWARD, ND_PHASE_COMM, ND_PHASE_UPDATE, ND_PHASES } nd_phase;
+/* Where a sync step's time goes: gathering the batch (and waiting for a
+ * streamed window), forward (with the loss), backward, waiting for the
+ * slowest rank to finish its backward (a barrier before the exchange), the
+ * gradient exchange itself (with --bucket-kb: the part backward did not
+ * hide; in deterministic mode: everything outside the compute phases) and
+ * the update (running statistics, penalties, clipping, optimizer, ema). */
+typedef enum {
+    ND_PHASE_DATA, ND_PHASE_FORWARD, ND_PHASE_BACKWARD, ND_PHASE_WAIT, ND_PHASE_COMM, ND_PHASE_UPDATE, ND_PHASES
+} nd_phase;
 extern const char *const nd_phase_names[ND_PHASES];
 
 /* Per-epoch figures, identical on every rank (the phase times are rank 0's). */

@@ -21,7 +21,7 @@
 #include "grad_buckets.h"
 #include "train_internal.h"
 
-const char *const nd_phase_names[ND_PHASES] = {"data", "forward", "backward", "comm", "update"};
+const char *const nd_phase_names[ND_PHASES] = {"data", "forward", "backward", "wait", "comm", "update"};
 
 /* `, "phase_seconds": {"data": s, ...}` */
 static void print_phases(FILE *f, const double *phase) {
@@ -688,7 +688,16 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
             nd_train_compute_gradient(tr, s);
             if (m->pass_failed) return ND_FAIL(err, ND_ERR_COMM, "rank %d: --sync-bn: a batch-norm allreduce failed", tr->rank);
             tp = nd_comm_time();
-            /* Buckets: only the wait for what backward did not hide. */
+            /* A barrier first splits the exchange's time in two: waiting
+             * for the slowest rank's compute (imbalance, the "wait" phase)
+             * and the transfer itself ("comm"), as Horovod's timeline
+             * separates negotiation from the allreduce. It costs one
+             * latency (microseconds). Buckets are on the wire before
+             * backward ends, so there comm is all that backward did not hide. */
+            if (!tr->buckets && tr->size > 1) {
+                ND_TRY(nd_comm_barrier(tr->comm, err));
+                phase_tick(tr, ND_PHASE_WAIT, &tp);
+            }
             if (tr->zero) ND_TRY(nd_zero_reduce(tr, err));
             else if (tr->buckets) ND_TRY(nd_buckets_finish(tr->buckets, err));
             else ND_TRY(nd_comm_allreduce_sum_f32(tr->comm, m->grad, n + ND_TAIL_USED, err));

@@ -51,6 +51,22 @@ static double max_rel_diff(const run_result *a, const run_result *b) {
     return worst;
 }
 
+/* Both runs finished with bitwise equal parameters. */
+static int same_params(const run_result *a, const run_result *b) {
+    return a->param && b->param && a->n == b->n && !memcmp(a->param, b->param, sizeof(float) * a->n);
+}
+
+/* cfg, resumed from its checkpoint of step `step` in dir and writing none. */
+static nd_train_config resumed_from(const nd_train_config *cfg, const char *dir, long step) {
+    nd_train_config b = *cfg;
+    char path[600];
+    nd_checkpoint_name(path, sizeof path, dir, step);
+    b.checkpoint_dir[0] = '\0';
+    b.checkpoint_every = 0;
+    snprintf(b.resume, sizeof b.resume, "%s", path);
+    return b;
+}
+
 static void base(nd_train_config *cfg, const char *data) {
     mpi_base_config(cfg, data);
     /* batch norm and dropout: the statistics region and the loss tail ride
@@ -73,7 +89,7 @@ static void test_buckets_equal_one_allreduce(void **state) {
     const long steps = 2 * (600 / 24);
     print_message("  %ld buckets in %ld steps, max relative difference %.3g\n", many.buckets, steps,
                   max_rel_diff(&one, &many));
-    const int same = one.param && many.param && one.n == many.n && !memcmp(one.param, many.param, sizeof(float) * one.n);
+    const int same = same_params(&one, &many);
     free(one.param), free(many.param);
     assert_true(same);
     assert_int_equal(one.buckets, 0);
@@ -104,7 +120,7 @@ static void test_shard_optimizer_equals_plain(void **state) {
     run_result clip_plain = train(&clip);
     clip.shard_optimizer = true;
     run_result clip_zero = train(&clip);
-    const int same = plain.param && zero.param && !memcmp(plain.param, zero.param, sizeof(float) * plain.n);
+    const int same = same_params(&plain, &zero);
     const double d = max_rel_diff(&clip_plain, &clip_zero);
     print_message("  adamw state %zu -> %zu floats per rank; clipped momentum: max relative difference %.3g, "
                   "grad norm %.6g vs %.6g\n", plain.state, zero.state, d, clip_plain.grad_norm, clip_zero.grad_norm);
@@ -120,7 +136,7 @@ static void test_shard_optimizer_equals_plain(void **state) {
  * sharded run ends. */
 static void test_shard_optimizer_checkpoint_resumes(void **state) {
     (void)state;
-    char data[512], dir[512], mid[600];
+    char data[512], dir[512];
     fx_path(data, sizeof data, "perf.h5");
     fx_path(dir, sizeof dir, "zero-ckpt");
     nd_train_config cfg;
@@ -132,18 +148,11 @@ static void test_shard_optimizer_checkpoint_resumes(void **state) {
     cfg.checkpoint_every = 9; /* inside epoch 1 (25 steps) */
     snprintf(cfg.checkpoint_dir, sizeof cfg.checkpoint_dir, "%s", dir);
     run_result straight = train(&cfg);
-    nd_checkpoint_name(mid, sizeof mid, dir, 18);
-    nd_train_config b = cfg;
-    b.checkpoint_dir[0] = '\0';
-    b.checkpoint_every = 0;
-    snprintf(b.resume, sizeof b.resume, "%s", mid);
+    nd_train_config b = resumed_from(&cfg, dir, 18);
     run_result resumed_zero = train(&b);
     b.shard_optimizer = false;
     run_result resumed_plain = train(&b);
-    const int same_zero = straight.param && resumed_zero.param &&
-                          !memcmp(straight.param, resumed_zero.param, sizeof(float) * straight.n);
-    const int same_plain = straight.param && resumed_plain.param &&
-                           !memcmp(straight.param, resumed_plain.param, sizeof(float) * straight.n);
+    const int same_zero = same_params(&straight, &resumed_zero), same_plain = same_params(&straight, &resumed_plain);
     free(straight.param), free(resumed_zero.param), free(resumed_plain.param);
     assert_true(same_zero);
     assert_true(same_plain);
@@ -155,7 +164,7 @@ static void test_shard_optimizer_checkpoint_resumes(void **state) {
  * bit-identical to the straight streamed run. */
 static void test_streaming_equals_memory_and_resumes(void **state) {
     (void)state;
-    char data[512], dir[512], mid[600];
+    char data[512], dir[512];
     fx_path(data, sizeof data, "perf.h5");
     fx_path(dir, sizeof dir, "stream-ckpt");
     nd_train_config cfg;
@@ -169,19 +178,15 @@ static void test_streaming_equals_memory_and_resumes(void **state) {
     int windows = -1;
     if (nd_trainer_setup(&probe, &cfg, world, &err) == ND_OK) windows = nd_stream_windows(probe.feed.reader);
     nd_trainer_free(&probe);
-    const int same = memory.param && streamed.param && !memcmp(memory.param, streamed.param, sizeof(float) * memory.n);
+    const int same = same_params(&memory, &streamed);
     cfg.shuffle = true;
     cfg.keep = 100;
     cfg.checkpoint_every = 10; /* step 10 is in the middle of epoch 1's fourth window */
     snprintf(cfg.checkpoint_dir, sizeof cfg.checkpoint_dir, "%s", dir);
     run_result straight = train(&cfg);
-    nd_checkpoint_name(mid, sizeof mid, dir, 10);
-    nd_train_config b = cfg;
-    b.checkpoint_dir[0] = '\0';
-    b.checkpoint_every = 0;
-    snprintf(b.resume, sizeof b.resume, "%s", mid);
+    nd_train_config b = resumed_from(&cfg, dir, 10);
     run_result resumed = train(&b);
-    const int same_resume = straight.param && resumed.param && !memcmp(straight.param, resumed.param, sizeof(float) * straight.n);
+    const int same_resume = same_params(&straight, &resumed);
     const double moved = max_rel_diff(&memory, &straight); /* shuffled differs from file order */
     free(memory.param), free(streamed.param), free(straight.param), free(resumed.param);
     assert_int_equal(windows, 9);

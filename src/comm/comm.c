@@ -51,8 +51,12 @@ nd_status nd_comm_init(int *argc, char ***argv, nd_comm **world, nd_error *err) 
      * a 2 MB gradient here; the ring matches it. The user's own setting
      * (environment or mpirun -mca) wins: setenv does not overwrite. */
     if (!inited) setenv("OMPI_MCA_coll_libnbc_iallreduce_algorithm", "ring", 0);
-    if (!inited && MPI_Init(argc, argv) != MPI_SUCCESS)
-        return ND_FAIL(err, ND_ERR_COMM, "MPI_Init failed");
+    /* Funneled: only this thread calls MPI, but the process has others
+     * (OpenBLAS's pool, the --stream-mb reader), which MPI_THREAD_SINGLE
+     * would not allow. */
+    int provided = MPI_THREAD_SINGLE;
+    if (!inited && MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+        return ND_FAIL(err, ND_ERR_COMM, "MPI_Init_thread failed");
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     return wrap(MPI_COMM_WORLD, world, err);
 }

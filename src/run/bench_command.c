@@ -38,6 +38,9 @@ static const nd_cli_option bench_options[] = {
 #undef F
 enum { NUM_OPTIONS = (int)(sizeof bench_options / sizeof bench_options[0]) };
 
+/* 64 MB: more than this machine's L2 and L3 caches hold. */
+#define COLD_FLOATS ((size_t)16 << 20)
+
 /* Seconds per call of C (m x n) = op(A) op(B), k deep, repeated for about
  * `budget` seconds after one warm-up call. a, b, c are large enough. */
 static double time_gemm(bool ta, bool tb, int m, int n, int k, const float *a, int lda, const float *b, int ldb,
@@ -85,10 +88,13 @@ static double gemm_rate(const nd_model *m, int batch, double budget, float *x, f
 }
 
 /* Median milliseconds of an in-place allreduce of buf (n): blocking, or as
- * non-blocking buckets of `bucket` floats all started, then waited for. */
+ * non-blocking buckets of `bucket` floats all started, then waited for.
+ * With `cold` (n_cold floats) each round first writes that much elsewhere,
+ * as a training step's GEMMs do, so buf is no longer in the caches. */
 static nd_status allreduce_ms(nd_comm *comm, float *buf, size_t n, size_t bucket, nd_request *reqs, int iters,
-                              double *times, double *ms, nd_error *err) {
+                              float *cold, size_t n_cold, double *times, double *ms, nd_error *err) {
     for (int i = -10; i < iters; ++i) { /* 10 warm-up rounds */
+        if (cold) memset(cold, i & 0xff, n_cold * sizeof(float));
         ND_TRY(nd_comm_barrier(comm, err));
         const double t0 = nd_comm_time();
         if (bucket == 0) {
@@ -135,7 +141,8 @@ nd_status nd_cmd_bench(nd_comm *comm, int argc, char **argv, nd_error *err) {
     float *z = y ? nd_buffer_alloc(widest) : NULL;
     double *times = calloc((size_t)c.iters, sizeof(double));
     nd_request *reqs = calloc((size_t)nreq, sizeof *reqs);
-    if (st == ND_OK && (!z || !times || !reqs)) st = ND_FAIL(err, ND_ERR_NOMEM, "bench: cannot allocate buffers");
+    float *cold = size > 1 ? nd_buffer_alloc(COLD_FLOATS) : NULL;
+    if (st == ND_OK && (!z || !times || !reqs || (size > 1 && !cold))) st = ND_FAIL(err, ND_ERR_NOMEM, "bench: cannot allocate buffers");
     st = nd_comm_agree(comm, st, err);
     if (st == ND_OK) {
         nd_blas_set_threads(c.threads);
@@ -150,9 +157,12 @@ nd_status nd_cmd_bench(nd_comm *comm, int argc, char **argv, nd_error *err) {
         double sum = rate[0];
         st = nd_comm_allreduce_sum_f64(comm, &sum, 1, err);
         if (st == ND_OK) st = nd_comm_allreduce_max_f64(comm, &rate[1], 1, err); /* -min */
-        double blocking = 0.0, bucketed = 0.0;
-        if (st == ND_OK && size > 1) st = allreduce_ms(comm, m.grad, n, 0, reqs, c.iters, times, &blocking, err);
-        if (st == ND_OK && size > 1) st = allreduce_ms(comm, m.grad, n, bucket, reqs, c.iters, times, &bucketed, err);
+        double blocking = 0.0, bucketed = 0.0, cold_ms = 0.0;
+        if (st == ND_OK && size > 1) st = allreduce_ms(comm, m.grad, n, 0, reqs, c.iters, NULL, 0, times, &blocking, err);
+        if (st == ND_OK && size > 1)
+            st = allreduce_ms(comm, m.grad, n, bucket, reqs, c.iters, NULL, 0, times, &bucketed, err);
+        if (st == ND_OK && size > 1)
+            st = allreduce_ms(comm, m.grad, n, 0, reqs, c.iters, cold, COLD_FLOATS, times, &cold_ms, err);
         if (st == ND_OK && rank == 0) {
             const double mean = sum / size;
             printf("model %zu parameters, %.0f GEMM FLOPs per training sample\n", m.num_weights, fps);
@@ -161,18 +171,20 @@ nd_status nd_cmd_bench(nd_comm *comm, int argc, char **argv, nd_error *err) {
                    mean, size, -rate[1], c.threads, mean * 1e9 / fps);
             if (size > 1)
                 printf("allreduce of %zu floats (%.2f MB) over %d ranks: %.3f ms blocking, %.3f ms as %zu-KiB "
-                       "non-blocking buckets (median of %d)\n",
-                       n, 4e-6 * (double)n, size, blocking, bucketed, bucket * sizeof(float) / 1024, c.iters);
+                       "non-blocking buckets, %.3f ms blocking with the caches flushed first (median of %d)\n",
+                       n, 4e-6 * (double)n, size, blocking, bucketed, bucket * sizeof(float) / 1024, cold_ms, c.iters);
             printf("{\"ranks\": %d, \"threads\": %d, \"batch\": %d, \"parameters\": %zu, \"flops_per_sample\": %.0f, "
                    "\"gemm_gflops\": %.2f, \"gemm_gflops_min\": %.2f, \"compute_bound_samples_per_s\": %.0f, "
-                   "\"gradient_bytes\": %zu, \"allreduce_ms\": %.4f, \"bucketed_allreduce_ms\": %.4f}\n",
+                   "\"gradient_bytes\": %zu, \"allreduce_ms\": %.4f, \"bucketed_allreduce_ms\": %.4f, "
+                   "\"cold_allreduce_ms\": %.4f}\n",
                    size, c.threads, c.batch, m.num_weights, fps, mean, -rate[1], mean * 1e9 / fps,
-                   n * sizeof(float), blocking, bucketed);
+                   n * sizeof(float), blocking, bucketed, cold_ms);
             fflush(stdout);
         }
     }
     free(reqs);
     free(times);
+    nd_buffer_free(cold);
     nd_buffer_free(x);
     nd_buffer_free(y);
     nd_buffer_free(z);

@@ -109,7 +109,9 @@ static nd_status normalize_splits(nd_trainer *tr, int have_stats, nd_error *err)
     nd_status st = ND_OK;
     nd_stream *reader = tr->feed.reader;
     if (reader && !have_stats && (tr->norm == ND_NORM_NONE || tr->loss == ND_LOSS_SIGMOID_BCE))
-        /* One pass that only checks (the statistics pass below checks too). */
+        /* A pass that checks every window before training (values, labels,
+         * sigmoid_bce's target range); the statistics passes below check
+         * values and labels as they read. */
         st = nd_train_agree(tr, nd_train_stream_scan(tr, ND_SCAN_CHECK, NULL, err), err);
     if (st != ND_OK) return st;
     if (!have_stats && tr->norm == ND_NORM_MINMAX) {
@@ -288,7 +290,7 @@ static void print_setup(const nd_trainer *tr) {
     nd_arch_format(&m->spec, arch, sizeof arch);
     fprintf(out, "  # model %s, %zu parameters, loss %s\n", arch, m->num_weights, nd_loss_name(tr->loss));
     const double state_mb = nd_optimizer_state_floats(&tr->opt) * sizeof(float) / 1048576.0;
-    if (tr->zero)
+    if (tr->zero && tr->slice.length > 0)
         fprintf(out, "  # optimizer state %.2f MB per rank, sharded over %d ranks (unsharded: %.2f MB, saves %.2f MB)\n",
                 state_mb, tr->size, state_mb * (double)m->num_params / (double)tr->slice.length,
                 state_mb * ((double)m->num_params / (double)tr->slice.length - 1.0));

@@ -168,6 +168,8 @@ static void test_bad_options(void **state) {
     expect_failure("train --data " T "good.h5 --sync-bn --mode async" COMMON, "--sync-bn: only with --mode sync");
     expect_failure("gradcheck --data " T "good.h5 --arch 4-8:maxout1-3", "maxout takes 2 to 64 pieces");
     expect_failure("train --data " T "good.h5 --bucket-kb -1" COMMON, "--bucket-kb: -1 must be in [0, 1048576]");
+    expect_failure("train --data " T "good.h5 --bucket-kb 64 --mode async" COMMON,
+                   "--bucket-kb: only with --mode sync, without --deterministic or --shard-optimizer");
     expect_failure("train --data " T "good.h5 --shard-optimizer --deterministic" COMMON,
                    "--shard-optimizer: only with --mode sync without --deterministic");
     expect_failure("train --data " T "good.h5 --stream-mb -1" COMMON, "--stream-mb: -1 must be >= 0 (MB)");

@@ -296,6 +296,9 @@ nd_status nd_train_config_validate(const nd_train_config *c, nd_error *err) {
         return ND_FAIL(err, ND_ERR_ARG, "--normalize: '%s' is not one of global, feature, minmax, none", c->normalize);
     if (c->bucket_kb < 0 || c->bucket_kb > 1 << 20)
         return ND_FAIL(err, ND_ERR_ARG, "--bucket-kb: %d must be in [0, 1048576]", c->bucket_kb);
+    if (c->bucket_kb > 0 && (strcmp(c->mode, "sync") || c->deterministic || c->shard_optimizer))
+        return ND_FAIL(err, ND_ERR_ARG, "--bucket-kb: only with --mode sync, without --deterministic or "
+                                        "--shard-optimizer (they exchange gradients their own way)");
     if (c->shard_optimizer && (strcmp(c->mode, "sync") || c->deterministic))
         return ND_FAIL(err, ND_ERR_ARG, "--shard-optimizer: only with --mode sync without --deterministic "
                                         "(async servers already hold one slice each)");

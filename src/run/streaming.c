@@ -64,7 +64,9 @@ nd_status nd_train_stream_epoch(nd_trainer *tr, int pass, long first, nd_error *
  * loading and shuffling the next window when this one is used up. */
 nd_status nd_train_stream_batch(nd_trainer *tr, nd_error *err) {
     const int b = tr->cfg.batch;
-    if (tr->feed.batches_left == 0) {
+    /* A window shorter than a batch (the block's last) gives no batch: on
+     * to the next one. */
+    while (tr->feed.batches_left <= 0) {
         ND_TRY(nd_stream_next(tr->feed.reader, &tr->feed.window, err));
         const int rows = tr->feed.window.rows;
         for (int i = 0; i < rows; ++i) tr->order[i] = i;
@@ -77,8 +79,6 @@ nd_status nd_train_stream_batch(nd_trainer *tr, nd_error *err) {
         tr->feed.batches_left = rows / b - tr->feed.skip;
         tr->feed.next_batch = tr->feed.skip;
         tr->feed.skip = 0;
-        if (tr->feed.batches_left <= 0)
-            return ND_FAIL(err, ND_ERR_STATE, "--stream-mb: window at row %ld holds no batch", tr->feed.window.first_row);
     }
     tr->feed.idx = tr->order + (size_t)tr->feed.next_batch * b;
     tr->feed.next_batch += 1;

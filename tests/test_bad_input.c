@@ -178,6 +178,12 @@ static void test_bad_options(void **state) {
     expect_failure("train --data " T "good.h5 --stream-mb 0.00001" COMMON,
                    "--stream-mb 1e-05: two windows of one batch (4 rows of 20 bytes) do not fit");
     expect_failure("train --data " T "nan.h5 --stream-mb 0.001" COMMON, "/train/x[37][0] is NaN");
+    expect_failure("train --data " T "good.h5 --on-nan maybe" COMMON, "--on-nan: 'maybe' is not one of stop, skip");
+    expect_failure("train --data " T "good.h5 --on-nan skip --mode async" COMMON, "--on-nan skip: only with --mode sync");
+    expect_failure("train --data " T "good.h5 --fault-nan-step 3" COMMON,
+                   "step 3: the loss is NaN: stopped before applying it");
+    expect_failure("train --data " T "good.h5 --fault-nan-step 2 --mode async" COMMON,
+                   "rank 1: this worker's update 2: the loss is NaN: stopped before sending it");
     expect_failure("bench --batch 0", "bench: --batch, --threads, --iters, --seconds and --bucket-kb must be positive");
     expect_failure("bench --hidden 64,x", "--hidden: '64,x' is not a list of positive widths");
 }

@@ -483,6 +483,101 @@ static void test_sync_bn_equals_joint_batch(void **state) {
     assert_true(-v[3] > 1e-2);
 }
 
+/* The numerical guard on 2 ranks. A NaN loss injected on rank 0 at step 9
+ * stops the run there by default (every rank agrees, rank 0 alone carries
+ * the line), before the bad step is applied: the weights stay finite and
+ * the newest checkpoint (step 8) loads and passes its checksum. The same
+ * with --shard-optimizer (caught by the global norm) and --deterministic
+ * (by the fixed-point flag). With --on-nan skip the step is dropped and the
+ * run ends normally; a run that diverges stops after --max-nan-skips. */
+static void test_numerical_guard(void **state) {
+    (void)state;
+    char data[512], dir[512];
+    fx_path(data, sizeof data, "separable.h5"); /* written by an earlier test */
+    fx_path(dir, sizeof dir, "guard-ckpt");
+    nd_train_config cfg;
+    mpi_base_config(&cfg, data);
+    snprintf(cfg.hidden, sizeof cfg.hidden, "16");
+    cfg.batch = 20;
+    cfg.epochs = 1;
+    cfg.fault_nan_step = 9;
+    const char *modes[3] = {"plain", "shard-optimizer", "deterministic"};
+    int stopped[3] = {0}, agreed[3] = {0}, finite[3] = {0}, named[3] = {0};
+    for (int v = 0; v < 3; ++v) {
+        nd_train_config c = cfg;
+        c.shard_optimizer = v == 1;
+        c.deterministic = v == 2;
+        c.micro_batches = 2;
+        c.checkpoint_every = 4;
+        c.keep = 100;
+        snprintf(c.checkpoint_dir, sizeof c.checkpoint_dir, "%s/%s", dir, modes[v]);
+        nd_trainer tr;
+        nd_error err = {0};
+        if (nd_trainer_setup(&tr, &c, world, &err) == ND_OK) {
+            stopped[v] = nd_trainer_fit(&tr, &err) == ND_ERR_DATA;
+            agreed[v] = tr.agreed_failure && tr.step == 8;
+            finite[v] = 1;
+            for (size_t i = 0; i < tr.model.num_params; ++i) finite[v] &= isfinite(tr.model.param[i]) != 0;
+            named[v] = nd_comm_rank(world) == 0 ? strstr(err.msg, "step 9: ") != NULL && strstr(err.msg, ": stopped before applying it")
+                                                : err.msg[0] == '\0';
+            print_message("  %s: %s\n", modes[v], err.msg);
+        }
+        nd_trainer_free(&tr);
+    }
+    /* rank 0 reads the newest checkpoint of the plain run: step 8, whole */
+    int loads = 1;
+    if (nd_comm_rank(world) == 0) {
+        char plain_ckpt[700];
+        snprintf(plain_ckpt, sizeof plain_ckpt, "%s/plain/ckpt-step00000008.h5", dir);
+        nd_model m;
+        nd_model_spec spec;
+        int widths[1] = {16};
+        nd_model_spec_plain(&spec, 16, widths, 1, (nd_activation){ND_ACT_RELU, 0}, 5);
+        nd_error err = {0};
+        nd_optimizer opt;
+        nd_opt_config oc = {.kind = ND_OPT_MOMENTUM};
+        float mean[16], inv[16];
+        nd_ckpt_info info;
+        loads = nd_model_create(&m, &spec, 20, &err) == ND_OK && nd_optimizer_create(&opt, &oc, m.num_params, &err) == ND_OK &&
+                nd_checkpoint_read(plain_ckpt, &m, &opt, mean, inv, NULL, &info, &err) == ND_OK && info.meta.step == 8;
+        if (!loads) print_message("  checkpoint: %s\n", err.msg);
+        nd_model_destroy(&m);
+        nd_optimizer_destroy(&opt);
+    }
+    /* --on-nan skip: dropped, counted, the run ends */
+    nd_train_config skip = cfg;
+    snprintf(skip.on_nan, sizeof skip.on_nan, "skip");
+    nd_trainer tr;
+    nd_error err = {0};
+    long skips = -1;
+    int skip_ok = 0;
+    if (nd_trainer_setup(&tr, &skip, world, &err) == ND_OK) {
+        skip_ok = nd_trainer_fit(&tr, &err) == ND_OK && tr.step == tr.steps_per_epoch;
+        skips = tr.nan_skips;
+    }
+    nd_trainer_free(&tr);
+    /* divergence (a huge rate): every step bad after the first few */
+    skip.fault_nan_step = 0;
+    skip.lr = 1e6f;
+    skip.max_nan_skips = 3;
+    int diverged = 0;
+    if (nd_trainer_setup(&tr, &skip, world, &err) == ND_OK)
+        diverged = nd_trainer_fit(&tr, &err) == ND_ERR_DATA && tr.nan_consecutive == 4 &&
+                   (nd_comm_rank(world) != 0 || strstr(err.msg, "4 bad steps in a row (--max-nan-skips 3)") != NULL);
+    print_message("  skip: %ld skipped; divergence: %s\n", skips, err.msg);
+    nd_trainer_free(&tr);
+    for (int v = 0; v < 3; ++v) {
+        assert_true(stopped[v]);
+        assert_true(agreed[v]);
+        assert_true(finite[v]);
+        assert_true(named[v]);
+    }
+    assert_true(loads);
+    assert_true(skip_ok);
+    assert_int_equal(skips, 1);
+    assert_true(diverged);
+}
+
 int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_two_ranks_equal_one_rank_double_batch),
@@ -494,6 +589,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_monitoring_figures),
         cmocka_unit_test(test_max_norm_holds),
         cmocka_unit_test(test_sync_bn_equals_joint_batch),
+        cmocka_unit_test(test_numerical_guard),
     };
     return mpi_test_main(argc, argv, &world, tests, sizeof tests / sizeof tests[0], 2);
 }

@@ -67,6 +67,9 @@ typedef struct {
     int bucket_kb;
     bool shard_optimizer;
     float stream_mb;
+    char on_nan[8];
+    int max_nan_skips;
+    long fault_nan_step;
     int profile;
     char progress[16];
     int early_stop;
@@ -135,6 +138,7 @@ typedef struct {
     double seconds;      /* training steps only */
     double phase[ND_PHASES]; /* sync: rank 0's seconds in each phase of the epoch's steps (nd_phase) */
     double samples_per_s;
+    long nan_skips;      /* steps dropped by --on-nan skip this epoch */
     /* async/ssp: staleness of the gradients applied this epoch (server 0) */
     int has_staleness;
     double staleness_mean;
@@ -215,6 +219,11 @@ typedef struct {
     double phase_total[ND_PHASES];
     long samples_seen;   /* global samples of all finished steps */
     long gradient_buckets; /* --bucket-kb: buckets started in the run's finished epochs */
+    long nan_skips;      /* steps dropped by --on-nan skip in the run */
+    int nan_consecutive; /* ... in a row up to the latest step */
+    int agreed_failure;  /* the run stopped on a verdict every rank reached (only rank 0 has the line) */
+    int det_trouble;     /* --deterministic: the latest step's fixed-point sum flagged a bad value */
+    double det_limit;    /* and the range it checks */
     double memory_mb[5]; /* largest over ranks, at the summary: peak RSS, data shards, parameters,
                             activations, optimizer state */
     nd_epoch_stats last; /* the latest finished epoch */

@@ -77,6 +77,9 @@ const nd_cli_option nd_train_options[] = {
     {"bucket-kb", F(INT, bucket_kb), "0", "sync: allreduce the gradient in buckets of this many KiB during backward, last layer first (0: one allreduce after backward)"},
     {"shard-optimizer", F(BOOL, shard_optimizer), "false", "sync: ZeRO-1, each rank keeps the optimizer state of 1/ranks of the parameters (reduce-scatter, update, allgather)"},
     {"stream-mb", F(FLOAT, stream_mb), "0", "sync: stream the training rows from the file through two windows within this many MB, read in the background (0: load the shard)"},
+    {"on-nan", F(STR, on_nan), "stop", "a step whose loss or gradient is not finite: stop before applying it (stop), or drop it (skip; sync)"},
+    {"max-nan-skips", F(INT, max_nan_skips), "10", "--on-nan skip: stop after this many bad steps in a row"},
+    {"fault-nan-step", F(LONG, fault_nan_step), "0", "testing: make the first worker's (rank 0's in sync) loss NaN at this step (1-based; 0 = never)"},
     {"profile", F(INT, profile), "0", "sync: rank 0 prints the time of each phase of the first N steps"},
     {"l1", F(FLOAT, l1), "0", "L1 penalty on weights (not biases); with --weight-decay: the elastic net"},
     {"max-norm", F(FLOAT, max_norm), "0", "after each update, scale each neuron's incoming weights to L2 norm <= c (sync; 0 = off)"},
@@ -306,6 +309,12 @@ nd_status nd_train_config_validate(const nd_train_config *c, nd_error *err) {
         return ND_FAIL(err, ND_ERR_ARG, "--stream-mb: %g must be >= 0 (MB)", (double)c->stream_mb);
     if (c->stream_mb > 0.0f && (strcmp(c->mode, "sync") || c->deterministic))
         return ND_FAIL(err, ND_ERR_ARG, "--stream-mb: only with --mode sync without --deterministic in this version");
+    if (strcmp(c->on_nan, "stop") && strcmp(c->on_nan, "skip"))
+        return ND_FAIL(err, ND_ERR_ARG, "--on-nan: '%s' is not one of stop, skip", c->on_nan);
+    if (!strcmp(c->on_nan, "skip") && strcmp(c->mode, "sync"))
+        return ND_FAIL(err, ND_ERR_ARG, "--on-nan skip: only with --mode sync (async servers apply gradients as they come)");
+    if (c->max_nan_skips < 0) return ND_FAIL(err, ND_ERR_ARG, "--max-nan-skips: %d must be >= 0", c->max_nan_skips);
+    if (c->fault_nan_step < 0) return ND_FAIL(err, ND_ERR_ARG, "--fault-nan-step: %ld must be >= 0", c->fault_nan_step);
     if (c->profile < 0) return ND_FAIL(err, ND_ERR_ARG, "--profile: %d must be >= 0", c->profile);
     if (c->threads < 0 || c->threads > 1024)
         return ND_FAIL(err, ND_ERR_ARG, "--threads: %d must be in [0, 1024]", c->threads);

@@ -185,6 +185,9 @@ static nd_status worker_loop(nd_trainer *tr, nd_error *err) {
             s = 0;
         }
         nd_train_compute_gradient(tr, s++);
+        char what[160];
+        if (nd_guard_find(tr, NAN, what, sizeof what)) /* caught before it reaches a server */
+            return ND_FAIL(err, ND_ERR_DATA, "this worker's update %ld: %s: stopped before sending it", tr->step + 1, what);
         /* Batch norm: the running statistics travel as deltas against the
          * parameters this worker holds; the servers add them. */
         if (m->num_trainable < m->num_params)

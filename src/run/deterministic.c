@@ -143,10 +143,11 @@ nd_status nd_det_step_gradient(nd_trainer *tr, long s, nd_error *err) {
     }
     d->acc[used] = trouble;
     ND_TRY(nd_comm_allreduce_sum_i64(tr->comm, d->acc, used + 1, err));
-    if (d->acc[used] != 0)
-        return ND_FAIL(err, ND_ERR_DATA,
-                       "--deterministic: at step %ld a gradient value is not finite or exceeds the fixed-point range (|g| < %g)",
-                       tr->step, limit);
+    /* The numerical guard (guard.c) decides what a bad step means; the sum
+     * is meaningless then and is not converted. */
+    tr->det_trouble = d->acc[used] != 0;
+    tr->det_limit = limit;
+    if (tr->det_trouble) return ND_OK;
     const double unit = 1.0 / FIX_ONE; /* a power of two: the product is exact before rounding to float */
     for (size_t i = 0; i < used; ++i) m->grad[i] = (float)((double)d->acc[i] * unit);
     return ND_OK;

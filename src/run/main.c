@@ -57,6 +57,13 @@ static int run_train(nd_comm *comm, int argc, char **argv) {
         return err.code == ND_ERR_ARG ? 2 : 1;
     }
     st = nd_trainer_fit(&tr, &err);
+    if (st != ND_OK && tr.agreed_failure) {
+        /* Every rank stopped at the same verdict (the numerical guard): no
+         * rank is left in a collective, so the job ends normally. */
+        report_error(&err);
+        nd_trainer_free(&tr);
+        return 1;
+    }
     if (st != ND_OK) {
         /* A failure inside training may be on one rank only: end the whole job. */
         char line[sizeof err.msg + 32];

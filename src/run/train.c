@@ -461,6 +461,8 @@ void nd_train_batch_gradient(nd_trainer *tr, const int *idx) {
     nd_loss_stats ls = nd_loss_apply(tr->loss, nd_model_output_grad(m), out, tr->yb, tr->tb, b, k);
     m->grad[m->num_params + ND_TAIL_LOSS] = (float)ls.loss_sum;
     m->grad[m->num_params + ND_TAIL_CORRECT] = (float)ls.correct;
+    if (tr->cfg.fault_nan_step == tr->step + 1 && tr->worker_index == 0) /* --fault-nan-step: exercise the guard */
+        m->grad[m->num_params + ND_TAIL_LOSS] = NAN;
     /* The running statistics and the tail are final: the first bucket. */
     if (buckets) nd_buckets_begin(buckets, m->grad, m->num_trainable, m->num_params + ND_TAIL_USED);
     phase_tick(tr, ND_PHASE_FORWARD, &t0);
@@ -524,6 +526,7 @@ void nd_train_print_epoch(nd_trainer *tr, const nd_epoch_stats *e) {
     if (tr->info.has_test) fprintf(r->out, " | test loss %.4f %s %.4f", e->test_loss, ml, e->test_acc);
     fprintf(r->out, " | lr %.5g | %.0f samples/s | %.2f s", e->lr, e->samples_per_s, e->seconds);
     if (e->has_staleness) fprintf(r->out, " | staleness mean %.2f max %ld", e->staleness_mean, e->staleness_max);
+    if (e->nan_skips) fprintf(r->out, " | %ld non-finite steps skipped", e->nan_skips);
     if (e->has_monitor) {
         double worst = 0;
         for (int l = 0; l < tr->model.num_layers; ++l) worst = fmax(worst, e->update_ratio[l]);
@@ -548,6 +551,7 @@ void nd_train_print_epoch(nd_trainer *tr, const nd_epoch_stats *e) {
         if (tr->ema && tr->info.has_val) fprintf(r->metrics, ", \"ema_val_%s\": %.6g", mn, e->ema_val_acc);
         if (tr->ema && tr->info.has_test) fprintf(r->metrics, ", \"ema_test_%s\": %.6g", mn, e->ema_test_acc);
         if (!tr->async) print_phases(r->metrics, e->phase);
+        if (!tr->async) fprintf(r->metrics, ", \"nan_skips\": %ld", e->nan_skips);
         if (e->has_monitor) {
             fprintf(r->metrics, ", \"grad_norm\": %.6g, \"layers\": [", e->grad_norm);
             for (int l = 0; l < tr->model.num_layers; ++l)
@@ -607,6 +611,7 @@ static void write_summary(FILE *f, const void *ctx) {
                "\"optimizer_state\": %.2f}",
             mb[0], mb[1], mb[2], mb[3], mb[4]);
     if (tr->buckets) fprintf(f, ", \"gradient_buckets\": %ld", tr->gradient_buckets);
+    if (!tr->async) fprintf(f, ", \"nan_skips\": %ld", tr->nan_skips);
     fprintf(f, ", \"parameters\": %zu, \"config\": {", tr->model.num_weights);
     nd_cli_print_json(nd_train_options, nd_train_num_options, &tr->cfg, f);
     fputs("}}\n", f);
@@ -705,17 +710,27 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
             else ND_TRY(nd_comm_allreduce_sum_f32(tr->comm, m->grad, n + ND_TAIL_USED, err));
             phase_tick(tr, ND_PHASE_COMM, &tp);
         }
+        const int last = s == steps - 1;
+        float scale = 1.0f;
+        double grad_norm = NAN;
+        /* ZeRO: each rank holds a slice; the global norm is the guard's evidence. */
+        if (tr->zero) ND_TRY(nd_zero_grad_scale(tr, tr->global_batch, 1, &scale, &grad_norm, err));
+        char what[160];
+        if (nd_guard_find(tr, grad_norm, what, sizeof what)) {
+            ND_TRY(nd_guard_bad_step(tr, what, err)); /* stops, or: */
+            e->nan_skips += 1;                        /* dropped; its batch is used up */
+            tr->step += 1;
+            phase_tick(tr, ND_PHASE_UPDATE, &tp);
+            continue;
+        }
+        tr->nan_consecutive = 0;
         if (m->num_trainable < n) { /* batch norm: the global batch's statistics update every replica alike */
             nd_model_running_deltas(m, m->param, m->grad, tr->global_batch, tr->cfg.bn_momentum);
             nd_model_apply_running(m, m->param, m->grad, 0, n);
         }
         loss_sum += m->grad[n + ND_TAIL_LOSS];
         correct += m->grad[n + ND_TAIL_CORRECT];
-        const int last = s == steps - 1;
-        float scale;
-        double grad_norm = NAN;
-        if (tr->zero) ND_TRY(nd_zero_grad_scale(tr, tr->global_batch, last, &scale, &grad_norm, err));
-        else scale = nd_train_grad_scale(tr, tr->global_batch);
+        if (!tr->zero) scale = nd_train_grad_scale(tr, tr->global_batch);
         tr->opt.cfg.momentum = nd_momentum_at(tr->cfg.momentum, tr->cfg.momentum_final, tr->cfg.momentum_epochs,
                                               (double)tr->step / (double)tr->steps_per_epoch);
         if (last) monitor_before(tr, e, tr->zero ? grad_norm : nd_grad_norm(m->grad, n, scale));

@@ -101,6 +101,15 @@ nd_status nd_train_stream_batch(nd_trainer *tr, nd_error *err);
 typedef enum { ND_SCAN_STATS, ND_SCAN_RANGE, ND_SCAN_COUNTS, ND_SCAN_CHECK } nd_scan_kind;
 nd_status nd_train_stream_scan(nd_trainer *tr, nd_scan_kind kind, double *acc, nd_error *err);
 
+/* guard.c (--on-nan): 1 when the exchanged step's loss or gradient is not
+ * finite, with what, in `what` (the same verdict on every rank). grad_norm:
+ * the global norm with --shard-optimizer, else unused. */
+int nd_guard_find(const nd_trainer *tr, double grad_norm, char *what, size_t cap);
+/* A bad step: counted; ND_OK to skip it (--on-nan skip within
+ * --max-nan-skips), else the failure that stops the run, agreed by every
+ * rank (rank 0's error carries the line). */
+nd_status nd_guard_bad_step(nd_trainer *tr, const char *what, nd_error *err);
+
 /* async.c: buffers of the protocol, allocated at setup. */
 nd_status nd_async_create(nd_trainer *tr, nd_error *err);
 void nd_async_free(nd_trainer *tr);

@@ -81,6 +81,18 @@ nd_status nd_comm_agree(nd_comm *comm, nd_status st, nd_error *err);
 
 nd_status nd_comm_barrier(nd_comm *comm, nd_error *err);
 
+/* The stall watchdog: the waits of training steps started from now on
+ * (nd_comm_arrive, non-blocking requests) give up after `seconds` (0: wait
+ * forever). Not collective; every rank sets the same. */
+void nd_comm_set_timeout(nd_comm *comm, double seconds);
+
+/* Collective: every rank arrives at step `step` of operation `what` (a
+ * barrier: each rank tells rank 0, rank 0 answers once all have come).
+ * With a watchdog time, rank 0 gives up after it naming the ranks that did
+ * not arrive; another rank gives up somewhat later (so rank 0 speaks
+ * first), saying it heard nothing from rank 0. */
+nd_status nd_comm_arrive(nd_comm *comm, long step, const char *what, nd_error *err);
+
 /* ---- point-to-point (not collective) ------------------------------------ */
 
 #define ND_ANY_SOURCE (-1)
@@ -90,6 +102,8 @@ nd_status nd_comm_barrier(nd_comm *comm, nd_error *err);
 typedef struct {
     unsigned long long handle;
     int active;
+    int peer;        /* the other rank (ND_ANY_SOURCE: any), named when a wait times out */
+    double timeout;  /* the communicator's watchdog when started (0: wait forever) */
 } nd_request;
 
 /* Start sending buf (n) to dest / receiving up to n values into buf from
@@ -117,7 +131,9 @@ nd_status nd_comm_test_all(nd_request *reqs, int count, nd_error *err);
  * reqs (count) is done; for a rank with nothing else to do. */
 nd_status nd_comm_wait_all_busy(nd_request *reqs, int count, nd_error *err);
 
-/* Waits for every active request of reqs (count). It polls and sleeps with a
+/* Waits for every active request of reqs (count); gives up with a line
+ * naming the ranks that did not answer once the requests' watchdog time
+ * (nd_comm_set_timeout) has passed. It polls and sleeps with a
  * growing back-off (1 us doubling to 64 us) instead of spinning, so a waiting rank
  * leaves its core to a computing rank on the same node. *source, if not
  * NULL, receives the sender of reqs[0] when it was a receive. */

@@ -42,6 +42,10 @@ nd_status nd_fail_at(nd_error *err, nd_status code, const char *file, int line,
 
 const char *nd_status_name(nd_status code);
 
+/* Puts context before an error's message ("update 12: " + message); the
+ * code and source location stay. Returns err->code for `return`. */
+nd_status nd_error_prefix(nd_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* Clears an error record (code ND_OK, empty message). */
 void nd_error_clear(nd_error *err);
 

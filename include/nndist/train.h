@@ -68,6 +68,7 @@ typedef struct {
     bool shard_optimizer;
     float stream_mb;
     char on_nan[8];
+    float timeout;
     int max_nan_skips;
     long fault_nan_step;
     int profile;
@@ -149,7 +150,8 @@ typedef struct {
 typedef struct nd_async nd_async; /* the parameter-server protocol's buffers (async.c) */
 typedef struct nd_det nd_det;     /* deterministic mode's blocks and accumulator (deterministic.c) */
 typedef struct nd_grad_buckets nd_grad_buckets;
-typedef struct nd_zero nd_zero;   /* --shard-optimizer's slice table (zero.c) */ /* sync: the bucketed allreduce (grad_buckets.c) */
+typedef struct nd_zero nd_zero;   /* --shard-optimizer's slice table (zero.c) */
+typedef struct nd_watchdog nd_watchdog; /* --timeout's thread (watchdog.c) */ /* sync: the bucketed allreduce (grad_buckets.c) */
 
 /* --stream-mb: where the training rows come from instead of train.x. */
 typedef struct {
@@ -197,6 +199,7 @@ typedef struct {
     nd_async *as;        /* async/ssp state, NULL in sync mode */
     nd_det *det;         /* --deterministic state, NULL otherwise */
     nd_zero *zero;       /* --shard-optimizer (ZeRO-1): slices of the optimizer state, NULL otherwise */
+    nd_watchdog *watchdog; /* --timeout > 0 on > 1 rank: watches the step's blocking exchanges, else NULL */
     nd_grad_buckets *buckets; /* sync with --bucket-kb > 0 on > 1 rank: overlapped allreduce, else NULL */
     long staleness_max;  /* async/ssp: largest staleness applied in the run */
     nd_report report;    /* rank 0's output */

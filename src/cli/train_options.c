@@ -77,6 +77,7 @@ const nd_cli_option nd_train_options[] = {
     {"bucket-kb", F(INT, bucket_kb), "0", "sync: allreduce the gradient in buckets of this many KiB during backward, last layer first (0: one allreduce after backward)"},
     {"shard-optimizer", F(BOOL, shard_optimizer), "false", "sync: ZeRO-1, each rank keeps the optimizer state of 1/ranks of the parameters (reduce-scatter, update, allgather)"},
     {"stream-mb", F(FLOAT, stream_mb), "0", "sync: stream the training rows from the file through two windows within this many MB, read in the background (0: load the shard)"},
+    {"timeout", F(FLOAT, timeout), "300", "stall watchdog: end the job when a step's exchange waits longer than this many seconds, naming the ranks that did not arrive (0 = wait forever)"},
     {"on-nan", F(STR, on_nan), "stop", "a step whose loss or gradient is not finite: stop before applying it (stop), or drop it (skip; sync)"},
     {"max-nan-skips", F(INT, max_nan_skips), "10", "--on-nan skip: stop after this many bad steps in a row"},
     {"fault-nan-step", F(LONG, fault_nan_step), "0", "testing: make the first worker's (rank 0's in sync) loss NaN at this step (1-based; 0 = never)"},
@@ -309,6 +310,8 @@ nd_status nd_train_config_validate(const nd_train_config *c, nd_error *err) {
         return ND_FAIL(err, ND_ERR_ARG, "--stream-mb: %g must be >= 0 (MB)", (double)c->stream_mb);
     if (c->stream_mb > 0.0f && (strcmp(c->mode, "sync") || c->deterministic))
         return ND_FAIL(err, ND_ERR_ARG, "--stream-mb: only with --mode sync without --deterministic in this version");
+    if (!(c->timeout >= 0.0f && c->timeout <= 1e7f))
+        return ND_FAIL(err, ND_ERR_ARG, "--timeout: %g must be between 0 (off) and 1e7 seconds", (double)c->timeout);
     if (strcmp(c->on_nan, "stop") && strcmp(c->on_nan, "skip"))
         return ND_FAIL(err, ND_ERR_ARG, "--on-nan: '%s' is not one of stop, skip", c->on_nan);
     if (!strcmp(c->on_nan, "skip") && strcmp(c->mode, "sync"))

@@ -2,6 +2,7 @@
 
 #include <limits.h>
 #include <mpi.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -10,6 +11,10 @@ struct nd_comm {
     MPI_Comm comm;
     int rank, size;
     int local_size;
+    double timeout;        /* the stall watchdog, seconds (0: off) */
+    long *arrivals;        /* (size) rank 0: the step each rank reported; [0]: this rank's own */
+    long go;               /* rank 0's answer */
+    MPI_Request *arrive_reqs; /* (size) */
 };
 
 /* Large buffers go in pieces, since MPI counts are int. */
@@ -33,6 +38,13 @@ static nd_status wrap(MPI_Comm c, nd_comm **out, nd_error *err) {
     MPI_Comm_set_errhandler(nc->comm, MPI_ERRORS_RETURN);
     MPI_Comm_rank(nc->comm, &nc->rank);
     MPI_Comm_size(nc->comm, &nc->size);
+    nc->arrivals = calloc((size_t)nc->size, sizeof(long));
+    nc->arrive_reqs = calloc((size_t)nc->size, sizeof(MPI_Request));
+    if (!nc->arrivals || !nc->arrive_reqs) {
+        MPI_Comm_free(&nc->comm);
+        free(nc->arrivals), free(nc->arrive_reqs), free(nc);
+        return ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate a communicator's arrival table");
+    }
     MPI_Comm node;
     nc->local_size = 1;
     if (MPI_Comm_split_type(nc->comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) == MPI_SUCCESS) {
@@ -77,6 +89,8 @@ nd_status nd_comm_split(nd_comm *comm, int color, nd_comm **out, nd_error *err) 
 void nd_comm_free(nd_comm *comm) {
     if (!comm) return;
     MPI_Comm_free(&comm->comm);
+    free(comm->arrivals);
+    free(comm->arrive_reqs);
     free(comm);
 }
 
@@ -199,41 +213,78 @@ _Static_assert(sizeof(MPI_Request) <= sizeof(unsigned long long), "MPI_Request t
 
 static MPI_Request *request_of(nd_request *r) { return (MPI_Request *)(void *)&r->handle; }
 
-static nd_status start(int rc, nd_request *req, const char *what, nd_error *err) {
+/* A request just started with MPI (rc), to or from peer. */
+static nd_status start_peer(const nd_comm *comm, int rc, nd_request *req, int peer, const char *what, nd_error *err) {
     if (rc != MPI_SUCCESS) return mpi_fail(err, rc, what);
     req->active = 1;
+    req->peer = peer;
+    req->timeout = comm->timeout;
     return ND_OK;
 }
+enum { PEER_ALL = -2 }; /* a collective: every rank is the peer */
+
+/* The watchdog's verdict on reqs still active after their time: one line
+ * naming the peers that did not answer. */
+static nd_status stalled(const nd_request *reqs, int count, double waited, nd_error *err) {
+    char who[256] = "";
+    size_t len = 0;
+    int any = 0, all = 0;
+    for (int i = 0; i < count; ++i) {
+        if (!reqs[i].active) continue;
+        if (reqs[i].peer == ND_ANY_SOURCE) any = 1;
+        else if (reqs[i].peer == PEER_ALL) all = 1;
+        int seen = 0; /* a peer with several requests is named once */
+        for (int j = 0; j < i; ++j) seen |= reqs[j].active && reqs[j].peer == reqs[i].peer;
+        if (reqs[i].peer >= 0 && !seen && len + 16 < sizeof who)
+            len += (size_t)snprintf(who + len, sizeof who - len, "%s%d", len ? ", " : "", reqs[i].peer);
+    }
+    if (len)
+        return ND_FAIL(err, ND_ERR_COMM, "no answer from rank %s within %g s (stopped, hung or dead): ending the job",
+                       who, waited);
+    return ND_FAIL(err, ND_ERR_COMM, "%s within %g s (a rank stopped, hung or died): ending the job",
+                   any ? "no message from any rank" : all ? "a collective did not complete" : "a request did not complete",
+                   waited);
+}
+
+/* The largest watchdog time among reqs' active requests (0: none). */
+static double requests_timeout(const nd_request *reqs, int count) {
+    double t = 0.0;
+    for (int i = 0; i < count; ++i)
+        if (reqs[i].active && reqs[i].timeout > t) t = reqs[i].timeout;
+    return t;
+}
+
 
 nd_status nd_comm_isend_f32(nd_comm *comm, const float *buf, size_t n, int dest, int tag,
                             nd_request *req, nd_error *err) {
     if (n > INT_MAX) return ND_FAIL(err, ND_ERR_ARG, "message of %zu floats is too large", n);
-    return start(MPI_Isend(buf, (int)n, MPI_FLOAT, dest, tag, comm->comm, request_of(req)), req,
-                 "Isend", err);
+    return start_peer(comm, MPI_Isend(buf, (int)n, MPI_FLOAT, dest, tag, comm->comm, request_of(req)), req, dest,
+                      "Isend", err);
 }
 
 nd_status nd_comm_irecv_f32(nd_comm *comm, float *buf, size_t n, int source, int tag,
                             nd_request *req, nd_error *err) {
     if (n > INT_MAX) return ND_FAIL(err, ND_ERR_ARG, "message of %zu floats is too large", n);
-    return start(MPI_Irecv(buf, (int)n, MPI_FLOAT, source == ND_ANY_SOURCE ? MPI_ANY_SOURCE : source,
-                           tag, comm->comm, request_of(req)),
-                 req, "Irecv", err);
+    return start_peer(comm, MPI_Irecv(buf, (int)n, MPI_FLOAT, source == ND_ANY_SOURCE ? MPI_ANY_SOURCE : source,
+                                tag, comm->comm, request_of(req)),
+                      req, source, "Irecv", err);
 }
 
 nd_status nd_comm_isend_f64(nd_comm *comm, const double *buf, size_t n, int dest, int tag,
                             nd_request *req, nd_error *err) {
-    return start(MPI_Isend(buf, (int)n, MPI_DOUBLE, dest, tag, comm->comm, request_of(req)), req,
-                 "Isend", err);
+    return start_peer(comm, MPI_Isend(buf, (int)n, MPI_DOUBLE, dest, tag, comm->comm, request_of(req)), req, dest,
+                      "Isend", err);
 }
 
 nd_status nd_comm_irecv_f64(nd_comm *comm, double *buf, size_t n, int source, int tag,
                             nd_request *req, nd_error *err) {
-    return start(MPI_Irecv(buf, (int)n, MPI_DOUBLE, source == ND_ANY_SOURCE ? MPI_ANY_SOURCE : source,
-                           tag, comm->comm, request_of(req)),
-                 req, "Irecv", err);
+    return start_peer(comm, MPI_Irecv(buf, (int)n, MPI_DOUBLE, source == ND_ANY_SOURCE ? MPI_ANY_SOURCE : source,
+                                tag, comm->comm, request_of(req)),
+                      req, source, "Irecv", err);
 }
 
 nd_status nd_comm_wait_all(nd_request *reqs, int count, int *source, nd_error *err) {
+    const double limit = requests_timeout(reqs, count), t0 = limit > 0.0 ? nd_comm_time() : 0.0;
     long sleep_ns = 1000;
     enum { ND_WAIT_MAX_SLEEP_NS = 64000 }; /* caps the latency a sleeping waiter adds */
     for (;;) {
@@ -253,6 +304,7 @@ nd_status nd_comm_wait_all(nd_request *reqs, int count, int *source, nd_error *e
             }
         }
         if (!pending) return ND_OK;
+        if (limit > 0.0 && nd_comm_time() - t0 > limit) return stalled(reqs, count, limit, err);
         struct timespec ts = {0, sleep_ns};
         nanosleep(&ts, NULL);
         if (sleep_ns < ND_WAIT_MAX_SLEEP_NS) sleep_ns *= 2;
@@ -265,8 +317,8 @@ nd_status nd_comm_iallreduce_sum_f32(nd_comm *comm, float *buf, size_t n, nd_req
         return ND_OK;
     }
     if (n > INT_MAX) return ND_FAIL(err, ND_ERR_ARG, "non-blocking allreduce of %zu floats is too large", n);
-    return start(MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, comm->comm, request_of(req)), req,
-                 "Iallreduce", err);
+    return start_peer(comm, MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, comm->comm, request_of(req)),
+                      req, PEER_ALL, "Iallreduce", err);
 }
 
 nd_status nd_comm_test_all(nd_request *reqs, int count, nd_error *err) {
@@ -281,11 +333,90 @@ nd_status nd_comm_test_all(nd_request *reqs, int count, nd_error *err) {
 }
 
 nd_status nd_comm_wait_all_busy(nd_request *reqs, int count, nd_error *err) {
+    const double limit = requests_timeout(reqs, count), t0 = nd_comm_time();
     for (int i = 0; i < count; ++i) {
         if (!reqs[i].active) continue;
-        int rc = MPI_Wait(request_of(&reqs[i]), MPI_STATUS_IGNORE);
+        int rc;
+        if (limit > 0.0) { /* poll, so the watchdog can speak */
+            int done = 0;
+            while ((rc = MPI_Test(request_of(&reqs[i]), &done, MPI_STATUS_IGNORE)) == MPI_SUCCESS && !done)
+                if (nd_comm_time() - t0 > limit) return stalled(reqs, count, limit, err);
+        } else {
+            rc = MPI_Wait(request_of(&reqs[i]), MPI_STATUS_IGNORE);
+        }
         if (rc != MPI_SUCCESS) return mpi_fail(err, rc, "Wait");
         reqs[i].active = 0;
     }
     return ND_OK;
+}
+
+void nd_comm_set_timeout(nd_comm *comm, double seconds) { comm->timeout = seconds > 0.0 ? seconds : 0.0; }
+
+/* Polls reqs (count) until all are done or `until` (a monotonic time; 0:
+ * never) has passed; spins for the first 2 ms, then naps 50 us between
+ * polls, so a long wait leaves the core to others. 1: done, 0: time is up. */
+static int poll_until(MPI_Request *reqs, int count, double until, int *rc) {
+    const double spin_end = nd_comm_time() + 2e-3;
+    double last = nd_comm_time();
+    for (;;) {
+        int done = 0;
+        if ((*rc = MPI_Testall(count, reqs, &done, MPI_STATUSES_IGNORE)) != MPI_SUCCESS) return 1;
+        if (done) return 1;
+        const double now = nd_comm_time();
+        /* Polls a second apart: this process itself was stopped; the time
+         * it lost is not the others' to answer for. */
+        if (until > 0.0 && now - last > 1.0) until += now - last;
+        last = now;
+        if (until > 0.0 && now > until) return 0;
+        if (now > spin_end) nanosleep(&(struct timespec){0, 50000}, NULL);
+    }
+}
+
+nd_status nd_comm_arrive(nd_comm *comm, long step, const char *what, nd_error *err) {
+    if (comm->size == 1) return ND_OK;
+    if (comm->timeout <= 0.0) return nd_comm_barrier(comm, err);
+    enum { TAG_ARRIVE = 7101, TAG_GO = 7102 };
+    const double t0 = nd_comm_time();
+    MPI_Request *r = comm->arrive_reqs;
+    int rc = MPI_SUCCESS;
+    if (comm->rank == 0) {
+        for (int q = 1; q < comm->size; ++q)
+            if ((rc = MPI_Irecv(&comm->arrivals[q], 1, MPI_LONG, q, TAG_ARRIVE, comm->comm, &r[q])) != MPI_SUCCESS)
+                return mpi_fail(err, rc, "Irecv (arrival)");
+        if (!poll_until(r + 1, comm->size - 1, t0 + comm->timeout, &rc)) {
+            /* Name the ranks whose word has not come (or came for another step). */
+            char who[256] = "";
+            size_t len = 0;
+            int missing = 0;
+            for (int q = 1; q < comm->size; ++q) {
+                int done = 0;
+                MPI_Test(&r[q], &done, MPI_STATUS_IGNORE);
+                if (done && comm->arrivals[q] == step) continue;
+                missing += 1;
+                if (len + 16 < sizeof who) len += (size_t)snprintf(who + len, sizeof who - len, "%s%d", len ? ", " : "", q);
+            }
+            return ND_FAIL(err, ND_ERR_COMM,
+                           "step %ld: %s: rank%s %s did not arrive within %g s (stopped, hung or dead): ending the job",
+                           step, what, missing > 1 ? "s" : "", who, comm->timeout);
+        }
+        if (rc != MPI_SUCCESS) return mpi_fail(err, rc, "Test (arrival)");
+        comm->go = step;
+        for (int q = 1; q < comm->size; ++q)
+            if ((rc = MPI_Isend(&comm->go, 1, MPI_LONG, q, TAG_GO, comm->comm, &r[q])) != MPI_SUCCESS)
+                return mpi_fail(err, rc, "Isend (go)");
+        poll_until(r + 1, comm->size - 1, 0.0, &rc);
+        return rc == MPI_SUCCESS ? ND_OK : mpi_fail(err, rc, "Wait (go)");
+    }
+    comm->arrivals[0] = step;
+    if ((rc = MPI_Isend(&comm->arrivals[0], 1, MPI_LONG, 0, TAG_ARRIVE, comm->comm, &r[0])) != MPI_SUCCESS ||
+        (rc = MPI_Irecv(&comm->go, 1, MPI_LONG, 0, TAG_GO, comm->comm, &r[1])) != MPI_SUCCESS)
+        return mpi_fail(err, rc, "Isend/Irecv (arrival)");
+    /* Later than rank 0's own deadline, so that rank 0, which knows who is
+     * missing, is the one to speak when it can. */
+    const double grace = comm->timeout / 2.0 + 1.0;
+    if (!poll_until(r, 2, t0 + comm->timeout + grace, &rc))
+        return ND_FAIL(err, ND_ERR_COMM,
+                       "step %ld: %s: no word from rank 0 within %g s (rank 0, or a rank it waits for, stopped, hung "
+                       "or died): ending the job", step, what, comm->timeout + grace);
+    return rc == MPI_SUCCESS ? ND_OK : mpi_fail(err, rc, "Test (arrival)");
 }

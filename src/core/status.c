@@ -38,3 +38,19 @@ const char *nd_status_name(nd_status code) {
 void nd_error_clear(nd_error *err) {
     memset(err, 0, sizeof *err);
 }
+
+nd_status nd_error_prefix(nd_error *err, const char *fmt, ...) {
+    char msg[sizeof err->msg];
+    va_list ap;
+    va_start(ap, fmt);
+    int len = vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (len < 0) return err->code;
+    size_t used = (size_t)len < sizeof msg ? (size_t)len : sizeof msg - 1;
+    size_t rest = strlen(err->msg); /* the message, cut if the whole does not fit */
+    if (rest > sizeof msg - 1 - used) rest = sizeof msg - 1 - used;
+    memcpy(msg + used, err->msg, rest);
+    msg[used + rest] = '\0';
+    memcpy(err->msg, msg, sizeof msg);
+    return err->code;
+}

@@ -156,7 +156,8 @@ static nd_status worker_start_exchange(nd_trainer *tr, const float *grad, float 
 /* Completes the exchange; returns 1 in *stop when server 0 ended the run. */
 static nd_status worker_finish_exchange(nd_trainer *tr, int *stop, nd_error *err) {
     nd_async *as = tr->as;
-    ND_TRY(nd_comm_wait_all(as->reqs, 4 * tr->num_servers, NULL, err));
+    if (nd_comm_wait_all(as->reqs, 4 * tr->num_servers, NULL, err) != ND_OK)
+        return nd_error_prefix(err, "update %ld: the parameter-server exchange: ", tr->step);
     for (int j = 0; j < tr->num_servers; ++j) as->versions[j] = as->reply_in[(size_t)j * REPLY_LEN + REPLY_VERSION];
     *stop = as->reply_in[REPLY_STOP] != 0.0; /* server 0 decides the end */
     return ND_OK;
@@ -263,7 +264,9 @@ static nd_status server_reply(nd_trainer *tr, int dest, int stop, nd_error *err)
 static nd_status receive_ctrl(nd_trainer *tr, int *src, nd_error *err) {
     nd_request r = {0};
     ND_TRY(nd_comm_irecv_f64(tr->comm, tr->as->ctrl_in, CTRL_LEN, ND_ANY_SOURCE, TAG_CTRL, &r, err));
-    return nd_comm_wait_all(&r, 1, src, err);
+    if (nd_comm_wait_all(&r, 1, src, err) != ND_OK)
+        return nd_error_prefix(err, "server, after update %ld: waiting for the next gradient: ", tr->as->version);
+    return ND_OK;
 }
 
 /* Sends this server's slice (and with CTRL_STATE its optimizer state) to

@@ -114,6 +114,23 @@ static nd_status allreduce_ms(nd_comm *comm, float *buf, size_t n, size_t bucket
     return ND_OK;
 }
 
+/* Median microseconds of a plain barrier, and of the step's arrival
+ * barrier with the stall watchdog on (what --timeout adds to a step). */
+static nd_status barrier_us(nd_comm *comm, int iters, double *times, double us[2], nd_error *err) {
+    for (int kind = 0; kind < 2; ++kind) {
+        nd_comm_set_timeout(comm, kind ? 300.0 : 0.0);
+        for (int i = -10; i < iters; ++i) {
+            const double t0 = nd_comm_time();
+            ND_TRY(kind ? nd_comm_arrive(comm, i + 20, "bench", err) : nd_comm_barrier(comm, err));
+            if (i >= 0) times[i] = nd_comm_time() - t0;
+        }
+        qsort(times, (size_t)iters, sizeof *times, cmp_double);
+        us[kind] = 1e6 * times[iters / 2];
+    }
+    nd_comm_set_timeout(comm, 0.0);
+    return ND_OK;
+}
+
 nd_status nd_cmd_bench(nd_comm *comm, int argc, char **argv, nd_error *err) {
     const int rank = nd_comm_rank(comm), size = nd_comm_size(comm);
     bench_config c;
@@ -163,6 +180,8 @@ nd_status nd_cmd_bench(nd_comm *comm, int argc, char **argv, nd_error *err) {
             st = allreduce_ms(comm, m.grad, n, bucket, reqs, c.iters, NULL, 0, times, &bucketed, err);
         if (st == ND_OK && size > 1)
             st = allreduce_ms(comm, m.grad, n, 0, reqs, c.iters, cold, COLD_FLOATS, times, &cold_ms, err);
+        double bar[2] = {0.0, 0.0};
+        if (st == ND_OK && size > 1) st = barrier_us(comm, c.iters, times, bar, err);
         if (st == ND_OK && rank == 0) {
             const double mean = sum / size;
             printf("model %zu parameters, %.0f GEMM FLOPs per training sample\n", m.num_weights, fps);
@@ -173,12 +192,14 @@ nd_status nd_cmd_bench(nd_comm *comm, int argc, char **argv, nd_error *err) {
                 printf("allreduce of %zu floats (%.2f MB) over %d ranks: %.3f ms blocking, %.3f ms as %zu-KiB "
                        "non-blocking buckets, %.3f ms blocking with the caches flushed first (median of %d)\n",
                        n, 4e-6 * (double)n, size, blocking, bucketed, bucket * sizeof(float) / 1024, cold_ms, c.iters);
+            if (size > 1)
+                printf("barrier: %.1f us plain, %.1f us as the step's arrival with the stall watchdog on\n", bar[0], bar[1]);
             printf("{\"ranks\": %d, \"threads\": %d, \"batch\": %d, \"parameters\": %zu, \"flops_per_sample\": %.0f, "
                    "\"gemm_gflops\": %.2f, \"gemm_gflops_min\": %.2f, \"compute_bound_samples_per_s\": %.0f, "
                    "\"gradient_bytes\": %zu, \"allreduce_ms\": %.4f, \"bucketed_allreduce_ms\": %.4f, "
-                   "\"cold_allreduce_ms\": %.4f}\n",
+                   "\"cold_allreduce_ms\": %.4f, \"barrier_us\": %.2f, \"arrival_us\": %.2f}\n",
                    size, c.threads, c.batch, m.num_weights, fps, mean, -rate[1], mean * 1e9 / fps,
-                   n * sizeof(float), blocking, bucketed, cold_ms);
+                   n * sizeof(float), blocking, bucketed, cold_ms, bar[0], bar[1]);
             fflush(stdout);
         }
     }

@@ -19,6 +19,7 @@
 #include "nndist/rng.h"
 #include "nndist/train.h"
 #include "grad_buckets.h"
+#include "watchdog.h"
 #include "train_internal.h"
 
 const char *const nd_phase_names[ND_PHASES] = {"data", "forward", "backward", "wait", "comm", "update"};
@@ -352,10 +353,15 @@ nd_status nd_trainer_setup(nd_trainer *tr, const nd_train_config *cfg, nd_comm *
     /* Opened last: a run that fails its checks leaves an earlier metrics file alone. */
     ND_TRY(nd_train_agree(tr, nd_report_open(&tr->report, tr->rank == 0, cfg->progress, cfg->metrics, err), err));
     if (tr->rank == 0) print_setup(tr);
+    /* The watchdog covers the training steps' exchanges from here on. */
+    nd_comm_set_timeout(comm, cfg->timeout);
+    if (tr->size > 1) ND_TRY(nd_train_agree(tr, nd_watchdog_start(&tr->watchdog, tr->rank, cfg->timeout, err), err));
     return ND_OK;
 }
 
 void nd_trainer_free(nd_trainer *tr) {
+    if (tr->comm) nd_comm_set_timeout(tr->comm, 0.0);
+    nd_watchdog_stop(tr->watchdog);
     nd_async_free(tr);
     nd_det_free(tr);
     nd_zero_free(tr);
@@ -701,20 +707,28 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
              * separates negotiation from the allreduce. It costs one
              * latency (microseconds). Buckets are on the wire before
              * backward ends, so there comm is all that backward did not hide. */
-            if (!tr->buckets && tr->size > 1) {
-                ND_TRY(nd_comm_barrier(tr->comm, err));
+            if (!tr->buckets && tr->size > 1) { /* also the stall watchdog's checkpoint (--timeout) */
+                ND_TRY(nd_comm_arrive(tr->comm, tr->step + 1, "gradient exchange", err));
                 phase_tick(tr, ND_PHASE_WAIT, &tp);
             }
+            /* Blocking collectives have no time limit of their own: the
+             * watchdog's thread times them (the buckets' waits are timed). */
+            nd_watchdog_enter(tr->watchdog, "the gradient allreduce", tr->step + 1);
             if (tr->zero) ND_TRY(nd_zero_reduce(tr, err));
             else if (tr->buckets) ND_TRY(nd_buckets_finish(tr->buckets, err));
             else ND_TRY(nd_comm_allreduce_sum_f32(tr->comm, m->grad, n + ND_TAIL_USED, err));
+            nd_watchdog_leave(tr->watchdog);
             phase_tick(tr, ND_PHASE_COMM, &tp);
         }
         const int last = s == steps - 1;
         float scale = 1.0f;
         double grad_norm = NAN;
         /* ZeRO: each rank holds a slice; the global norm is the guard's evidence. */
-        if (tr->zero) ND_TRY(nd_zero_grad_scale(tr, tr->global_batch, 1, &scale, &grad_norm, err));
+        if (tr->zero) {
+            nd_watchdog_enter(tr->watchdog, "the gradient norm's allreduce", tr->step + 1);
+            ND_TRY(nd_zero_grad_scale(tr, tr->global_batch, 1, &scale, &grad_norm, err));
+            nd_watchdog_leave(tr->watchdog);
+        }
         char what[160];
         if (nd_guard_find(tr, grad_norm, what, sizeof what)) {
             ND_TRY(nd_guard_bad_step(tr, what, err)); /* stops, or: */
@@ -738,7 +752,9 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
         nd_optimizer_step(&tr->opt, m->param + lo, m->grad + lo, scale, nd_lr_at(&tr->lr, tr->step));
         if (tr->zero) {
             phase_tick(tr, ND_PHASE_UPDATE, &tp);
+            nd_watchdog_enter(tr->watchdog, "the parameter allgather", tr->step + 1);
             ND_TRY(nd_zero_gather(tr, err));
+            nd_watchdog_leave(tr->watchdog);
             phase_tick(tr, ND_PHASE_COMM, &tp);
         }
         if (tr->cfg.max_norm > 0.0f)

@@ -1,0 +1,124 @@
+/* Fault matrix, stalls: one rank of a running job is frozen with SIGSTOP
+ * and the job must end on its own within the --timeout bound, with a line
+ * that names the cause, instead of hanging until the batch system kills it.
+ * Sync with the newest rank (rank 1) and the oldest (rank 0) frozen; async
+ * with the server and with the worker frozen. */
+#include <math.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "nndist/data.h"
+
+#define T NNDIST_TEST_TMP "/"
+#define DATA T "stall.h5"
+#define TIMEOUT_S 3
+#define MATCH "'^[^ ]*nndist train --data " DATA "'"
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int setup(void **state) {
+    (void)state;
+    remove(DATA);
+    nd_synth_config s = {60000, 1000, 0, 64, 6, 1.0f, 7, 0, 0};
+    nd_error err = {0};
+    return nd_synth_write(&s, DATA, &err) == ND_OK ? 0 : -1;
+}
+
+/* Starts `mode` training on 2 ranks, freezes the oldest or newest rank
+ * after 1.5 s and returns how long the job took to end after that; the
+ * output is in log. */
+static double freeze_one(const char *mode, int oldest, const char *log, int *exit_status) {
+    pid_t job = fork();
+    if (job == 0) {
+        char cmd[4096];
+        snprintf(cmd, sizeof cmd,
+                 "exec %s %s 2 --oversubscribe %s train --data " DATA " --hidden 256 --epochs 1000 --progress none"
+                 " --threads 1 --timeout %d --mode %s > %s 2>&1",
+                 MPIEXEC_EXECUTABLE, MPIEXEC_NUMPROC_FLAG, NNDIST_BIN, TIMEOUT_S, mode, log);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    nanosleep(&(struct timespec){1, 500000000}, NULL);
+    char kill_cmd[512];
+    snprintf(kill_cmd, sizeof kill_cmd, "pkill -STOP %s -f " MATCH, oldest ? "-o" : "-n");
+    const int stopped = system(kill_cmd) == 0;
+    const double t0 = now();
+    int status = 0;
+    pid_t done = 0;
+    while ((done = waitpid(job, &status, WNOHANG)) == 0 && now() - t0 < 40)
+        nanosleep(&(struct timespec){0, 20000000}, NULL);
+    const double seconds = now() - t0;
+    if (done == 0) { /* it hung: clean up, and say so */
+        kill(job, SIGKILL);
+        waitpid(job, &status, 0);
+    }
+    system("pkill -KILL -f " MATCH " 2>/dev/null");
+    *exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return stopped ? (done ? seconds : INFINITY) : NAN;
+}
+
+static void check(const char *name, const char *mode, int oldest, const char *cause, double bound) {
+    char log[512], out[1 << 16];
+    snprintf(log, sizeof log, T "stall-%s.log", name);
+    int status = 0;
+    const double seconds = freeze_one(mode, oldest, log, &status);
+    FILE *f = fopen(log, "r");
+    size_t n = f ? fread(out, 1, sizeof out - 1, f) : 0;
+    out[n] = '\0';
+    if (f) fclose(f);
+    const char *line = strstr(out, "nndist: error:");
+    char first[600] = "";
+    if (line) snprintf(first, sizeof first, "%.*s", (int)strcspn(line, "\n"), line);
+    print_message("  %s: ended %.2f s after SIGSTOP, exit %d: %s\n", name, seconds, status, first);
+    if (!(seconds <= bound) || status == 0 || !strstr(first, cause))
+        fail_msg("%s: want an exit within %g s naming '%s'; got %.2f s, exit %d:\n%s", name, bound, cause, seconds,
+                 status, out);
+}
+
+/* Rank 1 frozen: rank 0 names it at the arrival (or, frozen inside the
+ * allreduce, its watchdog names the allreduce). */
+static void test_sync_newest_frozen(void **state) {
+    (void)state;
+    check("sync-rank1", "sync", 0, "did not", TIMEOUT_S + 3.0);
+}
+
+/* Rank 0 frozen: rank 1 hears nothing from it (after a grace, so that a
+ * live rank 0 would have spoken first). */
+static void test_sync_oldest_frozen(void **state) {
+    (void)state;
+    check("sync-rank0", "sync", 1, "rank 0", TIMEOUT_S * 1.5 + 1.0 + 3.0);
+}
+
+static void test_async_server_frozen(void **state) {
+    (void)state;
+    check("async-server", "async", 1, "no answer from rank 0", TIMEOUT_S + 3.0);
+}
+
+static void test_async_worker_frozen(void **state) {
+    (void)state;
+    check("async-worker", "async", 0, "waiting for the next gradient: no message from any rank", TIMEOUT_S + 3.0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sync_newest_frozen),
+        cmocka_unit_test(test_sync_oldest_frozen),
+        cmocka_unit_test(test_async_server_frozen),
+        cmocka_unit_test(test_async_worker_frozen),
+    };
+    return cmocka_run_group_tests(tests, setup, NULL);
+}

@@ -284,7 +284,8 @@ static void test_arch_text(void **state) {
         {"784-x-10", "positive width"},             {"784-64:drop1.5-10", "probability in [0, 1)"},
         {"784-64:swish-10", "is not bn"},          {"784-64:maxout1-10", "2 to 64 pieces"},
         {"784:bn-10", "input group takes only"},   {"784-64:relu:tanh-10", "one activation"},
-        {"784-64:leaky_relu2-10", "in (0, 1)"},   {"784-64;10", "unexpected"}};
+        {"784-64:leaky_relu2-10", "in (0, 1)"},   {"784-64;10", "unexpected"},
+        {"784-64:maxout5105510000-10", "2 to 64 pieces"}}; /* found by fuzz_config: no int overflow first */
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
         why[0] = '\0';
         assert_int_equal(nd_arch_parse(bad[i].text, (nd_activation){ND_ACT_RELU, 0}, &s, why, sizeof why), -1);

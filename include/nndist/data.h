@@ -62,6 +62,12 @@ nd_status nd_shard_read_parts(const char *path, const char *split, int part_lo, 
 
 void nd_shard_free(nd_shard *shard);
 
+/* The path of the newest HDF5 file (dataset or checkpoint) this process
+ * opened for reading, "" if none: named by the program's fatal-signal line,
+ * since a damaged or hostile file can crash the HDF5 library itself (the
+ * fuzzer found one such file: a division by zero in H5Dopen). */
+const char *nd_hdf5_last_path(void);
+
 /* Converts the IDX files images/labels (gzipped or not) into /<split> of
  * out (created if absent). For split "train" with val_fraction > 0, the last
  * round(val_fraction * N) rows become /val. Fails without touching out if

@@ -6,9 +6,12 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <libgen.h>
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "h5io.h"
@@ -159,6 +162,15 @@ static nd_status read_number(hid_t f, const char *path, const char *attr, double
     return ND_OK;
 }
 
+/* A whole number in [lo, hi]: a hostile file's 1e300 never reaches a cast. */
+static nd_status read_count(hid_t f, const char *path, const char *attr, double lo, double hi, double *v, nd_error *err) {
+    ND_TRY(read_number(f, path, attr, v, err));
+    if (!(*v >= lo && *v <= hi) || *v != floor(*v))
+        return ND_FAIL(err, ND_ERR_FORMAT, "checkpoint %s: attribute %s = %g is not a whole number in [%g, %g]", path,
+                       attr, *v, lo, hi);
+    return ND_OK;
+}
+
 static nd_status read_text(hid_t f, const char *path, const char *attr, char *out, size_t cap, nd_error *err) {
     int found = 0;
     ND_TRY(h5io_read_attr_string(f, attr, path, out, cap, &found, err));
@@ -173,6 +185,7 @@ static nd_status probe_open(hid_t f, const char *path, nd_ckpt_info *info, nd_er
     ND_TRY(h5io_read_attr_double(f, "format_version", path, "/", &v, &found, err));
     if (!found || !h5io_exists(f, "/model"))
         return ND_FAIL(err, ND_ERR_FORMAT, "%s: not an nndist checkpoint (no format_version or /model)", path);
+    if (!(v >= 0 && v <= 1e6)) v = -1; /* named as it is below, never cast out of range */
     info->format = (int)v;
     if (info->format != ND_CKPT_FORMAT)
         return ND_FAIL(err, ND_ERR_FORMAT, "checkpoint %s: format version %d, this nndist reads version %d", path,
@@ -182,28 +195,44 @@ static nd_status probe_open(hid_t f, const char *path, nd_ckpt_info *info, nd_er
     ND_TRY(read_text(f, path, "arch", arch, sizeof arch, err));
     if (nd_arch_parse(arch, (nd_activation){ND_ACT_RELU, 0.0f}, s, why, sizeof why) != 0)
         return ND_FAIL(err, ND_ERR_FORMAT, "checkpoint %s: architecture '%s': %s", path, arch, why);
+    /* Checkpoints store their arrays whole and uncompressed, so the weights
+     * the architecture claims must fit in the file: a damaged or hostile
+     * header cannot make a reader allocate gigabytes for a small file. */
+    double claimed = 0.0;
+    int in = s->input_dim;
+    for (int l = 0; l <= s->num_hidden; ++l) {
+        const int last = l == s->num_hidden;
+        const double out = last ? s->num_classes : (double)s->hidden[l].width * s->hidden[l].pieces;
+        claimed += (in + 1.0) * out + (!last && s->hidden[l].batch_norm ? 4.0 * out : 0.0);
+        in = last ? 0 : s->hidden[l].width;
+    }
+    struct stat fs;
+    if (stat(path, &fs) == 0 && claimed * sizeof(float) > (double)fs.st_size)
+        return ND_FAIL(err, ND_ERR_FORMAT, "checkpoint %s: its architecture '%s' needs %.0f bytes of weights, but the "
+                       "file has %lld bytes (damaged?)", path, arch, claimed * sizeof(float), (long long)fs.st_size);
     ND_TRY(read_number(f, path, "bn_eps", &v, err));
     s->bn_eps = (float)v;
     if (!(s->bn_eps > 0.0f)) return ND_FAIL(err, ND_ERR_FORMAT, "checkpoint %s: bn_eps %g is not positive", path, v);
     ND_TRY(read_text(f, path, "optimizer", info->optimizer, sizeof info->optimizer, err));
-    ND_TRY(read_number(f, path, "optimizer_step", &v, err));
+    const double big = 1e15; /* steps, epochs and sizes beyond this are a damaged file, not a run */
+    ND_TRY(read_count(f, path, "optimizer_step", 0, big, &v, err));
     info->optimizer_step = (long)v;
     nd_ckpt_meta *m = &info->meta;
-    ND_TRY(read_number(f, path, "step", &v, err));
+    ND_TRY(read_count(f, path, "step", 0, big, &v, err));
     m->step = (long)v;
-    ND_TRY(read_number(f, path, "epoch", &v, err));
+    ND_TRY(read_count(f, path, "epoch", 0, INT32_MAX, &v, err));
     m->epoch = (int)v;
-    ND_TRY(read_number(f, path, "epoch_step", &v, err));
+    ND_TRY(read_count(f, path, "epoch_step", 0, big, &v, err));
     m->epoch_step = (long)v;
     ND_TRY(read_number(f, path, "epoch_loss_sum", &m->epoch_loss_sum, err));
     ND_TRY(read_number(f, path, "epoch_correct", &m->epoch_correct, err));
-    ND_TRY(read_number(f, path, "world_size", &v, err));
+    ND_TRY(read_count(f, path, "world_size", 1, INT32_MAX, &v, err));
     m->world_size = (int)v;
-    ND_TRY(read_number(f, path, "global_batch", &v, err));
+    ND_TRY(read_count(f, path, "global_batch", 1, INT32_MAX, &v, err));
     m->global_batch = (int)v;
     ND_TRY(read_number(f, path, "plateau_scale", &m->plateau_scale, err));
     ND_TRY(read_number(f, path, "plateau_best", &m->plateau_best, err));
-    ND_TRY(read_number(f, path, "plateau_bad", &v, err));
+    ND_TRY(read_count(f, path, "plateau_bad", 0, INT32_MAX, &v, err));
     m->plateau_bad = (int)v;
     ND_TRY(read_text(f, path, "metric_name", m->metric_name, sizeof m->metric_name, err));
     ND_TRY(read_number(f, path, "metric_value", &m->metric_value, err));

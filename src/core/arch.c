@@ -72,7 +72,7 @@ static int parse_token(const char *tok, size_t len, nd_hidden_spec *h, float *dr
         *has_act = 1;
         h->act.kind = acts[a].kind;
         if (acts[a].kind == ND_ACT_MAXOUT) {
-            if (v != (int)v || v < 2 || v > 64) {
+            if (!(v >= 2 && v <= 64) || v != (int)v) { /* range first: (int) of a huge v is undefined */
                 snprintf(why, cap, "'%.*s': maxout takes 2 to 64 pieces, like maxout2", (int)len, tok);
                 return -1;
             }

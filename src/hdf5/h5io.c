@@ -7,8 +7,16 @@
 
 void h5io_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
 
+/* The newest file this process opened for reading, for the fatal-signal
+ * line (nd_hdf5_last_path): a damaged or hostile file can crash the HDF5
+ * library itself. Written before each open; a handler only reads it. */
+static char last_path[4096];
+
+const char *nd_hdf5_last_path(void) { return last_path; }
+
 hid_t h5io_open(const char *path, int writable, nd_error *err) {
     h5io_quiet();
+    snprintf(last_path, sizeof last_path, "%s", path);
     if (access(path, writable ? (R_OK | W_OK) : R_OK) != 0) {
         ND_FAIL(err, ND_ERR_IO, "%s: %s", path, strerror(errno));
         return H5I_INVALID_HID;

@@ -1,10 +1,13 @@
 /* nndist: turns the command line into a configuration and runs it. This is
  * the only place that decides to stop the program. */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "nndist/commands.h"
 #include "nndist/comm.h"
+#include "nndist/data.h"
 #include "nndist/train.h"
 
 #define NNDIST_VERSION "0.1.0"
@@ -24,6 +27,50 @@ static void usage(FILE *out) {
             "  gradcheck             backprop against centred differences in double, per parameter group\n"
             "  bench                 the machine's limits for a model: GEMM GFLOP/s, gradient allreduce time\n"
             "  help                  this text; 'nndist <command> --help' lists a command's options\n");
+}
+
+/* A fatal signal (a crash in the HDF5 library on a hostile file, or a bug)
+ * still ends with one line naming the rank and the newest file read, and
+ * exit status 70 rather than a signal; only async-signal-safe calls here. */
+static int crash_rank = -1;
+
+static void put(const char *s) {
+    size_t n = 0;
+    while (s[n]) ++n;
+    while (n > 0) {
+        ssize_t w = write(STDERR_FILENO, s, n);
+        if (w <= 0) return;
+        s += w, n -= (size_t)w;
+    }
+}
+
+static void on_fatal_signal(int sig) {
+    char rank[16] = "?";
+    int r = crash_rank, i = (int)sizeof rank - 1;
+    rank[i] = '\0';
+    do rank[--i] = (char)('0' + r % 10), r /= 10; while (r > 0 && i > 0);
+    put("nndist: error: rank ");
+    put(crash_rank >= 0 ? rank + i : "?");
+    put(sig == SIGFPE ? ": arithmetic fault (SIGFPE)" : sig == SIGBUS ? ": bus error (SIGBUS)"
+        : sig == SIGILL ? ": illegal instruction (SIGILL)" : ": segmentation fault (SIGSEGV)");
+    const char *last = nd_hdf5_last_path();
+    if (last[0]) {
+        put("; the newest file read was ");
+        put(last);
+        put(" (a damaged or hostile HDF5 file can crash the HDF5 library)");
+    }
+    put("\n");
+    _exit(70);
+}
+
+static void install_fatal_handlers(int rank) {
+    crash_rank = rank;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_fatal_signal;
+    sa.sa_flags = SA_RESETHAND;
+    const int sigs[4] = {SIGSEGV, SIGFPE, SIGBUS, SIGILL};
+    for (int i = 0; i < 4; ++i) sigaction(sigs[i], &sa, NULL);
 }
 
 /* One line on stderr for the rank that found the problem. */
@@ -105,6 +152,7 @@ int main(int argc, char **argv) {
         report_error(&err);
         return 1;
     }
+    install_fatal_handlers(nd_comm_rank(world));
     int rc;
     const char *cmd = argv[1];
     if (!strcmp(cmd, "train")) {

@@ -74,7 +74,12 @@ static nd_status check_targets(const nd_trainer *tr, nd_error *err) {
  * the training rows; server 0 evaluates, so it reads /test and /val whole. */
 static nd_status read_shards(nd_trainer *tr, nd_error *err) {
     const nd_train_config *c = &tr->cfg;
-    ND_TRY(nd_dataset_probe(c->data, &tr->info, err));
+    /* Rank 0 looks at the file first: a file bad enough to crash the HDF5
+     * library then crashes one rank, which says so in one line, while the
+     * others wait here to be ended. */
+    nd_status probed = tr->rank == 0 ? nd_dataset_probe(c->data, &tr->info, err) : ND_OK;
+    ND_TRY(nd_train_agree(tr, probed, err));
+    if (tr->rank != 0) ND_TRY(nd_dataset_probe(c->data, &tr->info, err));
     if (nd_loss_takes_targets(tr->loss) != tr->info.has_targets)
         return ND_FAIL(err, ND_ERR_ARG, "--loss %s needs %s, but %s /train/y holds %s", c->loss,
                        tr->info.has_targets ? "class labels" : "float targets (N x K)", c->data,

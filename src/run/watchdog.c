@@ -24,6 +24,8 @@ struct nd_watchdog {
     int rank;
     double limit;
     pthread_t thread;
+    pthread_mutex_t mu;   /* with cv: stop wakes the thread at once instead of after its nap */
+    pthread_cond_t cv;
     atomic_int quit;
     _Atomic(const char *) what; /* the exchange under way, NULL: none */
     atomic_long step;
@@ -40,10 +42,17 @@ static void *watch(void *arg) {
     nd_watchdog *w = arg;
     /* Look four times per limit, at most every half second. */
     const double nap = w->limit / 4 < 0.5 ? w->limit / 4 : 0.5;
-    const struct timespec ts = {(time_t)nap, (long)((nap - (double)(time_t)nap) * 1e9)};
     long long last = now_ns();
     while (!atomic_load_explicit(&w->quit, memory_order_relaxed)) {
-        nanosleep(&ts, NULL);
+        struct timespec until; /* the condition variable's clock is CLOCK_REALTIME */
+        clock_gettime(CLOCK_REALTIME, &until);
+        const long long ns = (long long)until.tv_nsec + (long long)(nap * 1e9);
+        until.tv_sec += (time_t)(ns / 1000000000LL);
+        until.tv_nsec = (long)(ns % 1000000000LL);
+        pthread_mutex_lock(&w->mu);
+        if (!atomic_load_explicit(&w->quit, memory_order_relaxed)) pthread_cond_timedwait(&w->cv, &w->mu, &until);
+        pthread_mutex_unlock(&w->mu);
+        if (atomic_load_explicit(&w->quit, memory_order_relaxed)) break;
         /* A nap that lasted far longer than asked means this very process
          * was stopped (SIGSTOP, a frozen VM): it is not for it to blame the
          * others for the time it lost. Look again next round. */
@@ -79,7 +88,11 @@ nd_status nd_watchdog_start(nd_watchdog **out, int rank, double limit, nd_error 
     atomic_init(&w->what, NULL);
     atomic_init(&w->step, 0);
     atomic_init(&w->since_ns, 0);
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
     if (pthread_create(&w->thread, NULL, watch, w) != 0) {
+        pthread_mutex_destroy(&w->mu);
+        pthread_cond_destroy(&w->cv);
         free(w);
         return ND_FAIL(err, ND_ERR_STATE, "cannot start the stall watchdog's thread");
     }
@@ -100,7 +113,12 @@ void nd_watchdog_leave(nd_watchdog *w) {
 
 void nd_watchdog_stop(nd_watchdog *w) {
     if (!w) return;
+    pthread_mutex_lock(&w->mu);
     atomic_store_explicit(&w->quit, 1, memory_order_relaxed);
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
     pthread_join(w->thread, NULL);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
     free(w);
 }

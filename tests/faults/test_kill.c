@@ -1,0 +1,139 @@
+/* Fault matrix, deaths: a rank of a running job, checkpointing as it goes,
+ * is SIGKILLed. The job must end promptly with a non-zero status, the
+ * newest checkpoint left behind must load and pass its checksum, and
+ * `--resume auto` must finish the run. Async with 1 server and 2 workers:
+ * a worker killed, and the server killed. (Sync: test_recovery.) */
+#include <math.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "nndist/checkpoint.h"
+#include "nndist/data.h"
+
+#define T NNDIST_TEST_TMP "/"
+#define DATA T "kill.h5"
+#define MATCH "'^[^ ]*nndist train --data " DATA "'"
+#define RUN " train --data " DATA " --hidden 64 --epochs 6 --batch 32 --progress none --threads 1 --mode async" \
+            " --checkpoint-every 50 --keep 100"
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int setup(void **state) {
+    (void)state;
+    remove(DATA);
+    nd_synth_config s = {20000, 1000, 0, 32, 5, 1.0f, 9, 0, 0};
+    nd_error err = {0};
+    return nd_synth_write(&s, DATA, &err) == ND_OK ? 0 : -1;
+}
+
+/* Runs the job in dir (np 3), waits for two checkpoints, SIGKILLs the
+ * oldest rank (the server) or the newest (a worker); the seconds from the
+ * kill to the job's end, its status in *status. */
+static double kill_one(const char *dir, int oldest, int *status) {
+    char cmd[4096], rm[600];
+    snprintf(rm, sizeof rm, "rm -rf %s", dir);
+    system(rm);
+    pid_t job = fork();
+    if (job == 0) {
+        snprintf(cmd, sizeof cmd, "exec %s %s 3 --oversubscribe %s" RUN " --straggle 1:4 --checkpoint-dir %s > %s.log 2>&1",
+                 MPIEXEC_EXECUTABLE, MPIEXEC_NUMPROC_FLAG, NNDIST_BIN, dir, dir);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    char path[700];
+    int found = 0;
+    nd_error err = {0};
+    const double t0 = now();
+    while (now() - t0 < 60) { /* two checkpoints: the kill lands mid-run */
+        nd_checkpoint_name(path, sizeof path, dir, 100);
+        if (access(path, F_OK) == 0) break;
+        nanosleep(&(struct timespec){0, 20000000}, NULL);
+    }
+    snprintf(cmd, sizeof cmd, "pkill -KILL %s -f " MATCH, oldest ? "-o" : "-n");
+    const int killed = system(cmd) == 0;
+    const double tk = now();
+    pid_t done = 0;
+    while ((done = waitpid(job, status, WNOHANG)) == 0 && now() - tk < 30)
+        nanosleep(&(struct timespec){0, 20000000}, NULL);
+    const double seconds = now() - tk;
+    if (done == 0) {
+        kill(job, SIGKILL);
+        waitpid(job, status, 0);
+    }
+    system("pkill -KILL -f " MATCH " 2>/dev/null");
+    (void)found, (void)err;
+    return killed && done ? seconds : INFINITY;
+}
+
+static void check(const char *name, int oldest) {
+    char dir[512], newest[1024], cmd[4096];
+    snprintf(dir, sizeof dir, T "kill-%s", name);
+    int status = 0;
+    const double seconds = kill_one(dir, oldest, &status);
+    const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    /* The newest checkpoint is whole. */
+    int found = 0;
+    nd_error err = {0};
+    nd_ckpt_info info;
+    memset(&info, 0, sizeof info);
+    const int latest = nd_checkpoint_latest(dir, newest, sizeof newest, &found, &err) == ND_OK && found;
+    int loads = 0;
+    if (latest && nd_checkpoint_probe(newest, &info, &err) == ND_OK) {
+        nd_model m;
+        nd_opt_config oc = {0};
+        nd_optimizer opt;
+        float mean[32], inv[32];
+        nd_opt_parse(info.optimizer, &oc.kind);
+        if (nd_model_create(&m, &info.spec, 1, &err) == ND_OK) {
+            if (nd_optimizer_create(&opt, &oc, m.num_params, &err) == ND_OK) {
+                loads = nd_checkpoint_read(newest, &m, &opt, mean, inv, NULL, &info, &err) == ND_OK;
+                nd_optimizer_destroy(&opt);
+            }
+            nd_model_destroy(&m);
+        }
+    }
+    /* --resume auto finishes the run. */
+    snprintf(cmd, sizeof cmd, "timeout -k 5 120 %s %s 3 --oversubscribe %s" RUN " --checkpoint-dir %s --resume auto"
+             " > %s-resume.log 2>&1", MPIEXEC_EXECUTABLE, MPIEXEC_NUMPROC_FLAG, NNDIST_BIN, dir, dir);
+    const int resumed = system(cmd) == 0;
+    print_message("  %s killed: job over %.2f s later (status %d); newest checkpoint %s (step %ld) %s; resume %s\n", name,
+                  seconds, code, latest ? newest : "none", info.meta.step, loads ? "loads" : "does NOT load",
+                  resumed ? "finished" : "FAILED");
+    if (!loads) print_message("  %s\n", err.msg);
+    assert_true(seconds < 15.0);
+    assert_int_not_equal(code, 0);
+    assert_true(loads);
+    assert_true(resumed);
+}
+
+static void test_async_worker_killed(void **state) {
+    (void)state;
+    check("async-worker", 0);
+}
+
+static void test_async_server_killed(void **state) {
+    (void)state;
+    check("async-server", 1);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_async_worker_killed),
+        cmocka_unit_test(test_async_server_killed),
+    };
+    return cmocka_run_group_tests(tests, setup, NULL);
+}

@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include "nndist/checkpoint.h"
+#include "fault_common.h"
 #include "nndist/data.h"
 
 #define T NNDIST_TEST_TMP "/"
@@ -25,12 +26,6 @@
 #define MATCH "'^[^ ]*nndist train --data " DATA "'"
 #define RUN " train --data " DATA " --hidden 64 --epochs 6 --batch 32 --progress none --threads 1 --mode async" \
             " --checkpoint-every 50 --keep 100"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int setup(void **state) {
     (void)state;
@@ -55,27 +50,18 @@ static double kill_one(const char *dir, int oldest, int *status) {
         _exit(127);
     }
     char path[700];
-    int found = 0;
-    nd_error err = {0};
-    const double t0 = now();
-    while (now() - t0 < 60) { /* two checkpoints: the kill lands mid-run */
+    const double t0 = fault_now();
+    while (fault_now() - t0 < 60) { /* two checkpoints: the kill lands mid-run */
         nd_checkpoint_name(path, sizeof path, dir, 100);
         if (access(path, F_OK) == 0) break;
         nanosleep(&(struct timespec){0, 20000000}, NULL);
     }
     snprintf(cmd, sizeof cmd, "pkill -KILL %s -f " MATCH, oldest ? "-o" : "-n");
     const int killed = system(cmd) == 0;
-    const double tk = now();
-    pid_t done = 0;
-    while ((done = waitpid(job, status, WNOHANG)) == 0 && now() - tk < 30)
-        nanosleep(&(struct timespec){0, 20000000}, NULL);
-    const double seconds = now() - tk;
-    if (done == 0) {
-        kill(job, SIGKILL);
-        waitpid(job, status, 0);
-    }
+    const double tk = fault_now();
+    const int done = fault_wait(job, 30, status);
+    const double seconds = fault_now() - tk;
     system("pkill -KILL -f " MATCH " 2>/dev/null");
-    (void)found, (void)err;
     return killed && done ? seconds : INFINITY;
 }
 

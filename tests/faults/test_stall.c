@@ -17,18 +17,13 @@
 
 #include <cmocka.h>
 
+#include "fault_common.h"
 #include "nndist/data.h"
 
 #define T NNDIST_TEST_TMP "/"
 #define DATA T "stall.h5"
 #define TIMEOUT_S 3
 #define MATCH "'^[^ ]*nndist train --data " DATA "'"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int setup(void **state) {
     (void)state;
@@ -56,16 +51,10 @@ static double freeze_one(const char *mode, int oldest, const char *log, int *exi
     char kill_cmd[512];
     snprintf(kill_cmd, sizeof kill_cmd, "pkill -STOP %s -f " MATCH, oldest ? "-o" : "-n");
     const int stopped = system(kill_cmd) == 0;
-    const double t0 = now();
+    const double t0 = fault_now();
     int status = 0;
-    pid_t done = 0;
-    while ((done = waitpid(job, &status, WNOHANG)) == 0 && now() - t0 < 40)
-        nanosleep(&(struct timespec){0, 20000000}, NULL);
-    const double seconds = now() - t0;
-    if (done == 0) { /* it hung: clean up, and say so */
-        kill(job, SIGKILL);
-        waitpid(job, &status, 0);
-    }
+    const int done = fault_wait(job, 40, &status); /* a hang is killed, and said */
+    const double seconds = fault_now() - t0;
     system("pkill -KILL -f " MATCH " 2>/dev/null");
     *exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     return stopped ? (done ? seconds : INFINITY) : NAN;

@@ -1,0 +1,29 @@
+/* Shared by the fault-matrix tests: a clock, and waiting for a job started
+ * with fork that may hang (it is killed then). */
+#ifndef NNDIST_FAULT_COMMON_H
+#define NNDIST_FAULT_COMMON_H
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <time.h>
+
+static double fault_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Waits up to `limit` seconds for job; 1 if it ended (status in *status),
+ * 0 if it had to be killed. */
+static int fault_wait(pid_t job, double limit, int *status) {
+    const double t0 = fault_now();
+    pid_t done = 0;
+    while ((done = waitpid(job, status, WNOHANG)) == 0 && fault_now() - t0 < limit)
+        nanosleep(&(struct timespec){0, 20000000}, NULL);
+    if (done != 0) return 1;
+    kill(job, SIGKILL);
+    waitpid(job, status, 0);
+    return 0;
+}
+
+#endif

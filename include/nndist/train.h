@@ -225,8 +225,6 @@ typedef struct {
     long nan_skips;      /* steps dropped by --on-nan skip in the run */
     int nan_consecutive; /* ... in a row up to the latest step */
     int agreed_failure;  /* the run stopped on a verdict every rank reached (only rank 0 has the line) */
-    int det_trouble;     /* --deterministic: the latest step's fixed-point sum flagged a bad value */
-    double det_limit;    /* and the range it checks */
     double memory_mb[5]; /* largest over ranks, at the summary: peak RSS, data shards, parameters,
                             activations, optimizer state */
     nd_epoch_stats last; /* the latest finished epoch */

@@ -23,7 +23,8 @@ struct nd_stream {
     long first, rows, window_rows; /* this rank's block and the window size */
     int windows;
     hid_t file, dx, dy;
-    float *mean, *inv_std; /* (cols) normalization applied to each read window, or NULL */
+    float *mean, *inv_std; /* (cols) normalization applied to each read window once `normalize` is set */
+    int normalize;
     nd_shard buf[2];       /* the two windows: x (window_rows x cols), y or t */
     int background;        /* a reader thread runs */
     pthread_t thread;
@@ -66,7 +67,7 @@ static nd_status read_window(nd_stream *s, int w, int b, int normalize, nd_error
     if (s->info.x_scale != 1.0f)
         for (size_t i = 0; i < n; ++i) sh->x[i] *= s->info.x_scale;
     ND_TRY(nd_shard_validate(sh, s->path, s->split, s->num_classes, err));
-    if (normalize && s->mean) nd_normalize_apply(sh->x, (size_t)count, s->info.cols, s->mean, s->inv_std);
+    if (normalize && s->normalize) nd_normalize_apply(sh->x, (size_t)count, s->info.cols, s->mean, s->inv_std);
     return ND_OK;
 }
 
@@ -162,6 +163,13 @@ nd_status nd_stream_open(const char *path, const char *split, int part, int part
             goto fail;
         }
     }
+    /* Allocated now, so that setting the statistics later cannot fail. */
+    s->mean = malloc(sizeof(float) * (size_t)s->info.cols);
+    s->inv_std = malloc(sizeof(float) * (size_t)s->info.cols);
+    if (!s->mean || !s->inv_std) {
+        st = ND_FAIL(err, ND_ERR_NOMEM, "%s: /%s: cannot allocate normalization statistics", path, split);
+        goto fail;
+    }
     /* A library built without thread safety could not serve a reader
      * thread beside checkpoint writes: then windows are read on demand. */
     hbool_t safe = 0;
@@ -220,14 +228,9 @@ nd_status nd_stream_scan(nd_stream *s, nd_status (*fn)(void *ctx, const nd_shard
 
 void nd_stream_set_normalize(nd_stream *s, const float *mean, const float *inv_std) {
     const size_t bytes = sizeof(float) * (size_t)s->info.cols;
-    if (!s->mean) s->mean = malloc(bytes), s->inv_std = malloc(bytes);
-    if (!s->mean || !s->inv_std) { /* cannot happen for sane widths; keep the reader consistent */
-        free(s->mean), free(s->inv_std);
-        s->mean = s->inv_std = NULL;
-        return;
-    }
     memcpy(s->mean, mean, bytes);
     memcpy(s->inv_std, inv_std, bytes);
+    s->normalize = 1;
 }
 
 nd_status nd_stream_start(nd_stream *s, const int *order, int count, int first, nd_error *err) {

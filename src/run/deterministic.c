@@ -30,7 +30,15 @@ struct nd_det {
     long *row_off;       /* (hi - lo) first local row of each block */
     long *row_len;       /* (hi - lo) rows of each block */
     long long *acc;      /* (num_params + ND_GRAD_TAIL) fixed-point gradient sum; [n + ND_TAIL_USED] flags trouble */
+    int trouble;         /* the latest step's sum flagged a value out of range or not finite */
+    double limit;        /* the range checked: |g| < limit */
 };
+
+int nd_det_step_bad(const nd_trainer *tr, double *limit) {
+    if (!tr->det || !tr->det->trouble) return 0;
+    *limit = tr->det->limit;
+    return 1;
+}
 
 nd_status nd_det_create(nd_trainer *tr, nd_error *err) {
     const int m = tr->cfg.micro_batches;
@@ -145,9 +153,9 @@ nd_status nd_det_step_gradient(nd_trainer *tr, long s, nd_error *err) {
     ND_TRY(nd_comm_allreduce_sum_i64(tr->comm, d->acc, used + 1, err));
     /* The numerical guard (guard.c) decides what a bad step means; the sum
      * is meaningless then and is not converted. */
-    tr->det_trouble = d->acc[used] != 0;
-    tr->det_limit = limit;
-    if (tr->det_trouble) return ND_OK;
+    d->trouble = d->acc[used] != 0;
+    d->limit = limit;
+    if (d->trouble) return ND_OK;
     const double unit = 1.0 / FIX_ONE; /* a power of two: the product is exact before rounding to float */
     for (size_t i = 0; i < used; ++i) m->grad[i] = (float)((double)d->acc[i] * unit);
     return ND_OK;

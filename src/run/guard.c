@@ -3,7 +3,10 @@
  * values every rank holds alike (the summed loss, the summed bias and
  * batch-norm gradients: a NaN or Inf anywhere in a layer's output gradient
  * reaches its bias gradient, and the exchange carries it to every rank), so
- * no extra reduction is needed; with --shard-optimizer the global norm, one
+ * no extra reduction is needed (a NaN, or an Inf, stays one in any order of
+ * summation; only a sum that overflows in one order and not in another
+ * could split the verdict, on more than 2 ranks without --deterministic);
+ * with --shard-optimizer the global norm, one
  * scalar allreduce, plays that part. Then the run stops, naming the step,
  * the layer and the quantity, before the bad update touches the weights or
  * a checkpoint, or with --on-nan skip the step is dropped and counted. */
@@ -26,9 +29,10 @@ static long first_nonfinite(const float *grad, nd_span s) {
 int nd_guard_find(const nd_trainer *tr, double grad_norm, char *what, size_t cap) {
     const nd_model *m = &tr->model;
     const float *g = m->grad;
-    if (tr->det_trouble) {
+    double limit;
+    if (nd_det_step_bad(tr, &limit)) {
         snprintf(what, cap, "a gradient value is not finite or beyond --deterministic's fixed-point range (|g| < %.3g)",
-                 tr->det_limit);
+                 limit);
         return 1;
     }
     const float loss = g[m->num_params + ND_TAIL_LOSS];

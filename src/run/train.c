@@ -521,7 +521,9 @@ nd_status nd_trainer_evaluate(nd_trainer *tr, const nd_shard *shard, double *los
                               nd_error *err) {
     double sums[3];
     nd_train_eval_sums(tr, shard, sums);
+    nd_watchdog_enter(tr->watchdog, "the evaluation's sums", tr->step);
     ND_TRY(nd_comm_allreduce_sum_f64(tr->comm, sums, 3, err));
+    nd_watchdog_leave(tr->watchdog);
     *loss = sums[2] > 0 ? sums[0] / sums[2] : NAN;
     *acc = nd_loss_metric(tr->loss, sums[1], sums[2], tr->info.num_outputs);
     return ND_OK;
@@ -683,7 +685,9 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
     if (tr->det) nd_det_order_pass(tr, epoch);
     else if (tr->feed.reader) ND_TRY(nd_train_stream_epoch(tr, epoch, first, err));
     else nd_train_order_pass(tr, epoch);
+    nd_watchdog_enter(tr->watchdog, "the epoch's start barrier", tr->step);
     ND_TRY(nd_comm_barrier(tr->comm, err)); /* start the clock together, as the peer does */
+    nd_watchdog_leave(tr->watchdog);
     double t0 = nd_comm_time(), paused = 0.0;
     memset(tr->phase, 0, sizeof tr->phase);
     for (long s = first; s < steps; ++s) {
@@ -718,7 +722,7 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
             }
             /* Blocking collectives have no time limit of their own: the
              * watchdog's thread times them (the buckets' waits are timed). */
-            nd_watchdog_enter(tr->watchdog, "the gradient allreduce", tr->step + 1);
+            nd_watchdog_enter(tr->watchdog, "the gradient allreduce (every rank had arrived)", tr->step + 1);
             if (tr->zero) ND_TRY(nd_zero_reduce(tr, err));
             else if (tr->buckets) ND_TRY(nd_buckets_finish(tr->buckets, err));
             else ND_TRY(nd_comm_allreduce_sum_f32(tr->comm, m->grad, n + ND_TAIL_USED, err));
@@ -796,7 +800,9 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
     double seconds = nd_comm_time() - t0 - paused;
     if (tr->buckets) tr->gradient_buckets = tr->buckets->started;
     nd_report_progress_end(&tr->report);
+    nd_watchdog_enter(tr->watchdog, "the epoch's time reduction", tr->step);
     ND_TRY(nd_comm_allreduce_max_f64(tr->comm, &seconds, 1, err)); /* the slowest rank sets the pace */
+    nd_watchdog_leave(tr->watchdog);
     const double samples = (double)steps * tr->global_batch, run = (double)(steps - first) * tr->global_batch;
     e->epoch = epoch;
     e->train_loss = loss_sum / samples;

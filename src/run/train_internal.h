@@ -67,6 +67,9 @@ nd_status nd_det_create(nd_trainer *tr, nd_error *err);
 nd_status nd_det_read_train(nd_trainer *tr, nd_error *err); /* the rows of this rank's blocks */
 nd_status nd_det_alloc(nd_trainer *tr, nd_error *err);
 void nd_det_free(nd_trainer *tr);
+/* 1 when the latest step's fixed-point sum flagged a value that is not
+ * finite or beyond the range (|g| < *limit): the numerical guard's evidence. */
+int nd_det_step_bad(const nd_trainer *tr, double *limit);
 long nd_det_steps_per_epoch(const nd_trainer *tr);
 void nd_det_order_pass(nd_trainer *tr, int epoch);
 /* sums (2 x features + 1): the statistics of the whole training split. Collective. */

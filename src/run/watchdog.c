@@ -4,7 +4,8 @@
  * arrived, the gradient's blocking MPI_Allreduce has no time limit, and a
  * rank stopped inside it would hold the others there forever. A blocking
  * call cannot be interrupted from inside, so a thread watches instead: the
- * step marks when it enters and leaves that exchange (two relaxed atomic
+ * step marks when it enters and leaves that exchange, and the few
+ * collectives at an epoch's edges (two relaxed atomic
  * stores: nothing measurable), and if it stays inside longer than the
  * limit the thread prints the one line and ends this process. The launcher
  * (mpirun, srun --kill-on-bad-exit) then ends the job, every rank of which
@@ -68,8 +69,8 @@ static void *watch(void *arg) {
         const double inside = (double)(now_ns() - atomic_load_explicit(&w->since_ns, memory_order_relaxed)) * 1e-9;
         if (inside <= w->limit || atomic_load_explicit(&w->what, memory_order_acquire) != what) continue;
         fprintf(stderr,
-                "nndist: error: rank %d: step %ld: %s did not complete within %g s (every rank had arrived; one "
-                "stopped, hung or died inside it): ending the job\n",
+                "nndist: error: rank %d: step %ld: %s did not complete within %g s (a rank stopped, hung or died "
+                "inside it): ending the job\n",
                 w->rank, atomic_load_explicit(&w->step, memory_order_relaxed), what, w->limit);
         fflush(NULL);
         _exit(3);

@@ -87,8 +87,9 @@ static void check(const char *name, const char *mode, int oldest, const char *ca
                  status, out);
 }
 
-/* The frozen rank may stop between steps or inside the allreduce. */
-#define IN_ALLREDUCE "the gradient allreduce did not complete within 3 s"
+/* The frozen rank may stop between steps, inside the allreduce, or in a
+ * collective at an epoch's edge (the watchdog's thread names each). */
+#define IN_ALLREDUCE "did not complete within 3 s"
 
 /* Rank 1 frozen: rank 0 names it at the arrival, or its watchdog thread
  * names the allreduce. */

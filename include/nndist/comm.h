@@ -79,6 +79,11 @@ int nd_comm_first_failed(nd_comm *comm, int failed);
  * alone. */
 nd_status nd_comm_agree(nd_comm *comm, nd_status st, nd_error *err);
 
+/* nd_comm_agree, and *agreed = 1 when the verdict is a failure every rank
+ * reached (none is left inside a collective, so the job may end normally);
+ * 0 when all succeeded or the agreement itself could not be made. */
+nd_status nd_comm_agree_verdict(nd_comm *comm, nd_status st, int *agreed, nd_error *err);
+
 nd_status nd_comm_barrier(nd_comm *comm, nd_error *err);
 
 /* The stall watchdog: the waits of training steps started from now on

@@ -138,18 +138,24 @@ nd_status nd_checkpoint_write(const char *path, const nd_model *model, const nd_
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
     h5io_quiet();
     hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) return ND_FAIL(err, ND_ERR_IO, "checkpoint %s: cannot create %s (%s)", path, tmp, strerror(errno));
+    if (f < 0)
+        return ND_FAIL(err, ND_ERR_IO, "checkpoint not written, the earlier ones are untouched: cannot create %s (%s)", tmp,
+                       strerror(errno));
     uint64_t hash[3];
     nd_status st = move_arrays(f, tmp, 1, model, opt, (float *)mean, (float *)inv_std, (float *)ema, hash, err);
     if (st == ND_OK) st = write_attrs(f, tmp, model, opt, meta, hash, ema != NULL, err);
-    if (H5Fclose(f) < 0 && st == ND_OK) st = ND_FAIL(err, ND_ERR_IO, "checkpoint %s: cannot close (disk full?)", tmp);
+    if (H5Fclose(f) < 0 && st == ND_OK) {
+        char cause[160];
+        h5io_cause(cause, sizeof cause);
+        st = ND_FAIL(err, ND_ERR_IO, "checkpoint %s: cannot finish writing it (%s)", tmp, cause);
+    }
     if (st == ND_OK && sync_path(tmp, O_RDONLY) != 0)
         st = ND_FAIL(err, ND_ERR_IO, "checkpoint %s: fsync failed (%s)", tmp, strerror(errno));
     if (st == ND_OK && rename(tmp, path) != 0)
         st = ND_FAIL(err, ND_ERR_IO, "checkpoint %s: rename failed (%s)", path, strerror(errno));
     if (st != ND_OK) {
         unlink(tmp); /* the previous checkpoint, if any, is untouched */
-        return st;
+        return nd_error_prefix(err, "checkpoint not written, the earlier ones are untouched: ");
     }
     sync_path(dirname(dir), O_RDONLY | O_DIRECTORY); /* make the rename itself durable */
     return ND_OK;

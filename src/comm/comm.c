@@ -194,13 +194,24 @@ int nd_comm_first_failed(nd_comm *comm, int failed) {
     return first == INT_MAX ? -1 : first;
 }
 
-nd_status nd_comm_agree(nd_comm *comm, nd_status st, nd_error *err) {
-    const int first = nd_comm_first_failed(comm, st != ND_OK);
-    if (first < 0) return ND_OK;
+nd_status nd_comm_agree_verdict(nd_comm *comm, nd_status st, int *agreed, nd_error *err) {
+    int mine = st != ND_OK ? comm->rank : INT_MAX, first = mine;
+    *agreed = 0;
+    if (comm->size > 1) {
+        const int rc = MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm->comm);
+        if (rc != MPI_SUCCESS) return st != ND_OK ? st : mpi_fail(err, rc, "Allreduce (error agreement)");
+    }
+    if (first == INT_MAX) return ND_OK;
+    *agreed = 1;
     if (first == comm->rank) return st;
     err->code = st != ND_OK ? st : ND_ERR_STATE;
     err->msg[0] = '\0';
     return err->code;
+}
+
+nd_status nd_comm_agree(nd_comm *comm, nd_status st, nd_error *err) {
+    int agreed = 0;
+    return nd_comm_agree_verdict(comm, st, &agreed, err);
 }
 
 nd_status nd_comm_barrier(nd_comm *comm, nd_error *err) {

@@ -7,6 +7,33 @@
 
 void h5io_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
 
+typedef struct {
+    char *out;
+    size_t cap;
+} cause_text;
+
+/* Innermost entry first: the system's message where a file driver quotes
+ * one, otherwise the innermost description. */
+static herr_t take_cause(unsigned n, const H5E_error2_t *e, void *data) {
+    (void)n;
+    cause_text *c = data;
+    const char *quoted = e->desc ? strstr(e->desc, "error message = '") : NULL;
+    if (quoted) {
+        quoted += strlen("error message = '");
+        snprintf(c->out, c->cap, "%.*s", (int)strcspn(quoted, "'"), quoted);
+        return 1; /* stop the walk */
+    }
+    if (!c->out[0] && e->desc && e->desc[0]) snprintf(c->out, c->cap, "HDF5: %s", e->desc);
+    return 0;
+}
+
+void h5io_cause(char *out, size_t cap) {
+    if (cap == 0) return;
+    out[0] = '\0';
+    cause_text c = {out, cap};
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, take_cause, &c);
+}
+
 /* The newest file this process opened for reading, for the fatal-signal
  * line (nd_hdf5_last_path): a damaged or hostile file can crash the HDF5
  * library itself. Written before each open; a handler only reads it. */
@@ -89,9 +116,11 @@ static nd_status write_attr(hid_t obj, const char *attr, hid_t type, const void 
     hid_t space = H5Screate(H5S_SCALAR);
     hid_t a = H5Acreate2(obj, attr, type, space, H5P_DEFAULT, H5P_DEFAULT);
     herr_t rc = a >= 0 ? H5Awrite(a, type, value) : -1;
+    char cause[160] = "";
+    if (rc < 0) h5io_cause(cause, sizeof cause);
     if (a >= 0) H5Aclose(a);
     H5Sclose(space);
-    if (rc < 0) return ND_FAIL(err, ND_ERR_IO, "%s: cannot write attribute %s", path, attr);
+    if (rc < 0) return ND_FAIL(err, ND_ERR_IO, "%s: cannot write attribute %s (%s)", path, attr, cause);
     return ND_OK;
 }
 
@@ -127,10 +156,12 @@ nd_status h5io_write_rows(hid_t group, const char *name, hid_t file_type, hid_t 
     hid_t d = H5Dcreate2(group, name, file_type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     herr_t rc = -1;
     if (d >= 0) rc = dims[0] ? H5Dwrite(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) : 0;
+    char cause[160] = "";
+    if (rc < 0) h5io_cause(cause, sizeof cause);
     if (d >= 0) H5Dclose(d);
     H5Pclose(dcpl);
     H5Sclose(space);
-    if (rc < 0) return ND_FAIL(err, ND_ERR_IO, "%s: cannot write dataset %s", path, name);
+    if (rc < 0) return ND_FAIL(err, ND_ERR_IO, "%s: cannot write dataset %s (%s)", path, name, cause);
     return ND_OK;
 }
 
@@ -201,10 +232,12 @@ nd_status h5io_write_array(hid_t file, const char *name, int ndims, const hsize_
     hid_t space = H5Screate_simple(ndims, dims, NULL);
     hid_t d = H5Dcreate2(file, name, H5T_IEEE_F32LE, space, lcpl, H5P_DEFAULT, H5P_DEFAULT);
     herr_t rc = d >= 0 ? H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) : -1;
+    char cause[160] = "";
+    if (rc < 0) h5io_cause(cause, sizeof cause);
     if (d >= 0) H5Dclose(d);
     H5Sclose(space);
     H5Pclose(lcpl);
-    if (rc < 0) return ND_FAIL(err, ND_ERR_IO, "%s: cannot write %s", path, name);
+    if (rc < 0) return ND_FAIL(err, ND_ERR_IO, "%s: cannot write %s (%s)", path, name, cause);
     return ND_OK;
 }
 

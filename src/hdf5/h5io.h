@@ -11,6 +11,12 @@
  * report errors themselves. */
 void h5io_quiet(void);
 
+/* Why the HDF5 call that just failed failed, from the library's error stack
+ * (the system's message, e.g. "No space left on device", where it has one):
+ * call it before any other HDF5 call, which would clear the stack. "" if
+ * the stack is empty. out: cap chars. */
+void h5io_cause(char *out, size_t cap);
+
 /* Opens an existing file read-only (or read-write), with a clear message for
  * a missing or non-HDF5 file. Returns a file id or H5I_INVALID_HID. */
 hid_t h5io_open(const char *path, int writable, nd_error *err);

@@ -2,6 +2,7 @@
  * resuming from one (read by rank 0, broadcast to every replica). */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -174,12 +175,28 @@ static int make_dirs(const char *path) {
     return mkdir(p, 0777) != 0 && errno != EEXIST ? -1 : 0;
 }
 
+/* 1 if a file can be created in dir: a read-only mount or a directory
+ * without permission is found now, not at the first checkpoint an hour in.
+ * (access() alone is not enough: root passes it on any permission bits.) */
+static int writable_dir(const char *dir) {
+    char probe[ND_PATH_MAX + 64];
+    snprintf(probe, sizeof probe, "%s/.nndist-write-test.%ld", dir, (long)getpid());
+    int fd = open(probe, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    if (fd < 0) return 0;
+    close(fd);
+    unlink(probe);
+    return 1;
+}
+
 nd_status nd_train_checkpoint_setup(nd_trainer *tr, int *resumed, nd_error *err) {
     const nd_train_config *c = &tr->cfg;
     *resumed = 0;
     nd_status st = ND_OK;
     if (tr->rank == 0 && c->checkpoint_dir[0] && make_dirs(c->checkpoint_dir) != 0)
         st = ND_FAIL(err, ND_ERR_IO, "--checkpoint-dir %s: %s", c->checkpoint_dir, strerror(errno));
+    else if (tr->rank == 0 && c->checkpoint_dir[0] && !writable_dir(c->checkpoint_dir))
+        st = ND_FAIL(err, ND_ERR_IO, "--checkpoint-dir %s: cannot write there (%s)", c->checkpoint_dir,
+                     strerror(errno));
     ND_TRY(nd_train_agree(tr, st, err));
     if (!c->resume[0]) return ND_OK;
     char path[ND_PATH_MAX + 64];

@@ -39,7 +39,10 @@ static void phase_tick(nd_trainer *tr, nd_phase p, double *t0) {
 }
 
 nd_status nd_train_agree(nd_trainer *tr, nd_status st, nd_error *err) {
-    return nd_comm_agree(tr->comm, st, err);
+    int agreed = 0;
+    st = nd_comm_agree_verdict(tr->comm, st, &agreed, err);
+    if (agreed) tr->agreed_failure = 1; /* every rank stops here: the job can end normally */
+    return st;
 }
 
 /* The node's cores shared among the ranks on it, never more than this

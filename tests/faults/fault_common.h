@@ -4,8 +4,10 @@
 #define NNDIST_FAULT_COMMON_H
 
 #include <signal.h>
+#include <stdlib.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 static double fault_now(void) {
     struct timespec ts;
@@ -24,6 +26,16 @@ static int fault_wait(pid_t job, double limit, int *status) {
     kill(job, SIGKILL);
     waitpid(job, status, 0);
     return 0;
+}
+
+/* Starts `sh -c cmd` (cmd should exec the job) in the background. */
+static pid_t fault_spawn(const char *cmd) {
+    pid_t job = fork();
+    if (job == 0) {
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    return job;
 }
 
 #endif

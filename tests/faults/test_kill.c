@@ -17,7 +17,7 @@
 
 #include <cmocka.h>
 
-#include "nndist/checkpoint.h"
+#include "fault_checkpoint.h"
 #include "fault_common.h"
 #include "nndist/data.h"
 
@@ -42,13 +42,9 @@ static double kill_one(const char *dir, int oldest, int *status) {
     char cmd[4096], rm[600];
     snprintf(rm, sizeof rm, "rm -rf %s", dir);
     system(rm);
-    pid_t job = fork();
-    if (job == 0) {
-        snprintf(cmd, sizeof cmd, "exec %s %s 3 --oversubscribe %s" RUN " --straggle 1:4 --checkpoint-dir %s > %s.log 2>&1",
-                 MPIEXEC_EXECUTABLE, MPIEXEC_NUMPROC_FLAG, NNDIST_BIN, dir, dir);
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
+    snprintf(cmd, sizeof cmd, "exec %s %s 3 --oversubscribe %s" RUN " --straggle 1:4 --checkpoint-dir %s > %s.log 2>&1",
+             MPIEXEC_EXECUTABLE, MPIEXEC_NUMPROC_FLAG, NNDIST_BIN, dir, dir);
+    pid_t job = fault_spawn(cmd);
     char path[700];
     const double t0 = fault_now();
     while (fault_now() - t0 < 60) { /* two checkpoints: the kill lands mid-run */
@@ -72,34 +68,16 @@ static void check(const char *name, int oldest) {
     const double seconds = kill_one(dir, oldest, &status);
     const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     /* The newest checkpoint is whole. */
-    int found = 0;
-    nd_error err = {0};
-    nd_ckpt_info info;
-    memset(&info, 0, sizeof info);
-    const int latest = nd_checkpoint_latest(dir, newest, sizeof newest, &found, &err) == ND_OK && found;
-    int loads = 0;
-    if (latest && nd_checkpoint_probe(newest, &info, &err) == ND_OK) {
-        nd_model m;
-        nd_opt_config oc = {0};
-        nd_optimizer opt;
-        float mean[32], inv[32];
-        nd_opt_parse(info.optimizer, &oc.kind);
-        if (nd_model_create(&m, &info.spec, 1, &err) == ND_OK) {
-            if (nd_optimizer_create(&opt, &oc, m.num_params, &err) == ND_OK) {
-                loads = nd_checkpoint_read(newest, &m, &opt, mean, inv, NULL, &info, &err) == ND_OK;
-                nd_optimizer_destroy(&opt);
-            }
-            nd_model_destroy(&m);
-        }
-    }
+    char why[1024];
+    long step = -1;
+    const int loads = fault_newest_loads(dir, newest, sizeof newest, &step, why);
     /* --resume auto finishes the run. */
     snprintf(cmd, sizeof cmd, "timeout -k 5 120 %s %s 3 --oversubscribe %s" RUN " --checkpoint-dir %s --resume auto"
              " > %s-resume.log 2>&1", MPIEXEC_EXECUTABLE, MPIEXEC_NUMPROC_FLAG, NNDIST_BIN, dir, dir);
     const int resumed = system(cmd) == 0;
     print_message("  %s killed: job over %.2f s later (status %d); newest checkpoint %s (step %ld) %s; resume %s\n", name,
-                  seconds, code, latest ? newest : "none", info.meta.step, loads ? "loads" : "does NOT load",
-                  resumed ? "finished" : "FAILED");
-    if (!loads) print_message("  %s\n", err.msg);
+                  seconds, code, newest, step, loads ? "loads" : "does NOT load", resumed ? "finished" : "FAILED");
+    if (!loads) print_message("  %s\n", why);
     assert_true(seconds < 15.0);
     assert_int_not_equal(code, 0);
     assert_true(loads);

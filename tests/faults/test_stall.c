@@ -37,16 +37,12 @@ static int setup(void **state) {
  * after 1.5 s and returns how long the job took to end after that; the
  * output is in log. */
 static double freeze_one(const char *mode, int oldest, const char *log, int *exit_status) {
-    pid_t job = fork();
-    if (job == 0) {
-        char cmd[4096];
-        snprintf(cmd, sizeof cmd,
-                 "exec %s %s 2 --oversubscribe %s train --data " DATA " --hidden 256 --epochs 1000 --progress none"
-                 " --threads 1 --timeout %d --mode %s > %s 2>&1",
-                 MPIEXEC_EXECUTABLE, MPIEXEC_NUMPROC_FLAG, NNDIST_BIN, TIMEOUT_S, mode, log);
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd,
+             "exec %s %s 2 --oversubscribe %s train --data " DATA " --hidden 256 --epochs 1000 --progress none"
+             " --threads 1 --timeout %d --mode %s > %s 2>&1",
+             MPIEXEC_EXECUTABLE, MPIEXEC_NUMPROC_FLAG, NNDIST_BIN, TIMEOUT_S, mode, log);
+    pid_t job = fault_spawn(cmd);
     nanosleep(&(struct timespec){1, 500000000}, NULL);
     char kill_cmd[512];
     snprintf(kill_cmd, sizeof kill_cmd, "pkill -STOP %s -f " MATCH, oldest ? "-o" : "-n");

@@ -57,6 +57,7 @@ typedef struct {
     char optimizer[16];
     long optimizer_step;
     int has_ema;       /* the file holds /ema (set by nd_checkpoint_read) */
+    char checksum_model[24], checksum_optimizer[24]; /* as stored (16 hex digits); verified only by a read */
     nd_ckpt_meta meta;
 } nd_ckpt_info;
 

@@ -242,6 +242,8 @@ static nd_status probe_open(hid_t f, const char *path, nd_ckpt_info *info, nd_er
     m->plateau_bad = (int)v;
     ND_TRY(read_text(f, path, "metric_name", m->metric_name, sizeof m->metric_name, err));
     ND_TRY(read_number(f, path, "metric_value", &m->metric_value, err));
+    ND_TRY(read_text(f, path, "checksum_model", info->checksum_model, sizeof info->checksum_model, err));
+    ND_TRY(read_text(f, path, "checksum_optimizer", info->checksum_optimizer, sizeof info->checksum_optimizer, err));
     return read_text(f, path, "config", m->config, sizeof m->config, err);
 }
 

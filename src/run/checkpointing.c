@@ -12,6 +12,7 @@
 #include "nndist/arena.h"
 #include "nndist/checkpoint.h"
 #include "train_internal.h"
+#include "watchdog.h"
 
 /* The resolved configuration as `key = value` lines, for the file. */
 static void config_text(const nd_trainer *tr, char *out, size_t cap) {
@@ -228,8 +229,8 @@ nd_status nd_train_checkpoint_write(nd_trainer *tr, const nd_optimizer *opt, int
     return nd_checkpoint_prune(tr->cfg.checkpoint_dir, tr->cfg.keep, err);
 }
 
-nd_status nd_train_checkpoint_save(nd_trainer *tr, int epoch, long epoch_step, double loss_sum, double correct,
-                                   nd_error *err) {
+static nd_status save_now(nd_trainer *tr, int epoch, long epoch_step, double loss_sum, double correct,
+                          nd_error *err) {
     nd_optimizer view;
     ND_TRY(gather_view(tr, &view, err));
     nd_status st = ND_OK;
@@ -254,9 +255,9 @@ static void remove_other_best(const char *dir, const char *keep_name) {
     closedir(d);
 }
 
-nd_status nd_train_checkpoint_epoch(nd_trainer *tr, const nd_epoch_stats *e, int best, nd_error *err) {
+static nd_status epoch_now(nd_trainer *tr, const nd_epoch_stats *e, int best, nd_error *err) {
     /* The epoch is done: the file says "epoch e + 1, nothing of it yet". */
-    ND_TRY(nd_train_checkpoint_save(tr, e->epoch + 1, 0, 0.0, 0.0, err));
+    ND_TRY(save_now(tr, e->epoch + 1, 0, 0.0, 0.0, err));
     if (!best) return ND_OK;
     nd_optimizer view;
     ND_TRY(gather_view(tr, &view, err));
@@ -274,4 +275,23 @@ nd_status nd_train_checkpoint_epoch(nd_trainer *tr, const nd_epoch_stats *e, int
         if (st == ND_OK) remove_other_best(tr->cfg.checkpoint_dir, name);
     }
     return nd_train_agree(tr, st, err);
+}
+
+/* The stall watchdog watches a checkpoint whole: rank 0 writing it (a hung
+ * file system) and the others waiting for its verdict (rank 0 stopped). */
+static const char *const checkpoint_what = "the checkpoint (rank 0 writes it, the others wait for its verdict)";
+
+nd_status nd_train_checkpoint_save(nd_trainer *tr, int epoch, long epoch_step, double loss_sum, double correct,
+                                   nd_error *err) {
+    nd_watchdog_enter(tr->watchdog, checkpoint_what, tr->step);
+    const nd_status st = save_now(tr, epoch, epoch_step, loss_sum, correct, err);
+    nd_watchdog_leave(tr->watchdog);
+    return st;
+}
+
+nd_status nd_train_checkpoint_epoch(nd_trainer *tr, const nd_epoch_stats *e, int best, nd_error *err) {
+    nd_watchdog_enter(tr->watchdog, checkpoint_what, tr->step);
+    const nd_status st = epoch_now(tr, e, best, err);
+    nd_watchdog_leave(tr->watchdog);
+    return st;
 }

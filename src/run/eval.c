@@ -183,6 +183,8 @@ static void info_checkpoint(const char *path, const nd_ckpt_info *ci) {
     printf("  position    step %ld, epoch %d (%ld of its steps done)\n", ci->meta.step, ci->meta.epoch,
            ci->meta.epoch_step);
     printf("  written by  %d ranks, global batch %d\n", ci->meta.world_size, ci->meta.global_batch);
+    printf("  checksums   model %s, optimizer %s (as stored; eval verifies them)\n", ci->checksum_model,
+           ci->checksum_optimizer);
     if (ci->meta.metric_name[0]) printf("  metric      %s = %.4f\n", ci->meta.metric_name, ci->meta.metric_value);
     printf("  configuration:\n");
     for (const char *p = ci->meta.config; *p;) {

@@ -52,7 +52,8 @@ static void on_fatal_signal(int sig) {
     put("nndist: error: rank ");
     put(crash_rank >= 0 ? rank + i : "?");
     put(sig == SIGFPE ? ": arithmetic fault (SIGFPE)" : sig == SIGBUS ? ": bus error (SIGBUS)"
-        : sig == SIGILL ? ": illegal instruction (SIGILL)" : ": segmentation fault (SIGSEGV)");
+        : sig == SIGILL ? ": illegal instruction (SIGILL)"
+        : sig == SIGABRT ? ": aborted (SIGABRT: a library found its memory damaged)" : ": segmentation fault (SIGSEGV)");
     const char *last = nd_hdf5_last_path();
     if (last[0]) {
         put("; the newest file read was ");
@@ -69,8 +70,8 @@ static void install_fatal_handlers(int rank) {
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_fatal_signal;
     sa.sa_flags = SA_RESETHAND;
-    const int sigs[4] = {SIGSEGV, SIGFPE, SIGBUS, SIGILL};
-    for (int i = 0; i < 4; ++i) sigaction(sigs[i], &sa, NULL);
+    const int sigs[5] = {SIGSEGV, SIGFPE, SIGBUS, SIGILL, SIGABRT};
+    for (int i = 0; i < 5; ++i) sigaction(sigs[i], &sa, NULL);
 }
 
 /* One line on stderr for the rank that found the problem. */

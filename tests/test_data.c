@@ -95,8 +95,25 @@ static void test_uint8_scale_and_hyperslab(void **state) {
 
 typedef enum {
     BAD_NO_CLASSES, BAD_NO_X, BAD_NO_Y, BAD_ROWS, BAD_LABEL, BAD_NAN, BAD_INF, BAD_Y_FLOAT,
-    BAD_X_1D, BAD_TEST_COLS, BAD_CLASSES_VALUE, BAD_NOT_HDF5
+    BAD_X_1D, BAD_TEST_COLS, BAD_CLASSES_VALUE, BAD_NOT_HDF5, BAD_HUGE_CLAIM, BAD_HUGE_CHUNK
 } bad_kind;
+
+/* An unwritten chunked dataset of type and dims (rows extendible), chunks
+ * of chunk: its header claims what the file does not hold. */
+static void write_unwritten(hid_t f, const char *name, hid_t type, int ndims, const hsize_t *dims,
+                            const hsize_t *chunk) {
+    hsize_t maxdims[2] = {H5S_UNLIMITED, ndims > 1 ? dims[1] : 0};
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_create_intermediate_group(lcpl, 1);
+    H5Pset_chunk(dcpl, ndims, chunk);
+    hid_t space = H5Screate_simple(ndims, dims, maxdims);
+    hid_t d = H5Dcreate2(f, name, type, space, lcpl, dcpl, H5P_DEFAULT);
+    assert_true(d >= 0);
+    H5Dclose(d);
+    H5Sclose(space);
+    H5Pclose(dcpl);
+    H5Pclose(lcpl);
+}
 
 static void write_bad(const char *path, bad_kind kind) {
     enum { ROWS = 8, COLS = 2 };
@@ -116,6 +133,20 @@ static void write_bad(const char *path, bad_kind kind) {
     hid_t f = fx_create(path);
     if (kind != BAD_NO_CLASSES) fx_attr_int(f, "num_classes", kind == BAD_CLASSES_VALUE ? 1 : 3);
     hsize_t xd[2] = {ROWS, COLS}, yd[1] = {kind == BAD_ROWS ? ROWS - 1 : ROWS};
+    if (kind == BAD_HUGE_CLAIM) { /* a header claiming 10^12 rows, in a file of a few KB */
+        const hsize_t huge[2] = {1000000000000ULL, COLS}, chunk[2] = {1024, COLS};
+        write_unwritten(f, "/train/x", H5T_IEEE_F32LE, 2, huge, chunk);
+        write_unwritten(f, "/train/y", H5T_STD_I32LE, 1, huge, chunk);
+        fx_close(f);
+        return;
+    }
+    if (kind == BAD_HUGE_CHUNK) { /* one chunk of 2 GiB: a read would allocate it whole */
+        const hsize_t chunk[2] = {1u << 28, COLS};
+        write_unwritten(f, "/train/x", H5T_IEEE_F32LE, 2, xd, chunk);
+        fx_write_i32(f, "/train/y", 1, yd, y);
+        fx_close(f);
+        return;
+    }
     if (kind == BAD_X_1D) {
         hsize_t flat[1] = {ROWS * COLS};
         fx_write_f32(f, "/train/x", 1, flat, x);
@@ -171,6 +202,8 @@ static void test_bad_files(void **state) {
     expect_bad(BAD_X_1D, "/train/x must be 2-D");
     expect_bad(BAD_TEST_COLS, "/test/x has 3 features but /train/x has 2");
     expect_bad(BAD_NOT_HDF5, "not an HDF5 file");
+    expect_bad(BAD_HUGE_CLAIM, "/train/x claims 1000000000000 x 2 values (8e+12 bytes) but the file stores 0 bytes");
+    expect_bad(BAD_HUGE_CHUNK, "/train/x: its chunks hold 2.15e+09 bytes each");
 
     nd_dataset_info info;
     nd_error err = {0};

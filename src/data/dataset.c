@@ -20,6 +20,47 @@ void nd_shard_range(long n, int rank, int size, long *first, long *count) {
     *count = base + (rank < extra ? 1 : 0);
 }
 
+/* Deflate, the one filter Debian's HDF5 brings, shrinks data at most about
+ * 1032:1 (all zeros); beyond that a header's claim is not data. */
+#define MAX_COMPRESSION 1100.0
+#define MAX_CHUNK_BYTES (1u << 30)
+
+/* The values the header of d claims (rows x cols of type) must be in the
+ * file: a damaged or hostile header claiming 10^12 rows, whose size
+ * product would overflow, is refused here before anything is allocated.
+ * Also a chunk layout must be sane: every chunk dimension at least 1 and a
+ * chunk (read and allocated whole by HDF5) at most 1 GiB. */
+static nd_status check_storage(hid_t d, hid_t type, const char *path, const char *name, hsize_t rows, hsize_t cols,
+                               nd_error *err) {
+    const size_t esize = H5Tget_size(type);
+    const double claimed = (double)rows * (double)cols * (double)esize; /* a double cannot overflow here */
+    const double stored = (double)H5Dget_storage_size(d);
+    hid_t dcpl = H5Dget_create_plist(d);
+    if (dcpl < 0) return ND_FAIL(err, ND_ERR_FORMAT, "%s: %s: cannot read its storage properties", path, name);
+    const H5D_layout_t layout = H5Pget_layout(dcpl);
+    const int filters = H5Pget_nfilters(dcpl);
+    hsize_t chunk[H5S_MAX_RANK];
+    const int chunk_rank = layout == H5D_CHUNKED ? H5Pget_chunk(dcpl, H5S_MAX_RANK, chunk) : 0;
+    H5Pclose(dcpl);
+    if (layout < 0 || filters < 0 || chunk_rank < 0)
+        return ND_FAIL(err, ND_ERR_FORMAT, "%s: %s: its storage layout is unreadable", path, name);
+    double chunk_bytes = (double)esize;
+    for (int i = 0; i < chunk_rank; ++i) {
+        if (chunk[i] == 0) return ND_FAIL(err, ND_ERR_FORMAT, "%s: %s: chunk dimension %d is 0", path, name, i);
+        chunk_bytes *= (double)chunk[i];
+    }
+    if (chunk_bytes > MAX_CHUNK_BYTES)
+        return ND_FAIL(err, ND_ERR_FORMAT, "%s: %s: its chunks hold %.3g bytes each, over the 1 GiB nndist reads at once",
+                       path, name, chunk_bytes);
+    const double bound = filters > 0 ? MAX_COMPRESSION : 1.0;
+    if (claimed > stored * bound)
+        return ND_FAIL(err, ND_ERR_FORMAT,
+                       "%s: %s claims %llu x %llu values (%.3g bytes) but the file stores %.0f bytes of it%s (damaged, "
+                       "truncated or never written)", path, name, (unsigned long long)rows, (unsigned long long)cols,
+                       claimed, stored, filters > 0 ? ", too little even compressed" : "");
+    return ND_OK;
+}
+
 nd_status nd_split_probe(hid_t f, const char *path, const char *split, nd_split_info *info,
                              nd_error *err) {
     char xname[64], yname[64];
@@ -85,6 +126,8 @@ nd_status nd_split_probe(hid_t f, const char *path, const char *split, nd_split_
                      (unsigned long long)xd[0], yname, (unsigned long long)yd[0]);
         goto done;
     }
+    if ((st = check_storage(dx, tx, path, xname, xd[0], xd[1], err)) != ND_OK) goto done;
+    if ((st = check_storage(dy, ty, path, yname, yd[0], float_targets ? yd[1] : 1, err)) != ND_OK) goto done;
     info->rows = (long)xd[0];
     info->cols = (int)xd[1];
 done:

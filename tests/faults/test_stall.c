@@ -17,6 +17,7 @@
 
 #include <cmocka.h>
 
+#include "fault_checkpoint.h"
 #include "fault_common.h"
 #include "nndist/data.h"
 
@@ -33,15 +34,13 @@ static int setup(void **state) {
     return nd_synth_write(&s, DATA, &err) == ND_OK ? 0 : -1;
 }
 
-/* Starts `mode` training on 2 ranks, freezes the oldest or newest rank
- * after 1.5 s and returns how long the job took to end after that; the
- * output is in log. */
-static double freeze_one(const char *mode, int oldest, const char *log, int *exit_status) {
+/* Starts `run` on 2 ranks, freezes the oldest or newest rank after 1.5 s
+ * and returns how long the job took to end after that; the output is in
+ * log. */
+static double freeze_one(const char *run, int oldest, const char *log, int *exit_status) {
     char cmd[4096];
-    snprintf(cmd, sizeof cmd,
-             "exec %s %s 2 --oversubscribe %s train --data " DATA " --hidden 256 --epochs 1000 --progress none"
-             " --threads 1 --timeout %d --mode %s > %s 2>&1",
-             MPIEXEC_EXECUTABLE, MPIEXEC_NUMPROC_FLAG, NNDIST_BIN, TIMEOUT_S, mode, log);
+    snprintf(cmd, sizeof cmd, "exec %s %s 2 --oversubscribe %s %s > %s 2>&1", MPIEXEC_EXECUTABLE, MPIEXEC_NUMPROC_FLAG,
+             NNDIST_BIN, run, log);
     pid_t job = fault_spawn(cmd);
     nanosleep(&(struct timespec){1, 500000000}, NULL);
     char kill_cmd[512];
@@ -66,10 +65,16 @@ static int names_cause(const char *line, const char *causes) {
 }
 
 static void check(const char *name, const char *mode, int oldest, const char *cause, double bound) {
-    char log[512], out[1 << 16];
+    char log[512], out[1 << 16], dir[512], run[1024], cmd[2048];
     snprintf(log, sizeof log, T "stall-%s.log", name);
+    snprintf(dir, sizeof dir, T "stall-%s-ckpt", name);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    system(cmd);
+    /* About 5 s of training, checkpointing as it goes; frozen after 1.5 s. */
+    snprintf(run, sizeof run, "train --data " DATA " --hidden 256 --epochs 40 --progress none --threads 1 --timeout %d"
+             " --mode %s --checkpoint-dir %s --checkpoint-every 500 --keep 3", TIMEOUT_S, mode, dir);
     int status = 0;
-    const double seconds = freeze_one(mode, oldest, log, &status);
+    const double seconds = freeze_one(run, oldest, log, &status);
     FILE *f = fopen(log, "r");
     size_t n = f ? fread(out, 1, sizeof out - 1, f) : 0;
     out[n] = '\0';
@@ -77,10 +82,20 @@ static void check(const char *name, const char *mode, int oldest, const char *ca
     const char *line = strstr(out, "nndist: error:");
     char first[600] = "";
     if (line) snprintf(first, sizeof first, "%.*s", (int)strcspn(line, "\n"), line);
-    print_message("  %s: ended %.2f s after SIGSTOP, exit %d: %s\n", name, seconds, status, first);
+    /* What it left loads, and the same command with --resume auto finishes. */
+    char newest[1024], why[1024];
+    long step = -1;
+    const int loads = fault_newest_loads(dir, newest, sizeof newest, &step, why);
+    snprintf(cmd, sizeof cmd, "timeout -k 5 120 %s %s 2 --oversubscribe %s %s --resume auto > %s-resume.log 2>&1",
+             MPIEXEC_EXECUTABLE, MPIEXEC_NUMPROC_FLAG, NNDIST_BIN, run, dir);
+    const int resumed = system(cmd) == 0;
+    print_message("  %s: ended %.2f s after SIGSTOP, exit %d: %s\n    newest checkpoint left: step %ld, %s; resume %s\n",
+                  name, seconds, status, first, step, loads ? "loads" : why, resumed ? "finished" : "FAILED");
     if (!(seconds <= bound) || status == 0 || !names_cause(first, cause))
         fail_msg("%s: want an exit within %g s naming '%s'; got %.2f s, exit %d:\n%s", name, bound, cause, seconds,
                  status, out);
+    assert_true(loads);
+    assert_true(resumed);
 }
 
 /* The frozen rank may stop between steps, inside the allreduce, or in a

@@ -24,7 +24,11 @@
 #define T NNDIST_TEST_TMP "/"
 #define DATA T "kill.h5"
 #define MATCH "'^[^ ]*nndist train --data " DATA "'"
-#define RUN " train --data " DATA " --hidden 64 --epochs 6 --batch 32 --progress none --threads 1 --mode async" \
+/* 40 epochs of 625 updates: several seconds, so that the kill (after
+ * update 100) lands mid-run and the job's end is the fault's doing. */
+#define EPOCHS "40"
+#define FINAL_STEP (40 * 20000L / 32)
+#define RUN " train --data " DATA " --hidden 64 --epochs " EPOCHS " --batch 32 --progress none --threads 1 --mode async" \
             " --checkpoint-every 50 --keep 100"
 
 static int setup(void **state) {
@@ -79,6 +83,7 @@ static void check(const char *name, int oldest) {
                   seconds, code, newest, step, loads ? "loads" : "does NOT load", resumed ? "finished" : "FAILED");
     if (!loads) print_message("  %s\n", why);
     assert_true(seconds < 15.0);
+    assert_true(step > 0 && step < FINAL_STEP); /* it died mid-run, not after finishing */
     assert_int_not_equal(code, 0);
     assert_true(loads);
     assert_true(resumed);

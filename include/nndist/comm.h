@@ -36,11 +36,6 @@ _Noreturn void nd_comm_abort(const nd_comm *comm, int code);
 int nd_comm_rank(const nd_comm *comm);
 int nd_comm_size(const nd_comm *comm);
 
-/* 1 if a launcher (mpirun, srun) started this process: its parent is
- * then the launcher or the launcher's node daemon, whose death means the
- * job is over. 0 for a singleton started by hand. */
-int nd_comm_launched(void);
-
 /* Number of ranks of comm on this rank's node (shared-memory domain). */
 int nd_comm_local_size(const nd_comm *comm);
 

@@ -194,14 +194,6 @@ int nd_comm_first_failed(nd_comm *comm, int failed) {
     return first == INT_MAX ? -1 : first;
 }
 
-int nd_comm_launched(void) {
-    /* Open MPI's, PMIx's, MPICH's (PMI) and Slurm's marks of a launched rank. */
-    const char *marks[4] = {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "SLURM_STEP_ID"};
-    for (int i = 0; i < 4; ++i)
-        if (getenv(marks[i])) return 1;
-    return 0;
-}
-
 nd_status nd_comm_agree_verdict(nd_comm *comm, nd_status st, int *agreed, nd_error *err) {
     int mine = st != ND_OK ? comm->rank : INT_MAX, first = mine;
     *agreed = 0;

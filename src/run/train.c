@@ -363,7 +363,7 @@ nd_status nd_trainer_setup(nd_trainer *tr, const nd_train_config *cfg, nd_comm *
     if (tr->rank == 0) print_setup(tr);
     /* The watchdog covers the training steps' exchanges from here on. */
     nd_comm_set_timeout(comm, cfg->timeout);
-    if (tr->size > 1) ND_TRY(nd_train_agree(tr, nd_watchdog_start(&tr->watchdog, tr->rank, cfg->timeout, nd_comm_launched(), err), err));
+    if (tr->size > 1) ND_TRY(nd_train_agree(tr, nd_watchdog_start(&tr->watchdog, tr->rank, cfg->timeout, err), err));
     return ND_OK;
 }
 

@@ -11,10 +11,7 @@
  * (mpirun, srun --kill-on-bad-exit) then ends the job, every rank of which
  * has its own watchdog: no rank is left waiting. This is the one place
  * outside main that ends the program, because the thread that would
- * return the status is the one that is stuck.
- * The thread also watches the launcher: if mpirun (or the node's daemon)
- * is killed, its ranks are orphaned and would go on training, and writing
- * checkpoints beside the restarted job's; a rank whose parent changed ends. */
+ * return the status is the one that is stuck. */
 #include "watchdog.h"
 
 #include <pthread.h>
@@ -27,7 +24,6 @@
 struct nd_watchdog {
     int rank;
     double limit;
-    pid_t launcher; /* the parent that started this rank, 0: not watched */
     pthread_t thread;
     pthread_mutex_t mu;   /* with cv: stop wakes the thread at once instead of after its nap */
     pthread_cond_t cv;
@@ -68,14 +64,6 @@ static void *watch(void *arg) {
             atomic_store_explicit(&w->since_ns, woke, memory_order_relaxed);
             continue;
         }
-        if (w->launcher && getppid() != w->launcher) {
-            fprintf(stderr,
-                    "nndist: error: rank %d: step %ld: the launcher that started this rank (pid %ld) is gone: ending "
-                    "this rank, so that no orphan goes on training\n",
-                    w->rank, atomic_load_explicit(&w->step, memory_order_relaxed), (long)w->launcher);
-            fflush(NULL);
-            _exit(4);
-        }
         const char *what = atomic_load_explicit(&w->what, memory_order_acquire);
         if (!what) continue;
         const double inside = (double)(now_ns() - atomic_load_explicit(&w->since_ns, memory_order_relaxed)) * 1e-9;
@@ -90,14 +78,13 @@ static void *watch(void *arg) {
     return NULL;
 }
 
-nd_status nd_watchdog_start(nd_watchdog **out, int rank, double limit, int launched, nd_error *err) {
+nd_status nd_watchdog_start(nd_watchdog **out, int rank, double limit, nd_error *err) {
     *out = NULL;
     if (!(limit > 0.0)) return ND_OK;
     nd_watchdog *w = calloc(1, sizeof *w);
     if (!w) return ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate the stall watchdog");
     w->rank = rank;
     w->limit = limit;
-    w->launcher = launched && getppid() > 1 ? getppid() : 0;
     atomic_init(&w->quit, 0);
     atomic_init(&w->what, NULL);
     atomic_init(&w->step, 0);

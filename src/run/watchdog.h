@@ -1,6 +1,5 @@
 /* The stall watchdog's thread (watchdog.c): ends this process with one
- * line when a marked exchange of the step lasts longer than the limit, or
- * when the launcher that started it is gone. */
+ * line when a marked exchange of the step lasts longer than the limit. */
 #ifndef NNDIST_WATCHDOG_H
 #define NNDIST_WATCHDOG_H
 
@@ -8,9 +7,8 @@
 #include "nndist/train.h" /* the nd_watchdog name */
 
 /* Starts the thread; limit <= 0: no watchdog (*out = NULL, and the calls
- * below do nothing). launched: this rank's parent is its launcher, to be
- * watched (nd_comm_launched). */
-nd_status nd_watchdog_start(nd_watchdog **out, int rank, double limit, int launched, nd_error *err);
+ * below do nothing). */
+nd_status nd_watchdog_start(nd_watchdog **out, int rank, double limit, nd_error *err);
 
 /* The step enters exchange `what` (a string that outlives the call) of
  * step `step`, and leaves it. Cheap: atomic stores. */

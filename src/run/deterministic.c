@@ -21,6 +21,7 @@
 #include "nndist/arena.h"
 #include "nndist/rng.h"
 #include "train_internal.h"
+#include "watchdog.h"
 
 #define FIX_ONE 4294967296.0 /* 2^32: fixed-point unit */
 
@@ -150,7 +151,11 @@ nd_status nd_det_step_gradient(nd_trainer *tr, long s, nd_error *err) {
         for (size_t i = 0; i < used; ++i) acc[i] += llrint((double)g[i] * FIX_ONE);
     }
     d->acc[used] = trouble;
-    ND_TRY(nd_comm_allreduce_sum_i64(tr->comm, d->acc, used + 1, err));
+    /* No arrival barrier here: the watchdog times the exchange (--timeout). */
+    nd_watchdog_enter(tr->watchdog, "the deterministic gradient allreduce", tr->step + 1);
+    const nd_status exchanged = nd_comm_allreduce_sum_i64(tr->comm, d->acc, used + 1, err);
+    nd_watchdog_leave(tr->watchdog);
+    ND_TRY(exchanged);
     /* The numerical guard (guard.c) decides what a bad step means; the sum
      * is meaningless then and is not converted. */
     d->trouble = d->acc[used] != 0;

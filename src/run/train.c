@@ -445,11 +445,16 @@ float nd_train_grad_scale(nd_trainer *tr, int samples) {
     return scale;
 }
 
-/* --sync-bn's hook: the model adds batch-norm sums across ranks through it. */
+/* --sync-bn's hook: the model adds batch-norm sums across ranks through it,
+ * in the middle of forward and backward: a rank frozen there would hold the
+ * others inside it, so the watchdog times it. */
 static int reduce_over_ranks(void *ctx, float *buf, size_t n) {
     nd_trainer *tr = ctx;
     nd_error ignored = {0};
-    return nd_comm_allreduce_sum_f32(tr->comm, buf, n, &ignored) == ND_OK ? 0 : -1;
+    nd_watchdog_enter(tr->watchdog, "a --sync-bn batch-norm allreduce", tr->step + 1);
+    const nd_status st = nd_comm_allreduce_sum_f32(tr->comm, buf, n, &ignored);
+    nd_watchdog_leave(tr->watchdog);
+    return st == ND_OK ? 0 : -1;
 }
 
 void nd_train_batch_gradient(nd_trainer *tr, const int *idx) {

@@ -116,6 +116,20 @@ static void test_sync_oldest_frozen(void **state) {
     check("sync-rank0", "sync", 1, "no word from rank 0|" IN_ALLREDUCE, TIMEOUT_S * 1.5 + 1.0 + 3.0);
 }
 
+/* Deterministic mode has no arrival barrier: the watchdog times its
+ * fixed-point allreduce. */
+static void test_deterministic_frozen(void **state) {
+    (void)state;
+    check("sync-deterministic", "sync --deterministic", 0, IN_ALLREDUCE "|did not arrive within 3 s", TIMEOUT_S + 3.0);
+}
+
+/* --sync-bn exchanges batch-norm sums inside forward and backward, before
+ * the step's arrival. */
+static void test_sync_bn_frozen(void **state) {
+    (void)state;
+    check("sync-bn", "sync --batch-norm --sync-bn", 0, IN_ALLREDUCE "|did not arrive within 3 s", TIMEOUT_S + 3.0);
+}
+
 static void test_async_server_frozen(void **state) {
     (void)state;
     check("async-server", "async", 1, "no answer from rank 0", TIMEOUT_S + 3.0);
@@ -130,6 +144,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sync_newest_frozen),
         cmocka_unit_test(test_sync_oldest_frozen),
+        cmocka_unit_test(test_deterministic_frozen),
+        cmocka_unit_test(test_sync_bn_frozen),
         cmocka_unit_test(test_async_server_frozen),
         cmocka_unit_test(test_async_worker_frozen),
     };

@@ -186,21 +186,24 @@ nd_status nd_comm_bcast_bytes(nd_comm *comm, void *buf, size_t n, int root, nd_e
     return rc == MPI_SUCCESS ? ND_OK : mpi_fail(err, rc, "Bcast");
 }
 
+/* The lowest failed rank into *first (INT_MAX: none); an MPI return code. */
+static int lowest_failed(nd_comm *comm, int failed, int *first) {
+    int mine = failed ? comm->rank : INT_MAX;
+    *first = mine;
+    return comm->size > 1 ? MPI_Allreduce(&mine, first, 1, MPI_INT, MPI_MIN, comm->comm) : MPI_SUCCESS;
+}
+
 int nd_comm_first_failed(nd_comm *comm, int failed) {
-    int mine = failed ? comm->rank : INT_MAX, first = mine;
-    if (comm->size > 1 &&
-        MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm->comm) != MPI_SUCCESS)
-        return comm->rank;
+    int first;
+    if (lowest_failed(comm, failed, &first) != MPI_SUCCESS) return comm->rank;
     return first == INT_MAX ? -1 : first;
 }
 
 nd_status nd_comm_agree_verdict(nd_comm *comm, nd_status st, int *agreed, nd_error *err) {
-    int mine = st != ND_OK ? comm->rank : INT_MAX, first = mine;
+    int first;
     *agreed = 0;
-    if (comm->size > 1) {
-        const int rc = MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm->comm);
-        if (rc != MPI_SUCCESS) return st != ND_OK ? st : mpi_fail(err, rc, "Allreduce (error agreement)");
-    }
+    const int rc = lowest_failed(comm, st != ND_OK, &first);
+    if (rc != MPI_SUCCESS) return st != ND_OK ? st : mpi_fail(err, rc, "Allreduce (error agreement)");
     if (first == INT_MAX) return ND_OK;
     *agreed = 1;
     if (first == comm->rank) return st;

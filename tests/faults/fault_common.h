@@ -1,13 +1,30 @@
-/* Shared by the fault-matrix tests: a clock, and waiting for a job started
- * with fork that may hang (it is killed then). */
+/* Shared by the fault-matrix tests: their synthetic data, a clock,
+ * starting a job, waiting for one that may hang (it is killed then), and
+ * its exit code. */
 #ifndef NNDIST_FAULT_COMMON_H
 #define NNDIST_FAULT_COMMON_H
 
 #include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "nndist/data.h"
+
+/* A fresh synthetic set at path: rows training and 1000 test rows; 0 or -1
+ * as a cmocka group setup returns. */
+static int fault_write_data(const char *path, long rows, int features, int classes, uint64_t seed) {
+    remove(path);
+    nd_synth_config s = {rows, 1000, 0, features, classes, 1.0f, seed, 0, 0};
+    nd_error err = {0};
+    return nd_synth_write(&s, path, &err) == ND_OK ? 0 : -1;
+}
+
+/* A wait status as a shell reports it: the exit code, or 128 + the signal. */
+static int fault_exit_code(int status) { return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status); }
 
 static double fault_now(void) {
     struct timespec ts;

@@ -34,7 +34,6 @@
 
 #include "fault_checkpoint.h"
 #include "fault_common.h"
-#include "nndist/data.h"
 
 #define T NNDIST_TEST_TMP "/"
 #define DATA T "disk.h5"
@@ -47,10 +46,7 @@ static char namespace_why[1024];
 
 static int setup(void **state) {
     (void)state;
-    remove(DATA);
-    nd_synth_config s = {12000, 1000, 0, 64, 5, 1.0f, 11, 0, 0};
-    nd_error err = {0};
-    if (nd_synth_write(&s, DATA, &err) != ND_OK) return -1;
+    if (fault_write_data(DATA, 12000, 64, 5, 11) != 0) return -1;
     /* Mounts made from here on are this process's and its children's only. */
     if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
         snprintf(namespace_why, sizeof namespace_why,
@@ -160,8 +156,6 @@ static int has_temporary(const char *dir) {
     return system(cmd) == 0;
 }
 
-static int exit_code(int status) { return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status); }
-
 /* A fresh directory, or a fresh tmpfs of `bytes` mounted on it (bytes > 0). */
 static void fresh_dir(const char *dir, long bytes) {
     char cmd[700];
@@ -197,13 +191,13 @@ static void verdict(const char *fault, const char *dir, double seconds, double b
     while (line && line > log && line[-1] != '\n') --line; /* the whole line */
     const char *end = line ? strchr(line, '\n') : NULL;
     print_message("  %s: job over %.2f s after the fault (bound %.0f s), status %d; newest checkpoint left: step %ld,"
-                  " %s; resume %s\n    message: %.*s\n", fault, seconds, bound, exit_code(status), step,
+                  " %s; resume %s\n    message: %.*s\n", fault, seconds, bound, fault_exit_code(status), step,
                   loads ? "loads" : "does NOT load", resumed ? "finished" : "FAILED",
                   line ? (int)(end ? end - line : (long)strlen(line)) : 30, line ? line : "(cause not found in the log)");
     if (!loads) print_message("    %s\n", why);
     if (!line) print_message("    log:\n%s\n", log);
     assert_true(seconds < bound);
-    assert_int_not_equal(exit_code(status), 0);
+    assert_int_not_equal(fault_exit_code(status), 0);
     assert_non_null(line);
     assert_true(loads);
     assert_true(resumed);

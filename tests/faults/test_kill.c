@@ -19,7 +19,6 @@
 
 #include "fault_checkpoint.h"
 #include "fault_common.h"
-#include "nndist/data.h"
 
 #define T NNDIST_TEST_TMP "/"
 #define DATA T "kill.h5"
@@ -33,10 +32,7 @@
 
 static int setup(void **state) {
     (void)state;
-    remove(DATA);
-    nd_synth_config s = {20000, 1000, 0, 32, 5, 1.0f, 9, 0, 0};
-    nd_error err = {0};
-    return nd_synth_write(&s, DATA, &err) == ND_OK ? 0 : -1;
+    return fault_write_data(DATA, 20000, 32, 5, 9);
 }
 
 /* Runs the job in dir (np 3), waits for two checkpoints, SIGKILLs the
@@ -70,7 +66,7 @@ static void check(const char *name, int oldest) {
     snprintf(dir, sizeof dir, T "kill-%s", name);
     int status = 0;
     const double seconds = kill_one(dir, oldest, &status);
-    const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    const int code = fault_exit_code(status);
     /* The newest checkpoint is whole. */
     char why[1024];
     long step = -1;

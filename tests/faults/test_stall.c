@@ -19,7 +19,6 @@
 
 #include "fault_checkpoint.h"
 #include "fault_common.h"
-#include "nndist/data.h"
 
 #define T NNDIST_TEST_TMP "/"
 #define DATA T "stall.h5"
@@ -28,10 +27,7 @@
 
 static int setup(void **state) {
     (void)state;
-    remove(DATA);
-    nd_synth_config s = {60000, 1000, 0, 64, 6, 1.0f, 7, 0, 0};
-    nd_error err = {0};
-    return nd_synth_write(&s, DATA, &err) == ND_OK ? 0 : -1;
+    return fault_write_data(DATA, 60000, 64, 6, 7);
 }
 
 /* Starts `run` on 2 ranks, freezes the oldest or newest rank after 1.5 s
@@ -51,7 +47,7 @@ static double freeze_one(const char *run, int oldest, const char *log, int *exit
     const int done = fault_wait(job, 40, &status); /* a hang is killed, and said */
     const double seconds = fault_now() - t0;
     system("pkill -KILL -f " MATCH " 2>/dev/null");
-    *exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    *exit_status = fault_exit_code(status);
     return stopped ? (done ? seconds : INFINITY) : NAN;
 }
 

@@ -77,6 +77,7 @@ typedef struct {
     nd_span gamma, beta;  /* (out_dim) batch norm scale and shift (trainable) */
     nd_span run_mean, run_var; /* (out_dim) running statistics (in the statistics region) */
     float drop;
+    int grad_rows;        /* rows of the weight gradient per GEMM in backward (nd_model_set_grad_block) */
 } nd_dense_layer;
 
 /* grad[lo, end of the gradient buffer) is final: a bucket may be sent. */
@@ -96,8 +97,14 @@ typedef struct {
      * are final once forward is done. NULL: no calls. */
     nd_grad_ready_fn grad_ready;
     void *ready_ctx;
-    size_t ready_chunk;   /* floats of a weight gradient computed between calls (0: a whole layer) */
 } nd_train_pass;
+
+/* Floats of a weight gradient computed by one GEMM in backward (256 KiB):
+ * small enough that a 784-512 layer's gradient leaves in 6 buckets while
+ * the rest is computed; large enough that the blocks cost 2-8% of that one
+ * GEMM on one or two threads (32K floats cost 14-16%; measured in one
+ * sitting, 512x784x64). */
+#define ND_GRAD_BLOCK_FLOATS 65536
 
 typedef struct {
     nd_model_spec spec;
@@ -153,6 +160,14 @@ float *nd_model_output_grad(nd_model *model);
  * nd_model_output_grad(). x (batch x input_dim) must be the input of the
  * training forward pass that precedes it. */
 void nd_model_backward(nd_model *model, const float *x, int batch);
+
+/* Backward computes each layer's weight gradient in blocks of rows of
+ * about `floats` floats each (whole tiles of 16 rows once they are that
+ * many), with or without the grad_ready hook, so that an overlapped and a
+ * plain step issue the same GEMMs on the same blocks and give the same
+ * bits on any BLAS kernel. nd_model_create sets ND_GRAD_BLOCK_FLOATS; tests
+ * of the hook set smaller blocks. */
+void nd_model_set_grad_block(nd_model *model, size_t floats);
 
 /* Floating-point operations of the GEMMs of one training sample: forward
  * (2 in out per layer), the weight gradient (2 in out) and the input

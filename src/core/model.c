@@ -70,6 +70,7 @@ nd_status nd_model_create(nd_model *model, const nd_model_spec *spec, int max_ba
         if (L->out_dim > widest) widest = L->out_dim;
         in = h.width;
     }
+    nd_model_set_grad_block(model, ND_GRAD_BLOCK_FLOATS);
     model->num_trainable = nd_span_reserve(&total, 0).offset;
     for (int l = 0; l < model->num_layers; ++l) {
         nd_dense_layer *L = &model->layer[l];
@@ -246,6 +247,15 @@ float *nd_model_output_grad(nd_model *model) { return model->delta[0]; }
 
 const float *nd_model_activation(const nd_model *model, int l) { return model->act[l]; }
 
+void nd_model_set_grad_block(nd_model *model, size_t floats) {
+    for (int l = 0; l < model->num_layers; ++l) {
+        nd_dense_layer *L = &model->layer[l];
+        size_t rows = floats > 0 ? (floats + (size_t)L->in_dim - 1) / (size_t)L->in_dim : 1;
+        if (rows >= 16) rows = (rows + 15) / 16 * 16; /* whole register tiles of the GEMM kernels */
+        L->grad_rows = rows < (size_t)L->out_dim ? (int)rows : L->out_dim;
+    }
+}
+
 void nd_model_backward(nd_model *model, const float *x, int batch) {
     int cur = 0;
     const float *p = model->param;
@@ -275,12 +285,13 @@ void nd_model_backward(nd_model *model, const float *x, int batch) {
         nd_dense_backward_bias(d, model->z[l], g + L->b.offset, fused_act(L), batch, L->out_dim);
         /* Weight rows last to first, so the final part of the arena grows
          * downwards without gaps: each block can go on the wire while the
-         * next block and the input gradient are computed. */
+         * next block and the input gradient are computed. The blocks are the
+         * same with or without the hook (grad_rows is fixed by the layer's
+         * shape), so an overlapped step issues the very GEMMs of a plain one:
+         * the bits cannot differ whatever kernel the BLAS picks. */
         const nd_grad_ready_fn ready = model->trained ? model->pass.grad_ready : NULL;
-        const size_t chunk = model->pass.ready_chunk;
-        const int rows = !ready || chunk == 0 ? L->out_dim : chunk < (size_t)L->in_dim ? 1 : (int)(chunk / L->in_dim);
         for (int r1 = L->out_dim; r1 > 0;) {
-            const int r0 = r1 > rows ? r1 - rows : 0;
+            const int r0 = r1 > L->grad_rows ? r1 - L->grad_rows : 0;
             nd_dense_backward_weights(g + L->w.offset, d, in, batch, L->in_dim, L->out_dim, r0, r1);
             if (ready) ready(model->pass.ready_ctx, L->w.offset + (size_t)r0 * L->in_dim);
             r1 = r0;

@@ -474,8 +474,7 @@ void nd_train_batch_gradient(nd_trainer *tr, const int *idx) {
     nd_grad_buckets *buckets = tr->buckets;
     const nd_train_pass pass = {.seed = tr->cfg.seed, .step = tr->step, .row_ids = tr->row_ids,
                                 .reduce = tr->cfg.sync_bn ? reduce_over_ranks : NULL, .reduce_ctx = tr,
-                                .grad_ready = buckets ? nd_buckets_ready : NULL, .ready_ctx = buckets,
-                                .ready_chunk = buckets ? buckets->bucket : 0};
+                                .grad_ready = buckets ? nd_buckets_ready : NULL, .ready_ctx = buckets};
     const float *out = nd_model_forward(m, tr->xb, b, &pass);
     nd_loss_stats ls = nd_loss_apply(tr->loss, nd_model_output_grad(m), out, tr->yb, tr->tb, b, k);
     m->grad[m->num_params + ND_TAIL_LOSS] = (float)ls.loss_sum;

@@ -8,7 +8,7 @@ void mpi_base_config(nd_train_config *cfg, const char *data) {
     char *none[] = {NULL};
     nd_train_config_parse(cfg, 0, none, &help, &err);
     snprintf(cfg->data, sizeof cfg->data, "%s", data);
-    snprintf(cfg->progress, sizeof cfg->progress, "none");
+    cfg->progress = ND_PROGRESS_NONE;
     cfg->threads = 1;
 }
 

@@ -144,11 +144,11 @@ static void test_bad_options(void **state) {
     (void)state;
     expect_failure("train --data " T "good.h5 --optimiser sgd", "unknown option '--optimiser'");
     expect_failure("train --data " T "good.h5 --opt adagrad2", "--opt: 'adagrad2' is not one of");
-    expect_failure("train --data " T "good.h5 --batch 0", "--batch: 0 must be positive");
-    expect_failure("train --data " T "good.h5 --batch -5", "--batch: -5 must be positive");
-    expect_failure("train --data " T "good.h5 --epochs 0", "--epochs: 0 must be positive");
-    expect_failure("train --data " T "good.h5 --lr 0", "--lr: 0 must be positive");
-    expect_failure("train --data " T "good.h5 --lr -1", "--lr: -1 must be positive");
+    expect_failure("train --data " T "good.h5 --batch 0", "--batch: 0 must be >= 1");
+    expect_failure("train --data " T "good.h5 --batch -5", "--batch: -5 must be >= 1");
+    expect_failure("train --data " T "good.h5 --epochs 0", "--epochs: 0 must be >= 1");
+    expect_failure("train --data " T "good.h5 --lr 0", "--lr: 0 must be > 0");
+    expect_failure("train --data " T "good.h5 --lr -1", "--lr: -1 must be > 0");
     expect_failure("train --data " T "good.h5 --metrics /nonexistent-dir/m.jsonl" COMMON,
                    "--metrics /nonexistent-dir/m.jsonl");
     expect_failure("train --data " T "good.h5 --summary /nonexistent-dir/s.json" COMMON,
@@ -162,24 +162,24 @@ static void test_bad_options(void **state) {
     expect_failure("train --data " T "good.h5 --arch 4-8:bn:swish-3" COMMON, "--arch '4-8:bn:swish-3': 'swish' is not bn");
     expect_failure("train --data " T "good.h5 --arch 5-8:relu-3" COMMON,
                    "--arch '5-8:relu-3': takes 5 inputs and gives 3 outputs, the data has 4 and 3");
-    expect_failure("train --data " T "good.h5 --dropout 1" COMMON, "--dropout: 1 must be a probability in [0, 1)");
+    expect_failure("train --data " T "good.h5 --dropout 1" COMMON, "--dropout: 1 must be in [0, 1)");
     expect_failure("train --data " T "good.h5 --loss huber" COMMON, "--loss: 'huber' is not one of");
     expect_failure("train --data " T "good.h5 --loss l2" COMMON, "--loss l2 needs float targets (N x K), but");
-    expect_failure("train --data " T "good.h5 --sync-bn --mode async" COMMON, "--sync-bn: only with --mode sync");
+    expect_failure("train --data " T "good.h5 --sync-bn --mode async" COMMON, "--sync-bn: not with --mode async/ssp (the parameter servers cannot add batch-norm sums");
     expect_failure("gradcheck --data " T "good.h5 --arch 4-8:maxout1-3", "maxout takes 2 to 64 pieces");
     expect_failure("train --data " T "good.h5 --bucket-kb -1" COMMON, "--bucket-kb: -1 must be in [0, 1048576]");
     expect_failure("train --data " T "good.h5 --bucket-kb 64 --mode async" COMMON,
-                   "--bucket-kb: only with --mode sync, without --deterministic or --shard-optimizer");
+                   "--bucket-kb: not with --mode async/ssp (the bucketed allreduce and the parameter servers");
     expect_failure("train --data " T "good.h5 --shard-optimizer --deterministic" COMMON,
-                   "--shard-optimizer: only with --mode sync without --deterministic");
-    expect_failure("train --data " T "good.h5 --stream-mb -1" COMMON, "--stream-mb: -1 must be >= 0 (MB)");
+                   "--shard-optimizer: not with --deterministic (the sharded optimizer and the fixed-point sum");
+    expect_failure("train --data " T "good.h5 --stream-mb -1" COMMON, "--stream-mb: -1 must be in [0, 1e9)");
     expect_failure("train --data " T "good.h5 --stream-mb 8 --mode async" COMMON,
-                   "--stream-mb: only with --mode sync without --deterministic");
+                   "--stream-mb: not with --mode async/ssp (the parameter servers cannot take a streamed feed)");
     expect_failure("train --data " T "good.h5 --stream-mb 0.00001" COMMON,
                    "--stream-mb 1e-05: two windows of one batch (4 rows of 20 bytes) do not fit");
     expect_failure("train --data " T "nan.h5 --stream-mb 0.001" COMMON, "/train/x[37][0] is NaN");
     expect_failure("train --data " T "good.h5 --on-nan maybe" COMMON, "--on-nan: 'maybe' is not one of stop, skip");
-    expect_failure("train --data " T "good.h5 --on-nan skip --mode async" COMMON, "--on-nan skip: only with --mode sync");
+    expect_failure("train --data " T "good.h5 --on-nan skip --mode async" COMMON, "--on-nan skip: not with --mode async/ssp (the parameter servers cannot drop a step");
     expect_failure("train --data " T "good.h5 --fault-nan-step 3" COMMON,
                    "step 3: the loss is NaN: stopped before applying it");
     expect_failure("train --data " T "good.h5 --fault-nan-step 2 --mode async" COMMON,

@@ -29,11 +29,16 @@ static void test_defaults_and_values(void **state) {
     assert_false(c.shuffle);
     assert_string_equal(c.hidden, "128");
     assert_int_equal(c.seed, 42);
-    assert_string_equal(c.opt, "adam");
+    assert_int_equal(c.opt, ND_OPT_ADAM);
     assert_int_equal(c.warmup_steps, 100);
     assert_int_equal(c.epochs, 10);           /* default */
     assert_float_equal(c.momentum, 0.9f, 0); /* default */
-    assert_int_equal(nd_train_config_validate(&c, &err), ND_OK);
+    assert_int_equal(c.mode, ND_MODE_SYNC);   /* default */
+    nd_train_plan plan;
+    assert_int_equal(nd_train_plan_resolve(&c, &plan, &err), ND_OK);
+    assert_int_equal(plan.exchange, ND_EXCHANGE_ALLREDUCE);
+    assert_int_equal(plan.feed, ND_FEED_MEMORY);
+    assert_int_equal(plan.straggle_rank, -1);
 }
 
 static void test_bad_values(void **state) {
@@ -58,20 +63,31 @@ static void test_bad_values(void **state) {
     assert_int_equal(parse(&c, &err, 1, a6), ND_ERR_ARG);
 }
 
-static void expect_invalid(const char *name, const char *value, const char *needle) {
+/* Refused by the parser (a name that is no choice) or by the plan (a
+ * range, a text, a combination), with needle in the message. */
+static void expect_refused(int argc, char **argv, const char *needle) {
     nd_train_config c;
+    nd_train_plan plan;
     nd_error err;
+    nd_status st = parse(&c, &err, argc, argv);
+    if (st == ND_OK) st = nd_train_plan_resolve(&c, &plan, &err);
+    assert_int_equal(st, ND_ERR_ARG);
+    if (!strstr(err.msg, needle)) fail_msg("'%s' lacks '%s'", err.msg, needle);
+}
+
+static void expect_invalid(const char *name, const char *value, const char *needle) {
     char opt[64];
     snprintf(opt, sizeof opt, "--%s", name);
     char *argv[] = {"--data", "d.h5", opt, (char *)value};
-    assert_int_equal(parse(&c, &err, 4, argv), ND_OK);
-    assert_int_equal(nd_train_config_validate(&c, &err), ND_ERR_ARG);
-    if (!strstr(err.msg, needle)) fail_msg("'%s' lacks '%s'", err.msg, needle);
+    expect_refused(4, argv, needle);
 }
 
 static void test_validation(void **state) {
     (void)state;
-    expect_invalid("batch", "0", "--batch: 0 must be positive");
+    expect_invalid("batch", "0", "--batch: 0 must be >= 1");
+    expect_invalid("dropout", "1", "--dropout: 1 must be in [0, 1)");
+    expect_invalid("opt", "rmsprop2", "--opt: 'rmsprop2' is not one of sgd, momentum, nesterov, adam");
+    expect_invalid("act", "identity", "--act: identity is the output layer's");
     expect_invalid("epochs", "-3", "--epochs");
     expect_invalid("lr", "0", "--lr");
     expect_invalid("lr", "-0.1", "--lr");
@@ -86,10 +102,62 @@ static void test_validation(void **state) {
     expect_invalid("servers", "0", "--servers");
     expect_invalid("clip-norm", "-1", "--clip-norm");
     nd_train_config c;
+    nd_train_plan plan;
     nd_error err;
     assert_int_equal(parse(&c, &err, 0, NULL), ND_OK);
-    assert_int_equal(nd_train_config_validate(&c, &err), ND_ERR_ARG);
+    assert_int_equal(nd_train_plan_resolve(&c, &plan, &err), ND_ERR_ARG);
     assert_non_null(strstr(err.msg, "--data"));
+    /* A struct filled by hand is checked against the same ranges. */
+    assert_int_equal(parse(&c, &err, 0, NULL), ND_OK);
+    snprintf(c.data, sizeof c.data, "d.h5");
+    c.ema = 1.0f;
+    assert_int_equal(nd_train_plan_resolve(&c, &plan, &err), ND_ERR_ARG);
+    assert_non_null(strstr(err.msg, "--ema: 1 must be in [0, 1)"));
+}
+
+/* The plan: which exchange and feed the options pick, and every option
+ * refused where its exchange lacks the capability it needs. */
+static void test_plan_parts_and_capabilities(void **state) {
+    (void)state;
+    struct {
+        const char *args[4];
+        nd_exchange_kind exchange;
+        nd_feed_kind feed;
+    } picks[] = {
+        {{"--bucket-kb", "64"}, ND_EXCHANGE_BUCKETS, ND_FEED_MEMORY},
+        {{"--shard-optimizer", "--stream-mb", "8"}, ND_EXCHANGE_ZERO, ND_FEED_STREAM},
+        {{"--deterministic"}, ND_EXCHANGE_FIXED_POINT, ND_FEED_BLOCKS},
+        {{"--mode", "ssp"}, ND_EXCHANGE_PARAM_SERVER, ND_FEED_MEMORY},
+    };
+    for (size_t i = 0; i < sizeof picks / sizeof picks[0]; ++i) {
+        char *argv[6] = {"--data", "d.h5"};
+        int argc = 2;
+        while (argc - 2 < 4 && picks[i].args[argc - 2]) argv[argc] = (char *)picks[i].args[argc - 2], ++argc;
+        nd_train_config c;
+        nd_train_plan plan;
+        nd_error err;
+        assert_int_equal(parse(&c, &err, argc, argv), ND_OK);
+        assert_int_equal(nd_train_plan_resolve(&c, &plan, &err), ND_OK);
+        assert_int_equal(plan.exchange, picks[i].exchange);
+        assert_int_equal(plan.feed, picks[i].feed);
+        assert_int_equal(plan.ssp, c.mode == ND_MODE_SSP);
+    }
+    char *two_exchanges[] = {"--data", "d.h5", "--bucket-kb", "4", "--shard-optimizer"};
+    expect_refused(5, two_exchanges, "--shard-optimizer: not with --bucket-kb");
+    char *async_buckets[] = {"--data", "d.h5", "--mode", "async", "--bucket-kb", "4"};
+    expect_refused(6, async_buckets, "--bucket-kb: not with --mode async/ssp");
+    char *sync_bn[] = {"--data", "d.h5", "--mode", "async", "--sync-bn"};
+    expect_refused(5, sync_bn, "--sync-bn: not with --mode async/ssp (the parameter servers cannot add batch-norm");
+    char *det_bn[] = {"--data", "d.h5", "--deterministic", "--sync-bn"};
+    expect_refused(4, det_bn, "--sync-bn: not with --deterministic");
+    char *skip[] = {"--data", "d.h5", "--mode", "ssp", "--on-nan", "skip"};
+    expect_refused(6, skip, "--on-nan skip: not with --mode async/ssp");
+    char *stream[] = {"--data", "d.h5", "--deterministic", "--stream-mb", "4"};
+    expect_refused(5, stream, "--stream-mb: not with --deterministic");
+    char *ema[] = {"--data", "d.h5", "--mode", "async", "--ema", "0.9"};
+    expect_refused(6, ema, "--ema: not with --mode async/ssp");
+    char *plateau[] = {"--data", "d.h5", "--mode", "async", "--lr-schedule", "plateau"};
+    expect_refused(6, plateau, "--lr-schedule plateau: not with --mode async/ssp");
 }
 
 static void test_config_file(void **state) {
@@ -139,8 +207,9 @@ static void test_resolved_config_round_trips(void **state) {
     /* What rank 0 prints is a valid config file giving the same values. */
     nd_train_config a, b;
     nd_error err;
-    char *argv[] = {"--data", "x.h5", "--lr", "0.01", "--eps", "1e-7", "--clip-norm", "2.5"};
-    assert_int_equal(parse(&a, &err, 8, argv), ND_OK);
+    char *argv[] = {"--data", "x.h5", "--lr", "0.01", "--eps", "1e-7", "--clip-norm", "2.5", "--opt", "adadelta",
+                    "--mode", "ssp", "--progress", "none"};
+    assert_int_equal(parse(&a, &err, 14, argv), ND_OK);
     const char *path = NNDIST_TEST_TMP "/resolved.cfg";
     FILE *f = fopen(path, "w");
     nd_cli_print(nd_train_options, nd_train_num_options, &a, f, "");
@@ -151,6 +220,9 @@ static void test_resolved_config_round_trips(void **state) {
     assert_memory_equal(&a.eps, &b.eps, sizeof a.eps);
     assert_memory_equal(&a.clip_norm, &b.clip_norm, sizeof a.clip_norm);
     assert_string_equal(a.data, b.data);
+    assert_int_equal(b.opt, ND_OPT_ADADELTA);
+    assert_int_equal(b.mode, ND_MODE_SSP);
+    assert_int_equal(b.progress, ND_PROGRESS_NONE);
 }
 
 int main(void) {
@@ -158,6 +230,7 @@ int main(void) {
         cmocka_unit_test(test_defaults_and_values), cmocka_unit_test(test_bad_values),
         cmocka_unit_test(test_validation),          cmocka_unit_test(test_config_file),
         cmocka_unit_test(test_widths),              cmocka_unit_test(test_resolved_config_round_trips),
+        cmocka_unit_test(test_plan_parts_and_capabilities),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -25,14 +25,14 @@ typedef struct {
     int applied_once; /* every server applied exactly the updates the workers sent */
 } outcome;
 
-static outcome run(const char *mode, int servers, int max_staleness, const char *straggle, int overlap) {
+static outcome run(nd_mode_kind mode, int servers, int max_staleness, const char *straggle, int overlap) {
     char path[512];
     fx_path(path, sizeof path, "async.h5");
     nd_error err = {0};
     mpi_synth(world, path, &(nd_synth_config){1001, 1000, 0, 16, 5, 3.0f, 21, 0, 0}); /* 1001 rows: uneven shards */
     nd_train_config cfg;
     mpi_base_config(&cfg, path);
-    snprintf(cfg.mode, sizeof cfg.mode, "%s", mode);
+    cfg.mode = mode;
     snprintf(cfg.hidden, sizeof cfg.hidden, "32");
     snprintf(cfg.straggle, sizeof cfg.straggle, "%s", straggle);
     cfg.servers = servers;
@@ -78,7 +78,7 @@ static outcome run(const char *mode, int servers, int max_staleness, const char 
 
 static void test_two_servers_straggler_uneven(void **state) {
     (void)state;
-    outcome o = run("async", 2, 0, "3:3", 0);
+    outcome o = run(ND_MODE_ASYNC, 2, 0, "3:3", 0);
     print_message("  async K=2, W=2, rank 3 straggling x3: accuracy %.4f, max staleness %ld, %ld samples\n",
                   o.test_acc, o.staleness_max, o.samples);
     assert_true(o.ok);
@@ -94,9 +94,9 @@ static void test_ssp_bounds(void **state) {
     (void)state;
     /* With W workers and bound s, a gradient's staleness is at most
      * (W - 1) * (2s + 1): see README. Here W = 3 (one server). */
-    outcome o0 = run("ssp", 1, 0, "1:20", 0);
-    outcome o2 = run("ssp", 1, 2, "1:20", 0);
-    outcome oa = run("async", 1, 0, "1:20", 0);
+    outcome o0 = run(ND_MODE_SSP, 1, 0, "1:20", 0);
+    outcome o2 = run(ND_MODE_SSP, 1, 2, "1:20", 0);
+    outcome oa = run(ND_MODE_ASYNC, 1, 0, "1:20", 0);
     print_message("  max staleness with a x20 straggler: ssp s=0 %ld, ssp s=2 %ld, async %ld\n", o0.staleness_max,
                   o2.staleness_max, oa.staleness_max);
     assert_true(o0.ok && o2.ok && oa.ok);
@@ -110,7 +110,7 @@ static void test_ssp_bounds(void **state) {
  * 2 exactly once each (an epoch may cut one clock: +-1). */
 static void test_ssp_lockstep_staleness_schedule(void **state) {
     (void)state;
-    outcome o = run("ssp", 1, 0, "2:2", 0);
+    outcome o = run(ND_MODE_SSP, 1, 0, "2:2", 0);
     print_message("  ssp s=0, 3 workers, last epoch's staleness counts: %ld %ld %ld %ld\n", o.hist[0], o.hist[1],
                   o.hist[2], o.hist[3]);
     assert_true(o.ok);
@@ -123,7 +123,7 @@ static void test_ssp_lockstep_staleness_schedule(void **state) {
  * exchange is in flight. Learns, ends cleanly, replicas agree. */
 static void test_overlap_two_servers(void **state) {
     (void)state;
-    outcome o = run("async", 2, 0, "2:3", 1);
+    outcome o = run(ND_MODE_ASYNC, 2, 0, "2:3", 1);
     print_message("  async --overlap K=2: accuracy %.4f, max staleness %ld\n", o.test_acc, o.staleness_max);
     assert_true(o.ok);
     assert_true(o.identical);
@@ -147,7 +147,7 @@ static void test_two_servers_reassemble_exactly(void **state) {
     nd_train_config cfg;
     mpi_base_config(&cfg, path);
     snprintf(cfg.hidden, sizeof cfg.hidden, "9,7");
-    snprintf(cfg.opt, sizeof cfg.opt, "sgd");
+    cfg.opt = ND_OPT_SGD;
     cfg.shuffle = false;
     cfg.batch = 16;
     cfg.epochs = 2;
@@ -155,7 +155,7 @@ static void test_two_servers_reassemble_exactly(void **state) {
     size_t n = 0;
     if (three) {
         nd_train_config a = cfg;
-        snprintf(a.mode, sizeof a.mode, "async");
+        a.mode = ND_MODE_ASYNC;
         a.servers = 2;
         nd_trainer tr;
         if (nd_trainer_setup(&tr, &a, three, &err) == ND_OK && nd_trainer_fit(&tr, &err) == ND_OK) {
@@ -199,7 +199,7 @@ static void test_deterministic_across_rank_counts(void **state) {
     nd_train_config cfg;
     mpi_base_config(&cfg, path);
     snprintf(cfg.arch, sizeof cfg.arch, "12:drop0.1-16:bn:relu:drop0.2-8:bn:tanh-4");
-    snprintf(cfg.opt, sizeof cfg.opt, "adam");
+    cfg.opt = ND_OPT_ADAM;
     cfg.deterministic = true;
     cfg.micro_batches = 4;
     cfg.batch = 10;
@@ -255,9 +255,9 @@ static void test_async_checkpoint_resume_two_servers(void **state) {
     if (three) {
         nd_train_config cfg;
         mpi_base_config(&cfg, path);
-        snprintf(cfg.mode, sizeof cfg.mode, "async");
+        cfg.mode = ND_MODE_ASYNC;
         snprintf(cfg.hidden, sizeof cfg.hidden, "9,7");
-        snprintf(cfg.opt, sizeof cfg.opt, "adam");
+        cfg.opt = ND_OPT_ADAM;
         cfg.servers = 2;
         cfg.shuffle = false;
         cfg.batch = 16; /* 640 rows: 40 updates an epoch */
@@ -297,7 +297,7 @@ static void test_async_checkpoint_resume_two_servers(void **state) {
 
 static void test_too_few_ranks(void **state) {
     (void)state;
-    outcome o = run("async", 4, 0, "", 0);
+    outcome o = run(ND_MODE_ASYNC, 4, 0, "", 0);
     assert_false(o.ok);
 }
 

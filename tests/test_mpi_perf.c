@@ -108,7 +108,7 @@ static void test_shard_optimizer_equals_plain(void **state) {
     fx_path(data, sizeof data, "perf.h5"); /* written by the test above */
     nd_train_config cfg;
     base(&cfg, data);
-    snprintf(cfg.opt, sizeof cfg.opt, "adamw");
+    cfg.opt = ND_OPT_ADAMW;
     cfg.lr = 0.003f;
     cfg.weight_decay = 0.01f;
     cfg.l1 = 1e-4f;
@@ -116,7 +116,7 @@ static void test_shard_optimizer_equals_plain(void **state) {
     cfg.shard_optimizer = true;
     run_result zero = train(&cfg);
     nd_train_config clip = cfg;
-    snprintf(clip.opt, sizeof clip.opt, "momentum");
+    clip.opt = ND_OPT_MOMENTUM;
     clip.l1 = 0.0f;
     clip.clip_norm = 0.5f;
     clip.shard_optimizer = false;
@@ -144,7 +144,7 @@ static void test_shard_optimizer_checkpoint_resumes(void **state) {
     fx_path(dir, sizeof dir, "zero-ckpt");
     nd_train_config cfg;
     base(&cfg, data);
-    snprintf(cfg.opt, sizeof cfg.opt, "adam");
+    cfg.opt = ND_OPT_ADAM;
     cfg.lr = 0.003f;
     cfg.shard_optimizer = true;
     cfg.keep = 100;

@@ -170,8 +170,8 @@ static void async_vs_sync(const char *arch) {
     mpi_base_config(&cfg, path);
     snprintf(cfg.hidden, sizeof cfg.hidden, "12");
     snprintf(cfg.arch, sizeof cfg.arch, "%s", arch);
-    snprintf(cfg.opt, sizeof cfg.opt, "sgd");
-    snprintf(cfg.mode, sizeof cfg.mode, "async");
+    cfg.opt = ND_OPT_SGD;
+    cfg.mode = ND_MODE_ASYNC;
     cfg.shuffle = false;
     cfg.batch = B;
     cfg.epochs = 2;
@@ -185,7 +185,7 @@ static void async_vs_sync(const char *arch) {
         nd_comm *self = NULL;
         nd_comm_self(&self, &err);
         nd_train_config sync = cfg;
-        snprintf(sync.mode, sizeof sync.mode, "sync");
+        sync.mode = ND_MODE_SYNC;
         float *ps = train_params(&sync, self, &ns, &acc, &steps);
         nd_comm_free(self);
         if (pa && ps && na == ns) {
@@ -219,7 +219,7 @@ static void test_async_overlap_staleness_is_one(void **state) {
     nd_train_config cfg;
     mpi_base_config(&cfg, path);
     snprintf(cfg.hidden, sizeof cfg.hidden, "12");
-    snprintf(cfg.mode, sizeof cfg.mode, "async");
+    cfg.mode = ND_MODE_ASYNC;
     cfg.overlap = true;
     cfg.batch = 16;
     cfg.epochs = 2;
@@ -251,7 +251,7 @@ static void test_resume_is_bit_exact(void **state) {
     nd_train_config cfg;
     mpi_base_config(&cfg, data);
     snprintf(cfg.arch, sizeof cfg.arch, "16:drop0.1-24:bn:relu:drop0.2-12:bn:elu-5");
-    snprintf(cfg.opt, sizeof cfg.opt, "adam");
+    cfg.opt = ND_OPT_ADAM;
     cfg.lr = 0.003f;
     cfg.batch = 16;
     cfg.epochs = 3;
@@ -321,13 +321,13 @@ static void test_monitoring_figures(void **state) {
     (void)state;
     char path[512];
     fx_path(path, sizeof path, "separable.h5");
-    const char *acts[2] = {"relu", "tanh"};
+    const nd_act_kind acts[2] = {ND_ACT_RELU, ND_ACT_TANH};
     double v[2][6], phases[2] = {NAN, NAN}, seconds = NAN, smallest = NAN;
     for (int a = 0; a < 2; ++a) {
         nd_train_config cfg;
         mpi_base_config(&cfg, path);
         snprintf(cfg.hidden, sizeof cfg.hidden, "32");
-        snprintf(cfg.act, sizeof cfg.act, "%s", acts[a]);
+        cfg.act = acts[a];
         cfg.batch = 20;
         cfg.epochs = 1;
         nd_trainer tr;
@@ -546,7 +546,7 @@ static void test_numerical_guard(void **state) {
     }
     /* --on-nan skip: dropped, counted, the run ends */
     nd_train_config skip = cfg;
-    snprintf(skip.on_nan, sizeof skip.on_nan, "skip");
+    skip.on_nan = ND_ON_NAN_SKIP;
     nd_trainer tr;
     nd_error err = {0};
     long skips = -1;

@@ -10,18 +10,29 @@
 
 #include "nndist/status.h"
 
-typedef enum { ND_CLI_INT, ND_CLI_LONG, ND_CLI_U64, ND_CLI_FLOAT, ND_CLI_STR, ND_CLI_BOOL } nd_cli_type;
+typedef enum { ND_CLI_INT, ND_CLI_LONG, ND_CLI_U64, ND_CLI_FLOAT, ND_CLI_STR, ND_CLI_BOOL, ND_CLI_ENUM } nd_cli_type;
 
 typedef struct {
     const char *name;   /* without dashes; on the command line as --name */
     nd_cli_type type;
     size_t offset;      /* of the field in the config struct */
     size_t size;        /* of the field (char arrays: capacity) */
+    /* ND_CLI_ENUM: the names of the values 0, 1, ... (NULL-terminated); the
+     * field is a C enum (int-sized) holding the index. */
+    const char *const *choices;
+    /* INT, LONG, FLOAT: the values allowed, checked by nd_cli_check: "[a, b]"
+     * with either bracket open, "> a" or ">= a"; NULL: any. */
+    const char *range;
     const char *def;    /* default value, as text */
     const char *help;
 } nd_cli_option;
 
-#define ND_CLI_FIELD(type_, s, f) ND_CLI_##type_, offsetof(s, f), sizeof(((s *)0)->f)
+/* The middle of a table entry {"name", ND_CLI_FIELD(...), "default", "help"}. */
+#define ND_CLI_FIELD(type_, s, f) ND_CLI_##type_, offsetof(s, f), sizeof(((s *)0)->f), NULL, NULL
+/* A number that must lie in range (see nd_cli_option.range). */
+#define ND_CLI_RANGED(type_, s, f, range_) ND_CLI_##type_, offsetof(s, f), sizeof(((s *)0)->f), NULL, range_
+/* An enum field whose values are named by choices. */
+#define ND_CLI_CHOICE(s, f, choices_) ND_CLI_ENUM, offsetof(s, f), sizeof(((s *)0)->f), choices_, NULL
 
 /* Writes every default into cfg. */
 nd_status nd_cli_defaults(const nd_cli_option *opts, int n, void *cfg, nd_error *err);
@@ -47,6 +58,14 @@ nd_status nd_cli_parse(const nd_cli_option *opts, int n, void *cfg, int argc, ch
  * help_out (NULL: print nothing, e.g. on ranks other than 0). */
 nd_status nd_cli_parse_command(const nd_cli_option *opts, int n, void *cfg, size_t size, int argc, char **argv,
                                const char *usage, FILE *help_out, int *help, nd_error *err);
+
+/* Every option's value within its range (see nd_cli_option.range), for
+ * a struct filled by hand as well as by the parser: the first one outside
+ * gives "--name: value must be in [a, b)". */
+nd_status nd_cli_check(const nd_cli_option *opts, int n, const void *cfg, nd_error *err);
+
+/* The name of value v of an ND_CLI_ENUM option ("?" when out of range). */
+const char *nd_cli_choice(const nd_cli_option *o, int v);
 
 /* `  name = value` for every option, in table order. */
 void nd_cli_print(const nd_cli_option *opts, int n, const void *cfg, FILE *out,

@@ -27,6 +27,8 @@ typedef struct {
 /* Parses "relu", "leaky_relu", "tanh", "sigmoid", "elu", "maxout",
  * "identity"; returns 0 on success, -1 for an unknown name. */
 int nd_activation_parse(const char *name, nd_act_kind *kind);
+/* The names of the activations, indexed by nd_act_kind, NULL-terminated. */
+extern const char *const nd_act_names[];
 const char *nd_activation_name(nd_act_kind kind);
 
 /* out (batch x out_dim) = act(in (batch x in_dim) * w^T + b).

@@ -25,6 +25,8 @@ typedef struct {
 
 /* "softmax_ce", "hinge", "squared_hinge", "sigmoid_bce", "l2", "l1"; 0 or -1. */
 int nd_loss_parse(const char *name, nd_loss_kind *kind);
+/* The names of the losses, indexed by nd_loss_kind, NULL-terminated. */
+extern const char *const nd_loss_names[];
 const char *nd_loss_name(nd_loss_kind kind);
 
 /* The metric of a loss from its summed value (nd_loss_stats.correct) over

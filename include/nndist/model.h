@@ -30,6 +30,8 @@ typedef enum {
 
 /* Parses "he", "xavier", "lecun", "small"; 0 or -1. */
 int nd_init_parse(const char *name, nd_init_kind *kind);
+/* The names of the initializations, indexed by nd_init_kind, NULL-terminated. */
+extern const char *const nd_init_names[];
 
 /* One hidden layer: dense -> [batch norm] -> activation -> [dropout]. */
 typedef struct {

@@ -17,6 +17,8 @@ typedef enum {
 } nd_norm_kind;
 
 int nd_norm_parse(const char *name, nd_norm_kind *kind);
+/* The names of the normalizations, indexed by nd_norm_kind, NULL-terminated. */
+extern const char *const nd_norm_names[];
 const char *nd_norm_name(nd_norm_kind kind);
 
 /* sums (2*cols + 1): [0,cols) sum of x, [cols,2cols) sum of x^2, [2cols]

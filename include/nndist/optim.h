@@ -54,6 +54,8 @@ typedef struct {
 /* Returns 0 and sets *kind for "sgd", "momentum", "nesterov", "adam",
  * "adamw", "adagrad", "rmsprop", "adadelta"; -1 otherwise. */
 int nd_opt_parse(const char *name, nd_opt_kind *kind);
+/* The names of the optimizers, indexed by nd_opt_kind, NULL-terminated. */
+extern const char *const nd_opt_names[];
 const char *nd_opt_name(nd_opt_kind kind);
 
 /* Allocates the state for n parameters (zeroed). */

@@ -8,7 +8,9 @@
 
 #include "nndist/status.h"
 
-typedef enum { ND_PROGRESS_NONE = 0, ND_PROGRESS_PLAIN, ND_PROGRESS_BAR } nd_progress_kind;
+/* AUTO: a bar when stdout is a terminal, plain lines otherwise. */
+typedef enum { ND_PROGRESS_AUTO, ND_PROGRESS_BAR, ND_PROGRESS_PLAIN, ND_PROGRESS_NONE } nd_progress_kind;
+extern const char *const nd_progress_names[]; /* indexed by nd_progress_kind, NULL-terminated */
 
 typedef struct {
     int active;            /* only rank 0 reports */
@@ -19,9 +21,9 @@ typedef struct {
     int bar_open;          /* a bar line is on screen without newline */
 } nd_report;
 
-/* progress: "auto" (bar on a terminal, plain otherwise), "bar", "plain",
- * "none". Opens metrics_path (truncating) when given. Not collective. */
-nd_status nd_report_open(nd_report *r, int active, const char *progress, const char *metrics_path,
+/* Resolves ND_PROGRESS_AUTO; opens metrics_path (truncating) when given.
+ * Not collective. */
+nd_status nd_report_open(nd_report *r, int active, nd_progress_kind progress, const char *metrics_path,
                          nd_error *err);
 void nd_report_close(nd_report *r);
 

@@ -46,6 +46,8 @@ typedef struct {
 
 /* Parses a schedule name; 0 or -1. */
 int nd_sched_parse(const char *name, nd_sched_kind *kind);
+/* The names of the schedules, indexed by nd_sched_kind, NULL-terminated. */
+extern const char *const nd_sched_names[];
 const char *nd_sched_name(nd_sched_kind kind);
 
 /* Peak rate: base_lr * global_batch / ref_batch (Goyal et al. 2017). */

@@ -7,108 +7,19 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "nndist/cli.h"
 #include "nndist/comm.h"
 #include "nndist/data.h"
 #include "nndist/loss.h"
 #include "nndist/model.h"
 #include "nndist/normalize.h"
 #include "nndist/optim.h"
+#include "nndist/plan.h"
 #include "nndist/report.h"
 #include "nndist/sched.h"
 #include "nndist/status.h"
 #include "nndist/stream.h"
 
-#define ND_PATH_MAX 4096
 #define ND_STALENESS_BUCKETS 17
-
-/* Every field is an option of `nndist train` (see train_options.c). */
-typedef struct {
-    char config[ND_PATH_MAX];
-    char data[ND_PATH_MAX];
-    char mode[16];
-    int servers;
-    int max_staleness;
-    bool staleness_lr;
-    bool overlap;
-    char straggle[64];
-    bool deterministic;
-    int micro_batches;
-    char arch[512];
-    char hidden[256];
-    char act[32];
-    float leaky_alpha, elu_alpha;
-    int maxout_pieces;
-    bool batch_norm, sync_bn;
-    float bn_momentum, bn_eps;
-    float dropout, input_dropout;
-    bool regularize_bias;
-    char init[16];
-    char output_bias[16];
-    char loss[32];
-    int epochs;
-    int batch;
-    char opt[16];
-    float lr;
-    int ref_batch;
-    float momentum, momentum_final, momentum_epochs, beta1, beta2, eps, rho;
-    long warmup_steps;
-    char lr_schedule[16];
-    char lr_milestones[256];
-    float lr_gamma, lr_k, lr_min, sgdr_t0, sgdr_mult, gbc_tau, gbc_floor;
-    float onecycle_pct, onecycle_div, onecycle_final_div;
-    int plateau_patience;
-    float clip_norm, clip_value, weight_decay, l1, max_norm;
-    uint64_t seed;
-    bool shuffle;
-    char normalize[16];
-    int eval_batch;
-    int threads;
-    int bucket_kb;
-    bool shard_optimizer;
-    float stream_mb;
-    char on_nan[8];
-    float timeout;
-    int max_nan_skips;
-    long fault_nan_step;
-    int profile;
-    char progress[16];
-    int early_stop;
-    float ema;
-    char checkpoint_dir[ND_PATH_MAX];
-    long checkpoint_every;
-    int keep;
-    char resume[ND_PATH_MAX];
-    char metrics[ND_PATH_MAX];
-    char summary[ND_PATH_MAX];
-} nd_train_config;
-
-extern const nd_cli_option nd_train_options[];
-extern const int nd_train_num_options;
-
-/* Fills defaults, then parses argv (options after `train`). */
-nd_status nd_train_config_parse(nd_train_config *cfg, int argc, char **argv, int *help,
-                                nd_error *err);
-
-/* Checks values and combinations; turns names into enums. */
-nd_status nd_train_config_validate(const nd_train_config *cfg, nd_error *err);
-
-/* The learning-rate schedule of cfg for a run of global_batch samples per
- * step and steps_per_epoch steps per epoch (milestones and periods given in
- * epochs become steps). */
-nd_status nd_train_make_schedule(const nd_train_config *cfg, int global_batch, long steps_per_epoch,
-                                 nd_lr_schedule *out, nd_error *err);
-
-/* Parses --straggle "RANK:FACTOR" ("" = none: rank -1, factor 1); 0 or -1. */
-int nd_parse_straggle(const char *text, int *rank, float *factor);
-
-/* Parses "512,256" into widths (at most max); returns the count or -1. */
-int nd_parse_widths(const char *text, int *widths, int max);
-
-/* The network of cfg for data of input_dim features and k outputs: --arch
- * if given (its end widths must match), else --hidden, --act,
- * --batch-norm, --dropout and --input-dropout. */
-nd_status nd_train_model_spec(const nd_train_config *cfg, int input_dim, int k, nd_model_spec *spec, nd_error *err);
 
 /* Where a sync step's time goes: gathering the batch (and waiting for a
  * streamed window), forward (with the loss), backward, waiting for the
@@ -167,6 +78,7 @@ typedef struct {
 
 typedef struct {
     nd_train_config cfg;
+    nd_train_plan plan;  /* the exchange and feed cfg resolved to */
     nd_comm *comm;       /* not owned */
     int rank, size;
     nd_dataset_info info;

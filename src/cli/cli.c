@@ -64,6 +64,18 @@ static nd_status parse_value(const nd_cli_option *o, void *cfg, const char *valu
                            o->size - 1);
         memcpy(field, value, strlen(value) + 1);
         return ND_OK;
+    case ND_CLI_ENUM:
+        for (int k = 0; o->choices[k]; ++k)
+            if (!strcmp(value, o->choices[k])) {
+                *(int *)field = k;
+                return ND_OK;
+            }
+        {
+            char list[512] = "";
+            for (int k = 0; o->choices[k]; ++k)
+                snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", k ? ", " : "", o->choices[k]);
+            return ND_FAIL(err, ND_ERR_ARG, "%s: '%s' is not one of %s", source, value, list);
+        }
     case ND_CLI_BOOL:
         if (!strcmp(value, "1") || !strcmp(value, "true") || !strcmp(value, "yes") || !strcmp(value, "on"))
             *(bool *)field = true;
@@ -219,11 +231,65 @@ static void print_value(const nd_cli_option *o, const void *cfg, FILE *out, bool
         break;
     }
     case ND_CLI_BOOL: fputs(*(const bool *)field ? "true" : "false", out); break;
+    case ND_CLI_ENUM:
+        if (json) nd_json_string(out, nd_cli_choice(o, *(const int *)field));
+        else fputs(nd_cli_choice(o, *(const int *)field), out);
+        break;
     case ND_CLI_STR:
         if (json) nd_json_string(out, field);
         else fputs(field, out);
         break;
     }
+}
+
+const char *nd_cli_choice(const nd_cli_option *o, int v) {
+    if (o->type != ND_CLI_ENUM || v < 0) return "?";
+    for (int k = 0; o->choices[k]; ++k)
+        if (k == v) return o->choices[k];
+    return "?";
+}
+
+/* Whether v lies in range ("[a, b)", "(a, b]", "> a", ">= a"); -1 when the
+ * range text itself is malformed (a bug in a table, reported as such). */
+static int in_range(const char *range, double v) {
+    char *end;
+    if (range[0] == '>') {
+        const int closed = range[1] == '=';
+        const double a = strtod(range + 1 + closed, &end);
+        if (*end) return -1;
+        return closed ? v >= a : v > a;
+    }
+    if (range[0] != '[' && range[0] != '(') return -1;
+    const double a = strtod(range + 1, &end);
+    if (*end != ',') return -1;
+    const double b = strtod(end + 1, &end);
+    if ((*end != ']' && *end != ')') || end[1]) return -1;
+    const int lo_ok = range[0] == '[' ? v >= a : v > a, hi_ok = *end == ']' ? v <= b : v < b;
+    return lo_ok && hi_ok;
+}
+
+nd_status nd_cli_check(const nd_cli_option *opts, int n, const void *cfg, nd_error *err) {
+    for (int i = 0; i < n; ++i) {
+        const nd_cli_option *o = &opts[i];
+        const char *field = (const char *)cfg + o->offset;
+        if (o->type == ND_CLI_ENUM && !strcmp(nd_cli_choice(o, *(const int *)field), "?"))
+            return ND_FAIL(err, ND_ERR_ARG, "--%s: %d is not a valid choice", o->name, *(const int *)field);
+        if (!o->range) continue;
+        double v;
+        if (o->type == ND_CLI_INT) v = *(const int *)field;
+        else if (o->type == ND_CLI_LONG) v = (double)*(const long *)field;
+        else if (o->type == ND_CLI_FLOAT) v = *(const float *)field;
+        else return ND_FAIL(err, ND_ERR_STATE, "--%s: a range on an option that is not a number", o->name);
+        const int ok = in_range(o->range, v);
+        if (ok < 0) return ND_FAIL(err, ND_ERR_STATE, "--%s: malformed range '%s' in the option table", o->name, o->range);
+        if (!ok) {
+            char text[48];
+            snprintf(text, sizeof text, "%.9g", v);
+            return ND_FAIL(err, ND_ERR_ARG, "--%s: %s must be %s%s", o->name, text,
+                           o->range[0] == '>' ? "" : "in ", o->range);
+        }
+    }
+    return ND_OK;
 }
 
 void nd_cli_print(const nd_cli_option *opts, int n, const void *cfg, FILE *out,
@@ -248,6 +314,12 @@ void nd_cli_help(const nd_cli_option *opts, int n, FILE *out) {
         char left[64];
         snprintf(left, sizeof left, "--%s%s", opts[i].name, opts[i].type == ND_CLI_BOOL ? "" : " V");
         fprintf(out, "  %-22s %s", left, opts[i].help);
+        if (opts[i].type == ND_CLI_ENUM) {
+            fputs(" {", out);
+            for (int k = 0; opts[i].choices[k]; ++k) fprintf(out, "%s%s", k ? ", " : "", opts[i].choices[k]);
+            fputc('}', out);
+        }
+        if (opts[i].range) fprintf(out, " (must be %s%s)", opts[i].range[0] == '>' ? "" : "in ", opts[i].range);
         if (opts[i].def[0]) fprintf(out, " [%s]", opts[i].def);
         fputc('\n', out);
     }

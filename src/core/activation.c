@@ -3,14 +3,14 @@
 #include <math.h>
 #include <string.h>
 
-static const char *const act_names[] = {
+const char *const nd_act_names[] = {
     [ND_ACT_IDENTITY] = "identity", [ND_ACT_RELU] = "relu",
     [ND_ACT_LEAKY_RELU] = "leaky_relu", [ND_ACT_TANH] = "tanh",
-    [ND_ACT_SIGMOID] = "sigmoid", [ND_ACT_ELU] = "elu", [ND_ACT_MAXOUT] = "maxout"};
+    [ND_ACT_SIGMOID] = "sigmoid", [ND_ACT_ELU] = "elu", [ND_ACT_MAXOUT] = "maxout", NULL};
 
 int nd_activation_parse(const char *name, nd_act_kind *kind) {
-    for (int k = 0; k < (int)(sizeof act_names / sizeof act_names[0]); ++k) {
-        if (strcmp(name, act_names[k]) == 0) {
+    for (int k = 0; k < (int)(sizeof nd_act_names / sizeof nd_act_names[0]) - 1; ++k) {
+        if (strcmp(name, nd_act_names[k]) == 0) {
             *kind = (nd_act_kind)k;
             return 0;
         }
@@ -19,7 +19,7 @@ int nd_activation_parse(const char *name, nd_act_kind *kind) {
 }
 
 const char *nd_activation_name(nd_act_kind kind) {
-    return (unsigned)kind < sizeof act_names / sizeof act_names[0] ? act_names[kind] : "?";
+    return (unsigned)kind + 1 < sizeof nd_act_names / sizeof nd_act_names[0] ? nd_act_names[kind] : "?";
 }
 
 static inline float act_apply(float x, nd_activation act) {

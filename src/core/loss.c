@@ -4,13 +4,13 @@
 #include <stddef.h>
 #include <string.h>
 
-static const char *const loss_names[] = {
+const char *const nd_loss_names[] = {
     [ND_LOSS_SOFTMAX_CE] = "softmax_ce", [ND_LOSS_HINGE] = "hinge", [ND_LOSS_SQUARED_HINGE] = "squared_hinge",
-    [ND_LOSS_SIGMOID_BCE] = "sigmoid_bce", [ND_LOSS_L2] = "l2", [ND_LOSS_L1] = "l1"};
+    [ND_LOSS_SIGMOID_BCE] = "sigmoid_bce", [ND_LOSS_L2] = "l2", [ND_LOSS_L1] = "l1", NULL};
 
 int nd_loss_parse(const char *name, nd_loss_kind *kind) {
-    for (int k = 0; k < (int)(sizeof loss_names / sizeof loss_names[0]); ++k)
-        if (!strcmp(name, loss_names[k])) {
+    for (int k = 0; k < (int)(sizeof nd_loss_names / sizeof nd_loss_names[0]) - 1; ++k)
+        if (!strcmp(name, nd_loss_names[k])) {
             *kind = (nd_loss_kind)k;
             return 0;
         }
@@ -18,7 +18,7 @@ int nd_loss_parse(const char *name, nd_loss_kind *kind) {
 }
 
 const char *nd_loss_name(nd_loss_kind kind) {
-    return (unsigned)kind < sizeof loss_names / sizeof loss_names[0] ? loss_names[kind] : "?";
+    return (unsigned)kind + 1 < sizeof nd_loss_names / sizeof nd_loss_names[0] ? nd_loss_names[kind] : "?";
 }
 
 int nd_loss_takes_targets(nd_loss_kind kind) { return kind >= ND_LOSS_SIGMOID_BCE; }

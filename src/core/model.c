@@ -136,10 +136,12 @@ void nd_model_destroy(nd_model *model) {
     memset(model, 0, sizeof *model);
 }
 
+const char *const nd_init_names[] = {[ND_INIT_HE] = "he", [ND_INIT_XAVIER] = "xavier", [ND_INIT_LECUN] = "lecun",
+                                     [ND_INIT_SMALL] = "small", NULL};
+
 int nd_init_parse(const char *name, nd_init_kind *kind) {
-    static const char *const names[] = {"he", "xavier", "lecun", "small"};
-    for (int k = 0; k < 4; ++k)
-        if (!strcmp(name, names[k])) {
+    for (int k = 0; nd_init_names[k]; ++k)
+        if (!strcmp(name, nd_init_names[k])) {
             *kind = (nd_init_kind)k;
             return 0;
         }

@@ -3,13 +3,13 @@
 #include <math.h>
 #include <string.h>
 
-static const char *const norm_names[] = {
+const char *const nd_norm_names[] = {
     [ND_NORM_GLOBAL] = "global", [ND_NORM_FEATURE] = "feature", [ND_NORM_NONE] = "none",
-    [ND_NORM_MINMAX] = "minmax"};
+    [ND_NORM_MINMAX] = "minmax", NULL};
 
 int nd_norm_parse(const char *name, nd_norm_kind *kind) {
     for (int k = 0; k < 4; ++k)
-        if (!strcmp(name, norm_names[k])) {
+        if (!strcmp(name, nd_norm_names[k])) {
             *kind = (nd_norm_kind)k;
             return 0;
         }
@@ -17,7 +17,7 @@ int nd_norm_parse(const char *name, nd_norm_kind *kind) {
 }
 
 const char *nd_norm_name(nd_norm_kind kind) {
-    return (unsigned)kind < 4 ? norm_names[kind] : "?";
+    return (unsigned)kind < 4 ? nd_norm_names[kind] : "?";
 }
 
 void nd_stats_accumulate(double *sums, const float *x, size_t rows, int cols) {

@@ -5,18 +5,18 @@
 
 #include "nndist/arena.h"
 
-static const char *const opt_names[] = {
+const char *const nd_opt_names[] = {
     [ND_OPT_SGD] = "sgd",         [ND_OPT_MOMENTUM] = "momentum", [ND_OPT_NESTEROV] = "nesterov",
     [ND_OPT_ADAM] = "adam",       [ND_OPT_ADAMW] = "adamw",       [ND_OPT_ADAGRAD] = "adagrad",
-    [ND_OPT_RMSPROP] = "rmsprop", [ND_OPT_ADADELTA] = "adadelta"};
+    [ND_OPT_RMSPROP] = "rmsprop", [ND_OPT_ADADELTA] = "adadelta", NULL};
 
 /* Which state buffers an optimizer keeps. */
 static int uses_m(nd_opt_kind k) { return k != ND_OPT_SGD; }
 static int uses_v(nd_opt_kind k) { return k == ND_OPT_ADAM || k == ND_OPT_ADAMW || k == ND_OPT_ADADELTA; }
 
 int nd_opt_parse(const char *name, nd_opt_kind *kind) {
-    for (int k = 0; k < (int)(sizeof opt_names / sizeof opt_names[0]); ++k)
-        if (strcmp(name, opt_names[k]) == 0) {
+    for (int k = 0; k < (int)(sizeof nd_opt_names / sizeof nd_opt_names[0]) - 1; ++k)
+        if (strcmp(name, nd_opt_names[k]) == 0) {
             *kind = (nd_opt_kind)k;
             return 0;
         }
@@ -24,7 +24,7 @@ int nd_opt_parse(const char *name, nd_opt_kind *kind) {
 }
 
 const char *nd_opt_name(nd_opt_kind kind) {
-    return (unsigned)kind < sizeof opt_names / sizeof opt_names[0] ? opt_names[kind] : "?";
+    return (unsigned)kind + 1 < sizeof nd_opt_names / sizeof nd_opt_names[0] ? nd_opt_names[kind] : "?";
 }
 
 nd_status nd_optimizer_create(nd_optimizer *opt, const nd_opt_config *cfg, size_t n,

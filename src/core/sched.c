@@ -3,15 +3,15 @@
 #include <math.h>
 #include <string.h>
 
-static const char *const sched_names[] = {
+const char *const nd_sched_names[] = {
     [ND_SCHED_CONSTANT] = "constant", [ND_SCHED_STEP] = "step",     [ND_SCHED_EXP] = "exp",
     [ND_SCHED_INV] = "inv",           [ND_SCHED_SQRT] = "sqrt",     [ND_SCHED_INVSQRT] = "invsqrt",
     [ND_SCHED_LINEAR] = "linear",     [ND_SCHED_COSINE] = "cosine", [ND_SCHED_SGDR] = "sgdr",
-    [ND_SCHED_GBC] = "gbc",           [ND_SCHED_PLATEAU] = "plateau", [ND_SCHED_ONECYCLE] = "onecycle"};
+    [ND_SCHED_GBC] = "gbc",           [ND_SCHED_PLATEAU] = "plateau", [ND_SCHED_ONECYCLE] = "onecycle", NULL};
 
 int nd_sched_parse(const char *name, nd_sched_kind *kind) {
-    for (int k = 0; k < (int)(sizeof sched_names / sizeof sched_names[0]); ++k)
-        if (!strcmp(name, sched_names[k])) {
+    for (int k = 0; k < (int)(sizeof nd_sched_names / sizeof nd_sched_names[0]) - 1; ++k)
+        if (!strcmp(name, nd_sched_names[k])) {
             *kind = (nd_sched_kind)k;
             return 0;
         }
@@ -19,7 +19,7 @@ int nd_sched_parse(const char *name, nd_sched_kind *kind) {
 }
 
 const char *nd_sched_name(nd_sched_kind kind) {
-    return (unsigned)kind < sizeof sched_names / sizeof sched_names[0] ? sched_names[kind] : "?";
+    return (unsigned)kind + 1 < sizeof nd_sched_names / sizeof nd_sched_names[0] ? nd_sched_names[kind] : "?";
 }
 
 float nd_lr_peak(const nd_lr_schedule *s) {

@@ -376,7 +376,7 @@ typedef struct {
 static nd_status server0_loop(nd_trainer *tr, nd_error *err) {
     nd_async *as = tr->as;
     const int w = tr->num_workers, k = tr->num_servers;
-    const int ssp = !strcmp(tr->cfg.mode, "ssp");
+    const int ssp = tr->plan.ssp;
     const long bound = tr->cfg.max_staleness;
     const double epoch_rows = (double)tr->info.train.rows;
     const long every = tr->cfg.checkpoint_dir[0] ? tr->cfg.checkpoint_every : 0;

@@ -55,7 +55,7 @@ nd_status nd_cmd_gradcheck(int argc, char **argv, nd_error *err) {
                                    groups);
     char arch[512];
     nd_arch_format(&m.spec, arch, sizeof arch);
-    printf("gradcheck %s, loss %s, %d rows, h = %g, relative error |a-n|/max(|a|,|n|)\n", arch, s.cfg.loss, rows, STEP);
+    printf("gradcheck %s, loss %s, %d rows, h = %g, relative error |a-n|/max(|a|,|n|)\n", arch, nd_loss_name(s.cfg.loss), rows, STEP);
     double worst = 0.0;
     for (int g = 0; g < n; ++g) {
         printf("  %-14s %3d checked  max rel error %.2e  %-15s", groups[g].name, groups[g].checked, groups[g].max_rel,

@@ -65,7 +65,7 @@ int nd_guard_find(const nd_trainer *tr, double grad_norm, char *what, size_t cap
 nd_status nd_guard_bad_step(nd_trainer *tr, const char *what, nd_error *err) {
     tr->nan_skips += 1;
     tr->nan_consecutive += 1;
-    const int skip = !strcmp(tr->cfg.on_nan, "skip");
+    const int skip = tr->cfg.on_nan == ND_ON_NAN_SKIP;
     if (skip && tr->nan_consecutive <= tr->cfg.max_nan_skips) {
         if (tr->report.active)
             fprintf(tr->report.out, "step %ld: %s: skipped (%d in a row, %ld in the run)\n", tr->step + 1,

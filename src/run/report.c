@@ -26,16 +26,16 @@ static int stdout_is_terminal(void) {
     return !strncmp(target, "/dev/pts/", 9) || !strncmp(target, "/dev/tty", 8);
 }
 
-nd_status nd_report_open(nd_report *r, int active, const char *progress, const char *metrics_path,
+const char *const nd_progress_names[] = {[ND_PROGRESS_AUTO] = "auto", [ND_PROGRESS_BAR] = "bar",
+                                         [ND_PROGRESS_PLAIN] = "plain", [ND_PROGRESS_NONE] = "none", NULL};
+
+nd_status nd_report_open(nd_report *r, int active, nd_progress_kind progress, const char *metrics_path,
                          nd_error *err) {
     memset(r, 0, sizeof *r);
     r->active = active;
     r->out = stdout;
     if (!active) return ND_OK;
-    if (!strcmp(progress, "bar")) r->progress = ND_PROGRESS_BAR;
-    else if (!strcmp(progress, "plain")) r->progress = ND_PROGRESS_PLAIN;
-    else if (!strcmp(progress, "none")) r->progress = ND_PROGRESS_NONE;
-    else r->progress = stdout_is_terminal() ? ND_PROGRESS_BAR : ND_PROGRESS_PLAIN;
+    r->progress = progress != ND_PROGRESS_AUTO ? progress : stdout_is_terminal() ? ND_PROGRESS_BAR : ND_PROGRESS_PLAIN;
     if (metrics_path && metrics_path[0]) {
         r->metrics = fopen(metrics_path, "w");
         if (!r->metrics) return ND_FAIL(err, ND_ERR_IO, "--metrics %s: %s", metrics_path, strerror(errno));

@@ -63,7 +63,7 @@ nd_status nd_cmd_sanity(int argc, char **argv, nd_error *err) {
 
     /* 1. Initial loss. */
     const double l0 = mean_loss(&m, &s, s.sh.rows, 0), expect = expected_initial(&s);
-    snprintf(line, sizeof line, "initial %s loss %.4f, expected about %.4f (within 50%%)", s.cfg.loss, l0, expect);
+    snprintf(line, sizeof line, "initial %s loss %.4f, expected about %.4f (within 50%%)", nd_loss_name(s.cfg.loss), l0, expect);
     passed += report(fabs(l0 - expect) < 0.5 * expect, line);
 
     /* 2. Regularization raises the loss: data loss + 0.5 * lambda * |W|^2. */
@@ -83,7 +83,7 @@ nd_status nd_cmd_sanity(int argc, char **argv, nd_error *err) {
     st = nd_small_batch_model(&s, &plain, n20, &m, err);
     nd_opt_config oc = {.momentum = s.cfg.momentum, .beta1 = s.cfg.beta1, .beta2 = s.cfg.beta2, .eps = s.cfg.eps,
                         .rho = s.cfg.rho};
-    nd_opt_parse(s.cfg.opt, &oc.kind);
+    oc.kind = s.cfg.opt;
     if (st == ND_OK) st = nd_optimizer_create(&opt, &oc, m.num_params, err);
     double last = NAN;
     int steps = 0;
@@ -96,7 +96,7 @@ nd_status nd_cmd_sanity(int argc, char **argv, nd_error *err) {
     }
     if (st == ND_OK) {
         snprintf(line, sizeof line, "overfits %d examples: loss %.4g after %d steps (--opt %s --lr %g; want < 0.01)", n20,
-                 last, steps, s.cfg.opt, (double)s.cfg.lr);
+                 last, steps, nd_opt_name(s.cfg.opt), (double)s.cfg.lr);
         passed += report(last < 0.01, line);
         printf("%d of 3 checks passed\n", passed);
         if (passed != 3) st = ND_FAIL(err, ND_ERR_DATA, "sanity: %d of 3 checks failed", 3 - passed);

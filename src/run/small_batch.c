@@ -15,8 +15,7 @@ static nd_status normalize_rows(nd_small_batch *s, nd_error *err) {
     if (!stats || !mean || !inv) {
         st = ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate %d feature statistics", cols);
     } else {
-        nd_norm_kind nk;
-        nd_norm_parse(s->cfg.normalize, &nk);
+        const nd_norm_kind nk = s->cfg.normalize;
         if (nk == ND_NORM_MINMAX) {
             for (size_t j = 0; j < 2 * (size_t)cols; ++j) stats[j] = -INFINITY;
             nd_range_accumulate(stats, s->sh.x, (size_t)rows, cols);
@@ -41,11 +40,12 @@ nd_status nd_small_batch_load(nd_small_batch *s, int argc, char **argv, const ch
         printf("%s\n", usage);
         return ND_OK;
     }
-    ND_TRY(nd_train_config_validate(&s->cfg, err));
-    nd_loss_parse(s->cfg.loss, &s->loss);
+    nd_train_plan plan;
+    ND_TRY(nd_train_plan_resolve(&s->cfg, &plan, err));
+    s->loss = s->cfg.loss;
     ND_TRY(nd_dataset_probe(s->cfg.data, &s->info, err));
     if (nd_loss_takes_targets(s->loss) != s->info.has_targets)
-        return ND_FAIL(err, ND_ERR_ARG, "--loss %s needs %s, %s /train/y has %s", s->cfg.loss,
+        return ND_FAIL(err, ND_ERR_ARG, "--loss %s needs %s, %s /train/y has %s", nd_loss_name(s->loss),
                        s->info.has_targets ? "class labels" : "float targets (N x K)", s->cfg.data,
                        s->info.has_targets ? "float targets" : "labels");
     s->k = s->info.num_outputs;
@@ -64,9 +64,7 @@ void nd_small_batch_free(nd_small_batch *s) { nd_shard_free(&s->sh); }
 nd_status nd_small_batch_model(const nd_small_batch *s, const nd_model_spec *spec, int rows, nd_model *m,
                                nd_error *err) {
     ND_TRY(nd_model_create(m, spec, rows, err));
-    nd_init_kind init;
-    nd_init_parse(s->cfg.init, &init);
-    nd_model_init_params(m, s->cfg.seed, init);
+    nd_model_init_params(m, s->cfg.seed, s->cfg.init);
     return ND_OK;
 }
 

@@ -84,7 +84,7 @@ static nd_status read_shards(nd_trainer *tr, nd_error *err) {
     ND_TRY(nd_train_agree(tr, probed, err));
     if (tr->rank != 0) ND_TRY(nd_dataset_probe(c->data, &tr->info, err));
     if (nd_loss_takes_targets(tr->loss) != tr->info.has_targets)
-        return ND_FAIL(err, ND_ERR_ARG, "--loss %s needs %s, but %s /train/y holds %s", c->loss,
+        return ND_FAIL(err, ND_ERR_ARG, "--loss %s needs %s, but %s /train/y holds %s", nd_loss_name(c->loss),
                        tr->info.has_targets ? "class labels" : "float targets (N x K)", c->data,
                        tr->info.has_targets ? "float targets" : "class labels");
     if (tr->info.train.rows < tr->num_workers)
@@ -192,7 +192,7 @@ static nd_status build_model(nd_trainer *tr, nd_error *err) {
     const int max_batch = c->batch > c->eval_batch ? c->batch : c->eval_batch;
     ND_TRY(nd_model_create(&tr->model, &spec, max_batch, err));
     nd_opt_config oc = {0};
-    nd_opt_parse(c->opt, &oc.kind);
+    oc.kind = c->opt;
     oc.momentum = c->momentum;
     oc.beta1 = c->beta1;
     oc.beta2 = c->beta2;
@@ -242,14 +242,12 @@ static nd_status build_model(nd_trainer *tr, nd_error *err) {
     }
     if (!tr->async && !(tr->monitor_prev = nd_buffer_alloc(tr->model.num_params)))
         return ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate the monitoring copy of the weights");
-    nd_norm_parse(c->normalize, &tr->norm);
+    tr->norm = c->normalize;
     tr->norm_mean = nd_buffer_alloc((size_t)tr->info.train.cols);
     tr->norm_inv_std = nd_buffer_alloc((size_t)tr->info.train.cols);
     if (!tr->norm_mean || !tr->norm_inv_std)
         return ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate normalization statistics");
-    nd_init_kind init;
-    nd_init_parse(c->init, &init);
-    if (tr->rank == 0) nd_model_init_params(&tr->model, c->seed, init);
+    if (tr->rank == 0) nd_model_init_params(&tr->model, c->seed, c->init);
     return ND_OK;
 }
 
@@ -315,17 +313,18 @@ nd_status nd_trainer_setup(nd_trainer *tr, const nd_train_config *cfg, nd_comm *
     tr->comm = comm;
     tr->rank = nd_comm_rank(comm);
     tr->size = nd_comm_size(comm);
-    ND_TRY(nd_train_agree(tr, nd_train_config_validate(cfg, err), err));
-    nd_loss_parse(cfg->loss, &tr->loss);
-    tr->async = strcmp(cfg->mode, "sync") != 0;
+    ND_TRY(nd_train_agree(tr, nd_train_plan_resolve(cfg, &tr->plan, err), err));
+    tr->loss = cfg->loss;
+    tr->async = tr->plan.exchange == ND_EXCHANGE_PARAM_SERVER;
     tr->num_servers = tr->async ? cfg->servers : 0;
     tr->num_workers = tr->size - tr->num_servers;
     tr->worker_index = tr->rank - tr->num_servers;
-    nd_parse_straggle(cfg->straggle, &tr->straggle_rank, &tr->straggle_factor);
+    tr->straggle_rank = tr->plan.straggle_rank;
+    tr->straggle_factor = tr->plan.straggle_factor;
     if (tr->async && tr->num_workers < 1)
         return nd_train_agree(tr, ND_FAIL(err, ND_ERR_ARG,
                                           "--mode %s with --servers %d needs at least %d ranks, this job has %d",
-                                          cfg->mode, cfg->servers, cfg->servers + 1, tr->size),
+                                          nd_mode_names[cfg->mode], cfg->servers, cfg->servers + 1, tr->size),
                               err);
     tr->threads = cfg->threads > 0 ? cfg->threads : auto_threads(comm);
     nd_blas_set_threads(tr->threads);
@@ -345,7 +344,7 @@ nd_status nd_trainer_setup(nd_trainer *tr, const nd_train_config *cfg, nd_comm *
     int resumed = 0;
     ND_TRY(nd_train_checkpoint_setup(tr, &resumed, err)); /* may load weights, state, statistics */
     ND_TRY(normalize_splits(tr, resumed, err));
-    if (!resumed && !strcmp(cfg->output_bias, "priors")) ND_TRY(set_bias_priors(tr, err));
+    if (!resumed && cfg->output_bias == ND_BIAS_PRIORS) ND_TRY(set_bias_priors(tr, err));
     if (!resumed) {
         ND_TRY(nd_comm_bcast_f32(comm, tr->model.param, tr->model.num_params, 0, err));
         if (tr->ema) memcpy(tr->ema, tr->model.param, sizeof(float) * tr->model.num_params);
@@ -600,7 +599,7 @@ static void json_number(FILE *f, const char *key, double v) {
 static void write_summary(FILE *f, const void *ctx) {
     const nd_trainer *tr = ctx;
     const nd_epoch_stats *e = &tr->last;
-    fprintf(f, "{\"mode\": \"%s\", \"np\": %d, \"batch_per_rank\": %d, \"global_batch\": %d", tr->cfg.mode,
+    fprintf(f, "{\"mode\": \"%s\", \"np\": %d, \"batch_per_rank\": %d, \"global_batch\": %d", nd_mode_names[tr->cfg.mode],
             tr->size, tr->cfg.batch, tr->global_batch);
     fprintf(f, ", \"epochs\": %d, \"steps\": %ld, \"threads_per_rank\": %d", e->epoch, tr->step, tr->threads);
     json_number(f, "train_seconds", tr->train_seconds);

@@ -10,6 +10,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     nd_error err = {0};
     if (nd_cli_defaults(nd_train_options, nd_train_num_options, &cfg, &err) != ND_OK) return 0;
     if (nd_cli_read_file(nd_train_options, nd_train_num_options, &cfg, path, &err) != ND_OK) return 0;
-    nd_train_config_validate(&cfg, &err);
+    nd_train_plan plan;
+    nd_train_plan_resolve(&cfg, &plan, &err);
     return 0;
 }

@@ -1,0 +1,167 @@
+/* The options of `nndist train` and the plan resolved from them.
+ *
+ * nd_train_config is what the user said: one field per option of the table
+ * nd_train_options (defaults, ranges, choices and help live there), every
+ * choice an enum and every amount a number; text only for paths and for the
+ * little languages (--arch, --hidden, --lr-milestones, --straggle).
+ * nd_train_plan_resolve validates it once and decides the run's parts: the
+ * way gradients are exchanged and the way batches are fed. Whether an option
+ * can go with a part is read from the part's capabilities
+ * (nd_exchange_caps), not from hand-written pairs of options. Nothing after
+ * setup looks at option text. No MPI here. */
+#ifndef NNDIST_PLAN_H
+#define NNDIST_PLAN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "nndist/cli.h"
+#include "nndist/layers.h"
+#include "nndist/loss.h"
+#include "nndist/model.h"
+#include "nndist/normalize.h"
+#include "nndist/optim.h"
+#include "nndist/report.h"
+#include "nndist/sched.h"
+#include "nndist/status.h"
+
+#define ND_PATH_MAX 4096
+
+typedef enum { ND_MODE_SYNC, ND_MODE_ASYNC, ND_MODE_SSP } nd_mode_kind;
+typedef enum { ND_BIAS_ZERO, ND_BIAS_PRIORS } nd_output_bias_kind;
+typedef enum { ND_ON_NAN_STOP, ND_ON_NAN_SKIP } nd_on_nan_kind;
+
+/* Every field is an option of `nndist train` (the table in plan.c). */
+typedef struct {
+    char config[ND_PATH_MAX];
+    char data[ND_PATH_MAX];
+    nd_mode_kind mode;
+    int servers;
+    int max_staleness;
+    bool staleness_lr;
+    bool overlap;
+    char straggle[64];
+    bool deterministic;
+    int micro_batches;
+    char arch[512];
+    char hidden[256];
+    nd_act_kind act;
+    float leaky_alpha, elu_alpha;
+    int maxout_pieces;
+    bool batch_norm, sync_bn;
+    float bn_momentum, bn_eps;
+    float dropout, input_dropout;
+    bool regularize_bias;
+    nd_init_kind init;
+    nd_output_bias_kind output_bias;
+    nd_loss_kind loss;
+    int epochs;
+    int batch;
+    nd_opt_kind opt;
+    float lr;
+    int ref_batch;
+    float momentum, momentum_final, momentum_epochs, beta1, beta2, eps, rho;
+    long warmup_steps;
+    nd_sched_kind lr_schedule;
+    char lr_milestones[256];
+    float lr_gamma, lr_k, lr_min, sgdr_t0, sgdr_mult, gbc_tau, gbc_floor;
+    float onecycle_pct, onecycle_div, onecycle_final_div;
+    int plateau_patience;
+    float clip_norm, clip_value, weight_decay, l1, max_norm;
+    uint64_t seed;
+    bool shuffle;
+    nd_norm_kind normalize;
+    int eval_batch;
+    int threads;
+    int bucket_kb;
+    bool shard_optimizer;
+    float stream_mb;
+    nd_on_nan_kind on_nan;
+    float timeout;
+    int max_nan_skips;
+    long fault_nan_step;
+    int profile;
+    nd_progress_kind progress;
+    int early_stop;
+    float ema;
+    char checkpoint_dir[ND_PATH_MAX];
+    long checkpoint_every;
+    int keep;
+    char resume[ND_PATH_MAX];
+    char metrics[ND_PATH_MAX];
+    char summary[ND_PATH_MAX];
+} nd_train_config;
+
+extern const nd_cli_option nd_train_options[];
+extern const int nd_train_num_options;
+extern const char *const nd_mode_names[]; /* indexed by nd_mode_kind, NULL-terminated */
+
+/* Fills defaults, then parses argv (options after `train`). */
+nd_status nd_train_config_parse(nd_train_config *cfg, int argc, char **argv, int *help, nd_error *err);
+
+/* How a step's gradients become an update: one of the sync exchanges, or
+ * the parameter servers (async and ssp), which drive their own loop. */
+typedef enum {
+    ND_EXCHANGE_ALLREDUCE,    /* one blocking allreduce after backward */
+    ND_EXCHANGE_BUCKETS,      /* --bucket-kb: Iallreduce buckets during backward */
+    ND_EXCHANGE_ZERO,         /* --shard-optimizer: reduce-scatter, update a slice, allgather */
+    ND_EXCHANGE_FIXED_POINT,  /* --deterministic: exact integer sum of micro-batch gradients */
+    ND_EXCHANGE_PARAM_SERVER, /* --mode async/ssp */
+    ND_EXCHANGES
+} nd_exchange_kind;
+
+/* Where the training rows come from. */
+typedef enum {
+    ND_FEED_MEMORY, /* this rank's shard, loaded at setup */
+    ND_FEED_STREAM, /* --stream-mb: windows of the shard read in the background */
+    ND_FEED_BLOCKS, /* --deterministic: fixed blocks of the whole split, whatever the rank count */
+    ND_FEEDS
+} nd_feed_kind;
+
+/* What an exchange can do; an option that needs what its exchange cannot
+ * do is refused at setup with the reason. One row per exchange in
+ * nd_exchange_table (plan.c): a new exchange adds a row, not checks. */
+typedef struct {
+    const char *name;      /* for messages: "allreduce" */
+    const char *chosen_by; /* the option that picks it: "--bucket-kb" */
+    bool sync_bn;          /* batch-norm sums can be added across ranks inside forward and backward */
+    bool skip_step;        /* a bad step can be dropped on every rank alike (--on-nan skip) */
+    bool whole_replica;    /* every rank holds every parameter after a step (--max-norm, --ema,
+                              --early-stop, the plateau schedule) */
+    bool streams;          /* takes a streamed feed (--stream-mb) */
+} nd_exchange_caps;
+
+extern const nd_exchange_caps nd_exchange_table[ND_EXCHANGES];
+
+/* The run as decided at setup, before any data is read. */
+typedef struct {
+    nd_exchange_kind exchange;
+    nd_feed_kind feed;
+    bool ssp;              /* the parameter servers bound staleness (--mode ssp) */
+    int straggle_rank;     /* --straggle: the rank slowed down, -1 for none */
+    float straggle_factor; /* and by how much (>= 1) */
+} nd_train_plan;
+
+/* Validates cfg (ranges, choices, the texts, and every option against the
+ * capabilities of the exchange and feed it implies) and fills the plan.
+ * Not collective: every rank reaches the same verdict from the same cfg. */
+nd_status nd_train_plan_resolve(const nd_train_config *cfg, nd_train_plan *plan, nd_error *err);
+
+/* The learning-rate schedule of cfg for a run of global_batch samples per
+ * step and steps_per_epoch steps per epoch (milestones and periods given in
+ * epochs become steps). */
+nd_status nd_train_make_schedule(const nd_train_config *cfg, int global_batch, long steps_per_epoch,
+                                 nd_lr_schedule *out, nd_error *err);
+
+/* Parses --straggle "RANK:FACTOR" ("" = none: rank -1, factor 1); 0 or -1. */
+int nd_parse_straggle(const char *text, int *rank, float *factor);
+
+/* Parses "512,256" into widths (at most max); returns the count or -1. */
+int nd_parse_widths(const char *text, int *widths, int max);
+
+/* The network of cfg for data of input_dim features and k outputs: --arch
+ * if given (its end widths must match), else --hidden, --act,
+ * --batch-norm, --dropout and --input-dropout. */
+nd_status nd_train_model_spec(const nd_train_config *cfg, int input_dim, int k, nd_model_spec *spec, nd_error *err);
+
+#endif

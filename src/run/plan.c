@@ -1,0 +1,304 @@
+/* The options of `nndist train` (defaults, ranges, choices, help) and the
+ * plan resolved from them: which exchange and feed a run uses, and whether
+ * every option fits their capabilities. */
+#include "nndist/plan.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define F(type, field) ND_CLI_FIELD(type, nd_train_config, field)
+#define R(type, field, range) ND_CLI_RANGED(type, nd_train_config, field, range)
+#define E(field, choices) ND_CLI_CHOICE(nd_train_config, field, choices)
+
+const char *const nd_mode_names[] = {[ND_MODE_SYNC] = "sync", [ND_MODE_ASYNC] = "async", [ND_MODE_SSP] = "ssp", NULL};
+static const char *const bias_names[] = {[ND_BIAS_ZERO] = "zero", [ND_BIAS_PRIORS] = "priors", NULL};
+static const char *const on_nan_names[] = {[ND_ON_NAN_STOP] = "stop", [ND_ON_NAN_SKIP] = "skip", NULL};
+
+const nd_cli_option nd_train_options[] = {
+    {"config", F(STR, config), "", "read options from FILE (key = value); the command line wins"},
+    {"data", F(STR, data), "", "HDF5 dataset (layout: data/README.md) [required]"},
+    {"mode", E(mode, nd_mode_names), "sync", "sync: allreduce; async: parameter servers; ssp: parameter servers with bounded staleness"},
+    {"servers", R(INT, servers, ">= 1"), "1", "async/ssp: parameter-server ranks (ranks 0..K-1); the rest are workers"},
+    {"max-staleness", R(INT, max_staleness, ">= 0"), "0", "ssp: a worker may run at most this many updates ahead of the slowest"},
+    {"staleness-lr", F(BOOL, staleness_lr), "false", "async/ssp: divide the rate by each gradient's staleness (Zhang et al. 2016)"},
+    {"overlap", F(BOOL, overlap), "false", "async/ssp: compute the next gradient while the exchange is in flight (+1 staleness)"},
+    {"straggle", F(STR, straggle), "", "RANK:FACTOR slows RANK's compute FACTOR times (sleeps (FACTOR-1) x its step time)"},
+    {"arch", F(STR, arch), "", "whole network, e.g. 784:drop0.2-1024:bn:relu:drop0.3-512:relu-10 (README); overrides --hidden and the options below"},
+    {"hidden", F(STR, hidden), "512,256", "hidden layer widths, comma-separated ('' for none)"},
+    {"act", E(act, nd_act_names), "relu", "hidden activation (identity is refused: it is the output layer's)"},
+    {"leaky-alpha", R(FLOAT, leaky_alpha, "(0, 1)"), "0.01", "negative slope of leaky_relu"},
+    {"elu-alpha", R(FLOAT, elu_alpha, "> 0"), "1", "elu: the value it saturates to is -alpha"},
+    {"maxout-pieces", R(INT, maxout_pieces, "[2, 64]"), "2", "maxout: linear pieces per unit"},
+    {"batch-norm", F(BOOL, batch_norm), "false", "batch normalization before every hidden activation"},
+    {"sync-bn", F(BOOL, sync_bn), "false", "batch norm statistics over the global batch (all ranks; sync mode)"},
+    {"bn-momentum", R(FLOAT, bn_momentum, "(0, 1]"), "0.1", "batch norm running statistics: weight of each new batch"},
+    {"bn-eps", R(FLOAT, bn_eps, "> 0"), "1e-5", "batch norm: added to the variance"},
+    {"dropout", R(FLOAT, dropout, "[0, 1)"), "0", "drop probability after every hidden activation (inverted dropout)"},
+    {"input-dropout", R(FLOAT, input_dropout, "[0, 1)"), "0", "drop probability of the input features"},
+    {"init", E(init, nd_init_names), "he", "weights: he (normal, sqrt(2/fan_in)), xavier (uniform), lecun (uniform), small (N(0,0.01^2))"},
+    {"output-bias", E(output_bias, bias_names), "zero", "output biases: zero, or priors (log class frequencies of /train)"},
+    {"loss", E(loss, nd_loss_names), "softmax_ce", "softmax_ce, hinge, squared_hinge (labels); sigmoid_bce (multi-label), l2, l1 (regression): N x K float /y"},
+    {"epochs", R(INT, epochs, ">= 1"), "10", "passes over the training split"},
+    {"batch", R(INT, batch, ">= 1"), "64", "samples per step on each rank"},
+    {"opt", E(opt, nd_opt_names), "momentum", "optimizer (formulas in include/nndist/optim.h)"},
+    {"lr", R(FLOAT, lr, "> 0"), "0.01", "learning rate at --ref-batch samples per step"},
+    {"ref-batch", R(INT, ref_batch, ">= 0"), "0", "batch that --lr is meant for; 0 = --batch (peak = lr*global/ref)"},
+    {"momentum", R(FLOAT, momentum, "[0, 1)"), "0.9", "momentum / nesterov coefficient"},
+    {"momentum-final", F(FLOAT, momentum_final), "-1", "momentum schedule: move linearly to this value (-1: off)"},
+    {"momentum-epochs", R(FLOAT, momentum_epochs, "> 0"), "10", "momentum schedule: epochs to reach --momentum-final"},
+    {"beta1", R(FLOAT, beta1, "[0, 1)"), "0.9", "adam first-moment decay"},
+    {"beta2", R(FLOAT, beta2, "[0, 1)"), "0.999", "adam second-moment decay"},
+    {"eps", R(FLOAT, eps, "> 0"), "1e-8", "epsilon of adam, adamw, adagrad, rmsprop, adadelta"},
+    {"rho", R(FLOAT, rho, "[0, 1)"), "0.99", "decay rate of rmsprop and adadelta's averages (adadelta: 0.9-0.95)"},
+    {"warmup-steps", R(LONG, warmup_steps, ">= 0"), "0", "steps of linear warmup from --lr to the scaled peak"},
+    {"lr-schedule", E(lr_schedule, nd_sched_names), "constant", "the learning rate after the warmup"},
+    {"lr-milestones", F(STR, lr_milestones), "", "step: epochs at which the rate is multiplied by --lr-gamma"},
+    {"lr-gamma", R(FLOAT, lr_gamma, "(0, 1]"), "0.1", "step and plateau: multiplier"},
+    {"lr-k", R(FLOAT, lr_k, ">= 0"), "0.1", "exp, inv, sqrt: decay rate per epoch"},
+    {"lr-min", R(FLOAT, lr_min, ">= 0"), "0", "cosine and sgdr: the rate at the bottom"},
+    {"sgdr-t0", R(FLOAT, sgdr_t0, "> 0"), "10", "sgdr: first cycle, epochs"},
+    {"sgdr-mult", R(FLOAT, sgdr_mult, ">= 1"), "2", "sgdr: cycle growth"},
+    {"gbc-tau", R(FLOAT, gbc_tau, ">= 0"), "0", "gbc: epochs to reach the floor (0: the whole run)"},
+    {"gbc-floor", R(FLOAT, gbc_floor, "[0, 1]"), "0.01", "gbc: the floor as a fraction of the peak"},
+    {"onecycle-pct", R(FLOAT, onecycle_pct, "(0, 1)"), "0.3", "onecycle: fraction of the run spent rising"},
+    {"onecycle-div", R(FLOAT, onecycle_div, ">= 1"), "25", "onecycle: start = peak / div"},
+    {"onecycle-final-div", R(FLOAT, onecycle_final_div, ">= 1"), "10000", "onecycle: end = start / final-div"},
+    {"plateau-patience", R(INT, plateau_patience, ">= 1"), "3", "plateau: epochs without a better validation accuracy"},
+    {"clip-norm", R(FLOAT, clip_norm, ">= 0"), "0", "clip the averaged gradient to this global L2 norm (0 = off)"},
+    {"clip-value", R(FLOAT, clip_value, ">= 0"), "0", "clamp each averaged gradient value to [-v, v] (0 = off)"},
+    {"weight-decay", R(FLOAT, weight_decay, ">= 0"), "0", "L2 penalty 0.5*wd*|w|^2 on weights: added to the gradient; adamw: decoupled"},
+    {"regularize-bias", F(BOOL, regularize_bias), "false", "apply --weight-decay, --l1 and adamw's decay to biases too"},
+    {"seed", F(U64, seed), "1", "seed of initialization and shuffling"},
+    {"deterministic", F(BOOL, deterministic), "false", "results independent of the rank count (sync; see README)"},
+    {"micro-batches", R(INT, micro_batches, "[1, 65536]"), "8", "--deterministic: micro-batches of --batch rows per step (>= ranks)"},
+    {"shuffle", F(BOOL, shuffle), "true", "reshuffle each rank's rows every epoch (--no-shuffle: file order)"},
+    {"normalize", E(normalize, nd_norm_names), "global", "features: global or feature (mean/std), minmax (to [-1, 1]) or none"},
+    {"eval-batch", R(INT, eval_batch, ">= 1"), "1024", "rows per forward pass during evaluation"},
+    {"threads", R(INT, threads, "[0, 1024]"), "0", "BLAS threads per rank; 0 = this node's cores / ranks on it"},
+    {"progress", E(progress, nd_progress_names), "auto", "progress within an epoch (auto: a bar on a terminal, plain lines otherwise)"},
+    {"bucket-kb", R(INT, bucket_kb, "[0, 1048576]"), "0", "sync: allreduce the gradient in buckets of this many KiB during backward, last layer first (0: one allreduce after backward)"},
+    {"shard-optimizer", F(BOOL, shard_optimizer), "false", "sync: ZeRO-1, each rank keeps the optimizer state of 1/ranks of the parameters (reduce-scatter, update, allgather)"},
+    {"stream-mb", R(FLOAT, stream_mb, "[0, 1e9)"), "0", "sync: stream the training rows from the file through two windows within this many MB, read in the background (0: load the shard)"},
+    {"timeout", R(FLOAT, timeout, "[0, 1e7]"), "300", "stall watchdog: end the job when a step's exchange waits longer than this many seconds, naming the ranks that did not arrive (0 = wait forever)"},
+    {"on-nan", E(on_nan, on_nan_names), "stop", "a step whose loss or gradient is not finite: stop before applying it, or drop it (sync)"},
+    {"max-nan-skips", R(INT, max_nan_skips, ">= 0"), "10", "--on-nan skip: stop after this many bad steps in a row"},
+    {"fault-nan-step", R(LONG, fault_nan_step, ">= 0"), "0", "testing: make the first worker's (rank 0's in sync) loss NaN at this step (1-based; 0 = never)"},
+    {"profile", R(INT, profile, ">= 0"), "0", "sync: rank 0 prints the time of each phase of the first N steps"},
+    {"l1", R(FLOAT, l1, ">= 0"), "0", "L1 penalty on weights (not biases); with --weight-decay: the elastic net"},
+    {"max-norm", R(FLOAT, max_norm, ">= 0"), "0", "after each update, scale each neuron's incoming weights to L2 norm <= c (sync; 0 = off)"},
+    {"early-stop", R(INT, early_stop, ">= 0"), "0", "stop after N epochs without a better validation accuracy; end with the best weights"},
+    {"ema", R(FLOAT, ema, "[0, 1)"), "0", "keep a moving average of the weights with this decay (e.g. 0.999), evaluated and saved too"},
+    {"checkpoint-dir", F(STR, checkpoint_dir), "", "rank 0 writes checkpoints here (each epoch, and see --checkpoint-every)"},
+    {"checkpoint-every", R(LONG, checkpoint_every, ">= 0"), "0", "also checkpoint every N steps (0: only at epoch ends)"},
+    {"keep", R(INT, keep, ">= 1"), "3", "keep the N newest checkpoints (plus the best one)"},
+    {"resume", F(STR, resume), "", "continue from a checkpoint FILE, or 'auto': the newest valid one in --checkpoint-dir"},
+    {"metrics", F(STR, metrics), "", "write a JSON line per epoch to FILE"},
+    {"summary", F(STR, summary), "", "write the run summary (JSON) to FILE"},
+};
+const int nd_train_num_options = (int)(sizeof nd_train_options / sizeof nd_train_options[0]);
+
+nd_status nd_train_config_parse(nd_train_config *cfg, int argc, char **argv, int *help,
+                                nd_error *err) {
+    memset(cfg, 0, sizeof *cfg);
+    ND_TRY(nd_cli_defaults(nd_train_options, nd_train_num_options, cfg, err));
+    return nd_cli_parse(nd_train_options, nd_train_num_options, cfg, argc, argv, help, err);
+}
+
+int nd_parse_widths(const char *text, int *widths, int max) {
+    int n = 0;
+    const char *p = text;
+    while (*p == ' ') ++p;
+    if (!*p) return 0;
+    for (;;) {
+        if (*p < '0' || *p > '9') return -1;
+        long v = 0;
+        while (*p >= '0' && *p <= '9') {
+            v = v * 10 + (*p++ - '0');
+            if (v > 1 << 24) return -1;
+        }
+        if (v <= 0 || n == max) return -1;
+        widths[n++] = (int)v;
+        if (!*p) return n;
+        if (*p++ != ',') return -1;
+    }
+}
+
+nd_status nd_train_make_schedule(const nd_train_config *c, int global_batch, long steps_per_epoch,
+                                 nd_lr_schedule *s, nd_error *err) {
+    memset(s, 0, sizeof *s);
+    s->base_lr = c->lr;
+    s->ref_batch = c->ref_batch > 0 ? c->ref_batch : c->batch;
+    s->global_batch = global_batch;
+    s->warmup_steps = c->warmup_steps;
+    s->kind = c->lr_schedule;
+    s->steps_per_epoch = steps_per_epoch;
+    s->total_steps = (long)c->epochs * steps_per_epoch;
+    s->gamma = c->lr_gamma;
+    s->k = c->lr_k;
+    s->lr_min = c->lr_min;
+    s->sgdr_t0 = c->sgdr_t0;
+    s->sgdr_mult = c->sgdr_mult;
+    s->gbc_floor = c->gbc_floor;
+    s->gbc_tau = c->gbc_tau > 0 ? (long)(c->gbc_tau * steps_per_epoch) : s->total_steps - c->warmup_steps;
+    s->onecycle_pct = c->onecycle_pct;
+    s->onecycle_div = c->onecycle_div;
+    s->onecycle_final_div = c->onecycle_final_div;
+    s->plateau_scale = 1.0;
+    const char *p = c->lr_milestones;
+    while (*p) {
+        char *end;
+        double ep = strtod(p, &end);
+        if (end == p || ep <= 0 || s->num_milestones == ND_MAX_MILESTONES || (*end && *end != ','))
+            return ND_FAIL(err, ND_ERR_ARG, "--lr-milestones: '%s' is not a list of up to %d positive epochs like 30,60",
+                           c->lr_milestones, ND_MAX_MILESTONES);
+        s->milestones[s->num_milestones++] = (long)(ep * steps_per_epoch + 0.5);
+        p = *end ? end + 1 : end;
+    }
+    if (s->kind == ND_SCHED_STEP && s->num_milestones == 0)
+        return ND_FAIL(err, ND_ERR_ARG, "--lr-schedule step: give --lr-milestones (epochs)");
+    return ND_OK;
+}
+
+/* The default activation of cfg, its alpha set for leaky_relu or elu. */
+static nd_activation config_act(const nd_train_config *c) {
+    nd_activation a = {c->act, 0.0f};
+    a.alpha = a.kind == ND_ACT_ELU ? c->elu_alpha : c->leaky_alpha;
+    return a;
+}
+
+nd_status nd_train_model_spec(const nd_train_config *c, int input_dim, int k, nd_model_spec *spec, nd_error *err) {
+    const nd_activation act = config_act(c);
+    if (c->arch[0]) {
+        char why[200];
+        if (nd_arch_parse(c->arch, act, spec, why, sizeof why) != 0)
+            return ND_FAIL(err, ND_ERR_ARG, "--arch '%s': %s", c->arch, why);
+        if (spec->input_dim != input_dim || spec->num_classes != k)
+            return ND_FAIL(err, ND_ERR_ARG, "--arch '%s': takes %d inputs and gives %d outputs, the data has %d and %d",
+                           c->arch, spec->input_dim, spec->num_classes, input_dim, k);
+    } else {
+        int widths[ND_MAX_LAYERS];
+        const int n = nd_parse_widths(c->hidden, widths, ND_MAX_LAYERS - 1);
+        if (n < 0) return ND_FAIL(err, ND_ERR_ARG, "--hidden: '%s' is not a list of widths", c->hidden);
+        nd_model_spec_plain(spec, input_dim, widths, n, act, k);
+        spec->input_drop = c->input_dropout;
+        for (int l = 0; l < n; ++l) {
+            spec->hidden[l].batch_norm = c->batch_norm;
+            spec->hidden[l].drop = c->dropout;
+            if (act.kind == ND_ACT_MAXOUT) spec->hidden[l].pieces = c->maxout_pieces;
+        }
+    }
+    spec->bn_eps = c->bn_eps;
+    return ND_OK;
+}
+
+int nd_parse_straggle(const char *text, int *rank, float *factor) {
+    *rank = -1;
+    *factor = 1.0f;
+    if (!text[0]) return 0;
+    char *end = NULL;
+    long r = strtol(text, &end, 10);
+    if (end == text || *end != ':' || r < 0 || r > 1 << 24) return -1;
+    const char *f = end + 1;
+    double v = strtod(f, &end);
+    if (end == f || *end || !(v >= 1.0 && v <= 1000.0)) return -1;
+    *rank = (int)r;
+    *factor = (float)v;
+    return 0;
+}
+
+const nd_exchange_caps nd_exchange_table[ND_EXCHANGES] = {
+    /*                           name            chosen_by          sync_bn skip  whole streams */
+    [ND_EXCHANGE_ALLREDUCE] = {"allreduce", "--mode sync", true, true, true, true},
+    [ND_EXCHANGE_BUCKETS] = {"bucketed allreduce", "--bucket-kb", true, true, true, true},
+    [ND_EXCHANGE_ZERO] = {"sharded optimizer", "--shard-optimizer", true, true, true, true},
+    /* deterministic mode normalizes each fixed micro-batch and reads fixed blocks */
+    [ND_EXCHANGE_FIXED_POINT] = {"fixed-point sum", "--deterministic", false, true, true, false},
+    /* servers apply each worker's gradient as it comes and hold one slice each */
+    [ND_EXCHANGE_PARAM_SERVER] = {"parameter servers", "--mode async/ssp", false, false, false, false},
+};
+
+/* The exchange cfg asks for: --mode picks the parameter servers, and at
+ * most one of the sync exchanges' own options may be given. */
+static nd_status pick_exchange(const nd_train_config *c, nd_exchange_kind *out, nd_error *err) {
+    const struct {
+        bool on;
+        nd_exchange_kind kind;
+    } asks[] = {
+        {c->mode != ND_MODE_SYNC, ND_EXCHANGE_PARAM_SERVER},
+        {c->deterministic, ND_EXCHANGE_FIXED_POINT},
+        {c->bucket_kb > 0, ND_EXCHANGE_BUCKETS},
+        {c->shard_optimizer, ND_EXCHANGE_ZERO},
+    };
+    *out = ND_EXCHANGE_ALLREDUCE;
+    for (size_t i = 0; i < sizeof asks / sizeof asks[0]; ++i) {
+        if (!asks[i].on) continue;
+        if (*out != ND_EXCHANGE_ALLREDUCE) {
+            const nd_exchange_caps *a = &nd_exchange_table[*out], *b = &nd_exchange_table[asks[i].kind];
+            return ND_FAIL(err, ND_ERR_ARG, "%s: not with %s (the %s and the %s exchange gradients each their own way)",
+                           b->chosen_by, a->chosen_by, b->name, a->name);
+        }
+        *out = asks[i].kind;
+    }
+    return ND_OK;
+}
+
+/* An option that needs a capability the exchange lacks. */
+static nd_status refuse(const char *option, nd_exchange_kind x, const char *why, nd_error *err) {
+    return ND_FAIL(err, ND_ERR_ARG, "%s: not with %s (the %s %s)", option, nd_exchange_table[x].chosen_by,
+                   nd_exchange_table[x].name, why);
+}
+
+nd_status nd_train_plan_resolve(const nd_train_config *c, nd_train_plan *plan, nd_error *err) {
+    memset(plan, 0, sizeof *plan);
+    int widths[ND_MAX_LAYERS];
+    if (!c->data[0]) return ND_FAIL(err, ND_ERR_ARG, "--data: no dataset given (an HDF5 file, see data/README.md)");
+    ND_TRY(nd_cli_check(nd_train_options, nd_train_num_options, c, err));
+    if (nd_parse_straggle(c->straggle, &plan->straggle_rank, &plan->straggle_factor) != 0)
+        return ND_FAIL(err, ND_ERR_ARG, "--straggle: '%s' is not RANK:FACTOR with RANK >= 0 and FACTOR >= 1",
+                       c->straggle);
+    if (nd_parse_widths(c->hidden, widths, ND_MAX_LAYERS - 1) < 0)
+        return ND_FAIL(err, ND_ERR_ARG, "--hidden: '%s' is not a list of positive widths like 512,256 (at most %d)",
+                       c->hidden, ND_MAX_LAYERS - 1);
+    if (c->act == ND_ACT_IDENTITY)
+        return ND_FAIL(err, ND_ERR_ARG, "--act: identity is the output layer's; a hidden layer needs a nonlinearity");
+    if (c->arch[0]) {
+        nd_model_spec probe;
+        char why[200];
+        if (nd_arch_parse(c->arch, (nd_activation){c->act, c->leaky_alpha}, &probe, why, sizeof why) != 0)
+            return ND_FAIL(err, ND_ERR_ARG, "--arch '%s': %s", c->arch, why);
+    }
+    if (nd_loss_takes_targets(c->loss) && c->output_bias == ND_BIAS_PRIORS)
+        return ND_FAIL(err, ND_ERR_ARG, "--output-bias priors: only with a classification loss, not --loss %s",
+                       nd_loss_name(c->loss));
+    if (c->momentum_final != -1.0f && !(c->momentum_final >= 0.0f && c->momentum_final < 1.0f))
+        return ND_FAIL(err, ND_ERR_ARG, "--momentum-final: %g must be in [0, 1) (or -1: off)", (double)c->momentum_final);
+    nd_lr_schedule probe;
+    ND_TRY(nd_train_make_schedule(c, c->batch, 100, &probe, err)); /* milestones; sizes come later */
+    if (!strcmp(c->resume, "auto") && !c->checkpoint_dir[0])
+        return ND_FAIL(err, ND_ERR_ARG, "--resume auto: needs --checkpoint-dir to look in");
+
+    /* The parts, and every option against what they can do. */
+    ND_TRY(pick_exchange(c, &plan->exchange, err));
+    const nd_exchange_kind x = plan->exchange;
+    const nd_exchange_caps *can = &nd_exchange_table[x];
+    plan->ssp = c->mode == ND_MODE_SSP;
+    plan->feed = x == ND_EXCHANGE_FIXED_POINT ? ND_FEED_BLOCKS : c->stream_mb > 0.0f ? ND_FEED_STREAM : ND_FEED_MEMORY;
+    if (c->sync_bn && !can->sync_bn)
+        return refuse("--sync-bn", x, "cannot add batch-norm sums across ranks inside a step", err);
+    if (c->on_nan == ND_ON_NAN_SKIP && !can->skip_step)
+        return refuse("--on-nan skip", x, "cannot drop a step on every rank alike", err);
+    if (c->stream_mb > 0.0f && !can->streams)
+        return refuse("--stream-mb", x, "cannot take a streamed feed", err);
+    const struct {
+        bool on;
+        const char *option;
+    } whole[] = {{c->max_norm > 0.0f, "--max-norm"},
+                 {c->ema > 0.0f, "--ema"},
+                 {c->early_stop > 0, "--early-stop"},
+                 {c->lr_schedule == ND_SCHED_PLATEAU, "--lr-schedule plateau"}};
+    for (size_t i = 0; i < sizeof whole / sizeof whole[0]; ++i)
+        if (whole[i].on && !can->whole_replica)
+            return refuse(whole[i].option, x, "leave no rank with every parameter after a step", err);
+    return ND_OK;
+}

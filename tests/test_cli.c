@@ -225,12 +225,74 @@ static void test_resolved_config_round_trips(void **state) {
     assert_int_equal(b.progress, ND_PROGRESS_NONE);
 }
 
+/* The row of option name in the Markdown table md ("" if none), copied to row. */
+static void markdown_row(const char *md, const char *name, char *row, size_t cap) {
+    char key[64];
+    snprintf(key, sizeof key, "\n| `--%s", name);
+    row[0] = '\0';
+    for (const char *p = strstr(md, key); p; p = strstr(p + 1, key)) {
+        const char c = p[strlen(key)];
+        if (c != ' ' && c != '`') continue; /* --lr, not --lr-gamma */
+        const char *end = strchr(p + 1, '\n');
+        size_t len = end ? (size_t)(end - p - 1) : strlen(p + 1);
+        if (len >= cap) len = cap - 1;
+        memcpy(row, p + 1, len);
+        row[len] = '\0';
+        return;
+    }
+}
+
+/* `nndist train --help --markdown` (docs/options.md): one well-formed row
+ * per option, with the choices and ranges of the table. */
+static void test_markdown_table(void **state) {
+    (void)state;
+    static char md[1 << 16];
+    FILE *f = fmemopen(md, sizeof md - 1, "w");
+    assert_non_null(f);
+    nd_cli_markdown(nd_train_options, nd_train_num_options, f);
+    assert_false(ferror(f));
+    const long size = ftell(f);
+    fclose(f);
+    assert_true(size > 0 && size < (long)sizeof md - 1); /* not cut short */
+    md[size] = '\0';
+    const char *header = "| option | default | meaning |\n|---|---|---|\n";
+    assert_int_equal(strncmp(md, header, strlen(header)), 0);
+    int rows = 0;
+    for (const char *line = md; *line;) {
+        const char *end = strchr(line, '\n');
+        assert_non_null(end);
+        if (!strncmp(line, "| `--", 5)) {
+            ++rows;
+            int pipes = 0; /* unescaped: the cell borders only */
+            for (const char *p = line; p < end; ++p) pipes += *p == '|' && (p == line || p[-1] != '\\');
+            if (pipes != 4) fail_msg("%d cell borders in: %.*s", pipes, (int)(end - line), line);
+        }
+        line = end + 1;
+    }
+    assert_int_equal(rows, nd_train_num_options);
+    char row[1024];
+    markdown_row(md, "opt", row, sizeof row);
+    assert_non_null(strstr(row, "| `--opt V` | `momentum` |"));
+    assert_non_null(strstr(row, "one of: `sgd`, `momentum`, `nesterov`, `adam`, `adamw`"));
+    markdown_row(md, "dropout", row, sizeof row);
+    assert_non_null(strstr(row, "| `0` |"));
+    assert_non_null(strstr(row, "must be in [0, 1) |"));
+    markdown_row(md, "batch", row, sizeof row);
+    assert_non_null(strstr(row, "must be >= 1 |"));
+    markdown_row(md, "shuffle", row, sizeof row);
+    assert_non_null(strstr(row, "| `--shuffle` / `--no-shuffle` | `true` |"));
+    markdown_row(md, "batch-norm", row, sizeof row);
+    assert_non_null(strstr(row, "| `--batch-norm` | `false` |")); /* no --no- for an option off by default */
+    markdown_row(md, "weight-decay", row, sizeof row);
+    assert_non_null(strstr(row, "0.5\\*wd\\*\\|w\\|^2")); /* not emphasis, not a cell border */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults_and_values), cmocka_unit_test(test_bad_values),
         cmocka_unit_test(test_validation),          cmocka_unit_test(test_config_file),
         cmocka_unit_test(test_widths),              cmocka_unit_test(test_resolved_config_round_trips),
-        cmocka_unit_test(test_plan_parts_and_capabilities),
+        cmocka_unit_test(test_plan_parts_and_capabilities), cmocka_unit_test(test_markdown_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

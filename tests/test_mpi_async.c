@@ -41,30 +41,30 @@ static outcome run(nd_mode_kind mode, int servers, int max_staleness, const char
     cfg.batch = 20;
     cfg.epochs = 4;
     outcome o = {0};
-    nd_trainer tr;
-    if (nd_trainer_setup(&tr, &cfg, world, &err) == ND_OK && nd_trainer_fit(&tr, &err) == ND_OK) {
+    nd_trainer *tr = NULL;
+    if (nd_trainer_setup(&tr, &cfg, world, &err) == ND_OK && nd_trainer_fit(tr, &err) == ND_OK) {
         o.ok = 1;
-        o.test_acc = tr.last.test_acc;
-        o.staleness_max = tr.staleness_max;
-        o.samples = tr.samples_seen;
-        memcpy(o.hist, tr.last.staleness_hist, sizeof o.hist);
+        o.test_acc = nd_trainer_result(tr).last.test_acc;
+        o.staleness_max = nd_trainer_result(tr).staleness_max;
+        o.samples = nd_trainer_result(tr).samples_seen;
+        memcpy(o.hist, nd_trainer_result(tr).last.staleness_hist, sizeof o.hist);
         double h[ND_STALENESS_BUCKETS];
         for (int i = 0; i < ND_STALENESS_BUCKETS; ++i) h[i] = (double)o.hist[i];
         nd_comm_bcast_f64(world, h, ND_STALENESS_BUCKETS, 0, &err); /* server 0 keeps the books */
         for (int i = 0; i < ND_STALENESS_BUCKETS; ++i) o.hist[i] = (long)h[i];
-        float *copy = malloc(sizeof(float) * tr.model.num_params);
-        memcpy(copy, tr.model.param, sizeof(float) * tr.model.num_params);
-        nd_comm_bcast_f32(world, copy, tr.model.num_params, 0, &err);
+        float *copy = malloc(sizeof(float) * nd_trainer_result(tr).model->num_params);
+        memcpy(copy, nd_trainer_result(tr).model->param, sizeof(float) * nd_trainer_result(tr).model->num_params);
+        nd_comm_bcast_f32(world, copy, nd_trainer_result(tr).model->num_params, 0, &err);
         /* Updates sent (summed over workers) against each server's count. */
-        const int server = tr.worker_index < 0;
-        double counts[2] = {server ? 0.0 : (double)tr.step, server ? (double)tr.step : 0.0};
-        double lo[1] = {server ? (double)tr.step : 1e300}, hi[1] = {server ? (double)tr.step : -1e300};
+        const int server = nd_trainer_result(tr).worker_index < 0;
+        double counts[2] = {server ? 0.0 : (double)nd_trainer_result(tr).steps, server ? (double)nd_trainer_result(tr).steps : 0.0};
+        double lo[1] = {server ? (double)nd_trainer_result(tr).steps : 1e300}, hi[1] = {server ? (double)nd_trainer_result(tr).steps : -1e300};
         nd_comm_allreduce_sum_f64(world, counts, 1, &err);
         nd_comm_allreduce_max_f64(world, hi, 1, &err);
         lo[0] = -lo[0];
         nd_comm_allreduce_max_f64(world, lo, 1, &err);
         o.applied_once = counts[0] == hi[0] && counts[0] == -lo[0] && counts[0] * 20 == (double)o.samples;
-        float same = memcmp(copy, tr.model.param, sizeof(float) * tr.model.num_params) == 0;
+        float same = memcmp(copy, nd_trainer_result(tr).model->param, sizeof(float) * nd_trainer_result(tr).model->num_params) == 0;
         float all[1] = {same ? 0.0f : 1.0f};
         nd_comm_allreduce_sum_f32(world, all, 1, &err);
         o.identical = all[0] == 0.0f;
@@ -72,7 +72,7 @@ static outcome run(nd_mode_kind mode, int servers, int max_staleness, const char
     } else if (err.msg[0]) {
         fprintf(stderr, "rank %d: %s\n", nd_comm_rank(world), err.msg);
     }
-    nd_trainer_free(&tr);
+    nd_trainer_free(tr);
     return o;
 }
 
@@ -157,26 +157,26 @@ static void test_two_servers_reassemble_exactly(void **state) {
         nd_train_config a = cfg;
         a.mode = ND_MODE_ASYNC;
         a.servers = 2;
-        nd_trainer tr;
-        if (nd_trainer_setup(&tr, &a, three, &err) == ND_OK && nd_trainer_fit(&tr, &err) == ND_OK) {
-            n = tr.model.num_params;
+        nd_trainer *tr = NULL;
+        if (nd_trainer_setup(&tr, &a, three, &err) == ND_OK && nd_trainer_fit(tr, &err) == ND_OK) {
+            n = nd_trainer_result(tr).model->num_params;
             async_params = malloc(sizeof(float) * n);
-            memcpy(async_params, tr.model.param, sizeof(float) * n);
+            memcpy(async_params, nd_trainer_result(tr).model->param, sizeof(float) * n);
         }
-        nd_trainer_free(&tr);
+        nd_trainer_free(tr);
         nd_comm_free(three);
     }
     double verdict[1] = {-1.0}; /* -1 failed, else max |difference| */
     if (rank == 0 && async_params) {
         nd_comm *self = NULL;
         nd_comm_self(&self, &err);
-        nd_trainer tr;
-        if (nd_trainer_setup(&tr, &cfg, self, &err) == ND_OK && nd_trainer_fit(&tr, &err) == ND_OK &&
-            tr.model.num_params == n) {
+        nd_trainer *tr = NULL;
+        if (nd_trainer_setup(&tr, &cfg, self, &err) == ND_OK && nd_trainer_fit(tr, &err) == ND_OK &&
+            nd_trainer_result(tr).model->num_params == n) {
             verdict[0] = 0.0;
-            for (size_t i = 0; i < n; ++i) verdict[0] = fmax(verdict[0], fabs((double)tr.model.param[i] - async_params[i]));
+            for (size_t i = 0; i < n; ++i) verdict[0] = fmax(verdict[0], fabs((double)nd_trainer_result(tr).model->param[i] - async_params[i]));
         }
-        nd_trainer_free(&tr);
+        nd_trainer_free(tr);
         nd_comm_free(self);
     }
     free(async_params);
@@ -215,13 +215,13 @@ static void test_deterministic_across_rank_counts(void **state) {
         nd_comm *part = NULL;
         nd_comm_split(world, rank < sizes[k] ? 0 : -1, &part, &err);
         if (!part) continue;
-        nd_trainer tr;
-        if (nd_trainer_setup(&tr, &cfg, part, &err) == ND_OK && nd_trainer_fit(&tr, &err) == ND_OK && rank == 0) {
-            n = tr.model.num_params;
+        nd_trainer *tr = NULL;
+        if (nd_trainer_setup(&tr, &cfg, part, &err) == ND_OK && nd_trainer_fit(tr, &err) == ND_OK && rank == 0) {
+            n = nd_trainer_result(tr).model->num_params;
             p[k] = malloc(sizeof(float) * n);
-            memcpy(p[k], tr.model.param, sizeof(float) * n);
+            memcpy(p[k], nd_trainer_result(tr).model->param, sizeof(float) * n);
         }
-        nd_trainer_free(&tr);
+        nd_trainer_free(tr);
         nd_comm_free(part);
     }
     double verdict[2] = {-1, -1};
@@ -273,15 +273,15 @@ static void test_async_checkpoint_resume_two_servers(void **state) {
                 nd_checkpoint_name(mid, sizeof mid, dir_a, 40); /* the end of epoch 1 */
                 snprintf(c.resume, sizeof c.resume, "%s", mid);
             }
-            nd_trainer tr;
-            if (nd_trainer_setup(&tr, &c, three, &err) == ND_OK && nd_trainer_fit(&tr, &err) == ND_OK) {
-                n = tr.model.num_params;
+            nd_trainer *tr = NULL;
+            if (nd_trainer_setup(&tr, &c, three, &err) == ND_OK && nd_trainer_fit(tr, &err) == ND_OK) {
+                n = nd_trainer_result(tr).model->num_params;
                 p[run] = malloc(sizeof(float) * n);
-                memcpy(p[run], tr.model.param, sizeof(float) * n);
+                memcpy(p[run], nd_trainer_result(tr).model->param, sizeof(float) * n);
             } else if (err.msg[0]) {
                 fprintf(stderr, "rank %d: %s\n", rank, err.msg);
             }
-            nd_trainer_free(&tr);
+            nd_trainer_free(tr);
         }
         if (rank == 0 && p[0] && p[1]) {
             verdict[0] = 0;

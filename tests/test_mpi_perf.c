@@ -26,20 +26,20 @@ typedef struct {
 } run_result;
 
 static run_result train(const nd_train_config *cfg) {
-    nd_trainer tr;
+    nd_trainer *tr = NULL;
     nd_error err = {0};
     run_result r = {0};
-    if (nd_trainer_setup(&tr, cfg, world, &err) == ND_OK && nd_trainer_fit(&tr, &err) == ND_OK) {
-        r.n = tr.model.num_params;
+    if (nd_trainer_setup(&tr, cfg, world, &err) == ND_OK && nd_trainer_fit(tr, &err) == ND_OK) {
+        r.n = nd_trainer_result(tr).model->num_params;
         r.param = malloc(sizeof(float) * r.n);
-        memcpy(r.param, tr.model.param, sizeof(float) * r.n);
-        r.buckets = tr.gradient_buckets;
-        r.state = (size_t)nd_optimizer_state_floats(&tr.opt);
-        r.grad_norm = tr.last.grad_norm;
+        memcpy(r.param, nd_trainer_result(tr).model->param, sizeof(float) * r.n);
+        r.buckets = nd_trainer_result(tr).gradient_buckets;
+        r.state = (size_t)nd_trainer_result(tr).optimizer_state_floats;
+        r.grad_norm = nd_trainer_result(tr).last.grad_norm;
     } else if (err.msg[0]) {
         fprintf(stderr, "train failed: %s\n", err.msg);
     }
-    nd_trainer_free(&tr);
+    nd_trainer_free(tr);
     return r;
 }
 
@@ -180,11 +180,11 @@ static void test_streaming_equals_memory_and_resumes(void **state) {
      * 9 per rank and a tenth of 24 rows that holds no batch and is skipped */
     cfg.stream_mb = 0.01f;
     run_result streamed = train(&cfg);
-    nd_trainer probe;
+    nd_trainer *probe = NULL;
     nd_error err = {0};
     int windows = -1;
-    if (nd_trainer_setup(&probe, &cfg, world, &err) == ND_OK) windows = nd_stream_windows(probe.feed.reader);
-    nd_trainer_free(&probe);
+    if (nd_trainer_setup(&probe, &cfg, world, &err) == ND_OK) windows = nd_trainer_result(probe).stream_windows;
+    nd_trainer_free(probe);
     const int same = same_params(&memory, &streamed);
     cfg.shuffle = true;
     cfg.keep = 100;

@@ -22,20 +22,20 @@ static nd_comm *world;
  * (or NULL on failure) and the final test accuracy. Collective over comm. */
 static float *train_params(const nd_train_config *cfg, nd_comm *comm, size_t *n, double *test_acc,
                            long *steps_per_epoch) {
-    nd_trainer tr;
+    nd_trainer *tr = NULL;
     nd_error err = {0};
     float *out = NULL;
-    if (nd_trainer_setup(&tr, cfg, comm, &err) == ND_OK && nd_trainer_fit(&tr, &err) == ND_OK &&
-        nd_trainer_write_summary(&tr, &err) == ND_OK) {
-        *n = tr.model.num_params;
+    if (nd_trainer_setup(&tr, cfg, comm, &err) == ND_OK && nd_trainer_fit(tr, &err) == ND_OK &&
+        nd_trainer_write_summary(tr, &err) == ND_OK) {
+        *n = nd_trainer_result(tr).model->num_params;
         out = malloc(sizeof(float) * *n);
-        memcpy(out, tr.model.param, sizeof(float) * *n);
-        *test_acc = tr.last.test_acc;
-        *steps_per_epoch = tr.steps_per_epoch;
+        memcpy(out, nd_trainer_result(tr).model->param, sizeof(float) * *n);
+        *test_acc = nd_trainer_result(tr).last.test_acc;
+        *steps_per_epoch = nd_trainer_result(tr).steps_per_epoch;
     } else if (err.msg[0]) {
         fprintf(stderr, "train failed: %s\n", err.msg);
     }
-    nd_trainer_free(&tr);
+    nd_trainer_free(tr);
     return out;
 }
 
@@ -223,16 +223,16 @@ static void test_async_overlap_staleness_is_one(void **state) {
     cfg.overlap = true;
     cfg.batch = 16;
     cfg.epochs = 2;
-    nd_trainer tr;
+    nd_trainer *tr = NULL;
     nd_error err = {0};
     double v[4] = {-1, -1, -1, -1};
-    if (nd_trainer_setup(&tr, &cfg, world, &err) == ND_OK && nd_trainer_fit(&tr, &err) == ND_OK) {
-        v[0] = (double)tr.staleness_max;
-        v[1] = (double)tr.last.staleness_hist[0];
-        v[2] = (double)tr.last.staleness_hist[1];
+    if (nd_trainer_setup(&tr, &cfg, world, &err) == ND_OK && nd_trainer_fit(tr, &err) == ND_OK) {
+        v[0] = (double)nd_trainer_result(tr).staleness_max;
+        v[1] = (double)nd_trainer_result(tr).last.staleness_hist[0];
+        v[2] = (double)nd_trainer_result(tr).last.staleness_hist[1];
         v[3] = 320.0 / 16; /* updates in the last epoch */
     }
-    nd_trainer_free(&tr);
+    nd_trainer_free(tr);
     nd_comm_bcast_f64(world, v, 4, 0, &err);
     assert_true(v[0] == 1.0);
     assert_true(v[1] == 0.0);
@@ -296,16 +296,16 @@ static void test_early_stop_restores_best(void **state) {
     cfg.epochs = 40;
     cfg.early_stop = 3;
     cfg.ema = 0.99f;
-    nd_trainer tr;
+    nd_trainer *tr = NULL;
     double v[5] = {-1, -1, -1, -1, -1};
-    if (nd_trainer_setup(&tr, &cfg, world, &err) == ND_OK && nd_trainer_fit(&tr, &err) == ND_OK) {
-        v[0] = tr.last.epoch;
-        v[1] = tr.last.val_acc;
-        v[2] = tr.best_val;
-        v[3] = tr.best_epoch;
-        v[4] = tr.last.ema_test_acc;
+    if (nd_trainer_setup(&tr, &cfg, world, &err) == ND_OK && nd_trainer_fit(tr, &err) == ND_OK) {
+        v[0] = nd_trainer_result(tr).last.epoch;
+        v[1] = nd_trainer_result(tr).last.val_acc;
+        v[2] = nd_trainer_result(tr).best_val;
+        v[3] = nd_trainer_result(tr).best_epoch;
+        v[4] = nd_trainer_result(tr).last.ema_test_acc;
     }
-    nd_trainer_free(&tr);
+    nd_trainer_free(tr);
     print_message("  early stop after epoch %g, best epoch %g: val %.4f (best %.4f), ema test acc %.4f\n", v[0], v[3],
                   v[1], v[2], v[4]);
     assert_true(v[0] > 0 && v[0] < 40);
@@ -330,24 +330,24 @@ static void test_monitoring_figures(void **state) {
         cfg.act = acts[a];
         cfg.batch = 20;
         cfg.epochs = 1;
-        nd_trainer tr;
+        nd_trainer *tr = NULL;
         nd_error err = {0};
         for (int i = 0; i < 6; ++i) v[a][i] = NAN;
-        if (nd_trainer_setup(&tr, &cfg, world, &err) == ND_OK && nd_trainer_fit(&tr, &err) == ND_OK &&
-            tr.last.has_monitor) {
-            v[a][0] = tr.last.grad_norm;
-            v[a][1] = tr.last.update_ratio[0];
-            v[a][2] = tr.last.update_ratio[1];
-            v[a][3] = tr.last.dead_frac[0];
-            v[a][4] = tr.last.act_std[0];
-            v[a][5] = tr.last.act_std[1];
+        if (nd_trainer_setup(&tr, &cfg, world, &err) == ND_OK && nd_trainer_fit(tr, &err) == ND_OK &&
+            nd_trainer_result(tr).last.has_monitor) {
+            v[a][0] = nd_trainer_result(tr).last.grad_norm;
+            v[a][1] = nd_trainer_result(tr).last.update_ratio[0];
+            v[a][2] = nd_trainer_result(tr).last.update_ratio[1];
+            v[a][3] = nd_trainer_result(tr).last.dead_frac[0];
+            v[a][4] = nd_trainer_result(tr).last.act_std[0];
+            v[a][5] = nd_trainer_result(tr).last.act_std[1];
             if (a == 0) { /* the time breakdown: every phase took time, and they cover the epoch */
                 phases[0] = 0.0, smallest = INFINITY;
-                for (int p = 0; p < ND_PHASES; ++p) phases[0] += tr.last.phase[p], smallest = fmin(smallest, tr.last.phase[p]);
-                seconds = tr.last.seconds;
+                for (int p = 0; p < ND_PHASES; ++p) phases[0] += nd_trainer_result(tr).last.phase[p], smallest = fmin(smallest, nd_trainer_result(tr).last.phase[p]);
+                seconds = nd_trainer_result(tr).last.seconds;
             }
         }
-        nd_trainer_free(&tr);
+        nd_trainer_free(tr);
     }
     print_message("  relu: grad norm %.3g, update ratios %.2e %.2e, dead %.3f; tanh dead %.3f\n", v[0][0], v[0][1],
                   v[0][2], v[0][3], v[1][3]);
@@ -382,25 +382,25 @@ static void test_max_norm_holds(void **state) {
     cfg.lr = 0.1f;
     cfg.max_norm = 0.5f;
     cfg.l1 = 1e-4f;
-    nd_trainer tr;
+    nd_trainer *tr = NULL;
     nd_error err = {0};
     double worst = -1, acc = 0;
-    if (nd_trainer_setup(&tr, &cfg, world, &err) == ND_OK && nd_trainer_fit(&tr, &err) == ND_OK) {
+    if (nd_trainer_setup(&tr, &cfg, world, &err) == ND_OK && nd_trainer_fit(tr, &err) == ND_OK) {
         worst = 0;
-        for (int l = 0; l < tr.model.num_layers; ++l) {
-            const nd_dense_layer *L = &tr.model.layer[l];
+        for (int l = 0; l < nd_trainer_result(tr).model->num_layers; ++l) {
+            const nd_dense_layer *L = &nd_trainer_result(tr).model->layer[l];
             for (int r = 0; r < L->out_dim; ++r) {
                 double sq = 0;
                 for (int j = 0; j < L->in_dim; ++j) {
-                    const double v = tr.model.param[L->w.offset + (size_t)r * L->in_dim + j];
+                    const double v = nd_trainer_result(tr).model->param[L->w.offset + (size_t)r * L->in_dim + j];
                     sq += v * v;
                 }
                 worst = fmax(worst, sqrt(sq));
             }
         }
-        acc = tr.last.test_acc;
+        acc = nd_trainer_result(tr).last.test_acc;
     }
-    nd_trainer_free(&tr);
+    nd_trainer_free(tr);
     print_message("  max-norm 0.5: largest neuron norm %.6f, accuracy %.4f\n", worst, acc);
     assert_true(worst > 0.0 && worst <= 0.5 + 1e-5);
     assert_true(acc > 0.9);
@@ -511,18 +511,18 @@ static void test_numerical_guard(void **state) {
         c.checkpoint_every = 4;
         c.keep = 100;
         snprintf(c.checkpoint_dir, sizeof c.checkpoint_dir, "%s/%s", dir, modes[v]);
-        nd_trainer tr;
+        nd_trainer *tr = NULL;
         nd_error err = {0};
         if (nd_trainer_setup(&tr, &c, world, &err) == ND_OK) {
-            stopped[v] = nd_trainer_fit(&tr, &err) == ND_ERR_DATA;
-            agreed[v] = tr.agreed_failure && tr.step == 8;
+            stopped[v] = nd_trainer_fit(tr, &err) == ND_ERR_DATA;
+            agreed[v] = nd_trainer_result(tr).agreed_failure && nd_trainer_result(tr).steps == 8;
             finite[v] = 1;
-            for (size_t i = 0; i < tr.model.num_params; ++i) finite[v] &= isfinite(tr.model.param[i]) != 0;
+            for (size_t i = 0; i < nd_trainer_result(tr).model->num_params; ++i) finite[v] &= isfinite(nd_trainer_result(tr).model->param[i]) != 0;
             named[v] = nd_comm_rank(world) == 0 ? strstr(err.msg, "step 9: ") != NULL && strstr(err.msg, ": stopped before applying it")
                                                 : err.msg[0] == '\0';
             print_message("  %s: %s\n", modes[v], err.msg);
         }
-        nd_trainer_free(&tr);
+        nd_trainer_free(tr);
     }
     /* rank 0 reads the newest checkpoint of the plain run: step 8, whole */
     int loads = 1;
@@ -547,25 +547,25 @@ static void test_numerical_guard(void **state) {
     /* --on-nan skip: dropped, counted, the run ends */
     nd_train_config skip = cfg;
     skip.on_nan = ND_ON_NAN_SKIP;
-    nd_trainer tr;
+    nd_trainer *tr = NULL;
     nd_error err = {0};
     long skips = -1;
     int skip_ok = 0;
     if (nd_trainer_setup(&tr, &skip, world, &err) == ND_OK) {
-        skip_ok = nd_trainer_fit(&tr, &err) == ND_OK && tr.step == tr.steps_per_epoch;
-        skips = tr.nan_skips;
+        skip_ok = nd_trainer_fit(tr, &err) == ND_OK && nd_trainer_result(tr).steps == nd_trainer_result(tr).steps_per_epoch;
+        skips = nd_trainer_result(tr).nan_skips;
     }
-    nd_trainer_free(&tr);
+    nd_trainer_free(tr);
     /* divergence (a huge rate): every step bad after the first few */
     skip.fault_nan_step = 0;
     skip.lr = 1e6f;
     skip.max_nan_skips = 3;
     int diverged = 0;
     if (nd_trainer_setup(&tr, &skip, world, &err) == ND_OK)
-        diverged = nd_trainer_fit(&tr, &err) == ND_ERR_DATA && tr.nan_consecutive == 4 &&
+        diverged = nd_trainer_fit(tr, &err) == ND_ERR_DATA && nd_trainer_result(tr).nan_consecutive == 4 &&
                    (nd_comm_rank(world) != 0 || strstr(err.msg, "4 bad steps in a row (--max-nan-skips 3)") != NULL);
     print_message("  skip: %ld skipped; divergence: %s\n", skips, err.msg);
-    nd_trainer_free(&tr);
+    nd_trainer_free(tr);
     for (int v = 0; v < 3; ++v) {
         assert_true(stopped[v]);
         assert_true(agreed[v]);

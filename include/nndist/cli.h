@@ -77,6 +77,13 @@ void nd_cli_print_json(const nd_cli_option *opts, int n, const void *cfg, FILE *
 /* Usage text: one line per option with its default and help. */
 void nd_cli_help(const nd_cli_option *opts, int n, FILE *out);
 
+/* The same list as a Markdown table `| option | default | meaning |`, one
+ * row per option in table order: `--name V` (booleans bare, with
+ * `--no-name` beside those that default to true), the default, the help
+ * and, where the table gives them, the choices and the range. Characters
+ * Markdown would take as syntax (`|` among them) are escaped. */
+void nd_cli_markdown(const nd_cli_option *opts, int n, FILE *out);
+
 /* Writes s as a JSON string literal (quotes and escapes included). */
 void nd_json_string(FILE *out, const char *s);
 

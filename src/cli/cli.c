@@ -325,6 +325,60 @@ void nd_cli_help(const nd_cli_option *opts, int n, FILE *out) {
     }
 }
 
+/* s as Markdown table text: '|' would end the cell; '*', '`', '<' and the
+ * backslash are syntax anywhere, '_' where it is not inside a word. */
+static void md_text(FILE *out, const char *s) {
+    for (const char *p = s; *p; ++p) {
+        const char c = *p;
+        const bool inner_underscore = c == '_' && p > s && isalnum((unsigned char)p[-1]) && isalnum((unsigned char)p[1]);
+        if (c == '\n') fputc(' ', out);
+        else if (strchr("|*`<\\", c) || (c == '_' && !inner_underscore)) fprintf(out, "\\%c", c);
+        else fputc(c, out);
+    }
+}
+
+/* s as a Markdown code span in a table cell: only `|` needs escaping. */
+static void md_code(FILE *out, const char *s) {
+    fputc('`', out);
+    for (; *s; ++s) {
+        if (*s == '|') fputc('\\', out);
+        fputc(*s, out);
+    }
+    fputc('`', out);
+}
+
+void nd_cli_markdown(const nd_cli_option *opts, int n, FILE *out) {
+    fputs("| option | default | meaning |\n|---|---|---|\n", out);
+    for (int i = 0; i < n; ++i) {
+        const nd_cli_option *o = &opts[i];
+        char name[80];
+        snprintf(name, sizeof name, "--%s%s", o->name, o->type == ND_CLI_BOOL ? "" : " V");
+        fputs("| ", out);
+        md_code(out, name);
+        if (o->type == ND_CLI_BOOL && !strcmp(o->def, "true")) {
+            snprintf(name, sizeof name, "--no-%s", o->name);
+            fputs(" / ", out);
+            md_code(out, name);
+        }
+        fputs(" | ", out);
+        if (o->def[0]) md_code(out, o->def);
+        fputs(" | ", out);
+        md_text(out, o->help);
+        if (o->type == ND_CLI_ENUM) {
+            fputs("; one of: ", out);
+            for (int k = 0; o->choices[k]; ++k) {
+                if (k) fputs(", ", out);
+                md_code(out, o->choices[k]);
+            }
+        }
+        if (o->range) {
+            fprintf(out, "; must be %s", o->range[0] == '>' ? "" : "in ");
+            md_text(out, o->range);
+        }
+        fputs(" |\n", out);
+    }
+}
+
 void nd_json_string(FILE *out, const char *s) {
     fputc('"', out);
     for (; *s; ++s) {

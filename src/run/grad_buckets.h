@@ -9,7 +9,8 @@
 
 #include "nndist/comm.h"
 #include "nndist/status.h"
-#include "nndist/train.h" /* the nd_grad_buckets name */
+
+typedef struct nd_grad_buckets nd_grad_buckets;
 
 struct nd_grad_buckets {
     nd_comm *comm;       /* not owned */

@@ -85,8 +85,11 @@ static int run_train(nd_comm *comm, int argc, char **argv) {
     int help = 0;
     nd_status st = nd_train_config_parse(&cfg, argc, argv, &help, &err);
     if (st == ND_OK && help) {
-        if (nd_comm_rank(comm) == 0) {
-            printf("usage: [mpirun -np N] nndist train --data FILE [options]\n");
+        int markdown = 0; /* --help --markdown: the table of docs/options.md */
+        for (int i = 0; i < argc; ++i) markdown |= !strcmp(argv[i], "--markdown");
+        if (nd_comm_rank(comm) == 0 && markdown) nd_cli_markdown(nd_train_options, nd_train_num_options, stdout);
+        else if (nd_comm_rank(comm) == 0) {
+            printf("usage: [mpirun -np N] nndist train --data FILE [options]  (--help --markdown: as a Markdown table)\n");
             nd_cli_help(nd_train_options, nd_train_num_options, stdout);
         }
         return 0;
@@ -96,20 +99,20 @@ static int run_train(nd_comm *comm, int argc, char **argv) {
         if (nd_comm_rank(comm) == 0) report_error(&err);
         return 2;
     }
-    nd_trainer tr;
+    nd_trainer *tr = NULL;
     st = nd_trainer_setup(&tr, &cfg, comm, &err);
     if (st != ND_OK) {
         /* Setup agreed on the failure: every rank is here, none in a collective. */
         report_error(&err);
-        nd_trainer_free(&tr);
+        nd_trainer_free(tr);
         return err.code == ND_ERR_ARG ? 2 : 1;
     }
-    st = nd_trainer_fit(&tr, &err);
-    if (st != ND_OK && tr.agreed_failure) {
+    st = nd_trainer_fit(tr, &err);
+    if (st != ND_OK && nd_trainer_result(tr).agreed_failure) {
         /* Every rank stopped at the same verdict (the numerical guard): no
          * rank is left in a collective, so the job ends normally. */
         report_error(&err);
-        nd_trainer_free(&tr);
+        nd_trainer_free(tr);
         return 1;
     }
     if (st != ND_OK) {
@@ -120,9 +123,9 @@ static int run_train(nd_comm *comm, int argc, char **argv) {
         fflush(NULL);
         nd_comm_abort(comm, 1);
     }
-    st = nd_trainer_write_summary(&tr, &err);
+    st = nd_trainer_write_summary(tr, &err);
     report_error(&err);
-    nd_trainer_free(&tr);
+    nd_trainer_free(tr);
     return st == ND_OK ? 0 : 1;
 }
 

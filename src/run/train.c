@@ -306,9 +306,9 @@ static void print_setup(const nd_trainer *tr) {
     fflush(out);
 }
 
-nd_status nd_trainer_setup(nd_trainer *tr, const nd_train_config *cfg, nd_comm *comm,
-                           nd_error *err) {
-    memset(tr, 0, sizeof *tr);
+nd_status nd_trainer_setup(nd_trainer **out, const nd_train_config *cfg, nd_comm *comm, nd_error *err) {
+    nd_trainer *tr = *out = calloc(1, sizeof *tr);
+    ND_TRY(nd_comm_agree(comm, tr ? ND_OK : ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate the trainer"), err));
     tr->cfg = *cfg;
     tr->comm = comm;
     tr->rank = nd_comm_rank(comm);
@@ -366,7 +366,26 @@ nd_status nd_trainer_setup(nd_trainer *tr, const nd_train_config *cfg, nd_comm *
     return ND_OK;
 }
 
+nd_train_result nd_trainer_result(const nd_trainer *tr) {
+    return (nd_train_result){.model = &tr->model,
+                             .steps = tr->step,
+                             .steps_per_epoch = tr->steps_per_epoch,
+                             .samples_seen = tr->samples_seen,
+                             .gradient_buckets = tr->gradient_buckets,
+                             .optimizer_state_floats = (size_t)nd_optimizer_state_floats(&tr->opt),
+                             .stream_windows = tr->feed.reader ? nd_stream_windows(tr->feed.reader) : 0,
+                             .worker_index = tr->worker_index,
+                             .staleness_max = tr->staleness_max,
+                             .nan_skips = tr->nan_skips,
+                             .nan_consecutive = tr->nan_consecutive,
+                             .agreed_failure = tr->agreed_failure,
+                             .best_epoch = tr->best_epoch,
+                             .best_val = tr->best_val,
+                             .last = tr->last};
+}
+
 void nd_trainer_free(nd_trainer *tr) {
+    if (!tr) return;
     if (tr->comm) nd_comm_set_timeout(tr->comm, 0.0);
     nd_watchdog_stop(tr->watchdog);
     nd_async_free(tr);
@@ -393,7 +412,7 @@ void nd_trainer_free(nd_trainer *tr) {
     nd_buffer_free(tr->yb);
     nd_buffer_free(tr->tb);
     free(tr->row_ids);
-    memset(tr, 0, sizeof *tr);
+    free(tr);
 }
 
 int nd_train_regularized(const nd_trainer *tr, int l, nd_span spans[2]) {

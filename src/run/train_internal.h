@@ -3,7 +3,7 @@
 #ifndef NNDIST_TRAIN_INTERNAL_H
 #define NNDIST_TRAIN_INTERNAL_H
 
-#include "nndist/train.h"
+#include "trainer.h"
 
 /* Slots of the gradient buffer's tail (see ND_GRAD_TAIL). */
 enum { ND_TAIL_LOSS = 0, ND_TAIL_CORRECT = 1, ND_TAIL_USED = 2 };

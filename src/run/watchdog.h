@@ -4,7 +4,8 @@
 #define NNDIST_WATCHDOG_H
 
 #include "nndist/status.h"
-#include "nndist/train.h" /* the nd_watchdog name */
+
+typedef struct nd_watchdog nd_watchdog;
 
 /* Starts the thread; limit <= 0: no watchdog (*out = NULL, and the calls
  * below do nothing). */

@@ -119,8 +119,8 @@ typedef enum {
 } nd_feed_kind;
 
 /* What an exchange can do; an option that needs what its exchange cannot
- * do is refused at setup with the reason. One row per exchange in
- * nd_exchange_table (plan.c): a new exchange adds a row, not checks. */
+ * do is refused at setup with the reason. Each exchange declares its own
+ * (src/run/exchanges/): a new exchange adds its part, not checks. */
 typedef struct {
     const char *name;      /* for messages: "allreduce" */
     const char *chosen_by; /* the option that picks it: "--bucket-kb" */
@@ -129,9 +129,11 @@ typedef struct {
     bool whole_replica;    /* every rank holds every parameter after a step (--max-norm, --ema,
                               --early-stop, the plateau schedule) */
     bool streams;          /* takes a streamed feed (--stream-mb) */
+    bool sliced;           /* each rank holds only its slice of the reduced gradient */
 } nd_exchange_caps;
 
-extern const nd_exchange_caps nd_exchange_table[ND_EXCHANGES];
+/* The capabilities of an exchange. */
+const nd_exchange_caps *nd_exchange_caps_of(nd_exchange_kind kind);
 
 /* The run as decided at setup, before any data is read. */
 typedef struct {

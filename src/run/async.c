@@ -185,7 +185,9 @@ static nd_status worker_loop(nd_trainer *tr, nd_error *err) {
             nd_train_order_pass(tr, ++pass);
             s = 0;
         }
-        nd_train_compute_gradient(tr, s++);
+        nd_clock clock; /* (phases are a sync figure) */
+        nd_clock_start(&clock, tr->phase);
+        nd_train_compute_gradient(tr, &tr->train, tr->order + (s++) * tr->cfg.batch, &clock);
         char what[160];
         if (nd_guard_find(tr, NAN, what, sizeof what)) /* caught before it reaches a server */
             return ND_FAIL(err, ND_ERR_DATA, "this worker's update %ld: %s: stopped before sending it", tr->step + 1, what);
@@ -193,7 +195,7 @@ static nd_status worker_loop(nd_trainer *tr, nd_error *err) {
          * parameters this worker holds; the servers add them. */
         if (m->num_trainable < m->num_params)
             nd_model_running_deltas(m, m->param, m->grad, tr->cfg.batch, tr->cfg.bn_momentum);
-        const float scale = nd_train_grad_scale(tr, tr->cfg.batch);
+        const float scale = nd_penalty_scale_all(&tr->penalty, &tr->model, tr->cfg.batch, NULL);
         memcpy(as->v_used, as->versions, sizeof(double) * (size_t)k);
         if (in_flight) {
             ND_TRY(worker_finish_exchange(tr, &stop, err));

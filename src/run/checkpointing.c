@@ -12,7 +12,7 @@
 #include "nndist/arena.h"
 #include "nndist/checkpoint.h"
 #include "train_internal.h"
-#include "watchdog.h"
+#include "nndist/watchdog.h"
 
 /* The resolved configuration as `key = value` lines, for the file. */
 static void config_text(const nd_trainer *tr, char *out, size_t cap) {
@@ -46,7 +46,7 @@ static void fill_meta(const nd_trainer *tr, nd_ckpt_meta *m, int epoch, long epo
  * by nd_shard_range over the arena): the servers in async mode, every rank
  * with --shard-optimizer; 0 when every replica holds all of it. */
 static int state_owners(const nd_trainer *tr) {
-    return tr->async ? tr->num_servers : tr->zero ? tr->size : 0;
+    return tr->async ? tr->num_servers : tr->slice.length < tr->model.num_params ? tr->size : 0;
 }
 
 /* Rank 0's full-arena state (m, v) and the owners' slices: `to_owners`
@@ -91,7 +91,7 @@ static nd_status full_view(nd_trainer *tr, nd_optimizer *view, nd_error *err) {
 }
 
 static void free_view(nd_trainer *tr, nd_optimizer *view) {
-    if (!tr->zero) return; /* the only sliced state gather_view collects */
+    if (tr->async || !state_owners(tr)) return; /* the only sliced state gather_view collects */
     nd_buffer_free(view->m);
     nd_buffer_free(view->v);
 }
@@ -100,7 +100,7 @@ static void free_view(nd_trainer *tr, nd_optimizer *view) {
  * ends with the whole state in *view (others: unused). */
 static nd_status gather_view(nd_trainer *tr, nd_optimizer *view, nd_error *err) {
     *view = tr->opt;
-    if (!tr->zero) return ND_OK; /* (async servers send theirs through the protocol: async.c) */
+    if (tr->async || !state_owners(tr)) return ND_OK; /* (async servers send theirs through the protocol: async.c) */
     nd_status st = tr->rank == 0 ? full_view(tr, view, err) : ND_OK;
     ND_TRY(nd_train_agree(tr, st, err));
     float *full[2] = {tr->rank == 0 ? view->m : NULL, tr->rank == 0 ? view->v : NULL};

@@ -207,16 +207,6 @@ int nd_parse_straggle(const char *text, int *rank, float *factor) {
     return 0;
 }
 
-const nd_exchange_caps nd_exchange_table[ND_EXCHANGES] = {
-    /*                           name            chosen_by          sync_bn skip  whole streams */
-    [ND_EXCHANGE_ALLREDUCE] = {"allreduce", "--mode sync", true, true, true, true},
-    [ND_EXCHANGE_BUCKETS] = {"bucketed allreduce", "--bucket-kb", true, true, true, true},
-    [ND_EXCHANGE_ZERO] = {"sharded optimizer", "--shard-optimizer", true, true, true, true},
-    /* deterministic mode normalizes each fixed micro-batch and reads fixed blocks */
-    [ND_EXCHANGE_FIXED_POINT] = {"fixed-point sum", "--deterministic", false, true, true, false},
-    /* servers apply each worker's gradient as it comes and hold one slice each */
-    [ND_EXCHANGE_PARAM_SERVER] = {"parameter servers", "--mode async/ssp", false, false, false, false},
-};
 
 /* The exchange cfg asks for: --mode picks the parameter servers, and at
  * most one of the sync exchanges' own options may be given. */
@@ -234,7 +224,7 @@ static nd_status pick_exchange(const nd_train_config *c, nd_exchange_kind *out, 
     for (size_t i = 0; i < sizeof asks / sizeof asks[0]; ++i) {
         if (!asks[i].on) continue;
         if (*out != ND_EXCHANGE_ALLREDUCE) {
-            const nd_exchange_caps *a = &nd_exchange_table[*out], *b = &nd_exchange_table[asks[i].kind];
+            const nd_exchange_caps *a = nd_exchange_caps_of(*out), *b = nd_exchange_caps_of(asks[i].kind);
             return ND_FAIL(err, ND_ERR_ARG, "%s: not with %s (the %s and the %s exchange gradients each their own way)",
                            b->chosen_by, a->chosen_by, b->name, a->name);
         }
@@ -245,8 +235,8 @@ static nd_status pick_exchange(const nd_train_config *c, nd_exchange_kind *out, 
 
 /* An option that needs a capability the exchange lacks. */
 static nd_status refuse(const char *option, nd_exchange_kind x, const char *why, nd_error *err) {
-    return ND_FAIL(err, ND_ERR_ARG, "%s: not with %s (the %s %s)", option, nd_exchange_table[x].chosen_by,
-                   nd_exchange_table[x].name, why);
+    return ND_FAIL(err, ND_ERR_ARG, "%s: not with %s (the %s %s)", option, nd_exchange_caps_of(x)->chosen_by,
+                   nd_exchange_caps_of(x)->name, why);
 }
 
 nd_status nd_train_plan_resolve(const nd_train_config *c, nd_train_plan *plan, nd_error *err) {
@@ -281,7 +271,7 @@ nd_status nd_train_plan_resolve(const nd_train_config *c, nd_train_plan *plan, n
     /* The parts, and every option against what they can do. */
     ND_TRY(pick_exchange(c, &plan->exchange, err));
     const nd_exchange_kind x = plan->exchange;
-    const nd_exchange_caps *can = &nd_exchange_table[x];
+    const nd_exchange_caps *can = nd_exchange_caps_of(x);
     plan->ssp = c->mode == ND_MODE_SSP;
     plan->feed = x == ND_EXCHANGE_FIXED_POINT ? ND_FEED_BLOCKS : c->stream_mb > 0.0f ? ND_FEED_STREAM : ND_FEED_MEMORY;
     if (c->sync_bn && !can->sync_bn)

@@ -4,12 +4,11 @@
 #define NNDIST_TRAINER_H
 
 #include "nndist/train.h"
+#include "exchange.h"
+#include "feed.h"
 
 typedef struct nd_async nd_async; /* the parameter-server protocol's buffers (async.c) */
-typedef struct nd_det nd_det;     /* deterministic mode's blocks and accumulator (deterministic.c) */
-typedef struct nd_grad_buckets nd_grad_buckets;
-typedef struct nd_zero nd_zero;   /* --shard-optimizer's slice table (zero.c) */
-typedef struct nd_watchdog nd_watchdog; /* --timeout's thread (watchdog.c) */ /* sync: the bucketed allreduce (grad_buckets.c) */
+typedef struct nd_det nd_det;     /* deterministic mode's blocks (feeds/blocks.c) */
 
 /* --stream-mb: where the training rows come from instead of train.x. */
 typedef struct {
@@ -56,10 +55,11 @@ struct nd_trainer {
     int straggle_rank;   /* --straggle, -1 for none */
     float straggle_factor;
     nd_async *as;        /* async/ssp state, NULL in sync mode */
-    nd_det *det;         /* --deterministic state, NULL otherwise */
-    nd_zero *zero;       /* --shard-optimizer (ZeRO-1): slices of the optimizer state, NULL otherwise */
+    nd_det *det;         /* --deterministic's blocks, NULL otherwise */
+    nd_exchange exchange; /* sync: how the step's gradients are summed (part NULL in async mode) */
+    const nd_feed_part *feeder; /* sync: where the step's rows come from */
+    nd_penalty penalty;  /* weight decay, L1 and clipping of the summed gradient */
     nd_watchdog *watchdog; /* --timeout > 0 on > 1 rank: watches the step's blocking exchanges, else NULL */
-    nd_grad_buckets *buckets; /* sync with --bucket-kb > 0 on > 1 rank: overlapped allreduce, else NULL */
     long staleness_max;  /* async/ssp: largest staleness applied in the run */
     nd_report report;    /* rank 0's output */
     int start_epoch;     /* first epoch to run (> 1 after --resume) */

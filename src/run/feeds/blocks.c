@@ -1,5 +1,5 @@
-/* --deterministic: training whose result depends on the seed, the global
- * batch and the data, not on the number of ranks.
+/* --deterministic's feed: training whose result depends on the seed, the
+ * global batch and the data, not on the number of ranks.
  *
  * - The training rows are cut into M fixed blocks (--micro-batches M), one
  *   per micro-batch; a step takes `batch` rows from every block, so the
@@ -8,9 +8,8 @@
  * - Block j is shuffled each epoch by a stream seeded with (seed, epoch, j):
  *   the sample order does not depend on who owns the block.
  * - Each micro-batch gradient is computed alone (same rows, same GEMM
- *   shapes on every rank count), turned into 64-bit fixed point (2^-32
- *   resolution) and added into an integer accumulator; the accumulators are
- *   summed by an integer allreduce, which is exact in any order.
+ *   shapes on every rank count) and summed exactly by the fixed-point
+ *   exchange (exchanges/fixed_point.c).
  * - Normalization statistics are summed per block and the blocks added in
  *   block order, so they too are the same for every rank count.
  * BLAS must run with the same thread count everywhere (--threads). */
@@ -20,26 +19,15 @@
 
 #include "nndist/arena.h"
 #include "nndist/rng.h"
-#include "train_internal.h"
-#include "watchdog.h"
-
-#define FIX_ONE 4294967296.0 /* 2^32: fixed-point unit */
+#include "../feed.h"
+#include "../train_internal.h"
 
 struct nd_det {
     int blocks;          /* M */
     int lo, hi;          /* this rank's blocks [lo, hi) */
     long *row_off;       /* (hi - lo) first local row of each block */
     long *row_len;       /* (hi - lo) rows of each block */
-    long long *acc;      /* (num_params + ND_GRAD_TAIL) fixed-point gradient sum; [n + ND_TAIL_USED] flags trouble */
-    int trouble;         /* the latest step's sum flagged a value out of range or not finite */
-    double limit;        /* the range checked: |g| < limit */
 };
-
-int nd_det_step_bad(const nd_trainer *tr, double *limit) {
-    if (!tr->det || !tr->det->trouble) return 0;
-    *limit = tr->det->limit;
-    return 1;
-}
 
 nd_status nd_det_create(nd_trainer *tr, nd_error *err) {
     const int m = tr->cfg.micro_batches;
@@ -73,17 +61,10 @@ nd_status nd_det_read_train(nd_trainer *tr, nd_error *err) {
     return nd_shard_read_parts(tr->cfg.data, "train", d->lo, d->hi, d->blocks, tr->info.num_classes, &tr->train, err);
 }
 
-/* After the model exists: the integer accumulator. */
-nd_status nd_det_alloc(nd_trainer *tr, nd_error *err) {
-    tr->det->acc = calloc(tr->model.num_params + ND_GRAD_TAIL, sizeof(long long));
-    if (!tr->det->acc) return ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate the fixed-point gradient");
-    return ND_OK;
-}
-
 void nd_det_free(nd_trainer *tr) {
     nd_det *d = tr->det;
     if (!d) return;
-    free(d->row_off), free(d->row_len), free(d->acc), free(d);
+    free(d->row_off), free(d->row_len), free(d);
     tr->det = NULL;
 }
 
@@ -125,43 +106,21 @@ nd_status nd_det_stats(nd_trainer *tr, double *sums, nd_error *err) {
     return st;
 }
 
-nd_status nd_det_step_gradient(nd_trainer *tr, long s, nd_error *err) {
-    nd_det *d = tr->det;
-    nd_model *m = &tr->model;
-    const size_t n = m->num_params, used = n + ND_TAIL_USED;
-    const int b = tr->cfg.batch;
-    /* Any one micro-batch value must leave room for M of them in 63 bits. */
-    const double limit = ldexp(1.0, 62) / FIX_ONE / d->blocks;
-    memset(d->acc, 0, sizeof(long long) * (used + 1));
-    long long trouble = 0;
-    for (int j = d->lo; j < d->hi; ++j) {
-        nd_train_batch_gradient(tr, tr->order + d->row_off[j - d->lo] + s * b);
-        /* One vectorizable pass for the range check (a NaN makes `ok` 0),
-         * then the conversion: llrint rounds to nearest even in the default
-         * rounding mode on every rank; built with -fno-math-errno it is one
-         * instruction, not a libm call. */
-        const float *g = m->grad;
-        int ok = 1;
-        for (size_t i = 0; i < used; ++i) ok &= fabsf(g[i]) < (float)limit;
-        if (!ok) {
-            trouble = 1;
-            continue;
-        }
-        long long *restrict acc = d->acc;
-        for (size_t i = 0; i < used; ++i) acc[i] += llrint((double)g[i] * FIX_ONE);
-    }
-    d->acc[used] = trouble;
-    /* No arrival barrier here: the watchdog times the exchange (--timeout). */
-    nd_watchdog_enter(tr->watchdog, "the deterministic gradient allreduce", tr->step + 1);
-    const nd_status exchanged = nd_comm_allreduce_sum_i64(tr->comm, d->acc, used + 1, err);
-    nd_watchdog_leave(tr->watchdog);
-    ND_TRY(exchanged);
-    /* The numerical guard (guard.c) decides what a bad step means; the sum
-     * is meaningless then and is not converted. */
-    d->trouble = d->acc[used] != 0;
-    d->limit = limit;
-    if (d->trouble) return ND_OK;
-    const double unit = 1.0 / FIX_ONE; /* a power of two: the product is exact before rounding to float */
-    for (size_t i = 0; i < used; ++i) m->grad[i] = (float)((double)d->acc[i] * unit);
+static nd_status begin_epoch(nd_trainer *tr, int epoch, long first, nd_error *err) {
+    (void)first, (void)err;
+    nd_det_order_pass(tr, epoch);
     return ND_OK;
 }
+
+static int own_blocks(const nd_trainer *tr) { return tr->det->hi - tr->det->lo; }
+
+/* Micro-batch k of a step is this rank's k-th block's next `batch` rows. */
+static nd_status batch(nd_trainer *tr, long s, int k, const nd_shard **rows, const int **idx, nd_error *err) {
+    (void)err;
+    *rows = &tr->train;
+    *idx = tr->order + tr->det->row_off[k] + s * tr->cfg.batch;
+    return ND_OK;
+}
+
+const nd_feed_part nd_feed_blocks = {
+    .name = "blocks", .begin_epoch = begin_epoch, .micro_batches = own_blocks, .batch = batch};

@@ -10,7 +10,8 @@
 #include <string.h>
 
 #include "nndist/rng.h"
-#include "train_internal.h"
+#include "../feed.h"
+#include "../train_internal.h"
 
 nd_status nd_train_stream_open(nd_trainer *tr, nd_error *err) {
     const nd_train_config *c = &tr->cfg;
@@ -117,3 +118,22 @@ nd_status nd_train_stream_scan(nd_trainer *tr, nd_scan_kind kind, double *acc, n
     scan_ctx sc = {tr, acc, kind};
     return nd_stream_scan(tr->feed.reader, scan_window, &sc, err);
 }
+
+static nd_status begin_epoch(nd_trainer *tr, int epoch, long first, nd_error *err) {
+    return nd_train_stream_epoch(tr, epoch, first, err);
+}
+
+static int one(const nd_trainer *tr) {
+    (void)tr;
+    return 1;
+}
+
+static nd_status batch(nd_trainer *tr, long s, int k, const nd_shard **rows, const int **idx, nd_error *err) {
+    (void)s, (void)k;
+    ND_TRY(nd_train_stream_batch(tr, err));
+    *rows = &tr->feed.window;
+    *idx = tr->feed.idx;
+    return ND_OK;
+}
+
+const nd_feed_part nd_feed_stream = {.name = "stream", .begin_epoch = begin_epoch, .micro_batches = one, .batch = batch};

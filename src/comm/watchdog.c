@@ -12,7 +12,7 @@
  * has its own watchdog: no rank is left waiting. This is the one place
  * outside main that ends the program, because the thread that would
  * return the status is the one that is stuck. */
-#include "watchdog.h"
+#include "nndist/watchdog.h"
 
 #include <pthread.h>
 #include <stdatomic.h>

@@ -1,0 +1,33 @@
+/* The plain feed: this rank's shard, loaded at setup, in an order that is a
+ * function of (seed, epoch, rank) alone. */
+#include "nndist/rng.h"
+#include "../feed.h"
+#include "../train_internal.h"
+
+void nd_train_order_pass(nd_trainer *tr, int pass) {
+    for (int i = 0; i < tr->train.rows; ++i) tr->order[i] = i;
+    if (!tr->cfg.shuffle) return;
+    nd_rng rng;
+    nd_rng_seed(&rng, tr->cfg.seed, 0x5u << 20 | (uint64_t)pass, (uint64_t)tr->rank);
+    nd_rng_shuffle_i32(&rng, tr->order, (size_t)tr->train.rows);
+}
+
+static nd_status begin_epoch(nd_trainer *tr, int epoch, long first, nd_error *err) {
+    (void)first, (void)err;
+    nd_train_order_pass(tr, epoch);
+    return ND_OK;
+}
+
+static int one(const nd_trainer *tr) {
+    (void)tr;
+    return 1;
+}
+
+static nd_status batch(nd_trainer *tr, long s, int k, const nd_shard **rows, const int **idx, nd_error *err) {
+    (void)k, (void)err;
+    *rows = &tr->train;
+    *idx = tr->order + s * tr->cfg.batch;
+    return ND_OK;
+}
+
+const nd_feed_part nd_feed_memory = {.name = "memory", .begin_epoch = begin_epoch, .micro_batches = one, .batch = batch};

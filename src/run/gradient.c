@@ -1,0 +1,82 @@
+/* A replica's gradient of one batch (forward, loss, backward, with the
+ * exchange's hooks in the pass) and its loss over a split. Shared by the
+ * sync loop and the parameter-server workers. */
+#include <math.h>
+#include <string.h>
+#include <time.h>
+
+#include "nndist/loss.h"
+#include "train_internal.h"
+
+/* --sync-bn's hook: the model adds batch-norm sums across ranks through it,
+ * in the middle of forward and backward: a rank frozen there would hold the
+ * others inside it, so the watchdog times it. */
+static int reduce_over_ranks(void *ctx, float *buf, size_t n) {
+    nd_trainer *tr = ctx;
+    nd_error ignored = {0};
+    nd_watchdog_enter(tr->watchdog, "a --sync-bn batch-norm allreduce", tr->step + 1);
+    const nd_status st = nd_comm_allreduce_sum_f32(tr->comm, buf, n, &ignored);
+    nd_watchdog_leave(tr->watchdog);
+    return st == ND_OK ? 0 : -1;
+}
+
+void nd_train_compute_gradient(nd_trainer *tr, const nd_shard *src, const int *idx, nd_clock *clock) {
+    nd_model *m = &tr->model;
+    nd_exchange *x = &tr->exchange;
+    const int b = tr->cfg.batch, cols = tr->train.cols, k = tr->info.num_outputs;
+    const double t0 = clock->t0;
+    for (int i = 0; i < b; ++i) {
+        memcpy(tr->xb + (size_t)i * cols, src->x + (size_t)idx[i] * cols, sizeof(float) * cols);
+        if (tr->tb) memcpy(tr->tb + (size_t)i * k, src->t + (size_t)idx[i] * k, sizeof(float) * k);
+        else tr->yb[i] = src->y[idx[i]];
+        tr->row_ids[i] = src->first_row + idx[i];
+    }
+    /* Zeroed first: a training forward leaves batch-norm sums in the gradient. */
+    nd_model_zero_grad(m);
+    nd_clock_tick(clock, ND_PHASE_DATA);
+    nd_train_pass pass = {.seed = tr->cfg.seed, .step = tr->step, .row_ids = tr->row_ids,
+                          .reduce = tr->cfg.sync_bn ? reduce_over_ranks : NULL, .reduce_ctx = tr};
+    if (x->part && x->part->attach) x->part->attach(x->self, &x->env, &pass);
+    const float *out = nd_model_forward(m, tr->xb, b, &pass);
+    nd_loss_stats ls = nd_loss_apply(tr->loss, nd_model_output_grad(m), out, tr->yb, tr->tb, b, k);
+    m->grad[m->num_params + ND_TAIL_LOSS] = (float)ls.loss_sum;
+    m->grad[m->num_params + ND_TAIL_CORRECT] = (float)ls.correct;
+    if (tr->cfg.fault_nan_step == tr->step + 1 && tr->worker_index == 0) /* --fault-nan-step: exercise the guard */
+        m->grad[m->num_params + ND_TAIL_LOSS] = NAN;
+    if (x->part && x->part->forward_done) x->part->forward_done(x->self, &x->env);
+    nd_clock_tick(clock, ND_PHASE_FORWARD);
+    nd_model_backward(m, tr->xb, b);
+    nd_clock_tick(clock, ND_PHASE_BACKWARD);
+    if (tr->rank == tr->straggle_rank) { /* --straggle: sleep (factor - 1) times the compute */
+        const double extra = (tr->straggle_factor - 1.0) * (clock->t0 - t0);
+        struct timespec ts = {(time_t)extra, (long)((extra - (double)(time_t)extra) * 1e9)};
+        nanosleep(&ts, NULL);
+        nd_clock_tick(clock, ND_PHASE_BACKWARD);
+    }
+}
+
+void nd_train_eval_sums(nd_trainer *tr, const nd_shard *shard, double sums[3]) {
+    const int eb = tr->cfg.eval_batch, cols = tr->info.train.cols, k = tr->info.num_outputs;
+    sums[0] = sums[1] = 0.0;
+    sums[2] = (double)shard->rows;
+    for (int off = 0; off < shard->rows; off += eb) {
+        const int nb = shard->rows - off < eb ? shard->rows - off : eb;
+        const float *out = nd_model_forward(&tr->model, shard->x + (size_t)off * cols, nb, NULL);
+        nd_loss_stats st = nd_loss_apply(tr->loss, NULL, out, shard->y ? shard->y + off : NULL,
+                                         shard->t ? shard->t + (size_t)off * k : NULL, nb, k);
+        sums[0] += st.loss_sum;
+        sums[1] += st.correct;
+    }
+}
+
+nd_status nd_trainer_evaluate(nd_trainer *tr, const nd_shard *shard, double *loss, double *acc,
+                              nd_error *err) {
+    double sums[3];
+    nd_train_eval_sums(tr, shard, sums);
+    nd_watchdog_enter(tr->watchdog, "the evaluation's sums", tr->step);
+    ND_TRY(nd_comm_allreduce_sum_f64(tr->comm, sums, 3, err));
+    nd_watchdog_leave(tr->watchdog);
+    *loss = sums[2] > 0 ? sums[0] / sums[2] : NAN;
+    *acc = nd_loss_metric(tr->loss, sums[1], sums[2], tr->info.num_outputs);
+    return ND_OK;
+}

@@ -1,0 +1,42 @@
+#include "penalty.h"
+
+#include "nndist/optim.h"
+#include "nndist/regularize.h"
+#include "nndist/sched.h"
+
+int nd_penalty_spans(const nd_penalty *p, const nd_model *m, int l, nd_span spans[2]) {
+    const nd_dense_layer *L = &m->layer[l];
+    spans[0] = L->w;
+    spans[1] = L->b;
+    return p->regularize_bias ? 2 : 1;
+}
+
+float nd_penalty_apply(const nd_penalty *p, nd_model *m, int samples, size_t lo, size_t hi) {
+    if (hi > m->num_trainable) hi = m->num_trainable; /* the running statistics are not gradients */
+    float scale = 1.0f / (float)samples;
+    for (int l = 0; l < m->num_layers; ++l) {
+        nd_span spans[2];
+        for (int k = nd_penalty_spans(p, m, l, spans); k-- > 0;) {
+            const size_t a = spans[k].offset > lo ? spans[k].offset : lo;
+            const size_t b = spans[k].offset + spans[k].length < hi ? spans[k].offset + spans[k].length : hi;
+            if (a >= b) continue;
+            float *g = m->grad + a;
+            const float *w = m->param + a;
+            /* g is a sum over the batch, so the penalties are scaled up to match. */
+            if (p->weight_decay > 0.0f) nd_reg_l2(g, w, b - a, p->weight_decay * (float)samples);
+            if (p->l1 > 0.0f) nd_reg_l1(g, w, b - a, p->l1 * (float)samples);
+        }
+    }
+    if (p->clip_value > 0.0f && lo < hi) {
+        nd_clip_by_value(m->grad + lo, hi - lo, scale, p->clip_value);
+        scale = 1.0f;
+    }
+    return scale;
+}
+
+float nd_penalty_scale_all(const nd_penalty *p, nd_model *m, int samples, double *norm) {
+    float scale = nd_penalty_apply(p, m, samples, 0, m->num_trainable);
+    if (p->clip_norm > 0.0f) scale *= nd_clip_norm_factor(nd_grad_norm(m->grad, m->num_trainable, scale), p->clip_norm);
+    if (norm) *norm = nd_grad_norm(m->grad, m->num_trainable, scale);
+    return scale;
+}

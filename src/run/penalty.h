@@ -1,0 +1,35 @@
+/* Penalties and clipping of a summed gradient: weight decay, L1 and value
+ * clipping over any part of the trainable prefix, the norm clip over all of
+ * it. Shared by every exchange and by the parameter-server driver; reads the
+ * model and the options it is given, nothing else. */
+#ifndef NNDIST_PENALTY_H
+#define NNDIST_PENALTY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "nndist/model.h"
+
+typedef struct {
+    float weight_decay;   /* coupled L2 added to the gradient (0 with adamw, which decays in the optimizer) */
+    float l1;             /* L1 on the same spans */
+    float clip_value;     /* clamp each averaged value to [-v, v] (0: off) */
+    float clip_norm;      /* scale the averaged gradient to this global norm (0: off) */
+    bool regularize_bias; /* the biases are penalized too */
+} nd_penalty;
+
+/* The spans of layer l that weight decay and L1 act on: its weights, and its
+ * biases with regularize_bias; returns how many. */
+int nd_penalty_spans(const nd_penalty *p, const nd_model *m, int l, nd_span spans[2]);
+
+/* Decay, L1 and value clipping of m->grad[lo, hi) (clipped to the trainable
+ * prefix), a sum over `samples`; returns the scale the optimizer applies
+ * before any norm clip: 1/samples, or 1 after value clipping. */
+float nd_penalty_apply(const nd_penalty *p, nd_model *m, int samples, size_t lo, size_t hi);
+
+/* nd_penalty_apply over the whole trainable prefix, then the norm clip;
+ * returns the scale the optimizer applies and, unless norm is NULL, the
+ * norm of what it applies (one more pass over the gradient). */
+float nd_penalty_scale_all(const nd_penalty *p, nd_model *m, int samples, double *norm);
+
+#endif

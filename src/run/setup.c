@@ -1,0 +1,396 @@
+/* Setup of a run: the plan, the shards this rank reads, normalization,
+ * the model and its optimizer, the exchange and the feed, resuming from a
+ * checkpoint, and the trainer's teardown. Collective: on error every rank
+ * returns the same failure, and only the rank that found it carries the
+ * message. */
+#define _GNU_SOURCE
+#include <limits.h>
+#include <math.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "nndist/blas.h"
+#include "nndist/loss.h"
+#include "train_internal.h"
+
+/* The node's cores shared among the ranks on it, never more than this
+ * process may run on (mpirun binds ranks to cores by default). */
+static int auto_threads(const nd_comm *comm) {
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    int per_rank = (int)(online > 0 ? online : 1) / nd_comm_local_size(comm);
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) < per_rank)
+        per_rank = CPU_COUNT(&set);
+    return per_rank < 1 ? 1 : per_rank;
+}
+
+/* Multi-label targets must be probabilities; the other checks are the
+ * data module's (labels in range, values finite). */
+static nd_status check_targets(const nd_trainer *tr, nd_error *err) {
+    if (tr->loss != ND_LOSS_SIGMOID_BCE) return ND_OK;
+    const nd_shard *splits[3] = {&tr->train, &tr->val, &tr->test};
+    const char *names[3] = {"train", "val", "test"};
+    for (int s = 0; s < 3; ++s) {
+        const nd_shard *sh = splits[s];
+        for (size_t i = 0; sh->t && i < (size_t)sh->rows * sh->target_cols; ++i)
+            if (!(sh->t[i] >= 0.0f && sh->t[i] <= 1.0f))
+                return ND_FAIL(err, ND_ERR_DATA, "%s: /%s/y[%ld][%zu] = %g: --loss sigmoid_bce needs targets in [0, 1]",
+                               tr->cfg.data, names[s], sh->first_row + (long)(i / sh->target_cols),
+                               i % sh->target_cols, (double)sh->t[i]);
+    }
+    return ND_OK;
+}
+
+/* Sync: every rank reads its block of every split. Async: the workers share
+ * the training rows; server 0 evaluates, so it reads /test and /val whole. */
+static nd_status read_shards(nd_trainer *tr, nd_error *err) {
+    const nd_train_config *c = &tr->cfg;
+    /* Rank 0 looks at the file first: a file bad enough to crash the HDF5
+     * library then crashes one rank, which says so in one line, while the
+     * others wait here to be ended. */
+    nd_status probed = tr->rank == 0 ? nd_dataset_probe(c->data, &tr->info, err) : ND_OK;
+    ND_TRY(nd_train_agree(tr, probed, err));
+    if (tr->rank != 0) ND_TRY(nd_dataset_probe(c->data, &tr->info, err));
+    if (nd_loss_takes_targets(tr->loss) != tr->info.has_targets)
+        return ND_FAIL(err, ND_ERR_ARG, "--loss %s needs %s, but %s /train/y holds %s", nd_loss_name(c->loss),
+                       tr->info.has_targets ? "class labels" : "float targets (N x K)", c->data,
+                       tr->info.has_targets ? "float targets" : "class labels");
+    if (tr->info.train.rows < tr->num_workers)
+        return ND_FAIL(err, ND_ERR_DATA, "%s: /train has %ld rows, fewer than the %d %s", c->data,
+                       tr->info.train.rows, tr->num_workers, tr->async ? "workers" : "ranks");
+    const int k = tr->info.num_classes;
+    tr->train.cols = tr->test.cols = tr->val.cols = tr->info.train.cols;
+    if (c->deterministic) {
+        if (tr->info.train.rows < c->micro_batches)
+            return ND_FAIL(err, ND_ERR_DATA, "%s: /train has %ld rows, fewer than the %d micro-batches", c->data,
+                           tr->info.train.rows, c->micro_batches);
+        ND_TRY(nd_det_create(tr, err));
+        ND_TRY(nd_det_read_train(tr, err));
+    } else if (tr->worker_index >= 0 && c->stream_mb > 0.0f) {
+        ND_TRY(nd_train_stream_open(tr, err));
+    } else if (tr->worker_index >= 0) {
+        ND_TRY(nd_shard_read(c->data, "train", tr->worker_index, tr->num_workers, k, &tr->train, err));
+    }
+    const int eval_part = tr->async ? (tr->rank == 0 ? 0 : -1) : tr->rank;
+    const int eval_parts = tr->async ? 1 : tr->size;
+    if (eval_part < 0) return ND_OK;
+    if (tr->info.has_test) ND_TRY(nd_shard_read(c->data, "test", eval_part, eval_parts, k, &tr->test, err));
+    if (tr->info.has_val) ND_TRY(nd_shard_read(c->data, "val", eval_part, eval_parts, k, &tr->val, err));
+    return check_targets(tr, err);
+}
+
+/* Collective: statistics over every rank's training rows (unless a resumed
+ * checkpoint brought them), applied to every split this rank holds. */
+static nd_status normalize_splits(nd_trainer *tr, int have_stats, nd_error *err) {
+    const int cols = tr->info.train.cols;
+    nd_status st = ND_OK;
+    nd_stream *reader = tr->feed.reader;
+    if (reader && !have_stats && (tr->norm == ND_NORM_NONE || tr->loss == ND_LOSS_SIGMOID_BCE))
+        /* A pass that checks every window before training (values, labels,
+         * sigmoid_bce's target range); the statistics passes below check
+         * values and labels as they read. */
+        st = nd_train_agree(tr, nd_train_stream_scan(tr, ND_SCAN_CHECK, NULL, err), err);
+    if (st != ND_OK) return st;
+    if (!have_stats && tr->norm == ND_NORM_MINMAX) {
+        /* One max-reduction of (max, -min): exact in any order. */
+        double *range = nd_buffer_alloc_f64(2 * (size_t)cols);
+        st = nd_train_agree(tr, range ? ND_OK : ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate feature ranges"), err);
+        if (st == ND_OK) {
+            for (size_t j = 0; j < 2 * (size_t)cols; ++j) range[j] = -INFINITY;
+            if (reader) st = nd_train_agree(tr, nd_train_stream_scan(tr, ND_SCAN_RANGE, range, err), err);
+            else nd_range_accumulate(range, tr->train.x, (size_t)tr->train.rows, cols);
+            if (st == ND_OK) st = nd_comm_allreduce_max_f64(tr->comm, range, 2 * (size_t)cols, err);
+        }
+        if (st == ND_OK) nd_range_finish(range, cols, tr->norm_mean, tr->norm_inv_std);
+        nd_buffer_free(range);
+    } else if (!have_stats) {
+        double *sums = nd_buffer_alloc_f64(2 * (size_t)cols + 1);
+        st = nd_train_agree(tr, sums ? ND_OK : ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate normalization sums"), err);
+        if (st == ND_OK && tr->det) {
+            st = nd_det_stats(tr, sums, err);
+        } else if (st == ND_OK) {
+            if (reader) st = nd_train_agree(tr, nd_train_stream_scan(tr, ND_SCAN_STATS, sums, err), err);
+            else nd_stats_accumulate(sums, tr->train.x, (size_t)tr->train.rows, cols);
+            if (st == ND_OK) st = nd_comm_allreduce_sum_f64(tr->comm, sums, 2 * (size_t)cols + 1, err);
+        }
+        if (st == ND_OK) nd_stats_finish(sums, cols, tr->norm, tr->norm_mean, tr->norm_inv_std);
+        nd_buffer_free(sums);
+        /* MPI does not promise bitwise-equal allreduce results on every rank;
+         * rank 0's statistics make the normalized data identical everywhere. */
+        if (st == ND_OK) st = nd_comm_bcast_f32(tr->comm, tr->norm_mean, (size_t)cols, 0, err);
+        if (st == ND_OK) st = nd_comm_bcast_f32(tr->comm, tr->norm_inv_std, (size_t)cols, 0, err);
+    }
+    if (st == ND_OK && reader && tr->norm != ND_NORM_NONE) nd_stream_set_normalize(reader, tr->norm_mean, tr->norm_inv_std);
+    if (st == ND_OK) {
+        nd_shard *splits[3] = {&tr->train, &tr->test, &tr->val};
+        for (int i = 0; i < 3; ++i)
+            if (splits[i]->x)
+                nd_normalize_apply(splits[i]->x, (size_t)splits[i]->rows, cols, tr->norm_mean, tr->norm_inv_std);
+    }
+    return st;
+}
+
+/* Collective: every rank runs the same number of steps per epoch, set by the
+ * smallest shard, so no rank waits in an allreduce another never calls.
+ * (Servers hold no training rows and do not count.) */
+static nd_status agree_steps(nd_trainer *tr, nd_error *err) {
+    const int has = tr->worker_index >= 0;
+    long v[2] = {has ? tr->train.rows / tr->cfg.batch : LONG_MAX, has ? tr->train.rows : LONG_MAX};
+    ND_TRY(nd_comm_allreduce_min_long(tr->comm, v, 2, err));
+    if (tr->det) v[0] = nd_det_steps_per_epoch(tr), v[1] = tr->info.train.rows / tr->cfg.micro_batches;
+    tr->steps_per_epoch = v[0];
+    if (v[0] == 0) {
+        nd_status st = ND_FAIL(err, ND_ERR_ARG,
+                               "--batch %d: the smallest shard has only %ld rows (%ld training rows over %d %s); "
+                               "use a smaller batch",
+                               tr->cfg.batch, v[1], tr->info.train.rows, tr->num_workers,
+                               tr->async ? "workers" : "ranks");
+        return nd_train_agree(tr, st, err); /* every rank fails; rank 0 reports */
+    }
+    return ND_OK;
+}
+
+/* The sync exchange the plan chose (on one rank buckets and slices are
+ * pointless: the plain allreduce) and its buffers. Collective. */
+static nd_status create_exchange(nd_trainer *tr, nd_error *err) {
+    nd_exchange_kind kind = tr->plan.exchange;
+    if (tr->size == 1 && (kind == ND_EXCHANGE_BUCKETS || kind == ND_EXCHANGE_ZERO)) kind = ND_EXCHANGE_ALLREDUCE;
+    nd_exchange *x = &tr->exchange;
+    x->part = nd_exchange_parts[kind];
+    x->env = (nd_exchange_env){.model = &tr->model, .comm = tr->comm, .penalty = &tr->penalty, .cfg = &tr->cfg,
+                               .rank = tr->rank, .size = tr->size, .tail = ND_TAIL_USED};
+    return x->part->create ? x->part->create(&x->self, &x->env, err) : ND_OK;
+}
+
+/* Where updates are applied and the optimizer state lives: each server's
+ * slice in async mode (nowhere on a worker), the exchange's slice (ZeRO),
+ * else the whole arena. */
+static nd_span update_slice(const nd_trainer *tr) {
+    const size_t n = tr->model.num_params;
+    if (tr->async) {
+        long off = 0, len = 0;
+        if (tr->worker_index < 0) nd_shard_range((long)n, tr->rank, tr->num_servers, &off, &len);
+        return (nd_span){(size_t)off, (size_t)len};
+    }
+    const nd_exchange *x = &tr->exchange;
+    return x->part->slice ? x->part->slice(x->self, &x->env) : (nd_span){0, n};
+}
+
+static nd_status build_model(nd_trainer *tr, nd_error *err) {
+    const nd_train_config *c = &tr->cfg;
+    nd_model_spec spec;
+    ND_TRY(nd_train_model_spec(c, tr->train.cols, tr->info.num_outputs, &spec, err));
+    const int max_batch = c->batch > c->eval_batch ? c->batch : c->eval_batch;
+    ND_TRY(nd_model_create(&tr->model, &spec, max_batch, err));
+    nd_opt_config oc = {0};
+    oc.kind = c->opt;
+    oc.momentum = c->momentum;
+    oc.beta1 = c->beta1;
+    oc.beta2 = c->beta2;
+    oc.eps = c->eps;
+    oc.rho = c->rho;
+    oc.weight_decay = oc.kind == ND_OPT_ADAMW ? c->weight_decay : 0.0f;
+    tr->penalty = (nd_penalty){.weight_decay = oc.kind == ND_OPT_ADAMW ? 0.0f : c->weight_decay, /* adamw decays itself */
+                               .l1 = c->l1,
+                               .clip_value = c->clip_value,
+                               .clip_norm = c->clip_norm,
+                               .regularize_bias = c->regularize_bias};
+    if (!tr->async) ND_TRY(nd_train_agree(tr, create_exchange(tr, err), err));
+    else tr->exchange.part = nd_exchange_parts[ND_EXCHANGE_PARAM_SERVER]; /* its capabilities; async.c drives */
+    tr->slice = update_slice(tr);
+    ND_TRY(nd_optimizer_create(&tr->opt, &oc, tr->slice.length, err));
+    if (oc.kind == ND_OPT_ADAMW) {
+        /* Decoupled decay on weights only: a mask over the arena, viewed
+         * from this rank's slice. */
+        if (!(tr->decay_mask = nd_buffer_alloc(tr->model.num_params)))
+            return ND_FAIL(err, ND_ERR_NOMEM, "adamw: cannot allocate the decay mask");
+        for (int l = 0; l < tr->model.num_layers; ++l) {
+            nd_span spans[2];
+            for (int k = nd_penalty_spans(&tr->penalty, &tr->model, l, spans); k-- > 0;)
+                for (size_t i = 0; i < spans[k].length; ++i) tr->decay_mask[spans[k].offset + i] = 1.0f;
+        }
+        tr->opt.decay_mask = tr->decay_mask + tr->slice.offset;
+    }
+    /* The row order of the shard, or of one window when streaming. */
+    tr->order = nd_buffer_alloc_i32((size_t)(tr->feed.reader ? tr->feed.window_rows : tr->train.rows));
+    if (tr->feed.reader) ND_TRY(nd_train_stream_alloc(tr, err));
+    tr->xb = nd_buffer_alloc((size_t)c->batch * tr->train.cols);
+    if (tr->info.has_targets) tr->tb = nd_buffer_alloc((size_t)c->batch * tr->info.num_outputs);
+    else tr->yb = nd_buffer_alloc_i32((size_t)c->batch);
+    tr->row_ids = calloc((size_t)c->batch, sizeof(long));
+    if (!tr->order || !tr->xb || !(tr->yb || tr->tb) || !tr->row_ids)
+        return ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate batch buffers for %d x %d", c->batch, tr->train.cols);
+    if (c->ema > 0.0f && !(tr->ema = nd_buffer_alloc(tr->model.num_params)))
+        return ND_FAIL(err, ND_ERR_NOMEM, "--ema: cannot allocate %zu floats", tr->model.num_params);
+    if (c->early_stop > 0) {
+        if (!tr->info.has_val)
+            return ND_FAIL(err, ND_ERR_ARG, "--early-stop: %s has no /val split to watch (import with --val-fraction)",
+                           c->data);
+        if (!(tr->best_param = nd_buffer_alloc(tr->model.num_params)))
+            return ND_FAIL(err, ND_ERR_NOMEM, "--early-stop: cannot allocate %zu floats", tr->model.num_params);
+    }
+    if (!tr->async && !(tr->monitor_prev = nd_buffer_alloc(tr->model.num_params)))
+        return ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate the monitoring copy of the weights");
+    tr->norm = c->normalize;
+    tr->norm_mean = nd_buffer_alloc((size_t)tr->info.train.cols);
+    tr->norm_inv_std = nd_buffer_alloc((size_t)tr->info.train.cols);
+    if (!tr->norm_mean || !tr->norm_inv_std)
+        return ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate normalization statistics");
+    if (tr->rank == 0) nd_model_init_params(&tr->model, c->seed, c->init);
+    return ND_OK;
+}
+
+/* Collective: class counts of the whole training split, then rank 0 sets
+ * the output biases (the broadcast that follows shares them). */
+static nd_status set_bias_priors(nd_trainer *tr, nd_error *err) {
+    const int k = tr->info.num_classes;
+    double *counts = calloc((size_t)k, sizeof(double));
+    nd_status st = nd_train_agree(tr, counts ? ND_OK : ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate class counts"), err);
+    if (st != ND_OK) {
+        free(counts);
+        return st;
+    }
+    if (tr->feed.reader) st = nd_train_agree(tr, nd_train_stream_scan(tr, ND_SCAN_COUNTS, counts, err), err);
+    else
+        for (int i = 0; i < tr->train.rows; ++i) counts[tr->train.y[i]] += 1.0;
+    if (st == ND_OK) st = nd_comm_allreduce_sum_f64(tr->comm, counts, (size_t)k, err);
+    if (st == ND_OK && tr->rank == 0) nd_model_bias_priors(&tr->model, counts);
+    free(counts);
+    return st;
+}
+
+static void print_setup(const nd_trainer *tr) {
+    FILE *out = tr->report.out;
+    const nd_model *m = &tr->model;
+    fprintf(out, "nndist train: resolved configuration\n");
+    nd_cli_print(nd_train_options, nd_train_num_options, &tr->cfg, out, "  ");
+    if (tr->async)
+        fprintf(out, "  # ranks %d (%d server(s), %d worker(s)), BLAS threads per rank %d, batch per update %d, peak lr %.6g\n",
+                tr->size, tr->num_servers, tr->num_workers, tr->threads, tr->global_batch,
+                (double)nd_lr_peak(&tr->lr));
+    else
+        fprintf(out, "  # ranks %d, BLAS threads per rank %d, global batch %d, peak lr %.6g\n", tr->size,
+                tr->threads, tr->global_batch, (double)nd_lr_peak(&tr->lr));
+    fprintf(out, "  # data %ld train / %ld val / %ld test rows, %d features, %d %s; %ld steps per epoch\n",
+            tr->info.train.rows, tr->info.val.rows, tr->info.test.rows, tr->train.cols, tr->info.num_outputs,
+            tr->info.has_targets ? "targets" : "classes", tr->steps_per_epoch);
+    char arch[512];
+    nd_arch_format(&m->spec, arch, sizeof arch);
+    fprintf(out, "  # model %s, %zu parameters, loss %s\n", arch, m->num_weights, nd_loss_name(tr->loss));
+    const double state_mb = nd_optimizer_state_floats(&tr->opt) * sizeof(float) / 1048576.0;
+    if (!tr->async && tr->slice.length < tr->model.num_params && tr->slice.length > 0)
+        fprintf(out, "  # optimizer state %.2f MB per rank, sharded over %d ranks (unsharded: %.2f MB, saves %.2f MB)\n",
+                state_mb, tr->size, state_mb * (double)m->num_params / (double)tr->slice.length,
+                state_mb * ((double)m->num_params / (double)tr->slice.length - 1.0));
+    else if (!tr->async)
+        fprintf(out, "  # optimizer state %.2f MB per rank\n", state_mb);
+    fflush(out);
+}
+
+nd_status nd_trainer_setup(nd_trainer **out, const nd_train_config *cfg, nd_comm *comm, nd_error *err) {
+    nd_trainer *tr = *out = calloc(1, sizeof *tr);
+    ND_TRY(nd_comm_agree(comm, tr ? ND_OK : ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate the trainer"), err));
+    tr->cfg = *cfg;
+    tr->comm = comm;
+    tr->rank = nd_comm_rank(comm);
+    tr->size = nd_comm_size(comm);
+    ND_TRY(nd_train_agree(tr, nd_train_plan_resolve(cfg, &tr->plan, err), err));
+    tr->loss = cfg->loss;
+    tr->async = tr->plan.exchange == ND_EXCHANGE_PARAM_SERVER;
+    tr->num_servers = tr->async ? cfg->servers : 0;
+    tr->num_workers = tr->size - tr->num_servers;
+    tr->worker_index = tr->rank - tr->num_servers;
+    tr->straggle_rank = tr->plan.straggle_rank;
+    tr->straggle_factor = tr->plan.straggle_factor;
+    if (tr->async && tr->num_workers < 1)
+        return nd_train_agree(tr, ND_FAIL(err, ND_ERR_ARG,
+                                          "--mode %s with --servers %d needs at least %d ranks, this job has %d",
+                                          nd_mode_names[cfg->mode], cfg->servers, cfg->servers + 1, tr->size),
+                              err);
+    tr->threads = cfg->threads > 0 ? cfg->threads : auto_threads(comm);
+    nd_blas_set_threads(tr->threads);
+    ND_TRY(nd_train_agree(tr, read_shards(tr, err), err));
+    ND_TRY(agree_steps(tr, err));
+    ND_TRY(nd_train_agree(tr, build_model(tr, err), err));
+    tr->feeder = nd_feed_parts[tr->plan.feed];
+    /* An update is one worker's batch in async mode, all ranks' in sync
+     * mode, M micro-batches in deterministic mode. */
+    tr->global_batch = tr->async ? cfg->batch : tr->det ? cfg->batch * cfg->micro_batches : cfg->batch * tr->size;
+    tr->start_epoch = 1;
+    tr->plateau_best = -INFINITY;
+    tr->plateau_scale = 1.0;
+    int resumed = 0;
+    ND_TRY(nd_train_checkpoint_setup(tr, &resumed, err)); /* may load weights, state, statistics */
+    ND_TRY(normalize_splits(tr, resumed, err));
+    if (!resumed && cfg->output_bias == ND_BIAS_PRIORS) ND_TRY(set_bias_priors(tr, err));
+    if (!resumed) {
+        ND_TRY(nd_comm_bcast_f32(comm, tr->model.param, tr->model.num_params, 0, err));
+        if (tr->ema) memcpy(tr->ema, tr->model.param, sizeof(float) * tr->model.num_params);
+    }
+    if (tr->async) ND_TRY(nd_train_agree(tr, nd_async_create(tr, err), err));
+    /* An async epoch is one training set's worth of worker batches. */
+    const long per_epoch = tr->async ? tr->info.train.rows / cfg->batch : tr->steps_per_epoch;
+    ND_TRY(nd_train_agree(tr, nd_train_make_schedule(cfg, tr->global_batch, per_epoch, &tr->lr, err), err));
+    if (tr->lr.kind == ND_SCHED_PLATEAU && !tr->info.has_val)
+        return nd_train_agree(tr, ND_FAIL(err, ND_ERR_ARG, "--lr-schedule plateau: %s has no /val split to watch",
+                                          cfg->data), err);
+    tr->lr.plateau_scale = tr->plateau_scale; /* 1, or where a resumed run stood */
+    /* Opened last: a run that fails its checks leaves an earlier metrics file alone. */
+    ND_TRY(nd_train_agree(tr, nd_report_open(&tr->report, tr->rank == 0, cfg->progress, cfg->metrics, err), err));
+    if (tr->rank == 0) print_setup(tr);
+    /* The watchdog covers the training steps' exchanges from here on. */
+    nd_comm_set_timeout(comm, cfg->timeout);
+    if (tr->size > 1) ND_TRY(nd_train_agree(tr, nd_watchdog_start(&tr->watchdog, tr->rank, cfg->timeout, err), err));
+    tr->exchange.env.watchdog = tr->watchdog;
+    return ND_OK;
+}
+
+nd_train_result nd_trainer_result(const nd_trainer *tr) {
+    return (nd_train_result){.model = &tr->model,
+                             .steps = tr->step,
+                             .steps_per_epoch = tr->steps_per_epoch,
+                             .samples_seen = tr->samples_seen,
+                             .gradient_buckets = tr->gradient_buckets,
+                             .optimizer_state_floats = (size_t)nd_optimizer_state_floats(&tr->opt),
+                             .stream_windows = tr->feed.reader ? nd_stream_windows(tr->feed.reader) : 0,
+                             .worker_index = tr->worker_index,
+                             .staleness_max = tr->staleness_max,
+                             .nan_skips = tr->nan_skips,
+                             .nan_consecutive = tr->nan_consecutive,
+                             .agreed_failure = tr->agreed_failure,
+                             .best_epoch = tr->best_epoch,
+                             .best_val = tr->best_val,
+                             .last = tr->last};
+}
+
+void nd_trainer_free(nd_trainer *tr) {
+    if (!tr) return;
+    if (tr->comm) nd_comm_set_timeout(tr->comm, 0.0);
+    nd_watchdog_stop(tr->watchdog);
+    nd_async_free(tr);
+    nd_det_free(tr);
+    if (tr->exchange.part && tr->exchange.part->destroy) tr->exchange.part->destroy(tr->exchange.self);
+    nd_report_close(&tr->report);
+    nd_stream_close(tr->feed.reader);
+    free(tr->feed.window_order);
+    nd_shard_free(&tr->train);
+    nd_shard_free(&tr->test);
+    nd_shard_free(&tr->val);
+    nd_buffer_free(tr->ema);
+    nd_buffer_free(tr->best_param);
+    nd_buffer_free(tr->decay_mask);
+    nd_buffer_free(tr->monitor_prev);
+    nd_buffer_free(tr->norm_mean);
+    nd_buffer_free(tr->norm_inv_std);
+    nd_model_destroy(&tr->model);
+    nd_optimizer_destroy(&tr->opt);
+    nd_buffer_free(tr->order);
+    nd_buffer_free(tr->xb);
+    nd_buffer_free(tr->yb);
+    nd_buffer_free(tr->tb);
+    free(tr->row_ids);
+    free(tr);
+}

@@ -1,0 +1,162 @@
+/* What rank 0 tells about a run: the epoch line, the --metrics JSON line,
+ * the final line, and the --summary file with the memory it used. */
+#include <math.h>
+#include <stdio.h>
+#include <sys/resource.h>
+
+#include "nndist/loss.h"
+#include "train_internal.h"
+
+const char *const nd_phase_names[ND_PHASES] = {"data", "forward", "backward", "wait", "comm", "update"};
+
+/* `, "phase_seconds": {"data": s, ...}` */
+static void print_phases(FILE *f, const double *phase) {
+    fprintf(f, ", \"phase_seconds\": {");
+    for (int p = 0; p < ND_PHASES; ++p) fprintf(f, "%s\"%s\": %.6g", p ? ", " : "", nd_phase_names[p], phase[p]);
+    fputc('}', f);
+}
+
+void nd_train_print_epoch(nd_trainer *tr, const nd_epoch_stats *e) {
+    nd_report *r = &tr->report;
+    if (!r->active) return;
+    const char *ml = nd_loss_metric_label(tr->loss), *mn = nd_loss_metric_name(tr->loss);
+    fprintf(r->out, "epoch %3d/%d  train loss %.4f %s %.4f", e->epoch, tr->cfg.epochs, e->train_loss, ml,
+            e->train_acc);
+    if (tr->info.has_val) fprintf(r->out, " | val loss %.4f %s %.4f", e->val_loss, ml, e->val_acc);
+    if (tr->info.has_test) fprintf(r->out, " | test loss %.4f %s %.4f", e->test_loss, ml, e->test_acc);
+    fprintf(r->out, " | lr %.5g | %.0f samples/s | %.2f s", e->lr, e->samples_per_s, e->seconds);
+    if (e->has_staleness) fprintf(r->out, " | staleness mean %.2f max %ld", e->staleness_mean, e->staleness_max);
+    if (e->nan_skips) fprintf(r->out, " | %ld non-finite steps skipped", e->nan_skips);
+    if (e->has_monitor) {
+        double worst = 0;
+        for (int l = 0; l < tr->model.num_layers; ++l) worst = fmax(worst, e->update_ratio[l]);
+        fprintf(r->out, " | grad norm %.3g update/weight <= %.1e", e->grad_norm, worst);
+    }
+    if (tr->ema) {
+        if (tr->info.has_val) fprintf(r->out, " | ema val %s %.4f", ml, e->ema_val_acc);
+        if (tr->info.has_test) fprintf(r->out, " | ema test %s %.4f", ml, e->ema_test_acc);
+    }
+    fputc('\n', r->out);
+    fflush(r->out);
+    if (r->metrics) {
+        fprintf(r->metrics,
+                "{\"epoch\": %d, \"step\": %ld, \"train_loss\": %.6g, \"train_%s\": %.6g, "
+                "\"lr\": %.6g, \"seconds\": %.6g, \"samples_per_s\": %.6g",
+                e->epoch, tr->step, e->train_loss, mn, e->train_acc, e->lr, e->seconds, e->samples_per_s);
+        if (tr->info.has_val)
+            fprintf(r->metrics, ", \"val_loss\": %.6g, \"val_%s\": %.6g, \"gap_%s\": %.6g", e->val_loss, mn,
+                    e->val_acc, mn, e->train_acc - e->val_acc);
+        if (tr->info.has_test)
+            fprintf(r->metrics, ", \"test_loss\": %.6g, \"test_%s\": %.6g", e->test_loss, mn, e->test_acc);
+        if (tr->ema && tr->info.has_val) fprintf(r->metrics, ", \"ema_val_%s\": %.6g", mn, e->ema_val_acc);
+        if (tr->ema && tr->info.has_test) fprintf(r->metrics, ", \"ema_test_%s\": %.6g", mn, e->ema_test_acc);
+        if (!tr->async) print_phases(r->metrics, e->phase);
+        if (!tr->async) fprintf(r->metrics, ", \"nan_skips\": %ld", e->nan_skips);
+        if (e->has_monitor) {
+            fprintf(r->metrics, ", \"grad_norm\": %.6g, \"layers\": [", e->grad_norm);
+            for (int l = 0; l < tr->model.num_layers; ++l)
+                fprintf(r->metrics,
+                        "%s{\"update_ratio\": %.6g, \"dead_fraction\": %.6g, \"act_mean\": %.6g, \"act_std\": %.6g}",
+                        l ? ", " : "", e->update_ratio[l], e->dead_frac[l], e->act_mean[l], e->act_std[l]);
+            fputc(']', r->metrics);
+        }
+        if (e->has_staleness) {
+            fprintf(r->metrics, ", \"staleness_mean\": %.6g, \"staleness_max\": %ld, \"staleness_hist\": [",
+                    e->staleness_mean, e->staleness_max);
+            for (int i = 0; i < ND_STALENESS_BUCKETS; ++i)
+                fprintf(r->metrics, "%s%ld", i ? ", " : "", e->staleness_hist[i]);
+            fputc(']', r->metrics);
+        }
+        fputs("}\n", r->metrics);
+        fflush(r->metrics);
+    }
+}
+
+static void json_number(FILE *f, const char *key, double v) {
+    if (isfinite(v)) fprintf(f, ", \"%s\": %.6g", key, v);
+    else fprintf(f, ", \"%s\": null", key);
+}
+
+static void write_summary(FILE *f, const void *ctx) {
+    const nd_trainer *tr = ctx;
+    const nd_epoch_stats *e = &tr->last;
+    fprintf(f, "{\"mode\": \"%s\", \"np\": %d, \"batch_per_rank\": %d, \"global_batch\": %d", nd_mode_names[tr->cfg.mode],
+            tr->size, tr->cfg.batch, tr->global_batch);
+    fprintf(f, ", \"epochs\": %d, \"steps\": %ld, \"threads_per_rank\": %d", e->epoch, tr->step, tr->threads);
+    json_number(f, "train_seconds", tr->train_seconds);
+    json_number(f, "samples_per_s", tr->train_seconds > 0 ? tr->samples_seen / tr->train_seconds : NAN);
+    json_number(f, "train_loss", e->train_loss);
+    /* Classification fills the *_accuracy keys; other losses leave them
+     * null and add their own metric's keys. */
+    const int acc = tr->loss <= ND_LOSS_SQUARED_HINGE;
+    const char *mn = nd_loss_metric_name(tr->loss);
+    char key[64];
+    json_number(f, "train_accuracy", acc ? e->train_acc : NAN);
+    json_number(f, "val_loss", e->val_loss);
+    json_number(f, "val_accuracy", acc ? e->val_acc : NAN);
+    json_number(f, "test_accuracy", acc ? e->test_acc : NAN);
+    json_number(f, "test_loss", e->test_loss);
+    if (!acc) {
+        const char *splits[3] = {"train", "val", "test"};
+        const double values[3] = {e->train_acc, e->val_acc, e->test_acc};
+        for (int i = 0; i < 3; ++i) {
+            snprintf(key, sizeof key, "%s_%s", splits[i], mn);
+            json_number(f, key, values[i]);
+        }
+    }
+    fprintf(f, ", \"loss\": \"%s\"", nd_loss_name(tr->loss));
+    if (!tr->async) print_phases(f, tr->phase_total); /* rank 0's training time by phase (sync) */
+    const double *mb = tr->memory_mb;
+    fprintf(f, ", \"memory_mb\": {\"peak_rss\": %.1f, \"shards\": %.1f, \"parameters\": %.2f, \"activations\": %.2f, "
+               "\"optimizer_state\": %.2f}",
+            mb[0], mb[1], mb[2], mb[3], mb[4]);
+    if (tr->exchange.part && tr->exchange.part->messages)
+        fprintf(f, ", \"gradient_buckets\": %ld", tr->gradient_buckets);
+    if (!tr->async) fprintf(f, ", \"nan_skips\": %ld", tr->nan_skips);
+    fprintf(f, ", \"parameters\": %zu, \"config\": {", tr->model.num_weights);
+    nd_cli_print_json(nd_train_options, nd_train_num_options, &tr->cfg, f);
+    fputs("}}\n", f);
+}
+
+void nd_train_print_done(nd_trainer *tr) {
+    if (!tr->report.active) return;
+    const nd_epoch_stats *e = &tr->last;
+    fprintf(tr->report.out, "done: %d epochs, %ld %s, %.2f s training, %.0f samples/s", e->epoch, tr->step,
+            tr->async ? "updates" : "steps", tr->train_seconds,
+            tr->train_seconds > 0 ? tr->samples_seen / tr->train_seconds : 0.0);
+    if (tr->info.has_test)
+        fprintf(tr->report.out, "; final test %s %.4f (loss %.4f)",
+                tr->loss <= ND_LOSS_SQUARED_HINGE ? "accuracy" : nd_loss_metric_name(tr->loss), e->test_acc, e->test_loss);
+    fputc('\n', tr->report.out);
+    fflush(tr->report.out);
+}
+
+/* Bytes of one split's rows held here (features and labels or targets). */
+static double shard_bytes(const nd_shard *s) {
+    return (double)s->rows * ((double)s->cols * sizeof(float) + (s->target_cols ? (double)s->target_cols * sizeof(float) : sizeof(int)));
+}
+
+/* Collective: this job's largest per-rank figures, in MB: peak resident
+ * memory, the data shards, one copy of the parameters, the activation
+ * workspace and batch buffers; so the summary shows what the peak is made of. */
+static nd_status measure_memory(nd_trainer *tr, nd_error *err) {
+    struct rusage ru;
+    double *mb = tr->memory_mb;
+    mb[0] = getrusage(RUSAGE_SELF, &ru) == 0 ? (double)ru.ru_maxrss / 1024.0 : NAN; /* Linux: KiB */
+    nd_shard held = tr->train; /* streaming: the two windows are what is held */
+    if (tr->feed.reader) held.rows = (int)(2 * tr->feed.window_rows);
+    mb[1] = (shard_bytes(&held) + shard_bytes(&tr->val) + shard_bytes(&tr->test)) / 1048576.0;
+    mb[2] = (double)tr->model.num_params * sizeof(float) / 1048576.0;
+    mb[3] = ((double)tr->model.workspace_floats + (double)tr->cfg.batch * (tr->train.cols + tr->info.num_outputs)) *
+            sizeof(float) / 1048576.0;
+    mb[4] = nd_optimizer_state_floats(&tr->opt) * sizeof(float) / 1048576.0;
+    return nd_comm_allreduce_max_f64(tr->comm, mb, 5, err);
+}
+
+nd_status nd_trainer_write_summary(nd_trainer *tr, nd_error *err) {
+    ND_TRY(measure_memory(tr, err));
+    nd_status st = ND_OK;
+    if (tr->rank == 0 && tr->cfg.summary[0])
+        st = nd_write_file_atomic(tr->cfg.summary, write_summary, tr, err);
+    return nd_train_agree(tr, st, err);
+}

@@ -19,7 +19,7 @@ static const char *verdict(double e) {
 nd_status nd_cmd_gradcheck(int argc, char **argv, nd_error *err) {
     nd_small_batch s;
     int help = 0;
-    ND_TRY(nd_small_batch_load(&s, argc, argv, "usage: nndist gradcheck --data FILE [train options]   (see README)",
+    ND_TRY(nd_small_batch_load(&s, argc, argv, "usage: nndist gradcheck --data FILE [train options]   (see docs/training.md)",
                                CHECK_ROWS, &help, err));
     if (help) return ND_OK;
     const int rows = s.sh.rows < CHECK_ROWS ? s.sh.rows : CHECK_ROWS;

@@ -47,7 +47,7 @@ static double expected_initial(const nd_small_batch *s) {
 nd_status nd_cmd_sanity(int argc, char **argv, nd_error *err) {
     nd_small_batch s;
     int help = 0;
-    ND_TRY(nd_small_batch_load(&s, argc, argv, "usage: nndist sanity --data FILE [train options]   (see README)",
+    ND_TRY(nd_small_batch_load(&s, argc, argv, "usage: nndist sanity --data FILE [train options]   (see docs/training.md)",
                                SANITY_ROWS, &help, err));
     if (help) return ND_OK;
     nd_model m;

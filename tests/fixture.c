@@ -27,8 +27,8 @@ void fx_attr_int(hid_t file, const char *name, int value) {
     H5Sclose(s);
 }
 
-static hid_t write_any(hid_t file, const char *name, hid_t ftype, hid_t mtype, int ndims,
-                       const hsize_t *dims, const void *data) {
+static hid_t write_any(hid_t file, const char *name, hid_t ftype, hid_t mtype, int ndims, const hsize_t *dims,
+                       const void *data) {
     hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
     H5Pset_create_intermediate_group(lcpl, 1);
     hid_t s = H5Screate_simple(ndims, dims, NULL);
@@ -55,8 +55,7 @@ void fx_write_i32(hid_t file, const char *name, int ndims, const hsize_t *dims, 
     H5Dclose(write_any(file, name, H5T_STD_I32LE, H5T_NATIVE_INT, ndims, dims, data));
 }
 
-void fx_write_u8(hid_t file, const char *name, int ndims, const hsize_t *dims,
-                 const unsigned char *data, float scale) {
+void fx_write_u8(hid_t file, const char *name, int ndims, const hsize_t *dims, const unsigned char *data, float scale) {
     hid_t d = write_any(file, name, H5T_STD_U8LE, H5T_NATIVE_UCHAR, ndims, dims, data);
     hid_t s = H5Screate(H5S_SCALAR);
     hid_t a = H5Acreate2(d, "scale", H5T_IEEE_F32LE, s, H5P_DEFAULT, H5P_DEFAULT);
@@ -73,14 +72,13 @@ void fx_blobs(float *x, int *y, long rows, int cols, int classes, float separati
     for (long i = 0; i < (long)classes * cols; ++i) centre[i] = separation * (float)nd_rng_normal(&rng);
     for (long i = 0; i < rows; ++i) {
         y[i] = (int)(i % classes);
-        for (int j = 0; j < cols; ++j)
-            x[i * cols + j] = centre[y[i] * cols + j] + (float)nd_rng_normal(&rng);
+        for (int j = 0; j < cols; ++j) x[i * cols + j] = centre[y[i] * cols + j] + (float)nd_rng_normal(&rng);
     }
     free(centre);
 }
 
-void fx_write_dataset(const char *path, const float *x, const int *y, long rows, int cols,
-                      int classes, const float *tx, const int *ty, long test_rows) {
+void fx_write_dataset(const char *path, const float *x, const int *y, long rows, int cols, int classes, const float *tx,
+                      const int *ty, long test_rows) {
     hid_t f = fx_create(path);
     fx_attr_int(f, "num_classes", classes);
     hsize_t xd[2] = {(hsize_t)rows, (hsize_t)cols}, yd[1] = {(hsize_t)rows};

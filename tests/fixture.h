@@ -13,15 +13,14 @@ void fx_attr_int(hid_t file, const char *name, int value);
 void fx_write_f32(hid_t file, const char *name, int ndims, const hsize_t *dims, const float *data);
 void fx_write_f64(hid_t file, const char *name, int ndims, const hsize_t *dims, const double *data);
 void fx_write_i32(hid_t file, const char *name, int ndims, const hsize_t *dims, const int *data);
-void fx_write_u8(hid_t file, const char *name, int ndims, const hsize_t *dims,
-                 const unsigned char *data, float scale);
+void fx_write_u8(hid_t file, const char *name, int ndims, const hsize_t *dims, const unsigned char *data, float scale);
 
 /* Gaussian blobs: x (rows x cols), y (rows) over classes, seeded. */
 void fx_blobs(float *x, int *y, long rows, int cols, int classes, float separation, uint64_t seed);
 
 /* A well-formed file: /train (rows) and /test (test_rows, 0 for none). */
-void fx_write_dataset(const char *path, const float *x, const int *y, long rows, int cols,
-                      int classes, const float *tx, const int *ty, long test_rows);
+void fx_write_dataset(const char *path, const float *x, const int *y, long rows, int cols, int classes, const float *tx,
+                      const int *ty, long test_rows);
 
 /* A unique scratch path under the build's temp dir: dir/name. */
 const char *fx_path(char *buf, size_t cap, const char *name);

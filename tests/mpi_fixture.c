@@ -21,8 +21,7 @@ void mpi_synth(nd_comm *world, const char *path, const nd_synth_config *s) {
     nd_comm_barrier(world, &err);
 }
 
-int mpi_test_main(int argc, char **argv, nd_comm **world, const struct CMUnitTest *tests, size_t count,
-                  int ranks) {
+int mpi_test_main(int argc, char **argv, nd_comm **world, const struct CMUnitTest *tests, size_t count, int ranks) {
     nd_error err = {0};
     if (nd_comm_init(&argc, &argv, world, &err) != ND_OK) return 1;
     int failed = _cmocka_run_group_tests("mpi", tests, count, NULL, NULL);

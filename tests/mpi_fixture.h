@@ -21,7 +21,6 @@ void mpi_synth(nd_comm *world, const char *path, const nd_synth_config *s);
 
 /* Initializes MPI into *world, runs tests, and returns 0 only when every
  * rank passed and the job has exactly `ranks` ranks. */
-int mpi_test_main(int argc, char **argv, nd_comm **world, const struct CMUnitTest *tests, size_t count,
-                  int ranks);
+int mpi_test_main(int argc, char **argv, nd_comm **world, const struct CMUnitTest *tests, size_t count, int ranks);
 
 #endif

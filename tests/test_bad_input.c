@@ -46,9 +46,9 @@ static void write_case(const char *name, int fault) {
     float x[ROWS * COLS];
     int y[ROWS];
     fx_blobs(x, y, ROWS, COLS, CLASSES, 2.0f, 1);
-    if (fault == 1) y[35] = 7;       /* label out of range, in rank 1's half */
+    if (fault == 1) y[35] = 7;          /* label out of range, in rank 1's half */
     if (fault == 2) x[37 * COLS] = NAN; /* NaN in rank 1's half */
-    if (fault == 3) x[5] = INFINITY; /* Inf in rank 0's half */
+    if (fault == 3) x[5] = INFINITY;    /* Inf in rank 0's half */
     fx_write_dataset(path, x, y, ROWS, COLS, CLASSES, x, y, fault == 4 ? 0 : 10);
 }
 
@@ -115,8 +115,7 @@ static void test_failed_run_keeps_outputs(void **state) {
         fputs("earlier run\n", f);
         fclose(f);
     }
-    expect_failure("train --data " T "nan.h5 --metrics " T "kept.jsonl --summary " T "kept.json" COMMON,
-                   "is NaN");
+    expect_failure("train --data " T "nan.h5 --metrics " T "kept.jsonl --summary " T "kept.json" COMMON, "is NaN");
     for (int i = 0; i < 2; ++i) {
         char buf[64] = {0};
         FILE *f = fopen(files[i], "r");
@@ -159,13 +158,15 @@ static void test_bad_options(void **state) {
     expect_failure("train --data " T "good.h5 --straggle 1:0.5" COMMON, "--straggle: '1:0.5'");
     expect_failure("frobnicate", "unknown command 'frobnicate'");
     /* The recipe's options. */
-    expect_failure("train --data " T "good.h5 --arch 4-8:bn:swish-3" COMMON, "--arch '4-8:bn:swish-3': 'swish' is not bn");
+    expect_failure("train --data " T "good.h5 --arch 4-8:bn:swish-3" COMMON,
+                   "--arch '4-8:bn:swish-3': 'swish' is not bn");
     expect_failure("train --data " T "good.h5 --arch 5-8:relu-3" COMMON,
                    "--arch '5-8:relu-3': takes 5 inputs and gives 3 outputs, the data has 4 and 3");
     expect_failure("train --data " T "good.h5 --dropout 1" COMMON, "--dropout: 1 must be in [0, 1)");
     expect_failure("train --data " T "good.h5 --loss huber" COMMON, "--loss: 'huber' is not one of");
     expect_failure("train --data " T "good.h5 --loss l2" COMMON, "--loss l2 needs float targets (N x K), but");
-    expect_failure("train --data " T "good.h5 --sync-bn --mode async" COMMON, "--sync-bn: not with --mode async/ssp (the parameter servers cannot add batch-norm sums");
+    expect_failure("train --data " T "good.h5 --sync-bn --mode async" COMMON,
+                   "--sync-bn: not with --mode async/ssp (the parameter servers cannot add batch-norm sums");
     expect_failure("gradcheck --data " T "good.h5 --arch 4-8:maxout1-3", "maxout takes 2 to 64 pieces");
     expect_failure("train --data " T "good.h5 --bucket-kb -1" COMMON, "--bucket-kb: -1 must be in [0, 1048576]");
     expect_failure("train --data " T "good.h5 --bucket-kb 64 --mode async" COMMON,
@@ -179,7 +180,8 @@ static void test_bad_options(void **state) {
                    "--stream-mb 1e-05: two windows of one batch (4 rows of 20 bytes) do not fit");
     expect_failure("train --data " T "nan.h5 --stream-mb 0.001" COMMON, "/train/x[37][0] is NaN");
     expect_failure("train --data " T "good.h5 --on-nan maybe" COMMON, "--on-nan: 'maybe' is not one of stop, skip");
-    expect_failure("train --data " T "good.h5 --on-nan skip --mode async" COMMON, "--on-nan skip: not with --mode async/ssp (the parameter servers cannot drop a step");
+    expect_failure("train --data " T "good.h5 --on-nan skip --mode async" COMMON,
+                   "--on-nan skip: not with --mode async/ssp (the parameter servers cannot drop a step");
     expect_failure("train --data " T "good.h5 --fault-nan-step 3" COMMON,
                    "step 3: the loss is NaN: stopped before applying it");
     expect_failure("train --data " T "good.h5 --fault-nan-step 2 --mode async" COMMON,
@@ -209,8 +211,8 @@ static void test_good_run_and_summary(void **state) {
     size_t n = fread(buf, 1, sizeof buf - 1, f);
     fclose(f);
     assert_true(n > 10);
-    const char *keys[] = {"\"mode\": \"sync\"", "\"np\": 2", "\"batch_per_rank\": 4", "\"epochs\": 1",
-                          "\"train_seconds\"", "\"samples_per_s\"", "\"test_accuracy\"", "\"test_loss\""};
+    const char *keys[] = {"\"mode\": \"sync\"", "\"np\": 2",         "\"batch_per_rank\": 4", "\"epochs\": 1",
+                          "\"train_seconds\"",  "\"samples_per_s\"", "\"test_accuracy\"",     "\"test_loss\""};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; ++i)
         if (!strstr(buf, keys[i])) fail_msg("summary lacks %s: %s", keys[i], buf);
 }
@@ -218,10 +220,8 @@ static void test_good_run_and_summary(void **state) {
 int main(void) {
     mkdir(NNDIST_TEST_TMP, 0777);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_missing_things),
-        cmocka_unit_test(test_bad_contents),
-        cmocka_unit_test(test_failed_run_keeps_outputs),
-        cmocka_unit_test(test_bad_options),
+        cmocka_unit_test(test_missing_things),           cmocka_unit_test(test_bad_contents),
+        cmocka_unit_test(test_failed_run_keeps_outputs), cmocka_unit_test(test_bad_options),
         cmocka_unit_test(test_good_run_and_summary),
     };
     return cmocka_run_group_tests(tests, setup, NULL);

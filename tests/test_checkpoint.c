@@ -106,10 +106,12 @@ static void test_round_trip_exact(void **st) {
     nd_error err = {0};
     float ema_a[256], ema_b[256];
     assert_true(a.model.num_params <= 256);
-    for (size_t i = 0; i < a.model.num_params; ++i) ema_a[i] = 0.5f * a.model.param[i], ema_b[i] = 0; /* padding stays 0 */
+    for (size_t i = 0; i < a.model.num_params; ++i)
+        ema_a[i] = 0.5f * a.model.param[i], ema_b[i] = 0; /* padding stays 0 */
     assert_int_equal(nd_checkpoint_write(path, &a.model, &a.opt, a.mean, a.inv_std, ema_a, &meta, &err), ND_OK);
     nd_ckpt_info info;
-    if (nd_checkpoint_read(path, &b.model, &b.opt, b.mean, b.inv_std, ema_b, &info, &err) != ND_OK) fail_msg("%s", err.msg);
+    if (nd_checkpoint_read(path, &b.model, &b.opt, b.mean, b.inv_std, ema_b, &info, &err) != ND_OK)
+        fail_msg("%s", err.msg);
     assert_true(info.has_ema);
     assert_memory_equal(ema_a, ema_b, sizeof(float) * a.model.num_params);
     assert_memory_equal(a.model.param, b.model.param, sizeof(float) * a.model.num_params);
@@ -177,7 +179,8 @@ static nd_status try_read(const char *path, int hidden0, nd_opt_kind kind, char 
 static void expect_refused(const char *path, int hidden0, nd_opt_kind kind, const char *needle) {
     char msg[512];
     nd_status st = try_read(path, hidden0, kind, msg, sizeof msg);
-    if (st == ND_OK || !strstr(msg, needle)) fail_msg("reading %s: want an error with '%s', got '%s'", path, needle, msg);
+    if (st == ND_OK || !strstr(msg, needle))
+        fail_msg("reading %s: want an error with '%s', got '%s'", path, needle, msg);
 }
 
 static void test_damaged_and_mismatched(void **st) {

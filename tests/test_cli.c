@@ -20,8 +20,8 @@ static void test_defaults_and_values(void **state) {
     (void)state;
     nd_train_config c;
     nd_error err;
-    char *argv[] = {"--data", "d.h5", "--lr=0.05", "--batch", "256", "--no-shuffle", "--hidden", "128",
-                    "--seed", "42", "--opt", "adam", "--warmup_steps", "100"};
+    char *argv[] = {"--data", "d.h5",   "--lr=0.05", "--batch", "256",  "--no-shuffle",   "--hidden",
+                    "128",    "--seed", "42",        "--opt",   "adam", "--warmup_steps", "100"};
     assert_int_equal(parse(&c, &err, 14, argv), ND_OK);
     assert_string_equal(c.data, "d.h5");
     assert_float_equal(c.lr, 0.05f, 0);
@@ -31,9 +31,9 @@ static void test_defaults_and_values(void **state) {
     assert_int_equal(c.seed, 42);
     assert_int_equal(c.opt, ND_OPT_ADAM);
     assert_int_equal(c.warmup_steps, 100);
-    assert_int_equal(c.epochs, 10);           /* default */
+    assert_int_equal(c.epochs, 10);          /* default */
     assert_float_equal(c.momentum, 0.9f, 0); /* default */
-    assert_int_equal(c.mode, ND_MODE_SYNC);   /* default */
+    assert_int_equal(c.mode, ND_MODE_SYNC);  /* default */
     nd_train_plan plan;
     assert_int_equal(nd_train_plan_resolve(&c, &plan, &err), ND_OK);
     assert_int_equal(plan.exchange, ND_EXCHANGE_ALLREDUCE);
@@ -166,7 +166,8 @@ static void test_config_file(void **state) {
     FILE *f = fopen(path, "w");
     assert_non_null(f);
     fputs("# a comment\n\ndata = from_file.h5\nlr = 0.2   # trailing comment\nbatch=32\n"
-          "warmup_steps = 7\nshuffle = false\n", f);
+          "warmup_steps = 7\nshuffle = false\n",
+          f);
     fclose(f);
     nd_train_config c;
     nd_error err;
@@ -207,8 +208,8 @@ static void test_resolved_config_round_trips(void **state) {
     /* What rank 0 prints is a valid config file giving the same values. */
     nd_train_config a, b;
     nd_error err;
-    char *argv[] = {"--data", "x.h5", "--lr", "0.01", "--eps", "1e-7", "--clip-norm", "2.5", "--opt", "adadelta",
-                    "--mode", "ssp", "--progress", "none"};
+    char *argv[] = {"--data", "x.h5",  "--lr",     "0.01",   "--eps", "1e-7",       "--clip-norm",
+                    "2.5",    "--opt", "adadelta", "--mode", "ssp",   "--progress", "none"};
     assert_int_equal(parse(&a, &err, 14, argv), ND_OK);
     const char *path = NNDIST_TEST_TMP "/resolved.cfg";
     FILE *f = fopen(path, "w");
@@ -289,10 +290,14 @@ static void test_markdown_table(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults_and_values), cmocka_unit_test(test_bad_values),
-        cmocka_unit_test(test_validation),          cmocka_unit_test(test_config_file),
-        cmocka_unit_test(test_widths),              cmocka_unit_test(test_resolved_config_round_trips),
-        cmocka_unit_test(test_plan_parts_and_capabilities), cmocka_unit_test(test_markdown_table),
+        cmocka_unit_test(test_defaults_and_values),
+        cmocka_unit_test(test_bad_values),
+        cmocka_unit_test(test_validation),
+        cmocka_unit_test(test_config_file),
+        cmocka_unit_test(test_widths),
+        cmocka_unit_test(test_resolved_config_round_trips),
+        cmocka_unit_test(test_plan_parts_and_capabilities),
+        cmocka_unit_test(test_markdown_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -84,8 +84,7 @@ static void test_uint8_scale_and_hyperslab(void **state) {
         assert_int_equal(s.rows, count);
         for (int i = 0; i < s.rows; ++i) {
             assert_int_equal(s.y[i], y[first + i]);
-            for (int j = 0; j < COLS; ++j)
-                assert_float_equal(s.x[i * COLS + j], 0.5f * x[(first + i) * COLS + j], 0);
+            for (int j = 0; j < COLS; ++j) assert_float_equal(s.x[i * COLS + j], 0.5f * x[(first + i) * COLS + j], 0);
         }
         nd_shard_free(&s);
     }
@@ -94,8 +93,20 @@ static void test_uint8_scale_and_hyperslab(void **state) {
 /* ---- bad files: each gives one clear message ----------------------------- */
 
 typedef enum {
-    BAD_NO_CLASSES, BAD_NO_X, BAD_NO_Y, BAD_ROWS, BAD_LABEL, BAD_NAN, BAD_INF, BAD_Y_FLOAT,
-    BAD_X_1D, BAD_TEST_COLS, BAD_CLASSES_VALUE, BAD_NOT_HDF5, BAD_HUGE_CLAIM, BAD_HUGE_CHUNK
+    BAD_NO_CLASSES,
+    BAD_NO_X,
+    BAD_NO_Y,
+    BAD_ROWS,
+    BAD_LABEL,
+    BAD_NAN,
+    BAD_INF,
+    BAD_Y_FLOAT,
+    BAD_X_1D,
+    BAD_TEST_COLS,
+    BAD_CLASSES_VALUE,
+    BAD_NOT_HDF5,
+    BAD_HUGE_CLAIM,
+    BAD_HUGE_CHUNK
 } bad_kind;
 
 /* An unwritten chunked dataset of type and dims (rows extendible), chunks
@@ -213,8 +224,7 @@ static void test_bad_files(void **state) {
 
 /* ---- IDX import ------------------------------------------------------------ */
 
-static void write_idx(const char *path, int gz, int ndims, const unsigned *dims, const unsigned char *v,
-                      size_t n) {
+static void write_idx(const char *path, int gz, int ndims, const unsigned *dims, const unsigned char *v, size_t n) {
     unsigned char head[4 + 12] = {0, 0, 8, (unsigned char)ndims};
     for (int i = 0; i < ndims; ++i) {
         head[4 + 4 * i] = (unsigned char)(dims[i] >> 24);
@@ -414,7 +424,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shard_range), cmocka_unit_test(test_uint8_scale_and_hyperslab),
         cmocka_unit_test(test_bad_files),   cmocka_unit_test(test_import_idx),
-        cmocka_unit_test(test_synth),      cmocka_unit_test(test_stream_windows),
+        cmocka_unit_test(test_synth),       cmocka_unit_test(test_stream_windows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

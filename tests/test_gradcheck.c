@@ -113,18 +113,33 @@ static void gradcheck_act(nd_act_kind act) {
     double e0 = check_model(act, 0, NULL);
     double e1 = check_model(act, 1, one);
     double e2 = check_model(act, 2, two);
-    print_message("  %-10s max relative error: %.2e (0 hidden) %.2e (1) %.2e (2)\n",
-                  nd_activation_name(act), e0, e1, e2);
+    print_message("  %-10s max relative error: %.2e (0 hidden) %.2e (1) %.2e (2)\n", nd_activation_name(act), e0, e1,
+                  e2);
     assert_true(e0 < 1e-3);
     assert_true(e1 < 1e-3);
     assert_true(e2 < 1e-3);
 }
 
-static void test_gradcheck_relu(void **state) { (void)state; gradcheck_act(ND_ACT_RELU); }
-static void test_gradcheck_leaky(void **state) { (void)state; gradcheck_act(ND_ACT_LEAKY_RELU); }
-static void test_gradcheck_tanh(void **state) { (void)state; gradcheck_act(ND_ACT_TANH); }
-static void test_gradcheck_sigmoid(void **state) { (void)state; gradcheck_act(ND_ACT_SIGMOID); }
-static void test_gradcheck_elu(void **state) { (void)state; gradcheck_act(ND_ACT_ELU); }
+static void test_gradcheck_relu(void **state) {
+    (void)state;
+    gradcheck_act(ND_ACT_RELU);
+}
+static void test_gradcheck_leaky(void **state) {
+    (void)state;
+    gradcheck_act(ND_ACT_LEAKY_RELU);
+}
+static void test_gradcheck_tanh(void **state) {
+    (void)state;
+    gradcheck_act(ND_ACT_TANH);
+}
+static void test_gradcheck_sigmoid(void **state) {
+    (void)state;
+    gradcheck_act(ND_ACT_SIGMOID);
+}
+static void test_gradcheck_elu(void **state) {
+    (void)state;
+    gradcheck_act(ND_ACT_ELU);
+}
 
 /* Input gradient of a lone dense layer, and weight/bias accumulation. */
 static void test_dense_backward_input_and_accumulate(void **state) {
@@ -225,14 +240,10 @@ static void test_init_distributions(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_gradcheck_relu),
-        cmocka_unit_test(test_gradcheck_leaky),
-        cmocka_unit_test(test_gradcheck_tanh),
-        cmocka_unit_test(test_gradcheck_sigmoid),
-        cmocka_unit_test(test_gradcheck_elu),
-        cmocka_unit_test(test_dense_backward_input_and_accumulate),
-        cmocka_unit_test(test_softmax_ce_stable),
-        cmocka_unit_test(test_init_distributions),
+        cmocka_unit_test(test_gradcheck_relu),    cmocka_unit_test(test_gradcheck_leaky),
+        cmocka_unit_test(test_gradcheck_tanh),    cmocka_unit_test(test_gradcheck_sigmoid),
+        cmocka_unit_test(test_gradcheck_elu),     cmocka_unit_test(test_dense_backward_input_and_accumulate),
+        cmocka_unit_test(test_softmax_ce_stable), cmocka_unit_test(test_init_distributions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -76,7 +76,8 @@ static double worst_error(fixture *f, nd_loss_kind loss, int *groups) {
     }
     if (worst > ND_GRADCHECK_FAIL_ABOVE)
         for (int i = 0; i < *groups; ++i)
-            print_message("    %s: %d checked, %d at kinks, worst %.2e\n", g[i].name, g[i].checked, g[i].kinks, g[i].max_rel);
+            print_message("    %s: %d checked, %d at kinks, worst %.2e\n", g[i].name, g[i].checked, g[i].kinks,
+                          g[i].max_rel);
     return worst;
 }
 
@@ -103,8 +104,8 @@ static void test_gradcheck_every_combination(void **state) {
             const double worst = worst_error(&f, (nd_loss_kind)loss, &groups);
             int expect = 2; /* both penalties */
             for (int l = 0; l < f.m.num_layers; ++l) expect += f.m.layer[l].batch_norm ? 4 : 2;
-            print_message("  %-52s %-13s %d groups, worst %.2e\n", archs[a], nd_loss_name((nd_loss_kind)loss),
-                          groups, worst);
+            print_message("  %-52s %-13s %d groups, worst %.2e\n", archs[a], nd_loss_name((nd_loss_kind)loss), groups,
+                          worst);
             assert_int_equal(groups, expect); /* every layer's W, b (and gamma, beta) */
             assert_true(worst <= ND_GRADCHECK_FAIL_ABOVE);
             nd_model_destroy(&f.m);
@@ -141,8 +142,8 @@ static void test_gradcheck_catches_broken_backward(void **state) {
     f.m.grad[f.m.layer[1].b.offset + 2] *= -1.0f;
     const double e3 = worst_error(&f, ND_LOSS_HINGE, &groups);
     nd_model_destroy(&f.m);
-    print_message("  broken backward: bn gamma x1.02 -> %.2e, other dropout masks -> %.2e, flipped sign -> %.2e\n",
-                  e1, e2, e3);
+    print_message("  broken backward: bn gamma x1.02 -> %.2e, other dropout masks -> %.2e, flipped sign -> %.2e\n", e1,
+                  e2, e3);
     assert_true(e1 > ND_GRADCHECK_FAIL_ABOVE);
     assert_true(e2 > ND_GRADCHECK_FAIL_ABOVE);
     assert_true(e3 > ND_GRADCHECK_FAIL_ABOVE);
@@ -171,7 +172,8 @@ static void test_dropout_inference_and_training(void **state) {
 
     /* Expected activation unchanged: E[x * mask] = x, P(mask = 0) = p. */
     enum { R = 400, N = 500 };
-    float *x = malloc(sizeof(float) * R * N), *out = malloc(sizeof(float) * R * N), *mask = malloc(sizeof(float) * R * N);
+    float *x = malloc(sizeof(float) * R * N), *out = malloc(sizeof(float) * R * N),
+          *mask = malloc(sizeof(float) * R * N);
     for (int i = 0; i < R * N; ++i) x[i] = 1.0f + (float)(i % 7);
     long ids[R];
     for (int i = 0; i < R; ++i) ids[i] = 1000 + i;
@@ -279,13 +281,19 @@ static void test_arch_text(void **state) {
     assert_int_equal(m.layer[0].out_dim, 12);
     assert_int_equal(m.layer[1].in_dim, 3);
     nd_model_destroy(&m);
-    static const struct { const char *text, *why; } bad[] = {
-        {"784", "at least an input and an output"}, {"784-10:relu", "output group"},
-        {"784-x-10", "positive width"},             {"784-64:drop1.5-10", "probability in [0, 1)"},
-        {"784-64:swish-10", "is not bn"},          {"784-64:maxout1-10", "2 to 64 pieces"},
-        {"784:bn-10", "input group takes only"},   {"784-64:relu:tanh-10", "one activation"},
-        {"784-64:leaky_relu2-10", "in (0, 1)"},   {"784-64;10", "unexpected"},
-        {"784-64:maxout5105510000-10", "2 to 64 pieces"}}; /* found by fuzz_config: no int overflow first */
+    static const struct {
+        const char *text, *why;
+    } bad[] = {{"784", "at least an input and an output"},
+               {"784-10:relu", "output group"},
+               {"784-x-10", "positive width"},
+               {"784-64:drop1.5-10", "probability in [0, 1)"},
+               {"784-64:swish-10", "is not bn"},
+               {"784-64:maxout1-10", "2 to 64 pieces"},
+               {"784:bn-10", "input group takes only"},
+               {"784-64:relu:tanh-10", "one activation"},
+               {"784-64:leaky_relu2-10", "in (0, 1)"},
+               {"784-64;10", "unexpected"},
+               {"784-64:maxout5105510000-10", "2 to 64 pieces"}}; /* found by fuzz_config: no int overflow first */
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
         why[0] = '\0';
         assert_int_equal(nd_arch_parse(bad[i].text, (nd_activation){ND_ACT_RELU, 0}, &s, why, sizeof why), -1);

@@ -21,7 +21,7 @@ typedef struct {
     long hist[ND_STALENESS_BUCKETS]; /* last epoch's staleness histogram */
     double test_acc;
     long staleness_max, samples;
-    int identical; /* every rank ends with the same parameters */
+    int identical;    /* every rank ends with the same parameters */
     int applied_once; /* every server applied exactly the updates the workers sent */
 } outcome;
 
@@ -57,14 +57,17 @@ static outcome run(nd_mode_kind mode, int servers, int max_staleness, const char
         nd_comm_bcast_f32(world, copy, nd_trainer_result(tr).model->num_params, 0, &err);
         /* Updates sent (summed over workers) against each server's count. */
         const int server = nd_trainer_result(tr).worker_index < 0;
-        double counts[2] = {server ? 0.0 : (double)nd_trainer_result(tr).steps, server ? (double)nd_trainer_result(tr).steps : 0.0};
-        double lo[1] = {server ? (double)nd_trainer_result(tr).steps : 1e300}, hi[1] = {server ? (double)nd_trainer_result(tr).steps : -1e300};
+        double counts[2] = {server ? 0.0 : (double)nd_trainer_result(tr).steps,
+                            server ? (double)nd_trainer_result(tr).steps : 0.0};
+        double lo[1] = {server ? (double)nd_trainer_result(tr).steps : 1e300},
+               hi[1] = {server ? (double)nd_trainer_result(tr).steps : -1e300};
         nd_comm_allreduce_sum_f64(world, counts, 1, &err);
         nd_comm_allreduce_max_f64(world, hi, 1, &err);
         lo[0] = -lo[0];
         nd_comm_allreduce_max_f64(world, lo, 1, &err);
         o.applied_once = counts[0] == hi[0] && counts[0] == -lo[0] && counts[0] * 20 == (double)o.samples;
-        float same = memcmp(copy, nd_trainer_result(tr).model->param, sizeof(float) * nd_trainer_result(tr).model->num_params) == 0;
+        float same = memcmp(copy, nd_trainer_result(tr).model->param,
+                            sizeof(float) * nd_trainer_result(tr).model->num_params) == 0;
         float all[1] = {same ? 0.0f : 1.0f};
         nd_comm_allreduce_sum_f32(world, all, 1, &err);
         o.identical = all[0] == 0.0f;
@@ -79,8 +82,8 @@ static outcome run(nd_mode_kind mode, int servers, int max_staleness, const char
 static void test_two_servers_straggler_uneven(void **state) {
     (void)state;
     outcome o = run(ND_MODE_ASYNC, 2, 0, "3:3", 0);
-    print_message("  async K=2, W=2, rank 3 straggling x3: accuracy %.4f, max staleness %ld, %ld samples\n",
-                  o.test_acc, o.staleness_max, o.samples);
+    print_message("  async K=2, W=2, rank 3 straggling x3: accuracy %.4f, max staleness %ld, %ld samples\n", o.test_acc,
+                  o.staleness_max, o.samples);
     assert_true(o.ok);
     assert_true(o.identical);
     assert_true(o.applied_once);
@@ -174,7 +177,8 @@ static void test_two_servers_reassemble_exactly(void **state) {
         if (nd_trainer_setup(&tr, &cfg, self, &err) == ND_OK && nd_trainer_fit(tr, &err) == ND_OK &&
             nd_trainer_result(tr).model->num_params == n) {
             verdict[0] = 0.0;
-            for (size_t i = 0; i < n; ++i) verdict[0] = fmax(verdict[0], fabs((double)nd_trainer_result(tr).model->param[i] - async_params[i]));
+            for (size_t i = 0; i < n; ++i)
+                verdict[0] = fmax(verdict[0], fabs((double)nd_trainer_result(tr).model->param[i] - async_params[i]));
         }
         nd_trainer_free(tr);
         nd_comm_free(self);
@@ -231,7 +235,8 @@ static void test_deterministic_across_rank_counts(void **state) {
     }
     for (int k = 0; k < 3; ++k) free(p[k]);
     nd_comm_bcast_f64(world, verdict, 2, 0, &err);
-    if (rank == 0) print_message("  deterministic: 4 vs 2 ranks identical %g, 4 vs 1 rank identical %g\n", verdict[0], verdict[1]);
+    if (rank == 0)
+        print_message("  deterministic: 4 vs 2 ranks identical %g, 4 vs 1 rank identical %g\n", verdict[0], verdict[1]);
     assert_true(verdict[0] == 1.0);
     assert_true(verdict[1] == 1.0);
 }

@@ -18,10 +18,10 @@
 static nd_comm *world;
 
 typedef struct {
-    float *param;   /* malloc'd copy of the final parameters, NULL on failure */
+    float *param; /* malloc'd copy of the final parameters, NULL on failure */
     size_t n;
-    long buckets;   /* buckets started in the run (0 without buckets) */
-    size_t state;   /* optimizer state floats on this rank */
+    long buckets;     /* buckets started in the run (0 without buckets) */
+    size_t state;     /* optimizer state floats on this rank */
     double grad_norm; /* at the last epoch's end */
 } run_result;
 
@@ -126,7 +126,8 @@ static void test_shard_optimizer_equals_plain(void **state) {
     const int same = same_params(&plain, &zero);
     const double d = max_rel_diff(&clip_plain, &clip_zero);
     print_message("  adamw state %zu -> %zu floats per rank; clipped momentum: max relative difference %.3g, "
-                  "grad norm %.6g vs %.6g\n", plain.state, zero.state, d, clip_plain.grad_norm, clip_zero.grad_norm);
+                  "grad norm %.6g vs %.6g\n",
+                  plain.state, zero.state, d, clip_plain.grad_norm, clip_zero.grad_norm);
     free(plain.param), free(zero.param), free(clip_plain.param), free(clip_zero.param);
     assert_true(same);
     assert_true(zero.state * 2 <= plain.state + 2 && zero.state * 2 >= plain.state - 2);

@@ -113,8 +113,8 @@ static void test_two_ranks_equal_one_rank_double_batch(void **state) {
             rel = (float)sqrt(num / den);
         }
         free(p1);
-        print_message("  2 ranks x %d vs 1 rank x %d: relative parameter difference %.3g after %ld steps\n",
-                      B, 2 * B, (double)rel, 3 * steps1);
+        print_message("  2 ranks x %d vs 1 rank x %d: relative parameter difference %.3g after %ld steps\n", B, 2 * B,
+                      (double)rel, 3 * steps1);
     }
     mismatch[1] = rel;
     nd_comm_bcast_f32(world, mismatch, 2, 0, &err);
@@ -343,7 +343,9 @@ static void test_monitoring_figures(void **state) {
             v[a][5] = nd_trainer_result(tr).last.act_std[1];
             if (a == 0) { /* the time breakdown: every phase took time, and they cover the epoch */
                 phases[0] = 0.0, smallest = INFINITY;
-                for (int p = 0; p < ND_PHASES; ++p) phases[0] += nd_trainer_result(tr).last.phase[p], smallest = fmin(smallest, nd_trainer_result(tr).last.phase[p]);
+                for (int p = 0; p < ND_PHASES; ++p)
+                    phases[0] += nd_trainer_result(tr).last.phase[p],
+                        smallest = fmin(smallest, nd_trainer_result(tr).last.phase[p]);
                 seconds = nd_trainer_result(tr).last.seconds;
             }
         }
@@ -474,7 +476,8 @@ static void test_sync_bn_equals_joint_batch(void **state) {
     nd_comm_allreduce_max_f64(world, v, 4, &err);
     if (rank == 0)
         print_message("  sync-bn vs joint batch: outputs %.1e, gradient %.1e (relative), running stats %.1e; "
-                      "without the hook outputs differ by %.2f\n", v[0], v[1], v[2], -v[3]);
+                      "without the hook outputs differ by %.2f\n",
+                      v[0], v[1], v[2], -v[3]);
     nd_model_destroy(&joint);
     nd_model_destroy(&half);
     assert_true(v[0] < 1e-5);
@@ -517,9 +520,11 @@ static void test_numerical_guard(void **state) {
             stopped[v] = nd_trainer_fit(tr, &err) == ND_ERR_DATA;
             agreed[v] = nd_trainer_result(tr).agreed_failure && nd_trainer_result(tr).steps == 8;
             finite[v] = 1;
-            for (size_t i = 0; i < nd_trainer_result(tr).model->num_params; ++i) finite[v] &= isfinite(nd_trainer_result(tr).model->param[i]) != 0;
-            named[v] = nd_comm_rank(world) == 0 ? strstr(err.msg, "step 9: ") != NULL && strstr(err.msg, ": stopped before applying it")
-                                                : err.msg[0] == '\0';
+            for (size_t i = 0; i < nd_trainer_result(tr).model->num_params; ++i)
+                finite[v] &= isfinite(nd_trainer_result(tr).model->param[i]) != 0;
+            named[v] = nd_comm_rank(world) == 0
+                ? strstr(err.msg, "step 9: ") != NULL && strstr(err.msg, ": stopped before applying it")
+                : err.msg[0] == '\0';
             print_message("  %s: %s\n", modes[v], err.msg);
         }
         nd_trainer_free(tr);
@@ -538,8 +543,9 @@ static void test_numerical_guard(void **state) {
         nd_opt_config oc = {.kind = ND_OPT_MOMENTUM};
         float mean[16], inv[16];
         nd_ckpt_info info;
-        loads = nd_model_create(&m, &spec, 20, &err) == ND_OK && nd_optimizer_create(&opt, &oc, m.num_params, &err) == ND_OK &&
-                nd_checkpoint_read(plain_ckpt, &m, &opt, mean, inv, NULL, &info, &err) == ND_OK && info.meta.step == 8;
+        loads = nd_model_create(&m, &spec, 20, &err) == ND_OK &&
+            nd_optimizer_create(&opt, &oc, m.num_params, &err) == ND_OK &&
+            nd_checkpoint_read(plain_ckpt, &m, &opt, mean, inv, NULL, &info, &err) == ND_OK && info.meta.step == 8;
         if (!loads) print_message("  checkpoint: %s\n", err.msg);
         nd_model_destroy(&m);
         nd_optimizer_destroy(&opt);
@@ -552,7 +558,8 @@ static void test_numerical_guard(void **state) {
     long skips = -1;
     int skip_ok = 0;
     if (nd_trainer_setup(&tr, &skip, world, &err) == ND_OK) {
-        skip_ok = nd_trainer_fit(tr, &err) == ND_OK && nd_trainer_result(tr).steps == nd_trainer_result(tr).steps_per_epoch;
+        skip_ok = nd_trainer_fit(tr, &err) == ND_OK &&
+            nd_trainer_result(tr).steps == nd_trainer_result(tr).steps_per_epoch;
         skips = nd_trainer_result(tr).nan_skips;
     }
     nd_trainer_free(tr);
@@ -563,7 +570,7 @@ static void test_numerical_guard(void **state) {
     int diverged = 0;
     if (nd_trainer_setup(&tr, &skip, world, &err) == ND_OK)
         diverged = nd_trainer_fit(tr, &err) == ND_ERR_DATA && nd_trainer_result(tr).nan_consecutive == 4 &&
-                   (nd_comm_rank(world) != 0 || strstr(err.msg, "4 bad steps in a row (--max-nan-skips 3)") != NULL);
+            (nd_comm_rank(world) != 0 || strstr(err.msg, "4 bad steps in a row (--max-nan-skips 3)") != NULL);
     print_message("  skip: %ld skipped; divergence: %s\n", skips, err.msg);
     nd_trainer_free(tr);
     for (int v = 0; v < 3; ++v) {

@@ -23,11 +23,11 @@ static void test_standardize(void **state) {
     assert_float_equal(mean[0], 4.0f, 1e-6);
     assert_float_equal(inv[0], 1.0 / sqrt(5.0), 1e-6); /* var of 1,3,5,7 = 5 */
     assert_float_equal(mean[1], 10.0f, 1e-6);
-    assert_float_equal(inv[1], 1.0f, 0);                 /* constant column: only centred */
+    assert_float_equal(inv[1], 1.0f, 0); /* constant column: only centred */
     nd_stats_finish(a, 2, ND_NORM_GLOBAL, mean, inv);
-    assert_float_equal(mean[0], 7.0f, 1e-6);             /* mean of all 8 values */
+    assert_float_equal(mean[0], 7.0f, 1e-6); /* mean of all 8 values */
     assert_float_equal(mean[1], 7.0f, 1e-6);
-    assert_float_equal(inv[0], 1.0 / sqrt(11.5), 1e-6);  /* (1+9+25+49+4*100)/8 - 7^2 = 11.5 */
+    assert_float_equal(inv[0], 1.0 / sqrt(11.5), 1e-6); /* (1+9+25+49+4*100)/8 - 7^2 = 11.5 */
 }
 
 static void test_minmax(void **state) {

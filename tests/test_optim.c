@@ -19,8 +19,13 @@ static const float grads[STEPS][N] = {{0.5f, -1.0f, 2.0f, 0.0f},
 
 /* Runs STEPS updates of kind from x0; scale 2 checks grad_scale is applied. */
 static void run(nd_opt_kind kind, float lr, float out[N]) {
-    nd_opt_config cfg = {.kind = kind, .momentum = 0.9f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
-                         .rho = 0.9f, .weight_decay = 0.1f};
+    nd_opt_config cfg = {.kind = kind,
+                         .momentum = 0.9f,
+                         .beta1 = 0.9f,
+                         .beta2 = 0.999f,
+                         .eps = 1e-8f,
+                         .rho = 0.9f,
+                         .weight_decay = 0.1f};
     nd_optimizer opt;
     nd_error err = {0};
     assert_int_equal(nd_optimizer_create(&opt, &cfg, N, &err), ND_OK);
@@ -110,9 +115,9 @@ static void test_adagrad_rmsprop_adadelta(void **state) {
     run(ND_OPT_RMSPROP, 0.01f, xr);
     run(ND_OPT_ADADELTA, 1.0f, xd);
     for (int i = 0; i < N; ++i) {
-        double ca = 0, pa = x0[i];            /* Adagrad: state_sum += g^2; p -= lr g / (sqrt(sum) + eps) */
-        double cr = 0, pr = x0[i];            /* RMSprop (alpha = rho) */
-        double sq = 0, acc = 0, pd = x0[i];   /* Adadelta */
+        double ca = 0, pa = x0[i];          /* Adagrad: state_sum += g^2; p -= lr g / (sqrt(sum) + eps) */
+        double cr = 0, pr = x0[i];          /* RMSprop (alpha = rho) */
+        double sq = 0, acc = 0, pd = x0[i]; /* Adadelta */
         for (int t = 0; t < STEPS; ++t) {
             const double g = grads[t][i];
             ca += g * g;

@@ -88,8 +88,9 @@ static void test_kill_rank_then_resume(void **state) {
     pid_t job = fork();
     if (job == 0) {
         char cmd[4096];
-        snprintf(cmd, sizeof cmd, "exec %s %s 2 --oversubscribe %s train" RECIPE
-                 " --straggle 1:15 --checkpoint-dir " T "killed-ckpt --checkpoint-every 40 > " T "killed.log 2>&1",
+        snprintf(cmd, sizeof cmd,
+                 "exec %s %s 2 --oversubscribe %s train" RECIPE " --straggle 1:15 --checkpoint-dir " T
+                 "killed-ckpt --checkpoint-every 40 > " T "killed.log 2>&1",
                  MPIEXEC_EXECUTABLE, MPIEXEC_NUMPROC_FLAG, NNDIST_BIN);
         execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
         _exit(127);
@@ -146,7 +147,8 @@ static void test_eval_and_info(void **state) {
     const double acc = json_number(summary, "test_accuracy");
     char args[1024];
     /* 3 epochs of 4000-row shards at batch 32: 125 steps each. */
-    snprintf(args, sizeof args, "eval --checkpoint " T "killed-ckpt/ckpt-step00000375.h5 --data " T "recovery.h5 --json");
+    snprintf(args, sizeof args,
+             "eval --checkpoint " T "killed-ckpt/ckpt-step00000375.h5 --data " T "recovery.h5 --json");
     int rc = run_nndist(2, args, out, sizeof out, 60);
     if (rc != 0) fail_msg("eval failed (%d):\n%s", rc, out);
     const double eval_acc = json_number(out, "accuracy");
@@ -161,8 +163,10 @@ static void test_eval_and_info(void **state) {
     assert_int_equal(rc, 0);
     assert_non_null(strstr(out, "/train x 8000 x 64 float"));
     /* A mismatched model is refused with one line. */
-    rc = run_nndist(2, "train --data " T "recovery.h5 --hidden 64 --epochs 1 --progress none --resume " T
-                    "killed-ckpt/ckpt-step00000375.h5", out, sizeof out, 60);
+    rc = run_nndist(2,
+                    "train --data " T "recovery.h5 --hidden 64 --epochs 1 --progress none --resume " T
+                    "killed-ckpt/ckpt-step00000375.h5",
+                    out, sizeof out, 60);
     assert_int_not_equal(rc, 0);
     if (!strstr(out, "architecture 64-256:relu-128:relu-6, this run has 64-64:relu-6")) fail_msg("%s", out);
 }
@@ -179,7 +183,8 @@ static void test_sanity_command(void **state) {
     if (!strstr(out, "FAIL  overfits 20 examples")) fail_msg("%s", out);
     /* With batch norm and dropout, and a hinge loss: the initial loss is
      * C - 1 and the overfit runs without dropout. */
-    rc = run_nndist(1, "sanity --data " T "recovery.h5 --arch 64-48:bn:relu:drop0.3-6 --loss hinge --opt adam --lr 0.003",
+    rc = run_nndist(1,
+                    "sanity --data " T "recovery.h5 --arch 64-48:bn:relu:drop0.3-6 --loss hinge --opt adam --lr 0.003",
                     out, sizeof out, 60);
     if (rc != 0 || !strstr(out, "3 of 3 checks passed") || !strstr(out, "expected about 5.0000"))
         fail_msg("sanity hinge (%d):\n%s", rc, out);
@@ -190,11 +195,12 @@ static void test_sanity_command(void **state) {
 static void test_gradcheck_command(void **state) {
     (void)state;
     static char out[1 << 14];
-    int rc = run_nndist(1, "gradcheck --data " T "recovery.h5 --arch 64:drop0.1-24:bn:elu:drop0.2-12:maxout2-6 --l1 1e-3",
+    int rc = run_nndist(1,
+                        "gradcheck --data " T "recovery.h5 --arch 64:drop0.1-24:bn:elu:drop0.2-12:maxout2-6 --l1 1e-3",
                         out, sizeof out, 60);
     if (rc != 0 || !strstr(out, ": PASS (fails above 1e-03)")) fail_msg("gradcheck (%d):\n%s", rc, out);
-    const char *groups[] = {"dense0/W", "dense0/b", "bn0/gamma", "bn0/beta", "dense1/W", "dense1/b", "dense2/W",
-                            "dense2/b", "l2 penalty", "l1 penalty"};
+    const char *groups[] = {"dense0/W", "dense0/b", "bn0/gamma", "bn0/beta",   "dense1/W",
+                            "dense1/b", "dense2/W", "dense2/b",  "l2 penalty", "l1 penalty"};
     for (size_t i = 0; i < sizeof groups / sizeof groups[0]; ++i)
         if (!strstr(out, groups[i])) fail_msg("gradcheck: no line for %s:\n%s", groups[i], out);
 }
@@ -205,8 +211,9 @@ static void test_gradcheck_command(void **state) {
 static void test_bench_command(void **state) {
     (void)state;
     static char out[1 << 14];
-    int rc = run_nndist(2, "bench --hidden 64,32 --inputs 50 --outputs 6 --batch 16 --seconds 0.01 --iters 20 --bucket-kb 4",
-                        out, sizeof out, 60);
+    int rc =
+        run_nndist(2, "bench --hidden 64,32 --inputs 50 --outputs 6 --batch 16 --seconds 0.01 --iters 20 --bucket-kb 4",
+                   out, sizeof out, 60);
     if (rc != 0) fail_msg("bench (%d):\n%s", rc, out);
     const char *json = strrchr(out, '{');
     assert_non_null(json);
@@ -224,10 +231,8 @@ static void test_bench_command(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_kill_rank_then_resume),
-        cmocka_unit_test(test_eval_and_info),
-        cmocka_unit_test(test_sanity_command),
-        cmocka_unit_test(test_gradcheck_command),
+        cmocka_unit_test(test_kill_rank_then_resume), cmocka_unit_test(test_eval_and_info),
+        cmocka_unit_test(test_sanity_command),        cmocka_unit_test(test_gradcheck_command),
         cmocka_unit_test(test_bench_command),
     };
     return cmocka_run_group_tests(tests, setup, NULL);

@@ -14,7 +14,9 @@ static void test_linear_scaling(void **state) {
     assert_float_equal(nd_lr_peak(&s), 0.04f, 1e-8);
     assert_float_equal(nd_lr_at(&s, 0), 0.04f, 1e-8);
     assert_float_equal(nd_lr_at(&s, 1000), 0.04f, 1e-8);
-    nd_lr_schedule ref = {.base_lr = 0.1f, .ref_batch = 256, .global_batch = 64}; /* a larger batch's rate scales down */
+    nd_lr_schedule ref = {.base_lr = 0.1f,
+                          .ref_batch = 256,
+                          .global_batch = 64}; /* a larger batch's rate scales down */
     assert_float_equal(nd_lr_peak(&ref), 0.025f, 1e-8);
 }
 
@@ -64,10 +66,22 @@ static void test_momentum_schedule(void **state) {
  * with anneal_strategy="cos", MultiStepLR), evaluated here in double;
  * hand values where simple. Peak 0.1, 100 steps per epoch, 1000 steps. */
 static nd_lr_schedule base(nd_sched_kind kind) {
-    nd_lr_schedule s = {.base_lr = 0.1f, .ref_batch = 32, .global_batch = 32, .kind = kind,
-                        .steps_per_epoch = 100, .total_steps = 1000, .gamma = 0.1f, .k = 0.5f, .lr_min = 0.001f,
-                        .sgdr_t0 = 2.0f, .sgdr_mult = 2.0f, .gbc_tau = 500, .gbc_floor = 0.01f,
-                        .onecycle_pct = 0.3f, .onecycle_div = 25.0f, .onecycle_final_div = 1e4f,
+    nd_lr_schedule s = {.base_lr = 0.1f,
+                        .ref_batch = 32,
+                        .global_batch = 32,
+                        .kind = kind,
+                        .steps_per_epoch = 100,
+                        .total_steps = 1000,
+                        .gamma = 0.1f,
+                        .k = 0.5f,
+                        .lr_min = 0.001f,
+                        .sgdr_t0 = 2.0f,
+                        .sgdr_mult = 2.0f,
+                        .gbc_tau = 500,
+                        .gbc_floor = 0.01f,
+                        .onecycle_pct = 0.3f,
+                        .onecycle_div = 25.0f,
+                        .onecycle_final_div = 1e4f,
                         .plateau_scale = 1.0};
     return s;
 }
@@ -86,11 +100,11 @@ static void test_decay_schedules(void **state) {
     s = base(ND_SCHED_INV);
     assert_float_equal(nd_lr_at(&s, 200), 0.1 / (1 + 0.5 * 2), 1e-7); /* 0.05 */
     s = base(ND_SCHED_SQRT);
-    assert_float_equal(nd_lr_at(&s, 600), 0.1 / 2.0, 1e-7);          /* 1/sqrt(1 + 0.5*6) */
+    assert_float_equal(nd_lr_at(&s, 600), 0.1 / 2.0, 1e-7); /* 1/sqrt(1 + 0.5*6) */
     s = base(ND_SCHED_INVSQRT);
     s.warmup_steps = 100;
     assert_float_equal(nd_lr_at(&s, 100), 0.1f, 1e-7);
-    assert_float_equal(nd_lr_at(&s, 400), 0.05f, 1e-7);              /* sqrt(100/400) */
+    assert_float_equal(nd_lr_at(&s, 400), 0.05f, 1e-7); /* sqrt(100/400) */
     s = base(ND_SCHED_LINEAR);
     assert_float_equal(nd_lr_at(&s, 250), 0.075f, 1e-7);
     assert_float_equal(nd_lr_at(&s, 1000), 0.0f, 0);

@@ -45,9 +45,9 @@ typedef struct {
     int global_batch;
     double plateau_scale, plateau_best; /* reduce-on-plateau state */
     int plateau_bad;
-    char metric_name[32];  /* e.g. "val_accuracy", "" if none */
+    char metric_name[32]; /* e.g. "val_accuracy", "" if none */
     double metric_value;
-    char config[8192];     /* resolved configuration, `key = value` lines */
+    char config[8192]; /* resolved configuration, `key = value` lines */
 } nd_ckpt_meta;
 
 /* What a checkpoint holds, as read by nd_checkpoint_probe. */
@@ -56,7 +56,7 @@ typedef struct {
     nd_model_spec spec;
     char optimizer[16];
     long optimizer_step;
-    int has_ema;       /* the file holds /ema (set by nd_checkpoint_read) */
+    int has_ema;                                     /* the file holds /ema (set by nd_checkpoint_read) */
     char checksum_model[24], checksum_optimizer[24]; /* as stored (16 hex digits); verified only by a read */
     nd_ckpt_meta meta;
 } nd_ckpt_info;
@@ -65,9 +65,8 @@ typedef struct {
  * rename, fsync of the directory. A crash at any moment leaves either the
  * old file or the complete new one. mean/inv_std: (model->spec.input_dim);
  * ema (model->num_params) or NULL. */
-nd_status nd_checkpoint_write(const char *path, const nd_model *model, const nd_optimizer *opt,
-                              const float *mean, const float *inv_std, const float *ema,
-                              const nd_ckpt_meta *meta, nd_error *err);
+nd_status nd_checkpoint_write(const char *path, const nd_model *model, const nd_optimizer *opt, const float *mean,
+                              const float *inv_std, const float *ema, const nd_ckpt_meta *meta, nd_error *err);
 
 /* Reads the architecture and bookkeeping without the arrays, after checking
  * the format version. */
@@ -84,8 +83,8 @@ int nd_checkpoint_is(const char *path);
  * (num_params) may be NULL; if the file has no average, ema gets the
  * weights. Nothing is trusted before the checksums pass: on failure the
  * outputs may hold garbage. */
-nd_status nd_checkpoint_read(const char *path, nd_model *model, nd_optimizer *opt, float *mean,
-                             float *inv_std, float *ema, nd_ckpt_info *info, nd_error *err);
+nd_status nd_checkpoint_read(const char *path, nd_model *model, nd_optimizer *opt, float *mean, float *inv_std,
+                             float *ema, nd_ckpt_info *info, nd_error *err);
 
 /* The newest checkpoint of dir (ckpt-step<N>.h5, largest N) that passes
  * nd_checkpoint_probe; *found = 0 when there is none. */

@@ -13,17 +13,17 @@
 typedef enum { ND_CLI_INT, ND_CLI_LONG, ND_CLI_U64, ND_CLI_FLOAT, ND_CLI_STR, ND_CLI_BOOL, ND_CLI_ENUM } nd_cli_type;
 
 typedef struct {
-    const char *name;   /* without dashes; on the command line as --name */
+    const char *name; /* without dashes; on the command line as --name */
     nd_cli_type type;
-    size_t offset;      /* of the field in the config struct */
-    size_t size;        /* of the field (char arrays: capacity) */
+    size_t offset; /* of the field in the config struct */
+    size_t size;   /* of the field (char arrays: capacity) */
     /* ND_CLI_ENUM: the names of the values 0, 1, ... (NULL-terminated); the
      * field is a C enum (int-sized) holding the index. */
     const char *const *choices;
     /* INT, LONG, FLOAT: the values allowed, checked by nd_cli_check: "[a, b]"
      * with either bracket open, "> a" or ">= a"; NULL: any. */
     const char *range;
-    const char *def;    /* default value, as text */
+    const char *def; /* default value, as text */
     const char *help;
 } nd_cli_option;
 
@@ -39,19 +39,17 @@ nd_status nd_cli_defaults(const nd_cli_option *opts, int n, void *cfg, nd_error 
 
 /* Sets one option from its text value, with the source (e.g. "--lr",
  * "file.cfg:3") for the error message. */
-nd_status nd_cli_set(const nd_cli_option *opts, int n, void *cfg, const char *name,
-                     const char *value, const char *source, nd_error *err);
+nd_status nd_cli_set(const nd_cli_option *opts, int n, void *cfg, const char *name, const char *value,
+                     const char *source, nd_error *err);
 
 /* Reads `key = value` lines ('#' starts a comment) from path into cfg. */
-nd_status nd_cli_read_file(const nd_cli_option *opts, int n, void *cfg, const char *path,
-                           nd_error *err);
+nd_status nd_cli_read_file(const nd_cli_option *opts, int n, void *cfg, const char *path, nd_error *err);
 
 /* Parses argv[0..argc) (options only, the command words already consumed):
  * first any --config FILE, then every --name value / --name=value / --flag
  * (booleans also take --no-flag), so the command line overrides the file.
  * Sets *help when --help or -h is present. */
-nd_status nd_cli_parse(const nd_cli_option *opts, int n, void *cfg, int argc, char **argv,
-                       int *help, nd_error *err);
+nd_status nd_cli_parse(const nd_cli_option *opts, int n, void *cfg, int argc, char **argv, int *help, nd_error *err);
 
 /* A subcommand's whole parse: zeroes cfg (size bytes), writes the
  * defaults, parses argv; on --help prints usage and the option list to
@@ -68,8 +66,7 @@ nd_status nd_cli_check(const nd_cli_option *opts, int n, const void *cfg, nd_err
 const char *nd_cli_choice(const nd_cli_option *o, int v);
 
 /* `  name = value` for every option, in table order. */
-void nd_cli_print(const nd_cli_option *opts, int n, const void *cfg, FILE *out,
-                  const char *indent);
+void nd_cli_print(const nd_cli_option *opts, int n, const void *cfg, FILE *out, const char *indent);
 
 /* The same as one JSON object's members (no braces), for summaries. */
 void nd_cli_print_json(const nd_cli_option *opts, int n, const void *cfg, FILE *out);

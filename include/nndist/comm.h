@@ -56,8 +56,7 @@ nd_status nd_comm_allreduce_max_f64(nd_comm *comm, double *buf, size_t n, nd_err
 
 /* ZeRO-1's pair. Sums send (the sum of counts) over all ranks and leaves
  * block r of the result, counts[r] floats, in recv on rank r. */
-nd_status nd_comm_reduce_scatter_f32(nd_comm *comm, const float *send, float *recv, const int *counts,
-                                     nd_error *err);
+nd_status nd_comm_reduce_scatter_f32(nd_comm *comm, const float *send, float *recv, const int *counts, nd_error *err);
 /* In place: block r of buf (counts[r] floats at displs[r]) comes from rank r. */
 nd_status nd_comm_allgatherv_f32(nd_comm *comm, float *buf, const int *counts, const int *displs, nd_error *err);
 
@@ -107,20 +106,18 @@ nd_status nd_comm_arrive(nd_comm *comm, long step, const char *what, nd_error *e
 typedef struct {
     unsigned long long handle;
     int active;
-    int peer;        /* the other rank (ND_ANY_SOURCE: any), named when a wait times out */
-    double timeout;  /* the communicator's watchdog when started (0: wait forever) */
+    int peer;       /* the other rank (ND_ANY_SOURCE: any), named when a wait times out */
+    double timeout; /* the communicator's watchdog when started (0: wait forever) */
 } nd_request;
 
 /* Start sending buf (n) to dest / receiving up to n values into buf from
  * source (or ND_ANY_SOURCE). buf must stay untouched until completion. */
-nd_status nd_comm_isend_f32(nd_comm *comm, const float *buf, size_t n, int dest, int tag,
-                            nd_request *req, nd_error *err);
-nd_status nd_comm_irecv_f32(nd_comm *comm, float *buf, size_t n, int source, int tag,
-                            nd_request *req, nd_error *err);
-nd_status nd_comm_isend_f64(nd_comm *comm, const double *buf, size_t n, int dest, int tag,
-                            nd_request *req, nd_error *err);
-nd_status nd_comm_irecv_f64(nd_comm *comm, double *buf, size_t n, int source, int tag,
-                            nd_request *req, nd_error *err);
+nd_status nd_comm_isend_f32(nd_comm *comm, const float *buf, size_t n, int dest, int tag, nd_request *req,
+                            nd_error *err);
+nd_status nd_comm_irecv_f32(nd_comm *comm, float *buf, size_t n, int source, int tag, nd_request *req, nd_error *err);
+nd_status nd_comm_isend_f64(nd_comm *comm, const double *buf, size_t n, int dest, int tag, nd_request *req,
+                            nd_error *err);
+nd_status nd_comm_irecv_f64(nd_comm *comm, double *buf, size_t n, int source, int tag, nd_request *req, nd_error *err);
 
 /* Collective: starts an in-place sum of buf (n <= INT_MAX) over all
  * ranks; buf must stay untouched until the request completes. Ranks must

@@ -12,29 +12,29 @@
 #include "nndist/status.h"
 
 typedef struct {
-    long rows;        /* N */
-    int cols;         /* D, features per row */
-    int x_is_uint8;   /* x stored as uint8 with a `scale` attribute */
-    float x_scale;    /* multiplier applied to uint8 values (1 for float) */
-    int target_cols;  /* y is (rows x target_cols) float targets; 0: y is (rows) int labels */
+    long rows;       /* N */
+    int cols;        /* D, features per row */
+    int x_is_uint8;  /* x stored as uint8 with a `scale` attribute */
+    float x_scale;   /* multiplier applied to uint8 values (1 for float) */
+    int target_cols; /* y is (rows x target_cols) float targets; 0: y is (rows) int labels */
 } nd_split_info;
 
 typedef struct {
-    int num_classes;  /* root attribute `num_classes` (labels); 0 with float targets */
-    int has_targets;  /* /train/y is N x K float: multi-label or regression targets */
-    int num_outputs;  /* what the model must output: num_classes, or K */
+    int num_classes; /* root attribute `num_classes` (labels); 0 with float targets */
+    int has_targets; /* /train/y is N x K float: multi-label or regression targets */
+    int num_outputs; /* what the model must output: num_classes, or K */
     int has_val, has_test;
     nd_split_info train, val, test;
 } nd_dataset_info;
 
 /* One rank's contiguous block of rows of one split. */
 typedef struct {
-    long first_row;   /* global index of x[0] */
+    long first_row; /* global index of x[0] */
     int rows;
     int cols;
-    float *x;         /* (rows x cols), already scaled to float */
-    int *y;           /* (rows) labels in [0, num_classes), or NULL with targets */
-    float *t;         /* (rows x target_cols) float targets, or NULL with labels */
+    float *x; /* (rows x cols), already scaled to float */
+    int *y;   /* (rows) labels in [0, num_classes), or NULL with targets */
+    float *t; /* (rows x target_cols) float targets, or NULL with labels */
     int target_cols;
 } nd_shard;
 
@@ -51,14 +51,14 @@ void nd_shard_range(long n, int rank, int size, long *first, long *count);
 
 /* Reads only this rank's hyperslab of /<split>/x and /<split>/y, checks
  * every label against num_classes and every feature and target for NaN/Inf. */
-nd_status nd_shard_read(const char *path, const char *split, int rank, int size,
-                        int num_classes, nd_shard *shard, nd_error *err);
+nd_status nd_shard_read(const char *path, const char *split, int rank, int size, int num_classes, nd_shard *shard,
+                        nd_error *err);
 
 /* The same for the contiguous rows of parts [part_lo, part_hi) of the split
  * cut into `parts` blocks by nd_shard_range (deterministic mode reads the
  * micro-batch blocks it owns this way). */
-nd_status nd_shard_read_parts(const char *path, const char *split, int part_lo, int part_hi, int parts,
-                              int num_classes, nd_shard *shard, nd_error *err);
+nd_status nd_shard_read_parts(const char *path, const char *split, int part_lo, int part_hi, int parts, int num_classes,
+                              nd_shard *shard, nd_error *err);
 
 void nd_shard_free(nd_shard *shard);
 
@@ -72,16 +72,16 @@ const char *nd_hdf5_last_path(void);
  * out (created if absent). For split "train" with val_fraction > 0, the last
  * round(val_fraction * N) rows become /val. Fails without touching out if
  * the split is already there. */
-nd_status nd_import_idx(const char *images, const char *labels, const char *split,
-                        const char *out, double val_fraction, nd_error *err);
+nd_status nd_import_idx(const char *images, const char *labels, const char *split, const char *out, double val_fraction,
+                        nd_error *err);
 
 typedef struct {
     long rows, test_rows, val_rows;
     int features, classes;
-    float separation;  /* distance scale of the class centres, in noise std units */
+    float separation; /* distance scale of the class centres, in noise std units */
     uint64_t seed;
-    int targets;       /* > 0: write N x targets float /y instead of labels: multi-label
-                          attributes in {0,1} (multilabel = 1) or real values */
+    int targets; /* > 0: write N x targets float /y instead of labels: multi-label
+                    attributes in {0,1} (multilabel = 1) or real values */
     int multilabel;
 } nd_synth_config;
 

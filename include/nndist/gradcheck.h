@@ -19,14 +19,14 @@
 #define ND_GRADCHECK_FAIL_ABOVE 1e-3
 
 typedef struct {
-    char name[32];     /* "dense0/W", "bn1/gamma", "l2 penalty", ... */
-    int checked;       /* parameters compared */
-    int kinks;         /* sampled but skipped: x +- h fell on two sides of a kink (CS231n:
-                          a ReLU, maxout or hinge 'winner' changed), so the difference
-                          quotient is not the derivative */
-    double max_rel;    /* worst |a - n| / max(|a|, |n|), 0 when both are below 1e-6 of the
-                          largest analytic gradient, the denominator at least 1e-4 of it:
-                          float32 rounding leaves about 1e-7 of that scale in any entry */
+    char name[32];  /* "dense0/W", "bn1/gamma", "l2 penalty", ... */
+    int checked;    /* parameters compared */
+    int kinks;      /* sampled but skipped: x +- h fell on two sides of a kink (CS231n:
+                       a ReLU, maxout or hinge 'winner' changed), so the difference
+                       quotient is not the derivative */
+    double max_rel; /* worst |a - n| / max(|a|, |n|), 0 when both are below 1e-6 of the
+                       largest analytic gradient, the denominator at least 1e-4 of it:
+                       float32 rounding leaves about 1e-7 of that scale in any entry */
 } nd_gradcheck_group;
 
 /* Double-precision loss (sum over the batch) of the model's architecture

@@ -34,8 +34,8 @@ const char *nd_activation_name(nd_act_kind kind);
 /* out (batch x out_dim) = act(in (batch x in_dim) * w^T + b).
  * w: (out_dim x in_dim), b: (out_dim). Bias and activation are fused in one
  * pass over out after the GEMM. */
-void nd_dense_forward(float *out, const float *in, const float *w, const float *b,
-                      nd_activation act, int batch, int in_dim, int out_dim);
+void nd_dense_forward(float *out, const float *in, const float *w, const float *b, nd_activation act, int batch,
+                      int in_dim, int out_dim);
 
 /* Backward through act and the affine map.
  * dout (batch x out_dim): dL/d(out) on entry, overwritten with dL/d(pre-act).
@@ -44,21 +44,18 @@ void nd_dense_forward(float *out, const float *in, const float *w, const float *
  * in   (batch x in_dim), w (out_dim x in_dim).
  * dw (out_dim x in_dim) and db (out_dim) are accumulated into.
  * din (batch x in_dim) is overwritten; pass NULL for the first layer. */
-void nd_dense_backward(float *din, float *dw, float *db, float *dout, const float *out,
-                       const float *in, const float *w, nd_activation act, int batch,
-                       int in_dim, int out_dim);
+void nd_dense_backward(float *din, float *dw, float *db, float *dout, const float *out, const float *in, const float *w,
+                       nd_activation act, int batch, int in_dim, int out_dim);
 
 /* nd_dense_backward in three steps, so a caller can hand finished gradient
  * rows to the network while the rest is still computed (overlap):
  *   _bias:    dout (batch x out_dim) *= act'(out); db (out_dim) += its column sums.
  *   _weights: rows [r0, r1) of dw (out_dim x in_dim) += dout[:, r0:r1]^T * in.
  *   _input:   din (batch x in_dim) = dout * w. */
-void nd_dense_backward_bias(float *dout, const float *out, float *db, nd_activation act, int batch,
-                            int out_dim);
-void nd_dense_backward_weights(float *dw, const float *dout, const float *in, int batch, int in_dim,
-                               int out_dim, int r0, int r1);
-void nd_dense_backward_input(float *din, const float *dout, const float *w, int batch, int in_dim,
-                             int out_dim);
+void nd_dense_backward_bias(float *dout, const float *out, float *db, nd_activation act, int batch, int out_dim);
+void nd_dense_backward_weights(float *dw, const float *dout, const float *in, int batch, int in_dim, int out_dim,
+                               int r0, int r1);
+void nd_dense_backward_input(float *din, const float *dout, const float *w, int batch, int in_dim, int out_dim);
 
 /* In-place activation of n values (exposed for tests and other layers). */
 void nd_activation_forward(float *x, size_t n, nd_activation act);
@@ -84,13 +81,13 @@ void nd_maxout_backward(float *din, const float *dout, const float *in, int batc
  * (biased variance), xhat (batch x n) and inv_std (n) are kept for
  * backward. Returns non-zero if reduce failed. */
 typedef int (*nd_reduce_fn)(void *ctx, float *buf, size_t n);
-int nd_bn_forward_train(float *x, float *xhat, float *inv_std, float *sums, const float *gamma,
-                        const float *beta, float eps, int batch, int n, nd_reduce_fn reduce, void *ctx);
+int nd_bn_forward_train(float *x, float *xhat, float *inv_std, float *sums, const float *gamma, const float *beta,
+                        float eps, int batch, int n, nd_reduce_fn reduce, void *ctx);
 
 /* Inference: x = gamma * (x - mean) / sqrt(var + eps) + beta with the
  * running statistics mean (n) and var (n). */
-void nd_bn_forward_eval(float *x, const float *gamma, const float *beta, const float *mean, const float *var,
-                        float eps, int batch, int n);
+void nd_bn_forward_eval(float *x, const float *gamma, const float *beta, const float *mean, const float *var, float eps,
+                        int batch, int n);
 
 /* dy (batch x n): dL/d(output) on entry, dL/dx on return. dgamma, dbeta (n)
  * are accumulated into. sums (2n+1) is scratch; with reduce the two sums

@@ -49,14 +49,13 @@ double nd_loss_expected_initial(nd_loss_kind kind, int k);
 
 /* Loss of out (batch x k) against labels (batch) or targets (batch x k);
  * if dout (batch x k) is not NULL it receives dL/dout. dout may alias out. */
-nd_loss_stats nd_loss_apply(nd_loss_kind kind, float *dout, const float *out, const int *labels,
-                            const float *targets, int batch, int k);
+nd_loss_stats nd_loss_apply(nd_loss_kind kind, float *dout, const float *out, const int *labels, const float *targets,
+                            int batch, int k);
 
 /* Softmax cross-entropy from logits (batch x classes) and labels (batch),
  * each label in [0, classes). Stable for large logits (log-sum-exp around the
  * row maximum). If dlogits (batch x classes) is not NULL it receives
  * softmax(logits) - onehot(label), row by row. dlogits may alias logits. */
-nd_loss_stats nd_softmax_ce(float *dlogits, const float *logits, const int *labels,
-                            int batch, int classes);
+nd_loss_stats nd_softmax_ce(float *dlogits, const float *logits, const int *labels, int batch, int classes);
 
 #endif

@@ -21,11 +21,11 @@
 #define ND_GRAD_TAIL 16
 
 typedef enum {
-    ND_INIT_HE = 0,  /* normal, std gain / sqrt(fan_in), gain of the layer's activation:
-                        sqrt(2) for ReLU (He et al. 2015), 1 for the linear output layer */
-    ND_INIT_XAVIER,  /* uniform in +-sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio 2010) */
-    ND_INIT_LECUN,   /* uniform in +-1 / sqrt(fan_in) */
-    ND_INIT_SMALL    /* normal, std 0.01 */
+    ND_INIT_HE = 0, /* normal, std gain / sqrt(fan_in), gain of the layer's activation:
+                       sqrt(2) for ReLU (He et al. 2015), 1 for the linear output layer */
+    ND_INIT_XAVIER, /* uniform in +-sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio 2010) */
+    ND_INIT_LECUN,  /* uniform in +-1 / sqrt(fan_in) */
+    ND_INIT_SMALL   /* normal, std 0.01 */
 } nd_init_kind;
 
 /* Parses "he", "xavier", "lecun", "small"; 0 or -1. */
@@ -35,20 +35,20 @@ extern const char *const nd_init_names[];
 
 /* One hidden layer: dense -> [batch norm] -> activation -> [dropout]. */
 typedef struct {
-    int width;          /* units out of the layer (maxout: the dense part has width * pieces) */
-    nd_activation act;  /* element-wise, or ND_ACT_MAXOUT */
-    int pieces;         /* maxout: linear pieces per unit (>= 2); 1 otherwise */
-    int batch_norm;     /* 1: normalize the dense output, learnable scale and shift */
-    float drop;         /* dropout probability after the activation, in [0, 1) */
+    int width;         /* units out of the layer (maxout: the dense part has width * pieces) */
+    nd_activation act; /* element-wise, or ND_ACT_MAXOUT */
+    int pieces;        /* maxout: linear pieces per unit (>= 2); 1 otherwise */
+    int batch_norm;    /* 1: normalize the dense output, learnable scale and shift */
+    float drop;        /* dropout probability after the activation, in [0, 1) */
 } nd_hidden_spec;
 
 typedef struct {
     int input_dim;
-    float input_drop;   /* dropout probability on the input features */
+    float input_drop; /* dropout probability on the input features */
     int num_hidden;
     nd_hidden_spec hidden[ND_MAX_LAYERS - 1];
-    int num_classes;    /* width of the output layer (dense, no activation) */
-    float bn_eps;       /* batch norm: added to the variance (0 means 1e-5) */
+    int num_classes; /* width of the output layer (dense, no activation) */
+    float bn_eps;    /* batch norm: added to the variance (0 means 1e-5) */
 } nd_model_spec;
 
 /* The compact architecture text, e.g. "784:drop0.2-1024:bn:relu:drop0.3-512:relu-10":
@@ -65,21 +65,21 @@ void nd_arch_format(const nd_model_spec *spec, char *out, size_t cap);
 
 /* A plain MLP spec: widths (num_hidden) with one activation, no batch norm
  * or dropout. */
-void nd_model_spec_plain(nd_model_spec *spec, int input_dim, const int *widths, int num_hidden,
-                         nd_activation act, int num_classes);
+void nd_model_spec_plain(nd_model_spec *spec, int input_dim, const int *widths, int num_hidden, nd_activation act,
+                         int num_classes);
 
 typedef struct {
-    int in_dim, out_dim;  /* of the dense part: out_dim = width * pieces */
-    int width;            /* units out of the layer */
-    nd_span w;            /* (out_dim x in_dim) row-major */
-    nd_span b;            /* (out_dim) */
-    nd_activation act;    /* the output layer: identity */
+    int in_dim, out_dim; /* of the dense part: out_dim = width * pieces */
+    int width;           /* units out of the layer */
+    nd_span w;           /* (out_dim x in_dim) row-major */
+    nd_span b;           /* (out_dim) */
+    nd_activation act;   /* the output layer: identity */
     int pieces;
     int batch_norm;
-    nd_span gamma, beta;  /* (out_dim) batch norm scale and shift (trainable) */
+    nd_span gamma, beta;       /* (out_dim) batch norm scale and shift (trainable) */
     nd_span run_mean, run_var; /* (out_dim) running statistics (in the statistics region) */
     float drop;
-    int grad_rows;        /* rows of the weight gradient per GEMM in backward (nd_model_set_grad_block) */
+    int grad_rows; /* rows of the weight gradient per GEMM in backward (nd_model_set_grad_block) */
 } nd_dense_layer;
 
 /* grad[lo, end of the gradient buffer) is final: a bucket may be sent. */
@@ -89,9 +89,9 @@ typedef void (*nd_grad_ready_fn)(void *ctx, size_t lo);
  * passes NULL instead. */
 typedef struct {
     uint64_t seed;
-    long step;            /* masks are drawn from (seed, step, layer, row_ids[i]) */
-    const long *row_ids;  /* (batch) global sample index of each row; NULL: 0..batch-1 */
-    nd_reduce_fn reduce;  /* --sync-bn: adds floats across ranks; NULL: each rank's own batch */
+    long step;           /* masks are drawn from (seed, step, layer, row_ids[i]) */
+    const long *row_ids; /* (batch) global sample index of each row; NULL: 0..batch-1 */
+    nd_reduce_fn reduce; /* --sync-bn: adds floats across ranks; NULL: each rank's own batch */
     void *reduce_ctx;
     /* Overlap of communication with backward: called each time grad[lo, ..)
      * has become final, lo falling layer by layer (and weight-row block by
@@ -117,9 +117,9 @@ typedef struct {
                              up to num_params, holds batch norm running statistics */
     size_t num_weights;   /* trainable values, padding excluded */
     int max_batch;
-    int max_width;        /* widest layer input or output */
-    float *param;         /* (num_params) */
-    float *grad;          /* (num_params + ND_GRAD_TAIL) */
+    int max_width; /* widest layer input or output */
+    float *param;  /* (num_params) */
+    float *grad;   /* (num_params + ND_GRAD_TAIL) */
     /* Workspace views, each (max_batch x the layer's width) unless noted. */
     float *z[ND_MAX_LAYERS];      /* dense output (out_dim); after batch norm and an element-wise
                                      activation in place, the activation output */
@@ -127,17 +127,16 @@ typedef struct {
     float *bn_buf[ND_MAX_LAYERS]; /* batch norm: inv_std (out_dim), then sums (2 out_dim + 1) */
     float *act[ND_MAX_LAYERS];    /* activation output (width): z, or maxout's own buffer */
     float *drop_out[ND_MAX_LAYERS + 1], *drop_mask[ND_MAX_LAYERS + 1]; /* [0]: input, [l+1]: layer l */
-    float *delta[2];      /* ping-pong gradients w.r.t. layer outputs (max_batch x max_width) */
-    float *workspace;     /* owns every view above */
+    float *delta[2];  /* ping-pong gradients w.r.t. layer outputs (max_batch x max_width) */
+    float *workspace; /* owns every view above */
     size_t workspace_floats;
-    nd_train_pass pass;   /* of the latest training forward (backward reuses it) */
-    int pass_failed;      /* a reduce hook failed in the latest forward or backward */
-    int trained;          /* the latest forward was a training pass */
+    nd_train_pass pass; /* of the latest training forward (backward reuses it) */
+    int pass_failed;    /* a reduce hook failed in the latest forward or backward */
+    int trained;        /* the latest forward was a training pass */
 } nd_model;
 
 /* Sizes and allocates everything. On failure nothing needs freeing. */
-nd_status nd_model_create(nd_model *model, const nd_model_spec *spec, int max_batch,
-                          nd_error *err);
+nd_status nd_model_create(nd_model *model, const nd_model_spec *spec, int max_batch, nd_error *err);
 void nd_model_destroy(nd_model *model);
 
 /* Weights drawn by `init` from a seeded stream per layer; biases zero;

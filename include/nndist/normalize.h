@@ -13,7 +13,7 @@ typedef enum {
     ND_NORM_GLOBAL = 0, /* one mean/std over every feature value (as the peer) */
     ND_NORM_FEATURE,    /* a mean/std per feature column */
     ND_NORM_NONE,
-    ND_NORM_MINMAX      /* each feature scaled to [-1, 1] by its min and max */
+    ND_NORM_MINMAX /* each feature scaled to [-1, 1] by its min and max */
 } nd_norm_kind;
 
 int nd_norm_parse(const char *name, nd_norm_kind *kind);

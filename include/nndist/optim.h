@@ -45,9 +45,9 @@ typedef struct {
 typedef struct {
     nd_opt_config cfg;
     size_t n;
-    long step;   /* updates applied so far (Adam's t after the step) */
-    float *m;    /* (n) velocity, first moment or squared-gradient average; NULL for sgd */
-    float *v;    /* (n) second moment (adam, adamw) or squared-update average (adadelta) */
+    long step;               /* updates applied so far (Adam's t after the step) */
+    float *m;                /* (n) velocity, first moment or squared-gradient average; NULL for sgd */
+    float *v;                /* (n) second moment (adam, adamw) or squared-update average (adadelta) */
     const float *decay_mask; /* (n) adamw: 1 where weights decay, 0 for biases; NULL: all decay */
 } nd_optimizer;
 
@@ -59,15 +59,13 @@ extern const char *const nd_opt_names[];
 const char *nd_opt_name(nd_opt_kind kind);
 
 /* Allocates the state for n parameters (zeroed). */
-nd_status nd_optimizer_create(nd_optimizer *opt, const nd_opt_config *cfg, size_t n,
-                              nd_error *err);
+nd_status nd_optimizer_create(nd_optimizer *opt, const nd_opt_config *cfg, size_t n, nd_error *err);
 void nd_optimizer_destroy(nd_optimizer *opt);
 
 /* Floats of state held: n for each of m and v the optimizer keeps. */
 double nd_optimizer_state_floats(const nd_optimizer *opt);
 
 /* One update of param (n) from grad (n) * grad_scale with learning rate lr. */
-void nd_optimizer_step(nd_optimizer *opt, float *param, const float *grad, float grad_scale,
-                       float lr);
+void nd_optimizer_step(nd_optimizer *opt, float *param, const float *grad, float grad_scale, float lr);
 
 #endif

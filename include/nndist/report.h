@@ -13,31 +13,29 @@ typedef enum { ND_PROGRESS_AUTO, ND_PROGRESS_BAR, ND_PROGRESS_PLAIN, ND_PROGRESS
 extern const char *const nd_progress_names[]; /* indexed by nd_progress_kind, NULL-terminated */
 
 typedef struct {
-    int active;            /* only rank 0 reports */
+    int active; /* only rank 0 reports */
     nd_progress_kind progress;
-    FILE *out;             /* stdout */
-    FILE *metrics;         /* --metrics, or NULL */
-    double last_progress;  /* time of the last progress output */
-    int bar_open;          /* a bar line is on screen without newline */
+    FILE *out;            /* stdout */
+    FILE *metrics;        /* --metrics, or NULL */
+    double last_progress; /* time of the last progress output */
+    int bar_open;         /* a bar line is on screen without newline */
 } nd_report;
 
 /* Resolves ND_PROGRESS_AUTO; opens metrics_path (truncating) when given.
  * Not collective. */
-nd_status nd_report_open(nd_report *r, int active, nd_progress_kind progress, const char *metrics_path,
-                         nd_error *err);
+nd_status nd_report_open(nd_report *r, int active, nd_progress_kind progress, const char *metrics_path, nd_error *err);
 void nd_report_close(nd_report *r);
 
 /* Within-epoch progress; throttled to a few updates a second (bar) or one
  * line every 10 s (plain). now is nd_comm_time(). */
-void nd_report_progress(nd_report *r, double now, int epoch, int epochs, long step, long steps,
-                        double running_loss, double samples_per_s, double eta_s);
+void nd_report_progress(nd_report *r, double now, int epoch, int epochs, long step, long steps, double running_loss,
+                        double samples_per_s, double eta_s);
 
 /* Ends the progress display of the epoch (clears the bar). */
 void nd_report_progress_end(nd_report *r);
 
 /* Writes path atomically: to path.tmp, then rename, so an earlier file is
  * never left half-written. body writes the content. */
-nd_status nd_write_file_atomic(const char *path, void (*body)(FILE *, const void *), const void *ctx,
-                               nd_error *err);
+nd_status nd_write_file_atomic(const char *path, void (*body)(FILE *, const void *), const void *ctx, nd_error *err);
 
 #endif

@@ -6,17 +6,17 @@
 
 typedef enum {
     ND_SCHED_CONSTANT = 0,
-    ND_SCHED_STEP,      /* x gamma at each milestone */
-    ND_SCHED_EXP,       /* exp(-k e) */
-    ND_SCHED_INV,       /* 1 / (1 + k e) */
-    ND_SCHED_SQRT,      /* 1 / sqrt(1 + k e) */
-    ND_SCHED_INVSQRT,   /* sqrt(W / t) after warmup W (Vaswani et al. 2017) */
-    ND_SCHED_LINEAR,    /* to zero at the last step */
-    ND_SCHED_COSINE,    /* to lr_min at the last step */
-    ND_SCHED_SGDR,      /* cosine with warm restarts (Loshchilov & Hutter 2017) */
-    ND_SCHED_GBC,       /* linear to floor x peak at tau, then constant (GBC16 8.3.1) */
-    ND_SCHED_PLATEAU,   /* x gamma when the validation metric stalls */
-    ND_SCHED_ONECYCLE   /* up to the peak, then below the start (Smith 2018) */
+    ND_SCHED_STEP,    /* x gamma at each milestone */
+    ND_SCHED_EXP,     /* exp(-k e) */
+    ND_SCHED_INV,     /* 1 / (1 + k e) */
+    ND_SCHED_SQRT,    /* 1 / sqrt(1 + k e) */
+    ND_SCHED_INVSQRT, /* sqrt(W / t) after warmup W (Vaswani et al. 2017) */
+    ND_SCHED_LINEAR,  /* to zero at the last step */
+    ND_SCHED_COSINE,  /* to lr_min at the last step */
+    ND_SCHED_SGDR,    /* cosine with warm restarts (Loshchilov & Hutter 2017) */
+    ND_SCHED_GBC,     /* linear to floor x peak at tau, then constant (GBC16 8.3.1) */
+    ND_SCHED_PLATEAU, /* x gamma when the validation metric stalls */
+    ND_SCHED_ONECYCLE /* up to the peak, then below the start (Smith 2018) */
 } nd_sched_kind;
 
 #define ND_MAX_MILESTONES 16
@@ -26,20 +26,20 @@ typedef enum {
  * schedule runs on the steps after it (one-cycle has its own ramp). Time
  * arguments are in steps; `e` above is epochs since the warmup ended. */
 typedef struct {
-    float base_lr;      /* --lr: the rate at ref_batch samples per step */
-    int ref_batch;      /* --ref-batch */
-    int global_batch;   /* samples per step over all ranks */
-    long warmup_steps;  /* --warmup-steps */
+    float base_lr;     /* --lr: the rate at ref_batch samples per step */
+    int ref_batch;     /* --ref-batch */
+    int global_batch;  /* samples per step over all ranks */
+    long warmup_steps; /* --warmup-steps */
     nd_sched_kind kind;
     long steps_per_epoch, total_steps;
-    float gamma;        /* step, plateau */
+    float gamma; /* step, plateau */
     int num_milestones;
     long milestones[ND_MAX_MILESTONES]; /* step: absolute steps */
-    float k;            /* exp, inv, sqrt: per epoch */
-    float lr_min;       /* cosine, sgdr */
-    float sgdr_t0, sgdr_mult; /* sgdr: first cycle (epochs), growth */
-    long gbc_tau;       /* gbc: steps after warmup to reach the floor */
-    float gbc_floor;    /* gbc: floor as a fraction of the peak */
+    float k;                            /* exp, inv, sqrt: per epoch */
+    float lr_min;                       /* cosine, sgdr */
+    float sgdr_t0, sgdr_mult;           /* sgdr: first cycle (epochs), growth */
+    long gbc_tau;                       /* gbc: steps after warmup to reach the floor */
+    float gbc_floor;                    /* gbc: floor as a fraction of the peak */
     float onecycle_pct, onecycle_div, onecycle_final_div;
     double plateau_scale; /* plateau: current factor (state) */
 } nd_lr_schedule;

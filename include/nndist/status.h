@@ -11,32 +11,32 @@
 
 typedef enum {
     ND_OK = 0,
-    ND_ERR_ARG,     /* bad option value or bad argument from the caller */
-    ND_ERR_IO,      /* a file could not be opened, read or written */
-    ND_ERR_FORMAT,  /* a file exists but its content is not what we need */
-    ND_ERR_DATA,    /* values out of range: labels, NaN/Inf, sizes */
-    ND_ERR_NOMEM,   /* an allocation failed */
-    ND_ERR_COMM,    /* the communication layer reported a failure */
-    ND_ERR_STATE    /* an internal invariant does not hold */
+    ND_ERR_ARG,    /* bad option value or bad argument from the caller */
+    ND_ERR_IO,     /* a file could not be opened, read or written */
+    ND_ERR_FORMAT, /* a file exists but its content is not what we need */
+    ND_ERR_DATA,   /* values out of range: labels, NaN/Inf, sizes */
+    ND_ERR_NOMEM,  /* an allocation failed */
+    ND_ERR_COMM,   /* the communication layer reported a failure */
+    ND_ERR_STATE   /* an internal invariant does not hold */
 } nd_status;
 
 typedef struct {
     nd_status code;
-    char msg[512];     /* one line, no trailing newline */
-    const char *file;  /* source location that raised it */
+    char msg[512];    /* one line, no trailing newline */
+    const char *file; /* source location that raised it */
     int line;
 } nd_error;
 
 /* Records an error and returns `code`, so call sites can `return ND_FAIL(...)`. */
-nd_status nd_fail_at(nd_error *err, nd_status code, const char *file, int line,
-                     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+nd_status nd_fail_at(nd_error *err, nd_status code, const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 
 #define ND_FAIL(err, code, ...) nd_fail_at((err), (code), __FILE__, __LINE__, __VA_ARGS__)
 
 /* Propagates a failure that already filled the error record. */
-#define ND_TRY(expr)                        \
-    do {                                    \
-        nd_status nd_try_s_ = (expr);       \
+#define ND_TRY(expr)                              \
+    do {                                          \
+        nd_status nd_try_s_ = (expr);             \
         if (nd_try_s_ != ND_OK) return nd_try_s_; \
     } while (0)
 

@@ -21,8 +21,8 @@ typedef struct nd_stream nd_stream;
 /* Opens path's /<split> for rank `part` of `parts` with windows of
  * window_rows (>= 1) rows and allocates the two window buffers. Reads
  * nothing yet. */
-nd_status nd_stream_open(const char *path, const char *split, int part, int parts, int num_classes,
-                         long window_rows, nd_stream **out, nd_error *err);
+nd_status nd_stream_open(const char *path, const char *split, int part, int parts, int num_classes, long window_rows,
+                         nd_stream **out, nd_error *err);
 void nd_stream_close(nd_stream *s);
 
 /* This rank's rows and first global row; the number of windows and the

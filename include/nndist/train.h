@@ -28,18 +28,24 @@
  * hide; in deterministic mode: everything outside the compute phases) and
  * the update (running statistics, penalties, clipping, optimizer, ema). */
 typedef enum {
-    ND_PHASE_DATA, ND_PHASE_FORWARD, ND_PHASE_BACKWARD, ND_PHASE_WAIT, ND_PHASE_COMM, ND_PHASE_UPDATE, ND_PHASES
+    ND_PHASE_DATA,
+    ND_PHASE_FORWARD,
+    ND_PHASE_BACKWARD,
+    ND_PHASE_WAIT,
+    ND_PHASE_COMM,
+    ND_PHASE_UPDATE,
+    ND_PHASES
 } nd_phase;
 extern const char *const nd_phase_names[ND_PHASES];
 
 /* Per-epoch figures, identical on every rank (the phase times are rank 0's). */
 typedef struct {
-    int epoch;           /* 1-based */
-    double train_loss, train_acc; /* *_acc: the loss's metric (nd_loss_metric): accuracy, attribute
-                                    accuracy (sigmoid_bce), RMSE (l2) or MAE (l1) */
-    double test_loss, test_acc;   /* NaN without a test split */
-    double val_loss, val_acc;     /* NaN without a val split */
-    double lr;           /* at the end of the epoch */
+    int epoch;                        /* 1-based */
+    double train_loss, train_acc;     /* *_acc: the loss's metric (nd_loss_metric): accuracy, attribute
+                                        accuracy (sigmoid_bce), RMSE (l2) or MAE (l1) */
+    double test_loss, test_acc;       /* NaN without a test split */
+    double val_loss, val_acc;         /* NaN without a val split */
+    double lr;                        /* at the end of the epoch */
     double ema_test_acc, ema_val_acc; /* --ema: the averaged weights' accuracy (NaN otherwise) */
     /* Health at the epoch's last step (sync): the averaged gradient's norm,
      * and per layer ||update|| / ||weights||, the fraction of hidden units
@@ -47,10 +53,10 @@ typedef struct {
     int has_monitor;
     double grad_norm;
     double update_ratio[ND_MAX_LAYERS], dead_frac[ND_MAX_LAYERS], act_mean[ND_MAX_LAYERS], act_std[ND_MAX_LAYERS];
-    double seconds;      /* training steps only */
+    double seconds;          /* training steps only */
     double phase[ND_PHASES]; /* sync: rank 0's seconds in each phase of the epoch's steps (nd_phase) */
     double samples_per_s;
-    long nan_skips;      /* steps dropped by --on-nan skip this epoch */
+    long nan_skips; /* steps dropped by --on-nan skip this epoch */
     /* async/ssp: staleness of the gradients applied this epoch (server 0) */
     int has_staleness;
     double staleness_mean;
@@ -64,21 +70,21 @@ typedef struct nd_trainer nd_trainer; /* the engine's own (src/run/trainer.h) */
  * never the engine's fields. Filled by nd_trainer_result at any time after
  * setup; the model view stays valid until nd_trainer_free. */
 typedef struct {
-    const nd_model *model;  /* the final parameters and the layer shapes (read only) */
-    long steps;             /* sync: optimizer steps; async: updates applied (server) or sent (worker) */
+    const nd_model *model; /* the final parameters and the layer shapes (read only) */
+    long steps;            /* sync: optimizer steps; async: updates applied (server) or sent (worker) */
     long steps_per_epoch;
-    long samples_seen;      /* global samples of the finished steps */
-    long gradient_buckets;  /* --bucket-kb: buckets started in the finished epochs */
+    long samples_seen;             /* global samples of the finished steps */
+    long gradient_buckets;         /* --bucket-kb: buckets started in the finished epochs */
     size_t optimizer_state_floats; /* held on this rank */
-    int stream_windows;     /* --stream-mb: windows of this rank's rows (0: the shard is in memory) */
-    int worker_index;       /* this rank among the workers; -1 on a parameter server */
-    long staleness_max;     /* async/ssp: largest staleness applied */
-    long nan_skips;         /* steps dropped by --on-nan skip */
-    int nan_consecutive;    /* ... in a row up to the latest step */
-    int agreed_failure;     /* the run stopped on a verdict every rank reached: the job can end normally */
-    int best_epoch;         /* the epoch with the best validation metric (0: none) */
-    double best_val;        /* and that metric */
-    nd_epoch_stats last;    /* the latest finished epoch */
+    int stream_windows;            /* --stream-mb: windows of this rank's rows (0: the shard is in memory) */
+    int worker_index;              /* this rank among the workers; -1 on a parameter server */
+    long staleness_max;            /* async/ssp: largest staleness applied */
+    long nan_skips;                /* steps dropped by --on-nan skip */
+    int nan_consecutive;           /* ... in a row up to the latest step */
+    int agreed_failure;            /* the run stopped on a verdict every rank reached: the job can end normally */
+    int best_epoch;                /* the epoch with the best validation metric (0: none) */
+    double best_val;               /* and that metric */
+    nd_epoch_stats last;           /* the latest finished epoch */
 } nd_train_result;
 
 /* Allocates the trainer into *out (always: free it with nd_trainer_free,
@@ -97,8 +103,7 @@ nd_status nd_trainer_fit(nd_trainer *tr, nd_error *err);
 nd_status nd_trainer_write_summary(nd_trainer *tr, nd_error *err);
 
 /* Loss and accuracy of the current parameters over a split's shards. */
-nd_status nd_trainer_evaluate(nd_trainer *tr, const nd_shard *shard, double *loss,
-                              double *acc, nd_error *err);
+nd_status nd_trainer_evaluate(nd_trainer *tr, const nd_shard *shard, double *loss, double *acc, nd_error *err);
 
 /* The run's figures as they stand (see nd_train_result). Not collective. */
 nd_train_result nd_trainer_result(const nd_trainer *tr);

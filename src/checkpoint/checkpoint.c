@@ -39,15 +39,22 @@ void nd_checkpoint_name(char *out, size_t cap, const char *dir, long step) {
 
 /* Every array of the arena by name: dense<l>/{W,b}, and with batch norm
  * bn<l>/{gamma,beta,running_mean,running_var}. */
-static nd_status move_layer_arrays(hid_t f, const char *path, int writing, const nd_model *model,
-                                   const char *group, float *base, uint64_t *h, nd_error *err) {
+static nd_status move_layer_arrays(hid_t f, const char *path, int writing, const nd_model *model, const char *group,
+                                   float *base, uint64_t *h, nd_error *err) {
     for (int l = 0; l < model->num_layers; ++l) {
         const nd_dense_layer *L = &model->layer[l];
         const hsize_t wd[2] = {(hsize_t)L->out_dim, (hsize_t)L->in_dim}, bd[1] = {(hsize_t)L->out_dim};
-        const struct { const char *leaf; nd_span span; int ndims; const hsize_t *dims; } arrays[6] = {
-            {"dense%d/W", L->w, 2, wd}, {"dense%d/b", L->b, 1, bd}, {"bn%d/gamma", L->gamma, 1, bd},
-            {"bn%d/beta", L->beta, 1, bd}, {"bn%d/running_mean", L->run_mean, 1, bd},
-            {"bn%d/running_var", L->run_var, 1, bd}};
+        const struct {
+            const char *leaf;
+            nd_span span;
+            int ndims;
+            const hsize_t *dims;
+        } arrays[6] = {{"dense%d/W", L->w, 2, wd},
+                       {"dense%d/b", L->b, 1, bd},
+                       {"bn%d/gamma", L->gamma, 1, bd},
+                       {"bn%d/beta", L->beta, 1, bd},
+                       {"bn%d/running_mean", L->run_mean, 1, bd},
+                       {"bn%d/running_var", L->run_var, 1, bd}};
         for (int a = 0; a < (L->batch_norm ? 6 : 2); ++a) {
             char leaf[48], name[112];
             snprintf(leaf, sizeof leaf, arrays[a].leaf, l);
@@ -64,9 +71,8 @@ static nd_status move_layer_arrays(hid_t f, const char *path, int writing, const
 /* Writes (or reads) every array. Three checksums: the model (weights and
  * normalization: all that inference needs), the optimizer state and the
  * weight average, so each reader verifies exactly what it loads. */
-static nd_status move_arrays(hid_t f, const char *path, int writing, const nd_model *model,
-                             const nd_optimizer *opt, float *mean, float *inv_std, float *ema, uint64_t hash[3],
-                             nd_error *err) {
+static nd_status move_arrays(hid_t f, const char *path, int writing, const nd_model *model, const nd_optimizer *opt,
+                             float *mean, float *inv_std, float *ema, uint64_t hash[3], nd_error *err) {
     hash[0] = hash[1] = hash[2] = FNV_OFFSET;
     if (ema) ND_TRY(move_layer_arrays(f, path, writing, model, "/ema", ema, &hash[2], err));
     ND_TRY(move_layer_arrays(f, path, writing, model, "/model", model->param, &hash[0], err));
@@ -127,9 +133,8 @@ static int sync_path(const char *p, int flags) {
     return rc;
 }
 
-nd_status nd_checkpoint_write(const char *path, const nd_model *model, const nd_optimizer *opt,
-                              const float *mean, const float *inv_std, const float *ema,
-                              const nd_ckpt_meta *meta, nd_error *err) {
+nd_status nd_checkpoint_write(const char *path, const nd_model *model, const nd_optimizer *opt, const float *mean,
+                              const float *inv_std, const float *ema, const nd_ckpt_meta *meta, nd_error *err) {
     if (opt && opt->n != 0 && opt->n != model->num_params)
         return ND_FAIL(err, ND_ERR_STATE, "%s: optimizer state covers %zu of %zu parameters", path, opt->n,
                        model->num_params);
@@ -139,8 +144,8 @@ nd_status nd_checkpoint_write(const char *path, const nd_model *model, const nd_
     h5io_quiet();
     hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (f < 0)
-        return ND_FAIL(err, ND_ERR_IO, "checkpoint not written, the earlier ones are untouched: cannot create %s (%s)", tmp,
-                       strerror(errno));
+        return ND_FAIL(err, ND_ERR_IO, "checkpoint not written, the earlier ones are untouched: cannot create %s (%s)",
+                       tmp, strerror(errno));
     uint64_t hash[3];
     nd_status st = move_arrays(f, tmp, 1, model, opt, (float *)mean, (float *)inv_std, (float *)ema, hash, err);
     if (st == ND_OK) st = write_attrs(f, tmp, model, opt, meta, hash, ema != NULL, err);
@@ -169,7 +174,8 @@ static nd_status read_number(hid_t f, const char *path, const char *attr, double
 }
 
 /* A whole number in [lo, hi]: a hostile file's 1e300 never reaches a cast. */
-static nd_status read_count(hid_t f, const char *path, const char *attr, double lo, double hi, double *v, nd_error *err) {
+static nd_status read_count(hid_t f, const char *path, const char *attr, double lo, double hi, double *v,
+                            nd_error *err) {
     ND_TRY(read_number(f, path, attr, v, err));
     if (!(*v >= lo && *v <= hi) || *v != floor(*v))
         return ND_FAIL(err, ND_ERR_FORMAT, "checkpoint %s: attribute %s = %g is not a whole number in [%g, %g]", path,
@@ -214,8 +220,10 @@ static nd_status probe_open(hid_t f, const char *path, nd_ckpt_info *info, nd_er
     }
     struct stat fs;
     if (stat(path, &fs) == 0 && claimed * sizeof(float) > (double)fs.st_size)
-        return ND_FAIL(err, ND_ERR_FORMAT, "checkpoint %s: its architecture '%s' needs %.0f bytes of weights, but the "
-                       "file has %lld bytes (damaged?)", path, arch, claimed * sizeof(float), (long long)fs.st_size);
+        return ND_FAIL(err, ND_ERR_FORMAT,
+                       "checkpoint %s: its architecture '%s' needs %.0f bytes of weights, but the "
+                       "file has %lld bytes (damaged?)",
+                       path, arch, claimed * sizeof(float), (long long)fs.st_size);
     ND_TRY(read_number(f, path, "bn_eps", &v, err));
     s->bn_eps = (float)v;
     if (!(s->bn_eps > 0.0f)) return ND_FAIL(err, ND_ERR_FORMAT, "checkpoint %s: bn_eps %g is not positive", path, v);
@@ -265,24 +273,22 @@ int nd_checkpoint_is(const char *path) {
 }
 
 /* One line naming the first difference between two architectures. */
-static nd_status compare_specs(const char *path, const nd_model_spec *ck, const nd_model_spec *run,
-                               nd_error *err) {
+static nd_status compare_specs(const char *path, const nd_model_spec *ck, const nd_model_spec *run, nd_error *err) {
     char a[512], b[512];
     nd_arch_format(ck, a, sizeof a);
     nd_arch_format(run, b, sizeof b);
     if (ck->input_dim != run->input_dim)
-        return ND_FAIL(err, ND_ERR_ARG, "checkpoint %s: %d input features, this run's data has %d", path,
-                       ck->input_dim, run->input_dim);
+        return ND_FAIL(err, ND_ERR_ARG, "checkpoint %s: %d input features, this run's data has %d", path, ck->input_dim,
+                       run->input_dim);
     if (ck->num_classes != run->num_classes)
-        return ND_FAIL(err, ND_ERR_ARG, "checkpoint %s: %d outputs, this run's data has %d", path,
-                       ck->num_classes, run->num_classes);
-    if (strcmp(a, b))
-        return ND_FAIL(err, ND_ERR_ARG, "checkpoint %s: architecture %s, this run has %s", path, a, b);
+        return ND_FAIL(err, ND_ERR_ARG, "checkpoint %s: %d outputs, this run's data has %d", path, ck->num_classes,
+                       run->num_classes);
+    if (strcmp(a, b)) return ND_FAIL(err, ND_ERR_ARG, "checkpoint %s: architecture %s, this run has %s", path, a, b);
     return ND_OK;
 }
 
-nd_status nd_checkpoint_read(const char *path, nd_model *model, nd_optimizer *opt, float *mean,
-                             float *inv_std, float *ema, nd_ckpt_info *info, nd_error *err) {
+nd_status nd_checkpoint_read(const char *path, nd_model *model, nd_optimizer *opt, float *mean, float *inv_std,
+                             float *ema, nd_ckpt_info *info, nd_error *err) {
     hid_t f = h5io_open(path, 0, err);
     if (f < 0) return err->code;
     nd_status st = probe_open(f, path, info, err);

@@ -25,8 +25,7 @@ static const nd_cli_option *find(const nd_cli_option *opts, int n, const char *n
     return NULL;
 }
 
-static nd_status parse_value(const nd_cli_option *o, void *cfg, const char *value,
-                             const char *source, nd_error *err) {
+static nd_status parse_value(const nd_cli_option *o, void *cfg, const char *value, const char *source, nd_error *err) {
     char *field = (char *)cfg + o->offset;
     char *end = NULL;
     errno = 0;
@@ -43,8 +42,7 @@ static nd_status parse_value(const nd_cli_option *o, void *cfg, const char *valu
         return ND_OK;
     }
     case ND_CLI_U64: {
-        if (value[0] == '-')
-            return ND_FAIL(err, ND_ERR_ARG, "%s: '%s' must not be negative", source, value);
+        if (value[0] == '-') return ND_FAIL(err, ND_ERR_ARG, "%s: '%s' must not be negative", source, value);
         unsigned long long v = strtoull(value, &end, 10);
         if (!*value || *end || errno)
             return ND_FAIL(err, ND_ERR_ARG, "%s: '%s' is not a non-negative integer", source, value);
@@ -60,8 +58,7 @@ static nd_status parse_value(const nd_cli_option *o, void *cfg, const char *valu
     }
     case ND_CLI_STR:
         if (strlen(value) >= o->size)
-            return ND_FAIL(err, ND_ERR_ARG, "%s: value is longer than %zu characters", source,
-                           o->size - 1);
+            return ND_FAIL(err, ND_ERR_ARG, "%s: value is longer than %zu characters", source, o->size - 1);
         memcpy(field, value, strlen(value) + 1);
         return ND_OK;
     case ND_CLI_ENUM:
@@ -81,8 +78,7 @@ static nd_status parse_value(const nd_cli_option *o, void *cfg, const char *valu
             *(bool *)field = true;
         else if (!strcmp(value, "0") || !strcmp(value, "false") || !strcmp(value, "no") || !strcmp(value, "off"))
             *(bool *)field = false;
-        else
-            return ND_FAIL(err, ND_ERR_ARG, "%s: '%s' is not a boolean (true/false)", source, value);
+        else return ND_FAIL(err, ND_ERR_ARG, "%s: '%s' is not a boolean (true/false)", source, value);
         return ND_OK;
     }
     return ND_FAIL(err, ND_ERR_STATE, "%s: option of unknown type", source);
@@ -93,8 +89,8 @@ nd_status nd_cli_defaults(const nd_cli_option *opts, int n, void *cfg, nd_error 
     return ND_OK;
 }
 
-nd_status nd_cli_set(const nd_cli_option *opts, int n, void *cfg, const char *name,
-                     const char *value, const char *source, nd_error *err) {
+nd_status nd_cli_set(const nd_cli_option *opts, int n, void *cfg, const char *name, const char *value,
+                     const char *source, nd_error *err) {
     const nd_cli_option *o = find(opts, n, name);
     if (!o) return ND_FAIL(err, ND_ERR_ARG, "%s: unknown option '%s' (see --help)", source, name);
     return parse_value(o, cfg, value, source, err);
@@ -107,8 +103,7 @@ static char *trim(char *s) {
     return s;
 }
 
-nd_status nd_cli_read_file(const nd_cli_option *opts, int n, void *cfg, const char *path,
-                           nd_error *err) {
+nd_status nd_cli_read_file(const nd_cli_option *opts, int n, void *cfg, const char *path, nd_error *err) {
     FILE *f = fopen(path, "r");
     if (!f) return ND_FAIL(err, ND_ERR_IO, "config file %s: %s", path, strerror(errno));
     char line[4096 + 256], source[4200];
@@ -156,8 +151,7 @@ static const char *option_name(const char *arg, char *buf, size_t cap, const cha
     return buf;
 }
 
-nd_status nd_cli_parse(const nd_cli_option *opts, int n, void *cfg, int argc, char **argv,
-                       int *help, nd_error *err) {
+nd_status nd_cli_parse(const nd_cli_option *opts, int n, void *cfg, int argc, char **argv, int *help, nd_error *err) {
     *help = 0;
     /* Pass 1: --help and --config, so the command line can override the file. */
     for (int i = 0; i < argc; ++i) {
@@ -281,19 +275,19 @@ nd_status nd_cli_check(const nd_cli_option *opts, int n, const void *cfg, nd_err
         else if (o->type == ND_CLI_FLOAT) v = *(const float *)field;
         else return ND_FAIL(err, ND_ERR_STATE, "--%s: a range on an option that is not a number", o->name);
         const int ok = in_range(o->range, v);
-        if (ok < 0) return ND_FAIL(err, ND_ERR_STATE, "--%s: malformed range '%s' in the option table", o->name, o->range);
+        if (ok < 0)
+            return ND_FAIL(err, ND_ERR_STATE, "--%s: malformed range '%s' in the option table", o->name, o->range);
         if (!ok) {
             char text[48];
             snprintf(text, sizeof text, "%.9g", v);
-            return ND_FAIL(err, ND_ERR_ARG, "--%s: %s must be %s%s", o->name, text,
-                           o->range[0] == '>' ? "" : "in ", o->range);
+            return ND_FAIL(err, ND_ERR_ARG, "--%s: %s must be %s%s", o->name, text, o->range[0] == '>' ? "" : "in ",
+                           o->range);
         }
     }
     return ND_OK;
 }
 
-void nd_cli_print(const nd_cli_option *opts, int n, const void *cfg, FILE *out,
-                  const char *indent) {
+void nd_cli_print(const nd_cli_option *opts, int n, const void *cfg, FILE *out, const char *indent) {
     for (int i = 0; i < n; ++i) {
         if (same_name(opts[i].name, "config")) continue; /* what was read, not a setting */
         fprintf(out, "%s%s = ", indent, opts[i].name);
@@ -330,7 +324,8 @@ void nd_cli_help(const nd_cli_option *opts, int n, FILE *out) {
 static void md_text(FILE *out, const char *s) {
     for (const char *p = s; *p; ++p) {
         const char c = *p;
-        const bool inner_underscore = c == '_' && p > s && isalnum((unsigned char)p[-1]) && isalnum((unsigned char)p[1]);
+        const bool inner_underscore = c == '_' && p > s && isalnum((unsigned char)p[-1]) &&
+            isalnum((unsigned char)p[1]);
         if (c == '\n') fputc(' ', out);
         else if (strchr("|*`<\\", c) || (c == '_' && !inner_underscore)) fprintf(out, "\\%c", c);
         else fputc(c, out);

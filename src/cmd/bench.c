@@ -33,7 +33,8 @@ static const nd_cli_option bench_options[] = {
     {"threads", F(INT, threads), "1", "BLAS threads per rank"},
     {"seconds", F(FLOAT, seconds), "0.3", "time spent on each GEMM shape"},
     {"iters", F(INT, iters), "200", "allreduce repetitions (the median is reported)"},
-    {"bucket-kb", F(INT, bucket_kb), "256", "bucket size of the non-blocking allreduce measured beside the blocking one"},
+    {"bucket-kb", F(INT, bucket_kb), "256",
+     "bucket size of the non-blocking allreduce measured beside the blocking one"},
 };
 #undef F
 enum { NUM_OPTIONS = (int)(sizeof bench_options / sizeof bench_options[0]) };
@@ -72,8 +73,8 @@ static double gemm_rate(const nd_model *m, int batch, double budget, float *x, f
         float *dw = m->grad + m->layer[l].w.offset;
         const double f = 2.0 * batch * in * out;
         double t[3];
-        t[0] = time_gemm(false, true, batch, out, in, x, in, w, in, y, out, budget); /* z = x w^T */
-        t[1] = time_gemm(true, false, out, in, batch, y, out, x, in, dw, in, budget); /* dw = dz^T x */
+        t[0] = time_gemm(false, true, batch, out, in, x, in, w, in, y, out, budget);                /* z = x w^T */
+        t[1] = time_gemm(true, false, out, in, batch, y, out, x, in, dw, in, budget);               /* dw = dz^T x */
         t[2] = l > 0 ? time_gemm(false, false, batch, in, out, y, out, w, in, z, in, budget) : 0.0; /* dx = dz w */
         const char *names[3] = {"forward", "weight-grad", "input-grad"};
         for (int k = 0; k < 3; ++k) {
@@ -81,7 +82,11 @@ static double gemm_rate(const nd_model *m, int batch, double budget, float *x, f
             flops += f, seconds += t[k];
             if (verbose)
                 printf("gemm layer %d %-11s %4d x %4d x %4d: %7.1f GFLOP/s\n", l, names[k], k == 1 ? out : batch,
-                       k == 0 ? out : in, k == 0 ? in : k == 1 ? batch : out, f / t[k] * 1e-9);
+                       k == 0 ? out : in,
+                       k == 0       ? in
+                           : k == 1 ? batch
+                                    : out,
+                       f / t[k] * 1e-9);
         }
     }
     return flops / seconds * 1e-9;
@@ -145,7 +150,8 @@ nd_status nd_cmd_bench(nd_comm *comm, int argc, char **argv, nd_error *err) {
     const int hidden = nd_parse_widths(c.hidden, widths, ND_MAX_LAYERS - 1);
     if (hidden < 0) return ND_FAIL(err, ND_ERR_ARG, "--hidden: '%s' is not a list of positive widths", c.hidden);
     if (c.batch < 1 || c.threads < 1 || c.iters < 1 || !(c.seconds > 0.0f) || c.bucket_kb < 1)
-        return ND_FAIL(err, ND_ERR_ARG, "bench: --batch, --threads, --iters, --seconds and --bucket-kb must be positive");
+        return ND_FAIL(err, ND_ERR_ARG,
+                       "bench: --batch, --threads, --iters, --seconds and --bucket-kb must be positive");
     nd_model_spec spec;
     nd_model_spec_plain(&spec, c.inputs, widths, hidden, (nd_activation){ND_ACT_RELU, 0.0f}, c.outputs);
     nd_model m;
@@ -159,7 +165,8 @@ nd_status nd_cmd_bench(nd_comm *comm, int argc, char **argv, nd_error *err) {
     double *times = calloc((size_t)c.iters, sizeof(double));
     nd_request *reqs = calloc((size_t)nreq, sizeof *reqs);
     float *cold = size > 1 ? nd_buffer_alloc(COLD_FLOATS) : NULL;
-    if (st == ND_OK && (!z || !times || !reqs || (size > 1 && !cold))) st = ND_FAIL(err, ND_ERR_NOMEM, "bench: cannot allocate buffers");
+    if (st == ND_OK && (!z || !times || !reqs || (size > 1 && !cold)))
+        st = ND_FAIL(err, ND_ERR_NOMEM, "bench: cannot allocate buffers");
     st = nd_comm_agree(comm, st, err);
     if (st == ND_OK) {
         nd_blas_set_threads(c.threads);
@@ -175,7 +182,8 @@ nd_status nd_cmd_bench(nd_comm *comm, int argc, char **argv, nd_error *err) {
         st = nd_comm_allreduce_sum_f64(comm, &sum, 1, err);
         if (st == ND_OK) st = nd_comm_allreduce_max_f64(comm, &rate[1], 1, err); /* -min */
         double blocking = 0.0, bucketed = 0.0, cold_ms = 0.0;
-        if (st == ND_OK && size > 1) st = allreduce_ms(comm, m.grad, n, 0, reqs, c.iters, NULL, 0, times, &blocking, err);
+        if (st == ND_OK && size > 1)
+            st = allreduce_ms(comm, m.grad, n, 0, reqs, c.iters, NULL, 0, times, &blocking, err);
         if (st == ND_OK && size > 1)
             st = allreduce_ms(comm, m.grad, n, bucket, reqs, c.iters, NULL, 0, times, &bucketed, err);
         if (st == ND_OK && size > 1)
@@ -193,13 +201,14 @@ nd_status nd_cmd_bench(nd_comm *comm, int argc, char **argv, nd_error *err) {
                        "non-blocking buckets, %.3f ms blocking with the caches flushed first (median of %d)\n",
                        n, 4e-6 * (double)n, size, blocking, bucketed, bucket * sizeof(float) / 1024, cold_ms, c.iters);
             if (size > 1)
-                printf("barrier: %.1f us plain, %.1f us as the step's arrival with the stall watchdog on\n", bar[0], bar[1]);
+                printf("barrier: %.1f us plain, %.1f us as the step's arrival with the stall watchdog on\n", bar[0],
+                       bar[1]);
             printf("{\"ranks\": %d, \"threads\": %d, \"batch\": %d, \"parameters\": %zu, \"flops_per_sample\": %.0f, "
                    "\"gemm_gflops\": %.2f, \"gemm_gflops_min\": %.2f, \"compute_bound_samples_per_s\": %.0f, "
                    "\"gradient_bytes\": %zu, \"allreduce_ms\": %.4f, \"bucketed_allreduce_ms\": %.4f, "
                    "\"cold_allreduce_ms\": %.4f, \"barrier_us\": %.2f, \"arrival_us\": %.2f}\n",
-                   size, c.threads, c.batch, m.num_weights, fps, mean, -rate[1], mean * 1e9 / fps,
-                   n * sizeof(float), blocking, bucketed, cold_ms, bar[0], bar[1]);
+                   size, c.threads, c.batch, m.num_weights, fps, mean, -rate[1], mean * 1e9 / fps, n * sizeof(float),
+                   blocking, bucketed, cold_ms, bar[0], bar[1]);
             fflush(stdout);
         }
     }

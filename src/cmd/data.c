@@ -73,8 +73,14 @@ nd_status nd_cmd_synth(int argc, char **argv, nd_error *err) {
                                 "usage: nndist data synth --out FILE [options]", stdout, &help, err));
     if (help) return ND_OK;
     if (!c.out[0]) return ND_FAIL(err, ND_ERR_ARG, "data synth: --out is required");
-    nd_synth_config s = {.rows = c.rows, .test_rows = c.test_rows, .val_rows = c.val_rows, .features = c.features,
-                         .classes = c.classes, .separation = c.separation, .seed = c.seed, .targets = c.targets,
+    nd_synth_config s = {.rows = c.rows,
+                         .test_rows = c.test_rows,
+                         .val_rows = c.val_rows,
+                         .features = c.features,
+                         .classes = c.classes,
+                         .separation = c.separation,
+                         .seed = c.seed,
+                         .targets = c.targets,
                          .multilabel = c.multilabel};
     ND_TRY(nd_synth_write(&s, c.out, err));
     printf("wrote %ld train, %ld val, %ld test rows of %d features, %d classes to %s\n", c.rows, c.val_rows,

@@ -57,8 +57,9 @@ static nd_status check_split(const char *data, const char *split, const nd_model
         return ND_FAIL(err, ND_ERR_ARG, "%s: /%s/x has %d features, the checkpoint's model takes %d", data, split,
                        si->cols, spec->input_dim);
     if (di.has_targets)
-        return ND_FAIL(err, ND_ERR_ARG, "%s: /%s/y holds float targets; eval reports classification figures "
-                                        "(the training run's metrics have the regression and multi-label ones)",
+        return ND_FAIL(err, ND_ERR_ARG,
+                       "%s: /%s/y holds float targets; eval reports classification figures "
+                       "(the training run's metrics have the regression and multi-label ones)",
                        data, split);
     if (di.num_classes != spec->num_classes)
         return ND_FAIL(err, ND_ERR_ARG, "%s: %d classes, the checkpoint's model has %d", data, di.num_classes,
@@ -91,8 +92,8 @@ static void print_json(const eval_config *c, const double *sums, const double *c
     nd_json_string(stdout, c->checkpoint);
     printf(", \"data\": ");
     nd_json_string(stdout, c->data);
-    printf(", \"split\": \"%s\", \"rows\": %.0f, \"loss\": %.6g, \"accuracy\": %.6g, \"per_class_accuracy\": [", c->split,
-           n, sums[0] / n, sums[1] / n);
+    printf(", \"split\": \"%s\", \"rows\": %.0f, \"loss\": %.6g, \"accuracy\": %.6g, \"per_class_accuracy\": [",
+           c->split, n, sums[0] / n, sums[1] / n);
     for (int i = 0; i < k; ++i) {
         double row = 0;
         for (int j = 0; j < k; ++j) row += confusion[i * k + j];
@@ -111,12 +112,12 @@ nd_status nd_cmd_eval(nd_comm *comm, int argc, char **argv, nd_error *err) {
     eval_config c;
     int help = 0;
     const int rank = nd_comm_rank(comm);
-    ND_TRY(nd_cli_parse_command(eval_options, COUNT(eval_options), &c, sizeof c, argc, argv,
-                                "usage: [mpirun -np N] nndist eval --checkpoint FILE --data FILE [--split test] [--json]",
-                                rank == 0 ? stdout : NULL, &help, err));
+    ND_TRY(
+        nd_cli_parse_command(eval_options, COUNT(eval_options), &c, sizeof c, argc, argv,
+                             "usage: [mpirun -np N] nndist eval --checkpoint FILE --data FILE [--split test] [--json]",
+                             rank == 0 ? stdout : NULL, &help, err));
     if (help) return ND_OK;
-    if (!c.checkpoint[0] || !c.data[0])
-        return ND_FAIL(err, ND_ERR_ARG, "eval: --checkpoint and --data are required");
+    if (!c.checkpoint[0] || !c.data[0]) return ND_FAIL(err, ND_ERR_ARG, "eval: --checkpoint and --data are required");
     if (strcmp(c.split, "train") && strcmp(c.split, "val") && strcmp(c.split, "test"))
         return ND_FAIL(err, ND_ERR_ARG, "--split: '%s' is not one of train, val, test", c.split);
     if (c.eval_batch <= 0 || c.threads <= 0)

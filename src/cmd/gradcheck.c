@@ -13,13 +13,18 @@
 enum { CHECK_ROWS = 8, SAMPLES_PER_GROUP = 40 };
 #define STEP 1e-5
 static const char *verdict(double e) {
-    return e < 1e-7 ? "excellent" : e < 1e-4 ? "ok" : e <= ND_GRADCHECK_FAIL_ABOVE ? "ok for float32" : e < 1e-2 ? "uncomfortable" : "WRONG";
+    return e < 1e-7                    ? "excellent"
+        : e < 1e-4                     ? "ok"
+        : e <= ND_GRADCHECK_FAIL_ABOVE ? "ok for float32"
+        : e < 1e-2                     ? "uncomfortable"
+                                       : "WRONG";
 }
 
 nd_status nd_cmd_gradcheck(int argc, char **argv, nd_error *err) {
     nd_small_batch s;
     int help = 0;
-    ND_TRY(nd_small_batch_load(&s, argc, argv, "usage: nndist gradcheck --data FILE [train options]   (see docs/training.md)",
+    ND_TRY(nd_small_batch_load(&s, argc, argv,
+                               "usage: nndist gradcheck --data FILE [train options]   (see docs/training.md)",
                                CHECK_ROWS, &help, err));
     if (help) return ND_OK;
     const int rows = s.sh.rows < CHECK_ROWS ? s.sh.rows : CHECK_ROWS;
@@ -55,7 +60,8 @@ nd_status nd_cmd_gradcheck(int argc, char **argv, nd_error *err) {
                                    groups);
     char arch[512];
     nd_arch_format(&m.spec, arch, sizeof arch);
-    printf("gradcheck %s, loss %s, %d rows, h = %g, relative error |a-n|/max(|a|,|n|)\n", arch, nd_loss_name(s.cfg.loss), rows, STEP);
+    printf("gradcheck %s, loss %s, %d rows, h = %g, relative error |a-n|/max(|a|,|n|)\n", arch,
+           nd_loss_name(s.cfg.loss), rows, STEP);
     double worst = 0.0;
     for (int g = 0; g < n; ++g) {
         printf("  %-14s %3d checked  max rel error %.2e  %-15s", groups[g].name, groups[g].checked, groups[g].max_rel,
@@ -64,7 +70,8 @@ nd_status nd_cmd_gradcheck(int argc, char **argv, nd_error *err) {
         printf("\n");
         worst = fmax(worst, groups[g].max_rel);
     }
-    printf("worst %.2e: %s (fails above %.0e)\n", worst, worst <= ND_GRADCHECK_FAIL_ABOVE ? "PASS" : "FAIL", ND_GRADCHECK_FAIL_ABOVE);
+    printf("worst %.2e: %s (fails above %.0e)\n", worst, worst <= ND_GRADCHECK_FAIL_ABOVE ? "PASS" : "FAIL",
+           ND_GRADCHECK_FAIL_ABOVE);
     if (n == 0) st = ND_FAIL(err, ND_ERR_NOMEM, "gradcheck: cannot allocate the double-precision parameters");
     else if (!(worst <= ND_GRADCHECK_FAIL_ABOVE))
         st = ND_FAIL(err, ND_ERR_DATA, "gradcheck: relative error %.2e exceeds %.0e", worst, ND_GRADCHECK_FAIL_ABOVE);

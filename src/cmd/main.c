@@ -48,12 +48,15 @@ static void on_fatal_signal(int sig) {
     char rank[16] = "?";
     int r = crash_rank, i = (int)sizeof rank - 1;
     rank[i] = '\0';
-    do rank[--i] = (char)('0' + r % 10), r /= 10; while (r > 0 && i > 0);
+    do rank[--i] = (char)('0' + r % 10), r /= 10;
+    while (r > 0 && i > 0);
     put("nndist: error: rank ");
     put(crash_rank >= 0 ? rank + i : "?");
-    put(sig == SIGFPE ? ": arithmetic fault (SIGFPE)" : sig == SIGBUS ? ": bus error (SIGBUS)"
-        : sig == SIGILL ? ": illegal instruction (SIGILL)"
-        : sig == SIGABRT ? ": aborted (SIGABRT: a library found its memory damaged)" : ": segmentation fault (SIGSEGV)");
+    put(sig == SIGFPE        ? ": arithmetic fault (SIGFPE)"
+            : sig == SIGBUS  ? ": bus error (SIGBUS)"
+            : sig == SIGILL  ? ": illegal instruction (SIGILL)"
+            : sig == SIGABRT ? ": aborted (SIGABRT: a library found its memory damaged)"
+                             : ": segmentation fault (SIGSEGV)");
     const char *last = nd_hdf5_last_path();
     if (last[0]) {
         put("; the newest file read was ");
@@ -89,7 +92,8 @@ static int run_train(nd_comm *comm, int argc, char **argv) {
         for (int i = 0; i < argc; ++i) markdown |= !strcmp(argv[i], "--markdown");
         if (nd_comm_rank(comm) == 0 && markdown) nd_cli_markdown(nd_train_options, nd_train_num_options, stdout);
         else if (nd_comm_rank(comm) == 0) {
-            printf("usage: [mpirun -np N] nndist train --data FILE [options]  (--help --markdown: as a Markdown table)\n");
+            printf(
+                "usage: [mpirun -np N] nndist train --data FILE [options]  (--help --markdown: as a Markdown table)\n");
             nd_cli_help(nd_train_options, nd_train_num_options, stdout);
         }
         return 0;

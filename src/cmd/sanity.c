@@ -28,8 +28,10 @@ static double mean_loss(nd_model *m, const nd_small_batch *s, int n, int backwar
     const nd_train_pass pass = nd_small_batch_pass(s);
     nd_model_zero_grad(m);
     const float *out = nd_model_forward(m, s->sh.x, n, &pass);
-    const double l = nd_loss_apply(s->loss, backward ? nd_model_output_grad(m) : NULL, out,
-                                   nd_small_batch_labels(s, 0), nd_small_batch_targets(s, 0), n, s->k).loss_sum / n;
+    const double l = nd_loss_apply(s->loss, backward ? nd_model_output_grad(m) : NULL, out, nd_small_batch_labels(s, 0),
+                                   nd_small_batch_targets(s, 0), n, s->k)
+                         .loss_sum /
+        n;
     if (backward) nd_model_backward(m, s->sh.x, n);
     return l;
 }
@@ -47,8 +49,9 @@ static double expected_initial(const nd_small_batch *s) {
 nd_status nd_cmd_sanity(int argc, char **argv, nd_error *err) {
     nd_small_batch s;
     int help = 0;
-    ND_TRY(nd_small_batch_load(&s, argc, argv, "usage: nndist sanity --data FILE [train options]   (see docs/training.md)",
-                               SANITY_ROWS, &help, err));
+    ND_TRY(nd_small_batch_load(&s, argc, argv,
+                               "usage: nndist sanity --data FILE [train options]   (see docs/training.md)", SANITY_ROWS,
+                               &help, err));
     if (help) return ND_OK;
     nd_model m;
     nd_optimizer opt;
@@ -63,13 +66,15 @@ nd_status nd_cmd_sanity(int argc, char **argv, nd_error *err) {
 
     /* 1. Initial loss. */
     const double l0 = mean_loss(&m, &s, s.sh.rows, 0), expect = expected_initial(&s);
-    snprintf(line, sizeof line, "initial %s loss %.4f, expected about %.4f (within 50%%)", nd_loss_name(s.cfg.loss), l0, expect);
+    snprintf(line, sizeof line, "initial %s loss %.4f, expected about %.4f (within 50%%)", nd_loss_name(s.cfg.loss), l0,
+             expect);
     passed += report(fabs(l0 - expect) < 0.5 * expect, line);
 
     /* 2. Regularization raises the loss: data loss + 0.5 * lambda * |W|^2. */
     double w2 = 0.0;
     for (int l = 0; l < m.num_layers; ++l)
-        for (size_t i = 0; i < m.layer[l].w.length; ++i) w2 += (double)m.param[m.layer[l].w.offset + i] * m.param[m.layer[l].w.offset + i];
+        for (size_t i = 0; i < m.layer[l].w.length; ++i)
+            w2 += (double)m.param[m.layer[l].w.offset + i] * m.param[m.layer[l].w.offset + i];
     const double lam = s.cfg.weight_decay > 0 ? s.cfg.weight_decay : 1e-3;
     snprintf(line, sizeof line, "L2 penalty %.1e raises the loss: %.4f -> %.4f", lam, l0, l0 + 0.5 * lam * w2);
     passed += report(l0 + 0.5 * lam * w2 > l0, line);
@@ -81,8 +86,8 @@ nd_status nd_cmd_sanity(int argc, char **argv, nd_error *err) {
     for (int l = 0; l < plain.num_hidden; ++l) plain.hidden[l].drop = 0.0f;
     const int n20 = s.sh.rows < OVERFIT_ROWS ? s.sh.rows : OVERFIT_ROWS;
     st = nd_small_batch_model(&s, &plain, n20, &m, err);
-    nd_opt_config oc = {.momentum = s.cfg.momentum, .beta1 = s.cfg.beta1, .beta2 = s.cfg.beta2, .eps = s.cfg.eps,
-                        .rho = s.cfg.rho};
+    nd_opt_config oc = {
+        .momentum = s.cfg.momentum, .beta1 = s.cfg.beta1, .beta2 = s.cfg.beta2, .eps = s.cfg.eps, .rho = s.cfg.rho};
     oc.kind = s.cfg.opt;
     if (st == ND_OK) st = nd_optimizer_create(&opt, &oc, m.num_params, err);
     double last = NAN;
@@ -95,8 +100,8 @@ nd_status nd_cmd_sanity(int argc, char **argv, nd_error *err) {
         nd_optimizer_step(&opt, m.param, m.grad, 1.0f / n20, s.cfg.lr);
     }
     if (st == ND_OK) {
-        snprintf(line, sizeof line, "overfits %d examples: loss %.4g after %d steps (--opt %s --lr %g; want < 0.01)", n20,
-                 last, steps, nd_opt_name(s.cfg.opt), (double)s.cfg.lr);
+        snprintf(line, sizeof line, "overfits %d examples: loss %.4g after %d steps (--opt %s --lr %g; want < 0.01)",
+                 n20, last, steps, nd_opt_name(s.cfg.opt), (double)s.cfg.lr);
         passed += report(last < 0.01, line);
         printf("%d of 3 checks passed\n", passed);
         if (passed != 3) st = ND_FAIL(err, ND_ERR_DATA, "sanity: %d of 3 checks failed", 3 - passed);

@@ -8,10 +8,10 @@
 typedef struct {
     nd_train_config cfg;
     nd_dataset_info info;
-    nd_shard sh;         /* about `rows` rows of /train, normalized as --normalize says */
-    nd_model_spec spec;  /* the network of cfg */
+    nd_shard sh;        /* about `rows` rows of /train, normalized as --normalize says */
+    nd_model_spec spec; /* the network of cfg */
     nd_loss_kind loss;
-    int k;               /* model outputs */
+    int k; /* model outputs */
 } nd_small_batch;
 
 /* Parses train options (usage on --help sets *help), reads the rows and

@@ -11,9 +11,9 @@ struct nd_comm {
     MPI_Comm comm;
     int rank, size;
     int local_size;
-    double timeout;        /* the stall watchdog, seconds (0: off) */
-    long *arrivals;        /* (size) rank 0: the step each rank reported; [0]: this rank's own */
-    long go;               /* rank 0's answer */
+    double timeout;           /* the stall watchdog, seconds (0: off) */
+    long *arrivals;           /* (size) rank 0: the step each rank reported; [0]: this rank's own */
+    long go;                  /* rank 0's answer */
     MPI_Request *arrive_reqs; /* (size) */
 };
 
@@ -115,8 +115,8 @@ double nd_comm_time(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static nd_status allreduce(nd_comm *comm, void *buf, size_t n, MPI_Datatype type, size_t elem,
-                           MPI_Op op, const char *what, nd_error *err) {
+static nd_status allreduce(nd_comm *comm, void *buf, size_t n, MPI_Datatype type, size_t elem, MPI_Op op,
+                           const char *what, nd_error *err) {
     if (comm->size == 1) return ND_OK;
     for (size_t off = 0; off < n; off += MAX_CHUNK) {
         size_t len = n - off < MAX_CHUNK ? n - off : MAX_CHUNK;
@@ -146,8 +146,7 @@ nd_status nd_comm_allreduce_max_f64(nd_comm *comm, double *buf, size_t n, nd_err
     return allreduce(comm, buf, n, MPI_DOUBLE, sizeof(double), MPI_MAX, "Allreduce(max, double)", err);
 }
 
-nd_status nd_comm_reduce_scatter_f32(nd_comm *comm, const float *send, float *recv, const int *counts,
-                                     nd_error *err) {
+nd_status nd_comm_reduce_scatter_f32(nd_comm *comm, const float *send, float *recv, const int *counts, nd_error *err) {
     if (comm->size == 1) {
         memcpy(recv, send, sizeof(float) * (size_t)counts[0]);
         return ND_OK;
@@ -256,7 +255,9 @@ static nd_status stalled(const nd_request *reqs, int count, double waited, nd_er
         return ND_FAIL(err, ND_ERR_COMM, "no answer from rank %s within %g s (stopped, hung or dead): ending the job",
                        who, waited);
     return ND_FAIL(err, ND_ERR_COMM, "%s within %g s (a rank stopped, hung or died): ending the job",
-                   any ? "no message from any rank" : all ? "a collective did not complete" : "a request did not complete",
+                   any       ? "no message from any rank"
+                       : all ? "a collective did not complete"
+                             : "a request did not complete",
                    waited);
 }
 
@@ -269,31 +270,31 @@ static double requests_timeout(const nd_request *reqs, int count) {
 }
 
 
-nd_status nd_comm_isend_f32(nd_comm *comm, const float *buf, size_t n, int dest, int tag,
-                            nd_request *req, nd_error *err) {
+nd_status nd_comm_isend_f32(nd_comm *comm, const float *buf, size_t n, int dest, int tag, nd_request *req,
+                            nd_error *err) {
     if (n > INT_MAX) return ND_FAIL(err, ND_ERR_ARG, "message of %zu floats is too large", n);
     return start_peer(comm, MPI_Isend(buf, (int)n, MPI_FLOAT, dest, tag, comm->comm, request_of(req)), req, dest,
                       "Isend", err);
 }
 
-nd_status nd_comm_irecv_f32(nd_comm *comm, float *buf, size_t n, int source, int tag,
-                            nd_request *req, nd_error *err) {
+nd_status nd_comm_irecv_f32(nd_comm *comm, float *buf, size_t n, int source, int tag, nd_request *req, nd_error *err) {
     if (n > INT_MAX) return ND_FAIL(err, ND_ERR_ARG, "message of %zu floats is too large", n);
-    return start_peer(comm, MPI_Irecv(buf, (int)n, MPI_FLOAT, source == ND_ANY_SOURCE ? MPI_ANY_SOURCE : source,
-                                tag, comm->comm, request_of(req)),
+    return start_peer(comm,
+                      MPI_Irecv(buf, (int)n, MPI_FLOAT, source == ND_ANY_SOURCE ? MPI_ANY_SOURCE : source, tag,
+                                comm->comm, request_of(req)),
                       req, source, "Irecv", err);
 }
 
-nd_status nd_comm_isend_f64(nd_comm *comm, const double *buf, size_t n, int dest, int tag,
-                            nd_request *req, nd_error *err) {
+nd_status nd_comm_isend_f64(nd_comm *comm, const double *buf, size_t n, int dest, int tag, nd_request *req,
+                            nd_error *err) {
     return start_peer(comm, MPI_Isend(buf, (int)n, MPI_DOUBLE, dest, tag, comm->comm, request_of(req)), req, dest,
                       "Isend", err);
 }
 
-nd_status nd_comm_irecv_f64(nd_comm *comm, double *buf, size_t n, int source, int tag,
-                            nd_request *req, nd_error *err) {
-    return start_peer(comm, MPI_Irecv(buf, (int)n, MPI_DOUBLE, source == ND_ANY_SOURCE ? MPI_ANY_SOURCE : source,
-                                tag, comm->comm, request_of(req)),
+nd_status nd_comm_irecv_f64(nd_comm *comm, double *buf, size_t n, int source, int tag, nd_request *req, nd_error *err) {
+    return start_peer(comm,
+                      MPI_Irecv(buf, (int)n, MPI_DOUBLE, source == ND_ANY_SOURCE ? MPI_ANY_SOURCE : source, tag,
+                                comm->comm, request_of(req)),
                       req, source, "Irecv", err);
 }
 
@@ -407,7 +408,8 @@ nd_status nd_comm_arrive(nd_comm *comm, long step, const char *what, nd_error *e
                 MPI_Test(&r[q], &done, MPI_STATUS_IGNORE);
                 if (done && comm->arrivals[q] == step) continue;
                 missing += 1;
-                if (len + 16 < sizeof who) len += (size_t)snprintf(who + len, sizeof who - len, "%s%d", len ? ", " : "", q);
+                if (len + 16 < sizeof who)
+                    len += (size_t)snprintf(who + len, sizeof who - len, "%s%d", len ? ", " : "", q);
             }
             return ND_FAIL(err, ND_ERR_COMM,
                            "step %ld: %s: rank%s %s did not arrive within %g s (stopped, hung or dead): ending the job",
@@ -431,6 +433,7 @@ nd_status nd_comm_arrive(nd_comm *comm, long step, const char *what, nd_error *e
     if (!poll_until(r, 2, t0 + comm->timeout + grace, &rc))
         return ND_FAIL(err, ND_ERR_COMM,
                        "step %ld: %s: no word from rank 0 within %g s (rank 0, or a rank it waits for, stopped, hung "
-                       "or died): ending the job", step, what, comm->timeout + grace);
+                       "or died): ending the job",
+                       step, what, comm->timeout + grace);
     return rc == MPI_SUCCESS ? ND_OK : mpi_fail(err, rc, "Test (arrival)");
 }

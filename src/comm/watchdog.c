@@ -25,12 +25,12 @@ struct nd_watchdog {
     int rank;
     double limit;
     pthread_t thread;
-    pthread_mutex_t mu;   /* with cv: stop wakes the thread at once instead of after its nap */
+    pthread_mutex_t mu; /* with cv: stop wakes the thread at once instead of after its nap */
     pthread_cond_t cv;
     atomic_int quit;
     _Atomic(const char *) what; /* the exchange under way, NULL: none */
     atomic_long step;
-    atomic_llong since_ns;      /* when it began (CLOCK_MONOTONIC) */
+    atomic_llong since_ns; /* when it began (CLOCK_MONOTONIC) */
 };
 
 static long long now_ns(void) {

@@ -4,9 +4,8 @@
 #include <string.h>
 
 const char *const nd_act_names[] = {
-    [ND_ACT_IDENTITY] = "identity", [ND_ACT_RELU] = "relu",
-    [ND_ACT_LEAKY_RELU] = "leaky_relu", [ND_ACT_TANH] = "tanh",
-    [ND_ACT_SIGMOID] = "sigmoid", [ND_ACT_ELU] = "elu", [ND_ACT_MAXOUT] = "maxout", NULL};
+    [ND_ACT_IDENTITY] = "identity", [ND_ACT_RELU] = "relu", [ND_ACT_LEAKY_RELU] = "leaky_relu", [ND_ACT_TANH] = "tanh",
+    [ND_ACT_SIGMOID] = "sigmoid",   [ND_ACT_ELU] = "elu",   [ND_ACT_MAXOUT] = "maxout",         NULL};
 
 int nd_activation_parse(const char *name, nd_act_kind *kind) {
     for (int k = 0; k < (int)(sizeof nd_act_names / sizeof nd_act_names[0]) - 1; ++k) {

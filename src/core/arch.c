@@ -54,15 +54,22 @@ static int parse_token(const char *tok, size_t len, nd_hidden_spec *h, float *dr
         h->batch_norm = 1;
         return 0;
     }
-    static const struct { const char *name; nd_act_kind kind; double alpha; } acts[] = {
-        {"leaky_relu", ND_ACT_LEAKY_RELU, 0.01}, {"relu", ND_ACT_RELU, 0}, {"elu", ND_ACT_ELU, 1.0},
-        {"tanh", ND_ACT_TANH, 0}, {"sigmoid", ND_ACT_SIGMOID, 0}, {"identity", ND_ACT_IDENTITY, 0},
-        {"maxout", ND_ACT_MAXOUT, 2}};
+    static const struct {
+        const char *name;
+        nd_act_kind kind;
+        double alpha;
+    } acts[] = {{"leaky_relu", ND_ACT_LEAKY_RELU, 0.01},
+                {"relu", ND_ACT_RELU, 0},
+                {"elu", ND_ACT_ELU, 1.0},
+                {"tanh", ND_ACT_TANH, 0},
+                {"sigmoid", ND_ACT_SIGMOID, 0},
+                {"identity", ND_ACT_IDENTITY, 0},
+                {"maxout", ND_ACT_MAXOUT, 2}};
     for (size_t a = 0; a < sizeof acts / sizeof acts[0]; ++a) {
         const size_t n = strlen(acts[a].name);
         if (!starts(tok, len, acts[a].name)) continue;
         const int numbered = acts[a].kind == ND_ACT_LEAKY_RELU || acts[a].kind == ND_ACT_ELU ||
-                             acts[a].kind == ND_ACT_MAXOUT;
+            acts[a].kind == ND_ACT_MAXOUT;
         if (len > n && !numbered) break;
         if (*has_act) {
             snprintf(why, cap, "'%.*s': a layer has one activation", (int)len, tok);

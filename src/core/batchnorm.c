@@ -6,8 +6,8 @@
 
 #include "nndist/layers.h"
 
-int nd_bn_forward_train(float *x, float *xhat, float *inv_std, float *sums, const float *gamma,
-                        const float *beta, float eps, int batch, int n, nd_reduce_fn reduce, void *ctx) {
+int nd_bn_forward_train(float *x, float *xhat, float *inv_std, float *sums, const float *gamma, const float *beta,
+                        float eps, int batch, int n, nd_reduce_fn reduce, void *ctx) {
     float *s1 = sums, *s2 = sums + n;
     memset(sums, 0, sizeof(float) * (2 * (size_t)n + 1));
     for (int i = 0; i < batch; ++i) { /* row-major passes: contiguous in x */
@@ -34,8 +34,8 @@ int nd_bn_forward_train(float *x, float *xhat, float *inv_std, float *sums, cons
     return 0;
 }
 
-void nd_bn_forward_eval(float *x, const float *gamma, const float *beta, const float *mean, const float *var,
-                        float eps, int batch, int n) {
+void nd_bn_forward_eval(float *x, const float *gamma, const float *beta, const float *mean, const float *var, float eps,
+                        int batch, int n) {
     for (int i = 0; i < batch; ++i) {
         float *r = x + (size_t)i * n;
         for (int j = 0; j < n; ++j) r[j] = gamma[j] * (r[j] - mean[j]) / sqrtf(var[j] + eps) + beta[j];

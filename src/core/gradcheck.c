@@ -174,8 +174,10 @@ int nd_gradcheck_run(const nd_model *m, const float *grad, const float *x, int b
     int n = 0;
     for (int l = 0; l < m->num_layers; ++l) {
         const nd_dense_layer *L = &m->layer[l];
-        const struct { const char *fmt; nd_span s; } parts[4] = {
-            {"dense%d/W", L->w}, {"dense%d/b", L->b}, {"bn%d/gamma", L->gamma}, {"bn%d/beta", L->beta}};
+        const struct {
+            const char *fmt;
+            nd_span s;
+        } parts[4] = {{"dense%d/W", L->w}, {"dense%d/b", L->b}, {"bn%d/gamma", L->gamma}, {"bn%d/beta", L->beta}};
         for (int k = 0; k < (L->batch_norm ? 4 : 2); ++k) {
             nd_gradcheck_group *g = &groups[n++];
             memset(g, 0, sizeof *g);

@@ -4,9 +4,13 @@
 #include <stddef.h>
 #include <string.h>
 
-const char *const nd_loss_names[] = {
-    [ND_LOSS_SOFTMAX_CE] = "softmax_ce", [ND_LOSS_HINGE] = "hinge", [ND_LOSS_SQUARED_HINGE] = "squared_hinge",
-    [ND_LOSS_SIGMOID_BCE] = "sigmoid_bce", [ND_LOSS_L2] = "l2", [ND_LOSS_L1] = "l1", NULL};
+const char *const nd_loss_names[] = {[ND_LOSS_SOFTMAX_CE] = "softmax_ce",
+                                     [ND_LOSS_HINGE] = "hinge",
+                                     [ND_LOSS_SQUARED_HINGE] = "squared_hinge",
+                                     [ND_LOSS_SIGMOID_BCE] = "sigmoid_bce",
+                                     [ND_LOSS_L2] = "l2",
+                                     [ND_LOSS_L1] = "l1",
+                                     NULL};
 
 int nd_loss_parse(const char *name, nd_loss_kind *kind) {
     for (int k = 0; k < (int)(sizeof nd_loss_names / sizeof nd_loss_names[0]) - 1; ++k)
@@ -33,7 +37,10 @@ double nd_loss_metric(nd_loss_kind kind, double sum, double rows, int k) {
 }
 
 const char *nd_loss_metric_name(nd_loss_kind kind) {
-    return kind == ND_LOSS_L2 ? "rmse" : kind == ND_LOSS_L1 ? "mae" : kind == ND_LOSS_SIGMOID_BCE ? "attribute_accuracy" : "accuracy";
+    return kind == ND_LOSS_L2         ? "rmse"
+        : kind == ND_LOSS_L1          ? "mae"
+        : kind == ND_LOSS_SIGMOID_BCE ? "attribute_accuracy"
+                                      : "accuracy";
 }
 
 const char *nd_loss_metric_label(nd_loss_kind kind) {
@@ -52,8 +59,7 @@ double nd_loss_expected_initial(nd_loss_kind kind, int k) {
     }
 }
 
-nd_loss_stats nd_softmax_ce(float *dlogits, const float *logits, const int *labels,
-                            int batch, int classes) {
+nd_loss_stats nd_softmax_ce(float *dlogits, const float *logits, const int *labels, int batch, int classes) {
     nd_loss_stats st = {0.0, 0.0};
     for (int i = 0; i < batch; ++i) {
         const float *z = logits + (size_t)i * classes;
@@ -103,8 +109,7 @@ static nd_loss_stats hinge(float *dout, const float *out, const int *labels, int
     return st;
 }
 
-static nd_loss_stats with_targets(nd_loss_kind kind, float *dout, const float *out, const float *t, int batch,
-                                  int k) {
+static nd_loss_stats with_targets(nd_loss_kind kind, float *dout, const float *out, const float *t, int batch, int k) {
     nd_loss_stats st = {0.0, 0.0};
     for (int i = 0; i < batch; ++i) {
         const float *z = out + (size_t)i * k, *y = t + (size_t)i * k;
@@ -137,8 +142,8 @@ static nd_loss_stats with_targets(nd_loss_kind kind, float *dout, const float *o
     return st;
 }
 
-nd_loss_stats nd_loss_apply(nd_loss_kind kind, float *dout, const float *out, const int *labels,
-                            const float *targets, int batch, int k) {
+nd_loss_stats nd_loss_apply(nd_loss_kind kind, float *dout, const float *out, const int *labels, const float *targets,
+                            int batch, int k) {
     switch (kind) {
     case ND_LOSS_SOFTMAX_CE: return nd_softmax_ce(dout, out, labels, batch, k);
     case ND_LOSS_HINGE: return hinge(dout, out, labels, batch, k, 0);

@@ -12,8 +12,8 @@ static nd_activation fused_act(const nd_dense_layer *L) {
     return L->act;
 }
 
-void nd_model_spec_plain(nd_model_spec *spec, int input_dim, const int *widths, int num_hidden,
-                         nd_activation act, int num_classes) {
+void nd_model_spec_plain(nd_model_spec *spec, int input_dim, const int *widths, int num_hidden, nd_activation act,
+                         int num_classes) {
     memset(spec, 0, sizeof *spec);
     spec->input_dim = input_dim;
     spec->num_hidden = num_hidden;
@@ -22,15 +22,14 @@ void nd_model_spec_plain(nd_model_spec *spec, int input_dim, const int *widths, 
         spec->hidden[l] = (nd_hidden_spec){.width = widths[l], .act = act, .pieces = 1};
 }
 
-nd_status nd_model_create(nd_model *model, const nd_model_spec *spec, int max_batch,
-                          nd_error *err) {
+nd_status nd_model_create(nd_model *model, const nd_model_spec *spec, int max_batch, nd_error *err) {
     memset(model, 0, sizeof *model);
     if (spec->input_dim <= 0 || spec->num_classes <= 0)
         return ND_FAIL(err, ND_ERR_ARG, "model: input and output widths must be positive (got %d and %d)",
                        spec->input_dim, spec->num_classes);
     if (spec->num_hidden < 0 || spec->num_hidden > ND_MAX_LAYERS - 1)
-        return ND_FAIL(err, ND_ERR_ARG, "model: %d hidden layers, at most %d are supported",
-                       spec->num_hidden, ND_MAX_LAYERS - 1);
+        return ND_FAIL(err, ND_ERR_ARG, "model: %d hidden layers, at most %d are supported", spec->num_hidden,
+                       ND_MAX_LAYERS - 1);
     if (max_batch <= 0) return ND_FAIL(err, ND_ERR_ARG, "model: batch must be positive");
     if (!(spec->input_drop >= 0.0f && spec->input_drop < 1.0f))
         return ND_FAIL(err, ND_ERR_ARG, "model: input dropout %g must be in [0, 1)", (double)spec->input_drop);
@@ -45,7 +44,8 @@ nd_status nd_model_create(nd_model *model, const nd_model_spec *spec, int max_ba
     int in = spec->input_dim, widest = in;
     for (int l = 0; l < model->num_layers; ++l) {
         const int hidden = l < spec->num_hidden;
-        const nd_hidden_spec h = hidden ? spec->hidden[l] : (nd_hidden_spec){spec->num_classes, {ND_ACT_IDENTITY, 0}, 1, 0, 0};
+        const nd_hidden_spec h = hidden ? spec->hidden[l]
+                                        : (nd_hidden_spec){spec->num_classes, {ND_ACT_IDENTITY, 0}, 1, 0, 0};
         const int pieces = h.act.kind == ND_ACT_MAXOUT ? h.pieces : 1;
         if (h.width <= 0 || pieces < 1 || pieces > 64 || (h.act.kind == ND_ACT_MAXOUT && pieces < 2))
             return ND_FAIL(err, ND_ERR_ARG, "model: layer %d has width %d and %d maxout pieces", l, h.width, pieces);
@@ -110,8 +110,8 @@ nd_status nd_model_create(nd_model *model, const nd_model_spec *spec, int max_ba
     model->workspace_floats = acts;
     if (!model->param || !model->grad || !model->workspace) {
         nd_model_destroy(model);
-        return ND_FAIL(err, ND_ERR_NOMEM, "model: cannot allocate %zu parameters and %zu workspace floats",
-                       total, acts);
+        return ND_FAIL(err, ND_ERR_NOMEM, "model: cannot allocate %zu parameters and %zu workspace floats", total,
+                       acts);
     }
     float *ws = model->workspace;
     for (int l = 0; l <= model->num_layers; ++l) {
@@ -136,8 +136,8 @@ void nd_model_destroy(nd_model *model) {
     memset(model, 0, sizeof *model);
 }
 
-const char *const nd_init_names[] = {[ND_INIT_HE] = "he", [ND_INIT_XAVIER] = "xavier", [ND_INIT_LECUN] = "lecun",
-                                     [ND_INIT_SMALL] = "small", NULL};
+const char *const nd_init_names[] =
+    {[ND_INIT_HE] = "he", [ND_INIT_XAVIER] = "xavier", [ND_INIT_LECUN] = "lecun", [ND_INIT_SMALL] = "small", NULL};
 
 int nd_init_parse(const char *name, nd_init_kind *kind) {
     for (int k = 0; nd_init_names[k]; ++k)
@@ -219,9 +219,8 @@ const float *nd_model_forward(nd_model *model, const float *x, int batch, const 
         nd_dense_forward(z, in, p + L->w.offset, p + L->b.offset, fused_act(L), batch, L->in_dim, L->out_dim);
         if (L->batch_norm && pass) {
             float *sums = model->bn_buf[l] + L->out_dim;
-            if (nd_bn_forward_train(z, model->xhat[l], model->bn_buf[l], sums, p + L->gamma.offset,
-                                    p + L->beta.offset, model->spec.bn_eps, batch, L->out_dim, pass->reduce,
-                                    pass->reduce_ctx) != 0)
+            if (nd_bn_forward_train(z, model->xhat[l], model->bn_buf[l], sums, p + L->gamma.offset, p + L->beta.offset,
+                                    model->spec.bn_eps, batch, L->out_dim, pass->reduce, pass->reduce_ctx) != 0)
                 model->pass_failed = 1;
             /* For the running statistics, this rank's share of the batch
              * sums rides in the gradient buffer, so the step's one allreduce
@@ -310,9 +309,7 @@ double nd_model_train_flops_per_sample(const nd_model *model) {
     return flops;
 }
 
-void nd_model_zero_grad(nd_model *model) {
-    memset(model->grad, 0, (model->num_params + ND_GRAD_TAIL) * sizeof(float));
-}
+void nd_model_zero_grad(nd_model *model) { memset(model->grad, 0, (model->num_params + ND_GRAD_TAIL) * sizeof(float)); }
 
 void nd_model_running_deltas(const nd_model *model, const float *param, float *grad, double rows, float momentum) {
     for (int l = 0; l < model->num_layers; ++l) {

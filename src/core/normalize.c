@@ -3,9 +3,11 @@
 #include <math.h>
 #include <string.h>
 
-const char *const nd_norm_names[] = {
-    [ND_NORM_GLOBAL] = "global", [ND_NORM_FEATURE] = "feature", [ND_NORM_NONE] = "none",
-    [ND_NORM_MINMAX] = "minmax", NULL};
+const char *const nd_norm_names[] = {[ND_NORM_GLOBAL] = "global",
+                                     [ND_NORM_FEATURE] = "feature",
+                                     [ND_NORM_NONE] = "none",
+                                     [ND_NORM_MINMAX] = "minmax",
+                                     NULL};
 
 int nd_norm_parse(const char *name, nd_norm_kind *kind) {
     for (int k = 0; k < 4; ++k)
@@ -16,9 +18,7 @@ int nd_norm_parse(const char *name, nd_norm_kind *kind) {
     return -1;
 }
 
-const char *nd_norm_name(nd_norm_kind kind) {
-    return (unsigned)kind < 4 ? nd_norm_names[kind] : "?";
-}
+const char *nd_norm_name(nd_norm_kind kind) { return (unsigned)kind < 4 ? nd_norm_names[kind] : "?"; }
 
 void nd_stats_accumulate(double *sums, const float *x, size_t rows, int cols) {
     double *s = sums, *q = sums + cols;

@@ -27,8 +27,7 @@ const char *nd_opt_name(nd_opt_kind kind) {
     return (unsigned)kind + 1 < sizeof nd_opt_names / sizeof nd_opt_names[0] ? nd_opt_names[kind] : "?";
 }
 
-nd_status nd_optimizer_create(nd_optimizer *opt, const nd_opt_config *cfg, size_t n,
-                              nd_error *err) {
+nd_status nd_optimizer_create(nd_optimizer *opt, const nd_opt_config *cfg, size_t n, nd_error *err) {
     memset(opt, 0, sizeof *opt);
     opt->cfg = *cfg;
     opt->n = n;
@@ -51,8 +50,8 @@ double nd_optimizer_state_floats(const nd_optimizer *opt) {
     return (double)opt->n * ((opt->m != NULL) + (opt->v != NULL));
 }
 
-void nd_optimizer_step(nd_optimizer *opt, float *restrict param, const float *restrict grad,
-                       float grad_scale, float lr) {
+void nd_optimizer_step(nd_optimizer *opt, float *restrict param, const float *restrict grad, float grad_scale,
+                       float lr) {
     const size_t n = opt->n;
     const float mu = opt->cfg.momentum;
     float *restrict m = opt->m;

@@ -31,9 +31,7 @@ uint64_t nd_rng_next(nd_rng *rng) {
     return result;
 }
 
-double nd_rng_uniform(nd_rng *rng) {
-    return (double)(nd_rng_next(rng) >> 11) * 0x1.0p-53;
-}
+double nd_rng_uniform(nd_rng *rng) { return (double)(nd_rng_next(rng) >> 11) * 0x1.0p-53; }
 
 uint64_t nd_rng_below(nd_rng *rng, uint64_t bound) {
     /* Rejection sampling: drop the top partial range. */

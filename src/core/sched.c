@@ -3,11 +3,19 @@
 #include <math.h>
 #include <string.h>
 
-const char *const nd_sched_names[] = {
-    [ND_SCHED_CONSTANT] = "constant", [ND_SCHED_STEP] = "step",     [ND_SCHED_EXP] = "exp",
-    [ND_SCHED_INV] = "inv",           [ND_SCHED_SQRT] = "sqrt",     [ND_SCHED_INVSQRT] = "invsqrt",
-    [ND_SCHED_LINEAR] = "linear",     [ND_SCHED_COSINE] = "cosine", [ND_SCHED_SGDR] = "sgdr",
-    [ND_SCHED_GBC] = "gbc",           [ND_SCHED_PLATEAU] = "plateau", [ND_SCHED_ONECYCLE] = "onecycle", NULL};
+const char *const nd_sched_names[] = {[ND_SCHED_CONSTANT] = "constant",
+                                      [ND_SCHED_STEP] = "step",
+                                      [ND_SCHED_EXP] = "exp",
+                                      [ND_SCHED_INV] = "inv",
+                                      [ND_SCHED_SQRT] = "sqrt",
+                                      [ND_SCHED_INVSQRT] = "invsqrt",
+                                      [ND_SCHED_LINEAR] = "linear",
+                                      [ND_SCHED_COSINE] = "cosine",
+                                      [ND_SCHED_SGDR] = "sgdr",
+                                      [ND_SCHED_GBC] = "gbc",
+                                      [ND_SCHED_PLATEAU] = "plateau",
+                                      [ND_SCHED_ONECYCLE] = "onecycle",
+                                      NULL};
 
 int nd_sched_parse(const char *name, nd_sched_kind *kind) {
     for (int k = 0; k < (int)(sizeof nd_sched_names / sizeof nd_sched_names[0]) - 1; ++k)
@@ -22,9 +30,7 @@ const char *nd_sched_name(nd_sched_kind kind) {
     return (unsigned)kind + 1 < sizeof nd_sched_names / sizeof nd_sched_names[0] ? nd_sched_names[kind] : "?";
 }
 
-float nd_lr_peak(const nd_lr_schedule *s) {
-    return (float)((double)s->base_lr * s->global_batch / s->ref_batch);
-}
+float nd_lr_peak(const nd_lr_schedule *s) { return (float)((double)s->base_lr * s->global_batch / s->ref_batch); }
 
 static double half_cosine(double lo, double hi, double frac) {
     return lo + (hi - lo) * 0.5 * (1.0 + cos(3.141592653589793 * frac));
@@ -75,7 +81,8 @@ float nd_lr_at(const nd_lr_schedule *s, long step) {
         return (float)half_cosine(s->lr_min, peak, len > 0 ? at / len : 0.0);
     }
     case ND_SCHED_GBC: {
-        const double a = s->gbc_tau > 0 ? ((double)t >= (double)s->gbc_tau ? 1.0 : (double)t / (double)s->gbc_tau) : 1.0;
+        const double a = s->gbc_tau > 0 ? ((double)t >= (double)s->gbc_tau ? 1.0 : (double)t / (double)s->gbc_tau)
+                                        : 1.0;
         return (float)((1.0 - a) * peak + a * s->gbc_floor * peak);
     }
     case ND_SCHED_PLATEAU: return (float)(peak * s->plateau_scale);

@@ -4,8 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
-nd_status nd_fail_at(nd_error *err, nd_status code, const char *file, int line,
-                     const char *fmt, ...) {
+nd_status nd_fail_at(nd_error *err, nd_status code, const char *file, int line, const char *fmt, ...) {
     if (err) {
         va_list ap;
         va_start(ap, fmt);
@@ -35,9 +34,7 @@ const char *nd_status_name(nd_status code) {
     return "unknown";
 }
 
-void nd_error_clear(nd_error *err) {
-    memset(err, 0, sizeof *err);
-}
+void nd_error_clear(nd_error *err) { memset(err, 0, sizeof *err); }
 
 nd_status nd_error_prefix(nd_error *err, const char *fmt, ...) {
     char msg[sizeof err->msg];

@@ -50,19 +50,20 @@ static nd_status check_storage(hid_t d, hid_t type, const char *path, const char
         chunk_bytes *= (double)chunk[i];
     }
     if (chunk_bytes > MAX_CHUNK_BYTES)
-        return ND_FAIL(err, ND_ERR_FORMAT, "%s: %s: its chunks hold %.3g bytes each, over the 1 GiB nndist reads at once",
-                       path, name, chunk_bytes);
+        return ND_FAIL(err, ND_ERR_FORMAT,
+                       "%s: %s: its chunks hold %.3g bytes each, over the 1 GiB nndist reads at once", path, name,
+                       chunk_bytes);
     const double bound = filters > 0 ? MAX_COMPRESSION : 1.0;
     if (claimed > stored * bound)
         return ND_FAIL(err, ND_ERR_FORMAT,
                        "%s: %s claims %llu x %llu values (%.3g bytes) but the file stores %.0f bytes of it%s (damaged, "
-                       "truncated or never written)", path, name, (unsigned long long)rows, (unsigned long long)cols,
-                       claimed, stored, filters > 0 ? ", too little even compressed" : "");
+                       "truncated or never written)",
+                       path, name, (unsigned long long)rows, (unsigned long long)cols, claimed, stored,
+                       filters > 0 ? ", too little even compressed" : "");
     return ND_OK;
 }
 
-nd_status nd_split_probe(hid_t f, const char *path, const char *split, nd_split_info *info,
-                             nd_error *err) {
+nd_status nd_split_probe(hid_t f, const char *path, const char *split, nd_split_info *info, nd_error *err) {
     char xname[64], yname[64];
     snprintf(xname, sizeof xname, "/%s/x", split);
     snprintf(yname, sizeof yname, "/%s/y", split);
@@ -92,8 +93,8 @@ nd_status nd_split_probe(hid_t f, const char *path, const char *split, nd_split_
     H5T_class_t xc = H5Tget_class(tx);
     info->x_is_uint8 = xc == H5T_INTEGER && H5Tget_size(tx) == 1 && H5Tget_sign(tx) == H5T_SGN_NONE;
     if (xc != H5T_FLOAT && !info->x_is_uint8) {
-        st = ND_FAIL(err, ND_ERR_FORMAT, "%s: %s must be float32/float64 or uint8 with a 'scale' attribute",
-                     path, xname);
+        st = ND_FAIL(err, ND_ERR_FORMAT, "%s: %s must be float32/float64 or uint8 with a 'scale' attribute", path,
+                     xname);
         goto done;
     }
     info->x_scale = 1.0f;
@@ -102,17 +103,16 @@ nd_status nd_split_probe(hid_t f, const char *path, const char *split, nd_split_
         int found = 0;
         if ((st = h5io_read_attr_double(dx, "scale", path, xname, &scale, &found, err)) != ND_OK) goto done;
         if (found && !(isfinite(scale) && scale > 0.0)) {
-            st = ND_FAIL(err, ND_ERR_FORMAT, "%s: attribute scale of %s must be a positive number, it is %g",
-                         path, xname, scale);
+            st = ND_FAIL(err, ND_ERR_FORMAT, "%s: attribute scale of %s must be a positive number, it is %g", path,
+                         xname, scale);
             goto done;
         }
         info->x_scale = (float)scale;
     }
     const int float_targets = ndy == 2 && H5Tget_class(ty) == H5T_FLOAT;
     if (!float_targets && (ndy != 1 || H5Tget_class(ty) != H5T_INTEGER)) {
-        st = ND_FAIL(err, ND_ERR_FORMAT,
-                     "%s: %s must be 1-D integer class labels or 2-D float targets (got %d-D %s)", path, yname,
-                     ndy, H5Tget_class(ty) == H5T_FLOAT ? "float" : "non-integer");
+        st = ND_FAIL(err, ND_ERR_FORMAT, "%s: %s must be 1-D integer class labels or 2-D float targets (got %d-D %s)",
+                     path, yname, ndy, H5Tget_class(ty) == H5T_FLOAT ? "float" : "non-integer");
         goto done;
     }
     if (float_targets && (yd[1] == 0 || yd[1] > (hsize_t)MAX_COLS)) {
@@ -122,8 +122,8 @@ nd_status nd_split_probe(hid_t f, const char *path, const char *split, nd_split_
     }
     info->target_cols = float_targets ? (int)yd[1] : 0;
     if (yd[0] != xd[0]) {
-        st = ND_FAIL(err, ND_ERR_FORMAT, "%s: %s has %llu rows but %s has %llu", path, xname,
-                     (unsigned long long)xd[0], yname, (unsigned long long)yd[0]);
+        st = ND_FAIL(err, ND_ERR_FORMAT, "%s: %s has %llu rows but %s has %llu", path, xname, (unsigned long long)xd[0],
+                     yname, (unsigned long long)yd[0]);
         goto done;
     }
     if ((st = check_storage(dx, tx, path, xname, xd[0], xd[1], err)) != ND_OK) goto done;
@@ -153,8 +153,7 @@ nd_status nd_dataset_probe(const char *path, nd_dataset_info *info, nd_error *er
     info->has_targets = info->train.target_cols > 0;
     info->num_outputs = info->train.target_cols;
     if (!info->has_targets) { /* labels need their class count */
-        if ((st = h5io_read_attr_double(f, "num_classes", path, "/", &classes, &found, err)) != ND_OK)
-            goto done;
+        if ((st = h5io_read_attr_double(f, "num_classes", path, "/", &classes, &found, err)) != ND_OK) goto done;
         if (!found) {
             st = ND_FAIL(err, ND_ERR_FORMAT, "%s: root attribute num_classes is missing", path);
             goto done;
@@ -177,13 +176,13 @@ nd_status nd_dataset_probe(const char *path, nd_dataset_info *info, nd_error *er
         nd_split_info *si = i == 0 ? &info->val : &info->test;
         if ((st = nd_split_probe(f, path, others[i], si, err)) != ND_OK) goto done;
         if (si->cols != info->train.cols) {
-            st = ND_FAIL(err, ND_ERR_FORMAT, "%s: /%s/x has %d features but /train/x has %d", path,
-                         others[i], si->cols, info->train.cols);
+            st = ND_FAIL(err, ND_ERR_FORMAT, "%s: /%s/x has %d features but /train/x has %d", path, others[i], si->cols,
+                         info->train.cols);
             goto done;
         }
         if (si->target_cols != info->train.target_cols) {
-            st = ND_FAIL(err, ND_ERR_FORMAT, "%s: /%s/y has %d targets per row but /train/y has %d", path,
-                         others[i], si->target_cols, info->train.target_cols);
+            st = ND_FAIL(err, ND_ERR_FORMAT, "%s: /%s/y has %d targets per row but /train/y has %d", path, others[i],
+                         si->target_cols, info->train.target_cols);
             goto done;
         }
         *(i == 0 ? &info->has_val : &info->has_test) = 1;
@@ -212,18 +211,16 @@ herr_t nd_read_rows(hid_t dset, hid_t mem_type, long first, long count, int cols
     return rc;
 }
 
-nd_status nd_shard_validate(const nd_shard *s, const char *path, const char *split,
-                                int num_classes, nd_error *err) {
+nd_status nd_shard_validate(const nd_shard *s, const char *path, const char *split, int num_classes, nd_error *err) {
     for (int i = 0; s->y && i < s->rows; ++i)
         if (s->y[i] < 0 || s->y[i] >= num_classes)
-            return ND_FAIL(err, ND_ERR_DATA, "%s: /%s/y[%ld] = %d is outside [0, %d) (num_classes)",
-                           path, split, s->first_row + i, s->y[i], num_classes);
+            return ND_FAIL(err, ND_ERR_DATA, "%s: /%s/y[%ld] = %d is outside [0, %d) (num_classes)", path, split,
+                           s->first_row + i, s->y[i], num_classes);
     const size_t n = (size_t)s->rows * s->cols;
     for (size_t i = 0; i < n; ++i)
         if (!isfinite(s->x[i]))
             return ND_FAIL(err, ND_ERR_DATA, "%s: /%s/x[%ld][%zu] is %s", path, split,
-                           s->first_row + (long)(i / s->cols), i % s->cols,
-                           isnan(s->x[i]) ? "NaN" : "infinite");
+                           s->first_row + (long)(i / s->cols), i % s->cols, isnan(s->x[i]) ? "NaN" : "infinite");
     const size_t nt = (size_t)s->rows * s->target_cols;
     for (size_t i = 0; s->t && i < nt; ++i)
         if (!isfinite(s->t[i]))
@@ -233,13 +230,13 @@ nd_status nd_shard_validate(const nd_shard *s, const char *path, const char *spl
     return ND_OK;
 }
 
-nd_status nd_shard_read(const char *path, const char *split, int rank, int size,
-                        int num_classes, nd_shard *shard, nd_error *err) {
+nd_status nd_shard_read(const char *path, const char *split, int rank, int size, int num_classes, nd_shard *shard,
+                        nd_error *err) {
     return nd_shard_read_parts(path, split, rank, rank + 1, size, num_classes, shard, err);
 }
 
-nd_status nd_shard_read_parts(const char *path, const char *split, int part_lo, int part_hi, int parts,
-                              int num_classes, nd_shard *shard, nd_error *err) {
+nd_status nd_shard_read_parts(const char *path, const char *split, int part_lo, int part_hi, int parts, int num_classes,
+                              nd_shard *shard, nd_error *err) {
     const int rank = part_lo; /* named in messages */
     memset(shard, 0, sizeof *shard);
     hid_t f = h5io_open(path, 0, err);
@@ -253,8 +250,8 @@ nd_status nd_shard_read_parts(const char *path, const char *split, int part_lo, 
     nd_shard_range(info.rows, part_hi - 1, parts, &last_first, &last_count);
     count = last_first + last_count - first; /* parts [part_lo, part_hi) are contiguous */
     if (count > INT_MAX || (size_t)count > SIZE_MAX / sizeof(float) / (size_t)info.cols) {
-        st = ND_FAIL(err, ND_ERR_DATA, "%s: /%s: rank %d would hold %ld rows, too many for memory",
-                     path, split, rank, count);
+        st = ND_FAIL(err, ND_ERR_DATA, "%s: /%s: rank %d would hold %ld rows, too many for memory", path, split, rank,
+                     count);
         goto done;
     }
     shard->first_row = first;
@@ -265,8 +262,8 @@ nd_status nd_shard_read_parts(const char *path, const char *split, int part_lo, 
     if (info.target_cols) shard->t = nd_buffer_alloc((size_t)count * info.target_cols);
     else shard->y = nd_buffer_alloc_i32((size_t)count);
     if (!shard->x || !(shard->y || shard->t)) {
-        st = ND_FAIL(err, ND_ERR_NOMEM, "%s: /%s: cannot allocate %ld x %d floats for rank %d", path,
-                     split, count, info.cols, rank);
+        st = ND_FAIL(err, ND_ERR_NOMEM, "%s: /%s: cannot allocate %ld x %d floats for rank %d", path, split, count,
+                     info.cols, rank);
         goto done;
     }
     char name[64];
@@ -279,8 +276,9 @@ nd_status nd_shard_read_parts(const char *path, const char *split, int part_lo, 
     }
     snprintf(name, sizeof name, "/%s/y", split);
     dy = H5Dopen2(f, name, H5P_DEFAULT);
-    if (dy < 0 || (info.target_cols ? nd_read_rows(dy, H5T_NATIVE_FLOAT, first, count, info.target_cols, shard->t)
-                                    : nd_read_rows(dy, H5T_NATIVE_INT, first, count, 1, shard->y)) < 0) {
+    if (dy < 0 ||
+        (info.target_cols ? nd_read_rows(dy, H5T_NATIVE_FLOAT, first, count, info.target_cols, shard->t)
+                          : nd_read_rows(dy, H5T_NATIVE_INT, first, count, 1, shard->y)) < 0) {
         st = ND_FAIL(err, ND_ERR_IO, "%s: cannot read rows %ld..%ld of %s", path, first, first + count, name);
         goto done;
     }

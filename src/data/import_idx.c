@@ -13,7 +13,7 @@
 typedef struct {
     int ndims;
     uint32_t dims[3];
-    size_t count;      /* product of dims */
+    size_t count;          /* product of dims */
     unsigned char *values; /* (count) uint8 payload */
 } idx_array;
 
@@ -30,8 +30,7 @@ static nd_status idx_read(const char *path, int want_ndims, idx_array *a, nd_err
     }
     /* Magic: two zero bytes, type 0x08 (unsigned byte), number of dimensions. */
     if (head[0] != 0 || head[1] != 0 || head[2] != 0x08 || head[3] != want_ndims) {
-        st = ND_FAIL(err, ND_ERR_FORMAT,
-                     "%s: not an IDX file of %d-D unsigned bytes (magic %02x %02x %02x %02x)", path,
+        st = ND_FAIL(err, ND_ERR_FORMAT, "%s: not an IDX file of %d-D unsigned bytes (magic %02x %02x %02x %02x)", path,
                      want_ndims, head[0], head[1], head[2], head[3]);
         goto done;
     }
@@ -62,8 +61,7 @@ static nd_status idx_read(const char *path, int want_ndims, idx_array *a, nd_err
         got += (size_t)n;
     }
     if (got != a->count)
-        st = ND_FAIL(err, ND_ERR_FORMAT, "%s: holds %zu of the %zu values its header promises", path,
-                     got, a->count);
+        st = ND_FAIL(err, ND_ERR_FORMAT, "%s: holds %zu of the %zu values its header promises", path, got, a->count);
 done:
     gzclose(g);
     if (st != ND_OK) {
@@ -73,8 +71,8 @@ done:
     return st;
 }
 
-nd_status nd_import_idx(const char *images, const char *labels, const char *split,
-                        const char *out, double val_fraction, nd_error *err) {
+nd_status nd_import_idx(const char *images, const char *labels, const char *split, const char *out, double val_fraction,
+                        nd_error *err) {
     if (strcmp(split, "train") && strcmp(split, "test") && strcmp(split, "val"))
         return ND_FAIL(err, ND_ERR_ARG, "--split: '%s' must be train, val or test", split);
     if (!(val_fraction >= 0.0 && val_fraction < 1.0))
@@ -88,8 +86,8 @@ nd_status nd_import_idx(const char *images, const char *labels, const char *spli
     hid_t f = H5I_INVALID_HID;
     if (st != ND_OK) goto done;
     if (lab.dims[0] != img.dims[0]) {
-        st = ND_FAIL(err, ND_ERR_FORMAT, "%s holds %u images but %s holds %u labels", images,
-                     img.dims[0], labels, lab.dims[0]);
+        st = ND_FAIL(err, ND_ERR_FORMAT, "%s holds %u images but %s holds %u labels", images, img.dims[0], labels,
+                     lab.dims[0]);
         goto done;
     }
     const long n = img.dims[0];
@@ -119,8 +117,7 @@ nd_status nd_import_idx(const char *images, const char *labels, const char *spli
         if (!targets[i]) continue;
         snprintf(gname, sizeof gname, "/%s", targets[i]);
         if (h5io_exists(f, gname)) {
-            st = ND_FAIL(err, ND_ERR_ARG, "%s: split %s is already there (remove the file to re-import)",
-                         out, gname);
+            st = ND_FAIL(err, ND_ERR_ARG, "%s: split %s is already there (remove the file to re-import)", out, gname);
             goto done;
         }
     }
@@ -139,9 +136,8 @@ nd_status nd_import_idx(const char *images, const char *labels, const char *spli
     st = h5io_write_split(f, out, split, H5T_STD_U8LE, H5T_NATIVE_UCHAR, img.values, 1.0f / 255.0f, y, NULL, 0,
                           n - nval, cols, err);
     if (st == ND_OK && nval > 0)
-        st = h5io_write_split(f, out, "val", H5T_STD_U8LE, H5T_NATIVE_UCHAR,
-                              img.values + (size_t)(n - nval) * cols, 1.0f / 255.0f, y + (n - nval), NULL, 0, nval,
-                              cols, err);
+        st = h5io_write_split(f, out, "val", H5T_STD_U8LE, H5T_NATIVE_UCHAR, img.values + (size_t)(n - nval) * cols,
+                              1.0f / 255.0f, y + (n - nval), NULL, 0, nval, cols, err);
 done:
     if (f >= 0 && H5Fclose(f) < 0 && st == ND_OK) st = ND_FAIL(err, ND_ERR_IO, "%s: cannot close the file", out);
     if (st != ND_OK && f >= 0 && !existed) unlink(out); /* no half-written new file */

@@ -25,8 +25,8 @@ struct nd_stream {
     hid_t file, dx, dy;
     float *mean, *inv_std; /* (cols) normalization applied to each read window once `normalize` is set */
     int normalize;
-    nd_shard buf[2];       /* the two windows: x (window_rows x cols), y or t */
-    int background;        /* a reader thread runs */
+    nd_shard buf[2]; /* the two windows: x (window_rows x cols), y or t */
+    int background;  /* a reader thread runs */
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -37,7 +37,7 @@ struct nd_stream {
     nd_error req_err;
     /* the caller's pass */
     const int *order;
-    int count, pos;          /* order[pos] is the window being read (pending) */
+    int count, pos; /* order[pos] is the window being read (pending) */
     int pending, pending_window, pending_buf;
 };
 
@@ -59,10 +59,12 @@ static nd_status read_window(nd_stream *s, int w, int b, int normalize, nd_error
     sh->first_row = first;
     sh->rows = (int)count;
     if (nd_read_rows(s->dx, H5T_NATIVE_FLOAT, first, count, s->info.cols, sh->x) < 0)
-        return ND_FAIL(err, ND_ERR_IO, "%s: cannot read rows %ld..%ld of /%s/x", s->path, first, first + count, s->split);
+        return ND_FAIL(err, ND_ERR_IO, "%s: cannot read rows %ld..%ld of /%s/x", s->path, first, first + count,
+                       s->split);
     if ((s->info.target_cols ? nd_read_rows(s->dy, H5T_NATIVE_FLOAT, first, count, s->info.target_cols, sh->t)
                              : nd_read_rows(s->dy, H5T_NATIVE_INT, first, count, 1, sh->y)) < 0)
-        return ND_FAIL(err, ND_ERR_IO, "%s: cannot read rows %ld..%ld of /%s/y", s->path, first, first + count, s->split);
+        return ND_FAIL(err, ND_ERR_IO, "%s: cannot read rows %ld..%ld of /%s/y", s->path, first, first + count,
+                       s->split);
     const size_t n = (size_t)count * s->info.cols;
     if (s->info.x_scale != 1.0f)
         for (size_t i = 0; i < n; ++i) sh->x[i] *= s->info.x_scale;
@@ -116,8 +118,8 @@ static nd_status wait_read(nd_stream *s, nd_error *err) {
     return st;
 }
 
-nd_status nd_stream_open(const char *path, const char *split, int part, int parts, int num_classes,
-                         long window_rows, nd_stream **out, nd_error *err) {
+nd_status nd_stream_open(const char *path, const char *split, int part, int parts, int num_classes, long window_rows,
+                         nd_stream **out, nd_error *err) {
     *out = NULL;
     if (window_rows < 1) return ND_FAIL(err, ND_ERR_ARG, "stream: windows must hold at least one row");
     nd_stream *s = calloc(1, sizeof *s);

@@ -12,8 +12,7 @@
 #include "nndist/rng.h"
 
 /* Draws rows samples: label uniform over classes, x = centre[label] + N(0, 1). */
-static void draw(float *x, int *y, long rows, int features, int classes, const float *centres,
-                 nd_rng *rng) {
+static void draw(float *x, int *y, long rows, int features, int classes, const float *centres, nd_rng *rng) {
     for (long i = 0; i < rows; ++i) {
         int c = (int)nd_rng_below(rng, (uint64_t)classes);
         y[i] = c;
@@ -23,8 +22,8 @@ static void draw(float *x, int *y, long rows, int features, int classes, const f
 }
 
 /* t (rows x targets) from x (rows x features) and directions u (targets x features). */
-static void draw_targets(float *t, const float *x, long rows, int features, int targets, int multilabel,
-                         const float *u, nd_rng *rng) {
+static void draw_targets(float *t, const float *x, long rows, int features, int targets, int multilabel, const float *u,
+                         nd_rng *rng) {
     const double norm = 1.0 / sqrt((double)features);
     for (long i = 0; i < rows; ++i)
         for (int k = 0; k < targets; ++k) {
@@ -36,8 +35,8 @@ static void draw_targets(float *t, const float *x, long rows, int features, int 
 }
 
 nd_status nd_synth_write(const nd_synth_config *cfg, const char *out, nd_error *err) {
-    if (cfg->rows <= 0 || cfg->test_rows < 0 || cfg->val_rows < 0 || cfg->features <= 0 ||
-        cfg->classes < 2 || !(cfg->separation >= 0.0f) || cfg->targets < 0 || cfg->targets > 4096)
+    if (cfg->rows <= 0 || cfg->test_rows < 0 || cfg->val_rows < 0 || cfg->features <= 0 || cfg->classes < 2 ||
+        !(cfg->separation >= 0.0f) || cfg->targets < 0 || cfg->targets > 4096)
         return ND_FAIL(err, ND_ERR_ARG,
                        "data synth: need --rows > 0, --test-rows >= 0, --val-rows >= 0, --features > 0, "
                        "--classes >= 2, --separation >= 0, 0 <= --targets <= 4096");
@@ -76,8 +75,8 @@ nd_status nd_synth_write(const nd_synth_config *cfg, const char *out, nd_error *
         nd_rng_seed(&rng, cfg->seed, 0x5eed, (uint64_t)s + 1); /* one stream per split */
         draw(x, y, counts[s], cfg->features, cfg->classes, centres, &rng);
         if (t) draw_targets(t, x, counts[s], cfg->features, cfg->targets, cfg->multilabel, u, &rng);
-        st = h5io_write_split(f, out, names[s], H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, x, 0.0f, y, t, cfg->targets, counts[s],
-                              cfg->features, err);
+        st = h5io_write_split(f, out, names[s], H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, x, 0.0f, y, t, cfg->targets,
+                              counts[s], cfg->features, err);
     }
 done:
     if (f >= 0 && H5Fclose(f) < 0 && st == ND_OK) st = ND_FAIL(err, ND_ERR_IO, "%s: cannot close the file", out);

@@ -71,8 +71,7 @@ int h5io_exists(hid_t file, const char *name) {
     return H5Oexists_by_name(file, name, H5P_DEFAULT) > 0;
 }
 
-nd_status h5io_shape(hid_t dset, const char *path, const char *name, int *ndims,
-                     hsize_t dims[2], nd_error *err) {
+nd_status h5io_shape(hid_t dset, const char *path, const char *name, int *ndims, hsize_t dims[2], nd_error *err) {
     hid_t space = H5Dget_space(dset);
     if (space < 0) return ND_FAIL(err, ND_ERR_FORMAT, "%s: %s: cannot read the dataspace", path, name);
     int nd = H5Sget_simple_extent_ndims(space);
@@ -88,8 +87,8 @@ nd_status h5io_shape(hid_t dset, const char *path, const char *name, int *ndims,
     return st;
 }
 
-nd_status h5io_read_attr_double(hid_t obj, const char *attr, const char *path,
-                                const char *where, double *value, int *found, nd_error *err) {
+nd_status h5io_read_attr_double(hid_t obj, const char *attr, const char *path, const char *where, double *value,
+                                int *found, nd_error *err) {
     *found = 0;
     if (H5Aexists(obj, attr) <= 0) return ND_OK;
     hid_t a = H5Aopen(obj, attr, H5P_DEFAULT);
@@ -102,16 +101,15 @@ nd_status h5io_read_attr_double(hid_t obj, const char *attr, const char *path,
         st = ND_FAIL(err, ND_ERR_FORMAT, "%s: attribute %s of %s must be one number", path, attr, where);
     else if (H5Aread(a, H5T_NATIVE_DOUBLE, value) < 0)
         st = ND_FAIL(err, ND_ERR_FORMAT, "%s: attribute %s of %s cannot be read", path, attr, where);
-    else
-        *found = 1;
+    else *found = 1;
     H5Tclose(type);
     H5Sclose(space);
     H5Aclose(a);
     return st;
 }
 
-static nd_status write_attr(hid_t obj, const char *attr, hid_t type, const void *value,
-                            const char *path, nd_error *err) {
+static nd_status write_attr(hid_t obj, const char *attr, hid_t type, const void *value, const char *path,
+                            nd_error *err) {
     if (H5Aexists(obj, attr) > 0) H5Adelete(obj, attr);
     hid_t space = H5Screate(H5S_SCALAR);
     hid_t a = H5Acreate2(obj, attr, type, space, H5P_DEFAULT, H5P_DEFAULT);
@@ -124,24 +122,20 @@ static nd_status write_attr(hid_t obj, const char *attr, hid_t type, const void 
     return ND_OK;
 }
 
-nd_status h5io_write_attr_int(hid_t obj, const char *attr, int value, const char *path,
-                              nd_error *err) {
+nd_status h5io_write_attr_int(hid_t obj, const char *attr, int value, const char *path, nd_error *err) {
     return write_attr(obj, attr, H5T_NATIVE_INT, &value, path, err);
 }
 
-nd_status h5io_write_attr_double(hid_t obj, const char *attr, double value, const char *path,
-                                 nd_error *err) {
+nd_status h5io_write_attr_double(hid_t obj, const char *attr, double value, const char *path, nd_error *err) {
     return write_attr(obj, attr, H5T_NATIVE_DOUBLE, &value, path, err);
 }
 
-nd_status h5io_write_attr_float(hid_t obj, const char *attr, float value, const char *path,
-                                nd_error *err) {
+nd_status h5io_write_attr_float(hid_t obj, const char *attr, float value, const char *path, nd_error *err) {
     return write_attr(obj, attr, H5T_NATIVE_FLOAT, &value, path, err);
 }
 
-nd_status h5io_write_rows(hid_t group, const char *name, hid_t file_type, hid_t mem_type,
-                          int ndims, const hsize_t *dims, const void *buf, const char *path,
-                          nd_error *err) {
+nd_status h5io_write_rows(hid_t group, const char *name, hid_t file_type, hid_t mem_type, int ndims,
+                          const hsize_t *dims, const void *buf, const char *path, nd_error *err) {
     hsize_t chunk[2] = {dims[0], ndims > 1 ? dims[1] : 1};
     /* About 1 MiB chunks along the rows, so a rank's hyperslab touches only
      * the chunks holding its rows. */
@@ -165,9 +159,9 @@ nd_status h5io_write_rows(hid_t group, const char *name, hid_t file_type, hid_t 
     return ND_OK;
 }
 
-nd_status h5io_write_split(hid_t file, const char *path, const char *split, hid_t x_file_type,
-                           hid_t x_mem_type, const void *x, float x_scale, const int *y, const float *t,
-                           int target_cols, long rows, long cols, nd_error *err) {
+nd_status h5io_write_split(hid_t file, const char *path, const char *split, hid_t x_file_type, hid_t x_mem_type,
+                           const void *x, float x_scale, const int *y, const float *t, int target_cols, long rows,
+                           long cols, nd_error *err) {
     char gname[32];
     snprintf(gname, sizeof gname, "/%s", split);
     hid_t g = H5Gcreate2(file, gname, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
@@ -186,8 +180,8 @@ nd_status h5io_write_split(hid_t file, const char *path, const char *split, hid_
     return st;
 }
 
-nd_status h5io_read_attr_string(hid_t obj, const char *attr, const char *path, char *out, size_t cap,
-                                int *found, nd_error *err) {
+nd_status h5io_read_attr_string(hid_t obj, const char *attr, const char *path, char *out, size_t cap, int *found,
+                                nd_error *err) {
     *found = 0;
     out[0] = '\0';
     if (H5Aexists(obj, attr) <= 0) return ND_OK;
@@ -215,8 +209,7 @@ nd_status h5io_read_attr_string(hid_t obj, const char *attr, const char *path, c
     return st;
 }
 
-nd_status h5io_write_attr_string(hid_t obj, const char *attr, const char *value, const char *path,
-                                 nd_error *err) {
+nd_status h5io_write_attr_string(hid_t obj, const char *attr, const char *value, const char *path, nd_error *err) {
     hid_t type = H5Tcopy(H5T_C_S1);
     H5Tset_size(type, strlen(value) + 1);
     H5Tset_strpad(type, H5T_STR_NULLTERM);
@@ -225,8 +218,8 @@ nd_status h5io_write_attr_string(hid_t obj, const char *attr, const char *value,
     return st;
 }
 
-nd_status h5io_write_array(hid_t file, const char *name, int ndims, const hsize_t *dims,
-                           const float *data, const char *path, nd_error *err) {
+nd_status h5io_write_array(hid_t file, const char *name, int ndims, const hsize_t *dims, const float *data,
+                           const char *path, nd_error *err) {
     hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
     H5Pset_create_intermediate_group(lcpl, 1);
     hid_t space = H5Screate_simple(ndims, dims, NULL);
@@ -241,8 +234,8 @@ nd_status h5io_write_array(hid_t file, const char *name, int ndims, const hsize_
     return ND_OK;
 }
 
-nd_status h5io_read_array(hid_t file, const char *name, int ndims, const hsize_t *dims, float *data,
-                          const char *path, nd_error *err) {
+nd_status h5io_read_array(hid_t file, const char *name, int ndims, const hsize_t *dims, float *data, const char *path,
+                          nd_error *err) {
     if (!h5io_exists(file, name)) return ND_FAIL(err, ND_ERR_FORMAT, "%s: %s is missing", path, name);
     hid_t d = H5Dopen2(file, name, H5P_DEFAULT);
     if (d < 0) return ND_FAIL(err, ND_ERR_FORMAT, "%s: %s is not a readable dataset", path, name);

@@ -27,8 +27,15 @@
 #include "nndist/arena.h"
 #include "train_internal.h"
 
-enum { TAG_CTRL = 101, TAG_GRAD = 102, TAG_REPLY = 103, TAG_PARAM = 104, TAG_SNAP = 105, TAG_SNAP_M = 106,
-       TAG_SNAP_V = 107 };
+enum {
+    TAG_CTRL = 101,
+    TAG_GRAD = 102,
+    TAG_REPLY = 103,
+    TAG_PARAM = 104,
+    TAG_SNAP = 105,
+    TAG_SNAP_M = 106,
+    TAG_SNAP_V = 107
+};
 /* SNAPSHOT: send your slice of the weights; STATE: and of the optimizer state. */
 enum { CTRL_UPDATE = 1, CTRL_BYE = 2, CTRL_SNAPSHOT = 3, CTRL_STATE = 4 };
 /* Control message, worker (or server 0) to server, as doubles. */
@@ -39,19 +46,19 @@ enum { REPLY_VERSION, REPLY_STOP, REPLY_LEN };
 struct nd_async {
     long *slice_off, *slice_len; /* (K) each server's part of the arena */
     /* worker */
-    double *ctrl_out;  /* (K x CTRL_LEN) */
-    double *reply_in;  /* (K x REPLY_LEN) */
-    double *versions;  /* (K) version of each slice this worker holds */
-    double *v_used;    /* (K) versions the gradient being sent was computed on */
+    double *ctrl_out;   /* (K x CTRL_LEN) */
+    double *reply_in;   /* (K x REPLY_LEN) */
+    double *versions;   /* (K) version of each slice this worker holds */
+    double *v_used;     /* (K) versions the gradient being sent was computed on */
     float *spare_param; /* --overlap: (num_params) where fresh slices land */
     float *spare_grad;  /* --overlap: (num_params + ND_GRAD_TAIL) the next gradient */
-    nd_request *reqs;  /* (4K) */
+    nd_request *reqs;   /* (4K) */
     /* server */
     double ctrl_in[CTRL_LEN];
-    double *reply_out; /* (W x REPLY_LEN) */
-    float *reply_data; /* (W x slice length) the slice as sent to each worker */
+    double *reply_out;      /* (W x REPLY_LEN) */
+    float *reply_data;      /* (W x slice length) the slice as sent to each worker */
     nd_request *reply_reqs; /* (2W) sends of reply_out / reply_data in flight */
-    long version;      /* updates applied to this server's slice */
+    long version;           /* updates applied to this server's slice */
     /* server 0 */
     long *clock;       /* (W) updates applied from each worker */
     char *pending;     /* (W) reply held back by the ssp bound */
@@ -76,8 +83,8 @@ nd_status nd_async_create(nd_trainer *tr, nd_error *err) {
     as->clock = calloc((size_t)w, sizeof(long));
     as->pending = calloc((size_t)w, 1);
     as->stopped = calloc((size_t)w, 1);
-    if (!as->slice_off || !as->slice_len || !as->ctrl_out || !as->reply_in || !as->versions || !as->v_used || !as->reqs ||
-        !as->reply_out || !as->reply_reqs || !as->clock || !as->pending || !as->stopped)
+    if (!as->slice_off || !as->slice_len || !as->ctrl_out || !as->reply_in || !as->versions || !as->v_used ||
+        !as->reqs || !as->reply_out || !as->reply_reqs || !as->clock || !as->pending || !as->stopped)
         return ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate the parameter-server state");
     if (tr->worker_index >= 0 && tr->cfg.overlap) {
         as->spare_param = nd_buffer_alloc(tr->model.num_params);
@@ -88,11 +95,10 @@ nd_status nd_async_create(nd_trainer *tr, nd_error *err) {
     if (tr->worker_index < 0) {
         as->reply_data = nd_buffer_alloc((size_t)w * tr->slice.length);
         if (!as->reply_data)
-            return ND_FAIL(err, ND_ERR_NOMEM, "server %d: cannot allocate %d reply buffers of %zu floats", tr->rank,
-                           w, tr->slice.length);
+            return ND_FAIL(err, ND_ERR_NOMEM, "server %d: cannot allocate %d reply buffers of %zu floats", tr->rank, w,
+                           tr->slice.length);
     }
-    for (int s = 0; s < k; ++s)
-        nd_shard_range((long)tr->model.num_params, s, k, &as->slice_off[s], &as->slice_len[s]);
+    for (int s = 0; s < k; ++s) nd_shard_range((long)tr->model.num_params, s, k, &as->slice_off[s], &as->slice_len[s]);
     /* Versions continue from a resumed checkpoint (every server applies
      * every update, so each slice's version is the update count). */
     as->version = tr->step;
@@ -130,8 +136,7 @@ void nd_async_free(nd_trainer *tr) {
 
 /* Starts the exchange of the gradient in grad (computed on parameters of
  * versions v_used) with every server; fresh slices will land in into. */
-static nd_status worker_start_exchange(nd_trainer *tr, const float *grad, float *into, float scale,
-                                       nd_error *err) {
+static nd_status worker_start_exchange(nd_trainer *tr, const float *grad, float *into, float scale, nd_error *err) {
     nd_async *as = tr->as;
     const nd_model *m = &tr->model;
     for (int j = 0; j < tr->num_servers; ++j) {
@@ -190,7 +195,8 @@ static nd_status worker_loop(nd_trainer *tr, nd_error *err) {
         nd_train_compute_gradient(tr, &tr->train, tr->order + (s++) * tr->cfg.batch, &clock);
         char what[160];
         if (nd_guard_find(tr, NAN, what, sizeof what)) /* caught before it reaches a server */
-            return ND_FAIL(err, ND_ERR_DATA, "this worker's update %ld: %s: stopped before sending it", tr->step + 1, what);
+            return ND_FAIL(err, ND_ERR_DATA, "this worker's update %ld: %s: stopped before sending it", tr->step + 1,
+                           what);
         /* Batch norm: the running statistics travel as deltas against the
          * parameters this worker holds; the servers add them. */
         if (m->num_trainable < m->num_params)
@@ -200,7 +206,7 @@ static nd_status worker_loop(nd_trainer *tr, nd_error *err) {
         if (in_flight) {
             ND_TRY(worker_finish_exchange(tr, &stop, err));
             swap_floats(&m->param, &as->spare_param); /* the fresh slices */
-            if (stop) break; /* this last gradient is dropped */
+            if (stop) break;                          /* this last gradient is dropped */
         }
         ND_TRY(worker_start_exchange(tr, m->grad, overlap ? as->spare_param : m->param, scale, err));
         tr->step += 1; /* updates this worker sent */
@@ -277,8 +283,10 @@ static nd_status send_snapshot(nd_trainer *tr, int dest, int kind, nd_error *err
     nd_request r[3] = {{0}};
     const size_t len = tr->slice.length;
     ND_TRY(nd_comm_isend_f32(tr->comm, tr->model.param + tr->slice.offset, len, dest, TAG_SNAP, &r[0], err));
-    if (kind == CTRL_STATE && tr->opt.m) ND_TRY(nd_comm_isend_f32(tr->comm, tr->opt.m, len, dest, TAG_SNAP_M, &r[1], err));
-    if (kind == CTRL_STATE && tr->opt.v) ND_TRY(nd_comm_isend_f32(tr->comm, tr->opt.v, len, dest, TAG_SNAP_V, &r[2], err));
+    if (kind == CTRL_STATE && tr->opt.m)
+        ND_TRY(nd_comm_isend_f32(tr->comm, tr->opt.m, len, dest, TAG_SNAP_M, &r[1], err));
+    if (kind == CTRL_STATE && tr->opt.v)
+        ND_TRY(nd_comm_isend_f32(tr->comm, tr->opt.v, len, dest, TAG_SNAP_V, &r[2], err));
     return nd_comm_wait_all(r, 3, NULL, err);
 }
 
@@ -370,7 +378,7 @@ static long min_active_clock(const nd_async *as, int w) {
 /* Per-epoch books of server 0. */
 typedef struct {
     double loss, correct, samples, stale_sum;
-    double fresh;   /* samples applied by this process (a resumed epoch started earlier) */
+    double fresh; /* samples applied by this process (a resumed epoch started earlier) */
     long stale_max, hist[ND_STALENESS_BUCKETS];
     double t0, eval_seconds;
 } epoch_books;
@@ -493,8 +501,8 @@ nd_status nd_async_fit(nd_trainer *tr, nd_error *err) {
     /* The final parameters include the (at most W-1) updates that were in
      * flight when the last epoch ended: evaluate them for the summary. */
     if (tr->rank == 0) evaluate_local(tr, &tr->last);
-    double t[7] = {tr->train_seconds, (double)tr->samples_seen, tr->last.test_loss, tr->last.test_acc,
-                   tr->last.val_loss, tr->last.val_acc, (double)tr->staleness_max};
+    double t[7] = {tr->train_seconds, (double)tr->samples_seen, tr->last.test_loss,       tr->last.test_acc,
+                   tr->last.val_loss, tr->last.val_acc,         (double)tr->staleness_max};
     ND_TRY(nd_comm_bcast_f64(tr->comm, t, 7, 0, err));
     tr->staleness_max = (long)t[6];
     tr->train_seconds = t[0];

@@ -67,7 +67,8 @@ static nd_status move_state(nd_trainer *tr, float *const full[2], int to_owners,
                 nd_request r = {0};
                 const int sends = (tr->rank == 0) == to_owners;
                 float *buf = tr->rank == 0 ? full[i] + off : mine[i];
-                if (sends) ND_TRY(nd_comm_isend_f32(tr->comm, buf, (size_t)len, tr->rank == 0 ? k : 0, 900 + i, &r, err));
+                if (sends)
+                    ND_TRY(nd_comm_isend_f32(tr->comm, buf, (size_t)len, tr->rank == 0 ? k : 0, 900 + i, &r, err));
                 else ND_TRY(nd_comm_irecv_f32(tr->comm, buf, (size_t)len, tr->rank == 0 ? k : 0, 900 + i, &r, err));
                 ND_TRY(nd_comm_wait_all(&r, 1, NULL, err));
             }
@@ -136,9 +137,10 @@ static nd_status load(nd_trainer *tr, const char *path, nd_error *err) {
     if (tr->ema) ND_TRY(nd_comm_bcast_f32(tr->comm, tr->ema, n, 0, err));
     ND_TRY(nd_comm_bcast_f32(tr->comm, tr->norm_mean, cols, 0, err));
     ND_TRY(nd_comm_bcast_f32(tr->comm, tr->norm_inv_std, cols, 0, err));
-    double v[11] = {(double)info.meta.step, info.meta.epoch, (double)info.meta.epoch_step, info.meta.epoch_loss_sum,
-                    info.meta.epoch_correct, info.meta.global_batch, (double)info.optimizer_step, info.meta.world_size,
-                    info.meta.plateau_scale, info.meta.plateau_best, info.meta.plateau_bad};
+    double v[11] = {(double)info.meta.step,      info.meta.epoch,         (double)info.meta.epoch_step,
+                    info.meta.epoch_loss_sum,    info.meta.epoch_correct, info.meta.global_batch,
+                    (double)info.optimizer_step, info.meta.world_size,    info.meta.plateau_scale,
+                    info.meta.plateau_best,      info.meta.plateau_bad};
     ND_TRY(nd_comm_bcast_f64(tr->comm, v, 11, 0, err));
     tr->plateau_scale = v[8];
     tr->plateau_best = v[9];
@@ -158,8 +160,9 @@ static nd_status load(nd_trainer *tr, const char *path, nd_error *err) {
         if (tr->start_epoch_step > tr->steps_per_epoch) tr->start_epoch_step = tr->steps_per_epoch;
     }
     if (tr->rank == 0)
-        printf("nndist train: resuming from %s: step %ld, epoch %d after %ld of its steps (written by %d ranks, global batch %d)\n",
-               path, tr->step, tr->start_epoch, tr->start_epoch_step, (int)v[7], old_batch);
+        printf(
+            "nndist train: resuming from %s: step %ld, epoch %d after %ld of its steps (written by %d ranks, global batch %d)\n",
+            path, tr->step, tr->start_epoch, tr->start_epoch_step, (int)v[7], old_batch);
     return ND_OK;
 }
 
@@ -229,8 +232,7 @@ nd_status nd_train_checkpoint_write(nd_trainer *tr, const nd_optimizer *opt, int
     return nd_checkpoint_prune(tr->cfg.checkpoint_dir, tr->cfg.keep, err);
 }
 
-static nd_status save_now(nd_trainer *tr, int epoch, long epoch_step, double loss_sum, double correct,
-                          nd_error *err) {
+static nd_status save_now(nd_trainer *tr, int epoch, long epoch_step, double loss_sum, double correct, nd_error *err) {
     nd_optimizer view;
     ND_TRY(gather_view(tr, &view, err));
     nd_status st = ND_OK;

@@ -22,13 +22,13 @@
 
 /* What an exchange works on, fixed at setup. */
 typedef struct {
-    nd_model *model;        /* its grad arena is what the exchange sums; param what it completes */
+    nd_model *model; /* its grad arena is what the exchange sums; param what it completes */
     nd_comm *comm;
-    nd_watchdog *watchdog;  /* times the blocking collectives (NULL: none) */
+    nd_watchdog *watchdog; /* times the blocking collectives (NULL: none) */
     const nd_penalty *penalty;
     const nd_train_config *cfg;
     int rank, size;
-    size_t tail;            /* floats after num_params that ride along (the loss and hit count) */
+    size_t tail; /* floats after num_params that ride along (the loss and hit count) */
 } nd_exchange_env;
 
 typedef struct {
@@ -74,8 +74,8 @@ typedef struct {
     nd_exchange_env env;
 } nd_exchange;
 
-extern const nd_exchange_part nd_exchange_allreduce, nd_exchange_buckets, nd_exchange_zero,
-    nd_exchange_fixed_point, nd_exchange_param_server;
+extern const nd_exchange_part nd_exchange_allreduce, nd_exchange_buckets, nd_exchange_zero, nd_exchange_fixed_point,
+    nd_exchange_param_server;
 
 /* The arrival barrier before a blocking exchange (allreduce.c): splits the
  * wait for the slowest rank (ticked as the wait phase) from the transfer,

@@ -34,8 +34,11 @@ void nd_train_compute_gradient(nd_trainer *tr, const nd_shard *src, const int *i
     /* Zeroed first: a training forward leaves batch-norm sums in the gradient. */
     nd_model_zero_grad(m);
     nd_clock_tick(clock, ND_PHASE_DATA);
-    nd_train_pass pass = {.seed = tr->cfg.seed, .step = tr->step, .row_ids = tr->row_ids,
-                          .reduce = tr->cfg.sync_bn ? reduce_over_ranks : NULL, .reduce_ctx = tr};
+    nd_train_pass pass = {.seed = tr->cfg.seed,
+                          .step = tr->step,
+                          .row_ids = tr->row_ids,
+                          .reduce = tr->cfg.sync_bn ? reduce_over_ranks : NULL,
+                          .reduce_ctx = tr};
     if (x->part && x->part->attach) x->part->attach(x->self, &x->env, &pass);
     const float *out = nd_model_forward(m, tr->xb, b, &pass);
     nd_loss_stats ls = nd_loss_apply(tr->loss, nd_model_output_grad(m), out, tr->yb, tr->tb, b, k);
@@ -69,8 +72,7 @@ void nd_train_eval_sums(nd_trainer *tr, const nd_shard *shard, double sums[3]) {
     }
 }
 
-nd_status nd_trainer_evaluate(nd_trainer *tr, const nd_shard *shard, double *loss, double *acc,
-                              nd_error *err) {
+nd_status nd_trainer_evaluate(nd_trainer *tr, const nd_shard *shard, double *loss, double *acc, nd_error *err) {
     double sums[3];
     nd_train_eval_sums(tr, shard, sums);
     nd_watchdog_enter(tr->watchdog, "the evaluation's sums", tr->step);

@@ -49,7 +49,8 @@ int nd_guard_find(const nd_trainer *tr, double grad_norm, char *what, size_t cap
             if (i < 0) continue;
             char name[32];
             snprintf(name, sizeof name, names[k], l);
-            snprintf(what, cap, "the gradient of %s[%ld] is %s", name, i, nonfinite_name(g[spans[k].offset + (size_t)i]));
+            snprintf(what, cap, "the gradient of %s[%ld] is %s", name, i,
+                     nonfinite_name(g[spans[k].offset + (size_t)i]));
             return 1;
         }
     }
@@ -62,14 +63,15 @@ nd_status nd_guard_bad_step(nd_trainer *tr, const char *what, nd_error *err) {
     const int skip = tr->cfg.on_nan == ND_ON_NAN_SKIP;
     if (skip && tr->nan_consecutive <= tr->cfg.max_nan_skips) {
         if (tr->report.active)
-            fprintf(tr->report.out, "step %ld: %s: skipped (%d in a row, %ld in the run)\n", tr->step + 1,
-                    what, tr->nan_consecutive, tr->nan_skips);
+            fprintf(tr->report.out, "step %ld: %s: skipped (%d in a row, %ld in the run)\n", tr->step + 1, what,
+                    tr->nan_consecutive, tr->nan_skips);
         return ND_OK;
     }
     /* Every rank found the same; rank 0 tells. */
     tr->agreed_failure = 1;
     char where[ND_PATH_MAX + 64] = "";
-    if (tr->cfg.checkpoint_dir[0]) snprintf(where, sizeof where, "; the checkpoints in %s are untouched", tr->cfg.checkpoint_dir);
+    if (tr->cfg.checkpoint_dir[0])
+        snprintf(where, sizeof where, "; the checkpoints in %s are untouched", tr->cfg.checkpoint_dir);
     nd_status st;
     if (skip)
         st = ND_FAIL(err, ND_ERR_DATA, "step %ld: %s, %d bad steps in a row (--max-nan-skips %d): stopped%s",

@@ -42,7 +42,8 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
             const int *idx;
             ND_TRY(feed->batch(tr, s, k, &rows, &idx, err)); /* waiting for a window counts as data time */
             nd_train_compute_gradient(tr, rows, idx, &clock);
-            if (m->pass_failed) return ND_FAIL(err, ND_ERR_COMM, "rank %d: --sync-bn: a batch-norm allreduce failed", tr->rank);
+            if (m->pass_failed)
+                return ND_FAIL(err, ND_ERR_COMM, "rank %d: --sync-bn: a batch-norm allreduce failed", tr->rank);
             if (xp->accumulate) {
                 xp->accumulate(x->self, &x->env);
                 nd_clock_tick(&clock, ND_PHASE_COMM); /* the conversion is part of the exchange */
@@ -56,7 +57,8 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
         /* With a sliced gradient (ZeRO) the global norm is the guard's evidence. */
         if (xp->scale) ND_TRY(xp->scale(x->self, &x->env, tr->step, tr->global_batch, last, &scale, &grad_norm, err));
         char what[160];
-        if ((xp->bad_step && xp->bad_step(x->self, what, sizeof what)) || nd_guard_find(tr, grad_norm, what, sizeof what)) {
+        if ((xp->bad_step && xp->bad_step(x->self, what, sizeof what)) ||
+            nd_guard_find(tr, grad_norm, what, sizeof what)) {
             ND_TRY(nd_guard_bad_step(tr, what, err)); /* stops, or: */
             e->nan_skips += 1;                        /* dropped; its batch is used up */
             tr->step += 1;
@@ -104,8 +106,8 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
         if (tr->report.active) {
             const double now = nd_comm_time(), el = now - t0 - paused;
             const double done = (double)(s + 1) * tr->global_batch;
-            nd_report_progress(&tr->report, now, epoch, tr->cfg.epochs, s + 1, steps, loss_sum / done,
-                               done / el, el / (s + 1 - first) * (steps - s - 1));
+            nd_report_progress(&tr->report, now, epoch, tr->cfg.epochs, s + 1, steps, loss_sum / done, done / el,
+                               el / (s + 1 - first) * (steps - s - 1));
         }
     }
     double seconds = nd_comm_time() - t0 - paused;
@@ -177,8 +179,8 @@ nd_status nd_trainer_fit(nd_trainer *tr, nd_error *err) {
         const int stop = note_validation(tr, &e, &improved);
         if (tr->cfg.checkpoint_dir[0]) ND_TRY(nd_train_checkpoint_epoch(tr, &e, improved, err));
         if (tr->lr.kind == ND_SCHED_PLATEAU)
-            nd_lr_plateau_update(&tr->lr, nd_loss_metric_sense(tr->loss) * e.val_acc, &tr->plateau_best, &tr->plateau_bad,
-                                 tr->cfg.plateau_patience);
+            nd_lr_plateau_update(&tr->lr, nd_loss_metric_sense(tr->loss) * e.val_acc, &tr->plateau_best,
+                                 &tr->plateau_bad, tr->cfg.plateau_patience);
         if (stop) break;
     }
     if (tr->best_param && tr->best_epoch > 0 && tr->best_epoch != tr->last.epoch) {

@@ -18,13 +18,19 @@ static const char *const on_nan_names[] = {[ND_ON_NAN_STOP] = "stop", [ND_ON_NAN
 const nd_cli_option nd_train_options[] = {
     {"config", F(STR, config), "", "read options from FILE (key = value); the command line wins"},
     {"data", F(STR, data), "", "HDF5 dataset (layout: data/README.md) [required]"},
-    {"mode", E(mode, nd_mode_names), "sync", "sync: allreduce; async: parameter servers; ssp: parameter servers with bounded staleness"},
+    {"mode", E(mode, nd_mode_names), "sync",
+     "sync: allreduce; async: parameter servers; ssp: parameter servers with bounded staleness"},
     {"servers", R(INT, servers, ">= 1"), "1", "async/ssp: parameter-server ranks (ranks 0..K-1); the rest are workers"},
-    {"max-staleness", R(INT, max_staleness, ">= 0"), "0", "ssp: a worker may run at most this many updates ahead of the slowest"},
-    {"staleness-lr", F(BOOL, staleness_lr), "false", "async/ssp: divide the rate by each gradient's staleness (Zhang et al. 2016)"},
-    {"overlap", F(BOOL, overlap), "false", "async/ssp: compute the next gradient while the exchange is in flight (+1 staleness)"},
-    {"straggle", F(STR, straggle), "", "RANK:FACTOR slows RANK's compute FACTOR times (sleeps (FACTOR-1) x its step time)"},
-    {"arch", F(STR, arch), "", "whole network, e.g. 784:drop0.2-1024:bn:relu:drop0.3-512:relu-10 (docs/training.md); overrides --hidden and the options below"},
+    {"max-staleness", R(INT, max_staleness, ">= 0"), "0",
+     "ssp: a worker may run at most this many updates ahead of the slowest"},
+    {"staleness-lr", F(BOOL, staleness_lr), "false",
+     "async/ssp: divide the rate by each gradient's staleness (Zhang et al. 2016)"},
+    {"overlap", F(BOOL, overlap), "false",
+     "async/ssp: compute the next gradient while the exchange is in flight (+1 staleness)"},
+    {"straggle", F(STR, straggle), "",
+     "RANK:FACTOR slows RANK's compute FACTOR times (sleeps (FACTOR-1) x its step time)"},
+    {"arch", F(STR, arch), "",
+     "whole network, e.g. 784:drop0.2-1024:bn:relu:drop0.3-512:relu-10 (docs/training.md); overrides --hidden and the options below"},
     {"hidden", F(STR, hidden), "512,256", "hidden layer widths, comma-separated ('' for none)"},
     {"act", E(act, nd_act_names), "relu", "hidden activation (identity is refused: it is the output layer's)"},
     {"leaky-alpha", R(FLOAT, leaky_alpha, "(0, 1)"), "0.01", "negative slope of leaky_relu"},
@@ -36,9 +42,12 @@ const nd_cli_option nd_train_options[] = {
     {"bn-eps", R(FLOAT, bn_eps, "> 0"), "1e-5", "batch norm: added to the variance"},
     {"dropout", R(FLOAT, dropout, "[0, 1)"), "0", "drop probability after every hidden activation (inverted dropout)"},
     {"input-dropout", R(FLOAT, input_dropout, "[0, 1)"), "0", "drop probability of the input features"},
-    {"init", E(init, nd_init_names), "he", "weights: he (normal, sqrt(2/fan_in)), xavier (uniform), lecun (uniform), small (N(0,0.01^2))"},
-    {"output-bias", E(output_bias, bias_names), "zero", "output biases: zero, or priors (log class frequencies of /train)"},
-    {"loss", E(loss, nd_loss_names), "softmax_ce", "softmax_ce, hinge, squared_hinge (labels); sigmoid_bce (multi-label), l2, l1 (regression): N x K float /y"},
+    {"init", E(init, nd_init_names), "he",
+     "weights: he (normal, sqrt(2/fan_in)), xavier (uniform), lecun (uniform), small (N(0,0.01^2))"},
+    {"output-bias", E(output_bias, bias_names), "zero",
+     "output biases: zero, or priors (log class frequencies of /train)"},
+    {"loss", E(loss, nd_loss_names), "softmax_ce",
+     "softmax_ce, hinge, squared_hinge (labels); sigmoid_bce (multi-label), l2, l1 (regression): N x K float /y"},
     {"epochs", R(INT, epochs, ">= 1"), "10", "passes over the training split"},
     {"batch", R(INT, batch, ">= 1"), "64", "samples per step on each rank"},
     {"opt", E(opt, nd_opt_names), "momentum", "optimizer (formulas in include/nndist/optim.h)"},
@@ -67,39 +76,55 @@ const nd_cli_option nd_train_options[] = {
     {"plateau-patience", R(INT, plateau_patience, ">= 1"), "3", "plateau: epochs without a better validation accuracy"},
     {"clip-norm", R(FLOAT, clip_norm, ">= 0"), "0", "clip the averaged gradient to this global L2 norm (0 = off)"},
     {"clip-value", R(FLOAT, clip_value, ">= 0"), "0", "clamp each averaged gradient value to [-v, v] (0 = off)"},
-    {"weight-decay", R(FLOAT, weight_decay, ">= 0"), "0", "L2 penalty 0.5*wd*|w|^2 on weights: added to the gradient; adamw: decoupled"},
-    {"regularize-bias", F(BOOL, regularize_bias), "false", "apply --weight-decay, --l1 and adamw's decay to biases too"},
+    {"weight-decay", R(FLOAT, weight_decay, ">= 0"), "0",
+     "L2 penalty 0.5*wd*|w|^2 on weights: added to the gradient; adamw: decoupled"},
+    {"regularize-bias", F(BOOL, regularize_bias), "false",
+     "apply --weight-decay, --l1 and adamw's decay to biases too"},
     {"seed", F(U64, seed), "1", "seed of initialization and shuffling"},
     {"deterministic", F(BOOL, deterministic), "false", "results independent of the rank count (docs/semantics.md)"},
-    {"micro-batches", R(INT, micro_batches, "[1, 65536]"), "8", "--deterministic: micro-batches of --batch rows per step (>= ranks)"},
+    {"micro-batches", R(INT, micro_batches, "[1, 65536]"), "8",
+     "--deterministic: micro-batches of --batch rows per step (>= ranks)"},
     {"shuffle", F(BOOL, shuffle), "true", "reshuffle each rank's rows every epoch (--no-shuffle: file order)"},
-    {"normalize", E(normalize, nd_norm_names), "global", "features: global or feature (mean/std), minmax (to [-1, 1]) or none"},
+    {"normalize", E(normalize, nd_norm_names), "global",
+     "features: global or feature (mean/std), minmax (to [-1, 1]) or none"},
     {"eval-batch", R(INT, eval_batch, ">= 1"), "1024", "rows per forward pass during evaluation"},
     {"threads", R(INT, threads, "[0, 1024]"), "0", "BLAS threads per rank; 0 = this node's cores / ranks on it"},
-    {"progress", E(progress, nd_progress_names), "auto", "progress within an epoch (auto: a bar on a terminal, plain lines otherwise)"},
-    {"bucket-kb", R(INT, bucket_kb, "[0, 1048576]"), "0", "sync: allreduce the gradient in buckets of this many KiB during backward, last layer first (0: one allreduce after backward)"},
-    {"shard-optimizer", F(BOOL, shard_optimizer), "false", "sync: ZeRO-1, each rank keeps the optimizer state of 1/ranks of the parameters (reduce-scatter, update, allgather)"},
-    {"stream-mb", R(FLOAT, stream_mb, "[0, 1e9)"), "0", "sync: stream the training rows from the file through two windows within this many MB, read in the background (0: load the shard)"},
-    {"timeout", R(FLOAT, timeout, "[0, 1e7]"), "300", "stall watchdog: end the job when a step's exchange waits longer than this many seconds, naming the ranks that did not arrive (0 = wait forever)"},
-    {"on-nan", E(on_nan, on_nan_names), "stop", "a step whose loss or gradient is not finite: stop before applying it, or drop it (sync)"},
+    {"progress", E(progress, nd_progress_names), "auto",
+     "progress within an epoch (auto: a bar on a terminal, plain lines otherwise)"},
+    {"bucket-kb", R(INT, bucket_kb, "[0, 1048576]"), "0",
+     "sync: allreduce the gradient in buckets of this many KiB during backward, last layer first (0: one allreduce after backward)"},
+    {"shard-optimizer", F(BOOL, shard_optimizer), "false",
+     "sync: ZeRO-1, each rank keeps the optimizer state of 1/ranks of the parameters (reduce-scatter, update, allgather)"},
+    {"stream-mb", R(FLOAT, stream_mb, "[0, 1e9)"), "0",
+     "sync: stream the training rows from the file through two windows within this many MB, read in the background (0: load the shard)"},
+    {"timeout", R(FLOAT, timeout, "[0, 1e7]"), "300",
+     "stall watchdog: end the job when a step's exchange waits longer than this many seconds, naming the ranks that did not arrive (0 = wait forever)"},
+    {"on-nan", E(on_nan, on_nan_names), "stop",
+     "a step whose loss or gradient is not finite: stop before applying it, or drop it (sync)"},
     {"max-nan-skips", R(INT, max_nan_skips, ">= 0"), "10", "--on-nan skip: stop after this many bad steps in a row"},
-    {"fault-nan-step", R(LONG, fault_nan_step, ">= 0"), "0", "testing: make the first worker's (rank 0's in sync) loss NaN at this step (1-based; 0 = never)"},
+    {"fault-nan-step", R(LONG, fault_nan_step, ">= 0"), "0",
+     "testing: make the first worker's (rank 0's in sync) loss NaN at this step (1-based; 0 = never)"},
     {"profile", R(INT, profile, ">= 0"), "0", "sync: rank 0 prints the time of each phase of the first N steps"},
     {"l1", R(FLOAT, l1, ">= 0"), "0", "L1 penalty on weights (not biases); with --weight-decay: the elastic net"},
-    {"max-norm", R(FLOAT, max_norm, ">= 0"), "0", "after each update, scale each neuron's incoming weights to L2 norm <= c (sync; 0 = off)"},
-    {"early-stop", R(INT, early_stop, ">= 0"), "0", "stop after N epochs without a better validation accuracy; end with the best weights"},
-    {"ema", R(FLOAT, ema, "[0, 1)"), "0", "keep a moving average of the weights with this decay (e.g. 0.999), evaluated and saved too"},
-    {"checkpoint-dir", F(STR, checkpoint_dir), "", "rank 0 writes checkpoints here (each epoch, and see --checkpoint-every)"},
-    {"checkpoint-every", R(LONG, checkpoint_every, ">= 0"), "0", "also checkpoint every N steps (0: only at epoch ends)"},
+    {"max-norm", R(FLOAT, max_norm, ">= 0"), "0",
+     "after each update, scale each neuron's incoming weights to L2 norm <= c (sync; 0 = off)"},
+    {"early-stop", R(INT, early_stop, ">= 0"), "0",
+     "stop after N epochs without a better validation accuracy; end with the best weights"},
+    {"ema", R(FLOAT, ema, "[0, 1)"), "0",
+     "keep a moving average of the weights with this decay (e.g. 0.999), evaluated and saved too"},
+    {"checkpoint-dir", F(STR, checkpoint_dir), "",
+     "rank 0 writes checkpoints here (each epoch, and see --checkpoint-every)"},
+    {"checkpoint-every", R(LONG, checkpoint_every, ">= 0"), "0",
+     "also checkpoint every N steps (0: only at epoch ends)"},
     {"keep", R(INT, keep, ">= 1"), "3", "keep the N newest checkpoints (plus the best one)"},
-    {"resume", F(STR, resume), "", "continue from a checkpoint FILE, or 'auto': the newest valid one in --checkpoint-dir"},
+    {"resume", F(STR, resume), "",
+     "continue from a checkpoint FILE, or 'auto': the newest valid one in --checkpoint-dir"},
     {"metrics", F(STR, metrics), "", "write a JSON line per epoch to FILE"},
     {"summary", F(STR, summary), "", "write the run summary (JSON) to FILE"},
 };
 const int nd_train_num_options = (int)(sizeof nd_train_options / sizeof nd_train_options[0]);
 
-nd_status nd_train_config_parse(nd_train_config *cfg, int argc, char **argv, int *help,
-                                nd_error *err) {
+nd_status nd_train_config_parse(nd_train_config *cfg, int argc, char **argv, int *help, nd_error *err) {
     memset(cfg, 0, sizeof *cfg);
     ND_TRY(nd_cli_defaults(nd_train_options, nd_train_num_options, cfg, err));
     return nd_cli_parse(nd_train_options, nd_train_num_options, cfg, argc, argv, help, err);
@@ -124,8 +149,8 @@ int nd_parse_widths(const char *text, int *widths, int max) {
     }
 }
 
-nd_status nd_train_make_schedule(const nd_train_config *c, int global_batch, long steps_per_epoch,
-                                 nd_lr_schedule *s, nd_error *err) {
+nd_status nd_train_make_schedule(const nd_train_config *c, int global_batch, long steps_per_epoch, nd_lr_schedule *s,
+                                 nd_error *err) {
     memset(s, 0, sizeof *s);
     s->base_lr = c->lr;
     s->ref_batch = c->ref_batch > 0 ? c->ref_batch : c->batch;
@@ -150,7 +175,8 @@ nd_status nd_train_make_schedule(const nd_train_config *c, int global_batch, lon
         char *end;
         double ep = strtod(p, &end);
         if (end == p || ep <= 0 || s->num_milestones == ND_MAX_MILESTONES || (*end && *end != ','))
-            return ND_FAIL(err, ND_ERR_ARG, "--lr-milestones: '%s' is not a list of up to %d positive epochs like 30,60",
+            return ND_FAIL(err, ND_ERR_ARG,
+                           "--lr-milestones: '%s' is not a list of up to %d positive epochs like 30,60",
                            c->lr_milestones, ND_MAX_MILESTONES);
         s->milestones[s->num_milestones++] = (long)(ep * steps_per_epoch + 0.5);
         p = *end ? end + 1 : end;
@@ -262,7 +288,8 @@ nd_status nd_train_plan_resolve(const nd_train_config *c, nd_train_plan *plan, n
         return ND_FAIL(err, ND_ERR_ARG, "--output-bias priors: only with a classification loss, not --loss %s",
                        nd_loss_name(c->loss));
     if (c->momentum_final != -1.0f && !(c->momentum_final >= 0.0f && c->momentum_final < 1.0f))
-        return ND_FAIL(err, ND_ERR_ARG, "--momentum-final: %g must be in [0, 1) (or -1: off)", (double)c->momentum_final);
+        return ND_FAIL(err, ND_ERR_ARG, "--momentum-final: %g must be in [0, 1) (or -1: off)",
+                       (double)c->momentum_final);
     nd_lr_schedule probe;
     ND_TRY(nd_train_make_schedule(c, c->batch, 100, &probe, err)); /* milestones; sizes come later */
     if (!strcmp(c->resume, "auto") && !c->checkpoint_dir[0])
@@ -278,8 +305,7 @@ nd_status nd_train_plan_resolve(const nd_train_config *c, nd_train_plan *plan, n
         return refuse("--sync-bn", x, "cannot add batch-norm sums across ranks inside a step", err);
     if (c->on_nan == ND_ON_NAN_SKIP && !can->skip_step)
         return refuse("--on-nan skip", x, "cannot drop a step on every rank alike", err);
-    if (c->stream_mb > 0.0f && !can->streams)
-        return refuse("--stream-mb", x, "cannot take a streamed feed", err);
+    if (c->stream_mb > 0.0f && !can->streams) return refuse("--stream-mb", x, "cannot take a streamed feed", err);
     const struct {
         bool on;
         const char *option;

@@ -26,11 +26,13 @@ static int stdout_is_terminal(void) {
     return !strncmp(target, "/dev/pts/", 9) || !strncmp(target, "/dev/tty", 8);
 }
 
-const char *const nd_progress_names[] = {[ND_PROGRESS_AUTO] = "auto", [ND_PROGRESS_BAR] = "bar",
-                                         [ND_PROGRESS_PLAIN] = "plain", [ND_PROGRESS_NONE] = "none", NULL};
+const char *const nd_progress_names[] = {[ND_PROGRESS_AUTO] = "auto",
+                                         [ND_PROGRESS_BAR] = "bar",
+                                         [ND_PROGRESS_PLAIN] = "plain",
+                                         [ND_PROGRESS_NONE] = "none",
+                                         NULL};
 
-nd_status nd_report_open(nd_report *r, int active, nd_progress_kind progress, const char *metrics_path,
-                         nd_error *err) {
+nd_status nd_report_open(nd_report *r, int active, nd_progress_kind progress, const char *metrics_path, nd_error *err) {
     memset(r, 0, sizeof *r);
     r->active = active;
     r->out = stdout;
@@ -58,15 +60,14 @@ static void format_eta(char *buf, size_t cap, double s) {
     else snprintf(buf, cap, "%02ld:%02ld", t / 60, t % 60);
 }
 
-void nd_report_progress(nd_report *r, double now, int epoch, int epochs, long step, long steps,
-                        double running_loss, double samples_per_s, double eta_s) {
+void nd_report_progress(nd_report *r, double now, int epoch, int epochs, long step, long steps, double running_loss,
+                        double samples_per_s, double eta_s) {
     if (!r->active || r->progress == ND_PROGRESS_NONE) return;
     const int bar = r->progress == ND_PROGRESS_BAR;
     if (r->last_progress == 0.0) r->last_progress = now;
     /* The bar redraws a few times a second and once at the end; plain lines
      * come every 10 s of a long epoch (the epoch line ends each epoch). */
-    if (bar ? (now - r->last_progress < 0.2 && step != steps) : (now - r->last_progress < 10.0))
-        return;
+    if (bar ? (now - r->last_progress < 0.2 && step != steps) : (now - r->last_progress < 10.0)) return;
     r->last_progress = now;
     char eta[32];
     format_eta(eta, sizeof eta, eta_s);
@@ -76,12 +77,12 @@ void nd_report_progress(nd_report *r, double now, int epoch, int epochs, long st
         int fill = steps > 0 ? (int)(WIDTH * step / steps) : 0;
         for (int i = 0; i < WIDTH; ++i) bar[i] = i < fill ? '#' : '.';
         bar[WIDTH] = '\0';
-        fprintf(r->out, "\r\033[Kepoch %d/%d [%s] %ld/%ld  loss %.4f  %.0f samples/s  ETA %s", epoch,
-                epochs, bar, step, steps, running_loss, samples_per_s, eta);
+        fprintf(r->out, "\r\033[Kepoch %d/%d [%s] %ld/%ld  loss %.4f  %.0f samples/s  ETA %s", epoch, epochs, bar, step,
+                steps, running_loss, samples_per_s, eta);
         r->bar_open = 1;
     } else {
-        fprintf(r->out, "  epoch %d/%d step %ld/%ld loss %.4f %.0f samples/s ETA %s\n", epoch, epochs,
-                step, steps, running_loss, samples_per_s, eta);
+        fprintf(r->out, "  epoch %d/%d step %ld/%ld loss %.4f %.0f samples/s ETA %s\n", epoch, epochs, step, steps,
+                running_loss, samples_per_s, eta);
     }
     fflush(r->out);
 }
@@ -95,8 +96,7 @@ void nd_report_progress_end(nd_report *r) {
     r->last_progress = 0.0;
 }
 
-nd_status nd_write_file_atomic(const char *path, void (*body)(FILE *, const void *), const void *ctx,
-                               nd_error *err) {
+nd_status nd_write_file_atomic(const char *path, void (*body)(FILE *, const void *), const void *ctx, nd_error *err) {
     char tmp[4200];
     if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
         return ND_FAIL(err, ND_ERR_ARG, "%s: path too long", path);

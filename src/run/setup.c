@@ -22,8 +22,7 @@ static int auto_threads(const nd_comm *comm) {
     long online = sysconf(_SC_NPROCESSORS_ONLN);
     int per_rank = (int)(online > 0 ? online : 1) / nd_comm_local_size(comm);
     cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) < per_rank)
-        per_rank = CPU_COUNT(&set);
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) < per_rank) per_rank = CPU_COUNT(&set);
     return per_rank < 1 ? 1 : per_rank;
 }
 
@@ -38,8 +37,8 @@ static nd_status check_targets(const nd_trainer *tr, nd_error *err) {
         for (size_t i = 0; sh->t && i < (size_t)sh->rows * sh->target_cols; ++i)
             if (!(sh->t[i] >= 0.0f && sh->t[i] <= 1.0f))
                 return ND_FAIL(err, ND_ERR_DATA, "%s: /%s/y[%ld][%zu] = %g: --loss sigmoid_bce needs targets in [0, 1]",
-                               tr->cfg.data, names[s], sh->first_row + (long)(i / sh->target_cols),
-                               i % sh->target_cols, (double)sh->t[i]);
+                               tr->cfg.data, names[s], sh->first_row + (long)(i / sh->target_cols), i % sh->target_cols,
+                               (double)sh->t[i]);
     }
     return ND_OK;
 }
@@ -59,8 +58,8 @@ static nd_status read_shards(nd_trainer *tr, nd_error *err) {
                        tr->info.has_targets ? "class labels" : "float targets (N x K)", c->data,
                        tr->info.has_targets ? "float targets" : "class labels");
     if (tr->info.train.rows < tr->num_workers)
-        return ND_FAIL(err, ND_ERR_DATA, "%s: /train has %ld rows, fewer than the %d %s", c->data,
-                       tr->info.train.rows, tr->num_workers, tr->async ? "workers" : "ranks");
+        return ND_FAIL(err, ND_ERR_DATA, "%s: /train has %ld rows, fewer than the %d %s", c->data, tr->info.train.rows,
+                       tr->num_workers, tr->async ? "workers" : "ranks");
     const int k = tr->info.num_classes;
     tr->train.cols = tr->test.cols = tr->val.cols = tr->info.train.cols;
     if (c->deterministic) {
@@ -123,7 +122,8 @@ static nd_status normalize_splits(nd_trainer *tr, int have_stats, nd_error *err)
         if (st == ND_OK) st = nd_comm_bcast_f32(tr->comm, tr->norm_mean, (size_t)cols, 0, err);
         if (st == ND_OK) st = nd_comm_bcast_f32(tr->comm, tr->norm_inv_std, (size_t)cols, 0, err);
     }
-    if (st == ND_OK && reader && tr->norm != ND_NORM_NONE) nd_stream_set_normalize(reader, tr->norm_mean, tr->norm_inv_std);
+    if (st == ND_OK && reader && tr->norm != ND_NORM_NONE)
+        nd_stream_set_normalize(reader, tr->norm_mean, tr->norm_inv_std);
     if (st == ND_OK) {
         nd_shard *splits[3] = {&tr->train, &tr->test, &tr->val};
         for (int i = 0; i < 3; ++i)
@@ -160,8 +160,13 @@ static nd_status create_exchange(nd_trainer *tr, nd_error *err) {
     if (tr->size == 1 && (kind == ND_EXCHANGE_BUCKETS || kind == ND_EXCHANGE_ZERO)) kind = ND_EXCHANGE_ALLREDUCE;
     nd_exchange *x = &tr->exchange;
     x->part = nd_exchange_parts[kind];
-    x->env = (nd_exchange_env){.model = &tr->model, .comm = tr->comm, .penalty = &tr->penalty, .cfg = &tr->cfg,
-                               .rank = tr->rank, .size = tr->size, .tail = ND_TAIL_USED};
+    x->env = (nd_exchange_env){.model = &tr->model,
+                               .comm = tr->comm,
+                               .penalty = &tr->penalty,
+                               .cfg = &tr->cfg,
+                               .rank = tr->rank,
+                               .size = tr->size,
+                               .tail = ND_TAIL_USED};
     return x->part->create ? x->part->create(&x->self, &x->env, err) : ND_OK;
 }
 
@@ -193,7 +198,8 @@ static nd_status build_model(nd_trainer *tr, nd_error *err) {
     oc.eps = c->eps;
     oc.rho = c->rho;
     oc.weight_decay = oc.kind == ND_OPT_ADAMW ? c->weight_decay : 0.0f;
-    tr->penalty = (nd_penalty){.weight_decay = oc.kind == ND_OPT_ADAMW ? 0.0f : c->weight_decay, /* adamw decays itself */
+    tr->penalty = (nd_penalty){.weight_decay = oc.kind == ND_OPT_ADAMW ? 0.0f
+                                                                       : c->weight_decay, /* adamw decays itself */
                                .l1 = c->l1,
                                .clip_value = c->clip_value,
                                .clip_norm = c->clip_norm,
@@ -268,12 +274,13 @@ static void print_setup(const nd_trainer *tr) {
     fprintf(out, "nndist train: resolved configuration\n");
     nd_cli_print(nd_train_options, nd_train_num_options, &tr->cfg, out, "  ");
     if (tr->async)
-        fprintf(out, "  # ranks %d (%d server(s), %d worker(s)), BLAS threads per rank %d, batch per update %d, peak lr %.6g\n",
-                tr->size, tr->num_servers, tr->num_workers, tr->threads, tr->global_batch,
-                (double)nd_lr_peak(&tr->lr));
+        fprintf(
+            out,
+            "  # ranks %d (%d server(s), %d worker(s)), BLAS threads per rank %d, batch per update %d, peak lr %.6g\n",
+            tr->size, tr->num_servers, tr->num_workers, tr->threads, tr->global_batch, (double)nd_lr_peak(&tr->lr));
     else
-        fprintf(out, "  # ranks %d, BLAS threads per rank %d, global batch %d, peak lr %.6g\n", tr->size,
-                tr->threads, tr->global_batch, (double)nd_lr_peak(&tr->lr));
+        fprintf(out, "  # ranks %d, BLAS threads per rank %d, global batch %d, peak lr %.6g\n", tr->size, tr->threads,
+                tr->global_batch, (double)nd_lr_peak(&tr->lr));
     fprintf(out, "  # data %ld train / %ld val / %ld test rows, %d features, %d %s; %ld steps per epoch\n",
             tr->info.train.rows, tr->info.val.rows, tr->info.test.rows, tr->train.cols, tr->info.num_outputs,
             tr->info.has_targets ? "targets" : "classes", tr->steps_per_epoch);
@@ -282,11 +289,11 @@ static void print_setup(const nd_trainer *tr) {
     fprintf(out, "  # model %s, %zu parameters, loss %s\n", arch, m->num_weights, nd_loss_name(tr->loss));
     const double state_mb = nd_optimizer_state_floats(&tr->opt) * sizeof(float) / 1048576.0;
     if (!tr->async && tr->slice.length < tr->model.num_params && tr->slice.length > 0)
-        fprintf(out, "  # optimizer state %.2f MB per rank, sharded over %d ranks (unsharded: %.2f MB, saves %.2f MB)\n",
+        fprintf(out,
+                "  # optimizer state %.2f MB per rank, sharded over %d ranks (unsharded: %.2f MB, saves %.2f MB)\n",
                 state_mb, tr->size, state_mb * (double)m->num_params / (double)tr->slice.length,
                 state_mb * ((double)m->num_params / (double)tr->slice.length - 1.0));
-    else if (!tr->async)
-        fprintf(out, "  # optimizer state %.2f MB per rank\n", state_mb);
+    else if (!tr->async) fprintf(out, "  # optimizer state %.2f MB per rank\n", state_mb);
     fflush(out);
 }
 
@@ -306,9 +313,10 @@ nd_status nd_trainer_setup(nd_trainer **out, const nd_train_config *cfg, nd_comm
     tr->straggle_rank = tr->plan.straggle_rank;
     tr->straggle_factor = tr->plan.straggle_factor;
     if (tr->async && tr->num_workers < 1)
-        return nd_train_agree(tr, ND_FAIL(err, ND_ERR_ARG,
-                                          "--mode %s with --servers %d needs at least %d ranks, this job has %d",
-                                          nd_mode_names[cfg->mode], cfg->servers, cfg->servers + 1, tr->size),
+        return nd_train_agree(tr,
+                              ND_FAIL(err, ND_ERR_ARG,
+                                      "--mode %s with --servers %d needs at least %d ranks, this job has %d",
+                                      nd_mode_names[cfg->mode], cfg->servers, cfg->servers + 1, tr->size),
                               err);
     tr->threads = cfg->threads > 0 ? cfg->threads : auto_threads(comm);
     nd_blas_set_threads(tr->threads);
@@ -335,8 +343,8 @@ nd_status nd_trainer_setup(nd_trainer **out, const nd_train_config *cfg, nd_comm
     const long per_epoch = tr->async ? tr->info.train.rows / cfg->batch : tr->steps_per_epoch;
     ND_TRY(nd_train_agree(tr, nd_train_make_schedule(cfg, tr->global_batch, per_epoch, &tr->lr, err), err));
     if (tr->lr.kind == ND_SCHED_PLATEAU && !tr->info.has_val)
-        return nd_train_agree(tr, ND_FAIL(err, ND_ERR_ARG, "--lr-schedule plateau: %s has no /val split to watch",
-                                          cfg->data), err);
+        return nd_train_agree(
+            tr, ND_FAIL(err, ND_ERR_ARG, "--lr-schedule plateau: %s has no /val split to watch", cfg->data), err);
     tr->lr.plateau_scale = tr->plateau_scale; /* 1, or where a resumed run stood */
     /* Opened last: a run that fails its checks leaves an earlier metrics file alone. */
     ND_TRY(nd_train_agree(tr, nd_report_open(&tr->report, tr->rank == 0, cfg->progress, cfg->metrics, err), err));

@@ -20,8 +20,7 @@ void nd_train_print_epoch(nd_trainer *tr, const nd_epoch_stats *e) {
     nd_report *r = &tr->report;
     if (!r->active) return;
     const char *ml = nd_loss_metric_label(tr->loss), *mn = nd_loss_metric_name(tr->loss);
-    fprintf(r->out, "epoch %3d/%d  train loss %.4f %s %.4f", e->epoch, tr->cfg.epochs, e->train_loss, ml,
-            e->train_acc);
+    fprintf(r->out, "epoch %3d/%d  train loss %.4f %s %.4f", e->epoch, tr->cfg.epochs, e->train_loss, ml, e->train_acc);
     if (tr->info.has_val) fprintf(r->out, " | val loss %.4f %s %.4f", e->val_loss, ml, e->val_acc);
     if (tr->info.has_test) fprintf(r->out, " | test loss %.4f %s %.4f", e->test_loss, ml, e->test_acc);
     fprintf(r->out, " | lr %.5g | %.0f samples/s | %.2f s", e->lr, e->samples_per_s, e->seconds);
@@ -44,8 +43,8 @@ void nd_train_print_epoch(nd_trainer *tr, const nd_epoch_stats *e) {
                 "\"lr\": %.6g, \"seconds\": %.6g, \"samples_per_s\": %.6g",
                 e->epoch, tr->step, e->train_loss, mn, e->train_acc, e->lr, e->seconds, e->samples_per_s);
         if (tr->info.has_val)
-            fprintf(r->metrics, ", \"val_loss\": %.6g, \"val_%s\": %.6g, \"gap_%s\": %.6g", e->val_loss, mn,
-                    e->val_acc, mn, e->train_acc - e->val_acc);
+            fprintf(r->metrics, ", \"val_loss\": %.6g, \"val_%s\": %.6g, \"gap_%s\": %.6g", e->val_loss, mn, e->val_acc,
+                    mn, e->train_acc - e->val_acc);
         if (tr->info.has_test)
             fprintf(r->metrics, ", \"test_loss\": %.6g, \"test_%s\": %.6g", e->test_loss, mn, e->test_acc);
         if (tr->ema && tr->info.has_val) fprintf(r->metrics, ", \"ema_val_%s\": %.6g", mn, e->ema_val_acc);
@@ -80,8 +79,8 @@ static void json_number(FILE *f, const char *key, double v) {
 static void write_summary(FILE *f, const void *ctx) {
     const nd_trainer *tr = ctx;
     const nd_epoch_stats *e = &tr->last;
-    fprintf(f, "{\"mode\": \"%s\", \"np\": %d, \"batch_per_rank\": %d, \"global_batch\": %d", nd_mode_names[tr->cfg.mode],
-            tr->size, tr->cfg.batch, tr->global_batch);
+    fprintf(f, "{\"mode\": \"%s\", \"np\": %d, \"batch_per_rank\": %d, \"global_batch\": %d",
+            nd_mode_names[tr->cfg.mode], tr->size, tr->cfg.batch, tr->global_batch);
     fprintf(f, ", \"epochs\": %d, \"steps\": %ld, \"threads_per_rank\": %d", e->epoch, tr->step, tr->threads);
     json_number(f, "train_seconds", tr->train_seconds);
     json_number(f, "samples_per_s", tr->train_seconds > 0 ? tr->samples_seen / tr->train_seconds : NAN);
@@ -107,8 +106,9 @@ static void write_summary(FILE *f, const void *ctx) {
     fprintf(f, ", \"loss\": \"%s\"", nd_loss_name(tr->loss));
     if (!tr->async) print_phases(f, tr->phase_total); /* rank 0's training time by phase (sync) */
     const double *mb = tr->memory_mb;
-    fprintf(f, ", \"memory_mb\": {\"peak_rss\": %.1f, \"shards\": %.1f, \"parameters\": %.2f, \"activations\": %.2f, "
-               "\"optimizer_state\": %.2f}",
+    fprintf(f,
+            ", \"memory_mb\": {\"peak_rss\": %.1f, \"shards\": %.1f, \"parameters\": %.2f, \"activations\": %.2f, "
+            "\"optimizer_state\": %.2f}",
             mb[0], mb[1], mb[2], mb[3], mb[4]);
     if (tr->exchange.part && tr->exchange.part->messages)
         fprintf(f, ", \"gradient_buckets\": %ld", tr->gradient_buckets);
@@ -126,14 +126,16 @@ void nd_train_print_done(nd_trainer *tr) {
             tr->train_seconds > 0 ? tr->samples_seen / tr->train_seconds : 0.0);
     if (tr->info.has_test)
         fprintf(tr->report.out, "; final test %s %.4f (loss %.4f)",
-                tr->loss <= ND_LOSS_SQUARED_HINGE ? "accuracy" : nd_loss_metric_name(tr->loss), e->test_acc, e->test_loss);
+                tr->loss <= ND_LOSS_SQUARED_HINGE ? "accuracy" : nd_loss_metric_name(tr->loss), e->test_acc,
+                e->test_loss);
     fputc('\n', tr->report.out);
     fflush(tr->report.out);
 }
 
 /* Bytes of one split's rows held here (features and labels or targets). */
 static double shard_bytes(const nd_shard *s) {
-    return (double)s->rows * ((double)s->cols * sizeof(float) + (s->target_cols ? (double)s->target_cols * sizeof(float) : sizeof(int)));
+    return (double)s->rows *
+        ((double)s->cols * sizeof(float) + (s->target_cols ? (double)s->target_cols * sizeof(float) : sizeof(int)));
 }
 
 /* Collective: this job's largest per-rank figures, in MB: peak resident
@@ -148,7 +150,7 @@ static nd_status measure_memory(nd_trainer *tr, nd_error *err) {
     mb[1] = (shard_bytes(&held) + shard_bytes(&tr->val) + shard_bytes(&tr->test)) / 1048576.0;
     mb[2] = (double)tr->model.num_params * sizeof(float) / 1048576.0;
     mb[3] = ((double)tr->model.workspace_floats + (double)tr->cfg.batch * (tr->train.cols + tr->info.num_outputs)) *
-            sizeof(float) / 1048576.0;
+        sizeof(float) / 1048576.0;
     mb[4] = nd_optimizer_state_floats(&tr->opt) * sizeof(float) / 1048576.0;
     return nd_comm_allreduce_max_f64(tr->comm, mb, 5, err);
 }
@@ -156,7 +158,6 @@ static nd_status measure_memory(nd_trainer *tr, nd_error *err) {
 nd_status nd_trainer_write_summary(nd_trainer *tr, nd_error *err) {
     ND_TRY(measure_memory(tr, err));
     nd_status st = ND_OK;
-    if (tr->rank == 0 && tr->cfg.summary[0])
-        st = nd_write_file_atomic(tr->cfg.summary, write_summary, tr, err);
+    if (tr->rank == 0 && tr->cfg.summary[0]) st = nd_write_file_atomic(tr->cfg.summary, write_summary, tr, err);
     return nd_train_agree(tr, st, err);
 }

@@ -70,8 +70,8 @@ void nd_det_order_pass(nd_trainer *tr, int epoch);
 nd_status nd_det_stats(nd_trainer *tr, double *sums, nd_error *err);
 
 /* feeds/stream.c (--stream-mb): the training rows through nd_stream. */
-nd_status nd_train_stream_open(nd_trainer *tr, nd_error *err);   /* instead of reading the shard */
-nd_status nd_train_stream_alloc(nd_trainer *tr, nd_error *err);  /* the window order, at setup */
+nd_status nd_train_stream_open(nd_trainer *tr, nd_error *err);  /* instead of reading the shard */
+nd_status nd_train_stream_alloc(nd_trainer *tr, nd_error *err); /* the window order, at setup */
 /* Epoch `pass` starting at its step `first` (resume): orders and starts reading. */
 nd_status nd_train_stream_epoch(nd_trainer *tr, int pass, long first, nd_error *err);
 /* The next step's batch: row indices of feed.window in feed.idx. */

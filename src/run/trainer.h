@@ -12,20 +12,20 @@ typedef struct nd_det nd_det;     /* deterministic mode's blocks (feeds/blocks.c
 
 /* --stream-mb: where the training rows come from instead of train.x. */
 typedef struct {
-    nd_stream *reader;   /* NULL: the shard is in memory */
-    nd_shard window;     /* view of the window in use (the reader's buffer) */
-    int *window_order;   /* (windows) this epoch's order of the windows */
-    long window_rows;    /* rows per window, a multiple of the batch */
-    int pass;            /* the epoch being fed */
-    long skip;           /* batches of the next window already done (resume) */
+    nd_stream *reader;             /* NULL: the shard is in memory */
+    nd_shard window;               /* view of the window in use (the reader's buffer) */
+    int *window_order;             /* (windows) this epoch's order of the windows */
+    long window_rows;              /* rows per window, a multiple of the batch */
+    int pass;                      /* the epoch being fed */
+    long skip;                     /* batches of the next window already done (resume) */
     long batches_left, next_batch; /* in the current window */
-    const int *idx;      /* (batch) the step's rows in window */
+    const int *idx;                /* (batch) the step's rows in window */
 } nd_stream_feed;
 
 struct nd_trainer {
     nd_train_config cfg;
-    nd_train_plan plan;  /* the exchange and feed cfg resolved to */
-    nd_comm *comm;       /* not owned */
+    nd_train_plan plan; /* the exchange and feed cfg resolved to */
+    nd_comm *comm;      /* not owned */
     int rank, size;
     nd_dataset_info info;
     nd_shard train, test, val; /* train.x/y/t stay NULL with --stream-mb (rows and first_row are set) */
@@ -38,35 +38,35 @@ struct nd_trainer {
     nd_lr_schedule lr;
     int global_batch;
     long steps_per_epoch;
-    long step;           /* sync: optimizer steps; async: updates applied (server) or sent (worker) */
-    int threads;         /* BLAS threads in use */
-    int *order;          /* (train.rows) local row order of the current epoch */
-    float *xb;           /* (batch x cols) gathered batch */
-    int *yb;             /* (batch) labels, or NULL with a target loss */
-    float *tb;           /* (batch x outputs) targets of a regression/multi-label loss, or NULL */
-    long *row_ids;       /* (batch) global sample index of each batch row (dropout masks) */
+    long step;     /* sync: optimizer steps; async: updates applied (server) or sent (worker) */
+    int threads;   /* BLAS threads in use */
+    int *order;    /* (train.rows) local row order of the current epoch */
+    float *xb;     /* (batch x cols) gathered batch */
+    int *yb;       /* (batch) labels, or NULL with a target loss */
+    float *tb;     /* (batch x outputs) targets of a regression/multi-label loss, or NULL */
+    long *row_ids; /* (batch) global sample index of each batch row (dropout masks) */
     nd_loss_kind loss;
-    int async;           /* --mode async or ssp: parameter servers */
-    int num_servers;     /* K ranks 0..K-1 (0 in sync mode) */
-    int num_workers;     /* ranks that compute gradients */
-    int worker_index;    /* this rank among the workers; -1 on a server */
-    nd_span slice;       /* the part of the flat arena this rank updates and keeps optimizer state for:
-                            a server's in async mode, this rank's with --shard-optimizer, else all */
-    int straggle_rank;   /* --straggle, -1 for none */
+    int async;         /* --mode async or ssp: parameter servers */
+    int num_servers;   /* K ranks 0..K-1 (0 in sync mode) */
+    int num_workers;   /* ranks that compute gradients */
+    int worker_index;  /* this rank among the workers; -1 on a server */
+    nd_span slice;     /* the part of the flat arena this rank updates and keeps optimizer state for:
+                          a server's in async mode, this rank's with --shard-optimizer, else all */
+    int straggle_rank; /* --straggle, -1 for none */
     float straggle_factor;
-    nd_async *as;        /* async/ssp state, NULL in sync mode */
-    nd_det *det;         /* --deterministic's blocks, NULL otherwise */
-    nd_exchange exchange; /* sync: how the step's gradients are summed (part NULL in async mode) */
+    nd_async *as;               /* async/ssp state, NULL in sync mode */
+    nd_det *det;                /* --deterministic's blocks, NULL otherwise */
+    nd_exchange exchange;       /* sync: how the step's gradients are summed (part NULL in async mode) */
     const nd_feed_part *feeder; /* sync: where the step's rows come from */
-    nd_penalty penalty;  /* weight decay, L1 and clipping of the summed gradient */
-    nd_watchdog *watchdog; /* --timeout > 0 on > 1 rank: watches the step's blocking exchanges, else NULL */
-    long staleness_max;  /* async/ssp: largest staleness applied in the run */
-    nd_report report;    /* rank 0's output */
-    int start_epoch;     /* first epoch to run (> 1 after --resume) */
-    long start_epoch_step; /* steps of start_epoch already taken */
+    nd_penalty penalty;         /* weight decay, L1 and clipping of the summed gradient */
+    nd_watchdog *watchdog;      /* --timeout > 0 on > 1 rank: watches the step's blocking exchanges, else NULL */
+    long staleness_max;         /* async/ssp: largest staleness applied in the run */
+    nd_report report;           /* rank 0's output */
+    int start_epoch;            /* first epoch to run (> 1 after --resume) */
+    long start_epoch_step;      /* steps of start_epoch already taken */
     double start_loss_sum, start_correct; /* and their train loss / hits */
-    float *ema;          /* --ema: (num_params) moving average of the weights, or NULL */
-    float *best_param;   /* --early-stop: (num_params) weights of the best epoch, or NULL */
+    float *ema;                           /* --ema: (num_params) moving average of the weights, or NULL */
+    float *best_param;                    /* --early-stop: (num_params) weights of the best epoch, or NULL */
     /* the best validation accuracy so far, its epoch (0: none yet), and the
      * epochs since: the best checkpoint copy and --early-stop follow them */
     float *decay_mask;   /* adamw: (num_params) 1 on weights, 0 on biases and padding */
@@ -79,14 +79,14 @@ struct nd_trainer {
     double train_seconds;
     double phase[ND_PHASES]; /* seconds in each phase: this epoch so far, then the run's total in phase_total */
     double phase_total[ND_PHASES];
-    long samples_seen;   /* global samples of all finished steps */
+    long samples_seen;     /* global samples of all finished steps */
     long gradient_buckets; /* --bucket-kb: buckets started in the run's finished epochs */
-    long nan_skips;      /* steps dropped by --on-nan skip in the run */
-    int nan_consecutive; /* ... in a row up to the latest step */
-    int agreed_failure;  /* the run stopped on a verdict every rank reached (only rank 0 has the line) */
-    double memory_mb[5]; /* largest over ranks, at the summary: peak RSS, data shards, parameters,
-                            activations, optimizer state */
-    nd_epoch_stats last; /* the latest finished epoch */
+    long nan_skips;        /* steps dropped by --on-nan skip in the run */
+    int nan_consecutive;   /* ... in a row up to the latest step */
+    int agreed_failure;    /* the run stopped on a verdict every rank reached (only rank 0 has the line) */
+    double memory_mb[5];   /* largest over ranks, at the summary: peak RSS, data shards, parameters,
+                              activations, optimizer state */
+    nd_epoch_stats last;   /* the latest finished epoch */
 };
 
 #endif

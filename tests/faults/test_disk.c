@@ -164,8 +164,10 @@ static void fresh_dir(const char *dir, long bytes) {
 
 static int resume_finishes(const char *run, const char *dir, int ranks) {
     char cmd[4096];
-    snprintf(cmd, sizeof cmd, "timeout -k 5 180 " MPIRUN " %d --oversubscribe " NNDIST_BIN " train --data " DATA
-             "%s --checkpoint-dir %s --resume auto > %s-resume.log 2>&1", ranks, run, dir, dir);
+    snprintf(cmd, sizeof cmd,
+             "timeout -k 5 180 " MPIRUN " %d --oversubscribe " NNDIST_BIN " train --data " DATA
+             "%s --checkpoint-dir %s --resume auto > %s-resume.log 2>&1",
+             ranks, run, dir, dir);
     const int ok = system(cmd) == 0;
     return ok && !has_temporary(dir);
 }
@@ -184,9 +186,10 @@ static void verdict(const char *fault, const char *dir, double seconds, double b
     while (line && line > log && line[-1] != '\n') --line; /* the whole line */
     const char *end = line ? strchr(line, '\n') : NULL;
     print_message("  %s: job over %.2f s after the fault (bound %.0f s), status %d; newest checkpoint left: step %ld,"
-                  " %s; resume %s\n    message: %.*s\n", fault, seconds, bound, fault_exit_code(status), step,
-                  loads ? "loads" : "does NOT load", resumed ? "finished" : "FAILED",
-                  line ? (int)(end ? end - line : (long)strlen(line)) : 30, line ? line : "(cause not found in the log)");
+                  " %s; resume %s\n    message: %.*s\n",
+                  fault, seconds, bound, fault_exit_code(status), step, loads ? "loads" : "does NOT load",
+                  resumed ? "finished" : "FAILED", line ? (int)(end ? end - line : (long)strlen(line)) : 30,
+                  line ? line : "(cause not found in the log)");
     if (!loads) print_message("    %s\n", why);
     if (!line) print_message("    log:\n%s\n", log);
     assert_true(seconds < bound);
@@ -221,8 +224,10 @@ static void test_rank0_killed_while_writing(void **state) {
         fresh_dir(dir, 0);
         dir_watch w;
         watch_open(&w, dir);
-        snprintf(cmd, sizeof cmd, "exec " MPIRUN " 2 --oversubscribe " NNDIST_BIN " train --data " DATA LARGE
-                 " --checkpoint-dir %s --checkpoint-every 20 --keep 100 > %s.log 2>&1", dir, dir);
+        snprintf(cmd, sizeof cmd,
+                 "exec " MPIRUN " 2 --oversubscribe " NNDIST_BIN " train --data " DATA LARGE
+                 " --checkpoint-dir %s --checkpoint-every 20 --keep 100 > %s.log 2>&1",
+                 dir, dir);
         pid_t job = fault_spawn(cmd);
         int ev = wait_checkpoints(&w, job, 1, 120);
         pid_t writer = -1;
@@ -246,8 +251,8 @@ static void test_rank0_killed_while_writing(void **state) {
     }
     assert_true(mid_write);
     assert_true(has_temporary(dir)); /* the torn write is there, beside the good checkpoints */
-    verdict("rank 0 SIGKILLed mid-write", dir, seconds, 15, status, "signal 9", LARGE " --checkpoint-every 20 --keep 100",
-            2);
+    verdict("rank 0 SIGKILLed mid-write", dir, seconds, 15, status, "signal 9",
+            LARGE " --checkpoint-every 20 --keep 100", 2);
 }
 
 /* Bytes of one checkpoint of `run`, written by a 1-epoch run on one rank. */
@@ -274,8 +279,10 @@ static void disk_full(const char *mode, int ranks, const char *fault) {
     fresh_dir(dir, bytes + bytes / 2);
     dir_watch w;
     watch_open(&w, dir);
-    snprintf(cmd, sizeof cmd, "exec " MPIRUN " %d --oversubscribe " NNDIST_BIN " train --data " DATA "%s"
-             " --checkpoint-dir %s > %s.log 2>&1", ranks, run, dir, dir);
+    snprintf(cmd, sizeof cmd,
+             "exec " MPIRUN " %d --oversubscribe " NNDIST_BIN " train --data " DATA "%s"
+             " --checkpoint-dir %s > %s.log 2>&1",
+             ranks, run, dir, dir);
     pid_t job = fault_spawn(cmd);
     assert_true(wait_checkpoints(&w, job, 1, 120));
     int ev = 0;
@@ -315,8 +322,10 @@ static void test_read_only_mid_run(void **state) {
     fresh_dir(dir, 64L << 20);
     dir_watch w;
     watch_open(&w, dir);
-    snprintf(cmd, sizeof cmd, "exec " MPIRUN " 2 --oversubscribe " NNDIST_BIN " train --data " DATA "%s"
-             " --checkpoint-dir %s > %s.log 2>&1", run, dir, dir);
+    snprintf(cmd, sizeof cmd,
+             "exec " MPIRUN " 2 --oversubscribe " NNDIST_BIN " train --data " DATA "%s"
+             " --checkpoint-dir %s > %s.log 2>&1",
+             run, dir, dir);
     pid_t job = fault_spawn(cmd);
     assert_true(wait_checkpoints(&w, job, 2, 120));
     remount(dir, MS_RDONLY, NULL);
@@ -339,16 +348,20 @@ static void test_read_only_at_start(void **state) {
     const char *run = SMALL " --epochs 1 --keep 100";
     char cmd[4096], before[1 << 12], after[1 << 12], list[700];
     fresh_dir(dir, 64L << 20);
-    snprintf(cmd, sizeof cmd, MPIRUN " 2 --oversubscribe " NNDIST_BIN " train --data " DATA "%s --checkpoint-dir %s"
-             " > %s.log 2>&1", run, dir, dir);
+    snprintf(cmd, sizeof cmd,
+             MPIRUN " 2 --oversubscribe " NNDIST_BIN " train --data " DATA "%s --checkpoint-dir %s"
+                    " > %s.log 2>&1",
+             run, dir, dir);
     assert_int_equal(system(cmd), 0);
     snprintf(list, sizeof list, "cd %s && sha256sum * > %s.sums", dir, dir);
     assert_int_equal(system(list), 0);
     snprintf(list, sizeof list, "%s.sums", dir);
     read_log(list, before, sizeof before);
     remount(dir, MS_RDONLY, NULL);
-    snprintf(cmd, sizeof cmd, "exec " MPIRUN " 2 --oversubscribe " NNDIST_BIN " train --data " DATA SMALL " --keep 100"
-             " --checkpoint-dir %s --resume auto > %s.log 2>&1", dir, dir);
+    snprintf(cmd, sizeof cmd,
+             "exec " MPIRUN " 2 --oversubscribe " NNDIST_BIN " train --data " DATA SMALL " --keep 100"
+             " --checkpoint-dir %s --resume auto > %s.log 2>&1",
+             dir, dir);
     const double t0 = fault_now();
     int status = 0;
     const int ended = fault_wait(fault_spawn(cmd), 60, &status);
@@ -361,7 +374,8 @@ static void test_read_only_at_start(void **state) {
     assert_true(before[0] != '\0');
     assert_string_equal(before, after); /* nothing there was touched */
     remount(dir, 0, NULL);
-    verdict("checkpoint directory read-only at the start", dir, seconds, 30, status, "cannot write there", SMALL " --keep 100", 2);
+    verdict("checkpoint directory read-only at the start", dir, seconds, 30, status, "cannot write there",
+            SMALL " --keep 100", 2);
 }
 
 int main(void) {

@@ -27,8 +27,9 @@
  * update 100) lands mid-run and the job's end is the fault's doing. */
 #define EPOCHS "40"
 #define FINAL_STEP (40 * 20000L / 32)
-#define RUN " train --data " DATA " --hidden 64 --epochs " EPOCHS " --batch 32 --progress none --threads 1 --mode async" \
-            " --checkpoint-every 50 --keep 100"
+#define RUN                                                                                                      \
+    " train --data " DATA " --hidden 64 --epochs " EPOCHS " --batch 32 --progress none --threads 1 --mode async" \
+    " --checkpoint-every 50 --keep 100"
 
 static int setup(void **state) {
     (void)state;
@@ -72,11 +73,14 @@ static void check(const char *name, int oldest) {
     long step = -1;
     const int loads = fault_newest_loads(dir, newest, sizeof newest, &step, why);
     /* --resume auto finishes the run. */
-    snprintf(cmd, sizeof cmd, "timeout -k 5 120 %s %s 3 --oversubscribe %s" RUN " --checkpoint-dir %s --resume auto"
-             " > %s-resume.log 2>&1", MPIEXEC_EXECUTABLE, MPIEXEC_NUMPROC_FLAG, NNDIST_BIN, dir, dir);
+    snprintf(cmd, sizeof cmd,
+             "timeout -k 5 120 %s %s 3 --oversubscribe %s" RUN " --checkpoint-dir %s --resume auto"
+             " > %s-resume.log 2>&1",
+             MPIEXEC_EXECUTABLE, MPIEXEC_NUMPROC_FLAG, NNDIST_BIN, dir, dir);
     const int resumed = system(cmd) == 0;
-    print_message("  %s killed: job over %.2f s later (status %d); newest checkpoint %s (step %ld) %s; resume %s\n", name,
-                  seconds, code, newest, step, loads ? "loads" : "does NOT load", resumed ? "finished" : "FAILED");
+    print_message("  %s killed: job over %.2f s later (status %d); newest checkpoint %s (step %ld) %s; resume %s\n",
+                  name, seconds, code, newest, step, loads ? "loads" : "does NOT load",
+                  resumed ? "finished" : "FAILED");
     if (!loads) print_message("  %s\n", why);
     assert_true(seconds < 15.0);
     assert_true(step > 0 && step < FINAL_STEP); /* it died mid-run, not after finishing */

@@ -67,8 +67,10 @@ static void check(const char *name, const char *mode, int oldest, const char *ca
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     system(cmd);
     /* About 5 s of training, checkpointing as it goes; frozen after 1.5 s. */
-    snprintf(run, sizeof run, "train --data " DATA " --hidden 256 --epochs 40 --progress none --threads 1 --timeout %d"
-             " --mode %s --checkpoint-dir %s --checkpoint-every 500 --keep 3", TIMEOUT_S, mode, dir);
+    snprintf(run, sizeof run,
+             "train --data " DATA " --hidden 256 --epochs 40 --progress none --threads 1 --timeout %d"
+             " --mode %s --checkpoint-dir %s --checkpoint-every 500 --keep 3",
+             TIMEOUT_S, mode, dir);
     int status = 0;
     const double seconds = freeze_one(run, oldest, log, &status);
     FILE *f = fopen(log, "r");
@@ -85,8 +87,9 @@ static void check(const char *name, const char *mode, int oldest, const char *ca
     snprintf(cmd, sizeof cmd, "timeout -k 5 120 %s %s 2 --oversubscribe %s %s --resume auto > %s-resume.log 2>&1",
              MPIEXEC_EXECUTABLE, MPIEXEC_NUMPROC_FLAG, NNDIST_BIN, run, dir);
     const int resumed = system(cmd) == 0;
-    print_message("  %s: ended %.2f s after SIGSTOP, exit %d: %s\n    newest checkpoint left: step %ld, %s; resume %s\n",
-                  name, seconds, status, first, step, loads ? "loads" : why, resumed ? "finished" : "FAILED");
+    print_message(
+        "  %s: ended %.2f s after SIGSTOP, exit %d: %s\n    newest checkpoint left: step %ld, %s; resume %s\n", name,
+        seconds, status, first, step, loads ? "loads" : why, resumed ? "finished" : "FAILED");
     if (!(seconds <= bound) || status == 0 || !names_cause(first, cause))
         fail_msg("%s: want an exit within %g s naming '%s'; got %.2f s, exit %d:\n%s", name, bound, cause, seconds,
                  status, out);
@@ -138,12 +141,9 @@ static void test_async_worker_frozen(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sync_newest_frozen),
-        cmocka_unit_test(test_sync_oldest_frozen),
-        cmocka_unit_test(test_deterministic_frozen),
-        cmocka_unit_test(test_sync_bn_frozen),
-        cmocka_unit_test(test_async_server_frozen),
-        cmocka_unit_test(test_async_worker_frozen),
+        cmocka_unit_test(test_sync_newest_frozen),   cmocka_unit_test(test_sync_oldest_frozen),
+        cmocka_unit_test(test_deterministic_frozen), cmocka_unit_test(test_sync_bn_frozen),
+        cmocka_unit_test(test_async_server_frozen),  cmocka_unit_test(test_async_worker_frozen),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -18,7 +18,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     nd_opt_config oc = {0};
     nd_optimizer opt = {0};
     const int with_opt = nd_opt_parse(info.optimizer, &oc.kind) == 0 &&
-                         nd_optimizer_create(&opt, &oc, model.num_params, &err) == ND_OK;
+        nd_optimizer_create(&opt, &oc, model.num_params, &err) == ND_OK;
     float *mean = calloc((size_t)info.spec.input_dim, sizeof(float));
     float *inv = calloc((size_t)info.spec.input_dim, sizeof(float));
     float *ema = calloc(model.num_params, sizeof(float));

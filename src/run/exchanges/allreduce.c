@@ -19,14 +19,18 @@ static nd_status reduce(void *self, const nd_exchange_env *env, long step, nd_cl
     /* Blocking collectives have no time limit of their own: the watchdog's
      * thread times them. */
     nd_watchdog_enter(env->watchdog, "the gradient allreduce (every rank had arrived)", step + 1);
-    const nd_status st =
-        nd_comm_allreduce_sum_f32(env->comm, env->model->grad, env->model->num_params + env->tail, err);
+    const nd_status st = nd_comm_allreduce_sum_f32(env->comm, env->model->grad, env->model->num_params + env->tail,
+                                                   err);
     nd_watchdog_leave(env->watchdog);
     return st;
 }
 
 const nd_exchange_part nd_exchange_allreduce = {
-    .caps = {.name = "allreduce", .chosen_by = "--mode sync", .sync_bn = true, .skip_step = true,
-             .whole_replica = true, .streams = true},
+    .caps = {.name = "allreduce",
+             .chosen_by = "--mode sync",
+             .sync_bn = true,
+             .skip_step = true,
+             .whole_replica = true,
+             .streams = true},
     .reduce = reduce,
 };

@@ -10,14 +10,14 @@
 #include "../exchange.h"
 
 typedef struct {
-    nd_comm *comm;       /* not owned */
-    float *grad;         /* the gradient buffer being summed (not owned) */
-    size_t bucket;       /* floats: a bucket goes out once this many are final */
-    size_t top;          /* grad[top, end) is already on the wire */
-    nd_request *reqs;    /* (cap) one per bucket of a step */
+    nd_comm *comm;    /* not owned */
+    float *grad;      /* the gradient buffer being summed (not owned) */
+    size_t bucket;    /* floats: a bucket goes out once this many are final */
+    size_t top;       /* grad[top, end) is already on the wire */
+    nd_request *reqs; /* (cap) one per bucket of a step */
     int count, cap;
-    long started;        /* buckets started in the run (for the summary) */
-    nd_status st;        /* the first failure inside backward, reported by reduce */
+    long started; /* buckets started in the run (for the summary) */
+    nd_status st; /* the first failure inside backward, reported by reduce */
     nd_error err;
 } buckets;
 
@@ -103,8 +103,12 @@ static nd_status reduce(void *self, const nd_exchange_env *env, long step, nd_cl
 static long messages(const void *self) { return ((const buckets *)self)->started; }
 
 const nd_exchange_part nd_exchange_buckets = {
-    .caps = {.name = "bucketed allreduce", .chosen_by = "--bucket-kb", .sync_bn = true, .skip_step = true,
-             .whole_replica = true, .streams = true},
+    .caps = {.name = "bucketed allreduce",
+             .chosen_by = "--bucket-kb",
+             .sync_bn = true,
+             .skip_step = true,
+             .whole_replica = true,
+             .streams = true},
     .create = create,
     .destroy = destroy,
     .attach = attach,

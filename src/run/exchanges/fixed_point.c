@@ -14,10 +14,10 @@
 #define FIX_ONE 4294967296.0 /* 2^32: fixed-point unit */
 
 typedef struct {
-    long long *acc; /* (num_params + tail + 1) the step's sum; the last slot flags trouble */
+    long long *acc;    /* (num_params + tail + 1) the step's sum; the last slot flags trouble */
     long long trouble; /* this rank's micro-batches of the step had a value out of range or not finite */
-    int bad;        /* the latest reduced step flagged trouble somewhere */
-    double limit;   /* the range checked: |g| < limit */
+    int bad;           /* the latest reduced step flagged trouble somewhere */
+    double limit;      /* the range checked: |g| < limit */
 } fixed_point;
 
 static nd_status create(void **self, const nd_exchange_env *env, nd_error *err) {
@@ -87,8 +87,12 @@ static int bad_step(const void *self, char *what, size_t cap) {
 
 const nd_exchange_part nd_exchange_fixed_point = {
     /* deterministic mode normalizes each fixed micro-batch and reads fixed blocks */
-    .caps = {.name = "fixed-point sum", .chosen_by = "--deterministic", .sync_bn = false, .skip_step = true,
-             .whole_replica = true, .streams = false},
+    .caps = {.name = "fixed-point sum",
+             .chosen_by = "--deterministic",
+             .sync_bn = false,
+             .skip_step = true,
+             .whole_replica = true,
+             .streams = false},
     .create = create,
     .destroy = destroy,
     .accumulate = accumulate,

@@ -6,7 +6,11 @@
 
 const nd_exchange_part nd_exchange_param_server = {
     /* servers apply each worker's gradient as it comes and hold one slice each */
-    .caps = {.name = "parameter servers", .chosen_by = "--mode async/ssp", .sync_bn = false, .skip_step = false,
-             .whole_replica = false, .streams = false, .sliced = false},
+    .caps = {.name = "parameter servers",
+             .chosen_by = "--mode async/ssp",
+             .sync_bn = false,
+             .skip_step = false,
+             .whole_replica = false,
+             .streams = false,
+             .sliced = false},
 };
-

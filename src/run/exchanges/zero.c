@@ -108,8 +108,13 @@ static nd_status after_update(void *self, const nd_exchange_env *env, long step,
 }
 
 const nd_exchange_part nd_exchange_zero = {
-    .caps = {.name = "sharded optimizer", .chosen_by = "--shard-optimizer", .sync_bn = true, .skip_step = true,
-             .whole_replica = true, .streams = true, .sliced = true},
+    .caps = {.name = "sharded optimizer",
+             .chosen_by = "--shard-optimizer",
+             .sync_bn = true,
+             .skip_step = true,
+             .whole_replica = true,
+             .streams = true,
+             .sliced = true},
     .create = create,
     .destroy = destroy,
     .slice = slice,

@@ -23,16 +23,17 @@
 #include "../train_internal.h"
 
 struct nd_det {
-    int blocks;          /* M */
-    int lo, hi;          /* this rank's blocks [lo, hi) */
-    long *row_off;       /* (hi - lo) first local row of each block */
-    long *row_len;       /* (hi - lo) rows of each block */
+    int blocks;    /* M */
+    int lo, hi;    /* this rank's blocks [lo, hi) */
+    long *row_off; /* (hi - lo) first local row of each block */
+    long *row_len; /* (hi - lo) rows of each block */
 };
 
 nd_status nd_det_create(nd_trainer *tr, nd_error *err) {
     const int m = tr->cfg.micro_batches;
     if (m < tr->size)
-        return ND_FAIL(err, ND_ERR_ARG, "--deterministic: %d micro-batches cannot be spread over %d ranks (use --micro-batches >= %d)",
+        return ND_FAIL(err, ND_ERR_ARG,
+                       "--deterministic: %d micro-batches cannot be spread over %d ranks (use --micro-batches >= %d)",
                        m, tr->size, tr->size);
     nd_det *d = calloc(1, sizeof *d);
     if (!d) return ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate the deterministic-mode state");
@@ -122,5 +123,7 @@ static nd_status batch(nd_trainer *tr, long s, int k, const nd_shard **rows, con
     return ND_OK;
 }
 
-const nd_feed_part nd_feed_blocks = {
-    .name = "blocks", .begin_epoch = begin_epoch, .micro_batches = own_blocks, .batch = batch};
+const nd_feed_part nd_feed_blocks = {.name = "blocks",
+                                     .begin_epoch = begin_epoch,
+                                     .micro_batches = own_blocks,
+                                     .batch = batch};

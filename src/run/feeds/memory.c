@@ -30,4 +30,7 @@ static nd_status batch(nd_trainer *tr, long s, int k, const nd_shard **rows, con
     return ND_OK;
 }
 
-const nd_feed_part nd_feed_memory = {.name = "memory", .begin_epoch = begin_epoch, .micro_batches = one, .batch = batch};
+const nd_feed_part nd_feed_memory = {.name = "memory",
+                                     .begin_epoch = begin_epoch,
+                                     .micro_batches = one,
+                                     .batch = batch};

@@ -25,7 +25,8 @@ nd_status nd_train_stream_open(nd_trainer *tr, nd_error *err) {
     ND_TRY(nd_stream_open(c->data, "train", tr->worker_index, tr->num_workers, tr->info.num_classes, window,
                           &tr->feed.reader, err));
     const long rows = nd_stream_rows(tr->feed.reader);
-    if (rows > INT32_MAX) return ND_FAIL(err, ND_ERR_DATA, "%s: /train: %ld rows on one rank are too many", c->data, rows);
+    if (rows > INT32_MAX)
+        return ND_FAIL(err, ND_ERR_DATA, "%s: /train: %ld rows on one rank are too many", c->data, rows);
     tr->train.rows = (int)rows;
     tr->train.first_row = nd_stream_first_row(tr->feed.reader);
     tr->train.target_cols = si->target_cols;
@@ -74,7 +75,8 @@ nd_status nd_train_stream_batch(nd_trainer *tr, nd_error *err) {
         if (tr->cfg.shuffle) {
             nd_rng rng;
             nd_rng_seed(&rng, tr->cfg.seed, 0x58u << 20 | (uint64_t)tr->feed.pass,
-                        (uint64_t)tr->rank << 32 | (uint64_t)((tr->feed.window.first_row - tr->train.first_row) / tr->feed.window_rows));
+                        (uint64_t)tr->rank << 32 |
+                            (uint64_t)((tr->feed.window.first_row - tr->train.first_row) / tr->feed.window_rows));
             nd_rng_shuffle_i32(&rng, tr->order, (size_t)rows);
         }
         tr->feed.batches_left = rows / b - tr->feed.skip;
@@ -91,7 +93,7 @@ nd_status nd_train_stream_batch(nd_trainer *tr, nd_error *err) {
 
 typedef struct {
     nd_trainer *tr;
-    double *acc;     /* statistics sums or ranges, or class counts */
+    double *acc; /* statistics sums or ranges, or class counts */
     nd_scan_kind kind;
 } scan_ctx;
 
@@ -107,9 +109,9 @@ static nd_status scan_window(void *ctx, const nd_shard *w, nd_error *err) {
     case ND_SCAN_CHECK:
         for (size_t i = 0; w->t && tr->loss == ND_LOSS_SIGMOID_BCE && i < (size_t)w->rows * w->target_cols; ++i)
             if (!(w->t[i] >= 0.0f && w->t[i] <= 1.0f))
-                return ND_FAIL(err, ND_ERR_DATA, "%s: /train/y[%ld][%zu] = %g: --loss sigmoid_bce needs targets in [0, 1]",
-                               tr->cfg.data, w->first_row + (long)(i / w->target_cols), i % w->target_cols,
-                               (double)w->t[i]);
+                return ND_FAIL(err, ND_ERR_DATA,
+                               "%s: /train/y[%ld][%zu] = %g: --loss sigmoid_bce needs targets in [0, 1]", tr->cfg.data,
+                               w->first_row + (long)(i / w->target_cols), i % w->target_cols, (double)w->t[i]);
     }
     return ND_OK;
 }
@@ -136,4 +138,7 @@ static nd_status batch(nd_trainer *tr, long s, int k, const nd_shard **rows, con
     return ND_OK;
 }
 
-const nd_feed_part nd_feed_stream = {.name = "stream", .begin_epoch = begin_epoch, .micro_batches = one, .batch = batch};
+const nd_feed_part nd_feed_stream = {.name = "stream",
+                                     .begin_epoch = begin_epoch,
+                                     .micro_batches = one,
+                                     .batch = batch};

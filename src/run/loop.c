@@ -1,9 +1,11 @@
 /* The training loop of sync mode: each step the feed gives the rows, the
  * replica computes their gradient, the exchange sums it over ranks, the
- * guard checks it, the optimizer applies it; after each epoch evaluation,
- * reporting, checkpoints and early stopping. The exchange and the feed are
- * parts chosen at setup (exchange.h, feed.h): none is named here. Async and
- * ssp runs go to their own driver (async.c). */
+ * guard checks it, the optimizer applies it, and the observers act (the
+ * weight average, progress, checkpoints); after each epoch, evaluation and
+ * the observers again (the epoch line, the best epoch and early stopping,
+ * checkpoints, the plateau schedule). The exchange, the feed and the
+ * observers are parts chosen at setup (exchange.h, feed.h, observer.h):
+ * none is named here. Async and ssp runs go to their own driver (async.c). */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -11,9 +13,7 @@
 #include "nndist/regularize.h"
 #include "train_internal.h"
 
-/* Collective: one epoch of steps; fills loss/accuracy sums and seconds.
- * The feed gives each step's micro-batches, the exchange sums their
- * gradients over ranks; neither is named here. */
+/* Collective: one epoch of steps; fills loss/accuracy sums and seconds. */
 static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_error *err) {
     nd_model *m = &tr->model;
     nd_exchange *x = &tr->exchange;
@@ -24,7 +24,6 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
     const int resuming = epoch == tr->start_epoch;
     const long first = resuming ? tr->start_epoch_step : 0;
     double loss_sum = resuming ? tr->start_loss_sum : 0.0, correct = resuming ? tr->start_correct : 0.0;
-    const long every = tr->cfg.checkpoint_every;
     ND_TRY(feed->begin_epoch(tr, epoch, first, err));
     nd_watchdog_enter(tr->watchdog, "the epoch's start barrier", tr->step);
     ND_TRY(nd_comm_barrier(tr->comm, err)); /* start the clock together, as the peer does */
@@ -85,30 +84,18 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
                                 tr->cfg.max_norm);
         if (last) nd_monitor_after(tr, e);
         tr->step += 1;
-        if (tr->ema) {
-            const float d = tr->cfg.ema, keep = 1.0f - d;
-            float *restrict a = tr->ema;
-            const float *restrict p = m->param;
-            for (size_t i = 0; i < n; ++i) a[i] = d * a[i] + keep * p[i];
-        }
         nd_clock_tick(&clock, ND_PHASE_UPDATE);
-        if (tr->step <= tr->cfg.profile && tr->report.active) { /* the run's first N steps */
-            fprintf(tr->report.out, "profile step %ld:", tr->step);
-            for (int p = 0; p < ND_PHASES; ++p)
-                fprintf(tr->report.out, " %s %.3f ms", nd_phase_names[p], 1e3 * (tr->phase[p] - before[p]));
-            fputc('\n', tr->report.out);
-        }
-        if (every > 0 && tr->cfg.checkpoint_dir[0] && tr->step % every == 0) {
-            const double c0 = nd_comm_time();
-            ND_TRY(nd_train_checkpoint_save(tr, epoch, s + 1, loss_sum, correct, err));
-            paused += nd_comm_time() - c0; /* checkpoint time is not training time */
-        }
-        if (tr->report.active) {
-            const double now = nd_comm_time(), el = now - t0 - paused;
-            const double done = (double)(s + 1) * tr->global_batch;
-            nd_report_progress(&tr->report, now, epoch, tr->cfg.epochs, s + 1, steps, loss_sum / done, done / el,
-                               el / (s + 1 - first) * (steps - s - 1));
-        }
+        const nd_step_view view = {.epoch = epoch,
+                                   .done = s + 1,
+                                   .steps = steps,
+                                   .first = first,
+                                   .loss_sum = loss_sum,
+                                   .correct = correct,
+                                   .phase_before = before,
+                                   .epoch_start = t0,
+                                   .paused = &paused};
+        for (int o = 0; o < tr->num_observers; ++o)
+            if (tr->observers[o]->after_step) ND_TRY(tr->observers[o]->after_step(tr, &view, err));
     }
     double seconds = nd_comm_time() - t0 - paused;
     if (xp->messages) tr->gradient_buckets = xp->messages(x->self);
@@ -129,40 +116,6 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
     return ND_OK;
 }
 
-/* Collective: test and validation accuracy of the averaged weights (the
- * model's parameter pointer is swapped, nothing is copied). */
-static nd_status evaluate_average(nd_trainer *tr, nd_epoch_stats *e, nd_error *err) {
-    float *raw = tr->model.param;
-    double loss;
-    nd_status st = ND_OK;
-    tr->model.param = tr->ema;
-    if (tr->info.has_val) st = nd_trainer_evaluate(tr, &tr->val, &loss, &e->ema_val_acc, err);
-    if (st == ND_OK && tr->info.has_test) st = nd_trainer_evaluate(tr, &tr->test, &loss, &e->ema_test_acc, err);
-    tr->model.param = raw;
-    return st;
-}
-
-/* Same on every rank (validation accuracy is reduced). Records whether
- * this epoch has the best validation accuracy so far (the best-checkpoint
- * copy and early stopping both follow it), keeps its weights for
- * --early-stop, and says whether patience ran out. */
-static int note_validation(nd_trainer *tr, const nd_epoch_stats *e, int *improved) {
-    const int sense = nd_loss_metric_sense(tr->loss); /* RMSE and MAE: lower is better */
-    *improved = tr->info.has_val && (tr->best_epoch == 0 || sense * e->val_acc > sense * tr->best_val);
-    if (*improved) {
-        tr->best_val = e->val_acc;
-        tr->best_epoch = e->epoch;
-        tr->epochs_without_gain = 0;
-        if (tr->best_param) memcpy(tr->best_param, tr->model.param, sizeof(float) * tr->model.num_params);
-        return 0;
-    }
-    if (!tr->best_param || ++tr->epochs_without_gain < tr->cfg.early_stop) return 0;
-    if (tr->report.active)
-        printf("early stop after epoch %d: validation %s has not improved for %d epochs (best %.4f at epoch %d)\n",
-               e->epoch, nd_loss_metric_name(tr->loss), tr->epochs_without_gain, tr->best_val, tr->best_epoch);
-    return 1;
-}
-
 nd_status nd_trainer_fit(nd_trainer *tr, nd_error *err) {
     if (tr->async) return nd_async_fit(tr, err);
     for (int epoch = tr->start_epoch; epoch <= tr->cfg.epochs; ++epoch) {
@@ -172,15 +125,10 @@ nd_status nd_trainer_fit(nd_trainer *tr, nd_error *err) {
         if (tr->info.has_val) ND_TRY(nd_trainer_evaluate(tr, &tr->val, &e.val_loss, &e.val_acc, err));
         if (tr->info.has_test) ND_TRY(nd_trainer_evaluate(tr, &tr->test, &e.test_loss, &e.test_acc, err));
         e.ema_test_acc = e.ema_val_acc = NAN;
-        if (tr->ema) ND_TRY(evaluate_average(tr, &e, err));
+        int stop = 0;
+        for (int o = 0; o < tr->num_observers; ++o)
+            if (tr->observers[o]->after_epoch) ND_TRY(tr->observers[o]->after_epoch(tr, &e, &stop, err));
         tr->last = e;
-        nd_train_print_epoch(tr, &e);
-        int improved;
-        const int stop = note_validation(tr, &e, &improved);
-        if (tr->cfg.checkpoint_dir[0]) ND_TRY(nd_train_checkpoint_epoch(tr, &e, improved, err));
-        if (tr->lr.kind == ND_SCHED_PLATEAU)
-            nd_lr_plateau_update(&tr->lr, nd_loss_metric_sense(tr->loss) * e.val_acc, &tr->plateau_best,
-                                 &tr->plateau_bad, tr->cfg.plateau_patience);
         if (stop) break;
     }
     if (tr->best_param && tr->best_epoch > 0 && tr->best_epoch != tr->last.epoch) {

@@ -353,6 +353,8 @@ nd_status nd_trainer_setup(nd_trainer **out, const nd_train_config *cfg, nd_comm
     nd_comm_set_timeout(comm, cfg->timeout);
     if (tr->size > 1) ND_TRY(nd_train_agree(tr, nd_watchdog_start(&tr->watchdog, tr->rank, cfg->timeout, err), err));
     tr->exchange.env.watchdog = tr->watchdog;
+    for (int o = 0; !tr->async && o < nd_num_observer_parts && tr->num_observers < ND_MAX_OBSERVERS; ++o)
+        if (nd_observer_parts[o]->wanted(tr)) tr->observers[tr->num_observers++] = nd_observer_parts[o];
     return ND_OK;
 }
 

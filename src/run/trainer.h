@@ -6,6 +6,7 @@
 #include "nndist/train.h"
 #include "exchange.h"
 #include "feed.h"
+#include "observer.h"
 
 typedef struct nd_async nd_async; /* the parameter-server protocol's buffers (async.c) */
 typedef struct nd_det nd_det;     /* deterministic mode's blocks (feeds/blocks.c) */
@@ -58,12 +59,14 @@ struct nd_trainer {
     nd_det *det;                /* --deterministic's blocks, NULL otherwise */
     nd_exchange exchange;       /* sync: how the step's gradients are summed (part NULL in async mode) */
     const nd_feed_part *feeder; /* sync: where the step's rows come from */
-    nd_penalty penalty;         /* weight decay, L1 and clipping of the summed gradient */
-    nd_watchdog *watchdog;      /* --timeout > 0 on > 1 rank: watches the step's blocking exchanges, else NULL */
-    long staleness_max;         /* async/ssp: largest staleness applied in the run */
-    nd_report report;           /* rank 0's output */
-    int start_epoch;            /* first epoch to run (> 1 after --resume) */
-    long start_epoch_step;      /* steps of start_epoch already taken */
+    const nd_observer_part *observers[ND_MAX_OBSERVERS]; /* sync: those the options ask for, in table order */
+    int num_observers;
+    nd_penalty penalty;    /* weight decay, L1 and clipping of the summed gradient */
+    nd_watchdog *watchdog; /* --timeout > 0 on > 1 rank: watches the step's blocking exchanges, else NULL */
+    long staleness_max;    /* async/ssp: largest staleness applied in the run */
+    nd_report report;      /* rank 0's output */
+    int start_epoch;       /* first epoch to run (> 1 after --resume) */
+    long start_epoch_step; /* steps of start_epoch already taken */
     double start_loss_sum, start_correct; /* and their train loss / hits */
     float *ema;                           /* --ema: (num_params) moving average of the weights, or NULL */
     float *best_param;                    /* --early-stop: (num_params) weights of the best epoch, or NULL */

@@ -1,0 +1,46 @@
+/* Observers: what watches a sync run and acts between steps and epochs
+ * (the weight average, the profile, the progress and epoch lines, early
+ * stopping and the best epoch, checkpoints, the plateau schedule). Each is
+ * one part behind this ops table, in its own file under observers/; setup
+ * keeps those the options ask for, in table order, and the loop calls them
+ * without naming any. */
+#ifndef NNDIST_OBSERVER_H
+#define NNDIST_OBSERVER_H
+
+#include <stdbool.h>
+
+#include "nndist/train.h"
+
+/* A step as the observers see it, after its update (tr->step counts it). */
+typedef struct {
+    int epoch;        /* 1-based */
+    long done, steps; /* steps of the epoch done (this one included), and in all */
+    long first;       /* the epoch's first step run (after a resume) */
+    double loss_sum;  /* the epoch's loss and hits so far */
+    double correct;
+    const double *phase_before; /* (ND_PHASES) tr->phase before this step */
+    double epoch_start;         /* nd_comm_time() when the epoch's steps began */
+    double *paused;             /* seconds of the epoch not spent training (checkpoints add theirs) */
+} nd_step_view;
+
+typedef struct {
+    const char *name;
+    /* Whether the run wants it (from its options), decided at setup. */
+    bool (*wanted)(const nd_trainer *tr);
+    /* After each step. Collective where the observer says so. */
+    nd_status (*after_step)(nd_trainer *tr, const nd_step_view *v, nd_error *err);
+    /* After each epoch's evaluation (e filled, tr->last = *e after the
+     * report); may set *stop. Collective where the observer says so. */
+    nd_status (*after_epoch)(nd_trainer *tr, nd_epoch_stats *e, int *stop, nd_error *err);
+} nd_observer_part;
+
+extern const nd_observer_part nd_observer_ema, nd_observer_profile, nd_observer_report, nd_observer_best,
+    nd_observer_checkpoint, nd_observer_plateau;
+
+/* The table, in the order they run: one entry per observer. */
+extern const nd_observer_part *const nd_observer_parts[];
+extern const int nd_num_observer_parts;
+
+#define ND_MAX_OBSERVERS 8
+
+#endif

@@ -101,8 +101,8 @@ nd_status nd_async_create(nd_trainer *tr, nd_error *err) {
     for (int s = 0; s < k; ++s) nd_shard_range((long)tr->model.num_params, s, k, &as->slice_off[s], &as->slice_len[s]);
     /* Versions continue from a resumed checkpoint (every server applies
      * every update, so each slice's version is the update count). */
-    as->version = tr->step;
-    for (int j = 0; j < k; ++j) as->versions[j] = (double)tr->step;
+    as->version = tr->state.step;
+    for (int j = 0; j < k; ++j) as->versions[j] = (double)tr->state.step;
     if (tr->rank == 0 && tr->cfg.checkpoint_dir[0]) {
         as->full = tr->opt;
         as->full.n = tr->model.num_params;
@@ -162,7 +162,7 @@ static nd_status worker_start_exchange(nd_trainer *tr, const float *grad, float 
 static nd_status worker_finish_exchange(nd_trainer *tr, int *stop, nd_error *err) {
     nd_async *as = tr->as;
     if (nd_comm_wait_all(as->reqs, 4 * tr->num_servers, NULL, err) != ND_OK)
-        return nd_error_prefix(err, "update %ld: the parameter-server exchange: ", tr->step);
+        return nd_error_prefix(err, "update %ld: the parameter-server exchange: ", tr->state.step);
     for (int j = 0; j < tr->num_servers; ++j) as->versions[j] = as->reply_in[(size_t)j * REPLY_LEN + REPLY_VERSION];
     *stop = as->reply_in[REPLY_STOP] != 0.0; /* server 0 decides the end */
     return ND_OK;
@@ -191,12 +191,14 @@ static nd_status worker_loop(nd_trainer *tr, nd_error *err) {
             s = 0;
         }
         nd_clock clock; /* (phases are a sync figure) */
-        nd_clock_start(&clock, tr->phase);
+        nd_clock_start(&clock, tr->state.phase);
+        const double t0 = clock.t0;
         nd_train_compute_gradient(tr, &tr->train, tr->order + (s++) * tr->cfg.batch, &clock);
+        nd_straggle_sleep(tr, clock.t0 - t0);
         char what[160];
-        if (nd_guard_find(tr, NAN, what, sizeof what)) /* caught before it reaches a server */
-            return ND_FAIL(err, ND_ERR_DATA, "this worker's update %ld: %s: stopped before sending it", tr->step + 1,
-                           what);
+        if (nd_guard_find(&tr->model, 0, NAN, what, sizeof what)) /* caught before it reaches a server */
+            return ND_FAIL(err, ND_ERR_DATA, "this worker's update %ld: %s: stopped before sending it",
+                           tr->state.step + 1, what);
         /* Batch norm: the running statistics travel as deltas against the
          * parameters this worker holds; the servers add them. */
         if (m->num_trainable < m->num_params)
@@ -209,7 +211,7 @@ static nd_status worker_loop(nd_trainer *tr, nd_error *err) {
             if (stop) break;                          /* this last gradient is dropped */
         }
         ND_TRY(worker_start_exchange(tr, m->grad, overlap ? as->spare_param : m->param, scale, err));
-        tr->step += 1; /* updates this worker sent */
+        tr->state.step += 1; /* updates this worker sent */
         if (overlap) {
             swap_floats(&m->grad, &as->spare_grad); /* the next gradient goes to the other buffer */
             in_flight = 1;
@@ -305,7 +307,7 @@ static nd_status server_loop(nd_trainer *tr, nd_error *err) {
             long stale;
             ND_TRY(server_apply(tr, src, &stale, err));
             ND_TRY(server_reply(tr, src, 0, err));
-            tr->step = tr->as->version;
+            tr->state.step = tr->as->version;
         } else if (kind == CTRL_BYE) {
             ++byes;
         } else if (kind == CTRL_SNAPSHOT || kind == CTRL_STATE) {
@@ -391,13 +393,13 @@ static nd_status server0_loop(nd_trainer *tr, nd_error *err) {
     const double epoch_rows = (double)tr->info.train.rows;
     const long every = tr->cfg.checkpoint_dir[0] ? tr->cfg.checkpoint_every : 0;
     /* A resumed run continues the books of its checkpoint. */
-    int epoch = tr->start_epoch - 1, stopping = epoch >= tr->cfg.epochs, stopped = 0;
-    double total = epoch * epoch_rows + (double)tr->start_epoch_step * tr->cfg.batch;
+    int epoch = tr->state.start_epoch - 1, stopping = epoch >= tr->cfg.epochs, stopped = 0;
+    double total = epoch * epoch_rows + (double)tr->state.start_epoch_step * tr->cfg.batch;
     double next_end = (epoch + 1) * epoch_rows, eval_total = 0.0;
     epoch_books b = {0};
-    b.samples = (double)tr->start_epoch_step * tr->cfg.batch;
-    b.loss = tr->start_loss_sum;
-    b.correct = tr->start_correct;
+    b.samples = (double)tr->state.start_epoch_step * tr->cfg.batch;
+    b.loss = tr->state.start_loss_sum;
+    b.correct = tr->state.start_correct;
     const double start = nd_comm_time();
     b.t0 = start;
     while (stopped < w) {
@@ -416,9 +418,9 @@ static nd_status server0_loop(nd_trainer *tr, nd_error *err) {
         b.correct += as->ctrl_in[CTRL_CORRECT];
         b.stale_sum += (double)stale;
         if (stale > b.stale_max) b.stale_max = stale;
-        if (stale > tr->staleness_max) tr->staleness_max = stale;
+        if (stale > tr->state.staleness_max) tr->state.staleness_max = stale;
         b.hist[stale < ND_STALENESS_BUCKETS - 1 ? stale : ND_STALENESS_BUCKETS - 1] += 1;
-        tr->step = as->version;
+        tr->state.step = as->version;
         if (every > 0 && as->version % every == 0 && !(total >= next_end)) {
             const double c0 = nd_comm_time();
             ND_TRY(server0_checkpoint(tr, epoch + 1, b.samples, b.loss, b.correct, err));
@@ -442,7 +444,7 @@ static nd_status server0_loop(nd_trainer *tr, nd_error *err) {
             e.test_loss = e.test_acc = e.val_loss = e.val_acc = NAN;
             ND_TRY(gather(tr, 0, err));
             evaluate_local(tr, &e);
-            tr->last = e;
+            tr->state.last = e;
             nd_report_progress_end(&tr->report);
             nd_train_print_epoch(tr, &e);
             if (tr->cfg.checkpoint_dir[0]) ND_TRY(server0_checkpoint(tr, epoch + 1, 0.0, 0.0, 0.0, err));
@@ -482,8 +484,8 @@ static nd_status server0_loop(nd_trainer *tr, nd_error *err) {
                 }
         }
     }
-    tr->samples_seen = (long)total;
-    tr->train_seconds = nd_comm_time() - start - eval_total;
+    tr->state.samples_seen = (long)total;
+    tr->state.train_seconds = nd_comm_time() - start - eval_total;
     return nd_comm_wait_all(as->reply_reqs, 2 * w, NULL, err);
 }
 
@@ -500,14 +502,16 @@ nd_status nd_async_fit(nd_trainer *tr, nd_error *err) {
         ND_TRY(nd_comm_bcast_f32(tr->comm, tr->model.param + as->slice_off[j], (size_t)as->slice_len[j], j, err));
     /* The final parameters include the (at most W-1) updates that were in
      * flight when the last epoch ended: evaluate them for the summary. */
-    if (tr->rank == 0) evaluate_local(tr, &tr->last);
-    double t[7] = {tr->train_seconds, (double)tr->samples_seen, tr->last.test_loss,       tr->last.test_acc,
-                   tr->last.val_loss, tr->last.val_acc,         (double)tr->staleness_max};
+    if (tr->rank == 0) evaluate_local(tr, &tr->state.last);
+    double t[7] = {tr->state.train_seconds,        (double)tr->state.samples_seen, tr->state.last.test_loss,
+                   tr->state.last.test_acc,        tr->state.last.val_loss,        tr->state.last.val_acc,
+                   (double)tr->state.staleness_max};
     ND_TRY(nd_comm_bcast_f64(tr->comm, t, 7, 0, err));
-    tr->staleness_max = (long)t[6];
-    tr->train_seconds = t[0];
-    tr->samples_seen = (long)t[1];
-    tr->last.test_loss = t[2], tr->last.test_acc = t[3], tr->last.val_loss = t[4], tr->last.val_acc = t[5];
+    tr->state.staleness_max = (long)t[6];
+    tr->state.train_seconds = t[0];
+    tr->state.samples_seen = (long)t[1];
+    tr->state.last.test_loss = t[2], tr->state.last.test_acc = t[3], tr->state.last.val_loss = t[4],
+    tr->state.last.val_acc = t[5];
     nd_train_print_done(tr);
     return ND_OK;
 }

@@ -29,7 +29,7 @@ static void config_text(const nd_trainer *tr, char *out, size_t cap) {
 static void fill_meta(const nd_trainer *tr, nd_ckpt_meta *m, int epoch, long epoch_step, double loss_sum,
                       double correct) {
     memset(m, 0, sizeof *m);
-    m->step = tr->step;
+    m->step = tr->state.step;
     m->epoch = epoch;
     m->epoch_step = epoch_step;
     m->epoch_loss_sum = loss_sum;
@@ -37,8 +37,8 @@ static void fill_meta(const nd_trainer *tr, nd_ckpt_meta *m, int epoch, long epo
     m->world_size = tr->size;
     m->global_batch = tr->global_batch;
     m->plateau_scale = tr->lr.plateau_scale;
-    m->plateau_best = tr->plateau_best;
-    m->plateau_bad = tr->plateau_bad;
+    m->plateau_best = tr->state.plateau_best;
+    m->plateau_bad = tr->state.plateau_bad;
     config_text(tr, m->config, sizeof m->config);
 }
 
@@ -142,27 +142,27 @@ static nd_status load(nd_trainer *tr, const char *path, nd_error *err) {
                     (double)info.optimizer_step, info.meta.world_size,    info.meta.plateau_scale,
                     info.meta.plateau_best,      info.meta.plateau_bad};
     ND_TRY(nd_comm_bcast_f64(tr->comm, v, 11, 0, err));
-    tr->plateau_scale = v[8];
-    tr->plateau_best = v[9];
-    tr->plateau_bad = (int)v[10];
-    tr->step = (long)v[0];
+    tr->state.plateau_scale = v[8];
+    tr->state.plateau_best = v[9];
+    tr->state.plateau_bad = (int)v[10];
+    tr->state.step = (long)v[0];
     tr->opt.step = (long)v[6];
-    tr->start_epoch = (int)v[1];
-    tr->start_epoch_step = (long)v[2];
-    tr->start_loss_sum = v[3];
-    tr->start_correct = v[4];
+    tr->state.start_epoch = (int)v[1];
+    tr->state.start_epoch_step = (long)v[2];
+    tr->state.start_loss_sum = v[3];
+    tr->state.start_correct = v[4];
     const int old_batch = (int)v[5];
-    if (old_batch != tr->global_batch && tr->start_epoch_step > 0) {
+    if (old_batch != tr->global_batch && tr->state.start_epoch_step > 0) {
         /* Another rank count or batch: continue after the same number of the
          * epoch's samples (the order of the rest differs: each rank
          * shuffles its own shard). The epoch's train loss then mixes both. */
-        tr->start_epoch_step = tr->start_epoch_step * old_batch / tr->global_batch;
-        if (tr->start_epoch_step > tr->steps_per_epoch) tr->start_epoch_step = tr->steps_per_epoch;
+        tr->state.start_epoch_step = tr->state.start_epoch_step * old_batch / tr->global_batch;
+        if (tr->state.start_epoch_step > tr->steps_per_epoch) tr->state.start_epoch_step = tr->steps_per_epoch;
     }
     if (tr->rank == 0)
         printf(
             "nndist train: resuming from %s: step %ld, epoch %d after %ld of its steps (written by %d ranks, global batch %d)\n",
-            path, tr->step, tr->start_epoch, tr->start_epoch_step, (int)v[7], old_batch);
+            path, tr->state.step, tr->state.start_epoch, tr->state.start_epoch_step, (int)v[7], old_batch);
     return ND_OK;
 }
 
@@ -227,7 +227,7 @@ nd_status nd_train_checkpoint_write(nd_trainer *tr, const nd_optimizer *opt, int
     nd_ckpt_meta meta;
     char path[ND_PATH_MAX + 64];
     fill_meta(tr, &meta, epoch, epoch_step, loss_sum, correct);
-    nd_checkpoint_name(path, sizeof path, tr->cfg.checkpoint_dir, tr->step);
+    nd_checkpoint_name(path, sizeof path, tr->cfg.checkpoint_dir, tr->state.step);
     ND_TRY(nd_checkpoint_write(path, &tr->model, opt, tr->norm_mean, tr->norm_inv_std, tr->ema, &meta, err));
     return nd_checkpoint_prune(tr->cfg.checkpoint_dir, tr->cfg.keep, err);
 }
@@ -285,14 +285,14 @@ static const char *const checkpoint_what = "the checkpoint (rank 0 writes it, th
 
 nd_status nd_train_checkpoint_save(nd_trainer *tr, int epoch, long epoch_step, double loss_sum, double correct,
                                    nd_error *err) {
-    nd_watchdog_enter(tr->watchdog, checkpoint_what, tr->step);
+    nd_watchdog_enter(tr->watchdog, checkpoint_what, tr->state.step);
     const nd_status st = save_now(tr, epoch, epoch_step, loss_sum, correct, err);
     nd_watchdog_leave(tr->watchdog);
     return st;
 }
 
 nd_status nd_train_checkpoint_epoch(nd_trainer *tr, const nd_epoch_stats *e, int best, nd_error *err) {
-    nd_watchdog_enter(tr->watchdog, checkpoint_what, tr->step);
+    nd_watchdog_enter(tr->watchdog, checkpoint_what, tr->state.step);
     const nd_status st = epoch_now(tr, e, best, err);
     nd_watchdog_leave(tr->watchdog);
     return st;

@@ -3,7 +3,6 @@
  * sync loop and the parameter-server workers. */
 #include <math.h>
 #include <string.h>
-#include <time.h>
 
 #include "nndist/loss.h"
 #include "train_internal.h"
@@ -14,7 +13,7 @@
 static int reduce_over_ranks(void *ctx, float *buf, size_t n) {
     nd_trainer *tr = ctx;
     nd_error ignored = {0};
-    nd_watchdog_enter(tr->watchdog, "a --sync-bn batch-norm allreduce", tr->step + 1);
+    nd_watchdog_enter(tr->watchdog, "a --sync-bn batch-norm allreduce", tr->state.step + 1);
     const nd_status st = nd_comm_allreduce_sum_f32(tr->comm, buf, n, &ignored);
     nd_watchdog_leave(tr->watchdog);
     return st == ND_OK ? 0 : -1;
@@ -24,7 +23,6 @@ void nd_train_compute_gradient(nd_trainer *tr, const nd_shard *src, const int *i
     nd_model *m = &tr->model;
     nd_exchange *x = &tr->exchange;
     const int b = tr->cfg.batch, cols = tr->train.cols, k = tr->info.num_outputs;
-    const double t0 = clock->t0;
     for (int i = 0; i < b; ++i) {
         memcpy(tr->xb + (size_t)i * cols, src->x + (size_t)idx[i] * cols, sizeof(float) * cols);
         if (tr->tb) memcpy(tr->tb + (size_t)i * k, src->t + (size_t)idx[i] * k, sizeof(float) * k);
@@ -35,7 +33,7 @@ void nd_train_compute_gradient(nd_trainer *tr, const nd_shard *src, const int *i
     nd_model_zero_grad(m);
     nd_clock_tick(clock, ND_PHASE_DATA);
     nd_train_pass pass = {.seed = tr->cfg.seed,
-                          .step = tr->step,
+                          .step = tr->state.step,
                           .row_ids = tr->row_ids,
                           .reduce = tr->cfg.sync_bn ? reduce_over_ranks : NULL,
                           .reduce_ctx = tr};
@@ -44,18 +42,13 @@ void nd_train_compute_gradient(nd_trainer *tr, const nd_shard *src, const int *i
     nd_loss_stats ls = nd_loss_apply(tr->loss, nd_model_output_grad(m), out, tr->yb, tr->tb, b, k);
     m->grad[m->num_params + ND_TAIL_LOSS] = (float)ls.loss_sum;
     m->grad[m->num_params + ND_TAIL_CORRECT] = (float)ls.correct;
-    if (tr->cfg.fault_nan_step == tr->step + 1 && tr->worker_index == 0) /* --fault-nan-step: exercise the guard */
+    if (tr->cfg.fault_nan_step == tr->state.step + 1 &&
+        tr->worker_index == 0) /* --fault-nan-step: exercise the guard */
         m->grad[m->num_params + ND_TAIL_LOSS] = NAN;
     if (x->part && x->part->forward_done) x->part->forward_done(x->self, &x->env);
     nd_clock_tick(clock, ND_PHASE_FORWARD);
     nd_model_backward(m, tr->xb, b);
     nd_clock_tick(clock, ND_PHASE_BACKWARD);
-    if (tr->rank == tr->straggle_rank) { /* --straggle: sleep (factor - 1) times the compute */
-        const double extra = (tr->straggle_factor - 1.0) * (clock->t0 - t0);
-        struct timespec ts = {(time_t)extra, (long)((extra - (double)(time_t)extra) * 1e9)};
-        nanosleep(&ts, NULL);
-        nd_clock_tick(clock, ND_PHASE_BACKWARD);
-    }
 }
 
 void nd_train_eval_sums(nd_trainer *tr, const nd_shard *shard, double sums[3]) {
@@ -75,7 +68,7 @@ void nd_train_eval_sums(nd_trainer *tr, const nd_shard *shard, double sums[3]) {
 nd_status nd_trainer_evaluate(nd_trainer *tr, const nd_shard *shard, double *loss, double *acc, nd_error *err) {
     double sums[3];
     nd_train_eval_sums(tr, shard, sums);
-    nd_watchdog_enter(tr->watchdog, "the evaluation's sums", tr->step);
+    nd_watchdog_enter(tr->watchdog, "the evaluation's sums", tr->state.step);
     ND_TRY(nd_comm_allreduce_sum_f64(tr->comm, sums, 3, err));
     nd_watchdog_leave(tr->watchdog);
     *loss = sums[2] > 0 ? sums[0] / sums[2] : NAN;

@@ -26,15 +26,14 @@ static long first_nonfinite(const float *grad, nd_span s) {
     return -1;
 }
 
-int nd_guard_find(const nd_trainer *tr, double grad_norm, char *what, size_t cap) {
-    const nd_model *m = &tr->model;
+int nd_guard_find(const nd_model *m, int sliced, double grad_norm, char *what, size_t cap) {
     const float *g = m->grad;
     const float loss = g[m->num_params + ND_TAIL_LOSS];
     if (!isfinite(loss)) {
         snprintf(what, cap, "the loss is %s", nonfinite_name(loss));
         return 1;
     }
-    if (tr->exchange.part->caps.sliced) {
+    if (sliced) {
         if (isfinite(grad_norm)) return 0;
         snprintf(what, cap, "the gradient's global norm is %s", nonfinite_name(grad_norm));
         return 1;
@@ -58,27 +57,27 @@ int nd_guard_find(const nd_trainer *tr, double grad_norm, char *what, size_t cap
 }
 
 nd_status nd_guard_bad_step(nd_trainer *tr, const char *what, nd_error *err) {
-    tr->nan_skips += 1;
-    tr->nan_consecutive += 1;
+    tr->state.nan_skips += 1;
+    tr->state.nan_consecutive += 1;
     const int skip = tr->cfg.on_nan == ND_ON_NAN_SKIP;
-    if (skip && tr->nan_consecutive <= tr->cfg.max_nan_skips) {
+    if (skip && tr->state.nan_consecutive <= tr->cfg.max_nan_skips) {
         if (tr->report.active)
-            fprintf(tr->report.out, "step %ld: %s: skipped (%d in a row, %ld in the run)\n", tr->step + 1, what,
-                    tr->nan_consecutive, tr->nan_skips);
+            fprintf(tr->report.out, "step %ld: %s: skipped (%d in a row, %ld in the run)\n", tr->state.step + 1, what,
+                    tr->state.nan_consecutive, tr->state.nan_skips);
         return ND_OK;
     }
     /* Every rank found the same; rank 0 tells. */
-    tr->agreed_failure = 1;
+    tr->state.agreed_failure = 1;
     char where[ND_PATH_MAX + 64] = "";
     if (tr->cfg.checkpoint_dir[0])
         snprintf(where, sizeof where, "; the checkpoints in %s are untouched", tr->cfg.checkpoint_dir);
     nd_status st;
     if (skip)
         st = ND_FAIL(err, ND_ERR_DATA, "step %ld: %s, %d bad steps in a row (--max-nan-skips %d): stopped%s",
-                     tr->step + 1, what, tr->nan_consecutive, tr->cfg.max_nan_skips, where);
+                     tr->state.step + 1, what, tr->state.nan_consecutive, tr->cfg.max_nan_skips, where);
     else
         st = ND_FAIL(err, ND_ERR_DATA, "step %ld: %s: stopped before applying it%s (--on-nan skip drops such steps)",
-                     tr->step + 1, what, where);
+                     tr->state.step + 1, what, where);
     if (tr->rank != 0) err->msg[0] = '\0';
     return st;
 }

@@ -21,21 +21,21 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
     const nd_feed_part *feed = tr->feeder;
     const size_t n = m->num_params;
     const long steps = tr->steps_per_epoch;
-    const int resuming = epoch == tr->start_epoch;
-    const long first = resuming ? tr->start_epoch_step : 0;
-    double loss_sum = resuming ? tr->start_loss_sum : 0.0, correct = resuming ? tr->start_correct : 0.0;
+    const int resuming = epoch == tr->state.start_epoch;
+    const long first = resuming ? tr->state.start_epoch_step : 0;
+    double loss_sum = resuming ? tr->state.start_loss_sum : 0.0, correct = resuming ? tr->state.start_correct : 0.0;
     ND_TRY(feed->begin_epoch(tr, epoch, first, err));
-    nd_watchdog_enter(tr->watchdog, "the epoch's start barrier", tr->step);
+    nd_watchdog_enter(tr->watchdog, "the epoch's start barrier", tr->state.step);
     ND_TRY(nd_comm_barrier(tr->comm, err)); /* start the clock together, as the peer does */
     nd_watchdog_leave(tr->watchdog);
     double t0 = nd_comm_time(), paused = 0.0;
-    memset(tr->phase, 0, sizeof tr->phase);
+    memset(tr->state.phase, 0, sizeof tr->state.phase);
     const int micro = feed->micro_batches(tr);
     for (long s = first; s < steps; ++s) {
         double before[ND_PHASES];
-        memcpy(before, tr->phase, sizeof before);
+        memcpy(before, tr->state.phase, sizeof before);
         nd_clock clock;
-        nd_clock_start(&clock, tr->phase);
+        nd_clock_start(&clock, tr->state.phase);
         for (int k = 0; k < micro; ++k) {
             const nd_shard *rows;
             const int *idx;
@@ -48,23 +48,24 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
                 nd_clock_tick(&clock, ND_PHASE_COMM); /* the conversion is part of the exchange */
             }
         }
-        ND_TRY(xp->reduce(x->self, &x->env, tr->step, &clock, err));
+        ND_TRY(xp->reduce(x->self, &x->env, tr->state.step, &clock, err));
         nd_clock_tick(&clock, ND_PHASE_COMM);
         const int last = s == steps - 1;
         float scale = 1.0f;
         double grad_norm = NAN;
         /* With a sliced gradient (ZeRO) the global norm is the guard's evidence. */
-        if (xp->scale) ND_TRY(xp->scale(x->self, &x->env, tr->step, tr->global_batch, last, &scale, &grad_norm, err));
+        if (xp->scale)
+            ND_TRY(xp->scale(x->self, &x->env, tr->state.step, tr->global_batch, last, &scale, &grad_norm, err));
         char what[160];
         if ((xp->bad_step && xp->bad_step(x->self, what, sizeof what)) ||
-            nd_guard_find(tr, grad_norm, what, sizeof what)) {
+            nd_guard_find(m, xp->caps.sliced, grad_norm, what, sizeof what)) {
             ND_TRY(nd_guard_bad_step(tr, what, err)); /* stops, or: */
             e->nan_skips += 1;                        /* dropped; its batch is used up */
-            tr->step += 1;
+            tr->state.step += 1;
             nd_clock_tick(&clock, ND_PHASE_UPDATE);
             continue;
         }
-        tr->nan_consecutive = 0;
+        tr->state.nan_consecutive = 0;
         if (m->num_trainable < n) { /* batch norm: the global batch's statistics update every replica alike */
             nd_model_running_deltas(m, m->param, m->grad, tr->global_batch, tr->cfg.bn_momentum);
             nd_model_apply_running(m, m->param, m->grad, 0, n);
@@ -73,17 +74,17 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
         correct += m->grad[n + ND_TAIL_CORRECT];
         if (!xp->scale) scale = nd_penalty_scale_all(&tr->penalty, m, tr->global_batch, last ? &grad_norm : NULL);
         tr->opt.cfg.momentum = nd_momentum_at(tr->cfg.momentum, tr->cfg.momentum_final, tr->cfg.momentum_epochs,
-                                              (double)tr->step / (double)tr->steps_per_epoch);
+                                              (double)tr->state.step / (double)tr->steps_per_epoch);
         if (last) nd_monitor_before(tr, e, grad_norm);
         const size_t lo = tr->slice.offset; /* everything, or this rank's slice (ZeRO) */
-        nd_optimizer_step(&tr->opt, m->param + lo, m->grad + lo, scale, nd_lr_at(&tr->lr, tr->step));
-        if (xp->after_update) ND_TRY(xp->after_update(x->self, &x->env, tr->step, &clock, err));
+        nd_optimizer_step(&tr->opt, m->param + lo, m->grad + lo, scale, nd_lr_at(&tr->lr, tr->state.step));
+        if (xp->after_update) ND_TRY(xp->after_update(x->self, &x->env, tr->state.step, &clock, err));
         if (tr->cfg.max_norm > 0.0f)
             for (int l = 0; l < m->num_layers; ++l)
                 nd_reg_max_norm(m->param + m->layer[l].w.offset, m->layer[l].out_dim, m->layer[l].in_dim,
                                 tr->cfg.max_norm);
         if (last) nd_monitor_after(tr, e);
-        tr->step += 1;
+        tr->state.step += 1;
         nd_clock_tick(&clock, ND_PHASE_UPDATE);
         const nd_step_view view = {.epoch = epoch,
                                    .done = s + 1,
@@ -98,9 +99,9 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
             if (tr->observers[o]->after_step) ND_TRY(tr->observers[o]->after_step(tr, &view, err));
     }
     double seconds = nd_comm_time() - t0 - paused;
-    if (xp->messages) tr->gradient_buckets = xp->messages(x->self);
+    if (xp->messages) tr->state.gradient_buckets = xp->messages(x->self);
     nd_report_progress_end(&tr->report);
-    nd_watchdog_enter(tr->watchdog, "the epoch's time reduction", tr->step);
+    nd_watchdog_enter(tr->watchdog, "the epoch's time reduction", tr->state.step);
     ND_TRY(nd_comm_allreduce_max_f64(tr->comm, &seconds, 1, err)); /* the slowest rank sets the pace */
     nd_watchdog_leave(tr->watchdog);
     const double samples = (double)steps * tr->global_batch, run = (double)(steps - first) * tr->global_batch;
@@ -109,16 +110,17 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
     e->train_acc = nd_loss_metric(tr->loss, correct, samples, tr->info.num_outputs);
     e->seconds = seconds;
     e->samples_per_s = run / seconds;
-    for (int p = 0; p < ND_PHASES; ++p) e->phase[p] = tr->phase[p], tr->phase_total[p] += tr->phase[p];
-    e->lr = nd_lr_at(&tr->lr, tr->step > 0 ? tr->step - 1 : 0);
-    tr->train_seconds += seconds;
-    tr->samples_seen += (long)run;
+    for (int p = 0; p < ND_PHASES; ++p)
+        e->phase[p] = tr->state.phase[p], tr->state.phase_total[p] += tr->state.phase[p];
+    e->lr = nd_lr_at(&tr->lr, tr->state.step > 0 ? tr->state.step - 1 : 0);
+    tr->state.train_seconds += seconds;
+    tr->state.samples_seen += (long)run;
     return ND_OK;
 }
 
 nd_status nd_trainer_fit(nd_trainer *tr, nd_error *err) {
     if (tr->async) return nd_async_fit(tr, err);
-    for (int epoch = tr->start_epoch; epoch <= tr->cfg.epochs; ++epoch) {
+    for (int epoch = tr->state.start_epoch; epoch <= tr->cfg.epochs; ++epoch) {
         nd_epoch_stats e = {0};
         e.test_loss = e.test_acc = e.val_loss = e.val_acc = NAN;
         ND_TRY(run_epoch(tr, epoch, &e, err));
@@ -128,24 +130,27 @@ nd_status nd_trainer_fit(nd_trainer *tr, nd_error *err) {
         int stop = 0;
         for (int o = 0; o < tr->num_observers; ++o)
             if (tr->observers[o]->after_epoch) ND_TRY(tr->observers[o]->after_epoch(tr, &e, &stop, err));
-        tr->last = e;
+        tr->state.last = e;
         if (stop) break;
     }
-    if (tr->best_param && tr->best_epoch > 0 && tr->best_epoch != tr->last.epoch) {
+    if (tr->best_param && tr->state.best_epoch > 0 && tr->state.best_epoch != tr->state.last.epoch) {
         /* End with the best weights: the final evaluation and summary are theirs. */
         memcpy(tr->model.param, tr->best_param, sizeof(float) * tr->model.num_params);
-        ND_TRY(nd_trainer_evaluate(tr, &tr->val, &tr->last.val_loss, &tr->last.val_acc, err));
-        if (tr->info.has_test) ND_TRY(nd_trainer_evaluate(tr, &tr->test, &tr->last.test_loss, &tr->last.test_acc, err));
+        ND_TRY(nd_trainer_evaluate(tr, &tr->val, &tr->state.last.val_loss, &tr->state.last.val_acc, err));
+        if (tr->info.has_test)
+            ND_TRY(nd_trainer_evaluate(tr, &tr->test, &tr->state.last.test_loss, &tr->state.last.test_acc, err));
         if (tr->report.active)
-            printf("early stop: restored the weights of epoch %d (val %s %.4f)\n", tr->best_epoch,
-                   nd_loss_metric_name(tr->loss), tr->last.val_acc);
+            printf("early stop: restored the weights of epoch %d (val %s %.4f)\n", tr->state.best_epoch,
+                   nd_loss_metric_name(tr->loss), tr->state.last.val_acc);
     }
-    if (tr->start_epoch > tr->cfg.epochs) {
+    if (tr->state.start_epoch > tr->cfg.epochs) {
         /* Resumed from the end of a finished run: report what it holds. */
-        tr->last.epoch = tr->cfg.epochs;
-        tr->last.test_loss = tr->last.test_acc = tr->last.val_loss = tr->last.val_acc = NAN;
-        if (tr->info.has_val) ND_TRY(nd_trainer_evaluate(tr, &tr->val, &tr->last.val_loss, &tr->last.val_acc, err));
-        if (tr->info.has_test) ND_TRY(nd_trainer_evaluate(tr, &tr->test, &tr->last.test_loss, &tr->last.test_acc, err));
+        tr->state.last.epoch = tr->cfg.epochs;
+        tr->state.last.test_loss = tr->state.last.test_acc = tr->state.last.val_loss = tr->state.last.val_acc = NAN;
+        if (tr->info.has_val)
+            ND_TRY(nd_trainer_evaluate(tr, &tr->val, &tr->state.last.val_loss, &tr->state.last.val_acc, err));
+        if (tr->info.has_test)
+            ND_TRY(nd_trainer_evaluate(tr, &tr->test, &tr->state.last.test_loss, &tr->state.last.test_acc, err));
     }
     nd_train_print_done(tr);
     return ND_OK;

@@ -11,14 +11,14 @@
 
 #include "nndist/train.h"
 
-/* A step as the observers see it, after its update (tr->step counts it). */
+/* A step as the observers see it, after its update (tr->state.step counts it). */
 typedef struct {
     int epoch;        /* 1-based */
     long done, steps; /* steps of the epoch done (this one included), and in all */
     long first;       /* the epoch's first step run (after a resume) */
     double loss_sum;  /* the epoch's loss and hits so far */
     double correct;
-    const double *phase_before; /* (ND_PHASES) tr->phase before this step */
+    const double *phase_before; /* (ND_PHASES) tr->state.phase before this step */
     double epoch_start;         /* nd_comm_time() when the epoch's steps began */
     double *paused;             /* seconds of the epoch not spent training (checkpoints add theirs) */
 } nd_step_view;
@@ -29,13 +29,17 @@ typedef struct {
     bool (*wanted)(const nd_trainer *tr);
     /* After each step. Collective where the observer says so. */
     nd_status (*after_step)(nd_trainer *tr, const nd_step_view *v, nd_error *err);
-    /* After each epoch's evaluation (e filled, tr->last = *e after the
+    /* After each epoch's evaluation (e filled, tr->state.last = *e after the
      * report); may set *stop. Collective where the observer says so. */
     nd_status (*after_epoch)(nd_trainer *tr, nd_epoch_stats *e, int *stop, nd_error *err);
 } nd_observer_part;
 
-extern const nd_observer_part nd_observer_ema, nd_observer_profile, nd_observer_report, nd_observer_best,
-    nd_observer_checkpoint, nd_observer_plateau;
+extern const nd_observer_part nd_observer_straggle, nd_observer_ema, nd_observer_profile, nd_observer_report,
+    nd_observer_best, nd_observer_checkpoint, nd_observer_plateau;
+
+/* --straggle's sleep of (factor - 1) x compute_seconds on the straggling
+ * rank (nothing elsewhere); async workers call it after each gradient. */
+void nd_straggle_sleep(const nd_trainer *tr, double compute_seconds);
 
 /* The table, in the order they run: one entry per observer. */
 extern const nd_observer_part *const nd_observer_parts[];

@@ -327,9 +327,9 @@ nd_status nd_trainer_setup(nd_trainer **out, const nd_train_config *cfg, nd_comm
     /* An update is one worker's batch in async mode, all ranks' in sync
      * mode, M micro-batches in deterministic mode. */
     tr->global_batch = tr->async ? cfg->batch : tr->det ? cfg->batch * cfg->micro_batches : cfg->batch * tr->size;
-    tr->start_epoch = 1;
-    tr->plateau_best = -INFINITY;
-    tr->plateau_scale = 1.0;
+    tr->state.start_epoch = 1;
+    tr->state.plateau_best = -INFINITY;
+    tr->state.plateau_scale = 1.0;
     int resumed = 0;
     ND_TRY(nd_train_checkpoint_setup(tr, &resumed, err)); /* may load weights, state, statistics */
     ND_TRY(normalize_splits(tr, resumed, err));
@@ -345,7 +345,7 @@ nd_status nd_trainer_setup(nd_trainer **out, const nd_train_config *cfg, nd_comm
     if (tr->lr.kind == ND_SCHED_PLATEAU && !tr->info.has_val)
         return nd_train_agree(
             tr, ND_FAIL(err, ND_ERR_ARG, "--lr-schedule plateau: %s has no /val split to watch", cfg->data), err);
-    tr->lr.plateau_scale = tr->plateau_scale; /* 1, or where a resumed run stood */
+    tr->lr.plateau_scale = tr->state.plateau_scale; /* 1, or where a resumed run stood */
     /* Opened last: a run that fails its checks leaves an earlier metrics file alone. */
     ND_TRY(nd_train_agree(tr, nd_report_open(&tr->report, tr->rank == 0, cfg->progress, cfg->metrics, err), err));
     if (tr->rank == 0) print_setup(tr);
@@ -360,20 +360,20 @@ nd_status nd_trainer_setup(nd_trainer **out, const nd_train_config *cfg, nd_comm
 
 nd_train_result nd_trainer_result(const nd_trainer *tr) {
     return (nd_train_result){.model = &tr->model,
-                             .steps = tr->step,
+                             .steps = tr->state.step,
                              .steps_per_epoch = tr->steps_per_epoch,
-                             .samples_seen = tr->samples_seen,
-                             .gradient_buckets = tr->gradient_buckets,
+                             .samples_seen = tr->state.samples_seen,
+                             .gradient_buckets = tr->state.gradient_buckets,
                              .optimizer_state_floats = (size_t)nd_optimizer_state_floats(&tr->opt),
                              .stream_windows = tr->feed.reader ? nd_stream_windows(tr->feed.reader) : 0,
                              .worker_index = tr->worker_index,
-                             .staleness_max = tr->staleness_max,
-                             .nan_skips = tr->nan_skips,
-                             .nan_consecutive = tr->nan_consecutive,
-                             .agreed_failure = tr->agreed_failure,
-                             .best_epoch = tr->best_epoch,
-                             .best_val = tr->best_val,
-                             .last = tr->last};
+                             .staleness_max = tr->state.staleness_max,
+                             .nan_skips = tr->state.nan_skips,
+                             .nan_consecutive = tr->state.nan_consecutive,
+                             .agreed_failure = tr->state.agreed_failure,
+                             .best_epoch = tr->state.best_epoch,
+                             .best_val = tr->state.best_val,
+                             .last = tr->state.last};
 }
 
 void nd_trainer_free(nd_trainer *tr) {

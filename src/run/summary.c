@@ -41,7 +41,7 @@ void nd_train_print_epoch(nd_trainer *tr, const nd_epoch_stats *e) {
         fprintf(r->metrics,
                 "{\"epoch\": %d, \"step\": %ld, \"train_loss\": %.6g, \"train_%s\": %.6g, "
                 "\"lr\": %.6g, \"seconds\": %.6g, \"samples_per_s\": %.6g",
-                e->epoch, tr->step, e->train_loss, mn, e->train_acc, e->lr, e->seconds, e->samples_per_s);
+                e->epoch, tr->state.step, e->train_loss, mn, e->train_acc, e->lr, e->seconds, e->samples_per_s);
         if (tr->info.has_val)
             fprintf(r->metrics, ", \"val_loss\": %.6g, \"val_%s\": %.6g, \"gap_%s\": %.6g", e->val_loss, mn, e->val_acc,
                     mn, e->train_acc - e->val_acc);
@@ -78,12 +78,13 @@ static void json_number(FILE *f, const char *key, double v) {
 
 static void write_summary(FILE *f, const void *ctx) {
     const nd_trainer *tr = ctx;
-    const nd_epoch_stats *e = &tr->last;
+    const nd_epoch_stats *e = &tr->state.last;
     fprintf(f, "{\"mode\": \"%s\", \"np\": %d, \"batch_per_rank\": %d, \"global_batch\": %d",
             nd_mode_names[tr->cfg.mode], tr->size, tr->cfg.batch, tr->global_batch);
-    fprintf(f, ", \"epochs\": %d, \"steps\": %ld, \"threads_per_rank\": %d", e->epoch, tr->step, tr->threads);
-    json_number(f, "train_seconds", tr->train_seconds);
-    json_number(f, "samples_per_s", tr->train_seconds > 0 ? tr->samples_seen / tr->train_seconds : NAN);
+    fprintf(f, ", \"epochs\": %d, \"steps\": %ld, \"threads_per_rank\": %d", e->epoch, tr->state.step, tr->threads);
+    json_number(f, "train_seconds", tr->state.train_seconds);
+    json_number(f, "samples_per_s",
+                tr->state.train_seconds > 0 ? tr->state.samples_seen / tr->state.train_seconds : NAN);
     json_number(f, "train_loss", e->train_loss);
     /* Classification fills the *_accuracy keys; other losses leave them
      * null and add their own metric's keys. */
@@ -104,15 +105,15 @@ static void write_summary(FILE *f, const void *ctx) {
         }
     }
     fprintf(f, ", \"loss\": \"%s\"", nd_loss_name(tr->loss));
-    if (!tr->async) print_phases(f, tr->phase_total); /* rank 0's training time by phase (sync) */
+    if (!tr->async) print_phases(f, tr->state.phase_total); /* rank 0's training time by phase (sync) */
     const double *mb = tr->memory_mb;
     fprintf(f,
             ", \"memory_mb\": {\"peak_rss\": %.1f, \"shards\": %.1f, \"parameters\": %.2f, \"activations\": %.2f, "
             "\"optimizer_state\": %.2f}",
             mb[0], mb[1], mb[2], mb[3], mb[4]);
     if (tr->exchange.part && tr->exchange.part->messages)
-        fprintf(f, ", \"gradient_buckets\": %ld", tr->gradient_buckets);
-    if (!tr->async) fprintf(f, ", \"nan_skips\": %ld", tr->nan_skips);
+        fprintf(f, ", \"gradient_buckets\": %ld", tr->state.gradient_buckets);
+    if (!tr->async) fprintf(f, ", \"nan_skips\": %ld", tr->state.nan_skips);
     fprintf(f, ", \"parameters\": %zu, \"config\": {", tr->model.num_weights);
     nd_cli_print_json(nd_train_options, nd_train_num_options, &tr->cfg, f);
     fputs("}}\n", f);
@@ -120,10 +121,10 @@ static void write_summary(FILE *f, const void *ctx) {
 
 void nd_train_print_done(nd_trainer *tr) {
     if (!tr->report.active) return;
-    const nd_epoch_stats *e = &tr->last;
-    fprintf(tr->report.out, "done: %d epochs, %ld %s, %.2f s training, %.0f samples/s", e->epoch, tr->step,
-            tr->async ? "updates" : "steps", tr->train_seconds,
-            tr->train_seconds > 0 ? tr->samples_seen / tr->train_seconds : 0.0);
+    const nd_epoch_stats *e = &tr->state.last;
+    fprintf(tr->report.out, "done: %d epochs, %ld %s, %.2f s training, %.0f samples/s", e->epoch, tr->state.step,
+            tr->async ? "updates" : "steps", tr->state.train_seconds,
+            tr->state.train_seconds > 0 ? tr->state.samples_seen / tr->state.train_seconds : 0.0);
     if (tr->info.has_test)
         fprintf(tr->report.out, "; final test %s %.4f (loss %.4f)",
                 tr->loss <= ND_LOSS_SQUARED_HINGE ? "accuracy" : nd_loss_metric_name(tr->loss), e->test_acc,

@@ -11,11 +11,11 @@ enum { ND_TAIL_LOSS = 0, ND_TAIL_CORRECT = 1, ND_TAIL_USED = 2 };
 
 /* Collective: a local status made job-wide; only the lowest failing rank
  * keeps its message. A failure every rank agreed on lets the job end
- * normally (tr->agreed_failure). */
+ * normally (tr->state.agreed_failure). */
 static inline nd_status nd_train_agree(nd_trainer *tr, nd_status st, nd_error *err) {
     int agreed = 0;
     st = nd_comm_agree_verdict(tr->comm, st, &agreed, err);
-    if (agreed) tr->agreed_failure = 1; /* every rank stops here: the job can end normally */
+    if (agreed) tr->state.agreed_failure = 1; /* every rank stops here: the job can end normally */
     return st;
 }
 
@@ -24,8 +24,7 @@ void nd_train_order_pass(nd_trainer *tr, int pass);
 
 /* Gradient (sum over the batch) of the rows idx (batch) of `rows` into
  * model.grad, loss sum and hit count in its tail, with the exchange's hooks
- * attached; honours --straggle. Ticks the clock's data, forward and
- * backward phases. */
+ * attached. Ticks the clock's data, forward and backward phases. */
 void nd_train_compute_gradient(nd_trainer *tr, const nd_shard *rows, const int *idx, nd_clock *clock);
 
 /* Local loss sum, hit count and row count of shard (not collective). */
@@ -82,10 +81,12 @@ nd_status nd_train_stream_batch(nd_trainer *tr, nd_error *err);
 typedef enum { ND_SCAN_STATS, ND_SCAN_RANGE, ND_SCAN_COUNTS, ND_SCAN_CHECK } nd_scan_kind;
 nd_status nd_train_stream_scan(nd_trainer *tr, nd_scan_kind kind, double *acc, nd_error *err);
 
-/* guard.c (--on-nan): 1 when the exchanged step's loss or gradient is not
- * finite, with what, in `what` (the same verdict on every rank). grad_norm:
- * the global norm with --shard-optimizer, else unused. */
-int nd_guard_find(const nd_trainer *tr, double grad_norm, char *what, size_t cap);
+/* guard.c (--on-nan), a pure verdict: 1 when the exchanged step's loss or
+ * gradient in m is not finite, with what, in `what` (the same verdict on
+ * every rank). sliced: each rank holds only a slice of the gradient, so
+ * grad_norm (the global norm) is the evidence instead of the bias
+ * gradients. */
+int nd_guard_find(const nd_model *m, int sliced, double grad_norm, char *what, size_t cap);
 /* A bad step: counted; ND_OK to skip it (--on-nan skip within
  * --max-nan-skips), else the failure that stops the run, agreed by every
  * rank (rank 0's error carries the line). */

@@ -23,6 +23,34 @@ typedef struct {
     const int *idx;                /* (batch) the step's rows in window */
 } nd_stream_feed;
 
+/* What the run has done so far: the one record the loop and its parts
+ * change between steps (the replica's buffers aside). A checkpoint saves
+ * the step, the position in the epoch with its sums and the plateau record,
+ * and a resume restores them; the rest belongs to this run. */
+typedef struct {
+    long step;                            /* sync: optimizer steps; async: updates applied (server) or sent (worker) */
+    int start_epoch;                      /* first epoch to run (> 1 after --resume) */
+    long start_epoch_step;                /* steps of start_epoch already taken */
+    double start_loss_sum, start_correct; /* and their train loss / hits */
+    double plateau_best;                  /* --lr-schedule plateau: best validation metric and epochs without it */
+    int plateau_bad;
+    double plateau_scale; /* the factor a resumed run starts from */
+    /* the best validation metric so far, its epoch (0: none yet), and the
+     * epochs since: the best checkpoint copy and --early-stop follow them */
+    int best_epoch, epochs_without_gain;
+    double best_val;
+    long nan_skips;      /* steps dropped by --on-nan skip in the run */
+    int nan_consecutive; /* ... in a row up to the latest step */
+    int agreed_failure;  /* the run stopped on a verdict every rank reached (only rank 0 has the line) */
+    long staleness_max;  /* async/ssp: largest staleness applied in the run */
+    double train_seconds;
+    double phase[ND_PHASES]; /* seconds in each phase: this epoch so far, then the run's total in phase_total */
+    double phase_total[ND_PHASES];
+    long samples_seen;     /* global samples of all finished steps */
+    long gradient_buckets; /* --bucket-kb: buckets started in the run's finished epochs */
+    nd_epoch_stats last;   /* the latest finished epoch */
+} nd_train_state;
+
 struct nd_trainer {
     nd_train_config cfg;
     nd_train_plan plan; /* the exchange and feed cfg resolved to */
@@ -39,7 +67,6 @@ struct nd_trainer {
     nd_lr_schedule lr;
     int global_batch;
     long steps_per_epoch;
-    long step;     /* sync: optimizer steps; async: updates applied (server) or sent (worker) */
     int threads;   /* BLAS threads in use */
     int *order;    /* (train.rows) local row order of the current epoch */
     float *xb;     /* (batch x cols) gathered batch */
@@ -63,33 +90,14 @@ struct nd_trainer {
     int num_observers;
     nd_penalty penalty;    /* weight decay, L1 and clipping of the summed gradient */
     nd_watchdog *watchdog; /* --timeout > 0 on > 1 rank: watches the step's blocking exchanges, else NULL */
-    long staleness_max;    /* async/ssp: largest staleness applied in the run */
     nd_report report;      /* rank 0's output */
-    int start_epoch;       /* first epoch to run (> 1 after --resume) */
-    long start_epoch_step; /* steps of start_epoch already taken */
-    double start_loss_sum, start_correct; /* and their train loss / hits */
-    float *ema;                           /* --ema: (num_params) moving average of the weights, or NULL */
-    float *best_param;                    /* --early-stop: (num_params) weights of the best epoch, or NULL */
-    /* the best validation accuracy so far, its epoch (0: none yet), and the
-     * epochs since: the best checkpoint copy and --early-stop follow them */
-    float *decay_mask;   /* adamw: (num_params) 1 on weights, 0 on biases and padding */
-    float *monitor_prev; /* (num_params) weights before the epoch's last update, for update ratios */
-    int best_epoch, epochs_without_gain;
-    double best_val;
-    double plateau_best; /* --lr-schedule plateau: best validation accuracy and epochs without it */
-    int plateau_bad;
-    double plateau_scale; /* the factor a resumed run starts from */
-    double train_seconds;
-    double phase[ND_PHASES]; /* seconds in each phase: this epoch so far, then the run's total in phase_total */
-    double phase_total[ND_PHASES];
-    long samples_seen;     /* global samples of all finished steps */
-    long gradient_buckets; /* --bucket-kb: buckets started in the run's finished epochs */
-    long nan_skips;        /* steps dropped by --on-nan skip in the run */
-    int nan_consecutive;   /* ... in a row up to the latest step */
-    int agreed_failure;    /* the run stopped on a verdict every rank reached (only rank 0 has the line) */
+    float *ema;            /* --ema: (num_params) moving average of the weights, or NULL */
+    float *best_param;     /* --early-stop: (num_params) weights of the best epoch, or NULL */
+    float *decay_mask;     /* adamw: (num_params) 1 on weights, 0 on biases and padding */
+    float *monitor_prev;   /* (num_params) weights before the epoch's last update, for update ratios */
+    nd_train_state state;  /* what the run has done so far */
     double memory_mb[5];   /* largest over ranks, at the summary: peak RSS, data shards, parameters,
                               activations, optimizer state */
-    nd_epoch_stats last;   /* the latest finished epoch */
 };
 
 #endif

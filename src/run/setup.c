@@ -62,17 +62,7 @@ static nd_status read_shards(nd_trainer *tr, nd_error *err) {
                        tr->num_workers, tr->async ? "workers" : "ranks");
     const int k = tr->info.num_classes;
     tr->train.cols = tr->test.cols = tr->val.cols = tr->info.train.cols;
-    if (c->deterministic) {
-        if (tr->info.train.rows < c->micro_batches)
-            return ND_FAIL(err, ND_ERR_DATA, "%s: /train has %ld rows, fewer than the %d micro-batches", c->data,
-                           tr->info.train.rows, c->micro_batches);
-        ND_TRY(nd_det_create(tr, err));
-        ND_TRY(nd_det_read_train(tr, err));
-    } else if (tr->worker_index >= 0 && c->stream_mb > 0.0f) {
-        ND_TRY(nd_train_stream_open(tr, err));
-    } else if (tr->worker_index >= 0) {
-        ND_TRY(nd_shard_read(c->data, "train", tr->worker_index, tr->num_workers, k, &tr->train, err));
-    }
+    ND_TRY(tr->feeder->open(tr, err));
     const int eval_part = tr->async ? (tr->rank == 0 ? 0 : -1) : tr->rank;
     const int eval_parts = tr->async ? 1 : tr->size;
     if (eval_part < 0) return ND_OK;
@@ -86,12 +76,12 @@ static nd_status read_shards(nd_trainer *tr, nd_error *err) {
 static nd_status normalize_splits(nd_trainer *tr, int have_stats, nd_error *err) {
     const int cols = tr->info.train.cols;
     nd_status st = ND_OK;
-    nd_stream *reader = tr->feed.reader;
-    if (reader && !have_stats && (tr->norm == ND_NORM_NONE || tr->loss == ND_LOSS_SIGMOID_BCE))
-        /* A pass that checks every window before training (values, labels,
-         * sigmoid_bce's target range); the statistics passes below check
-         * values and labels as they read. */
-        st = nd_train_agree(tr, nd_train_stream_scan(tr, ND_SCAN_CHECK, NULL, err), err);
+    const nd_feed_part *feed = tr->feeder;
+    if (!have_stats && (tr->norm == ND_NORM_NONE || tr->loss == ND_LOSS_SIGMOID_BCE))
+        /* A pass that checks every row before training where no statistics
+         * pass reads them (values, labels, sigmoid_bce's target range: a
+         * streamed shard is read only now). */
+        st = nd_train_agree(tr, feed->scan(tr, ND_SCAN_CHECK, NULL, err), err);
     if (st != ND_OK) return st;
     if (!have_stats && tr->norm == ND_NORM_MINMAX) {
         /* One max-reduction of (max, -min): exact in any order. */
@@ -99,8 +89,7 @@ static nd_status normalize_splits(nd_trainer *tr, int have_stats, nd_error *err)
         st = nd_train_agree(tr, range ? ND_OK : ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate feature ranges"), err);
         if (st == ND_OK) {
             for (size_t j = 0; j < 2 * (size_t)cols; ++j) range[j] = -INFINITY;
-            if (reader) st = nd_train_agree(tr, nd_train_stream_scan(tr, ND_SCAN_RANGE, range, err), err);
-            else nd_range_accumulate(range, tr->train.x, (size_t)tr->train.rows, cols);
+            st = nd_train_agree(tr, feed->scan(tr, ND_SCAN_RANGE, range, err), err);
             if (st == ND_OK) st = nd_comm_allreduce_max_f64(tr->comm, range, 2 * (size_t)cols, err);
         }
         if (st == ND_OK) nd_range_finish(range, cols, tr->norm_mean, tr->norm_inv_std);
@@ -108,11 +97,10 @@ static nd_status normalize_splits(nd_trainer *tr, int have_stats, nd_error *err)
     } else if (!have_stats) {
         double *sums = nd_buffer_alloc_f64(2 * (size_t)cols + 1);
         st = nd_train_agree(tr, sums ? ND_OK : ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate normalization sums"), err);
-        if (st == ND_OK && tr->det) {
-            st = nd_det_stats(tr, sums, err);
+        if (st == ND_OK && feed->exact_stats) {
+            st = feed->exact_stats(tr, sums, err);
         } else if (st == ND_OK) {
-            if (reader) st = nd_train_agree(tr, nd_train_stream_scan(tr, ND_SCAN_STATS, sums, err), err);
-            else nd_stats_accumulate(sums, tr->train.x, (size_t)tr->train.rows, cols);
+            st = nd_train_agree(tr, feed->scan(tr, ND_SCAN_STATS, sums, err), err);
             if (st == ND_OK) st = nd_comm_allreduce_sum_f64(tr->comm, sums, 2 * (size_t)cols + 1, err);
         }
         if (st == ND_OK) nd_stats_finish(sums, cols, tr->norm, tr->norm_mean, tr->norm_inv_std);
@@ -122,8 +110,7 @@ static nd_status normalize_splits(nd_trainer *tr, int have_stats, nd_error *err)
         if (st == ND_OK) st = nd_comm_bcast_f32(tr->comm, tr->norm_mean, (size_t)cols, 0, err);
         if (st == ND_OK) st = nd_comm_bcast_f32(tr->comm, tr->norm_inv_std, (size_t)cols, 0, err);
     }
-    if (st == ND_OK && reader && tr->norm != ND_NORM_NONE)
-        nd_stream_set_normalize(reader, tr->norm_mean, tr->norm_inv_std);
+    if (st == ND_OK && feed->normalization_ready) feed->normalization_ready(tr);
     if (st == ND_OK) {
         nd_shard *splits[3] = {&tr->train, &tr->test, &tr->val};
         for (int i = 0; i < 3; ++i)
@@ -140,7 +127,7 @@ static nd_status agree_steps(nd_trainer *tr, nd_error *err) {
     const int has = tr->worker_index >= 0;
     long v[2] = {has ? tr->train.rows / tr->cfg.batch : LONG_MAX, has ? tr->train.rows : LONG_MAX};
     ND_TRY(nd_comm_allreduce_min_long(tr->comm, v, 2, err));
-    if (tr->det) v[0] = nd_det_steps_per_epoch(tr), v[1] = tr->info.train.rows / tr->cfg.micro_batches;
+    if (tr->feeder->steps_per_epoch) v[0] = tr->feeder->steps_per_epoch(tr, &v[1]);
     tr->steps_per_epoch = v[0];
     if (v[0] == 0) {
         nd_status st = ND_FAIL(err, ND_ERR_ARG,
@@ -221,8 +208,9 @@ static nd_status build_model(nd_trainer *tr, nd_error *err) {
         tr->opt.decay_mask = tr->decay_mask + tr->slice.offset;
     }
     /* The row order of the shard, or of one window when streaming. */
-    tr->order = nd_buffer_alloc_i32((size_t)(tr->feed.reader ? tr->feed.window_rows : tr->train.rows));
-    if (tr->feed.reader) ND_TRY(nd_train_stream_alloc(tr, err));
+    const nd_feed_part *feed = tr->feeder;
+    tr->order = nd_buffer_alloc_i32((size_t)(feed->order_rows ? feed->order_rows(tr) : tr->train.rows));
+    if (feed->alloc) ND_TRY(feed->alloc(tr, err));
     tr->xb = nd_buffer_alloc((size_t)c->batch * tr->train.cols);
     if (tr->info.has_targets) tr->tb = nd_buffer_alloc((size_t)c->batch * tr->info.num_outputs);
     else tr->yb = nd_buffer_alloc_i32((size_t)c->batch);
@@ -259,9 +247,7 @@ static nd_status set_bias_priors(nd_trainer *tr, nd_error *err) {
         free(counts);
         return st;
     }
-    if (tr->feed.reader) st = nd_train_agree(tr, nd_train_stream_scan(tr, ND_SCAN_COUNTS, counts, err), err);
-    else
-        for (int i = 0; i < tr->train.rows; ++i) counts[tr->train.y[i]] += 1.0;
+    st = nd_train_agree(tr, tr->feeder->scan(tr, ND_SCAN_COUNTS, counts, err), err);
     if (st == ND_OK) st = nd_comm_allreduce_sum_f64(tr->comm, counts, (size_t)k, err);
     if (st == ND_OK && tr->rank == 0) nd_model_bias_priors(&tr->model, counts);
     free(counts);
@@ -320,13 +306,15 @@ nd_status nd_trainer_setup(nd_trainer **out, const nd_train_config *cfg, nd_comm
                               err);
     tr->threads = cfg->threads > 0 ? cfg->threads : auto_threads(comm);
     nd_blas_set_threads(tr->threads);
+    tr->feeder = nd_feed_parts[tr->plan.feed]; /* async workers: the memory feed */
     ND_TRY(nd_train_agree(tr, read_shards(tr, err), err));
     ND_TRY(agree_steps(tr, err));
     ND_TRY(nd_train_agree(tr, build_model(tr, err), err));
-    tr->feeder = nd_feed_parts[tr->plan.feed];
     /* An update is one worker's batch in async mode, all ranks' in sync
      * mode, M micro-batches in deterministic mode. */
-    tr->global_batch = tr->async ? cfg->batch : tr->det ? cfg->batch * cfg->micro_batches : cfg->batch * tr->size;
+    tr->global_batch = tr->async           ? cfg->batch
+        : tr->feeder->global_micro_batches ? cfg->batch * tr->feeder->global_micro_batches(tr)
+                                           : cfg->batch * tr->size;
     tr->state.start_epoch = 1;
     tr->state.plateau_best = -INFINITY;
     tr->state.plateau_scale = 1.0;
@@ -381,11 +369,9 @@ void nd_trainer_free(nd_trainer *tr) {
     if (tr->comm) nd_comm_set_timeout(tr->comm, 0.0);
     nd_watchdog_stop(tr->watchdog);
     nd_async_free(tr);
-    nd_det_free(tr);
+    if (tr->feeder && tr->feeder->close) tr->feeder->close(tr);
     if (tr->exchange.part && tr->exchange.part->destroy) tr->exchange.part->destroy(tr->exchange.self);
     nd_report_close(&tr->report);
-    nd_stream_close(tr->feed.reader);
-    free(tr->feed.window_order);
     nd_shard_free(&tr->train);
     nd_shard_free(&tr->test);
     nd_shard_free(&tr->val);

@@ -147,7 +147,7 @@ static nd_status measure_memory(nd_trainer *tr, nd_error *err) {
     double *mb = tr->memory_mb;
     mb[0] = getrusage(RUSAGE_SELF, &ru) == 0 ? (double)ru.ru_maxrss / 1024.0 : NAN; /* Linux: KiB */
     nd_shard held = tr->train; /* streaming: the two windows are what is held */
-    if (tr->feed.reader) held.rows = (int)(2 * tr->feed.window_rows);
+    if (tr->feeder->held_rows) held.rows = (int)tr->feeder->held_rows(tr);
     mb[1] = (shard_bytes(&held) + shard_bytes(&tr->val) + shard_bytes(&tr->test)) / 1048576.0;
     mb[2] = (double)tr->model.num_params * sizeof(float) / 1048576.0;
     mb[3] = ((double)tr->model.workspace_floats + (double)tr->cfg.batch * (tr->train.cols + tr->info.num_outputs)) *

@@ -58,29 +58,6 @@ nd_status nd_train_checkpoint_save(nd_trainer *tr, int epoch, long epoch_step, d
  * `best` (its validation accuracy is the best so far). Collective. */
 nd_status nd_train_checkpoint_epoch(nd_trainer *tr, const nd_epoch_stats *e, int best, nd_error *err);
 
-/* feeds/blocks.c (--deterministic): blocks owned by this rank, per-block
- * shuffles and statistics, and the exact fixed-point gradient sum. */
-nd_status nd_det_create(nd_trainer *tr, nd_error *err);
-nd_status nd_det_read_train(nd_trainer *tr, nd_error *err); /* the rows of this rank's blocks */
-void nd_det_free(nd_trainer *tr);
-long nd_det_steps_per_epoch(const nd_trainer *tr);
-void nd_det_order_pass(nd_trainer *tr, int epoch);
-/* sums (2 x features + 1): the statistics of the whole training split. Collective. */
-nd_status nd_det_stats(nd_trainer *tr, double *sums, nd_error *err);
-
-/* feeds/stream.c (--stream-mb): the training rows through nd_stream. */
-nd_status nd_train_stream_open(nd_trainer *tr, nd_error *err);  /* instead of reading the shard */
-nd_status nd_train_stream_alloc(nd_trainer *tr, nd_error *err); /* the window order, at setup */
-/* Epoch `pass` starting at its step `first` (resume): orders and starts reading. */
-nd_status nd_train_stream_epoch(nd_trainer *tr, int pass, long first, nd_error *err);
-/* The next step's batch: row indices of feed.window in feed.idx. */
-nd_status nd_train_stream_batch(nd_trainer *tr, nd_error *err);
-/* One setup pass over every window (file order): sums for mean/std
- * (2 cols + 1), ranges for minmax (2 cols), class counts (classes), or
- * only the checks the reader makes (and the sigmoid_bce target range). */
-typedef enum { ND_SCAN_STATS, ND_SCAN_RANGE, ND_SCAN_COUNTS, ND_SCAN_CHECK } nd_scan_kind;
-nd_status nd_train_stream_scan(nd_trainer *tr, nd_scan_kind kind, double *acc, nd_error *err);
-
 /* guard.c (--on-nan), a pure verdict: 1 when the exchanged step's loss or
  * gradient in m is not finite, with what, in `what` (the same verdict on
  * every rank). sliced: each rank holds only a slice of the gradient, so

@@ -29,7 +29,7 @@ struct nd_det {
     long *row_len; /* (hi - lo) rows of each block */
 };
 
-nd_status nd_det_create(nd_trainer *tr, nd_error *err) {
+static nd_status create_blocks(nd_trainer *tr, nd_error *err) {
     const int m = tr->cfg.micro_batches;
     if (m < tr->size)
         return ND_FAIL(err, ND_ERR_ARG,
@@ -57,24 +57,25 @@ nd_status nd_det_create(nd_trainer *tr, nd_error *err) {
     return ND_OK;
 }
 
-nd_status nd_det_read_train(nd_trainer *tr, nd_error *err) {
+static nd_status read_blocks(nd_trainer *tr, nd_error *err) {
     const nd_det *d = tr->det;
     return nd_shard_read_parts(tr->cfg.data, "train", d->lo, d->hi, d->blocks, tr->info.num_classes, &tr->train, err);
 }
 
-void nd_det_free(nd_trainer *tr) {
+static void close_rows(nd_trainer *tr) {
     nd_det *d = tr->det;
     if (!d) return;
     free(d->row_off), free(d->row_len), free(d);
     tr->det = NULL;
 }
 
-long nd_det_steps_per_epoch(const nd_trainer *tr) {
+static long steps_per_epoch(const nd_trainer *tr, long *smallest) {
     /* The smallest block has floor(N / M) rows. */
-    return tr->info.train.rows / tr->det->blocks / tr->cfg.batch;
+    *smallest = tr->info.train.rows / tr->det->blocks;
+    return *smallest / tr->cfg.batch;
 }
 
-void nd_det_order_pass(nd_trainer *tr, int epoch) {
+static void order_pass(nd_trainer *tr, int epoch) {
     const nd_det *d = tr->det;
     for (int j = d->lo; j < d->hi; ++j) {
         int *idx = tr->order + d->row_off[j - d->lo];
@@ -87,7 +88,7 @@ void nd_det_order_pass(nd_trainer *tr, int epoch) {
     }
 }
 
-nd_status nd_det_stats(nd_trainer *tr, double *sums, nd_error *err) {
+static nd_status exact_stats(nd_trainer *tr, double *sums, nd_error *err) {
     const nd_det *d = tr->det;
     const int cols = tr->info.train.cols;
     const size_t per = 2 * (size_t)cols + 1;
@@ -109,7 +110,7 @@ nd_status nd_det_stats(nd_trainer *tr, double *sums, nd_error *err) {
 
 static nd_status begin_epoch(nd_trainer *tr, int epoch, long first, nd_error *err) {
     (void)first, (void)err;
-    nd_det_order_pass(tr, epoch);
+    order_pass(tr, epoch);
     return ND_OK;
 }
 
@@ -123,7 +124,25 @@ static nd_status batch(nd_trainer *tr, long s, int k, const nd_shard **rows, con
     return ND_OK;
 }
 
-const nd_feed_part nd_feed_blocks = {.name = "blocks",
-                                     .begin_epoch = begin_epoch,
-                                     .micro_batches = own_blocks,
-                                     .batch = batch};
+static nd_status open_rows(nd_trainer *tr, nd_error *err) {
+    if (tr->info.train.rows < tr->cfg.micro_batches)
+        return ND_FAIL(err, ND_ERR_DATA, "%s: /train has %ld rows, fewer than the %d micro-batches", tr->cfg.data,
+                       tr->info.train.rows, tr->cfg.micro_batches);
+    ND_TRY(create_blocks(tr, err));
+    return read_blocks(tr, err);
+}
+
+static int all_blocks(const nd_trainer *tr) { return tr->cfg.micro_batches; }
+
+const nd_feed_part nd_feed_blocks = {
+    .name = "blocks",
+    .open = open_rows,
+    .close = close_rows,
+    .scan = nd_feed_scan_shard,
+    .exact_stats = exact_stats,
+    .steps_per_epoch = steps_per_epoch,
+    .global_micro_batches = all_blocks,
+    .begin_epoch = begin_epoch,
+    .micro_batches = own_blocks,
+    .batch = batch,
+};

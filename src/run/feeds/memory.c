@@ -1,5 +1,6 @@
 /* The plain feed: this rank's shard, loaded at setup, in an order that is a
  * function of (seed, epoch, rank) alone. */
+#include "nndist/normalize.h"
 #include "nndist/rng.h"
 #include "../feed.h"
 #include "../train_internal.h"
@@ -30,7 +31,32 @@ static nd_status batch(nd_trainer *tr, long s, int k, const nd_shard **rows, con
     return ND_OK;
 }
 
-const nd_feed_part nd_feed_memory = {.name = "memory",
-                                     .begin_epoch = begin_epoch,
-                                     .micro_batches = one,
-                                     .batch = batch};
+/* A worker's block of the training rows (servers hold none). */
+static nd_status open_rows(nd_trainer *tr, nd_error *err) {
+    if (tr->worker_index < 0) return ND_OK;
+    return nd_shard_read(tr->cfg.data, "train", tr->worker_index, tr->num_workers, tr->info.num_classes, &tr->train,
+                         err);
+}
+
+nd_status nd_feed_scan_shard(nd_trainer *tr, nd_scan_kind kind, double *acc, nd_error *err) {
+    (void)err;
+    const nd_shard *sh = &tr->train;
+    switch (kind) {
+    case ND_SCAN_STATS: nd_stats_accumulate(acc, sh->x, (size_t)sh->rows, sh->cols); break;
+    case ND_SCAN_RANGE: nd_range_accumulate(acc, sh->x, (size_t)sh->rows, sh->cols); break;
+    case ND_SCAN_COUNTS:
+        for (int i = 0; i < sh->rows; ++i) acc[sh->y[i]] += 1.0;
+        break;
+    case ND_SCAN_CHECK: break; /* checked as read */
+    }
+    return ND_OK;
+}
+
+const nd_feed_part nd_feed_memory = {
+    .name = "memory",
+    .open = open_rows,
+    .scan = nd_feed_scan_shard,
+    .begin_epoch = begin_epoch,
+    .micro_batches = one,
+    .batch = batch,
+};

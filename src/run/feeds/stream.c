@@ -13,7 +13,7 @@
 #include "../feed.h"
 #include "../train_internal.h"
 
-nd_status nd_train_stream_open(nd_trainer *tr, nd_error *err) {
+static nd_status open_rows(nd_trainer *tr, nd_error *err) {
     const nd_train_config *c = &tr->cfg;
     const nd_split_info *si = &tr->info.train;
     const double row_bytes = sizeof(float) * ((double)si->cols + (si->target_cols ? si->target_cols : 1));
@@ -34,7 +34,7 @@ nd_status nd_train_stream_open(nd_trainer *tr, nd_error *err) {
     return ND_OK;
 }
 
-nd_status nd_train_stream_alloc(nd_trainer *tr, nd_error *err) {
+static nd_status alloc(nd_trainer *tr, nd_error *err) {
     const int windows = nd_stream_windows(tr->feed.reader);
     if (!(tr->feed.window_order = calloc((size_t)windows, sizeof(int))))
         return ND_FAIL(err, ND_ERR_NOMEM, "--stream-mb: cannot allocate the order of %d windows", windows);
@@ -43,7 +43,7 @@ nd_status nd_train_stream_alloc(nd_trainer *tr, nd_error *err) {
 
 /* Epoch `pass`: the windows' order, then the window holding step `first`
  * and how many of its batches are already done. */
-nd_status nd_train_stream_epoch(nd_trainer *tr, int pass, long first, nd_error *err) {
+static nd_status stream_epoch(nd_trainer *tr, int pass, long first, nd_error *err) {
     nd_stream *s = tr->feed.reader;
     const int windows = nd_stream_windows(s), b = tr->cfg.batch;
     for (int w = 0; w < windows; ++w) tr->feed.window_order[w] = w;
@@ -64,7 +64,7 @@ nd_status nd_train_stream_epoch(nd_trainer *tr, int pass, long first, nd_error *
 
 /* Before step s: the batch's row indices (into tr->window) in tr->feed.idx,
  * loading and shuffling the next window when this one is used up. */
-nd_status nd_train_stream_batch(nd_trainer *tr, nd_error *err) {
+static nd_status stream_batch(nd_trainer *tr, nd_error *err) {
     const int b = tr->cfg.batch;
     /* A window shorter than a batch (the block's last) gives no batch: on
      * to the next one. */
@@ -116,13 +116,13 @@ static nd_status scan_window(void *ctx, const nd_shard *w, nd_error *err) {
     return ND_OK;
 }
 
-nd_status nd_train_stream_scan(nd_trainer *tr, nd_scan_kind kind, double *acc, nd_error *err) {
+static nd_status scan(nd_trainer *tr, nd_scan_kind kind, double *acc, nd_error *err) {
     scan_ctx sc = {tr, acc, kind};
     return nd_stream_scan(tr->feed.reader, scan_window, &sc, err);
 }
 
 static nd_status begin_epoch(nd_trainer *tr, int epoch, long first, nd_error *err) {
-    return nd_train_stream_epoch(tr, epoch, first, err);
+    return stream_epoch(tr, epoch, first, err);
 }
 
 static int one(const nd_trainer *tr) {
@@ -132,13 +132,38 @@ static int one(const nd_trainer *tr) {
 
 static nd_status batch(nd_trainer *tr, long s, int k, const nd_shard **rows, const int **idx, nd_error *err) {
     (void)s, (void)k;
-    ND_TRY(nd_train_stream_batch(tr, err));
+    ND_TRY(stream_batch(tr, err));
     *rows = &tr->feed.window;
     *idx = tr->feed.idx;
     return ND_OK;
 }
 
-const nd_feed_part nd_feed_stream = {.name = "stream",
-                                     .begin_epoch = begin_epoch,
-                                     .micro_batches = one,
-                                     .batch = batch};
+static void close_rows(nd_trainer *tr) {
+    nd_stream_close(tr->feed.reader);
+    tr->feed.reader = NULL;
+    free(tr->feed.window_order);
+    tr->feed.window_order = NULL;
+}
+
+/* Rows read from now on are normalized by the reader's thread. */
+static void normalization_ready(nd_trainer *tr) {
+    if (tr->norm != ND_NORM_NONE) nd_stream_set_normalize(tr->feed.reader, tr->norm_mean, tr->norm_inv_std);
+}
+
+static long window_rows(const nd_trainer *tr) { return tr->feed.window_rows; }
+
+static long two_windows(const nd_trainer *tr) { return 2 * tr->feed.window_rows; }
+
+const nd_feed_part nd_feed_stream = {
+    .name = "stream",
+    .open = open_rows,
+    .alloc = alloc,
+    .close = close_rows,
+    .scan = scan,
+    .normalization_ready = normalization_ready,
+    .order_rows = window_rows,
+    .held_rows = two_windows,
+    .begin_epoch = begin_epoch,
+    .micro_batches = one,
+    .batch = batch,
+};

@@ -43,7 +43,7 @@ typedef struct {
     /* Epoch `epoch` (1-based), starting at its step `first` (resume):
      * orders the rows (and starts reading, when streaming). */
     nd_status (*begin_epoch)(nd_trainer *tr, int epoch, long first, nd_error *err);
-    /* Micro-batches of `batch` rows this rank computes per step. */
+    /* Micro-batches of `batch` rows this rank computes per step (NULL: one). */
     int (*micro_batches)(const nd_trainer *tr);
     /* Micro-batch k of step s: *rows is the shard (or window) that *idx
      * (batch row indices) points into. May wait for a window. */

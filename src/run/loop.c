@@ -30,7 +30,7 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
     nd_watchdog_leave(tr->watchdog);
     double t0 = nd_comm_time(), paused = 0.0;
     memset(tr->state.phase, 0, sizeof tr->state.phase);
-    const int micro = feed->micro_batches(tr);
+    const int micro = feed->micro_batches ? feed->micro_batches(tr) : 1;
     for (long s = first; s < steps; ++s) {
         double before[ND_PHASES];
         memcpy(before, tr->state.phase, sizeof before);

@@ -19,11 +19,6 @@ static nd_status begin_epoch(nd_trainer *tr, int epoch, long first, nd_error *er
     return ND_OK;
 }
 
-static int one(const nd_trainer *tr) {
-    (void)tr;
-    return 1;
-}
-
 static nd_status batch(nd_trainer *tr, long s, int k, const nd_shard **rows, const int **idx, nd_error *err) {
     (void)k, (void)err;
     *rows = &tr->train;
@@ -57,6 +52,5 @@ const nd_feed_part nd_feed_memory = {
     .open = open_rows,
     .scan = nd_feed_scan_shard,
     .begin_epoch = begin_epoch,
-    .micro_batches = one,
     .batch = batch,
 };

@@ -125,11 +125,6 @@ static nd_status begin_epoch(nd_trainer *tr, int epoch, long first, nd_error *er
     return stream_epoch(tr, epoch, first, err);
 }
 
-static int one(const nd_trainer *tr) {
-    (void)tr;
-    return 1;
-}
-
 static nd_status batch(nd_trainer *tr, long s, int k, const nd_shard **rows, const int **idx, nd_error *err) {
     (void)s, (void)k;
     ND_TRY(stream_batch(tr, err));
@@ -164,6 +159,5 @@ const nd_feed_part nd_feed_stream = {
     .order_rows = window_rows,
     .held_rows = two_windows,
     .begin_epoch = begin_epoch,
-    .micro_batches = one,
     .batch = batch,
 };

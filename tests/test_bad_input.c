@@ -170,9 +170,9 @@ static void test_bad_options(void **state) {
     expect_failure("gradcheck --data " T "good.h5 --arch 4-8:maxout1-3", "maxout takes 2 to 64 pieces");
     expect_failure("train --data " T "good.h5 --bucket-kb -1" COMMON, "--bucket-kb: -1 must be in [0, 1048576]");
     expect_failure("train --data " T "good.h5 --bucket-kb 64 --mode async" COMMON,
-                   "--bucket-kb: not with --mode async/ssp (the bucketed allreduce and the parameter servers");
+                   "--mode async/ssp: not with --bucket-kb (the parameter servers and the bucketed allreduce");
     expect_failure("train --data " T "good.h5 --shard-optimizer --deterministic" COMMON,
-                   "--shard-optimizer: not with --deterministic (the sharded optimizer and the fixed-point sum");
+                   "--deterministic: not with --shard-optimizer (the fixed-point sum and the sharded optimizer");
     expect_failure("train --data " T "good.h5 --stream-mb -1" COMMON, "--stream-mb: -1 must be in [0, 1e9)");
     expect_failure("train --data " T "good.h5 --stream-mb 8 --mode async" COMMON,
                    "--stream-mb: not with --mode async/ssp (the parameter servers cannot take a streamed feed)");

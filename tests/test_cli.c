@@ -145,7 +145,7 @@ static void test_plan_parts_and_capabilities(void **state) {
     char *two_exchanges[] = {"--data", "d.h5", "--bucket-kb", "4", "--shard-optimizer"};
     expect_refused(5, two_exchanges, "--shard-optimizer: not with --bucket-kb");
     char *async_buckets[] = {"--data", "d.h5", "--mode", "async", "--bucket-kb", "4"};
-    expect_refused(6, async_buckets, "--bucket-kb: not with --mode async/ssp");
+    expect_refused(6, async_buckets, "--mode async/ssp: not with --bucket-kb");
     char *sync_bn[] = {"--data", "d.h5", "--mode", "async", "--sync-bn"};
     expect_refused(5, sync_bn, "--sync-bn: not with --mode async/ssp (the parameter servers cannot add batch-norm");
     char *det_bn[] = {"--data", "d.h5", "--deterministic", "--sync-bn"};

@@ -124,12 +124,15 @@ typedef enum {
 typedef struct {
     const char *name;      /* for messages: "allreduce" */
     const char *chosen_by; /* the option that picks it: "--bucket-kb" */
-    bool sync_bn;          /* batch-norm sums can be added across ranks inside forward and backward */
-    bool skip_step;        /* a bad step can be dropped on every rank alike (--on-nan skip) */
-    bool whole_replica;    /* every rank holds every parameter after a step (--max-norm, --ema,
-                              --early-stop, the plateau schedule) */
-    bool streams;          /* takes a streamed feed (--stream-mb) */
-    bool sliced;           /* each rank holds only its slice of the reduced gradient */
+    /* Whether cfg asks for this exchange (NULL: the default, picked when
+     * no other is asked for). At most one may be asked for. */
+    bool (*chosen)(const nd_train_config *cfg);
+    bool sync_bn;       /* batch-norm sums can be added across ranks inside forward and backward */
+    bool skip_step;     /* a bad step can be dropped on every rank alike (--on-nan skip) */
+    bool whole_replica; /* every rank holds every parameter after a step (--max-norm, --ema,
+                           --early-stop, the plateau schedule) */
+    bool streams;       /* takes a streamed feed (--stream-mb) */
+    bool sliced;        /* each rank holds only its slice of the reduced gradient */
 } nd_exchange_caps;
 
 /* The capabilities of an exchange. */

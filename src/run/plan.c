@@ -234,27 +234,19 @@ int nd_parse_straggle(const char *text, int *rank, float *factor) {
 }
 
 
-/* The exchange cfg asks for: --mode picks the parameter servers, and at
- * most one of the sync exchanges' own options may be given. */
+/* The exchange cfg asks for: each exchange says which options pick it; at
+ * most one may be picked, else the plain allreduce. */
 static nd_status pick_exchange(const nd_train_config *c, nd_exchange_kind *out, nd_error *err) {
-    const struct {
-        bool on;
-        nd_exchange_kind kind;
-    } asks[] = {
-        {c->mode != ND_MODE_SYNC, ND_EXCHANGE_PARAM_SERVER},
-        {c->deterministic, ND_EXCHANGE_FIXED_POINT},
-        {c->bucket_kb > 0, ND_EXCHANGE_BUCKETS},
-        {c->shard_optimizer, ND_EXCHANGE_ZERO},
-    };
     *out = ND_EXCHANGE_ALLREDUCE;
-    for (size_t i = 0; i < sizeof asks / sizeof asks[0]; ++i) {
-        if (!asks[i].on) continue;
+    for (int k = 0; k < ND_EXCHANGES; ++k) {
+        const nd_exchange_caps *b = nd_exchange_caps_of((nd_exchange_kind)k);
+        if (!b->chosen || !b->chosen(c)) continue;
         if (*out != ND_EXCHANGE_ALLREDUCE) {
-            const nd_exchange_caps *a = nd_exchange_caps_of(*out), *b = nd_exchange_caps_of(asks[i].kind);
+            const nd_exchange_caps *a = nd_exchange_caps_of(*out);
             return ND_FAIL(err, ND_ERR_ARG, "%s: not with %s (the %s and the %s exchange gradients each their own way)",
                            b->chosen_by, a->chosen_by, b->name, a->name);
         }
-        *out = asks[i].kind;
+        *out = (nd_exchange_kind)k;
     }
     return ND_OK;
 }

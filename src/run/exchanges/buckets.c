@@ -102,9 +102,12 @@ static nd_status reduce(void *self, const nd_exchange_env *env, long step, nd_cl
 
 static long messages(const void *self) { return ((const buckets *)self)->started; }
 
+static bool chosen(const nd_train_config *c) { return c->bucket_kb > 0; }
+
 const nd_exchange_part nd_exchange_buckets = {
     .caps = {.name = "bucketed allreduce",
              .chosen_by = "--bucket-kb",
+             .chosen = chosen,
              .sync_bn = true,
              .skip_step = true,
              .whole_replica = true,

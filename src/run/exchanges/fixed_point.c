@@ -85,10 +85,13 @@ static int bad_step(const void *self, char *what, size_t cap) {
     return 1;
 }
 
+static bool chosen(const nd_train_config *c) { return c->deterministic; }
+
 const nd_exchange_part nd_exchange_fixed_point = {
     /* deterministic mode normalizes each fixed micro-batch and reads fixed blocks */
     .caps = {.name = "fixed-point sum",
              .chosen_by = "--deterministic",
+             .chosen = chosen,
              .sync_bn = false,
              .skip_step = true,
              .whole_replica = true,

@@ -4,10 +4,13 @@
  * gradient as it arrives, driven by nd_async_fit (async.c). */
 #include "../exchange.h"
 
+static bool chosen(const nd_train_config *c) { return c->mode != ND_MODE_SYNC; }
+
 const nd_exchange_part nd_exchange_param_server = {
     /* servers apply each worker's gradient as it comes and hold one slice each */
     .caps = {.name = "parameter servers",
              .chosen_by = "--mode async/ssp",
+             .chosen = chosen,
              .sync_bn = false,
              .skip_step = false,
              .whole_replica = false,

@@ -107,9 +107,12 @@ static nd_status after_update(void *self, const nd_exchange_env *env, long step,
     return st;
 }
 
+static bool chosen(const nd_train_config *c) { return c->shard_optimizer; }
+
 const nd_exchange_part nd_exchange_zero = {
     .caps = {.name = "sharded optimizer",
              .chosen_by = "--shard-optimizer",
+             .chosen = chosen,
              .sync_bn = true,
              .skip_step = true,
              .whole_replica = true,

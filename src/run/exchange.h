@@ -1,15 +1,17 @@
 /* Exchanges: how a sync step's gradients become the same update on every
  * rank. Each is one part behind this ops table, in its own file under
  * exchanges/, chosen once at setup from the plan (nd_train_plan.exchange)
- * by nd_exchange_part. The training loop calls the table and knows no
- * exchange by name. A new exchange is one file defining its part and one
- * entry in nd_exchange_parts (exchange.c); its capabilities (what options
- * it supports) are declared in the part, and plan.c reads them.
+ * through nd_exchange_parts. The training loop calls the table and knows
+ * no exchange by name. A new exchange is one file defining its part and one
+ * entry in nd_exchange_parts (exchange.c); its capabilities (which options
+ * pick it, which it supports) are declared in the part, and plan.c reads
+ * them.
  *
- * Every function may be NULL: the loop then does the plain thing (no
- * buffers, no hooks, penalties over the whole gradient, nothing after the
- * update). Calls marked collective are made by every rank in the same
- * order. None allocates after create. */
+ * Every function but reduce may be NULL: the loop then does the plain
+ * thing (no buffers, no hooks, penalties over the whole gradient, nothing
+ * after the update); the parameter servers' part has capabilities only,
+ * since async.c drives them. Calls marked collective are made by every
+ * rank in the same order. None allocates after create. */
 #ifndef NNDIST_EXCHANGE_H
 #define NNDIST_EXCHANGE_H
 

@@ -158,9 +158,6 @@ nd_status nd_train_plan_resolve(const nd_train_config *cfg, nd_train_plan *plan,
 nd_status nd_train_make_schedule(const nd_train_config *cfg, int global_batch, long steps_per_epoch,
                                  nd_lr_schedule *out, nd_error *err);
 
-/* Parses --straggle "RANK:FACTOR" ("" = none: rank -1, factor 1); 0 or -1. */
-int nd_parse_straggle(const char *text, int *rank, float *factor);
-
 /* Parses "512,256" into widths (at most max); returns the count or -1. */
 int nd_parse_widths(const char *text, int *widths, int max);
 

@@ -54,8 +54,7 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
         float scale = 1.0f;
         double grad_norm = NAN;
         /* With a sliced gradient (ZeRO) the global norm is the guard's evidence. */
-        if (xp->scale)
-            ND_TRY(xp->scale(x->self, &x->env, tr->state.step, tr->global_batch, last, &scale, &grad_norm, err));
+        if (xp->scale) ND_TRY(xp->scale(x->self, &x->env, tr->state.step, tr->global_batch, &scale, &grad_norm, err));
         char what[160];
         if ((xp->bad_step && xp->bad_step(x->self, what, sizeof what)) ||
             nd_guard_find(m, xp->caps.sliced, grad_norm, what, sizeof what)) {

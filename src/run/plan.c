@@ -218,7 +218,8 @@ nd_status nd_train_model_spec(const nd_train_config *c, int input_dim, int k, nd
     return ND_OK;
 }
 
-int nd_parse_straggle(const char *text, int *rank, float *factor) {
+/* Parses --straggle "RANK:FACTOR" ("" = none: rank -1, factor 1); 0 or -1. */
+static int parse_straggle(const char *text, int *rank, float *factor) {
     *rank = -1;
     *factor = 1.0f;
     if (!text[0]) return 0;
@@ -262,7 +263,7 @@ nd_status nd_train_plan_resolve(const nd_train_config *c, nd_train_plan *plan, n
     int widths[ND_MAX_LAYERS];
     if (!c->data[0]) return ND_FAIL(err, ND_ERR_ARG, "--data: no dataset given (an HDF5 file, see data/README.md)");
     ND_TRY(nd_cli_check(nd_train_options, nd_train_num_options, c, err));
-    if (nd_parse_straggle(c->straggle, &plan->straggle_rank, &plan->straggle_factor) != 0)
+    if (parse_straggle(c->straggle, &plan->straggle_rank, &plan->straggle_factor) != 0)
         return ND_FAIL(err, ND_ERR_ARG, "--straggle: '%s' is not RANK:FACTOR with RANK >= 0 and FACTOR >= 1",
                        c->straggle);
     if (nd_parse_widths(c->hidden, widths, ND_MAX_LAYERS - 1) < 0)

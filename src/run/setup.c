@@ -296,8 +296,6 @@ nd_status nd_trainer_setup(nd_trainer **out, const nd_train_config *cfg, nd_comm
     tr->num_servers = tr->async ? cfg->servers : 0;
     tr->num_workers = tr->size - tr->num_servers;
     tr->worker_index = tr->rank - tr->num_servers;
-    tr->straggle_rank = tr->plan.straggle_rank;
-    tr->straggle_factor = tr->plan.straggle_factor;
     if (tr->async && tr->num_workers < 1)
         return nd_train_agree(tr,
                               ND_FAIL(err, ND_ERR_ARG,

@@ -74,14 +74,12 @@ struct nd_trainer {
     float *tb;     /* (batch x outputs) targets of a regression/multi-label loss, or NULL */
     long *row_ids; /* (batch) global sample index of each batch row (dropout masks) */
     nd_loss_kind loss;
-    int async;         /* --mode async or ssp: parameter servers */
-    int num_servers;   /* K ranks 0..K-1 (0 in sync mode) */
-    int num_workers;   /* ranks that compute gradients */
-    int worker_index;  /* this rank among the workers; -1 on a server */
-    nd_span slice;     /* the part of the flat arena this rank updates and keeps optimizer state for:
-                          a server's in async mode, this rank's with --shard-optimizer, else all */
-    int straggle_rank; /* --straggle, -1 for none */
-    float straggle_factor;
+    int async;                  /* --mode async or ssp: parameter servers */
+    int num_servers;            /* K ranks 0..K-1 (0 in sync mode) */
+    int num_workers;            /* ranks that compute gradients */
+    int worker_index;           /* this rank among the workers; -1 on a server */
+    nd_span slice;              /* the part of the flat arena this rank updates and keeps optimizer state for:
+                                   a server's in async mode, this rank's with --shard-optimizer, else all */
     nd_async *as;               /* async/ssp state, NULL in sync mode */
     nd_det *det;                /* --deterministic's blocks, NULL otherwise */
     nd_exchange exchange;       /* sync: how the step's gradients are summed (part NULL in async mode) */

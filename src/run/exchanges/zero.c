@@ -73,9 +73,8 @@ static nd_status reduce(void *self, const nd_exchange_env *env, long step, nd_cl
 /* Penalties over this rank's slice; the global norm from each slice's sum
  * of squares, one scalar allreduce (always: it is the numerical guard's
  * evidence, since no rank holds the whole gradient). */
-static nd_status scale(void *self, const nd_exchange_env *env, long step, int samples, int want_norm, float *out,
-                       double *norm, nd_error *err) {
-    (void)want_norm;
+static nd_status scale(void *self, const nd_exchange_env *env, long step, int samples, float *out, double *norm,
+                       nd_error *err) {
     const zero *z = self;
     const size_t lo = (size_t)z->displs[env->rank], hi = lo + (size_t)z->rs_counts[env->rank];
     *out = nd_penalty_apply(env->penalty, env->model, samples, lo, hi);

@@ -8,13 +8,13 @@
 #include "../train_internal.h"
 
 void nd_straggle_sleep(const nd_trainer *tr, double compute_seconds) {
-    if (tr->rank != tr->straggle_rank) return;
-    const double extra = (tr->straggle_factor - 1.0) * compute_seconds;
+    if (tr->rank != tr->plan.straggle_rank) return;
+    const double extra = (tr->plan.straggle_factor - 1.0) * compute_seconds;
     struct timespec ts = {(time_t)extra, (long)((extra - (double)(time_t)extra) * 1e9)};
     nanosleep(&ts, NULL);
 }
 
-static bool wanted(const nd_trainer *tr) { return tr->rank == tr->straggle_rank; }
+static bool wanted(const nd_trainer *tr) { return tr->rank == tr->plan.straggle_rank; }
 
 /* The step's compute: its data, forward and backward phases. The sleep
  * counts as backward time, so the phases still add up to the step. */

@@ -27,6 +27,23 @@ void fx_attr_int(hid_t file, const char *name, int value) {
     H5Sclose(s);
 }
 
+static void attr_array(hid_t file, const char *name, hid_t ftype, hid_t mtype, int n, const void *values) {
+    const hsize_t dims[1] = {(hsize_t)n};
+    hid_t s = H5Screate_simple(1, dims, NULL);
+    hid_t a = H5Acreate2(file, name, ftype, s, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(a, mtype, values);
+    H5Aclose(a);
+    H5Sclose(s);
+}
+
+void fx_attr_i64s(hid_t file, const char *name, int n, const long long *values) {
+    attr_array(file, name, H5T_STD_I64LE, H5T_NATIVE_LLONG, n, values);
+}
+
+void fx_attr_f64s(hid_t file, const char *name, int n, const double *values) {
+    attr_array(file, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, n, values);
+}
+
 static hid_t write_any(hid_t file, const char *name, hid_t ftype, hid_t mtype, int ndims, const hsize_t *dims,
                        const void *data) {
     hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
@@ -53,6 +70,24 @@ void fx_write_f64(hid_t file, const char *name, int ndims, const hsize_t *dims, 
 
 void fx_write_i32(hid_t file, const char *name, int ndims, const hsize_t *dims, const int *data) {
     H5Dclose(write_any(file, name, H5T_STD_I32LE, H5T_NATIVE_INT, ndims, dims, data));
+}
+
+void fx_write_f32_chunked(hid_t file, const char *name, int ndims, const hsize_t *dims, const hsize_t *chunk,
+                          const float *data) {
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_create_intermediate_group(lcpl, 1);
+    H5Pset_chunk(dcpl, ndims, chunk);
+    hid_t s = H5Screate_simple(ndims, dims, NULL);
+    hid_t d = H5Dcreate2(file, name, H5T_IEEE_F32LE, s, lcpl, dcpl, H5P_DEFAULT);
+    if (d < 0) {
+        fprintf(stderr, "fixture: cannot create %s\n", name);
+        abort();
+    }
+    H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
+    H5Dclose(d);
+    H5Sclose(s);
+    H5Pclose(dcpl);
+    H5Pclose(lcpl);
 }
 
 void fx_write_u8(hid_t file, const char *name, int ndims, const hsize_t *dims, const unsigned char *data, float scale) {

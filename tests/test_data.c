@@ -1,5 +1,6 @@
 /* Dataset files: shard boundaries, the uint8+scale path, hyperslab reads,
- * IDX import and synthetic sets, and every kind of bad file named clearly. */
+ * IDX import and synthetic sets, image shapes (4-D x or the image_shape
+ * attribute), and every kind of bad file named clearly. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -106,7 +107,18 @@ typedef enum {
     BAD_CLASSES_VALUE,
     BAD_NOT_HDF5,
     BAD_HUGE_CLAIM,
-    BAD_HUGE_CHUNK
+    BAD_HUGE_CHUNK,
+    BAD_X_3D,
+    BAD_X_5D,
+    BAD_X_4D_ZERO,
+    BAD_SHAPE_COUNT,
+    BAD_SHAPE_ZERO,
+    BAD_SHAPE_NEGATIVE,
+    BAD_SHAPE_FLOAT,
+    BAD_SHAPE_PRODUCT,
+    BAD_SHAPE_VS_X,
+    BAD_SPLIT_SHAPES,
+    BAD_TEST_4D_COLS
 } bad_kind;
 
 /* An unwritten chunked dataset of type and dims (rows extendible), chunks
@@ -158,9 +170,34 @@ static void write_bad(const char *path, bad_kind kind) {
         fx_close(f);
         return;
     }
+    /* Image shapes: x of other ranks, and the root attribute image_shape. */
+    const hsize_t x3[3] = {ROWS, 1, COLS}, x5[5] = {ROWS, 1, 1, 1, COLS}, x4zero[4] = {ROWS, 1, 0, COLS};
+    const hsize_t x4[4] = {ROWS, 1, 1, COLS}, t4[4] = {2, 2, 1, 1}, t4cols[4] = {2, 1, 1, COLS + 1}, t4y[1] = {2};
+    if (kind == BAD_SHAPE_COUNT) fx_attr_i64s(f, "image_shape", 2, (long long[]){1, 2});
+    if (kind == BAD_SHAPE_ZERO) fx_attr_i64s(f, "image_shape", 3, (long long[]){2, 0, 1});
+    if (kind == BAD_SHAPE_NEGATIVE) fx_attr_i64s(f, "image_shape", 3, (long long[]){-1, -1, 2});
+    if (kind == BAD_SHAPE_FLOAT) fx_attr_f64s(f, "image_shape", 3, (double[]){1, 1, 2});
+    if (kind == BAD_SHAPE_PRODUCT) fx_attr_i64s(f, "image_shape", 3, (long long[]){1, 1, 3});
+    if (kind == BAD_SHAPE_VS_X) fx_attr_i64s(f, "image_shape", 3, (long long[]){1, 2, 1});
+    if (kind == BAD_SPLIT_SHAPES) {
+        fx_write_f32(f, "/test/x", 4, t4, x);
+        fx_write_i32(f, "/test/y", 1, t4y, y);
+    }
+    if (kind == BAD_TEST_4D_COLS) {
+        fx_write_f32(f, "/test/x", 4, t4cols, x);
+        fx_write_i32(f, "/test/y", 1, t4y, y);
+    }
     if (kind == BAD_X_1D) {
         hsize_t flat[1] = {ROWS * COLS};
         fx_write_f32(f, "/train/x", 1, flat, x);
+    } else if (kind == BAD_X_3D) {
+        fx_write_f32(f, "/train/x", 3, x3, x);
+    } else if (kind == BAD_X_5D) {
+        fx_write_f32(f, "/train/x", 5, x5, x);
+    } else if (kind == BAD_X_4D_ZERO) {
+        fx_write_f32(f, "/train/x", 4, x4zero, x);
+    } else if (kind == BAD_SHAPE_VS_X || kind == BAD_SPLIT_SHAPES) {
+        fx_write_f32(f, "/train/x", 4, x4, x);
     } else if (kind != BAD_NO_X) {
         fx_write_f32(f, "/train/x", 2, xd, x);
     }
@@ -215,6 +252,19 @@ static void test_bad_files(void **state) {
     expect_bad(BAD_NOT_HDF5, "not an HDF5 file");
     expect_bad(BAD_HUGE_CLAIM, "/train/x claims 1000000000000 x 2 values (8e+12 bytes) but the file stores 0 bytes");
     expect_bad(BAD_HUGE_CHUNK, "/train/x: its chunks hold 2.15e+09 bytes each");
+    expect_bad(BAD_X_3D, "/train/x must be 2-D (rows x features) or 4-D (rows x C x H x W), it is 3-D");
+    expect_bad(BAD_X_5D, "/train/x must be 2-D (rows x features) or 4-D (rows x C x H x W), it is 5-D");
+    expect_bad(BAD_X_4D_ZERO, "/train/x has an implausible shape 8 x 1 x 0 x 2");
+    expect_bad(BAD_SHAPE_COUNT, "root attribute image_shape must be 3 positive integers (C, H, W), it holds 2 values");
+    expect_bad(BAD_SHAPE_ZERO, "root attribute image_shape must be 3 positive integers (C, H, W), it is [2, 0, 1]");
+    expect_bad(BAD_SHAPE_NEGATIVE, "image_shape must be 3 positive integers (C, H, W), it is [-1, -1, 2]");
+    expect_bad(BAD_SHAPE_FLOAT, "image_shape must be 3 positive integers (C, H, W), it is not of an integer type");
+    expect_bad(BAD_SHAPE_PRODUCT,
+               "root attribute image_shape 1 x 1 x 3 = 3 values per row but /train/x has 2 features");
+    expect_bad(BAD_SHAPE_VS_X,
+               "root attribute image_shape 1 x 2 x 1 disagrees with /train/x, which holds 1 x 1 x 2 images");
+    expect_bad(BAD_SPLIT_SHAPES, "/test/x holds 2 x 1 x 1 images but /train/x holds 1 x 1 x 2");
+    expect_bad(BAD_TEST_4D_COLS, "/test/x has 3 features but /train/x has 2");
 
     nd_dataset_info info;
     nd_error err = {0};
@@ -271,6 +321,26 @@ static void test_import_idx(void **state) {
     assert_int_equal(info.val.rows, 5);
     assert_int_equal(info.train.cols, H * W);
     assert_true(info.has_val);
+    /* x stays N x (H * W); the root attribute image_shape says [1, H, W]. */
+    assert_int_equal(info.image_c, 1);
+    assert_int_equal(info.image_h, H);
+    assert_int_equal(info.image_w, W);
+    assert_int_equal(info.train.image_c, 0);
+    {
+        hid_t f = H5Fopen(out, H5F_ACC_RDONLY, H5P_DEFAULT);
+        hid_t a = H5Aopen(f, "image_shape", H5P_DEFAULT);
+        assert_true(a >= 0);
+        hid_t sp = H5Aget_space(a);
+        assert_int_equal(H5Sget_simple_extent_npoints(sp), 3);
+        int v[3] = {0, 0, 0};
+        assert_true(H5Aread(a, H5T_NATIVE_INT, v) >= 0);
+        assert_int_equal(v[0], 1);
+        assert_int_equal(v[1], H);
+        assert_int_equal(v[2], W);
+        H5Sclose(sp);
+        H5Aclose(a);
+        H5Fclose(f);
+    }
     nd_shard s;
     assert_int_equal(nd_shard_read(out, "val", 0, 1, 5, &s, &err), ND_OK);
     assert_int_equal(s.y[0], labels[15]);
@@ -283,6 +353,24 @@ static void test_import_idx(void **state) {
     assert_int_equal(nd_import_idx(img, lab, "test", out, 0.0, &err), ND_OK);
     assert_int_equal(nd_dataset_probe(out, &info, &err), ND_OK);
     assert_true(info.has_test);
+    assert_int_equal(info.image_h, H); /* the test split agreed with the attribute */
+
+    /* A file whose image_shape differs is refused and left as it was. */
+    char other[512];
+    fx_path(other, sizeof other, "imported-shape.h5");
+    hid_t f = fx_create(other);
+    fx_attr_i64s(f, "image_shape", 3, (long long[]){1, W, H});
+    fx_close(f);
+    assert_int_equal(nd_import_idx(img, lab, "train", other, 0.25, &err), ND_ERR_ARG);
+    if (!strstr(err.msg, "imported-shape.h5: root attribute image_shape is 1 x 3 x 2 but") ||
+        !strstr(err.msg, "holds 1 x 2 x 3 images"))
+        fail_msg("message '%s' should name the file and both shapes", err.msg);
+    f = H5Fopen(other, H5F_ACC_RDONLY, H5P_DEFAULT);
+    assert_true(f >= 0);
+    assert_int_equal(H5Lexists(f, "train", H5P_DEFAULT), 0);
+    assert_int_equal(H5Lexists(f, "val", H5P_DEFAULT), 0);
+    assert_int_equal(H5Aexists(f, "num_classes"), 0);
+    H5Fclose(f);
 
     /* Mismatched counts and wrong magic are named. */
     fx_path(out, sizeof out, "imported2.h5");
@@ -420,11 +508,129 @@ static void test_stream_windows(void **state) {
     nd_stream_close(s);
 }
 
+/* ---- image shapes ---------------------------------------------------------- */
+
+enum { IM_N = 23, IM_T = 5, IM_C = 2, IM_H = 3, IM_W = 2, IM_D = IM_C * IM_H * IM_W, IM_CLASSES = 3 };
+
+/* The same samples three ways: uint8 N x C x H x W; uint8 N x D with the
+ * root attribute image_shape; float32 N x C x H x W chunked 4 rows at a
+ * time, with an agreeing image_shape. */
+static void write_image_files(char paths[3][512], const unsigned char *u8, const int *y) {
+    const char *names[3] = {"image4.h5", "image2.h5", "image4-chunked.h5"};
+    const long rows[2] = {IM_N, IM_T};
+    const char *xs[2] = {"/train/x", "/test/x"}, *ys[2] = {"/train/y", "/test/y"};
+    float f32[IM_N * IM_D];
+    for (int i = 0; i < IM_N * IM_D; ++i) f32[i] = 0.5f * u8[i];
+    for (int k = 0; k < 3; ++k) {
+        fx_path(paths[k], sizeof paths[k], names[k]);
+        hid_t f = fx_create(paths[k]);
+        fx_attr_int(f, "num_classes", IM_CLASSES);
+        if (k > 0) fx_attr_i64s(f, "image_shape", 3, (long long[]){IM_C, IM_H, IM_W});
+        for (int s = 0; s < 2; ++s) {
+            const hsize_t d4[4] = {(hsize_t)rows[s], IM_C, IM_H, IM_W}, d2[2] = {(hsize_t)rows[s], IM_D};
+            const hsize_t chunk[4] = {4, IM_C, IM_H, IM_W}, yd[1] = {(hsize_t)rows[s]};
+            if (k == 0) fx_write_u8(f, xs[s], 4, d4, u8, 0.5f);
+            else if (k == 1) fx_write_u8(f, xs[s], 2, d2, u8, 0.5f);
+            else fx_write_f32_chunked(f, xs[s], 4, d4, chunk, f32);
+            fx_write_i32(f, ys[s], 1, yd, y);
+        }
+        fx_close(f);
+    }
+}
+
+static void assert_same_shard(const nd_shard *a, const nd_shard *b) {
+    assert_int_equal(a->first_row, b->first_row);
+    assert_int_equal(a->rows, b->rows);
+    assert_int_equal(a->cols, b->cols);
+    assert_memory_equal(a->x, b->x, sizeof(float) * (size_t)a->rows * a->cols);
+    assert_memory_equal(a->y, b->y, sizeof(int) * (size_t)a->rows);
+}
+
+/* A 4-D x and the equivalent 2-D x with image_shape probe alike and give
+ * identical shards, parts and streamed windows: flat rows in C, H, W order. */
+static void test_image_shape(void **state) {
+    (void)state;
+    unsigned char u8[IM_N * IM_D];
+    int y[IM_N];
+    for (int i = 0; i < IM_N * IM_D; ++i) u8[i] = (unsigned char)(i * 13 % 251);
+    for (int i = 0; i < IM_N; ++i) y[i] = i % IM_CLASSES;
+    char paths[3][512];
+    write_image_files(paths, u8, y);
+    nd_error err = {0};
+    nd_dataset_info info[3];
+    for (int k = 0; k < 3; ++k) {
+        if (nd_dataset_probe(paths[k], &info[k], &err) != ND_OK) fail_msg("%s", err.msg);
+        assert_int_equal(info[k].image_c, IM_C);
+        assert_int_equal(info[k].image_h, IM_H);
+        assert_int_equal(info[k].image_w, IM_W);
+        assert_int_equal(info[k].train.cols, IM_D);
+        assert_int_equal(info[k].test.cols, IM_D);
+        assert_int_equal(info[k].train.rows, IM_N);
+        assert_int_equal(info[k].test.rows, IM_T);
+        assert_true(info[k].has_test);
+        assert_int_equal(info[k].num_classes, IM_CLASSES);
+        /* as stored: 4-D files say so per split */
+        assert_int_equal(info[k].train.image_c, k == 1 ? 0 : IM_C);
+        assert_int_equal(info[k].test.image_w, k == 1 ? 0 : IM_W);
+    }
+    assert_true(info[0].train.x_is_uint8 && info[1].train.x_is_uint8 && !info[2].train.x_is_uint8);
+
+    /* No image shape: all 0. */
+    char plain[512];
+    fx_path(plain, sizeof plain, "image-none.h5");
+    float fx[IM_N * IM_D];
+    for (int i = 0; i < IM_N * IM_D; ++i) fx[i] = (float)i;
+    fx_write_dataset(plain, fx, y, IM_N, IM_D, IM_CLASSES, fx, y, IM_T);
+    nd_dataset_info none;
+    assert_int_equal(nd_dataset_probe(plain, &none, &err), ND_OK);
+    assert_true(none.image_c == 0 && none.image_h == 0 && none.image_w == 0);
+
+    /* Whole shards of 3 ranks, both splits, and parts [1, 3) of 4. */
+    const char *splits[2] = {"train", "test"};
+    for (int s = 0; s < 2; ++s)
+        for (int r = 0; r < 3; ++r) {
+            nd_shard sh[3];
+            for (int k = 0; k < 3; ++k)
+                if (nd_shard_read(paths[k], splits[s], r, 3, IM_CLASSES, &sh[k], &err) != ND_OK)
+                    fail_msg("%s", err.msg);
+            for (int i = 0; i < sh[0].rows * IM_D; ++i)
+                assert_true(sh[0].x[i] == 0.5f * u8[sh[0].first_row * IM_D + i]);
+            for (int k = 1; k < 3; ++k) assert_same_shard(&sh[0], &sh[k]);
+            for (int k = 0; k < 3; ++k) nd_shard_free(&sh[k]);
+        }
+    nd_shard parts[3];
+    for (int k = 0; k < 3; ++k)
+        assert_int_equal(nd_shard_read_parts(paths[k], "train", 1, 3, 4, IM_CLASSES, &parts[k], &err), ND_OK);
+    assert_int_equal(parts[0].first_row, 6);
+    assert_int_equal(parts[0].rows, 12);
+    for (int k = 1; k < 3; ++k) assert_same_shard(&parts[0], &parts[k]);
+    for (int k = 0; k < 3; ++k) nd_shard_free(&parts[k]);
+
+    /* Streamed windows of 3 rows of rank 1 of 2, in reverse order. */
+    nd_stream *st[3];
+    for (int k = 0; k < 3; ++k)
+        assert_int_equal(nd_stream_open(paths[k], "train", 1, 2, IM_CLASSES, 3, &st[k], &err), ND_OK);
+    const int windows = nd_stream_windows(st[0]);
+    assert_int_equal(windows, 4); /* rows 12..22 */
+    int order[4];
+    for (int w = 0; w < windows; ++w) order[w] = windows - 1 - w;
+    for (int k = 0; k < 3; ++k) assert_int_equal(nd_stream_start(st[k], order, windows, 0, &err), ND_OK);
+    for (int w = 0; w < windows; ++w) {
+        nd_shard win[3];
+        for (int k = 0; k < 3; ++k) assert_int_equal(nd_stream_next(st[k], &win[k], &err), ND_OK);
+        assert_int_equal(win[0].first_row, 12 + 3 * order[w]);
+        for (int i = 0; i < win[0].rows * IM_D; ++i) assert_true(win[0].x[i] == 0.5f * u8[win[0].first_row * IM_D + i]);
+        for (int k = 1; k < 3; ++k) assert_same_shard(&win[0], &win[k]);
+    }
+    for (int k = 0; k < 3; ++k) nd_stream_close(st[k]);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shard_range), cmocka_unit_test(test_uint8_scale_and_hyperslab),
         cmocka_unit_test(test_bad_files),   cmocka_unit_test(test_import_idx),
         cmocka_unit_test(test_synth),       cmocka_unit_test(test_stream_windows),
+        cmocka_unit_test(test_image_shape),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

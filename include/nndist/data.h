@@ -11,12 +11,18 @@
 
 #include "nndist/status.h"
 
+/* Image shapes: image_c, image_h, image_w are one sample as C channels of
+ * H x W, all 0 when there is none. Every reader still gives flat rows of
+ * D = C * H * W features, a sample in row-major (C, H, W) order: exactly
+ * what torch's nn.Flatten makes of an NCHW batch. */
+
 typedef struct {
-    long rows;       /* N */
-    int cols;        /* D, features per row */
-    int x_is_uint8;  /* x stored as uint8 with a `scale` attribute */
-    float x_scale;   /* multiplier applied to uint8 values (1 for float) */
-    int target_cols; /* y is (rows x target_cols) float targets; 0: y is (rows) int labels */
+    long rows;                     /* N */
+    int cols;                      /* D, features per row (C * H * W for 4-D x) */
+    int x_is_uint8;                /* x stored as uint8 with a `scale` attribute */
+    float x_scale;                 /* multiplier applied to uint8 values (1 for float) */
+    int target_cols;               /* y is (rows x target_cols) float targets; 0: y is (rows) int labels */
+    int image_c, image_h, image_w; /* x stored as N x C x H x W: its C, H, W; all 0 when x is N x D */
 } nd_split_info;
 
 typedef struct {
@@ -25,6 +31,8 @@ typedef struct {
     int num_outputs; /* what the model must output: num_classes, or K */
     int has_val, has_test;
     nd_split_info train, val, test;
+    int image_c, image_h, image_w; /* of every split's rows: from 4-D x or the root attribute
+                                      image_shape; all 0: none */
 } nd_dataset_info;
 
 /* One rank's contiguous block of rows of one split. */
@@ -39,10 +47,13 @@ typedef struct {
 } nd_shard;
 
 /* Opens path, checks the root attribute and every split present (x rank 2,
- * float or uint8; y rank 1 integer labels, with the root attribute
- * num_classes, or rank 2 float targets; equal row counts; test/val with the
- * train column and target counts). A missing /train is an error; /val and /test are
- * optional. */
+ * N x D, or rank 4, N x C x H x W, float or uint8; y rank 1 integer labels,
+ * with the root attribute num_classes, or rank 2 float targets; equal row
+ * counts; test/val with the train column and target counts). A missing
+ * /train is an error; /val and /test are optional. The image shape comes
+ * from 4-D x or from the root attribute image_shape (3 positive integers
+ * C, H, W with C * H * W = D); every 4-D split and the attribute must
+ * agree on it. */
 nd_status nd_dataset_probe(const char *path, nd_dataset_info *info, nd_error *err);
 
 /* Rows [*first, *first + *count) of n rows for rank of size ranks: the first
@@ -69,9 +80,10 @@ void nd_shard_free(nd_shard *shard);
 const char *nd_hdf5_last_path(void);
 
 /* Converts the IDX files images/labels (gzipped or not) into /<split> of
- * out (created if absent). For split "train" with val_fraction > 0, the last
- * round(val_fraction * N) rows become /val. Fails without touching out if
- * the split is already there. */
+ * out (created if absent), x as N x (rows * cols) with the root attribute
+ * image_shape = [1, rows, cols]. For split "train" with val_fraction > 0,
+ * the last round(val_fraction * N) rows become /val. Fails without touching
+ * out if the split is already there or out's image_shape differs. */
 nd_status nd_import_idx(const char *images, const char *labels, const char *split, const char *out, double val_fraction,
                         nd_error *err);
 

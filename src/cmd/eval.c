@@ -197,7 +197,10 @@ static void info_checkpoint(const char *path, const nd_ckpt_info *ci) {
 }
 
 static void info_split(const char *name, const nd_split_info *s) {
-    printf("  /%-5s x %ld x %d %s", name, s->rows, s->cols, s->x_is_uint8 ? "uint8" : "float");
+    if (s->image_c) /* stored as N x C x H x W */
+        printf("  /%-5s x %ld x %d x %d x %d %s", name, s->rows, s->image_c, s->image_h, s->image_w,
+               s->x_is_uint8 ? "uint8" : "float");
+    else printf("  /%-5s x %ld x %d %s", name, s->rows, s->cols, s->x_is_uint8 ? "uint8" : "float");
     if (s->x_is_uint8) printf(" (scale %g)", (double)s->x_scale);
     if (s->target_cols) printf(", y %ld x %d float targets\n", s->rows, s->target_cols);
     else printf(", y %ld labels\n", s->rows);
@@ -221,6 +224,7 @@ nd_status nd_cmd_info(int argc, char **argv, nd_error *err) {
     ND_TRY(nd_dataset_probe(argv[0], &di, err));
     if (di.has_targets) printf("%s: dataset, %d float targets per row\n", argv[0], di.num_outputs);
     else printf("%s: dataset, %d classes\n", argv[0], di.num_classes);
+    if (di.image_c) printf("  image shape %dx%dx%d (C x H x W)\n", di.image_c, di.image_h, di.image_w);
     info_split("train", &di.train);
     if (di.has_val) info_split("val", &di.val);
     if (di.has_test) info_split("test", &di.test);

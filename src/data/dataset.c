@@ -63,6 +63,95 @@ static nd_status check_storage(hid_t d, hid_t type, const char *path, const char
     return ND_OK;
 }
 
+/* The rank of x into *ndims and, for ranks up to 4, its dimensions into
+ * dims; other ranks are refused by the caller, which names them. */
+static nd_status x_shape(hid_t dset, const char *path, const char *name, int *ndims, hsize_t dims[4], nd_error *err) {
+    hid_t space = H5Dget_space(dset);
+    if (space < 0) return ND_FAIL(err, ND_ERR_FORMAT, "%s: %s: cannot read the dataspace", path, name);
+    const int nd = H5Sget_simple_extent_ndims(space);
+    hsize_t all[H5S_MAX_RANK];
+    nd_status st = ND_OK;
+    if (nd < 0 || nd > H5S_MAX_RANK || H5Sget_simple_extent_dims(space, all, NULL) != nd) {
+        st = ND_FAIL(err, ND_ERR_FORMAT, "%s: %s: its dataspace is unreadable", path, name);
+    } else {
+        *ndims = nd;
+        for (int i = 0; i < 4; ++i) dims[i] = i < nd ? all[i] : 0;
+    }
+    H5Sclose(space);
+    return st;
+}
+
+static int same_shape(const int a[3], const int b[3]) { return a[0] == b[0] && a[1] == b[1] && a[2] == b[2]; }
+
+nd_status nd_image_shape_read(hid_t f, const char *path, int shape[3], int *found, nd_error *err) {
+    static const char what[] = "root attribute image_shape must be 3 positive integers (C, H, W)";
+    shape[0] = shape[1] = shape[2] = 0;
+    *found = 0;
+    if (H5Aexists(f, "image_shape") <= 0) return ND_OK;
+    hid_t a = H5Aopen(f, "image_shape", H5P_DEFAULT);
+    hid_t type = a >= 0 ? H5Aget_type(a) : H5I_INVALID_HID, space = a >= 0 ? H5Aget_space(a) : H5I_INVALID_HID;
+    const hssize_t n = space >= 0 ? H5Sget_simple_extent_npoints(space) : -1;
+    long long v[3] = {0, 0, 0};
+    nd_status st = ND_OK;
+    if (a < 0 || type < 0 || space < 0 || n < 0)
+        st = ND_FAIL(err, ND_ERR_FORMAT, "%s: root attribute image_shape cannot be opened", path);
+    else if (H5Tget_class(type) != H5T_INTEGER)
+        st = ND_FAIL(err, ND_ERR_FORMAT, "%s: %s, it is not of an integer type", path, what);
+    else if (n != 3)
+        st = ND_FAIL(err, ND_ERR_FORMAT, "%s: %s, it holds %lld value%s", path, what, (long long)n, n == 1 ? "" : "s");
+    else if (H5Aread(a, H5T_NATIVE_LLONG, v) < 0)
+        st = ND_FAIL(err, ND_ERR_FORMAT, "%s: root attribute image_shape cannot be read", path);
+    else if (v[0] < 1 || v[1] < 1 || v[2] < 1 || v[0] > MAX_COLS || v[1] > MAX_COLS || v[2] > MAX_COLS)
+        st = ND_FAIL(err, ND_ERR_FORMAT, "%s: %s, it is [%lld, %lld, %lld]", path, what, v[0], v[1], v[2]);
+    if (type >= 0) H5Tclose(type);
+    if (space >= 0) H5Sclose(space);
+    if (a >= 0) H5Aclose(a);
+    if (st != ND_OK) return st;
+    for (int i = 0; i < 3; ++i) shape[i] = (int)v[i];
+    *found = 1;
+    return ND_OK;
+}
+
+/* The dataset's image shape: every 4-D split and the root attribute
+ * image_shape must agree on it, and it must hold D values. */
+static nd_status probe_image(hid_t f, const char *path, nd_dataset_info *info, nd_error *err) {
+    const nd_split_info *splits[3] = {&info->train, info->has_val ? &info->val : NULL,
+                                      info->has_test ? &info->test : NULL};
+    static const char *const names[3] = {"train", "val", "test"};
+    const char *from = NULL; /* the first 4-D split */
+    int image[3] = {0, 0, 0};
+    for (int i = 0; i < 3; ++i) {
+        const nd_split_info *si = splits[i];
+        if (!si || !si->image_c) continue;
+        const int own[3] = {si->image_c, si->image_h, si->image_w};
+        if (!from) {
+            memcpy(image, own, sizeof image);
+            from = names[i];
+        } else if (!same_shape(own, image)) {
+            return ND_FAIL(err, ND_ERR_FORMAT, "%s: /%s/x holds %d x %d x %d images but /%s/x holds %d x %d x %d", path,
+                           names[i], own[0], own[1], own[2], from, image[0], image[1], image[2]);
+        }
+    }
+    int attr[3], found = 0;
+    ND_TRY(nd_image_shape_read(f, path, attr, &found, err));
+    if (found) {
+        const double values = (double)attr[0] * attr[1] * attr[2];
+        if (values != (double)info->train.cols)
+            return ND_FAIL(err, ND_ERR_FORMAT,
+                           "%s: root attribute image_shape %d x %d x %d = %.0f values per row but /train/x has %d "
+                           "features",
+                           path, attr[0], attr[1], attr[2], values, info->train.cols);
+        if (from && !same_shape(attr, image))
+            return ND_FAIL(err, ND_ERR_FORMAT,
+                           "%s: root attribute image_shape %d x %d x %d disagrees with /%s/x, which holds %d x %d x %d "
+                           "images",
+                           path, attr[0], attr[1], attr[2], from, image[0], image[1], image[2]);
+        memcpy(image, attr, sizeof image);
+    }
+    info->image_c = image[0], info->image_h = image[1], info->image_w = image[2];
+    return ND_OK;
+}
+
 nd_status nd_split_probe(hid_t f, const char *path, const char *split, nd_split_info *info, nd_error *err) {
     char xname[64], yname[64];
     snprintf(xname, sizeof xname, "/%s/x", split);
@@ -74,20 +163,34 @@ nd_status nd_split_probe(hid_t f, const char *path, const char *split, nd_split_
     hid_t dx = H5Dopen2(f, xname, H5P_DEFAULT), dy = H5Dopen2(f, yname, H5P_DEFAULT);
     hid_t tx = dx >= 0 ? H5Dget_type(dx) : -1, ty = dy >= 0 ? H5Dget_type(dy) : -1;
     int ndx = 0, ndy = 0;
-    hsize_t xd[2], yd[2];
+    hsize_t xd[4], yd[2], cols = 0;
+    info->image_c = info->image_h = info->image_w = 0;
     if (dx < 0 || dy < 0 || tx < 0 || ty < 0) {
         st = ND_FAIL(err, ND_ERR_FORMAT, "%s: %s or %s is not a readable dataset", path, xname, yname);
         goto done;
     }
-    if ((st = h5io_shape(dx, path, xname, &ndx, xd, err)) != ND_OK) goto done;
+    if ((st = x_shape(dx, path, xname, &ndx, xd, err)) != ND_OK) goto done;
     if ((st = h5io_shape(dy, path, yname, &ndy, yd, err)) != ND_OK) goto done;
-    if (ndx != 2) {
-        st = ND_FAIL(err, ND_ERR_FORMAT, "%s: %s must be 2-D (rows x features), it is %d-D", path, xname, ndx);
+    if (ndx != 2 && ndx != 4) {
+        st = ND_FAIL(err, ND_ERR_FORMAT, "%s: %s must be 2-D (rows x features) or 4-D (rows x C x H x W), it is %d-D",
+                     path, xname, ndx);
         goto done;
     }
-    if (xd[0] > (hsize_t)MAX_ROWS || xd[1] == 0 || xd[1] > (hsize_t)MAX_COLS) {
-        st = ND_FAIL(err, ND_ERR_FORMAT, "%s: %s has an implausible shape %llu x %llu", path, xname,
-                     (unsigned long long)xd[0], (unsigned long long)xd[1]);
+    /* D = C * H * W for 4-D x, every factor and the product at most MAX_COLS. */
+    int plausible = xd[0] <= (hsize_t)MAX_ROWS;
+    cols = 1;
+    for (int i = 1; i < ndx && plausible; ++i) {
+        plausible = xd[i] >= 1 && xd[i] <= (hsize_t)MAX_COLS && cols * xd[i] <= (hsize_t)MAX_COLS;
+        cols *= xd[i];
+    }
+    if (!plausible) {
+        if (ndx == 2)
+            st = ND_FAIL(err, ND_ERR_FORMAT, "%s: %s has an implausible shape %llu x %llu", path, xname,
+                         (unsigned long long)xd[0], (unsigned long long)xd[1]);
+        else
+            st = ND_FAIL(err, ND_ERR_FORMAT, "%s: %s has an implausible shape %llu x %llu x %llu x %llu", path, xname,
+                         (unsigned long long)xd[0], (unsigned long long)xd[1], (unsigned long long)xd[2],
+                         (unsigned long long)xd[3]);
         goto done;
     }
     H5T_class_t xc = H5Tget_class(tx);
@@ -126,10 +229,11 @@ nd_status nd_split_probe(hid_t f, const char *path, const char *split, nd_split_
                      yname, (unsigned long long)yd[0]);
         goto done;
     }
-    if ((st = check_storage(dx, tx, path, xname, xd[0], xd[1], err)) != ND_OK) goto done;
+    if ((st = check_storage(dx, tx, path, xname, xd[0], cols, err)) != ND_OK) goto done;
     if ((st = check_storage(dy, ty, path, yname, yd[0], float_targets ? yd[1] : 1, err)) != ND_OK) goto done;
     info->rows = (long)xd[0];
-    info->cols = (int)xd[1];
+    info->cols = (int)cols;
+    if (ndx == 4) info->image_c = (int)xd[1], info->image_h = (int)xd[2], info->image_w = (int)xd[3];
 done:
     if (tx >= 0) H5Tclose(tx);
     if (ty >= 0) H5Tclose(ty);
@@ -187,6 +291,7 @@ nd_status nd_dataset_probe(const char *path, nd_dataset_info *info, nd_error *er
         }
         *(i == 0 ? &info->has_val : &info->has_test) = 1;
     }
+    st = probe_image(f, path, info, err);
 done:
     H5Fclose(f);
     return st;
@@ -201,12 +306,24 @@ void nd_shard_free(nd_shard *shard) {
 
 herr_t nd_read_rows(hid_t dset, hid_t mem_type, long first, long count, int cols, void *buf) {
     hid_t fspace = H5Dget_space(dset);
-    int nd = H5Sget_simple_extent_ndims(fspace);
-    hsize_t start[2] = {(hsize_t)first, 0}, cnt[2] = {(hsize_t)count, (hsize_t)cols};
-    herr_t rc = H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, cnt, NULL);
-    hid_t mspace = H5Screate_simple(nd, cnt, NULL);
+    if (fspace < 0) return -1;
+    const int nd = H5Sget_simple_extent_ndims(fspace);
+    hsize_t dims[H5S_MAX_RANK], start[H5S_MAX_RANK] = {0}, cnt[H5S_MAX_RANK];
+    herr_t rc = nd >= 1 && nd <= H5S_MAX_RANK && H5Sget_simple_extent_dims(fspace, dims, NULL) == nd ? 0 : -1;
+    /* Rows [first, first + count) over every other dimension in full. */
+    hsize_t per_row = 1;
+    for (int i = 1; rc >= 0 && i < nd; ++i) {
+        cnt[i] = dims[i];
+        per_row *= dims[i];
+    }
+    if (rc >= 0 && per_row != (hsize_t)cols) rc = -1; /* buf holds count x cols */
+    start[0] = (hsize_t)first;
+    cnt[0] = (hsize_t)count;
+    if (rc >= 0) rc = H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, cnt, NULL);
+    hid_t mspace = rc >= 0 ? H5Screate_simple(nd, cnt, NULL) : H5I_INVALID_HID;
+    if (rc >= 0 && mspace < 0) rc = -1;
     if (rc >= 0 && count > 0) rc = H5Dread(dset, mem_type, mspace, fspace, H5P_DEFAULT, buf);
-    H5Sclose(mspace);
+    if (mspace >= 0) H5Sclose(mspace);
     H5Sclose(fspace);
     return rc;
 }

@@ -7,8 +7,12 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "dataset_internal.h"
 #include "h5io.h"
 #include "nndist/data.h"
+
+/* What nndist reads per row (MAX_COLS of dataset.c). */
+#define MAX_IMAGE_VALUES (1 << 24)
 
 typedef struct {
     int ndims;
@@ -90,6 +94,12 @@ nd_status nd_import_idx(const char *images, const char *labels, const char *spli
                      lab.dims[0]);
         goto done;
     }
+    if ((uint64_t)img.dims[1] * img.dims[2] > MAX_IMAGE_VALUES) {
+        st = ND_FAIL(err, ND_ERR_FORMAT, "%s: images of %u x %u pixels are more than the %d features a row may hold",
+                     images, img.dims[1], img.dims[2], MAX_IMAGE_VALUES);
+        goto done;
+    }
+    const int image[3] = {1, (int)img.dims[1], (int)img.dims[2]}; /* C, H, W */
     const long n = img.dims[0];
     y = malloc(sizeof(int) * (size_t)n);
     if (!y) {
@@ -121,17 +131,26 @@ nd_status nd_import_idx(const char *images, const char *labels, const char *spli
             goto done;
         }
     }
-    double classes = 0.0;
-    int found = 0;
-    if ((st = h5io_read_attr_double(f, "num_classes", out, "/", &classes, &found, err)) != ND_OK) goto done;
-    if (!found || classes < max_label + 1) classes = max_label + 1;
-    if ((st = h5io_write_attr_int(f, "num_classes", (int)classes, out, err)) != ND_OK) goto done;
-
+    /* The images must be the shape the file's other splits are. */
+    int had[3], found = 0;
+    if ((st = nd_image_shape_read(f, out, had, &found, err)) != ND_OK) goto done;
+    if (found && (had[0] != image[0] || had[1] != image[1] || had[2] != image[2])) {
+        st = ND_FAIL(err, ND_ERR_ARG,
+                     "%s: root attribute image_shape is %d x %d x %d but %s holds 1 x %d x %d images (remove the file "
+                     "to re-import)",
+                     out, had[0], had[1], had[2], images, image[1], image[2]);
+        goto done;
+    }
     const long nval = (long)llround(val_fraction * (double)n);
     if (val_fraction > 0.0 && (nval < 1 || nval >= n)) {
         st = ND_FAIL(err, ND_ERR_ARG, "--val-fraction: %g of %ld rows leaves an empty split", val_fraction, n);
         goto done;
     }
+    double classes = 0.0;
+    if ((st = h5io_read_attr_double(f, "num_classes", out, "/", &classes, &found, err)) != ND_OK) goto done;
+    if (!found || classes < max_label + 1) classes = max_label + 1;
+    if ((st = h5io_write_attr_int(f, "num_classes", (int)classes, out, err)) != ND_OK) goto done;
+    if ((st = h5io_write_attr_ints(f, "image_shape", image, 3, out, err)) != ND_OK) goto done;
     const long cols = (long)(img.count / img.dims[0]);
     st = h5io_write_split(f, out, split, H5T_STD_U8LE, H5T_NATIVE_UCHAR, img.values, 1.0f / 255.0f, y, NULL, 0,
                           n - nval, cols, err);

@@ -134,6 +134,20 @@ nd_status h5io_write_attr_float(hid_t obj, const char *attr, float value, const 
     return write_attr(obj, attr, H5T_NATIVE_FLOAT, &value, path, err);
 }
 
+nd_status h5io_write_attr_ints(hid_t obj, const char *attr, const int *values, int n, const char *path, nd_error *err) {
+    if (H5Aexists(obj, attr) > 0) H5Adelete(obj, attr);
+    const hsize_t dims[1] = {(hsize_t)n};
+    hid_t space = H5Screate_simple(1, dims, NULL);
+    hid_t a = H5Acreate2(obj, attr, H5T_STD_I32LE, space, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t rc = a >= 0 ? H5Awrite(a, H5T_NATIVE_INT, values) : -1;
+    char cause[160] = "";
+    if (rc < 0) h5io_cause(cause, sizeof cause);
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(space);
+    if (rc < 0) return ND_FAIL(err, ND_ERR_IO, "%s: cannot write attribute %s (%s)", path, attr, cause);
+    return ND_OK;
+}
+
 nd_status h5io_write_rows(hid_t group, const char *name, hid_t file_type, hid_t mem_type, int ndims,
                           const hsize_t *dims, const void *buf, const char *path, nd_error *err) {
     hsize_t chunk[2] = {dims[0], ndims > 1 ? dims[1] : 1};

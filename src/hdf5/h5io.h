@@ -37,6 +37,9 @@ nd_status h5io_write_attr_int(hid_t obj, const char *attr, int value, const char
 nd_status h5io_write_attr_double(hid_t obj, const char *attr, double value, const char *path, nd_error *err);
 nd_status h5io_write_attr_float(hid_t obj, const char *attr, float value, const char *path, nd_error *err);
 
+/* Writes a 1-D attribute of n integers (stored as int32), e.g. image_shape. */
+nd_status h5io_write_attr_ints(hid_t obj, const char *attr, const int *values, int n, const char *path, nd_error *err);
+
 /* Creates a chunked dataset of `type` (ndims 1 or 2, dims) chunked along the
  * rows and writes buf (memory type mem_type) into it. */
 nd_status h5io_write_rows(hid_t group, const char *name, hid_t file_type, hid_t mem_type, int ndims,

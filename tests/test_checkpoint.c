@@ -24,8 +24,8 @@
 /* 1 if arena index j belongs to an array (not alignment padding). */
 static int in_some_span(const nd_model *m, size_t j) {
     for (int l = 0; l < m->num_layers; ++l) {
-        const nd_dense_layer *L = &m->layer[l];
-        const nd_span spans[6] = {L->w, L->b, L->gamma, L->beta, L->run_mean, L->run_var};
+        const nd_layer *L = &m->layer[l];
+        const nd_span spans[6] = {L->w, L->b, L->bn.gamma, L->bn.beta, L->bn.run_mean, L->bn.run_var};
         for (int k = 0; k < 6; ++k)
             if (spans[k].length && j >= spans[k].offset && j < spans[k].offset + spans[k].length) return 1;
     }
@@ -139,7 +139,7 @@ static void test_round_trip_exact(void **st) {
     hid_t db = H5Dopen2(fb, "/model/bn0/running_var", H5P_DEFAULT);
     float rv[5];
     assert_true(H5Dread(db, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, rv) >= 0);
-    assert_memory_equal(rv, a.model.param + a.model.layer[0].run_var.offset, sizeof rv);
+    assert_memory_equal(rv, a.model.param + a.model.layer[0].bn.run_var.offset, sizeof rv);
     H5Dclose(db), H5Fclose(fb);
     /* The weights are readable by name: /model/dense1/W is (4 x 5). */
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);

@@ -37,7 +37,7 @@ static double ref_loss(const nd_model *m, const double *p, const double *x, cons
         const double *in = x + (size_t)i * m->spec.input_dim;
         double *out = a[0];
         for (int l = 0; l < m->num_layers; ++l) {
-            const nd_dense_layer *L = &m->layer[l];
+            const nd_layer *L = &m->layer[l];
             out = a[l % 2];
             for (int o = 0; o < L->out_dim; ++o) {
                 double z = p[L->b.offset + o];

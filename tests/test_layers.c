@@ -44,11 +44,11 @@ static void setup(fixture *f, const char *arch, int binary_targets) {
     nd_rng rng;
     nd_rng_seed(&rng, 11, 0, 0);
     for (int l = 0; l < f->m.num_layers; ++l) {
-        const nd_dense_layer *L = &f->m.layer[l];
+        const nd_layer *L = &f->m.layer[l];
         for (size_t i = 0; i < L->b.length; ++i) f->m.param[L->b.offset + i] = 0.3f * (float)nd_rng_normal(&rng);
-        for (size_t i = 0; i < L->gamma.length; ++i) {
-            f->m.param[L->gamma.offset + i] = 1.0f + 0.3f * (float)nd_rng_normal(&rng);
-            f->m.param[L->beta.offset + i] = 0.3f * (float)nd_rng_normal(&rng);
+        for (size_t i = 0; i < L->bn.gamma.length; ++i) {
+            f->m.param[L->bn.gamma.offset + i] = 1.0f + 0.3f * (float)nd_rng_normal(&rng);
+            f->m.param[L->bn.beta.offset + i] = 0.3f * (float)nd_rng_normal(&rng);
         }
     }
     for (int i = 0; i < ROWS * IN; ++i) f->x[i] = (float)nd_rng_normal(&rng);
@@ -121,7 +121,7 @@ static void test_gradcheck_catches_broken_backward(void **state) {
     int groups;
     setup(&f, "7-6:bn:relu-5:bn:elu-4", 0);
     backprop(&f, ND_LOSS_SOFTMAX_CE, 3);
-    const nd_span gs = f.m.layer[1].gamma;
+    const nd_span gs = f.m.layer[1].bn.gamma;
     for (size_t i = 0; i < gs.length; ++i) f.m.grad[gs.offset + i] *= 1.02f;
     const double e1 = worst_error(&f, ND_LOSS_SOFTMAX_CE, &groups);
     nd_model_destroy(&f.m);
@@ -200,8 +200,8 @@ static void test_batch_norm_modes(void **state) {
     fixture f;
     setup(&f, "7-3:bn:identity-4", 0);
     nd_model *m = &f.m;
-    const nd_dense_layer *L = &m->layer[0];
-    for (int j = 0; j < 3; ++j) m->param[L->gamma.offset + j] = 1.0f, m->param[L->beta.offset + j] = 0.0f;
+    const nd_layer *L = &m->layer[0];
+    for (int j = 0; j < 3; ++j) m->param[L->bn.gamma.offset + j] = 1.0f, m->param[L->bn.beta.offset + j] = 0.0f;
     const nd_train_pass pass = {.seed = 1};
     nd_model_zero_grad(m);
     nd_model_forward(m, f.x, ROWS, &pass);
@@ -229,16 +229,16 @@ static void test_batch_norm_modes(void **state) {
         for (int i = 0; i < ROWS; ++i) zm += dense[i][j];
         zm /= ROWS;
         for (int i = 0; i < ROWS; ++i) zv += pow(dense[i][j] - zm, 2);
-        assert_float_equal(m->param[L->run_mean.offset + j], zm, 1e-4);
-        assert_float_equal(m->param[L->run_var.offset + j], zv / (ROWS - 1), 1e-3 * (1 + zv));
-        assert_true(m->grad[L->run_mean.offset + j] == 0.0f && m->grad[L->run_var.offset + j] == 0.0f);
+        assert_float_equal(m->param[L->bn.run_mean.offset + j], zm, 1e-4);
+        assert_float_equal(m->param[L->bn.run_var.offset + j], zv / (ROWS - 1), 1e-3 * (1 + zv));
+        assert_true(m->grad[L->bn.run_mean.offset + j] == 0.0f && m->grad[L->bn.run_var.offset + j] == 0.0f);
     }
     /* Inference: (z - running mean) / sqrt(running var + eps) * gamma + beta. */
     for (int j = 0; j < 3; ++j) {
-        m->param[L->run_mean.offset + j] = 0.5f * j;
-        m->param[L->run_var.offset + j] = 2.0f + j;
-        m->param[L->gamma.offset + j] = 1.5f;
-        m->param[L->beta.offset + j] = -0.25f;
+        m->param[L->bn.run_mean.offset + j] = 0.5f * j;
+        m->param[L->bn.run_var.offset + j] = 2.0f + j;
+        m->param[L->bn.gamma.offset + j] = 1.5f;
+        m->param[L->bn.beta.offset + j] = -0.25f;
     }
     nd_model_forward(m, f.x, ROWS, NULL);
     a = nd_model_activation(m, 0);
@@ -285,7 +285,7 @@ static void test_arch_text(void **state) {
         const char *text, *why;
     } bad[] = {{"784", "at least an input and an output"},
                {"784-10:relu", "output group"},
-               {"784-x-10", "positive width"},
+               {"784-x-10", "is not a layer"},
                {"784-64:drop1.5-10", "probability in [0, 1)"},
                {"784-64:swish-10", "is not bn"},
                {"784-64:maxout1-10", "2 to 64 pieces"},

@@ -390,7 +390,7 @@ static void test_max_norm_holds(void **state) {
     if (nd_trainer_setup(&tr, &cfg, world, &err) == ND_OK && nd_trainer_fit(tr, &err) == ND_OK) {
         worst = 0;
         for (int l = 0; l < nd_trainer_result(tr).model->num_layers; ++l) {
-            const nd_dense_layer *L = &nd_trainer_result(tr).model->layer[l];
+            const nd_layer *L = &nd_trainer_result(tr).model->layer[l];
             for (int r = 0; r < L->out_dim; ++r) {
                 double sq = 0;
                 for (int j = 0; j < L->in_dim; ++j) {
@@ -431,7 +431,7 @@ static void test_sync_bn_equals_joint_batch(void **state) {
     nd_model_create(&half, &spec, 2 * B, &err);
     nd_model_init_params(&joint, 4, ND_INIT_HE);
     for (size_t i = 0; i < joint.num_params; ++i) /* shifted scale and shift, a non-trivial start */
-        if (i >= joint.layer[0].gamma.offset && i < joint.num_trainable) joint.param[i] += 0.01f * (float)(i % 17);
+        if (i >= joint.layer[0].bn.gamma.offset && i < joint.num_trainable) joint.param[i] += 0.01f * (float)(i % 17);
     memcpy(half.param, joint.param, sizeof(float) * joint.num_params);
     float x[2 * B * IN];
     int y[2 * B];

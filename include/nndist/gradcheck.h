@@ -9,7 +9,7 @@
 #include "nndist/loss.h"
 #include "nndist/model.h"
 
-#define ND_GRADCHECK_MAX_GROUPS (4 * ND_MAX_LAYERS + 2)
+#define ND_GRADCHECK_MAX_GROUPS (ND_MAX_TENSORS + 2)
 
 /* The pass mark. CS231n's thresholds are for double throughout: > 1e-2
  * wrong, 1e-4..1e-2 uncomfortable, < 1e-4 fine with kinks, < 1e-7 good.
@@ -19,7 +19,7 @@
 #define ND_GRADCHECK_FAIL_ABOVE 1e-3
 
 typedef struct {
-    char name[32];  /* "dense0/W", "bn1/gamma", "l2 penalty", ... */
+    char name[32];  /* a tensor's name ("dense0/W", "conv1/b", "bn1/gamma"), "l2 penalty", ... */
     int checked;    /* parameters compared */
     int kinks;      /* sampled but skipped: x +- h fell on two sides of a kink (CS231n:
                        a ReLU, maxout or hinge 'winner' changed), so the difference

@@ -71,30 +71,31 @@ void nd_maxout_forward(float *out, const float *in, int batch, int width, int pi
  * one on ties), 0 elsewhere. in is the forward input. */
 void nd_maxout_backward(float *din, const float *dout, const float *in, int batch, int width, int pieces);
 
-/* Batch normalization (Ioffe & Szegedy 2015) of x (batch x n) in place, per
- * feature over the batch rows.
+/* Batch normalization (Ioffe & Szegedy 2015) of x (batch x n x spatial)
+ * in place, per feature j over the batch rows and, for a convolution's
+ * channels, over the spatial positions as well (spatial 1: dense features).
  *
  * Training: sums (2n+1) receives this batch's sum of x, sum of x^2 and the
- * row count. If reduce is not NULL it is called on sums to add every rank's
+ * count of values per feature (batch x spatial). If reduce is not NULL it is called on sums to add every rank's
  * (--sync-bn), so the statistics are those of the global batch. Then x
  * becomes gamma * xhat + beta with xhat = (x - mean) / sqrt(var + eps)
- * (biased variance), xhat (batch x n) and inv_std (n) are kept for
+ * (biased variance), xhat (batch x n x spatial) and inv_std (n) are kept for
  * backward. Returns non-zero if reduce failed. */
 typedef int (*nd_reduce_fn)(void *ctx, float *buf, size_t n);
 int nd_bn_forward_train(float *x, float *xhat, float *inv_std, float *sums, const float *gamma, const float *beta,
-                        float eps, int batch, int n, nd_reduce_fn reduce, void *ctx);
+                        float eps, int batch, int n, int spatial, nd_reduce_fn reduce, void *ctx);
 
 /* Inference: x = gamma * (x - mean) / sqrt(var + eps) + beta with the
  * running statistics mean (n) and var (n). */
 void nd_bn_forward_eval(float *x, const float *gamma, const float *beta, const float *mean, const float *var, float eps,
-                        int batch, int n);
+                        int batch, int n, int spatial);
 
-/* dy (batch x n): dL/d(output) on entry, dL/dx on return. dgamma, dbeta (n)
+/* dy (batch x n x spatial): dL/d(output) on entry, dL/dx on return. dgamma, dbeta (n)
  * are accumulated into. sums (2n+1) is scratch; with reduce the two sums
- * over the batch are added across ranks and rows counts the global batch.
+ * over the batch are added across ranks and the count covers the global batch.
  * Returns non-zero if reduce failed. */
 int nd_bn_backward(float *dy, float *dgamma, float *dbeta, float *sums, const float *xhat, const float *inv_std,
-                   const float *gamma, int batch, int n, nd_reduce_fn reduce, void *ctx);
+                   const float *gamma, int batch, int n, int spatial, nd_reduce_fn reduce, void *ctx);
 
 /* Inverted dropout of x (batch x n) into out, with mask (batch x n) set to
  * 0 or 1/(1-p): out = x * mask, so the expected activation is unchanged and
@@ -103,5 +104,73 @@ int nd_bn_backward(float *dy, float *dgamma, float *dbeta, float *sums, const fl
  * deterministic run draws the same masks whatever the rank count. */
 void nd_dropout_forward(float *out, float *mask, const float *x, int batch, int n, float p, uint64_t seed,
                         uint64_t stream, const long *row_ids);
+
+/* The geometry of a 2-D convolution or pooling window over one sample,
+ * NCHW: an input of c x h x w, a square kernel with stride and zero
+ * padding, an output of out_c x out_h x out_w where
+ * out_h = (h + 2 pad - kernel) / stride + 1 (and the same for w). */
+typedef struct {
+    int c, h, w;
+    int out_c, out_h, out_w;
+    int kernel, stride, pad;
+} nd_conv_geom;
+
+/* Fills out_h and out_w from the rest; returns -1 if the kernel does not
+ * fit the padded input. */
+int nd_conv_geom_finish(nd_conv_geom *g);
+
+/* Floats of the column buffer a convolution needs: (c kernel^2) x (out_h out_w). */
+size_t nd_conv_col_floats(const nd_conv_geom *g);
+
+/* col (c k k x out_h out_w) = the receptive field of every output pixel of
+ * one sample x (c x h x w), zeros where the window covers padding. */
+void nd_im2col(float *col, const float *x, const nd_conv_geom *g);
+
+/* dx (c x h x w) += col (c k k x out_h out_w) scattered back: the adjoint of
+ * nd_im2col. */
+void nd_col2im_add(float *dx, const float *col, const nd_conv_geom *g);
+
+/* out (batch x out_c x out_h x out_w) = act(conv(x (batch x c x h x w), w) + b)
+ * with w (out_c x c x k x k), b (out_c); col is scratch of
+ * nd_conv_col_floats(g). One GEMM per sample through the BLAS wrapper. */
+void nd_conv_forward(float *out, const float *x, const float *w, const float *b, nd_activation act, float *col,
+                     const nd_conv_geom *g, int batch);
+
+/* dout (batch x out_c x out_h x out_w): dL/d(out) on entry, dL/d(pre-act)
+ * on return (act' from the forward output `out`); db (out_c) += its sums
+ * over samples and pixels. */
+void nd_conv_backward_bias(float *dout, const float *out, float *db, nd_activation act, const nd_conv_geom *g,
+                           int batch);
+
+/* dw (out_c x c k k) += sum over samples of dout_i * im2col(x_i)^T; then,
+ * if dx is not NULL, dx (batch x c x h x w) = the input gradient. col is
+ * scratch of nd_conv_col_floats(g). The samples are added in order, so the
+ * result does not depend on anything but the batch. */
+void nd_conv_backward(float *dx, float *dw, const float *dout, const float *x, const float *w, float *col,
+                      const nd_conv_geom *g, int batch);
+
+/* Max pooling (no padding): out (batch x c x out_h x out_w) = the largest
+ * value of each window of x (batch x c x h x w). */
+void nd_maxpool_forward(float *out, const float *x, const nd_conv_geom *g, int batch);
+
+/* dx (batch x c x h x w) = dout routed to each window's arg-max (the first
+ * in row-major order on ties), summed where windows overlap. x is the
+ * forward input. */
+void nd_maxpool_backward(float *dx, const float *dout, const float *x, const nd_conv_geom *g, int batch);
+
+/* Average pooling (no padding, every window of kernel^2 values); a global
+ * average pool is the window of the whole image (kernel = h = w). */
+void nd_avgpool_forward(float *out, const float *x, const nd_conv_geom *g, int batch);
+void nd_avgpool_backward(float *dx, const float *dout, const nd_conv_geom *g, int batch);
+
+/* Global average pooling of x (batch x c x spatial) into out (batch x c). */
+void nd_global_avgpool_forward(float *out, const float *x, int batch, int c, int spatial);
+void nd_global_avgpool_backward(float *dx, const float *dout, int batch, int c, int spatial);
+
+/* Channel-wise dropout (Tompson et al. 2015, PyTorch's Dropout2d): one
+ * draw per (sample, channel) zeroes or scales all `spatial` values of that
+ * channel. mask (batch x c x spatial) as nd_dropout_forward's. */
+void nd_dropout_channels_forward(float *out, float *mask, const float *x, int batch, int c, int spatial, float p,
+                                 uint64_t seed, uint64_t stream, const long *row_ids);
 
 #endif

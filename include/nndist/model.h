@@ -1,8 +1,12 @@
-/* A multi-layer perceptron whose parameters and gradients are two flat,
- * aligned buffers; every layer holds spans into them.
+/* A feed-forward network (dense, convolution and pooling layers, residual
+ * blocks) whose parameters and gradients are two flat, aligned buffers;
+ * every layer holds spans into them, and a table of named tensors (the
+ * checkpoint's arrays) views the same spans.
  *
  * All activation workspaces are sized for `max_batch` rows at creation, so
- * forward and backward never allocate. */
+ * forward and backward never allocate. Activations are NCHW: a sample of a
+ * convolutional layer is out_c planes of out_h x out_w, which is also the
+ * flat row a dense layer after it reads (nn.Flatten's order). */
 #ifndef NNDIST_MODEL_H
 #define NNDIST_MODEL_H
 
@@ -13,7 +17,9 @@
 #include "nndist/layers.h"
 #include "nndist/status.h"
 
-#define ND_MAX_LAYERS 16
+#define ND_MAX_LAYERS 32
+/* Named arrays of a model: W, b, four batch-norm arrays and six of a projection per layer. */
+#define ND_MAX_TENSORS (12 * ND_MAX_LAYERS)
 
 /* Floats past num_params in the gradient buffer, free for the trainer to
  * carry per-step scalars (loss sum, correct count) through the same
@@ -33,31 +39,70 @@ int nd_init_parse(const char *name, nd_init_kind *kind);
 /* The names of the initializations, indexed by nd_init_kind, NULL-terminated. */
 extern const char *const nd_init_names[];
 
-/* One hidden layer: dense -> [batch norm] -> activation -> [dropout]. */
+typedef enum {
+    ND_LAYER_DENSE = 0,  /* out = in W^T + b */
+    ND_LAYER_CONV,       /* 2-D convolution, square kernel, stride, zero padding */
+    ND_LAYER_MAXPOOL,    /* max over kernel x kernel windows, stride (default the kernel) */
+    ND_LAYER_AVGPOOL,    /* average over the windows */
+    ND_LAYER_GLOBAL_POOL /* average over each channel's whole plane: c x 1 x 1 */
+} nd_layer_kind;
+
+/* One hidden layer (a group of the architecture text): the linear part
+ * (dense, convolution or pooling) -> [batch norm] -> activation ->
+ * [residual add -> activation] -> [dropout]. */
 typedef struct {
-    int width;         /* units out of the layer (maxout: the dense part has width * pieces) */
-    nd_activation act; /* element-wise, or ND_ACT_MAXOUT */
+    nd_layer_kind kind;
+    int width;         /* dense: units out (maxout: the dense part has width * pieces);
+                          conv: output channels; pooling: 0 (the channels pass through) */
+    int kernel;        /* conv and pooling: square kernel side */
+    int stride;        /* conv: 1 by default; pooling: the kernel by default */
+    int pad;           /* conv: zero padding on every side */
+    nd_activation act; /* element-wise, or ND_ACT_MAXOUT (dense only); pooling: identity */
     int pieces;        /* maxout: linear pieces per unit (>= 2); 1 otherwise */
-    int batch_norm;    /* 1: normalize the dense output, learnable scale and shift */
+    int batch_norm;    /* 1: normalize the linear output (per feature, or per channel over
+                          samples and pixels), learnable scale and shift */
     float drop;        /* dropout probability after the activation, in [0, 1) */
+    int drop_channels; /* 1: dropout zeroes whole channels (conv and pooling layers) */
+    int res_begin;     /* a residual block starts at this layer's input */
+    int res_end;       /* the block ends here: its input (through a 1x1 projection when the
+                          shape changes) is added to this layer's activation, then res_act */
+    nd_activation res_act;
 } nd_hidden_spec;
 
+/* A sample's shape: c planes of h x w (c = 0: flat features, no image). */
 typedef struct {
-    int input_dim;
-    float input_drop; /* dropout probability on the input features */
+    int c, h, w;
+} nd_image_shape;
+
+typedef struct {
+    int input_dim;        /* features per sample (c h w for an image) */
+    nd_image_shape image; /* the input's image shape, or all 0 for flat features */
+    float input_drop;     /* dropout probability on the input features */
     int num_hidden;
     nd_hidden_spec hidden[ND_MAX_LAYERS - 1];
     int num_classes; /* width of the output layer (dense, no activation) */
     float bn_eps;    /* batch norm: added to the variance (0 means 1e-5) */
 } nd_model_spec;
 
-/* The compact architecture text, e.g. "784:drop0.2-1024:bn:relu:drop0.3-512:relu-10":
- * groups separated by '-', the first the input (width, optional dropN),
- * the last the output (width only), each hidden group a width followed by
- * any of bn, an activation (relu, leaky_relu[A], elu[A], tanh, sigmoid,
- * maxoutK) and dropP (P the drop probability). A hidden group without an
- * activation uses default_act. Returns 0, or -1 with why filled. */
+/* The compact architecture text (docs/architecture.md), e.g.
+ * "784:drop0.2-1024:bn:relu:drop0.3-512:relu-10" or
+ * "1x28x28-c32k3p1:bn:relu-mp2-res(c32k3p1:bn:relu-c32k3p1:bn):relu-gap-10":
+ * groups separated by '-', the first the input (a width, or CxHxW, with an
+ * optional dropN), the last the output (width only). A hidden group is a
+ * dense width (or fcN), a convolution cOkK[sS][pP], a pooling mpK[sS],
+ * apK[sS] or gap, followed by any of bn, an activation (relu,
+ * leaky_relu[A], elu[A], tanh, sigmoid, identity, maxoutK), dropP or
+ * cdropP (whole channels). res( ... ) wraps groups into a residual block,
+ * whose activation after the add follows the ')'. A group without an
+ * activation uses default_act, except pooling (none) and the last group
+ * of a residual block (identity: its activation is the one after ')').
+ * Only the syntax is checked here; nd_model_create checks the shapes.
+ * Returns 0, or -1 with why filled. */
 int nd_arch_parse(const char *text, nd_activation default_act, nd_model_spec *spec, char *why, size_t cap);
+
+/* The leading token of one hidden group ("512", "c32k3p1", "mp2", "gap"):
+ * how error messages name a layer. */
+void nd_arch_group_text(const nd_hidden_spec *h, char *out, size_t cap);
 
 /* The canonical text of spec (what nd_arch_parse reads back to the same
  * spec); written into checkpoints and compared on resume. */
@@ -68,19 +113,63 @@ void nd_arch_format(const nd_model_spec *spec, char *out, size_t cap);
 void nd_model_spec_plain(nd_model_spec *spec, int input_dim, const int *widths, int num_hidden, nd_activation act,
                          int num_classes);
 
+/* A batch normalization over `channels` features, each over `spatial`
+ * values per sample (1 after a dense layer). channels 0: none. */
 typedef struct {
-    int in_dim, out_dim; /* of the dense part: out_dim = width * pieces */
-    int width;           /* units out of the layer */
-    nd_span w;           /* (out_dim x in_dim) row-major */
-    nd_span b;           /* (out_dim) */
-    nd_activation act;   /* the output layer: identity */
+    int channels, spatial;
+    nd_span gamma, beta;       /* (channels) scale and shift (trainable) */
+    nd_span run_mean, run_var; /* (channels) running statistics (in the statistics region) */
+} nd_bn_site;
+
+typedef struct {
+    nd_layer_kind kind;
+    int in_dim, out_dim;                /* per sample, of the linear part: out_dim = width * pieces (dense),
+                                           out_c out_h out_w (conv and pooling) */
+    int width;                          /* values per sample out of the layer (out_dim but for maxout) */
+    nd_image_shape in_shape, out_shape; /* conv and pooling (and anything after them) */
+    nd_conv_geom geom;                  /* conv and pooling */
+    nd_span w;         /* dense (out_dim x in_dim), conv (out_c x c x k x k) row-major; pooling: empty */
+    nd_span b;         /* (out_dim) dense, (out_c) conv */
+    nd_activation act; /* the output layer and pooling: identity */
     int pieces;
     int batch_norm;
-    nd_span gamma, beta;       /* (out_dim) batch norm scale and shift (trainable) */
-    nd_span run_mean, run_var; /* (out_dim) running statistics (in the statistics region) */
+    nd_bn_site bn;
     float drop;
-    int grad_rows; /* rows of the weight gradient per GEMM in backward (nd_model_set_grad_block) */
-} nd_dense_layer;
+    int drop_channels;
+    int res_from;           /* res_end: the layer whose input is the block's input; -1: none */
+    nd_activation res_act;  /* res_end: after the add */
+    int proj;               /* res_end: 1 if the skip path is a 1x1 projection */
+    nd_conv_geom proj_geom; /* its geometry (stride as needed to match the body's output) */
+    nd_span proj_w, proj_b; /* (out_c x in_c), (out_c) */
+    nd_bn_site proj_bn;     /* when the block's last layer has batch norm */
+    int grad_rows;          /* rows of the weight gradient per GEMM in backward (nd_model_set_grad_block);
+                               0 for a layer without weights */
+    int fan_in;             /* inputs per output unit: in_dim (dense), c k k (conv) */
+} nd_layer;
+
+/* What a named array of the model holds. */
+typedef enum {
+    ND_TENSOR_WEIGHT,
+    ND_TENSOR_BIAS,
+    ND_TENSOR_BN_SCALE,
+    ND_TENSOR_BN_SHIFT,
+    ND_TENSOR_BN_MEAN,
+    ND_TENSOR_BN_VAR
+} nd_tensor_role;
+
+/* A named view of the arena: "dense3/W", "conv0/b", "bn1/running_var",
+ * "proj5/W", "projbn5/gamma". The checkpoint stores each under this name,
+ * with these dimensions (PyTorch's order: nn.Linear's (out, in),
+ * nn.Conv2d's (out, in, kh, kw)). */
+typedef struct {
+    char name[24];
+    nd_span span;
+    int ndims;
+    int dims[4];
+    int rows; /* dims[0]: a weight's output units (max-norm's rows) */
+    nd_tensor_role role;
+    int layer; /* the layer it belongs to */
+} nd_tensor;
 
 /* grad[lo, end of the gradient buffer) is final: a bucket may be sent. */
 typedef void (*nd_grad_ready_fn)(void *ctx, size_t lo);
@@ -111,23 +200,32 @@ typedef struct {
 typedef struct {
     nd_model_spec spec;
     int num_layers;
-    nd_dense_layer layer[ND_MAX_LAYERS];
-    size_t num_params;    /* floats in param/grad, alignment padding included */
-    size_t num_trainable; /* param[0, num_trainable) is trained by the optimizer; the rest,
-                             up to num_params, holds batch norm running statistics */
-    size_t num_weights;   /* trainable values, padding excluded */
+    nd_layer layer[ND_MAX_LAYERS];
+    int num_tensors;
+    nd_tensor tensor[ND_MAX_TENSORS]; /* per layer: W, b, bn, projection; trainable first within a layer */
+    size_t num_params;                /* floats in param/grad, alignment padding included */
+    size_t num_trainable;             /* param[0, num_trainable) is trained by the optimizer; the rest,
+                                         up to num_params, holds batch norm running statistics */
+    size_t num_weights;               /* trainable values, padding excluded */
     int max_batch;
     int max_width; /* widest layer input or output */
     float *param;  /* (num_params) */
     float *grad;   /* (num_params + ND_GRAD_TAIL) */
     /* Workspace views, each (max_batch x the layer's width) unless noted. */
-    float *z[ND_MAX_LAYERS];      /* dense output (out_dim); after batch norm and an element-wise
+    float *z[ND_MAX_LAYERS];      /* linear output (out_dim); after batch norm and an element-wise
                                      activation in place, the activation output */
-    float *xhat[ND_MAX_LAYERS];   /* batch norm: normalized dense output (out_dim) */
-    float *bn_buf[ND_MAX_LAYERS]; /* batch norm: inv_std (out_dim), then sums (2 out_dim + 1) */
-    float *act[ND_MAX_LAYERS];    /* activation output (width): z, or maxout's own buffer */
+    float *xhat[ND_MAX_LAYERS];   /* batch norm: normalized linear output (out_dim) */
+    float *bn_buf[ND_MAX_LAYERS]; /* batch norm: inv_std (channels), then sums (2 channels + 1) */
+    float *act[ND_MAX_LAYERS];    /* the layer's output (width): z, or its own buffer for maxout
+                                     and the end of a residual block (z + skip, activated) */
+    float *proj[ND_MAX_LAYERS];   /* end of a block with a projection: the projected skip (out_dim) */
+    float *proj_xhat[ND_MAX_LAYERS], *proj_bn_buf[ND_MAX_LAYERS];      /* its batch norm, as above */
     float *drop_out[ND_MAX_LAYERS + 1], *drop_mask[ND_MAX_LAYERS + 1]; /* [0]: input, [l+1]: layer l */
     float *delta[2];  /* ping-pong gradients w.r.t. layer outputs (max_batch x max_width) */
+    float *skip_grad; /* the gradient a block's skip path sends to the block's input
+                         (max_batch x the widest block input) */
+    float *col;       /* convolution scratch: the widest im2col of one sample */
+    size_t col_floats;
     float *workspace; /* owns every view above */
     size_t workspace_floats;
     nd_train_pass pass; /* of the latest training forward (backward reuses it) */
@@ -142,6 +240,12 @@ void nd_model_destroy(nd_model *model);
 /* Weights drawn by `init` from a seeded stream per layer; biases zero;
  * batch norm scale 1, shift 0, running mean 0 and variance 1. */
 void nd_model_init_params(nd_model *model, uint64_t seed, nd_init_kind init);
+
+/* Moves every bias and batch-norm shift to spread * N(0, 1) and every
+ * batch-norm scale to 1 + spread * N(0, 1), drawn from seed: a generic
+ * point for gradient checks, away from the symmetric start where units sit
+ * together at a kink. */
+void nd_model_jitter(nd_model *model, uint64_t seed, float spread);
 
 /* Output-layer biases set to log class priors, so the initial softmax
  * predicts the training set's class frequencies. counts (num_classes). */

@@ -29,7 +29,7 @@ static uint64_t fnv1a(uint64_t h, const void *data, size_t bytes) {
 void nd_spec_hidden_text(const nd_model_spec *spec, char *out, size_t cap) {
     size_t used = 0;
     out[0] = '\0';
-    for (int l = 0; l < spec->num_hidden && used < cap; ++l)
+    for (int l = 0; l < spec->num_hidden && used < cap; ++l) /* pooling keeps its channels: 0 */
         used += (size_t)snprintf(out + used, cap - used, "%s%d", l ? "," : "", spec->hidden[l].width);
 }
 
@@ -37,33 +37,21 @@ void nd_checkpoint_name(char *out, size_t cap, const char *dir, long step) {
     snprintf(out, cap, "%s/ckpt-step%08ld.h5", dir, step);
 }
 
-/* Every array of the arena by name: dense<l>/{W,b}, and with batch norm
- * bn<l>/{gamma,beta,running_mean,running_var}. */
+/* Every array of the arena by the model's tensor names (dense<l>/{W,b},
+ * conv<l>/{W,b}, bn<l>/..., proj<l>/..., projbn<l>/...), in the table's
+ * order, which is also the checksum's. */
 static nd_status move_layer_arrays(hid_t f, const char *path, int writing, const nd_model *model, const char *group,
                                    float *base, uint64_t *h, nd_error *err) {
-    for (int l = 0; l < model->num_layers; ++l) {
-        const nd_dense_layer *L = &model->layer[l];
-        const hsize_t wd[2] = {(hsize_t)L->out_dim, (hsize_t)L->in_dim}, bd[1] = {(hsize_t)L->out_dim};
-        const struct {
-            const char *leaf;
-            nd_span span;
-            int ndims;
-            const hsize_t *dims;
-        } arrays[6] = {{"dense%d/W", L->w, 2, wd},
-                       {"dense%d/b", L->b, 1, bd},
-                       {"bn%d/gamma", L->gamma, 1, bd},
-                       {"bn%d/beta", L->beta, 1, bd},
-                       {"bn%d/running_mean", L->run_mean, 1, bd},
-                       {"bn%d/running_var", L->run_var, 1, bd}};
-        for (int a = 0; a < (L->batch_norm ? 6 : 2); ++a) {
-            char leaf[48], name[112];
-            snprintf(leaf, sizeof leaf, arrays[a].leaf, l);
-            snprintf(name, sizeof name, "%s/%s", group, leaf);
-            float *data = base + arrays[a].span.offset;
-            if (writing) ND_TRY(h5io_write_array(f, name, arrays[a].ndims, arrays[a].dims, data, path, err));
-            else ND_TRY(h5io_read_array(f, name, arrays[a].ndims, arrays[a].dims, data, path, err));
-            *h = fnv1a(*h, data, sizeof(float) * arrays[a].span.length);
-        }
+    for (int t = 0; t < model->num_tensors; ++t) {
+        const nd_tensor *T = &model->tensor[t];
+        hsize_t dims[4];
+        for (int d = 0; d < T->ndims; ++d) dims[d] = (hsize_t)T->dims[d];
+        char name[112];
+        snprintf(name, sizeof name, "%s/%s", group, T->name);
+        float *data = base + T->span.offset;
+        if (writing) ND_TRY(h5io_write_array(f, name, T->ndims, dims, data, path, err));
+        else ND_TRY(h5io_read_array(f, name, T->ndims, dims, data, path, err));
+        *h = fnv1a(*h, data, sizeof(float) * T->span.length);
     }
     return ND_OK;
 }
@@ -212,11 +200,17 @@ static nd_status probe_open(hid_t f, const char *path, nd_ckpt_info *info, nd_er
      * header cannot make a reader allocate gigabytes for a small file. */
     double claimed = 0.0;
     int in = s->input_dim;
-    for (int l = 0; l <= s->num_hidden; ++l) {
+    for (int l = 0; l <= s->num_hidden; ++l) { /* a lower bound: dense and conv weights */
         const int last = l == s->num_hidden;
-        const double out = last ? s->num_classes : (double)s->hidden[l].width * s->hidden[l].pieces;
-        claimed += (in + 1.0) * out + (!last && s->hidden[l].batch_norm ? 4.0 * out : 0.0);
-        in = last ? 0 : s->hidden[l].width;
+        const nd_hidden_spec *h = last ? NULL : &s->hidden[l];
+        if (last || h->kind == ND_LAYER_DENSE) {
+            const double out = last ? s->num_classes : (double)h->width * h->pieces;
+            claimed += (in + 1.0) * out + (!last && h->batch_norm ? 4.0 * out : 0.0);
+            in = last ? 0 : h->width;
+        } else if (h->kind == ND_LAYER_CONV) {
+            claimed += (double)h->width * h->kernel * h->kernel + h->width;
+            in = h->width; /* at least one pixel a channel */
+        }
     }
     struct stat fs;
     if (stat(path, &fs) == 0 && claimed * sizeof(float) > (double)fs.st_size)

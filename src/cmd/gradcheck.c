@@ -37,16 +37,7 @@ nd_status nd_cmd_gradcheck(int argc, char **argv, nd_error *err) {
     /* Seeded biases and batch-norm scale/shift away from their start (0, 1,
      * 0), so units do not sit together at a kink and every group's gradient
      * is generic rather than at a symmetric point. */
-    nd_rng rng;
-    nd_rng_seed(&rng, s.cfg.seed, 0x9cb, 0);
-    for (int l = 0; l < m.num_layers; ++l) {
-        const nd_dense_layer *L = &m.layer[l];
-        for (size_t i = 0; i < L->b.length; ++i) m.param[L->b.offset + i] = 0.2f * (float)nd_rng_normal(&rng);
-        for (size_t i = 0; i < L->gamma.length; ++i) {
-            m.param[L->gamma.offset + i] = 1.0f + 0.2f * (float)nd_rng_normal(&rng);
-            m.param[L->beta.offset + i] = 0.2f * (float)nd_rng_normal(&rng);
-        }
-    }
+    nd_model_jitter(&m, s.cfg.seed, 0.2f);
     const nd_train_pass pass = nd_small_batch_pass(&s);
     nd_model_zero_grad(&m);
     const float *out = nd_model_forward(&m, s.sh.x, rows, &pass);

@@ -56,71 +56,149 @@ static double row_loss(nd_loss_kind kind, const double *z, int k, int y, const f
     return NAN;
 }
 
-double nd_gradcheck_loss(const nd_model *m, const double *p, const float *x, int batch, nd_loss_kind loss,
-                         const int *labels, const float *targets, uint64_t *kinks) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    /* Activations of the whole batch, one layer at a time. */
-    size_t widest = (size_t)m->max_width;
-    double *a = malloc(sizeof(double) * batch * widest), *z = malloc(sizeof(double) * batch * widest);
-    if (!a || !z) {
-        free(a), free(z);
-        return NAN;
-    }
-    int in_dim = m->spec.input_dim;
+/* Applies act to v with its kink recorded in *h. */
+static double act_kink(double v, nd_activation act, uint64_t *h) {
+    if (act.kind == ND_ACT_RELU || act.kind == ND_ACT_LEAKY_RELU || act.kind == ND_ACT_ELU) note(h, v > 0);
+    return act_d(v, act);
+}
+
+/* z (batch x out_c x oh x ow) = the convolution of a (batch x c x h x w) by
+ * weights w (out_c x c x k x k) and bias b (out_c), direct loops. */
+static void conv_d(double *z, const double *a, const double *w, const double *b, const nd_conv_geom *g, int batch) {
     for (int i = 0; i < batch; ++i)
-        for (int j = 0; j < in_dim; ++j) {
-            const float mask = m->spec.input_drop > 0 ? m->drop_mask[0][(size_t)i * in_dim + j] : 1.0f;
-            a[(size_t)i * widest + j] = (double)x[(size_t)i * in_dim + j] * mask;
-        }
-    for (int l = 0; l < m->num_layers; ++l) {
-        const nd_dense_layer *L = &m->layer[l];
+        for (int o = 0; o < g->out_c; ++o)
+            for (int y = 0; y < g->out_h; ++y)
+                for (int x = 0; x < g->out_w; ++x) {
+                    double s = b[o];
+                    for (int c = 0; c < g->c; ++c)
+                        for (int ki = 0; ki < g->kernel; ++ki)
+                            for (int kj = 0; kj < g->kernel; ++kj) {
+                                const int iy = y * g->stride - g->pad + ki, ix = x * g->stride - g->pad + kj;
+                                if (iy < 0 || iy >= g->h || ix < 0 || ix >= g->w) continue;
+                                s += w[((o * g->c + c) * g->kernel + ki) * g->kernel + kj] *
+                                    a[(((size_t)i * g->c + c) * g->h + iy) * g->w + ix];
+                            }
+                    z[(((size_t)i * g->out_c + o) * g->out_h + y) * g->out_w + x] = s;
+                }
+}
+
+/* Pooling of a (batch x c x h x w); max pooling records its winners. */
+static void pool_d(double *z, const double *a, const nd_layer *L, int batch, uint64_t *h) {
+    const nd_conv_geom *g = &L->geom;
+    const int global = L->kind == ND_LAYER_GLOBAL_POOL;
+    const int kh = global ? g->h : g->kernel, kw = global ? g->w : g->kernel;
+    for (int i = 0; i < batch; ++i)
+        for (int c = 0; c < g->c; ++c)
+            for (int y = 0; y < g->out_h; ++y)
+                for (int x = 0; x < g->out_w; ++x) {
+                    double best = -INFINITY, sum = 0.0;
+                    int arg = 0;
+                    for (int ki = 0; ki < kh; ++ki)
+                        for (int kj = 0; kj < kw; ++kj) {
+                            const double v =
+                                a[(((size_t)i * g->c + c) * g->h + y * g->stride + ki) * g->w + x * g->stride + kj];
+                            sum += v;
+                            if (v > best) best = v, arg = ki * kw + kj;
+                        }
+                    if (L->kind == ND_LAYER_MAXPOOL) note(h, arg);
+                    z[(((size_t)i * g->c + c) * g->out_h + y) * g->out_w + x] = L->kind == ND_LAYER_MAXPOOL
+                        ? best
+                        : sum / (kh * kw);
+                }
+}
+
+/* Batch norm of z (batch x channels x spatial) with the batch's statistics. */
+static void bn_d(double *z, const double *p, const nd_bn_site *bn, double eps, int batch) {
+    const int n = bn->channels, sp = bn->spatial;
+    for (int j = 0; j < n; ++j) {
+        double mean = 0, var = 0;
+        for (int i = 0; i < batch; ++i)
+            for (int s = 0; s < sp; ++s) mean += z[((size_t)i * n + j) * sp + s];
+        mean /= (double)batch * sp;
+        for (int i = 0; i < batch; ++i)
+            for (int s = 0; s < sp; ++s) var += pow(z[((size_t)i * n + j) * sp + s] - mean, 2);
+        var /= (double)batch * sp;
+        const double inv = 1.0 / sqrt(var + eps);
+        for (int i = 0; i < batch; ++i)
+            for (int s = 0; s < sp; ++s) {
+                double *v = &z[((size_t)i * n + j) * sp + s];
+                *v = p[bn->gamma.offset + j] * (*v - mean) * inv + p[bn->beta.offset + j];
+            }
+    }
+}
+
+/* One layer of the reference: a (batch x in_dim) in, out (batch x width);
+ * block is the input of the residual block this layer may end. */
+static void layer_d(const nd_model *m, int l, const double *p, const double *a, const double *block, double *z,
+                    double *skip, double *out, int batch, uint64_t *h) {
+    const nd_layer *L = &m->layer[l];
+    switch (L->kind) {
+    case ND_LAYER_DENSE:
         for (int i = 0; i < batch; ++i)
             for (int o = 0; o < L->out_dim; ++o) {
                 double s = p[L->b.offset + o];
                 for (int k = 0; k < L->in_dim; ++k)
-                    s += p[L->w.offset + (size_t)o * L->in_dim + k] * a[(size_t)i * widest + k];
-                z[(size_t)i * widest + o] = s;
+                    s += p[L->w.offset + (size_t)o * L->in_dim + k] * a[(size_t)i * L->in_dim + k];
+                z[(size_t)i * L->out_dim + o] = s;
             }
-        if (L->batch_norm)
-            for (int o = 0; o < L->out_dim; ++o) {
-                double mean = 0, var = 0;
-                for (int i = 0; i < batch; ++i) mean += z[(size_t)i * widest + o];
-                mean /= batch;
-                for (int i = 0; i < batch; ++i) var += pow(z[(size_t)i * widest + o] - mean, 2);
-                var /= batch;
-                const double inv = 1.0 / sqrt(var + m->spec.bn_eps);
-                for (int i = 0; i < batch; ++i) {
-                    double *v = &z[(size_t)i * widest + o];
-                    *v = p[L->gamma.offset + o] * (*v - mean) * inv + p[L->beta.offset + o];
-                }
-            }
-        const int last = l == m->num_layers - 1;
-        for (int i = 0; i < batch; ++i)
-            for (int u = 0; u < L->width; ++u) {
-                double v;
-                if (L->act.kind == ND_ACT_MAXOUT) {
-                    const double *pz = z + (size_t)i * widest + (size_t)u * L->pieces;
-                    int arg = 0;
-                    for (int k = 1; k < L->pieces; ++k)
-                        if (pz[k] > pz[arg]) arg = k;
-                    v = pz[arg];
-                    note(&h, arg);
-                } else {
-                    v = act_d(z[(size_t)i * widest + u], L->act);
-                    if (L->act.kind == ND_ACT_RELU || L->act.kind == ND_ACT_LEAKY_RELU || L->act.kind == ND_ACT_ELU)
-                        note(&h, z[(size_t)i * widest + u] > 0);
-                }
-                if (!last && L->drop > 0) v *= m->drop_mask[l + 1][(size_t)i * L->width + u];
-                a[(size_t)i * widest + u] = v;
-            }
-        in_dim = L->width;
+        break;
+    case ND_LAYER_CONV: conv_d(z, a, p + L->w.offset, p + L->b.offset, &L->geom, batch); break;
+    default: pool_d(z, a, L, batch, h);
     }
-    double total = 0.0;
+    if (L->batch_norm) bn_d(z, p, &L->bn, m->spec.bn_eps, batch);
+    for (int i = 0; i < batch; ++i)
+        for (int u = 0; u < L->width; ++u) {
+            if (L->act.kind != ND_ACT_MAXOUT) {
+                out[(size_t)i * L->width + u] = act_kink(z[(size_t)i * L->out_dim + u], L->act, h);
+                continue;
+            }
+            const double *pz = z + (size_t)i * L->out_dim + (size_t)u * L->pieces;
+            int arg = 0;
+            for (int k = 1; k < L->pieces; ++k)
+                if (pz[k] > pz[arg]) arg = k;
+            out[(size_t)i * L->width + u] = pz[arg];
+            note(h, arg);
+        }
+    if (L->res_from < 0) return;
+    const double *s = block;
+    if (L->proj) {
+        conv_d(skip, block, p + L->proj_w.offset, p + L->proj_b.offset, &L->proj_geom, batch);
+        if (L->proj_bn.channels) bn_d(skip, p, &L->proj_bn, m->spec.bn_eps, batch);
+        s = skip;
+    }
+    for (size_t i = 0; i < (size_t)batch * L->width; ++i) out[i] = act_kink(out[i] + s[i], L->res_act, h);
+}
+
+double nd_gradcheck_loss(const nd_model *m, const double *p, const float *x, int batch, nd_loss_kind loss,
+                         const int *labels, const float *targets, uint64_t *kinks) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    /* Activations of the whole batch, one layer at a time, each packed
+     * (batch x its width). */
+    const size_t widest = (size_t)batch * m->max_width;
+    double *a = malloc(sizeof(double) * widest), *z = malloc(sizeof(double) * widest);
+    double *out = malloc(sizeof(double) * widest), *block = malloc(sizeof(double) * widest);
+    double *skip = malloc(sizeof(double) * widest);
+    double total = NAN;
+    if (!a || !z || !out || !block || !skip) goto done;
+    const int in_dim = m->spec.input_dim;
+    for (size_t i = 0; i < (size_t)batch * in_dim; ++i)
+        a[i] = (double)x[i] * (m->spec.input_drop > 0 ? m->drop_mask[0][i] : 1.0f);
+    for (int l = 0; l < m->num_layers; ++l) {
+        const nd_layer *L = &m->layer[l];
+        for (int k = l; k < m->num_layers; ++k) /* a block starts here: keep its input */
+            if (m->layer[k].res_from == l) memcpy(block, a, sizeof(double) * batch * L->in_dim);
+        layer_d(m, l, p, a, block, z, skip, out, batch, &h);
+        const int last = l == m->num_layers - 1;
+        for (size_t i = 0; i < (size_t)batch * L->width; ++i)
+            a[i] = out[i] * (!last && L->drop > 0 ? m->drop_mask[l + 1][i] : 1.0f);
+    }
+    total = 0.0;
     const int k = m->spec.num_classes;
     for (int i = 0; i < batch; ++i)
-        total += row_loss(loss, a + (size_t)i * widest, k, labels ? labels[i] : 0,
-                          targets ? targets + (size_t)i * k : NULL, &h);
-    free(a), free(z);
+        total += row_loss(loss, a + (size_t)i * k, k, labels ? labels[i] : 0, targets ? targets + (size_t)i * k : NULL,
+                          &h);
+done:
+    free(a), free(z), free(out), free(block), free(skip);
     if (kinks) *kinks = h;
     return total;
 }
@@ -172,18 +250,13 @@ int nd_gradcheck_run(const nd_model *m, const float *grad, const float *x, int b
     for (size_t i = 0; i < m->num_trainable; ++i) scale = fmax(scale, fabs(grad[i]));
     scale = fmax(scale, 1e-12); /* what rel_error measures against */
     int n = 0;
-    for (int l = 0; l < m->num_layers; ++l) {
-        const nd_dense_layer *L = &m->layer[l];
-        const struct {
-            const char *fmt;
-            nd_span s;
-        } parts[4] = {{"dense%d/W", L->w}, {"dense%d/b", L->b}, {"bn%d/gamma", L->gamma}, {"bn%d/beta", L->beta}};
-        for (int k = 0; k < (L->batch_norm ? 4 : 2); ++k) {
-            nd_gradcheck_group *g = &groups[n++];
-            memset(g, 0, sizeof *g);
-            snprintf(g->name, sizeof g->name, parts[k].fmt, l);
-            check_span(g, m, parts[k].s, p, grad, x, batch, loss, labels, targets, samples, &rng, h, scale);
-        }
+    for (int t = 0; t < m->num_tensors; ++t) {
+        const nd_tensor *T = &m->tensor[t];
+        if (T->role == ND_TENSOR_BN_MEAN || T->role == ND_TENSOR_BN_VAR) continue; /* not trained */
+        nd_gradcheck_group *g = &groups[n++];
+        memset(g, 0, sizeof *g);
+        snprintf(g->name, sizeof g->name, "%s", T->name);
+        check_span(g, m, T->span, p, grad, x, batch, loss, labels, targets, samples, &rng, h, scale);
     }
     /* Penalties, apart from the data loss: analytic from the trainer's own
      * routines, numeric from the closed forms in double. */
@@ -193,8 +266,9 @@ int nd_gradcheck_run(const nd_model *m, const float *grad, const float *x, int b
         nd_gradcheck_group *g = &groups[n++];
         memset(g, 0, sizeof *g);
         snprintf(g->name, sizeof g->name, r == 0 ? "l2 penalty" : "l1 penalty");
-        for (int l = 0; l < m->num_layers; ++l) {
-            const nd_span s = m->layer[l].w;
+        for (int t = 0; t < m->num_tensors; ++t) {
+            if (m->tensor[t].role != ND_TENSOR_WEIGHT) continue;
+            const nd_span s = m->tensor[t].span;
             float *ga = calloc(s.length, sizeof(float));
             if (!ga) break;
             if (r == 0) nd_reg_l2(ga, m->param + s.offset, s.length, (float)l2);

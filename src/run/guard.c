@@ -38,21 +38,21 @@ int nd_guard_find(const nd_model *m, int sliced, double grad_norm, char *what, s
         snprintf(what, cap, "the gradient's global norm is %s", nonfinite_name(grad_norm));
         return 1;
     }
-    /* Top layer first: a NaN born in layer l reaches every layer below it. */
-    for (int l = m->num_layers - 1; l >= 0; --l) {
-        const nd_dense_layer *L = &m->layer[l];
-        const nd_span spans[3] = {L->b, L->gamma, L->beta};
-        const char *names[3] = {"dense%d/b", "bn%d/gamma", "bn%d/beta"};
-        for (int k = 0; k < (L->batch_norm ? 3 : 1); ++k) {
-            const long i = first_nonfinite(g, spans[k]);
+    /* Top layer first: a NaN born in layer l reaches every layer below it.
+     * Biases and batch-norm shifts are small and see every NaN of their
+     * layer's gradient. */
+    for (int l = m->num_layers - 1; l >= 0; --l)
+        for (int t = 0; t < m->num_tensors; ++t) {
+            const nd_tensor *T = &m->tensor[t];
+            if (T->layer != l ||
+                (T->role != ND_TENSOR_BIAS && T->role != ND_TENSOR_BN_SCALE && T->role != ND_TENSOR_BN_SHIFT))
+                continue;
+            const long i = first_nonfinite(g, T->span);
             if (i < 0) continue;
-            char name[32];
-            snprintf(name, sizeof name, names[k], l);
-            snprintf(what, cap, "the gradient of %s[%ld] is %s", name, i,
-                     nonfinite_name(g[spans[k].offset + (size_t)i]));
+            snprintf(what, cap, "the gradient of %s[%ld] is %s", T->name, i,
+                     nonfinite_name(g[T->span.offset + (size_t)i]));
             return 1;
         }
-    }
     return 0;
 }
 

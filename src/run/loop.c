@@ -79,9 +79,10 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
         nd_optimizer_step(&tr->opt, m->param + lo, m->grad + lo, scale, nd_lr_at(&tr->lr, tr->state.step));
         if (xp->after_update) ND_TRY(xp->after_update(x->self, &x->env, tr->state.step, &clock, err));
         if (tr->cfg.max_norm > 0.0f)
-            for (int l = 0; l < m->num_layers; ++l)
-                nd_reg_max_norm(m->param + m->layer[l].w.offset, m->layer[l].out_dim, m->layer[l].in_dim,
-                                tr->cfg.max_norm);
+            for (int t = 0; t < m->num_tensors; ++t) /* each unit's (or filter's) incoming weights */
+                if (m->tensor[t].role == ND_TENSOR_WEIGHT)
+                    nd_reg_max_norm(m->param + m->tensor[t].span.offset, m->tensor[t].rows,
+                                    (int)(m->tensor[t].span.length / (size_t)m->tensor[t].rows), tr->cfg.max_norm);
         if (last) nd_monitor_after(tr, e);
         tr->state.step += 1;
         nd_clock_tick(&clock, ND_PHASE_UPDATE);

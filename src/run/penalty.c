@@ -4,21 +4,19 @@
 #include "nndist/regularize.h"
 #include "nndist/sched.h"
 
-int nd_penalty_spans(const nd_penalty *p, const nd_model *m, int l, nd_span spans[2]) {
-    const nd_dense_layer *L = &m->layer[l];
-    spans[0] = L->w;
-    spans[1] = L->b;
-    return p->regularize_bias ? 2 : 1;
+int nd_penalty_covers(const nd_penalty *p, const nd_tensor *t) {
+    return t->role == ND_TENSOR_WEIGHT || (t->role == ND_TENSOR_BIAS && p->regularize_bias);
 }
 
 float nd_penalty_apply(const nd_penalty *p, nd_model *m, int samples, size_t lo, size_t hi) {
     if (hi > m->num_trainable) hi = m->num_trainable; /* the running statistics are not gradients */
     float scale = 1.0f / (float)samples;
-    for (int l = 0; l < m->num_layers; ++l) {
-        nd_span spans[2];
-        for (int k = nd_penalty_spans(p, m, l, spans); k-- > 0;) {
-            const size_t a = spans[k].offset > lo ? spans[k].offset : lo;
-            const size_t b = spans[k].offset + spans[k].length < hi ? spans[k].offset + spans[k].length : hi;
+    for (int t = 0; t < m->num_tensors; ++t) {
+        if (!nd_penalty_covers(p, &m->tensor[t])) continue;
+        const nd_span s = m->tensor[t].span;
+        {
+            const size_t a = s.offset > lo ? s.offset : lo;
+            const size_t b = s.offset + s.length < hi ? s.offset + s.length : hi;
             if (a >= b) continue;
             float *g = m->grad + a;
             const float *w = m->param + a;

@@ -18,9 +18,9 @@ typedef struct {
     bool regularize_bias; /* the biases are penalized too */
 } nd_penalty;
 
-/* The spans of layer l that weight decay and L1 act on: its weights, and its
- * biases with regularize_bias; returns how many. */
-int nd_penalty_spans(const nd_penalty *p, const nd_model *m, int l, nd_span spans[2]);
+/* 1 if weight decay and L1 act on tensor t: the weights (dense,
+ * convolution and projection), and the biases with regularize_bias. */
+int nd_penalty_covers(const nd_penalty *p, const nd_tensor *t);
 
 /* Decay, L1 and value clipping of m->grad[lo, hi) (clipped to the trainable
  * prefix), a sum over `samples`; returns the scale the optimizer applies

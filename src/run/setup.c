@@ -200,10 +200,10 @@ static nd_status build_model(nd_trainer *tr, nd_error *err) {
          * from this rank's slice. */
         if (!(tr->decay_mask = nd_buffer_alloc(tr->model.num_params)))
             return ND_FAIL(err, ND_ERR_NOMEM, "adamw: cannot allocate the decay mask");
-        for (int l = 0; l < tr->model.num_layers; ++l) {
-            nd_span spans[2];
-            for (int k = nd_penalty_spans(&tr->penalty, &tr->model, l, spans); k-- > 0;)
-                for (size_t i = 0; i < spans[k].length; ++i) tr->decay_mask[spans[k].offset + i] = 1.0f;
+        for (int t = 0; t < tr->model.num_tensors; ++t) {
+            const nd_span s = tr->model.tensor[t].span;
+            if (nd_penalty_covers(&tr->penalty, &tr->model.tensor[t]))
+                for (size_t i = 0; i < s.length; ++i) tr->decay_mask[s.offset + i] = 1.0f;
         }
         tr->opt.decay_mask = tr->decay_mask + tr->slice.offset;
     }

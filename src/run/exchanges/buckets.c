@@ -32,8 +32,10 @@ static nd_status create(void **self, const nd_exchange_env *env, nd_error *err) 
      * the remainder. */
     const nd_model *m = env->model;
     int blocks = 0;
-    for (int l = 0; l < m->num_layers; ++l)
-        blocks += (m->layer[l].out_dim + m->layer[l].grad_rows - 1) / m->layer[l].grad_rows + 1;
+    for (int l = 0; l < m->num_layers; ++l) {
+        const nd_layer *L = &m->layer[l];
+        blocks += (L->grad_rows ? (L->out_dim + L->grad_rows - 1) / L->grad_rows : 0) + 1;
+    }
     b->cap = (int)((m->num_params + env->tail) / b->bucket) + blocks + 4;
     if (!(b->reqs = calloc((size_t)b->cap, sizeof *b->reqs)))
         return ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate %d gradient bucket requests", b->cap);

@@ -1,0 +1,240 @@
+/* 2-D convolution by im2col and one GEMM per sample, and the pooling
+ * layers (layers.h). NCHW throughout, weights (out_c x c x k x k) as
+ * PyTorch's nn.Conv2d, so a weight row is one filter over c k k inputs. */
+#include <float.h>
+#include <string.h>
+
+#include "nndist/blas.h"
+#include "nndist/layers.h"
+#include "nndist/rng.h"
+
+int nd_conv_geom_finish(nd_conv_geom *g) {
+    if (g->kernel < 1 || g->stride < 1 || g->pad < 0 || g->h + 2 * g->pad < g->kernel || g->w + 2 * g->pad < g->kernel)
+        return -1;
+    g->out_h = (g->h + 2 * g->pad - g->kernel) / g->stride + 1;
+    g->out_w = (g->w + 2 * g->pad - g->kernel) / g->stride + 1;
+    return 0;
+}
+
+/* A 1x1 kernel at stride 1 without padding reads the input as it is. */
+static int is_pointwise(const nd_conv_geom *g) { return g->kernel == 1 && g->stride == 1 && g->pad == 0; }
+
+size_t nd_conv_col_floats(const nd_conv_geom *g) {
+    return is_pointwise(g) ? 0 : (size_t)g->c * g->kernel * g->kernel * g->out_h * g->out_w;
+}
+
+void nd_im2col(float *col, const float *x, const nd_conv_geom *g) {
+    const int k = g->kernel, oh = g->out_h, ow = g->out_w;
+    for (int c = 0; c < g->c; ++c)
+        for (int ki = 0; ki < k; ++ki)
+            for (int kj = 0; kj < k; ++kj) {
+                float *row = col + (((size_t)c * k + ki) * k + kj) * oh * ow;
+                for (int y = 0; y < oh; ++y) {
+                    const int iy = y * g->stride - g->pad + ki;
+                    float *out = row + (size_t)y * ow;
+                    if (iy < 0 || iy >= g->h) {
+                        memset(out, 0, sizeof(float) * ow);
+                        continue;
+                    }
+                    const float *in = x + ((size_t)c * g->h + iy) * g->w;
+                    if (g->stride == 1) { /* a shifted copy with zeros at both ends */
+                        const int lo = g->pad - kj > 0 ? g->pad - kj : 0;
+                        int hi = g->w + g->pad - kj;
+                        if (hi > ow) hi = ow;
+                        for (int xo = 0; xo < lo; ++xo) out[xo] = 0.0f;
+                        if (hi > lo) memcpy(out + lo, in + lo - g->pad + kj, sizeof(float) * (hi - lo));
+                        for (int xo = hi > lo ? hi : lo; xo < ow; ++xo) out[xo] = 0.0f;
+                    } else {
+                        for (int xo = 0; xo < ow; ++xo) {
+                            const int ix = xo * g->stride - g->pad + kj;
+                            out[xo] = ix >= 0 && ix < g->w ? in[ix] : 0.0f;
+                        }
+                    }
+                }
+            }
+}
+
+void nd_col2im_add(float *dx, const float *col, const nd_conv_geom *g) {
+    const int k = g->kernel, oh = g->out_h, ow = g->out_w;
+    for (int c = 0; c < g->c; ++c)
+        for (int ki = 0; ki < k; ++ki)
+            for (int kj = 0; kj < k; ++kj) {
+                const float *row = col + (((size_t)c * k + ki) * k + kj) * oh * ow;
+                for (int y = 0; y < oh; ++y) {
+                    const int iy = y * g->stride - g->pad + ki;
+                    if (iy < 0 || iy >= g->h) continue;
+                    float *out = dx + ((size_t)c * g->h + iy) * g->w;
+                    const float *in = row + (size_t)y * ow;
+                    for (int xo = 0; xo < ow; ++xo) {
+                        const int ix = xo * g->stride - g->pad + kj;
+                        if (ix >= 0 && ix < g->w) out[ix] += in[xo];
+                    }
+                }
+            }
+}
+
+void nd_conv_forward(float *out, const float *x, const float *w, const float *b, nd_activation act, float *col,
+                     const nd_conv_geom *g, int batch) {
+    const int ckk = g->c * g->kernel * g->kernel, spatial = g->out_h * g->out_w;
+    const size_t in_len = (size_t)g->c * g->h * g->w, out_len = (size_t)g->out_c * spatial;
+    for (int i = 0; i < batch; ++i) {
+        const float *xi = x + i * in_len;
+        float *oi = out + i * out_len;
+        const float *cols = xi;
+        if (!is_pointwise(g)) {
+            nd_im2col(col, xi, g);
+            cols = col;
+        }
+        /* out_i (out_c x spatial) = w (out_c x ckk) * cols (ckk x spatial) */
+        nd_sgemm(false, false, g->out_c, spatial, ckk, 1.0f, w, ckk, cols, spatial, 0.0f, oi, spatial);
+        for (int o = 0; o < g->out_c; ++o) {
+            float *row = oi + (size_t)o * spatial;
+            for (int s = 0; s < spatial; ++s) row[s] += b[o];
+            nd_activation_forward(row, (size_t)spatial, act);
+        }
+    }
+}
+
+void nd_conv_backward_bias(float *dout, const float *out, float *db, nd_activation act, const nd_conv_geom *g,
+                           int batch) {
+    const int spatial = g->out_h * g->out_w;
+    const size_t n = (size_t)batch * g->out_c * spatial;
+    nd_activation_backward(dout, out, n, act);
+    for (int o = 0; o < g->out_c; ++o) { /* per channel in double, in a fixed order */
+        double sum = 0.0;
+        for (int i = 0; i < batch; ++i) {
+            const float *d = dout + ((size_t)i * g->out_c + o) * spatial;
+            for (int s = 0; s < spatial; ++s) sum += d[s];
+        }
+        db[o] += (float)sum;
+    }
+}
+
+void nd_conv_backward(float *dx, float *dw, const float *dout, const float *x, const float *w, float *col,
+                      const nd_conv_geom *g, int batch) {
+    const int ckk = g->c * g->kernel * g->kernel, spatial = g->out_h * g->out_w;
+    const size_t in_len = (size_t)g->c * g->h * g->w, out_len = (size_t)g->out_c * spatial;
+    const int pointwise = is_pointwise(g);
+    for (int i = 0; i < batch; ++i) {
+        const float *di = dout + i * out_len;
+        const float *cols = x + i * in_len;
+        if (!pointwise) {
+            nd_im2col(col, cols, g);
+            cols = col;
+        }
+        /* dw (out_c x ckk) += d_i (out_c x spatial) * cols^T (spatial x ckk) */
+        nd_sgemm(false, true, g->out_c, ckk, spatial, 1.0f, di, spatial, cols, spatial, 1.0f, dw, ckk);
+        if (!dx) continue;
+        float *dxi = dx + i * in_len;
+        /* dcols (ckk x spatial) = w^T (ckk x out_c) * d_i (out_c x spatial), scattered back */
+        if (pointwise) {
+            nd_sgemm(true, false, ckk, spatial, g->out_c, 1.0f, w, ckk, di, spatial, 0.0f, dxi, spatial);
+        } else {
+            nd_sgemm(true, false, ckk, spatial, g->out_c, 1.0f, w, ckk, di, spatial, 0.0f, col, spatial);
+            memset(dxi, 0, sizeof(float) * in_len);
+            nd_col2im_add(dxi, col, g);
+        }
+    }
+}
+
+/* Offset in a plane of the arg-max of the window at (y, xo), the first in
+ * row-major order on ties. */
+static size_t window_argmax(const float *plane, const nd_conv_geom *g, int y, int xo) {
+    size_t best = (size_t)y * g->stride * g->w + (size_t)xo * g->stride;
+    for (int ki = 0; ki < g->kernel; ++ki)
+        for (int kj = 0; kj < g->kernel; ++kj) {
+            const size_t at = ((size_t)y * g->stride + ki) * g->w + (size_t)xo * g->stride + kj;
+            if (plane[at] > plane[best]) best = at;
+        }
+    return best;
+}
+
+void nd_maxpool_forward(float *out, const float *x, const nd_conv_geom *g, int batch) {
+    const size_t planes = (size_t)batch * g->c, in_plane = (size_t)g->h * g->w;
+    for (size_t p = 0; p < planes; ++p) {
+        const float *xp = x + p * in_plane;
+        float *op = out + p * g->out_h * g->out_w;
+        for (int y = 0; y < g->out_h; ++y)
+            for (int xo = 0; xo < g->out_w; ++xo) op[y * g->out_w + xo] = xp[window_argmax(xp, g, y, xo)];
+    }
+}
+
+void nd_maxpool_backward(float *dx, const float *dout, const float *x, const nd_conv_geom *g, int batch) {
+    const size_t planes = (size_t)batch * g->c, in_plane = (size_t)g->h * g->w;
+    memset(dx, 0, sizeof(float) * planes * in_plane);
+    for (size_t p = 0; p < planes; ++p) {
+        const float *xp = x + p * in_plane, *dp = dout + p * g->out_h * g->out_w;
+        float *dxp = dx + p * in_plane;
+        for (int y = 0; y < g->out_h; ++y)
+            for (int xo = 0; xo < g->out_w; ++xo) dxp[window_argmax(xp, g, y, xo)] += dp[y * g->out_w + xo];
+    }
+}
+
+void nd_avgpool_forward(float *out, const float *x, const nd_conv_geom *g, int batch) {
+    const size_t planes = (size_t)batch * g->c, in_plane = (size_t)g->h * g->w;
+    const float inv = 1.0f / (float)(g->kernel * g->kernel);
+    for (size_t p = 0; p < planes; ++p) {
+        const float *xp = x + p * in_plane;
+        float *op = out + p * g->out_h * g->out_w;
+        for (int y = 0; y < g->out_h; ++y)
+            for (int xo = 0; xo < g->out_w; ++xo) {
+                float sum = 0.0f;
+                for (int ki = 0; ki < g->kernel; ++ki)
+                    for (int kj = 0; kj < g->kernel; ++kj)
+                        sum += xp[((size_t)y * g->stride + ki) * g->w + (size_t)xo * g->stride + kj];
+                op[y * g->out_w + xo] = sum * inv;
+            }
+    }
+}
+
+void nd_avgpool_backward(float *dx, const float *dout, const nd_conv_geom *g, int batch) {
+    const size_t planes = (size_t)batch * g->c, in_plane = (size_t)g->h * g->w;
+    const float inv = 1.0f / (float)(g->kernel * g->kernel);
+    memset(dx, 0, sizeof(float) * planes * in_plane);
+    for (size_t p = 0; p < planes; ++p) {
+        const float *dp = dout + p * g->out_h * g->out_w;
+        float *dxp = dx + p * in_plane;
+        for (int y = 0; y < g->out_h; ++y)
+            for (int xo = 0; xo < g->out_w; ++xo) {
+                const float share = dp[y * g->out_w + xo] * inv;
+                for (int ki = 0; ki < g->kernel; ++ki)
+                    for (int kj = 0; kj < g->kernel; ++kj)
+                        dxp[((size_t)y * g->stride + ki) * g->w + (size_t)xo * g->stride + kj] += share;
+            }
+    }
+}
+
+void nd_global_avgpool_forward(float *out, const float *x, int batch, int c, int spatial) {
+    for (size_t p = 0; p < (size_t)batch * c; ++p) {
+        const float *xp = x + p * spatial;
+        double sum = 0.0;
+        for (int s = 0; s < spatial; ++s) sum += xp[s];
+        out[p] = (float)(sum / spatial);
+    }
+}
+
+void nd_global_avgpool_backward(float *dx, const float *dout, int batch, int c, int spatial) {
+    const float inv = 1.0f / (float)spatial;
+    for (size_t p = 0; p < (size_t)batch * c; ++p) {
+        const float share = dout[p] * inv;
+        for (int s = 0; s < spatial; ++s) dx[p * spatial + s] = share;
+    }
+}
+
+void nd_dropout_channels_forward(float *out, float *mask, const float *x, int batch, int c, int spatial, float p,
+                                 uint64_t seed, uint64_t stream, const long *row_ids) {
+    const float scale = 1.0f / (1.0f - p);
+    const uint64_t cut = (uint64_t)((double)p * 9007199254740992.0); /* as nd_dropout_forward */
+    for (int i = 0; i < batch; ++i) {
+        nd_rng rng;
+        nd_rng_seed(&rng, seed, stream, (uint64_t)(row_ids ? row_ids[i] : i));
+        for (int ch = 0; ch < c; ++ch) {
+            const float m = (nd_rng_next(&rng) >> 11) >= cut ? scale : 0.0f;
+            const size_t at = ((size_t)i * c + ch) * spatial;
+            for (int s = 0; s < spatial; ++s) {
+                mask[at + s] = m;
+                out[at + s] = x[at + s] * m;
+            }
+        }
+    }
+}

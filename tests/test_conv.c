@@ -119,9 +119,10 @@ static void check_pool(nd_conv_geom g, int batch) {
     float *mx = calloc(batch * out_len, sizeof(float)), *av = calloc(batch * out_len, sizeof(float));
     float *dmx = calloc(batch * in_len, sizeof(float)), *dav = calloc(batch * in_len, sizeof(float));
     double *rm = calloc(batch * in_len, sizeof(double)), *ra = calloc(batch * in_len, sizeof(double));
-    nd_maxpool_forward(mx, x, &g, batch);
+    int *arg = calloc(batch * out_len, sizeof(int));
+    nd_maxpool_forward(mx, arg, x, &g, batch);
     nd_avgpool_forward(av, x, &g, batch);
-    nd_maxpool_backward(dmx, dout, x, &g, batch);
+    nd_maxpool_backward(dmx, dout, arg, &g, batch);
     nd_avgpool_backward(dav, dout, &g, batch);
     double worst = 0.0;
     for (int p = 0; p < batch * g.c; ++p)
@@ -159,7 +160,7 @@ static void check_pool(nd_conv_geom g, int batch) {
         assert_true(fabs(gp[p] - s / (g.h * g.w)) < 1e-5);
         assert_true(fabs(dg[(size_t)p * g.h * g.w + 3] - dout[p] / (g.h * g.w)) < 1e-7);
     }
-    free(x), free(dout), free(mx), free(av), free(dmx), free(dav), free(rm), free(ra), free(gp), free(dg);
+    free(x), free(dout), free(mx), free(av), free(dmx), free(dav), free(rm), free(ra), free(gp), free(dg), free(arg);
 }
 
 static void test_pool_against_loops(void **state) {

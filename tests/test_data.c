@@ -386,7 +386,7 @@ static void test_synth(void **state) {
     char out[512];
     fx_path(out, sizeof out, "synth.h5");
     remove(out);
-    nd_synth_config c = {100, 30, 10, 6, 3, 2.0f, 9, 0, 0};
+    nd_synth_config c = {100, 30, 10, 6, 3, 2.0f, 9, 0, 0, {0, 0, 0}};
     nd_error err = {0};
     assert_int_equal(nd_synth_write(&c, out, &err), ND_OK);
     nd_dataset_info info;
@@ -395,14 +395,26 @@ static void test_synth(void **state) {
     assert_int_equal(info.test.rows, 30);
     assert_int_equal(info.val.rows, 10);
     assert_int_equal(info.num_classes, 3);
+    assert_int_equal(info.image_c, 0);
     /* Never overwrites. */
     assert_int_equal(nd_synth_write(&c, out, &err), ND_ERR_ARG);
     assert_non_null(strstr(err.msg, "already exists"));
+    /* An image shape is recorded when it holds the features, refused when not. */
+    fx_path(out, sizeof out, "synth_img.h5");
+    remove(out);
+    nd_synth_config img = {50, 10, 0, 12, 3, 2.0f, 9, 0, 0, {3, 2, 2}};
+    assert_int_equal(nd_synth_write(&img, out, &err), ND_OK);
+    assert_int_equal(nd_dataset_probe(out, &info, &err), ND_OK);
+    assert_true(info.image_c == 3 && info.image_h == 2 && info.image_w == 2);
+    remove(out);
+    img.image[2] = 3;
+    assert_int_equal(nd_synth_write(&img, out, &err), ND_ERR_ARG);
+    assert_non_null(strstr(err.msg, "--image C x H x W = --features"));
     /* Float targets: no num_classes needed, N x K read back, 0/1 when multi-label. */
     for (int multilabel = 0; multilabel < 2; ++multilabel) {
         fx_path(out, sizeof out, multilabel ? "synth_ml.h5" : "synth_reg.h5");
         remove(out);
-        nd_synth_config t = {100, 30, 0, 6, 3, 2.0f, 9, 4, multilabel};
+        nd_synth_config t = {100, 30, 0, 6, 3, 2.0f, 9, 4, multilabel, {0, 0, 0}};
         assert_int_equal(nd_synth_write(&t, out, &err), ND_OK);
         assert_int_equal(nd_dataset_probe(out, &info, &err), ND_OK);
         assert_int_equal(info.has_targets, 1);

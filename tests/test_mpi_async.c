@@ -29,7 +29,7 @@ static outcome run(nd_mode_kind mode, int servers, int max_staleness, const char
     char path[512];
     fx_path(path, sizeof path, "async.h5");
     nd_error err = {0};
-    mpi_synth(world, path, &(nd_synth_config){1001, 1000, 0, 16, 5, 3.0f, 21, 0, 0}); /* 1001 rows: uneven shards */
+    mpi_synth(world, path, &(nd_synth_config){1001, 1000, 0, 16, 5, 3.0f, 21, 0, 0, {0, 0, 0}}); /* 1001 rows: uneven shards */
     nd_train_config cfg;
     mpi_base_config(&cfg, path);
     cfg.mode = mode;
@@ -144,7 +144,7 @@ static void test_two_servers_reassemble_exactly(void **state) {
     char path[512];
     fx_path(path, sizeof path, "async3.h5");
     nd_error err = {0};
-    mpi_synth(world, path, &(nd_synth_config){640, 100, 0, 10, 3, 1.0f, 4, 0, 0});
+    mpi_synth(world, path, &(nd_synth_config){640, 100, 0, 10, 3, 1.0f, 4, 0, 0, {0, 0, 0}});
     nd_comm *three = NULL;
     nd_comm_split(world, rank < 3 ? 0 : -1, &three, &err);
     nd_train_config cfg;
@@ -199,7 +199,7 @@ static void test_deterministic_across_rank_counts(void **state) {
     char path[512];
     fx_path(path, sizeof path, "det.h5");
     nd_error err = {0};
-    mpi_synth(world, path, &(nd_synth_config){1001, 200, 0, 12, 4, 0.8f, 13, 0, 0});
+    mpi_synth(world, path, &(nd_synth_config){1001, 200, 0, 12, 4, 0.8f, 13, 0, 0, {0, 0, 0}});
     nd_train_config cfg;
     mpi_base_config(&cfg, path);
     snprintf(cfg.arch, sizeof cfg.arch, "12:drop0.1-16:bn:relu:drop0.2-8:bn:tanh-4");
@@ -253,7 +253,7 @@ static void test_async_checkpoint_resume_two_servers(void **state) {
     fx_path(dir_a, sizeof dir_a, "async-ckpt-a");
     fx_path(dir_b, sizeof dir_b, "async-ckpt-b");
     nd_error err = {0};
-    mpi_synth(world, path, &(nd_synth_config){640, 100, 0, 10, 3, 1.0f, 17, 0, 0});
+    mpi_synth(world, path, &(nd_synth_config){640, 100, 0, 10, 3, 1.0f, 17, 0, 0, {0, 0, 0}});
     nd_comm *three = NULL;
     nd_comm_split(world, rank < 3 ? 0 : -1, &three, &err);
     double verdict[1] = {-1};

@@ -80,7 +80,7 @@ static void test_buckets_equal_one_allreduce(void **state) {
     (void)state;
     char data[512];
     fx_path(data, sizeof data, "perf.h5");
-    mpi_synth(world, data, &(nd_synth_config){1200, 300, 0, 16, 5, 2.0f, 3, 0, 0});
+    mpi_synth(world, data, &(nd_synth_config){1200, 300, 0, 16, 5, 2.0f, 3, 0, 0, {0, 0, 0}});
     nd_train_config cfg;
     base(&cfg, data);
     /* wide enough that the 512x512 layer's weight gradient is computed in

@@ -133,7 +133,7 @@ static void test_synthetic_reaches_99_percent(void **state) {
     (void)state;
     char path[512];
     fx_path(path, sizeof path, "separable.h5");
-    mpi_synth(world, path, &(nd_synth_config){1001, 2000, 0, 16, 5, 3.0f, 11, 0, 0});
+    mpi_synth(world, path, &(nd_synth_config){1001, 2000, 0, 16, 5, 3.0f, 11, 0, 0, {0, 0, 0}});
     nd_train_config cfg;
     mpi_base_config(&cfg, path);
     snprintf(cfg.hidden, sizeof cfg.hidden, "32");
@@ -287,7 +287,7 @@ static void test_early_stop_restores_best(void **state) {
     char path[512];
     fx_path(path, sizeof path, "noisy-val.h5");
     nd_error err = {0};
-    mpi_synth(world, path, &(nd_synth_config){3000, 500, 500, 20, 5, 0.4f, 3, 0, 0});
+    mpi_synth(world, path, &(nd_synth_config){3000, 500, 500, 20, 5, 0.4f, 3, 0, 0, {0, 0, 0}});
     nd_train_config cfg;
     mpi_base_config(&cfg, path);
     snprintf(cfg.hidden, sizeof cfg.hidden, "256,256");

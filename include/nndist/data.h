@@ -95,6 +95,8 @@ typedef struct {
     int targets; /* > 0: write N x targets float /y instead of labels: multi-label
                     attributes in {0,1} (multilabel = 1) or real values */
     int multilabel;
+    int image[3]; /* C, H, W with C H W = features: written as the root attribute image_shape
+                     (all 0: none) */
 } nd_synth_config;
 
 /* Writes Gaussian blobs (one centre per class, unit noise) as /train,

@@ -144,19 +144,22 @@ void nd_conv_backward_bias(float *dout, const float *out, float *db, nd_activati
 
 /* dw (out_c x c k k) += sum over samples of dout_i * im2col(x_i)^T; then,
  * if dx is not NULL, dx (batch x c x h x w) = the input gradient. col is
- * scratch of nd_conv_col_floats(g). The samples are added in order, so the
- * result does not depend on anything but the batch. */
+ * scratch of nd_conv_col_floats(g): the columns are made again rather than
+ * kept from forward, which measured no faster (a batch's columns do not
+ * stay in the caches; one sample's do) and would cost ~100 MB at batch 64.
+ * The samples are added in order, so the result does not depend on
+ * anything but the batch. */
 void nd_conv_backward(float *dx, float *dw, const float *dout, const float *x, const float *w, float *col,
                       const nd_conv_geom *g, int batch);
 
 /* Max pooling (no padding): out (batch x c x out_h x out_w) = the largest
- * value of each window of x (batch x c x h x w). */
-void nd_maxpool_forward(float *out, const float *x, const nd_conv_geom *g, int batch);
+ * value of each window of x (batch x c x h x w), the first in row-major
+ * order on ties; arg (like out, or NULL) receives its offset in its plane. */
+void nd_maxpool_forward(float *out, int *arg, const float *x, const nd_conv_geom *g, int batch);
 
-/* dx (batch x c x h x w) = dout routed to each window's arg-max (the first
- * in row-major order on ties), summed where windows overlap. x is the
- * forward input. */
-void nd_maxpool_backward(float *dx, const float *dout, const float *x, const nd_conv_geom *g, int batch);
+/* dx (batch x c x h x w) = dout routed to each window's arg-max (arg from
+ * the forward pass), summed where windows overlap. */
+void nd_maxpool_backward(float *dx, const float *dout, const int *arg, const nd_conv_geom *g, int batch);
 
 /* Average pooling (no padding, every window of kernel^2 values); a global
  * average pool is the window of the whole image (kernel = h = w). */

@@ -52,6 +52,12 @@ double nd_loss_expected_initial(nd_loss_kind kind, int k);
 nd_loss_stats nd_loss_apply(nd_loss_kind kind, float *dout, const float *out, const int *labels, const float *targets,
                             int batch, int k);
 
+/* Mixup's loss for labels (softmax_ce only): row i's loss is lam_i times
+ * its label's plus (1 - lam_i) times the label of its partner, row
+ * batch-1-i (nd_mixup_batch); dout likewise. Its hits are lam-weighted. */
+nd_loss_stats nd_loss_apply_mixup(nd_loss_kind kind, float *dout, const float *out, const int *labels, const float *lam,
+                                  int batch, int k);
+
 /* Softmax cross-entropy from logits (batch x classes) and labels (batch),
  * each label in [0, classes). Stable for large logits (log-sum-exp around the
  * row maximum). If dlogits (batch x classes) is not NULL it receives

@@ -100,6 +100,10 @@ typedef struct {
  * Returns 0, or -1 with why filled. */
 int nd_arch_parse(const char *text, nd_activation default_act, nd_model_spec *spec, char *why, size_t cap);
 
+/* 1 if the spec has a convolution or pooling layer: activations of whole
+ * images per sample, so workspaces are sized for the training batch. */
+int nd_spec_is_convolutional(const nd_model_spec *spec);
+
 /* The leading token of one hidden group ("512", "c32k3p1", "mp2", "gap"):
  * how error messages name a layer. */
 void nd_arch_group_text(const nd_hidden_spec *h, char *out, size_t cap);
@@ -221,10 +225,12 @@ typedef struct {
     float *proj[ND_MAX_LAYERS];   /* end of a block with a projection: the projected skip (out_dim) */
     float *proj_xhat[ND_MAX_LAYERS], *proj_bn_buf[ND_MAX_LAYERS];      /* its batch norm, as above */
     float *drop_out[ND_MAX_LAYERS + 1], *drop_mask[ND_MAX_LAYERS + 1]; /* [0]: input, [l+1]: layer l */
-    float *delta[2];  /* ping-pong gradients w.r.t. layer outputs (max_batch x max_width) */
-    float *skip_grad; /* the gradient a block's skip path sends to the block's input
-                         (max_batch x the widest block input) */
-    float *col;       /* convolution scratch: the widest im2col of one sample */
+    float *delta[2];              /* ping-pong gradients w.r.t. layer outputs (max_batch x max_width) */
+    float *skip_grad;             /* the gradient a block's skip path sends to the block's input
+                                     (max_batch x the widest block input) */
+    float *col;                   /* convolution scratch: the widest im2col of one sample */
+    int *pool_arg[ND_MAX_LAYERS]; /* max pooling: each output's arg-max in its plane (out_dim) */
+    int *int_workspace;           /* owns pool_arg */
     size_t col_floats;
     float *workspace; /* owns every view above */
     size_t workspace_floats;

@@ -51,6 +51,11 @@ typedef struct {
     bool batch_norm, sync_bn;
     float bn_momentum, bn_eps;
     float dropout, input_dropout;
+    int augment_crop;  /* --augment-crop: pad pixels of the random crop (0: off) */
+    bool augment_flip; /* --augment-flip */
+    int cutout;        /* --cutout: side of the erased square (0: off) */
+    float input_noise; /* --input-noise: std of Gaussian noise on the inputs (0: off) */
+    float mixup;       /* --mixup: Beta parameter (0: off) */
     bool regularize_bias;
     nd_init_kind init;
     nd_output_bias_kind output_bias;
@@ -161,9 +166,11 @@ nd_status nd_train_make_schedule(const nd_train_config *cfg, int global_batch, l
 /* Parses "512,256" into widths (at most max); returns the count or -1. */
 int nd_parse_widths(const char *text, int *widths, int max);
 
-/* The network of cfg for data of input_dim features and k outputs: --arch
- * if given (its end widths must match), else --hidden, --act,
- * --batch-norm, --dropout and --input-dropout. */
-nd_status nd_train_model_spec(const nd_train_config *cfg, int input_dim, int k, nd_model_spec *spec, nd_error *err);
+/* The network of cfg for data of input_dim features (image: their shape,
+ * all 0 for flat data) and k outputs: --arch if given (its end widths
+ * must match; an image input must be the data's image shape), else
+ * --hidden, --act, --batch-norm, --dropout and --input-dropout. */
+nd_status nd_train_model_spec(const nd_train_config *cfg, int input_dim, nd_image_shape image, int k,
+                              nd_model_spec *spec, nd_error *err);
 
 #endif

@@ -19,6 +19,7 @@
 #include "nndist/train.h"
 
 typedef struct {
+    char arch[512];
     char hidden[256];
     int inputs, outputs, batch, threads, bucket_kb, iters;
     float seconds;
@@ -26,6 +27,8 @@ typedef struct {
 
 #define F(type_, f) ND_CLI_FIELD(type_, bench_config, f)
 static const nd_cli_option bench_options[] = {
+    {"arch", F(STR, arch), "",
+     "the model whose shapes are measured, as train's --arch (convolutional nets too); overrides the next three"},
     {"hidden", F(STR, hidden), "512,256", "hidden layer widths of the model whose shapes are measured"},
     {"inputs", F(INT, inputs), "784", "input features"},
     {"outputs", F(INT, outputs), "10", "output width"},
@@ -63,30 +66,85 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* Seconds per call of f(arg), repeated for about `budget` seconds after
+ * one warm-up call. */
+static double time_call(void (*f)(void *), void *arg, double budget) {
+    f(arg);
+    long calls = 0;
+    const double t0 = nd_comm_time();
+    double el;
+    do {
+        f(arg);
+        ++calls;
+        el = nd_comm_time() - t0;
+    } while (el < budget || calls < 3);
+    return el / (double)calls;
+}
+
+/* One convolution layer's kernels as training runs them. */
+typedef struct {
+    const nd_model *m;
+    const nd_layer *L;
+    int batch, first;
+    float *x, *y, *z, *dw;
+} conv_call;
+
+static void conv_forward(void *arg) {
+    const conv_call *c = arg;
+    nd_conv_forward(c->y, c->x, c->m->param + c->L->w.offset, c->m->param + c->L->b.offset, c->L->act, c->m->col,
+                    &c->L->geom, c->batch);
+}
+
+static void conv_backward(void *arg) { /* the weight gradient, and the input gradient but in the first layer */
+    const conv_call *c = arg;
+    nd_conv_backward(c->first ? NULL : c->z, c->dw, c->y, c->x, c->m->param + c->L->w.offset, c->m->col, &c->L->geom,
+                     c->batch);
+}
+
 /* GFLOP/s of one training step's GEMMs on this rank; prints each shape on
- * rank 0. x (batch x widest), y and z are scratch of the same size. */
+ * rank 0, and for a convolution the rate of its whole kernels (im2col and
+ * col2im included) against its GEMMs alone. x (batch x widest), y and z are
+ * scratch of the same size. */
 static double gemm_rate(const nd_model *m, int batch, double budget, float *x, float *y, float *z, int verbose) {
     double flops = 0.0, seconds = 0.0;
+    const char *names[3] = {"forward", "weight-grad", "input-grad"};
     for (int l = 0; l < m->num_layers; ++l) {
-        const int in = m->layer[l].in_dim, out = m->layer[l].out_dim;
-        const float *w = m->param + m->layer[l].w.offset;
-        float *dw = m->grad + m->layer[l].w.offset;
-        const double f = 2.0 * batch * in * out;
-        double t[3];
-        t[0] = time_gemm(false, true, batch, out, in, x, in, w, in, y, out, budget);                /* z = x w^T */
-        t[1] = time_gemm(true, false, out, in, batch, y, out, x, in, dw, in, budget);               /* dw = dz^T x */
-        t[2] = l > 0 ? time_gemm(false, false, batch, in, out, y, out, w, in, z, in, budget) : 0.0; /* dx = dz w */
-        const char *names[3] = {"forward", "weight-grad", "input-grad"};
+        const nd_layer *L = &m->layer[l];
+        const float *w = m->param + L->w.offset;
+        float *dw = m->grad + L->w.offset;
+        double t[3] = {0, 0, 0}, f = 0.0;
+        int shape[3][3];
+        if (L->kind == ND_LAYER_DENSE) {
+            const int in = L->in_dim, out = L->out_dim;
+            f = 2.0 * batch * in * out;
+            t[0] = time_gemm(false, true, batch, out, in, x, in, w, in, y, out, budget);  /* z = x w^T */
+            t[1] = time_gemm(true, false, out, in, batch, y, out, x, in, dw, in, budget); /* dw = dz^T x */
+            t[2] = l > 0 ? time_gemm(false, false, batch, in, out, y, out, w, in, z, in, budget) : 0.0; /* dx = dz w */
+            const int d[3][3] = {{batch, out, in}, {out, in, batch}, {batch, in, out}};
+            memcpy(shape, d, sizeof d);
+        } else if (L->kind == ND_LAYER_CONV) {
+            /* One GEMM per sample, as nd_conv_forward and nd_conv_backward. */
+            const int o = L->geom.out_c, ckk = L->fan_in, sp = L->geom.out_h * L->geom.out_w;
+            f = 2.0 * batch * o * ckk * sp;
+            t[0] = batch * time_gemm(false, false, o, sp, ckk, w, ckk, x, sp, y, sp, budget / batch);
+            t[1] = batch * time_gemm(false, true, o, ckk, sp, y, sp, x, sp, dw, ckk, budget / batch);
+            t[2] = l > 0 ? batch * time_gemm(true, false, ckk, sp, o, w, ckk, y, sp, z, sp, budget / batch) : 0.0;
+            const int d[3][3] = {{o, sp, ckk}, {o, ckk, sp}, {ckk, sp, o}};
+            memcpy(shape, d, sizeof d);
+            conv_call c = {m, L, batch, l == 0, x, y, z, dw};
+            const double kf = time_call(conv_forward, &c, budget), kb = time_call(conv_backward, &c, budget);
+            if (verbose)
+                printf("conv layer %d %dx%dx%d -> %dx%dx%d: whole kernels %.1f GFLOP/s forward (%.0f%% of its GEMMs'), "
+                       "%.1f backward (%.0f%%)\n",
+                       l, L->geom.c, L->geom.h, L->geom.w, o, L->geom.out_h, L->geom.out_w, f / kf * 1e-9,
+                       100.0 * t[0] / kf, (l > 0 ? 2 : 1) * f / kb * 1e-9, 100.0 * (t[1] + t[2]) / kb);
+        }
         for (int k = 0; k < 3; ++k) {
             if (t[k] == 0.0) continue;
             flops += f, seconds += t[k];
             if (verbose)
-                printf("gemm layer %d %-11s %4d x %4d x %4d: %7.1f GFLOP/s\n", l, names[k], k == 1 ? out : batch,
-                       k == 0 ? out : in,
-                       k == 0       ? in
-                           : k == 1 ? batch
-                                    : out,
-                       f / t[k] * 1e-9);
+                printf("gemm layer %d %-11s %4d x %4d x %4d%s: %7.1f GFLOP/s\n", l, names[k], shape[k][0], shape[k][1],
+                       shape[k][2], L->kind == ND_LAYER_CONV ? " per sample" : "", f / t[k] * 1e-9);
         }
     }
     return flops / seconds * 1e-9;
@@ -149,11 +207,14 @@ nd_status nd_cmd_bench(nd_comm *comm, int argc, char **argv, nd_error *err) {
     int widths[ND_MAX_LAYERS];
     const int hidden = nd_parse_widths(c.hidden, widths, ND_MAX_LAYERS - 1);
     if (hidden < 0) return ND_FAIL(err, ND_ERR_ARG, "--hidden: '%s' is not a list of positive widths", c.hidden);
+    char why[200];
+    nd_model_spec spec;
+    nd_model_spec_plain(&spec, c.inputs, widths, hidden, (nd_activation){ND_ACT_RELU, 0.0f}, c.outputs);
+    if (c.arch[0] && nd_arch_parse(c.arch, (nd_activation){ND_ACT_RELU, 0.0f}, &spec, why, sizeof why) != 0)
+        return ND_FAIL(err, ND_ERR_ARG, "--arch '%s': %s", c.arch, why);
     if (c.batch < 1 || c.threads < 1 || c.iters < 1 || !(c.seconds > 0.0f) || c.bucket_kb < 1)
         return ND_FAIL(err, ND_ERR_ARG,
                        "bench: --batch, --threads, --iters, --seconds and --bucket-kb must be positive");
-    nd_model_spec spec;
-    nd_model_spec_plain(&spec, c.inputs, widths, hidden, (nd_activation){ND_ACT_RELU, 0.0f}, c.outputs);
     nd_model m;
     nd_status st = nd_model_create(&m, &spec, c.batch, err);
     const size_t widest = (size_t)c.batch * (size_t)m.max_width;

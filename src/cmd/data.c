@@ -32,6 +32,7 @@ typedef struct {
     bool multilabel;
     float separation;
     uint64_t seed;
+    char image[64];
 } synth_config;
 
 #define FS(type, field) ND_CLI_FIELD(type, synth_config, field)
@@ -47,6 +48,7 @@ static const nd_cli_option synth_options[] = {
     {"targets", FS(INT, targets), "0", "K > 0: y is N x K float targets (x . u_k / sqrt(D) + noise) instead of labels"},
     {"multilabel", FS(BOOL, multilabel), "false", "with --targets: 0/1 attributes (the sign of x . u_k)"},
     {"seed", FS(U64, seed), "1", "seed"},
+    {"image", FS(STR, image), "", "CxHxW: record the rows as images of this shape (C H W = --features)"},
 };
 
 #define COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
@@ -82,6 +84,12 @@ nd_status nd_cmd_synth(int argc, char **argv, nd_error *err) {
                          .seed = c.seed,
                          .targets = c.targets,
                          .multilabel = c.multilabel};
+    char tail;
+    if (c.image[0] &&
+        (sscanf(c.image, "%dx%dx%d%c", &s.image[0], &s.image[1], &s.image[2], &tail) != 3 || s.image[0] <= 0 ||
+         s.image[1] <= 0 || s.image[2] <= 0))
+        return ND_FAIL(err, ND_ERR_ARG, "data synth: --image '%s' is not CxHxW with positive sizes, like 1x28x28",
+                       c.image);
     ND_TRY(nd_synth_write(&s, c.out, err));
     printf("wrote %ld train, %ld val, %ld test rows of %d features, %d classes to %s\n", c.rows, c.val_rows,
            c.test_rows, c.features, c.classes, c.out);

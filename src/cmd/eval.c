@@ -134,7 +134,10 @@ nd_status nd_cmd_eval(nd_comm *comm, int argc, char **argv, nd_error *err) {
     const int k = info.spec.num_classes, cols = info.spec.input_dim;
     float *mean = nd_buffer_alloc((size_t)cols), *inv_std = nd_buffer_alloc((size_t)cols);
     double *counts = calloc((size_t)k * k + 3, sizeof(double)); /* loss, hits, rows, confusion */
-    nd_status st = nd_model_create(&model, &info.spec, c.eval_batch, err);
+    /* A convolutional net holds about a megabyte of activations a sample:
+     * chunks of at most 128 rows (its GEMMs are per sample anyway). */
+    const int chunk = nd_spec_is_convolutional(&info.spec) && c.eval_batch > 128 ? 128 : c.eval_batch;
+    nd_status st = nd_model_create(&model, &info.spec, chunk, err);
     if (st == ND_OK && (!mean || !inv_std || !counts)) st = ND_FAIL(err, ND_ERR_NOMEM, "eval: out of memory");
     if (st == ND_OK && rank == 0) st = nd_checkpoint_read(c.checkpoint, &model, NULL, mean, inv_std, NULL, &info, err);
     st = nd_comm_agree(comm, st, err);
@@ -146,8 +149,8 @@ nd_status nd_cmd_eval(nd_comm *comm, int argc, char **argv, nd_error *err) {
     if (st == ND_OK) {
         nd_normalize_apply(shard.x, (size_t)shard.rows, cols, mean, inv_std);
         double *confusion = counts + 3;
-        for (int off = 0; off < shard.rows; off += c.eval_batch) {
-            const int nb = shard.rows - off < c.eval_batch ? shard.rows - off : c.eval_batch;
+        for (int off = 0; off < shard.rows; off += chunk) {
+            const int nb = shard.rows - off < chunk ? shard.rows - off : chunk;
             const float *logits = nd_model_forward(&model, shard.x + (size_t)off * cols, nb, NULL);
             nd_loss_stats ls = nd_softmax_ce(NULL, logits, shard.y + off, nb, k);
             counts[0] += ls.loss_sum;

@@ -53,7 +53,8 @@ nd_status nd_small_batch_load(nd_small_batch *s, int argc, char **argv, const ch
     const long parts = s->info.train.rows / rows > 1 ? s->info.train.rows / rows : 1;
     ND_TRY(nd_shard_read_parts(s->cfg.data, "train", 0, 1, (int)(parts > 1 << 20 ? 1 << 20 : parts),
                                s->info.num_classes, &s->sh, err));
-    nd_status st = nd_train_model_spec(&s->cfg, s->sh.cols, s->k, &s->spec, err);
+    const nd_image_shape image = {s->info.image_c, s->info.image_h, s->info.image_w};
+    nd_status st = nd_train_model_spec(&s->cfg, s->sh.cols, image, s->k, &s->spec, err);
     if (st == ND_OK) st = normalize_rows(s, err);
     if (st != ND_OK) nd_small_batch_free(s);
     return st;

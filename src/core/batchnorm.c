@@ -6,12 +6,13 @@
 #include <string.h>
 
 #include "nndist/layers.h"
+#include "plane_sums.h"
 
 /* s1 (n) += sums of x (batch x n x spatial) per feature, s2 (n) += sums of
  * squares. Dense features (spatial 1) add row by row, contiguous in x; a
- * channel's plane is summed in double first, since a plane of a few hundred
- * values would otherwise lose the low bits of its mean before the square
- * is taken off. The order is fixed either way. */
+ * channel's planes are summed by nd_plane_sum_dot and added in double, so
+ * that a channel of thousands of values keeps the low bits of its mean
+ * before the square is taken off. The order is fixed either way. */
 static void feature_sums(const float *x, float *s1, float *s2, int batch, int n, int spatial) {
     if (spatial == 1) {
         for (int i = 0; i < batch; ++i) {
@@ -24,7 +25,7 @@ static void feature_sums(const float *x, float *s1, float *s2, int batch, int n,
         double a = 0.0, b = 0.0;
         for (int i = 0; i < batch; ++i) {
             const float *r = x + ((size_t)i * n + j) * spatial;
-            for (int s = 0; s < spatial; ++s) a += r[s], b += (double)r[s] * r[s];
+            nd_plane_sum_dot(r, r, (size_t)spatial, &a, &b);
         }
         s1[j] = (float)a, s2[j] = (float)b;
     }
@@ -53,11 +54,13 @@ int nd_bn_forward_train(float *x, float *xhat, float *inv_std, float *sums, cons
                 r[j] = gamma[j] * h[j] + beta[j];
             }
         else
-            for (int j = 0; j < n; ++j)
-                for (int s = 0; s < spatial; ++s, ++r, ++h) {
-                    *h = (*r - s1[j]) * inv_std[j];
-                    *r = gamma[j] * *h + beta[j];
+            for (int j = 0; j < n; ++j, r += spatial, h += spatial) {
+                const float mean = s1[j], inv = inv_std[j], g = gamma[j], b = beta[j];
+                for (int s = 0; s < spatial; ++s) {
+                    h[s] = (r[s] - mean) * inv;
+                    r[s] = g * h[s] + b;
                 }
+            }
     }
     return 0;
 }
@@ -85,7 +88,7 @@ int nd_bn_backward(float *dy, float *dgamma, float *dbeta, float *sums, const fl
             double a = 0.0, b = 0.0;
             for (int i = 0; i < batch; ++i) {
                 const float *d = dy + ((size_t)i * n + j) * spatial, *h = xhat + ((size_t)i * n + j) * spatial;
-                for (int s = 0; s < spatial; ++s) a += d[s], b += (double)d[s] * h[s];
+                nd_plane_sum_dot(d, h, (size_t)spatial, &a, &b);
             }
             sdy[j] = (float)a, sdyx[j] = (float)b;
         }
@@ -104,8 +107,10 @@ int nd_bn_backward(float *dy, float *dgamma, float *dbeta, float *sums, const fl
         if (spatial == 1)
             for (int j = 0; j < n; ++j) d[j] = gamma[j] * inv_std[j] * (d[j] - sdy[j] - h[j] * sdyx[j]);
         else
-            for (int j = 0; j < n; ++j)
-                for (int s = 0; s < spatial; ++s, ++d, ++h) *d = gamma[j] * inv_std[j] * (*d - sdy[j] - *h * sdyx[j]);
+            for (int j = 0; j < n; ++j, d += spatial, h += spatial) {
+                const float scale = gamma[j] * inv_std[j], mean_dy = sdy[j], mean_dyx = sdyx[j];
+                for (int s = 0; s < spatial; ++s) d[s] = scale * (d[s] - mean_dy - h[s] * mean_dyx);
+            }
     }
     return 0;
 }

@@ -7,6 +7,7 @@
 #include "nndist/blas.h"
 #include "nndist/layers.h"
 #include "nndist/rng.h"
+#include "plane_sums.h"
 
 int nd_conv_geom_finish(nd_conv_geom *g) {
     if (g->kernel < 1 || g->stride < 1 || g->pad < 0 || g->h + 2 * g->pad < g->kernel || g->w + 2 * g->pad < g->kernel)
@@ -41,8 +42,9 @@ void nd_im2col(float *col, const float *x, const nd_conv_geom *g) {
                         const int lo = g->pad - kj > 0 ? g->pad - kj : 0;
                         int hi = g->w + g->pad - kj;
                         if (hi > ow) hi = ow;
+                        const int shift = kj - g->pad; /* rows are short: a loop beats memcpy's call */
                         for (int xo = 0; xo < lo; ++xo) out[xo] = 0.0f;
-                        if (hi > lo) memcpy(out + lo, in + lo - g->pad + kj, sizeof(float) * (hi - lo));
+                        for (int xo = lo; xo < hi; ++xo) out[xo] = in[xo + shift];
                         for (int xo = hi > lo ? hi : lo; xo < ow; ++xo) out[xo] = 0.0f;
                     } else {
                         for (int xo = 0; xo < ow; ++xo) {
@@ -60,11 +62,22 @@ void nd_col2im_add(float *dx, const float *col, const nd_conv_geom *g) {
         for (int ki = 0; ki < k; ++ki)
             for (int kj = 0; kj < k; ++kj) {
                 const float *row = col + (((size_t)c * k + ki) * k + kj) * oh * ow;
+                /* the output columns whose input column lies inside the image */
+                int lo = 0, hi = ow;
+                if (g->stride == 1) {
+                    lo = g->pad - kj > 0 ? g->pad - kj : 0;
+                    hi = g->w + g->pad - kj < ow ? g->w + g->pad - kj : ow;
+                }
                 for (int y = 0; y < oh; ++y) {
                     const int iy = y * g->stride - g->pad + ki;
                     if (iy < 0 || iy >= g->h) continue;
                     float *out = dx + ((size_t)c * g->h + iy) * g->w;
                     const float *in = row + (size_t)y * ow;
+                    if (g->stride == 1) { /* a shifted, contiguous add */
+                        const int shift = kj - g->pad;
+                        for (int xo = lo; xo < hi; ++xo) out[xo + shift] += in[xo];
+                        continue;
+                    }
                     for (int xo = 0; xo < ow; ++xo) {
                         const int ix = xo * g->stride - g->pad + kj;
                         if (ix >= 0 && ix < g->w) out[ix] += in[xo];
@@ -73,24 +86,30 @@ void nd_col2im_add(float *dx, const float *col, const nd_conv_geom *g) {
             }
 }
 
-void nd_conv_forward(float *out, const float *x, const float *w, const float *b, nd_activation act, float *col,
+void nd_conv_forward(float *out, const float *x, const float *w, const float *b, nd_activation act, float *cols,
                      const nd_conv_geom *g, int batch) {
     const int ckk = g->c * g->kernel * g->kernel, spatial = g->out_h * g->out_w;
     const size_t in_len = (size_t)g->c * g->h * g->w, out_len = (size_t)g->out_c * spatial;
+    const size_t col_len = nd_conv_col_floats(g);
     for (int i = 0; i < batch; ++i) {
         const float *xi = x + i * in_len;
         float *oi = out + i * out_len;
-        const float *cols = xi;
-        if (!is_pointwise(g)) {
-            nd_im2col(col, xi, g);
-            cols = col;
+        const float *col = xi;
+        if (col_len) {
+            nd_im2col(cols, xi, g);
+            col = cols;
         }
-        /* out_i (out_c x spatial) = w (out_c x ckk) * cols (ckk x spatial) */
-        nd_sgemm(false, false, g->out_c, spatial, ckk, 1.0f, w, ckk, cols, spatial, 0.0f, oi, spatial);
+        /* out_i (out_c x spatial) = w (out_c x ckk) * col (ckk x spatial) */
+        nd_sgemm(false, false, g->out_c, spatial, ckk, 1.0f, w, ckk, col, spatial, 0.0f, oi, spatial);
         for (int o = 0; o < g->out_c; ++o) {
             float *row = oi + (size_t)o * spatial;
-            for (int s = 0; s < spatial; ++s) row[s] += b[o];
-            nd_activation_forward(row, (size_t)spatial, act);
+            const float bias = b[o];
+            if (act.kind == ND_ACT_RELU) /* one pass: bias and ReLU */
+                for (int s = 0; s < spatial; ++s) row[s] = row[s] + bias > 0.0f ? row[s] + bias : 0.0f;
+            else {
+                for (int s = 0; s < spatial; ++s) row[s] += bias;
+                nd_activation_forward(row, (size_t)spatial, act);
+            }
         }
     }
 }
@@ -102,37 +121,35 @@ void nd_conv_backward_bias(float *dout, const float *out, float *db, nd_activati
     nd_activation_backward(dout, out, n, act);
     for (int o = 0; o < g->out_c; ++o) { /* per channel in double, in a fixed order */
         double sum = 0.0;
-        for (int i = 0; i < batch; ++i) {
-            const float *d = dout + ((size_t)i * g->out_c + o) * spatial;
-            for (int s = 0; s < spatial; ++s) sum += d[s];
-        }
+        for (int i = 0; i < batch; ++i)
+            sum += nd_plane_sum(dout + ((size_t)i * g->out_c + o) * spatial, (size_t)spatial);
         db[o] += (float)sum;
     }
 }
 
-void nd_conv_backward(float *dx, float *dw, const float *dout, const float *x, const float *w, float *col,
+void nd_conv_backward(float *dx, float *dw, const float *dout, const float *x, const float *w, float *scratch,
                       const nd_conv_geom *g, int batch) {
     const int ckk = g->c * g->kernel * g->kernel, spatial = g->out_h * g->out_w;
     const size_t in_len = (size_t)g->c * g->h * g->w, out_len = (size_t)g->out_c * spatial;
-    const int pointwise = is_pointwise(g);
+    const size_t col_len = nd_conv_col_floats(g);
     for (int i = 0; i < batch; ++i) {
         const float *di = dout + i * out_len;
-        const float *cols = x + i * in_len;
-        if (!pointwise) {
-            nd_im2col(col, cols, g);
-            cols = col;
+        const float *col = x + i * in_len;
+        if (col_len) {
+            nd_im2col(scratch, col, g);
+            col = scratch;
         }
-        /* dw (out_c x ckk) += d_i (out_c x spatial) * cols^T (spatial x ckk) */
-        nd_sgemm(false, true, g->out_c, ckk, spatial, 1.0f, di, spatial, cols, spatial, 1.0f, dw, ckk);
+        /* dw (out_c x ckk) += d_i (out_c x spatial) * col^T (spatial x ckk) */
+        nd_sgemm(false, true, g->out_c, ckk, spatial, 1.0f, di, spatial, col, spatial, 1.0f, dw, ckk);
         if (!dx) continue;
         float *dxi = dx + i * in_len;
-        /* dcols (ckk x spatial) = w^T (ckk x out_c) * d_i (out_c x spatial), scattered back */
-        if (pointwise) {
+        /* dcol (ckk x spatial) = w^T (ckk x out_c) * d_i (out_c x spatial), scattered back */
+        if (!col_len) {
             nd_sgemm(true, false, ckk, spatial, g->out_c, 1.0f, w, ckk, di, spatial, 0.0f, dxi, spatial);
         } else {
-            nd_sgemm(true, false, ckk, spatial, g->out_c, 1.0f, w, ckk, di, spatial, 0.0f, col, spatial);
+            nd_sgemm(true, false, ckk, spatial, g->out_c, 1.0f, w, ckk, di, spatial, 0.0f, scratch, spatial);
             memset(dxi, 0, sizeof(float) * in_len);
-            nd_col2im_add(dxi, col, g);
+            nd_col2im_add(dxi, scratch, g);
         }
     }
 }
@@ -149,24 +166,28 @@ static size_t window_argmax(const float *plane, const nd_conv_geom *g, int y, in
     return best;
 }
 
-void nd_maxpool_forward(float *out, const float *x, const nd_conv_geom *g, int batch) {
-    const size_t planes = (size_t)batch * g->c, in_plane = (size_t)g->h * g->w;
+void nd_maxpool_forward(float *out, int *arg, const float *x, const nd_conv_geom *g, int batch) {
+    const size_t planes = (size_t)batch * g->c, in_plane = (size_t)g->h * g->w, out_plane = (size_t)g->out_h * g->out_w;
     for (size_t p = 0; p < planes; ++p) {
         const float *xp = x + p * in_plane;
-        float *op = out + p * g->out_h * g->out_w;
+        float *op = out + p * out_plane;
         for (int y = 0; y < g->out_h; ++y)
-            for (int xo = 0; xo < g->out_w; ++xo) op[y * g->out_w + xo] = xp[window_argmax(xp, g, y, xo)];
+            for (int xo = 0; xo < g->out_w; ++xo) {
+                const size_t at = window_argmax(xp, g, y, xo);
+                op[y * g->out_w + xo] = xp[at];
+                if (arg) arg[p * out_plane + (size_t)y * g->out_w + xo] = (int)at;
+            }
     }
 }
 
-void nd_maxpool_backward(float *dx, const float *dout, const float *x, const nd_conv_geom *g, int batch) {
-    const size_t planes = (size_t)batch * g->c, in_plane = (size_t)g->h * g->w;
+void nd_maxpool_backward(float *dx, const float *dout, const int *arg, const nd_conv_geom *g, int batch) {
+    const size_t planes = (size_t)batch * g->c, in_plane = (size_t)g->h * g->w, out_plane = (size_t)g->out_h * g->out_w;
     memset(dx, 0, sizeof(float) * planes * in_plane);
     for (size_t p = 0; p < planes; ++p) {
-        const float *xp = x + p * in_plane, *dp = dout + p * g->out_h * g->out_w;
+        const float *dp = dout + p * out_plane;
+        const int *ap = arg + p * out_plane;
         float *dxp = dx + p * in_plane;
-        for (int y = 0; y < g->out_h; ++y)
-            for (int xo = 0; xo < g->out_w; ++xo) dxp[window_argmax(xp, g, y, xo)] += dp[y * g->out_w + xo];
+        for (size_t o = 0; o < out_plane; ++o) dxp[ap[o]] += dp[o];
     }
 }
 
@@ -206,10 +227,7 @@ void nd_avgpool_backward(float *dx, const float *dout, const nd_conv_geom *g, in
 
 void nd_global_avgpool_forward(float *out, const float *x, int batch, int c, int spatial) {
     for (size_t p = 0; p < (size_t)batch * c; ++p) {
-        const float *xp = x + p * spatial;
-        double sum = 0.0;
-        for (int s = 0; s < spatial; ++s) sum += xp[s];
-        out[p] = (float)(sum / spatial);
+        out[p] = (float)(nd_plane_sum(x + p * spatial, (size_t)spatial) / spatial);
     }
 }
 

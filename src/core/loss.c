@@ -83,6 +83,34 @@ nd_loss_stats nd_softmax_ce(float *dlogits, const float *logits, const int *labe
     return st;
 }
 
+nd_loss_stats nd_loss_apply_mixup(nd_loss_kind kind, float *dout, const float *out, const int *labels, const float *lam,
+                                  int batch, int k) {
+    nd_loss_stats st = {0.0, 0.0};
+    if (kind != ND_LOSS_SOFTMAX_CE) return (nd_loss_stats){NAN, NAN}; /* refused at setup */
+    for (int i = 0; i < batch; ++i) {
+        const float *z = out + (size_t)i * k;
+        const int y = labels[i], y2 = labels[batch - 1 - i];
+        const double l = lam[i];
+        int arg = 0;
+        float zmax = z[0];
+        for (int c = 1; c < k; ++c)
+            if (z[c] > zmax) zmax = z[c], arg = c;
+        double sum = 0.0;
+        for (int c = 0; c < k; ++c) sum += exp((double)(z[c] - zmax));
+        const double lse = log(sum);
+        st.loss_sum += l * (lse - (double)(z[y] - zmax)) + (1.0 - l) * (lse - (double)(z[y2] - zmax));
+        st.correct += l * (arg == y) + (1.0 - l) * (arg == y2);
+        if (dout) {
+            float *d = dout + (size_t)i * k;
+            const double inv = 1.0 / sum;
+            for (int c = 0; c < k; ++c) d[c] = (float)(exp((double)(z[c] - zmax)) * inv);
+            d[y] -= (float)l;
+            d[y2] -= (float)(1.0 - l);
+        }
+    }
+    return st;
+}
+
 /* Multiclass SVM (CS231n's Weston-Watkins form), margin 1. */
 static nd_loss_stats hinge(float *dout, const float *out, const int *labels, int batch, int k, int squared) {
     nd_loss_stats st = {0.0, 0.0};

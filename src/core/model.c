@@ -21,6 +21,12 @@ void nd_model_spec_plain(nd_model_spec *spec, int input_dim, const int *widths, 
 
 static int is_image(nd_image_shape s) { return s.c > 0; }
 
+int nd_spec_is_convolutional(const nd_model_spec *spec) {
+    for (int l = 0; l < spec->num_hidden; ++l)
+        if (spec->hidden[l].kind != ND_LAYER_DENSE) return 1;
+    return 0;
+}
+
 /* The shapes of layer l from its spec and its input; one line naming the
  * layer and the shapes if it does not fit. */
 static nd_status shape_layer(nd_layer *L, int l, const nd_hidden_spec *h, nd_image_shape in, int in_dim,
@@ -288,6 +294,14 @@ static nd_status plan_workspace(nd_model *model, nd_error *err) {
     model->col = VIEW(cs);
     model->col_floats = col;
 #undef VIEW
+    size_t ints = 0;
+    nd_span args[ND_MAX_LAYERS];
+    for (int l = 0; l < model->num_layers; ++l)
+        args[l] = nd_span_reserve(&ints, model->layer[l].kind == ND_LAYER_MAXPOOL ? B * model->layer[l].out_dim : 0);
+    if (!(model->int_workspace = nd_buffer_alloc_i32(ints)))
+        return ND_FAIL(err, ND_ERR_NOMEM, "model: cannot allocate %zu pooling indices", ints);
+    for (int l = 0; l < model->num_layers; ++l)
+        model->pool_arg[l] = args[l].length ? model->int_workspace + args[l].offset : NULL;
     return ND_OK;
 }
 
@@ -329,6 +343,7 @@ void nd_model_destroy(nd_model *model) {
     nd_buffer_free(model->param);
     nd_buffer_free(model->grad);
     nd_buffer_free(model->workspace);
+    nd_buffer_free(model->int_workspace);
     memset(model, 0, sizeof *model);
 }
 

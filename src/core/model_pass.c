@@ -95,7 +95,9 @@ const float *nd_model_forward(nd_model *model, const float *x, int batch, const 
         case ND_LAYER_CONV:
             nd_conv_forward(z, in, p + L->w.offset, p + L->b.offset, fused_act(L), model->col, &L->geom, batch);
             break;
-        case ND_LAYER_MAXPOOL: nd_maxpool_forward(z, in, &L->geom, batch); break;
+        case ND_LAYER_MAXPOOL:
+            nd_maxpool_forward(z, model->trained ? model->pool_arg[l] : NULL, in, &L->geom, batch);
+            break;
         case ND_LAYER_AVGPOOL: nd_avgpool_forward(z, in, &L->geom, batch); break;
         case ND_LAYER_GLOBAL_POOL: nd_global_avgpool_forward(z, in, batch, L->geom.c, L->geom.h * L->geom.w); break;
         }
@@ -178,7 +180,7 @@ static void linear_backward(nd_model *m, int l, const float *in, float *d, float
         if (ready) ready(m->pass.ready_ctx, L->w.offset);
         return;
     case ND_LAYER_MAXPOOL:
-        if (din) nd_maxpool_backward(din, d, in, &L->geom, batch);
+        if (din) nd_maxpool_backward(din, d, m->pool_arg[l], &L->geom, batch);
         return;
     case ND_LAYER_AVGPOOL:
         if (din) nd_avgpool_backward(din, d, &L->geom, batch);

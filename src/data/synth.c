@@ -36,10 +36,11 @@ static void draw_targets(float *t, const float *x, long rows, int features, int 
 
 nd_status nd_synth_write(const nd_synth_config *cfg, const char *out, nd_error *err) {
     if (cfg->rows <= 0 || cfg->test_rows < 0 || cfg->val_rows < 0 || cfg->features <= 0 || cfg->classes < 2 ||
-        !(cfg->separation >= 0.0f) || cfg->targets < 0 || cfg->targets > 4096)
+        !(cfg->separation >= 0.0f) || cfg->targets < 0 || cfg->targets > 4096 ||
+        (cfg->image[0] > 0 && (long)cfg->image[0] * cfg->image[1] * cfg->image[2] != cfg->features))
         return ND_FAIL(err, ND_ERR_ARG,
                        "data synth: need --rows > 0, --test-rows >= 0, --val-rows >= 0, --features > 0, "
-                       "--classes >= 2, --separation >= 0, 0 <= --targets <= 4096");
+                       "--classes >= 2, --separation >= 0, 0 <= --targets <= 4096, --image C x H x W = --features");
     if (access(out, F_OK) == 0)
         return ND_FAIL(err, ND_ERR_ARG, "%s: already exists; data synth does not overwrite files", out);
     long most = cfg->rows;
@@ -68,6 +69,7 @@ nd_status nd_synth_write(const nd_synth_config *cfg, const char *out, nd_error *
         goto done;
     }
     if (!cfg->targets && (st = h5io_write_attr_int(f, "num_classes", cfg->classes, out, err)) != ND_OK) goto done;
+    if (cfg->image[0] > 0 && (st = h5io_write_attr_ints(f, "image_shape", cfg->image, 3, out, err)) != ND_OK) goto done;
     const char *names[3] = {"train", "test", "val"};
     const long counts[3] = {cfg->rows, cfg->test_rows, cfg->val_rows};
     for (int s = 0; s < 3 && st == ND_OK; ++s) {

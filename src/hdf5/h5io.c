@@ -253,13 +253,28 @@ nd_status h5io_read_array(hid_t file, const char *name, int ndims, const hsize_t
     if (!h5io_exists(file, name)) return ND_FAIL(err, ND_ERR_FORMAT, "%s: %s is missing", path, name);
     hid_t d = H5Dopen2(file, name, H5P_DEFAULT);
     if (d < 0) return ND_FAIL(err, ND_ERR_FORMAT, "%s: %s is not a readable dataset", path, name);
-    int nd = 0;
-    hsize_t got[2] = {0, 0};
-    nd_status st = h5io_shape(d, path, name, &nd, got, err);
-    if (st == ND_OK && (nd != ndims || got[0] != dims[0] || (ndims == 2 && got[1] != dims[1])))
-        st = ND_FAIL(err, ND_ERR_FORMAT, "%s: %s has shape %llu x %llu, expected %llu x %llu", path, name,
-                     (unsigned long long)got[0], (unsigned long long)(nd == 2 ? got[1] : 1),
-                     (unsigned long long)dims[0], (unsigned long long)(ndims == 2 ? dims[1] : 1));
+    /* Up to 4 dimensions (a convolution's weights); the shape must be the
+     * expected one exactly. */
+    hsize_t got[4] = {0, 0, 0, 0};
+    hid_t space = H5Dget_space(d);
+    const int nd = space < 0 ? -1 : H5Sget_simple_extent_ndims(space);
+    if (nd >= 0 && nd <= 4) H5Sget_simple_extent_dims(space, got, NULL);
+    if (space >= 0) H5Sclose(space);
+    int same = nd == ndims;
+    for (int i = 0; same && i < ndims; ++i) same = got[i] == dims[i];
+    nd_status st = ND_OK;
+    if (!same) {
+        char want[96], have[96];
+        size_t u = 0, v = 0;
+        for (int i = 0; i < ndims && u < sizeof want; ++i)
+            u += (size_t)snprintf(want + u, sizeof want - u, "%s%llu", i ? " x " : "", (unsigned long long)dims[i]);
+        if (nd < 0 || nd > 4) snprintf(have, sizeof have, "%d dimensions", nd);
+        else
+            for (int i = 0; i < nd && v < sizeof have; ++i)
+                v += (size_t)snprintf(have + v, sizeof have - v, "%s%llu", i ? " x " : "", (unsigned long long)got[i]);
+        st = ND_FAIL(err, ND_ERR_FORMAT, "%s: %s has shape %s, expected %s", path, name, nd == 0 ? "scalar" : have,
+                     want);
+    }
     if (st == ND_OK && H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
         st = ND_FAIL(err, ND_ERR_FORMAT, "%s: cannot read %s (damaged file?)", path, name);
     H5Dclose(d);

@@ -193,7 +193,7 @@ static nd_status worker_loop(nd_trainer *tr, nd_error *err) {
         nd_clock clock; /* (phases are a sync figure) */
         nd_clock_start(&clock, tr->state.phase);
         const double t0 = clock.t0;
-        nd_train_compute_gradient(tr, &tr->train, tr->order + (s++) * tr->cfg.batch, &clock);
+        nd_train_compute_gradient(tr, &tr->train, tr->order + (s++) * tr->cfg.batch, pass, &clock);
         nd_straggle_sleep(tr, clock.t0 - t0);
         char what[160];
         if (nd_guard_find(&tr->model, 0, NAN, what, sizeof what)) /* caught before it reaches a server */

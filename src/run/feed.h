@@ -55,6 +55,12 @@ extern const nd_feed_part nd_feed_memory, nd_feed_stream, nd_feed_blocks;
 /* The memory feed's scan of train (also the blocks feed's, whose rows are loaded). */
 nd_status nd_feed_scan_shard(nd_trainer *tr, nd_scan_kind kind, double *acc, nd_error *err);
 
+/* Gathers the step's rows idx (batch) of src into the trainer's batch
+ * buffers (features, labels or targets, global row ids), then applies the
+ * augmentation of the options, drawn by (seed, epoch, row id): whatever
+ * feed served the rows, each sample is transformed the same way. */
+void nd_feed_gather(nd_trainer *tr, const nd_shard *src, const int *idx, int epoch);
+
 /* The table: one entry per feed. */
 extern const nd_feed_part *const nd_feed_parts[ND_FEEDS];
 

@@ -19,16 +19,11 @@ static int reduce_over_ranks(void *ctx, float *buf, size_t n) {
     return st == ND_OK ? 0 : -1;
 }
 
-void nd_train_compute_gradient(nd_trainer *tr, const nd_shard *src, const int *idx, nd_clock *clock) {
+void nd_train_compute_gradient(nd_trainer *tr, const nd_shard *src, const int *idx, int epoch, nd_clock *clock) {
     nd_model *m = &tr->model;
     nd_exchange *x = &tr->exchange;
-    const int b = tr->cfg.batch, cols = tr->train.cols, k = tr->info.num_outputs;
-    for (int i = 0; i < b; ++i) {
-        memcpy(tr->xb + (size_t)i * cols, src->x + (size_t)idx[i] * cols, sizeof(float) * cols);
-        if (tr->tb) memcpy(tr->tb + (size_t)i * k, src->t + (size_t)idx[i] * k, sizeof(float) * k);
-        else tr->yb[i] = src->y[idx[i]];
-        tr->row_ids[i] = src->first_row + idx[i];
-    }
+    const int b = tr->cfg.batch, k = tr->info.num_outputs;
+    nd_feed_gather(tr, src, idx, epoch);
     /* Zeroed first: a training forward leaves batch-norm sums in the gradient. */
     nd_model_zero_grad(m);
     nd_clock_tick(clock, ND_PHASE_DATA);
@@ -39,7 +34,9 @@ void nd_train_compute_gradient(nd_trainer *tr, const nd_shard *src, const int *i
                           .reduce_ctx = tr};
     if (x->part && x->part->attach) x->part->attach(x->self, &x->env, &pass);
     const float *out = nd_model_forward(m, tr->xb, b, &pass);
-    nd_loss_stats ls = nd_loss_apply(tr->loss, nd_model_output_grad(m), out, tr->yb, tr->tb, b, k);
+    nd_loss_stats ls = tr->mixup_lam && tr->yb
+        ? nd_loss_apply_mixup(tr->loss, nd_model_output_grad(m), out, tr->yb, tr->mixup_lam, b, k)
+        : nd_loss_apply(tr->loss, nd_model_output_grad(m), out, tr->yb, tr->tb, b, k);
     m->grad[m->num_params + ND_TAIL_LOSS] = (float)ls.loss_sum;
     m->grad[m->num_params + ND_TAIL_CORRECT] = (float)ls.correct;
     if (tr->cfg.fault_nan_step == tr->state.step + 1 &&
@@ -52,7 +49,8 @@ void nd_train_compute_gradient(nd_trainer *tr, const nd_shard *src, const int *i
 }
 
 void nd_train_eval_sums(nd_trainer *tr, const nd_shard *shard, double sums[3]) {
-    const int eb = tr->cfg.eval_batch, cols = tr->info.train.cols, k = tr->info.num_outputs;
+    const int eb = tr->cfg.eval_batch < tr->model.max_batch ? tr->cfg.eval_batch : tr->model.max_batch;
+    const int cols = tr->info.train.cols, k = tr->info.num_outputs;
     sums[0] = sums[1] = 0.0;
     sums[2] = (double)shard->rows;
     for (int off = 0; off < shard->rows; off += eb) {

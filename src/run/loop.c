@@ -40,7 +40,7 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
             const nd_shard *rows;
             const int *idx;
             ND_TRY(feed->batch(tr, s, k, &rows, &idx, err)); /* waiting for a window counts as data time */
-            nd_train_compute_gradient(tr, rows, idx, &clock);
+            nd_train_compute_gradient(tr, rows, idx, epoch, &clock);
             if (m->pass_failed)
                 return ND_FAIL(err, ND_ERR_COMM, "rank %d: --sync-bn: a batch-norm allreduce failed", tr->rank);
             if (xp->accumulate) {

@@ -42,6 +42,16 @@ const nd_cli_option nd_train_options[] = {
     {"bn-eps", R(FLOAT, bn_eps, "> 0"), "1e-5", "batch norm: added to the variance"},
     {"dropout", R(FLOAT, dropout, "[0, 1)"), "0", "drop probability after every hidden activation (inverted dropout)"},
     {"input-dropout", R(FLOAT, input_dropout, "[0, 1)"), "0", "drop probability of the input features"},
+    {"augment-crop", R(INT, augment_crop, "[0, 64]"), "0",
+     "augmentation: a random crop of each training image padded by this many pixels (0: off)"},
+    {"augment-flip", F(BOOL, augment_flip), "false",
+     "augmentation: mirror each training image left-right with probability 1/2 (wrong for digits and text)"},
+    {"cutout", R(INT, cutout, "[0, 1024]"), "0",
+     "augmentation: erase a square of this side at a random place (0: off)"},
+    {"input-noise", R(FLOAT, input_noise, "[0, 100]"), "0",
+     "augmentation: add Gaussian noise of this std to the normalized inputs (0: off; any data)"},
+    {"mixup", R(FLOAT, mixup, "[0, 100]"), "0",
+     "augmentation: mix pairs of training samples and their labels, lambda ~ Beta(a, a) (0: off; softmax_ce or float targets)"},
     {"init", E(init, nd_init_names), "he",
      "weights: he (normal, sqrt(2/fan_in)), xavier (uniform), lecun (uniform), small (N(0,0.01^2))"},
     {"output-bias", E(output_bias, bias_names), "zero",
@@ -193,7 +203,8 @@ static nd_activation config_act(const nd_train_config *c) {
     return a;
 }
 
-nd_status nd_train_model_spec(const nd_train_config *c, int input_dim, int k, nd_model_spec *spec, nd_error *err) {
+nd_status nd_train_model_spec(const nd_train_config *c, int input_dim, nd_image_shape image, int k, nd_model_spec *spec,
+                              nd_error *err) {
     const nd_activation act = config_act(c);
     if (c->arch[0]) {
         char why[200];
@@ -202,6 +213,15 @@ nd_status nd_train_model_spec(const nd_train_config *c, int input_dim, int k, nd
         if (spec->input_dim != input_dim || spec->num_classes != k)
             return ND_FAIL(err, ND_ERR_ARG, "--arch '%s': takes %d inputs and gives %d outputs, the data has %d and %d",
                            c->arch, spec->input_dim, spec->num_classes, input_dim, k);
+        const nd_image_shape a = spec->image;
+        if (a.c > 0 && image.c == 0)
+            return ND_FAIL(err, ND_ERR_ARG,
+                           "--arch '%s': takes %dx%dx%d images, but the data has no image shape (give /train/x as "
+                           "N x C x H x W, or the root attribute image_shape; see data/README.md)",
+                           c->arch, a.c, a.h, a.w);
+        if (a.c > 0 && (a.c != image.c || a.h != image.h || a.w != image.w))
+            return ND_FAIL(err, ND_ERR_ARG, "--arch '%s': takes %dx%dx%d images, the data's are %dx%dx%d", c->arch, a.c,
+                           a.h, a.w, image.c, image.h, image.w);
     } else {
         int widths[ND_MAX_LAYERS];
         const int n = nd_parse_widths(c->hidden, widths, ND_MAX_LAYERS - 1);

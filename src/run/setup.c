@@ -43,6 +43,30 @@ static nd_status check_targets(const nd_trainer *tr, nd_error *err) {
     return ND_OK;
 }
 
+/* The augmentation options against the data and the loss. */
+static nd_status check_augment(nd_trainer *tr, nd_error *err) {
+    const nd_train_config *c = &tr->cfg;
+    tr->image = (nd_image_shape){tr->info.image_c, tr->info.image_h, tr->info.image_w};
+    tr->augment = (nd_augment_config){.crop_pad = c->augment_crop,
+                                      .flip = c->augment_flip,
+                                      .cutout = c->cutout,
+                                      .noise = c->input_noise,
+                                      .mixup = c->mixup};
+    const char *needs_image = c->augment_crop ? "--augment-crop"
+        : c->augment_flip                     ? "--augment-flip"
+        : c->cutout                           ? "--cutout"
+                                              : NULL;
+    if (needs_image && tr->image.c == 0)
+        return ND_FAIL(err, ND_ERR_ARG,
+                       "%s: %s has no image shape (give /train/x as N x C x H x W, or the root attribute image_shape; "
+                       "see data/README.md); --input-noise works on any data",
+                       needs_image, c->data);
+    if (c->mixup > 0.0f && !nd_loss_takes_targets(c->loss) && c->loss != ND_LOSS_SOFTMAX_CE)
+        return ND_FAIL(err, ND_ERR_ARG, "--mixup: takes softmax_ce or a loss of float targets, not --loss %s",
+                       nd_loss_name(c->loss));
+    return ND_OK;
+}
+
 /* Sync: every rank reads its block of every split. Async: the workers share
  * the training rows; server 0 evaluates, so it reads /test and /val whole. */
 static nd_status read_shards(nd_trainer *tr, nd_error *err) {
@@ -57,6 +81,7 @@ static nd_status read_shards(nd_trainer *tr, nd_error *err) {
         return ND_FAIL(err, ND_ERR_ARG, "--loss %s needs %s, but %s /train/y holds %s", nd_loss_name(c->loss),
                        tr->info.has_targets ? "class labels" : "float targets (N x K)", c->data,
                        tr->info.has_targets ? "float targets" : "class labels");
+    ND_TRY(check_augment(tr, err));
     if (tr->info.train.rows < tr->num_workers)
         return ND_FAIL(err, ND_ERR_DATA, "%s: /train has %ld rows, fewer than the %d %s", c->data, tr->info.train.rows,
                        tr->num_workers, tr->async ? "workers" : "ranks");
@@ -174,8 +199,13 @@ static nd_span update_slice(const nd_trainer *tr) {
 static nd_status build_model(nd_trainer *tr, nd_error *err) {
     const nd_train_config *c = &tr->cfg;
     nd_model_spec spec;
-    ND_TRY(nd_train_model_spec(c, tr->train.cols, tr->info.num_outputs, &spec, err));
-    const int max_batch = c->batch > c->eval_batch ? c->batch : c->eval_batch;
+    const nd_image_shape image = {tr->info.image_c, tr->info.image_h, tr->info.image_w};
+    ND_TRY(nd_train_model_spec(c, tr->train.cols, image, tr->info.num_outputs, &spec, err));
+    /* Evaluation goes through the model in chunks of up to max_batch rows.
+     * A convolutional net holds about a megabyte of activations a sample,
+     * so its chunks are the training batch, not --eval-batch: a batch of
+     * 1024 would take a gigabyte for nothing (its GEMMs are per sample). */
+    const int max_batch = c->batch > c->eval_batch || nd_spec_is_convolutional(&spec) ? c->batch : c->eval_batch;
     ND_TRY(nd_model_create(&tr->model, &spec, max_batch, err));
     nd_opt_config oc = {0};
     oc.kind = c->opt;
@@ -215,7 +245,10 @@ static nd_status build_model(nd_trainer *tr, nd_error *err) {
     if (tr->info.has_targets) tr->tb = nd_buffer_alloc((size_t)c->batch * tr->info.num_outputs);
     else tr->yb = nd_buffer_alloc_i32((size_t)c->batch);
     tr->row_ids = calloc((size_t)c->batch, sizeof(long));
-    if (!tr->order || !tr->xb || !(tr->yb || tr->tb) || !tr->row_ids)
+    if (nd_augment_per_sample(&tr->augment)) tr->augment_scratch = nd_buffer_alloc((size_t)tr->train.cols);
+    if (tr->augment.mixup > 0.0f) tr->mixup_lam = nd_buffer_alloc((size_t)c->batch);
+    if (!tr->order || !tr->xb || !(tr->yb || tr->tb) || !tr->row_ids ||
+        (nd_augment_per_sample(&tr->augment) && !tr->augment_scratch) || (tr->augment.mixup > 0.0f && !tr->mixup_lam))
         return ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate batch buffers for %d x %d", c->batch, tr->train.cols);
     if (c->ema > 0.0f && !(tr->ema = nd_buffer_alloc(tr->model.num_params)))
         return ND_FAIL(err, ND_ERR_NOMEM, "--ema: cannot allocate %zu floats", tr->model.num_params);
@@ -386,5 +419,7 @@ void nd_trainer_free(nd_trainer *tr) {
     nd_buffer_free(tr->yb);
     nd_buffer_free(tr->tb);
     free(tr->row_ids);
+    nd_buffer_free(tr->augment_scratch);
+    nd_buffer_free(tr->mixup_lam);
     free(tr);
 }

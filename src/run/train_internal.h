@@ -24,8 +24,9 @@ void nd_train_order_pass(nd_trainer *tr, int pass);
 
 /* Gradient (sum over the batch) of the rows idx (batch) of `rows` into
  * model.grad, loss sum and hit count in its tail, with the exchange's hooks
- * attached. Ticks the clock's data, forward and backward phases. */
-void nd_train_compute_gradient(nd_trainer *tr, const nd_shard *rows, const int *idx, nd_clock *clock);
+ * attached; the rows are augmented by (seed, epoch, row). Ticks the
+ * clock's data, forward and backward phases. */
+void nd_train_compute_gradient(nd_trainer *tr, const nd_shard *rows, const int *idx, int epoch, nd_clock *clock);
 
 /* Local loss sum, hit count and row count of shard (not collective). */
 void nd_train_eval_sums(nd_trainer *tr, const nd_shard *shard, double sums[3]);

@@ -3,6 +3,7 @@
 #ifndef NNDIST_TRAINER_H
 #define NNDIST_TRAINER_H
 
+#include "nndist/augment.h"
 #include "nndist/train.h"
 #include "exchange.h"
 #include "feed.h"
@@ -67,12 +68,16 @@ struct nd_trainer {
     nd_lr_schedule lr;
     int global_batch;
     long steps_per_epoch;
-    int threads;   /* BLAS threads in use */
-    int *order;    /* (train.rows) local row order of the current epoch */
-    float *xb;     /* (batch x cols) gathered batch */
-    int *yb;       /* (batch) labels, or NULL with a target loss */
-    float *tb;     /* (batch x outputs) targets of a regression/multi-label loss, or NULL */
-    long *row_ids; /* (batch) global sample index of each batch row (dropout masks) */
+    int threads;               /* BLAS threads in use */
+    int *order;                /* (train.rows) local row order of the current epoch */
+    float *xb;                 /* (batch x cols) gathered batch */
+    int *yb;                   /* (batch) labels, or NULL with a target loss */
+    float *tb;                 /* (batch x outputs) targets of a regression/multi-label loss, or NULL */
+    long *row_ids;             /* (batch) global sample index of each batch row (dropout masks) */
+    nd_augment_config augment; /* the training rows' transforms, from the options */
+    nd_image_shape image;      /* the data's image shape (all 0: none) */
+    float *augment_scratch;    /* (cols) one sample, when a per-sample transform is on */
+    float *mixup_lam;          /* (batch) each row's mixup weight, or NULL */
     nd_loss_kind loss;
     int async;                  /* --mode async or ssp: parameter servers */
     int num_servers;            /* K ranks 0..K-1 (0 in sync mode) */

@@ -18,7 +18,7 @@
  * as a cmocka group setup returns. */
 static int fault_write_data(const char *path, long rows, int features, int classes, uint64_t seed) {
     remove(path);
-    nd_synth_config s = {rows, 1000, 0, features, classes, 1.0f, seed, 0, 0};
+    nd_synth_config s = {rows, 1000, 0, features, classes, 1.0f, seed, 0, 0, {0, 0, 0}};
     nd_error err = {0};
     return nd_synth_write(&s, path, &err) == ND_OK ? 0 : -1;
 }

@@ -23,12 +23,8 @@
 
 /* 1 if arena index j belongs to an array (not alignment padding). */
 static int in_some_span(const nd_model *m, size_t j) {
-    for (int l = 0; l < m->num_layers; ++l) {
-        const nd_layer *L = &m->layer[l];
-        const nd_span spans[6] = {L->w, L->b, L->bn.gamma, L->bn.beta, L->bn.run_mean, L->bn.run_var};
-        for (int k = 0; k < 6; ++k)
-            if (spans[k].length && j >= spans[k].offset && j < spans[k].offset + spans[k].length) return 1;
-    }
+    for (int t = 0; t < m->num_tensors; ++t)
+        if (j >= m->tensor[t].span.offset && j < m->tensor[t].span.offset + m->tensor[t].span.length) return 1;
     return 0;
 }
 
@@ -38,12 +34,10 @@ typedef struct {
     float mean[6], inv_std[6];
 } state;
 
-/* A 6-(5,4)-3 model, batch norm in its first layer, with Adam state,
- * filled with seeded noise. */
-static void make_state(state *s, int hidden0, uint64_t seed) {
+/* A model of arch with Adam state, filled with seeded noise. */
+static void make_arch_state(state *s, const char *arch, uint64_t seed) {
     nd_model_spec spec;
-    char arch[64], why[128];
-    snprintf(arch, sizeof arch, "6-%d:bn:tanh:drop0.2-4:tanh-3", hidden0);
+    char why[128];
     assert_int_equal(nd_arch_parse(arch, (nd_activation){ND_ACT_RELU, 0.0f}, &spec, why, sizeof why), 0);
     nd_error err = {0};
     assert_int_equal(nd_model_create(&s->model, &spec, 2, &err), ND_OK);
@@ -60,6 +54,13 @@ static void make_state(state *s, int hidden0, uint64_t seed) {
         if (!in_some_span(&s->model, j)) s->model.param[j] = s->opt.m[j] = s->opt.v[j] = 0.0f;
     s->opt.step = 1234;
     for (int i = 0; i < 6; ++i) s->mean[i] = (float)i / 3, s->inv_std[i] = 1.0f + (float)i;
+}
+
+/* A 6-(5,4)-3 model, batch norm in its first layer. */
+static void make_state(state *s, int hidden0, uint64_t seed) {
+    char arch[64];
+    snprintf(arch, sizeof arch, "6-%d:bn:tanh:drop0.2-4:tanh-3", hidden0);
+    make_arch_state(s, arch, seed);
 }
 
 static void free_state(state *s) {
@@ -183,6 +184,55 @@ static void expect_refused(const char *path, int hidden0, nd_opt_kind kind, cons
         fail_msg("reading %s: want an error with '%s', got '%s'", path, needle, msg);
 }
 
+/* A convolutional net's arrays under their names, in PyTorch's shapes
+ * (nn.Conv2d's (out, in, kh, kw)), back bit for bit. */
+static void test_conv_round_trip(void **st) {
+    (void)st;
+    char path[512];
+    tmp(path, sizeof path, "conv.h5");
+    const char *arch = "1x2x3-c4k3p1:bn:relu-res(c6k3s2p1:bn:relu-c6k3p1:bn):relu-gap-3";
+    state a, b;
+    make_arch_state(&a, arch, 5);
+    make_arch_state(&b, arch, 6);
+    nd_ckpt_meta meta = sample_meta();
+    nd_error err = {0};
+    assert_int_equal(nd_checkpoint_write(path, &a.model, &a.opt, a.mean, a.inv_std, NULL, &meta, &err), ND_OK);
+    nd_ckpt_info info;
+    if (nd_checkpoint_read(path, &b.model, &b.opt, b.mean, b.inv_std, NULL, &info, &err) != ND_OK)
+        fail_msg("%s", err.msg);
+    assert_memory_equal(a.model.param, b.model.param, sizeof(float) * a.model.num_params);
+    assert_memory_equal(a.opt.v, b.opt.v, sizeof(float) * a.model.num_params);
+    assert_true(info.spec.image.c == 1 && info.spec.image.h == 2 && info.spec.image.w == 3);
+    static const struct {
+        const char *name;
+        int ndims;
+        hsize_t dims[4];
+    } arrays[] = {{"/model/conv0/W", 4, {4, 1, 3, 3}}, {"/model/conv0/b", 1, {4}},
+                  {"/model/bn0/running_var", 1, {4}},  {"/model/conv1/W", 4, {6, 4, 3, 3}},
+                  {"/model/proj2/W", 4, {6, 4, 1, 1}}, {"/model/projbn2/gamma", 1, {6}},
+                  {"/model/dense4/W", 2, {3, 6}},      {"/optimizer/m/conv2/W", 4, {6, 6, 3, 3}}};
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    for (size_t i = 0; i < sizeof arrays / sizeof arrays[0]; ++i) {
+        hid_t d = H5Dopen2(f, arrays[i].name, H5P_DEFAULT);
+        if (d < 0) fail_msg("%s is missing", arrays[i].name);
+        hid_t space = H5Dget_space(d);
+        hsize_t dims[4] = {0};
+        assert_int_equal(H5Sget_simple_extent_ndims(space), arrays[i].ndims);
+        H5Sget_simple_extent_dims(space, dims, NULL);
+        assert_memory_equal(dims, arrays[i].dims, sizeof(hsize_t) * (size_t)arrays[i].ndims);
+        H5Sclose(space);
+        H5Dclose(d);
+    }
+    H5Fclose(f);
+    /* Another architecture is refused by name. */
+    state c;
+    make_arch_state(&c, "1x2x3-c4k3p1:bn:relu-res(c6k3s2p1:bn:relu-c6k3p1:bn):relu-gap-ap1-3", 6);
+    assert_int_equal(nd_checkpoint_read(path, &c.model, &c.opt, c.mean, c.inv_std, NULL, &info, &err), ND_ERR_ARG);
+    assert_non_null(strstr(err.msg, "architecture"));
+    free_state(&a), free_state(&b), free_state(&c);
+}
+
 static void test_damaged_and_mismatched(void **st) {
     (void)st;
     char good[512], path[512];
@@ -302,9 +352,8 @@ static void test_prune_keeps_newest(void **st) {
 int main(void) {
     mkdir(NNDIST_TEST_TMP, 0777);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_trip_exact),
-        cmocka_unit_test(test_damaged_and_mismatched),
-        cmocka_unit_test(test_kill_during_write),
+        cmocka_unit_test(test_round_trip_exact),       cmocka_unit_test(test_conv_round_trip),
+        cmocka_unit_test(test_damaged_and_mismatched), cmocka_unit_test(test_kill_during_write),
         cmocka_unit_test(test_prune_keeps_newest),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

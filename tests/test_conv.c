@@ -41,7 +41,7 @@ static void check_conv(nd_conv_geom g, int batch) {
     float *dout = random_floats(batch * out_len, 4), *out = calloc(batch * out_len, sizeof(float));
     float *dw = calloc(wlen, sizeof(float)), *db = calloc(g.out_c, sizeof(float));
     float *dx = random_floats(batch * in_len, 5); /* overwritten, not added to */
-    float *col = calloc(nd_conv_col_floats(&g) + 1, sizeof(float));
+    float *col = calloc(nd_conv_scratch_floats(&g) + 1, sizeof(float));
     const nd_activation identity = {ND_ACT_IDENTITY, 0};
     nd_conv_forward(out, x, w, b, identity, col, &g, batch);
     double worst = 0.0;
@@ -394,7 +394,7 @@ static void test_channel_batch_norm(void **state) {
     float keep[B * C * S];
     memcpy(keep, x, sizeof keep);
     const float gamma[C] = {1.5f, 0.5f}, beta[C] = {0.1f, -0.2f};
-    assert_int_equal(nd_bn_forward_train(x, xhat, buf, buf + C, gamma, beta, 1e-5f, B, C, S, NULL, NULL), 0);
+    assert_int_equal(nd_bn_forward_train(x, xhat, buf, buf + C, gamma, beta, 1e-5f, B, C, S, 0, NULL, NULL), 0);
     for (int c = 0; c < C; ++c) {
         double mean = 0, var = 0;
         for (int i = 0; i < B; ++i)

@@ -80,10 +80,11 @@ void nd_maxout_backward(float *din, const float *dout, const float *in, int batc
  * (--sync-bn), so the statistics are those of the global batch. Then x
  * becomes gamma * xhat + beta with xhat = (x - mean) / sqrt(var + eps)
  * (biased variance), xhat (batch x n x spatial) and inv_std (n) are kept for
- * backward. Returns non-zero if reduce failed. */
+ * backward; relu: then max(0, .), in the same pass. Returns non-zero if
+ * reduce failed. */
 typedef int (*nd_reduce_fn)(void *ctx, float *buf, size_t n);
 int nd_bn_forward_train(float *x, float *xhat, float *inv_std, float *sums, const float *gamma, const float *beta,
-                        float eps, int batch, int n, int spatial, nd_reduce_fn reduce, void *ctx);
+                        float eps, int batch, int n, int spatial, int relu, nd_reduce_fn reduce, void *ctx);
 
 /* Inference: x = gamma * (x - mean) / sqrt(var + eps) + beta with the
  * running statistics mean (n) and var (n). */
@@ -93,9 +94,12 @@ void nd_bn_forward_eval(float *x, const float *gamma, const float *beta, const f
 /* dy (batch x n x spatial): dL/d(output) on entry, dL/dx on return. dgamma, dbeta (n)
  * are accumulated into. sums (2n+1) is scratch; with reduce the two sums
  * over the batch are added across ranks and the count covers the global batch.
- * Returns non-zero if reduce failed. */
+ * relu_out (batch x n x spatial, the output of a ReLU after this batch norm)
+ * or NULL: dy first becomes 0 where it is 0. Returns non-zero if reduce
+ * failed. */
 int nd_bn_backward(float *dy, float *dgamma, float *dbeta, float *sums, const float *xhat, const float *inv_std,
-                   const float *gamma, int batch, int n, int spatial, nd_reduce_fn reduce, void *ctx);
+                   const float *gamma, const float *relu_out, int batch, int n, int spatial, nd_reduce_fn reduce,
+                   void *ctx);
 
 /* Inverted dropout of x (batch x n) into out, with mask (batch x n) set to
  * 0 or 1/(1-p): out = x * mask, so the expected activation is unchanged and
@@ -122,6 +126,10 @@ int nd_conv_geom_finish(nd_conv_geom *g);
 /* Floats of the column buffer a convolution needs: (c kernel^2) x (out_h out_w). */
 size_t nd_conv_col_floats(const nd_conv_geom *g);
 
+/* Floats of the scratch nd_conv_forward and nd_conv_backward take: the
+ * columns of one sample, or more for the input gradient's own columns. */
+size_t nd_conv_scratch_floats(const nd_conv_geom *g);
+
 /* col (c k k x out_h out_w) = the receptive field of every output pixel of
  * one sample x (c x h x w), zeros where the window covers padding. */
 void nd_im2col(float *col, const float *x, const nd_conv_geom *g);
@@ -132,7 +140,7 @@ void nd_col2im_add(float *dx, const float *col, const nd_conv_geom *g);
 
 /* out (batch x out_c x out_h x out_w) = act(conv(x (batch x c x h x w), w) + b)
  * with w (out_c x c x k x k), b (out_c); col is scratch of
- * nd_conv_col_floats(g). One GEMM per sample through the BLAS wrapper. */
+ * nd_conv_scratch_floats(g). One GEMM per sample through the BLAS wrapper. */
 void nd_conv_forward(float *out, const float *x, const float *w, const float *b, nd_activation act, float *col,
                      const nd_conv_geom *g, int batch);
 
@@ -143,12 +151,14 @@ void nd_conv_backward_bias(float *dout, const float *out, float *db, nd_activati
                            int batch);
 
 /* dw (out_c x c k k) += sum over samples of dout_i * im2col(x_i)^T; then,
- * if dx is not NULL, dx (batch x c x h x w) = the input gradient. col is
- * scratch of nd_conv_col_floats(g): the columns are made again rather than
- * kept from forward, which measured no faster (a batch's columns do not
- * stay in the caches; one sample's do) and would cost ~100 MB at batch 64.
- * The samples are added in order, so the result does not depend on
- * anything but the batch. */
+ * if dx is not NULL, dx (batch x c x h x w) = the input gradient: at
+ * stride 1 as the convolution of dout with the flipped, transposed
+ * weights (one GEMM into dx), otherwise the columns' gradient scattered
+ * back by col2im. col is scratch of nd_conv_scratch_floats(g); the columns
+ * are made again rather than kept from forward, which measured no faster
+ * (a batch's columns do not stay in the caches, one sample's do) and would
+ * cost ~100 MB at batch 64. The samples are added in order, so the result
+ * does not depend on anything but the batch. */
 void nd_conv_backward(float *dx, float *dw, const float *dout, const float *x, const float *w, float *col,
                       const nd_conv_geom *g, int batch);
 

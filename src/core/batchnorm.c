@@ -32,7 +32,7 @@ static void feature_sums(const float *x, float *s1, float *s2, int batch, int n,
 }
 
 int nd_bn_forward_train(float *x, float *xhat, float *inv_std, float *sums, const float *gamma, const float *beta,
-                        float eps, int batch, int n, int spatial, nd_reduce_fn reduce, void *ctx) {
+                        float eps, int batch, int n, int spatial, int relu, nd_reduce_fn reduce, void *ctx) {
     float *s1 = sums, *s2 = sums + n;
     memset(sums, 0, sizeof(float) * (2 * (size_t)n + 1));
     feature_sums(x, s1, s2, batch, n, spatial);
@@ -52,14 +52,22 @@ int nd_bn_forward_train(float *x, float *xhat, float *inv_std, float *sums, cons
             for (int j = 0; j < n; ++j) {
                 h[j] = (r[j] - s1[j]) * inv_std[j];
                 r[j] = gamma[j] * h[j] + beta[j];
+                if (relu) r[j] = r[j] > 0.0f ? r[j] : 0.0f;
             }
         else
             for (int j = 0; j < n; ++j, r += spatial, h += spatial) {
                 const float mean = s1[j], inv = inv_std[j], g = gamma[j], b = beta[j];
-                for (int s = 0; s < spatial; ++s) {
-                    h[s] = (r[s] - mean) * inv;
-                    r[s] = g * h[s] + b;
-                }
+                if (relu)
+                    for (int s = 0; s < spatial; ++s) {
+                        h[s] = (r[s] - mean) * inv;
+                        const float v = g * h[s] + b;
+                        r[s] = v > 0.0f ? v : 0.0f;
+                    }
+                else
+                    for (int s = 0; s < spatial; ++s) {
+                        h[s] = (r[s] - mean) * inv;
+                        r[s] = g * h[s] + b;
+                    }
             }
     }
     return 0;
@@ -75,9 +83,12 @@ void nd_bn_forward_eval(float *x, const float *gamma, const float *beta, const f
 }
 
 int nd_bn_backward(float *dy, float *dgamma, float *dbeta, float *sums, const float *xhat, const float *inv_std,
-                   const float *gamma, int batch, int n, int spatial, nd_reduce_fn reduce, void *ctx) {
+                   const float *gamma, const float *relu_out, int batch, int n, int spatial, nd_reduce_fn reduce,
+                   void *ctx) {
     float *sdy = sums, *sdyx = sums + n;
     memset(sums, 0, sizeof(float) * (2 * (size_t)n + 1));
+    if (relu_out) /* the ReLU after the batch norm, in the same pass as the sums where they are per plane */
+        for (size_t i = 0; spatial == 1 && i < (size_t)batch * n; ++i) dy[i] = relu_out[i] > 0.0f ? dy[i] : 0.0f;
     if (spatial == 1) {
         for (int i = 0; i < batch; ++i) {
             const float *d = dy + (size_t)i * n, *h = xhat + (size_t)i * n;
@@ -87,7 +98,12 @@ int nd_bn_backward(float *dy, float *dgamma, float *dbeta, float *sums, const fl
         for (int j = 0; j < n; ++j) {
             double a = 0.0, b = 0.0;
             for (int i = 0; i < batch; ++i) {
-                const float *d = dy + ((size_t)i * n + j) * spatial, *h = xhat + ((size_t)i * n + j) * spatial;
+                float *d = dy + ((size_t)i * n + j) * spatial;
+                const float *h = xhat + ((size_t)i * n + j) * spatial;
+                if (relu_out) {
+                    const float *y = relu_out + ((size_t)i * n + j) * spatial;
+                    for (int s = 0; s < spatial; ++s) d[s] = y[s] > 0.0f ? d[s] : 0.0f;
+                }
                 nd_plane_sum_dot(d, h, (size_t)spatial, &a, &b);
             }
             sdy[j] = (float)a, sdyx[j] = (float)b;

@@ -24,12 +24,93 @@ size_t nd_conv_col_floats(const nd_conv_geom *g) {
     return is_pointwise(g) ? 0 : (size_t)g->c * g->kernel * g->kernel * g->out_h * g->out_w;
 }
 
+/* The input gradient of a stride-1 convolution is itself a convolution:
+ * of dout (out_c x out_h x out_w) with the weights flipped in space and
+ * transposed in channels, padded by k - 1 - pad. As a GEMM on dout's
+ * columns it writes dx at once, where the other way (the columns'
+ * gradient, then col2im) adds every value k^2 times into a cleared dx. */
+static int transposed_input_grad(const nd_conv_geom *g) {
+    return g->stride == 1 && g->pad <= g->kernel - 1 && !is_pointwise(g);
+}
+
+static nd_conv_geom transposed_geom(const nd_conv_geom *g) {
+    nd_conv_geom t = {.c = g->out_c,
+                      .h = g->out_h,
+                      .w = g->out_w,
+                      .out_c = g->c,
+                      .kernel = g->kernel,
+                      .stride = 1,
+                      .pad = g->kernel - 1 - g->pad};
+    nd_conv_geom_finish(&t); /* out_h = h, out_w = w */
+    return t;
+}
+
+size_t nd_conv_scratch_floats(const nd_conv_geom *g) {
+    size_t n = nd_conv_col_floats(g);
+    if (transposed_input_grad(g)) {
+        const nd_conv_geom t = transposed_geom(g);
+        const size_t tc = nd_conv_col_floats(&t) + (size_t)g->c * g->out_c * g->kernel * g->kernel;
+        if (tc > n) n = tc;
+    }
+    return n;
+}
+
 void nd_im2col(float *col, const float *x, const nd_conv_geom *g) {
     const int k = g->kernel, oh = g->out_h, ow = g->out_w;
     for (int c = 0; c < g->c; ++c)
         for (int ki = 0; ki < k; ++ki)
             for (int kj = 0; kj < k; ++kj) {
                 float *row = col + (((size_t)c * k + ki) * k + kj) * oh * ow;
+                if (g->stride == 1 && ow == g->w) {
+                    /* "same" padding: the rows of input channel c that the window
+                     * row ki covers, shifted by kj - pad, are one contiguous run
+                     * of the plane: one long copy, then the values that wrapped
+                     * around from the neighbouring row set to the padding's 0 */
+                    const int shift = kj - g->pad, w = g->w;
+                    const int ylo = g->pad - ki > 0 ? g->pad - ki : 0;
+                    const int yhi = g->h + g->pad - ki < oh ? g->h + g->pad - ki : oh;
+                    if (yhi <= ylo) {
+                        memset(row, 0, sizeof(float) * oh * ow);
+                        continue;
+                    }
+                    memset(row, 0, sizeof(float) * ylo * ow);
+                    memset(row + (size_t)yhi * ow, 0, sizeof(float) * (size_t)(oh - yhi) * ow);
+                    const float *plane = x + (size_t)c * g->h * w;
+                    /* out[y][x] = plane[(y - pad + ki) w + x + shift] for y in [ylo, yhi):
+                     * the run may start or end one shift outside the plane, where
+                     * only zeros belong */
+                    long from = (long)(ylo - g->pad + ki) * w + shift, n = (long)(yhi - ylo) * ow;
+                    float *out = row + (size_t)ylo * ow;
+                    long skip = from < 0 ? -from : 0, tail = from + n > (long)g->h * w ? from + n - (long)g->h * w : 0;
+                    for (long q = 0; q < skip; ++q) out[q] = 0.0f;
+                    memcpy(out + skip, plane + from + skip, sizeof(float) * (size_t)(n - skip - tail));
+                    for (long q = n - tail; q < n; ++q) out[q] = 0.0f;
+                    for (int y = ylo; y < yhi; ++y) {
+                        float *r = row + (size_t)y * ow;
+                        for (int q = 0; q < -shift; ++q) r[q] = 0.0f;
+                        for (int q = ow - shift; q < ow; ++q) r[q] = 0.0f;
+                    }
+                    continue;
+                }
+                if (g->stride == 1) {
+                    /* each output row is the input row shifted by kj - pad, zeros
+                     * at the ends; the bounds hold for every row */
+                    const int shift = kj - g->pad, lo = shift < 0 ? -shift : 0;
+                    const int hi = g->w - shift < ow ? g->w - shift : ow;
+                    for (int y = 0; y < oh; ++y) {
+                        const int iy = y - g->pad + ki;
+                        float *out = row + (size_t)y * ow;
+                        if (iy < 0 || iy >= g->h) {
+                            memset(out, 0, sizeof(float) * ow);
+                            continue;
+                        }
+                        const float *in = x + ((size_t)c * g->h + iy) * g->w;
+                        for (int xo = 0; xo < lo; ++xo) out[xo] = 0.0f;
+                        for (int xo = lo; xo < hi; ++xo) out[xo] = in[xo + shift];
+                        for (int xo = hi > lo ? hi : lo; xo < ow; ++xo) out[xo] = 0.0f;
+                    }
+                    continue;
+                }
                 for (int y = 0; y < oh; ++y) {
                     const int iy = y * g->stride - g->pad + ki;
                     float *out = row + (size_t)y * ow;
@@ -38,19 +119,9 @@ void nd_im2col(float *col, const float *x, const nd_conv_geom *g) {
                         continue;
                     }
                     const float *in = x + ((size_t)c * g->h + iy) * g->w;
-                    if (g->stride == 1) { /* a shifted copy with zeros at both ends */
-                        const int lo = g->pad - kj > 0 ? g->pad - kj : 0;
-                        int hi = g->w + g->pad - kj;
-                        if (hi > ow) hi = ow;
-                        const int shift = kj - g->pad; /* rows are short: a loop beats memcpy's call */
-                        for (int xo = 0; xo < lo; ++xo) out[xo] = 0.0f;
-                        for (int xo = lo; xo < hi; ++xo) out[xo] = in[xo + shift];
-                        for (int xo = hi > lo ? hi : lo; xo < ow; ++xo) out[xo] = 0.0f;
-                    } else {
-                        for (int xo = 0; xo < ow; ++xo) {
-                            const int ix = xo * g->stride - g->pad + kj;
-                            out[xo] = ix >= 0 && ix < g->w ? in[ix] : 0.0f;
-                        }
+                    for (int xo = 0; xo < ow; ++xo) {
+                        const int ix = xo * g->stride - g->pad + kj;
+                        out[xo] = ix >= 0 && ix < g->w ? in[ix] : 0.0f;
                     }
                 }
             }
@@ -99,18 +170,15 @@ void nd_conv_forward(float *out, const float *x, const float *w, const float *b,
             nd_im2col(cols, xi, g);
             col = cols;
         }
-        /* out_i (out_c x spatial) = w (out_c x ckk) * col (ckk x spatial) */
-        nd_sgemm(false, false, g->out_c, spatial, ckk, 1.0f, w, ckk, col, spatial, 0.0f, oi, spatial);
+        /* out_i (out_c x spatial) = b + w (out_c x ckk) * col (ckk x spatial):
+         * the bias first, so the GEMM adds onto it (beta 1) and skips its
+         * own pass that clears the output */
         for (int o = 0; o < g->out_c; ++o) {
             float *row = oi + (size_t)o * spatial;
-            const float bias = b[o];
-            if (act.kind == ND_ACT_RELU) /* one pass: bias and ReLU */
-                for (int s = 0; s < spatial; ++s) row[s] = row[s] + bias > 0.0f ? row[s] + bias : 0.0f;
-            else {
-                for (int s = 0; s < spatial; ++s) row[s] += bias;
-                nd_activation_forward(row, (size_t)spatial, act);
-            }
+            for (int s = 0; s < spatial; ++s) row[s] = b[o];
         }
+        nd_sgemm(false, false, g->out_c, spatial, ckk, 1.0f, w, ckk, col, spatial, 1.0f, oi, spatial);
+        nd_activation_forward(oi, out_len, act);
     }
 }
 
@@ -129,9 +197,18 @@ void nd_conv_backward_bias(float *dout, const float *out, float *db, nd_activati
 
 void nd_conv_backward(float *dx, float *dw, const float *dout, const float *x, const float *w, float *scratch,
                       const nd_conv_geom *g, int batch) {
-    const int ckk = g->c * g->kernel * g->kernel, spatial = g->out_h * g->out_w;
+    const int k = g->kernel, ckk = g->c * k * k, spatial = g->out_h * g->out_w;
     const size_t in_len = (size_t)g->c * g->h * g->w, out_len = (size_t)g->out_c * spatial;
     const size_t col_len = nd_conv_col_floats(g);
+    const int transposed = dx && transposed_input_grad(g);
+    const nd_conv_geom t = transposed ? transposed_geom(g) : *g;
+    const int okk = g->out_c * k * k;
+    float *wt = scratch + (transposed ? nd_conv_col_floats(&t) : 0); /* (c x out_c k k) */
+    if (transposed)                                                  /* wt[c][o][ki][kj] = w[o][c][k-1-ki][k-1-kj] */
+        for (int o = 0; o < g->out_c; ++o)
+            for (int c = 0; c < g->c; ++c)
+                for (int q = 0; q < k * k; ++q)
+                    wt[((size_t)c * g->out_c + o) * k * k + q] = w[((size_t)o * g->c + c) * k * k + (k * k - 1 - q)];
     for (int i = 0; i < batch; ++i) {
         const float *di = dout + i * out_len;
         const float *col = x + i * in_len;
@@ -143,10 +220,12 @@ void nd_conv_backward(float *dx, float *dw, const float *dout, const float *x, c
         nd_sgemm(false, true, g->out_c, ckk, spatial, 1.0f, di, spatial, col, spatial, 1.0f, dw, ckk);
         if (!dx) continue;
         float *dxi = dx + i * in_len;
-        /* dcol (ckk x spatial) = w^T (ckk x out_c) * d_i (out_c x spatial), scattered back */
-        if (!col_len) {
+        if (transposed) { /* dx_i (c x h w) = wt (c x okk) * im2col'(d_i) (okk x h w) */
+            nd_im2col(scratch, di, &t);
+            nd_sgemm(false, false, g->c, g->h * g->w, okk, 1.0f, wt, okk, scratch, g->h * g->w, 0.0f, dxi, g->h * g->w);
+        } else if (!col_len) { /* pointwise: dx_i = w^T (c x out_c) * d_i */
             nd_sgemm(true, false, ckk, spatial, g->out_c, 1.0f, w, ckk, di, spatial, 0.0f, dxi, spatial);
-        } else {
+        } else { /* dcol (ckk x spatial) = w^T (ckk x out_c) * d_i (out_c x spatial), scattered back */
             nd_sgemm(true, false, ckk, spatial, g->out_c, 1.0f, w, ckk, di, spatial, 0.0f, scratch, spatial);
             memset(dxi, 0, sizeof(float) * in_len);
             nd_col2im_add(dxi, scratch, g);
@@ -168,6 +247,27 @@ static size_t window_argmax(const float *plane, const nd_conv_geom *g, int y, in
 
 void nd_maxpool_forward(float *out, int *arg, const float *x, const nd_conv_geom *g, int batch) {
     const size_t planes = (size_t)batch * g->c, in_plane = (size_t)g->h * g->w, out_plane = (size_t)g->out_h * g->out_w;
+    if (g->kernel == 2 && g->stride == 2) { /* the common window, unrolled; the same choice on ties */
+        for (size_t p = 0; p < planes; ++p) {
+            const float *xp = x + p * in_plane;
+            float *op = out + p * out_plane;
+            int *ap = arg ? arg + p * out_plane : NULL;
+            for (int y = 0; y < g->out_h; ++y) {
+                const float *r0 = xp + (size_t)2 * y * g->w, *r1 = r0 + g->w;
+                for (int xo = 0; xo < g->out_w; ++xo) {
+                    const int c0 = 2 * xo;
+                    int at = c0;
+                    float best = r0[c0];
+                    if (r0[c0 + 1] > best) best = r0[c0 + 1], at = c0 + 1;
+                    if (r1[c0] > best) best = r1[c0], at = g->w + c0;
+                    if (r1[c0 + 1] > best) best = r1[c0 + 1], at = g->w + c0 + 1;
+                    op[y * g->out_w + xo] = best;
+                    if (ap) ap[y * g->out_w + xo] = 2 * y * g->w + at;
+                }
+            }
+        }
+        return;
+    }
     for (size_t p = 0; p < planes; ++p) {
         const float *xp = x + p * in_plane;
         float *op = out + p * out_plane;

@@ -262,8 +262,8 @@ static nd_status plan_workspace(nd_model *model, nd_error *err) {
         if (L->out_dim > widest) widest = L->out_dim;
         if (L->in_dim > widest) widest = L->in_dim;
         if (L->res_from >= 0 && model->layer[L->res_from].in_dim > skip) skip = model->layer[L->res_from].in_dim;
-        if (L->kind == ND_LAYER_CONV && nd_conv_col_floats(&L->geom) > col) col = nd_conv_col_floats(&L->geom);
-        if (L->proj && nd_conv_col_floats(&L->proj_geom) > col) col = nd_conv_col_floats(&L->proj_geom);
+        if (L->kind == ND_LAYER_CONV && nd_conv_scratch_floats(&L->geom) > col) col = nd_conv_scratch_floats(&L->geom);
+        if (L->proj && nd_conv_scratch_floats(&L->proj_geom) > col) col = nd_conv_scratch_floats(&L->proj_geom);
     }
     nd_span d0 = nd_span_reserve(&acts, B * widest), d1 = nd_span_reserve(&acts, B * widest);
     nd_span sg = nd_span_reserve(&acts, B * skip), cs = nd_span_reserve(&acts, col);

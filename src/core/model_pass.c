@@ -37,20 +37,21 @@ static const float *dropout(nd_model *m, int slot, const float *x, int batch, in
     return m->drop_out[slot];
 }
 
-/* Batch norm of x (batch x channels x spatial) in place: on a training
- * pass with the batch's statistics, whose share rides in the gradient
+/* Batch norm of x (batch x channels x spatial) in place, then a ReLU if
+ * relu: on a training pass with the batch's statistics, whose share rides in the gradient
  * buffer's statistics region for the running averages; otherwise with the
  * running statistics. */
-static void bn_forward(nd_model *m, const nd_bn_site *bn, float *x, float *xhat, float *buf, int batch) {
+static void bn_forward(nd_model *m, const nd_bn_site *bn, float *x, float *xhat, float *buf, int relu, int batch) {
     const float *p = m->param;
     if (!m->trained) {
         nd_bn_forward_eval(x, p + bn->gamma.offset, p + bn->beta.offset, p + bn->run_mean.offset,
                            p + bn->run_var.offset, m->spec.bn_eps, batch, bn->channels, bn->spatial);
+        if (relu) nd_activation_forward(x, (size_t)batch * bn->channels * bn->spatial, (nd_activation){ND_ACT_RELU, 0});
         return;
     }
     float *sums = buf + bn->channels;
     if (nd_bn_forward_train(x, xhat, buf, sums, p + bn->gamma.offset, p + bn->beta.offset, m->spec.bn_eps, batch,
-                            bn->channels, bn->spatial, m->pass.reduce, m->pass.reduce_ctx) != 0)
+                            bn->channels, bn->spatial, relu, m->pass.reduce, m->pass.reduce_ctx) != 0)
         m->pass_failed = 1;
     /* For the running statistics, this rank's share of the batch sums rides
      * in the gradient buffer, so the step's one allreduce adds them (sums
@@ -74,7 +75,7 @@ static const float *skip_forward(nd_model *m, int l, const float *x, int batch) 
     const float *p = m->param;
     nd_conv_forward(m->proj[l], in, p + L->proj_w.offset, p + L->proj_b.offset, (nd_activation){ND_ACT_IDENTITY, 0},
                     m->col, &L->proj_geom, batch);
-    if (L->proj_bn.channels) bn_forward(m, &L->proj_bn, m->proj[l], m->proj_xhat[l], m->proj_bn_buf[l], batch);
+    if (L->proj_bn.channels) bn_forward(m, &L->proj_bn, m->proj[l], m->proj_xhat[l], m->proj_bn_buf[l], 0, batch);
     return m->proj[l];
 }
 
@@ -102,8 +103,9 @@ const float *nd_model_forward(nd_model *model, const float *x, int batch, const 
         case ND_LAYER_GLOBAL_POOL: nd_global_avgpool_forward(z, in, batch, L->geom.c, L->geom.h * L->geom.w); break;
         }
         if (L->batch_norm) {
-            bn_forward(model, &L->bn, z, model->xhat[l], model->bn_buf[l], batch);
-            nd_activation_forward(z, (size_t)batch * L->out_dim, L->act);
+            const int relu = L->act.kind == ND_ACT_RELU; /* fused into the normalization's pass */
+            bn_forward(model, &L->bn, z, model->xhat[l], model->bn_buf[l], relu, batch);
+            if (!relu) nd_activation_forward(z, (size_t)batch * L->out_dim, L->act);
         }
         if (L->act.kind == ND_ACT_MAXOUT) nd_maxout_forward(model->act[l], z, batch, L->width, L->pieces);
         if (L->res_from >= 0) { /* act = res_act(body output + skip) */
@@ -139,7 +141,7 @@ static void skip_backward(nd_model *m, int l, const float *x, const float *d, fl
     if (L->proj_bn.channels) {
         const nd_bn_site *bn = &L->proj_bn;
         if (nd_bn_backward(scratch, g + bn->gamma.offset, g + bn->beta.offset, m->proj_bn_buf[l] + bn->channels,
-                           m->proj_xhat[l], m->proj_bn_buf[l], m->param + bn->gamma.offset, batch, bn->channels,
+                           m->proj_xhat[l], m->proj_bn_buf[l], m->param + bn->gamma.offset, NULL, batch, bn->channels,
                            bn->spatial, m->pass.reduce, m->pass.reduce_ctx) != 0)
             m->pass_failed = 1;
     }
@@ -212,14 +214,15 @@ void nd_model_backward(nd_model *model, const float *x, int batch) {
             nd_maxout_backward(model->delta[1 - cur], d, model->z[l], batch, L->width, L->pieces);
             cur = 1 - cur;
             d = model->delta[cur];
-        } else if (L->batch_norm) {
+        } else if (L->batch_norm && L->act.kind != ND_ACT_RELU) { /* a ReLU is fused into bn's backward */
             nd_activation_backward(d, model->z[l], nz, L->act);
         }
         if (L->batch_norm) {
             const nd_bn_site *bn = &L->bn;
+            const float *relu_out = L->act.kind == ND_ACT_RELU ? model->z[l] : NULL;
             if (nd_bn_backward(d, g + bn->gamma.offset, g + bn->beta.offset, model->bn_buf[l] + bn->channels,
-                               model->xhat[l], model->bn_buf[l], model->param + bn->gamma.offset, batch, bn->channels,
-                               bn->spatial, model->pass.reduce, model->pass.reduce_ctx) != 0)
+                               model->xhat[l], model->bn_buf[l], model->param + bn->gamma.offset, relu_out, batch,
+                               bn->channels, bn->spatial, model->pass.reduce, model->pass.reduce_ctx) != 0)
                 model->pass_failed = 1;
         }
         float *din = l > 0 ? model->delta[1 - cur] : NULL;

@@ -44,12 +44,13 @@ void fx_attr_f64s(hid_t file, const char *name, int n, const double *values) {
     attr_array(file, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, n, values);
 }
 
+/* A dataset of the given shape and types; dcpl H5P_DEFAULT or a chunked layout. */
 static hid_t write_any(hid_t file, const char *name, hid_t ftype, hid_t mtype, int ndims, const hsize_t *dims,
-                       const void *data) {
+                       hid_t dcpl, const void *data) {
     hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
     H5Pset_create_intermediate_group(lcpl, 1);
     hid_t s = H5Screate_simple(ndims, dims, NULL);
-    hid_t d = H5Dcreate2(file, name, ftype, s, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t d = H5Dcreate2(file, name, ftype, s, lcpl, dcpl, H5P_DEFAULT);
     if (d < 0) {
         fprintf(stderr, "fixture: cannot create %s\n", name);
         abort();
@@ -61,37 +62,27 @@ static hid_t write_any(hid_t file, const char *name, hid_t ftype, hid_t mtype, i
 }
 
 void fx_write_f32(hid_t file, const char *name, int ndims, const hsize_t *dims, const float *data) {
-    H5Dclose(write_any(file, name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, ndims, dims, data));
+    H5Dclose(write_any(file, name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, ndims, dims, H5P_DEFAULT, data));
 }
 
 void fx_write_f64(hid_t file, const char *name, int ndims, const hsize_t *dims, const double *data) {
-    H5Dclose(write_any(file, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, ndims, dims, data));
+    H5Dclose(write_any(file, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, ndims, dims, H5P_DEFAULT, data));
 }
 
 void fx_write_i32(hid_t file, const char *name, int ndims, const hsize_t *dims, const int *data) {
-    H5Dclose(write_any(file, name, H5T_STD_I32LE, H5T_NATIVE_INT, ndims, dims, data));
+    H5Dclose(write_any(file, name, H5T_STD_I32LE, H5T_NATIVE_INT, ndims, dims, H5P_DEFAULT, data));
 }
 
 void fx_write_f32_chunked(hid_t file, const char *name, int ndims, const hsize_t *dims, const hsize_t *chunk,
                           const float *data) {
-    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE), dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    H5Pset_create_intermediate_group(lcpl, 1);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
     H5Pset_chunk(dcpl, ndims, chunk);
-    hid_t s = H5Screate_simple(ndims, dims, NULL);
-    hid_t d = H5Dcreate2(file, name, H5T_IEEE_F32LE, s, lcpl, dcpl, H5P_DEFAULT);
-    if (d < 0) {
-        fprintf(stderr, "fixture: cannot create %s\n", name);
-        abort();
-    }
-    H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
-    H5Dclose(d);
-    H5Sclose(s);
+    H5Dclose(write_any(file, name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, ndims, dims, dcpl, data));
     H5Pclose(dcpl);
-    H5Pclose(lcpl);
 }
 
 void fx_write_u8(hid_t file, const char *name, int ndims, const hsize_t *dims, const unsigned char *data, float scale) {
-    hid_t d = write_any(file, name, H5T_STD_U8LE, H5T_NATIVE_UCHAR, ndims, dims, data);
+    hid_t d = write_any(file, name, H5T_STD_U8LE, H5T_NATIVE_UCHAR, ndims, dims, H5P_DEFAULT, data);
     hid_t s = H5Screate(H5S_SCALAR);
     hid_t a = H5Acreate2(d, "scale", H5T_IEEE_F32LE, s, H5P_DEFAULT, H5P_DEFAULT);
     H5Awrite(a, H5T_NATIVE_FLOAT, &scale);

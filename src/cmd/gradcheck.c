@@ -10,7 +10,9 @@
 #include "nndist/rng.h"
 #include "small_batch.h"
 
-enum { CHECK_ROWS = 8, SAMPLES_PER_GROUP = 40 };
+/* A convolutional net's double-precision reference is direct loops over
+ * every pixel: fewer rows and samples keep it to seconds. */
+enum { CHECK_ROWS = 8, SAMPLES_PER_GROUP = 40, CONV_ROWS = 2, CONV_SAMPLES_PER_GROUP = 12 };
 #define STEP 1e-5
 static const char *verdict(double e) {
     return e < 1e-7                    ? "excellent"
@@ -27,7 +29,9 @@ nd_status nd_cmd_gradcheck(int argc, char **argv, nd_error *err) {
                                "usage: nndist gradcheck --data FILE [train options]   (see docs/training.md)",
                                CHECK_ROWS, &help, err));
     if (help) return ND_OK;
-    const int rows = s.sh.rows < CHECK_ROWS ? s.sh.rows : CHECK_ROWS;
+    const int conv = nd_spec_is_convolutional(&s.spec);
+    const int want = conv ? CONV_ROWS : CHECK_ROWS, samples = conv ? CONV_SAMPLES_PER_GROUP : SAMPLES_PER_GROUP;
+    const int rows = s.sh.rows < want ? s.sh.rows : want;
     nd_model m;
     nd_status st = nd_small_batch_model(&s, &s.spec, rows, &m, err);
     if (st != ND_OK) {
@@ -46,7 +50,7 @@ nd_status nd_cmd_gradcheck(int argc, char **argv, nd_error *err) {
     nd_model_backward(&m, s.sh.x, rows);
     nd_gradcheck_group groups[ND_GRADCHECK_MAX_GROUPS];
     const int n = nd_gradcheck_run(&m, m.grad, s.sh.x, rows, s.loss, nd_small_batch_labels(&s, 0),
-                                   nd_small_batch_targets(&s, 0), SAMPLES_PER_GROUP, s.cfg.seed, STEP,
+                                   nd_small_batch_targets(&s, 0), samples, s.cfg.seed, STEP,
                                    s.cfg.weight_decay > 0 ? s.cfg.weight_decay : 1e-3, s.cfg.l1 > 0 ? s.cfg.l1 : 1e-3,
                                    groups);
     char arch[512];

@@ -59,27 +59,33 @@ double nd_loss_expected_initial(nd_loss_kind kind, int k) {
     }
 }
 
+/* One row z (k) of softmax cross-entropy against lam of label y and
+ * 1 - lam of label y2 (mixup; plain: y2 = y, lam 1, which gives the same
+ * bits); d (k, or NULL) receives the gradient. Stable for large logits
+ * (log-sum-exp around the row maximum). */
+static void softmax_row(const float *z, int k, int y, int y2, double lam, float *d, nd_loss_stats *st) {
+    int arg = 0;
+    float zmax = z[0];
+    for (int c = 1; c < k; ++c)
+        if (z[c] > zmax) zmax = z[c], arg = c;
+    double sum = 0.0;
+    for (int c = 0; c < k; ++c) sum += exp((double)(z[c] - zmax));
+    /* -log softmax_y = log(sum exp(z - zmax)) - (z_y - zmax) */
+    const double lse = log(sum);
+    st->loss_sum += lam * (lse - (double)(z[y] - zmax)) + (1.0 - lam) * (lse - (double)(z[y2] - zmax));
+    st->correct += lam * (arg == y) + (1.0 - lam) * (arg == y2);
+    if (!d) return;
+    const double inv = 1.0 / sum;
+    for (int c = 0; c < k; ++c) d[c] = (float)(exp((double)(z[c] - zmax)) * inv);
+    d[y] -= (float)lam;
+    d[y2] -= (float)(1.0 - lam);
+}
+
 nd_loss_stats nd_softmax_ce(float *dlogits, const float *logits, const int *labels, int batch, int classes) {
     nd_loss_stats st = {0.0, 0.0};
-    for (int i = 0; i < batch; ++i) {
-        const float *z = logits + (size_t)i * classes;
-        int arg = 0;
-        float zmax = z[0];
-        for (int c = 1; c < classes; ++c)
-            if (z[c] > zmax) zmax = z[c], arg = c;
-        double sum = 0.0;
-        for (int c = 0; c < classes; ++c) sum += exp((double)(z[c] - zmax));
-        const int y = labels[i];
-        /* -log softmax_y = log(sum exp(z - zmax)) - (z_y - zmax) */
-        st.loss_sum += log(sum) - (double)(z[y] - zmax);
-        st.correct += (arg == y);
-        if (dlogits) {
-            float *d = dlogits + (size_t)i * classes;
-            const double inv = 1.0 / sum;
-            for (int c = 0; c < classes; ++c) d[c] = (float)(exp((double)(z[c] - zmax)) * inv);
-            d[y] -= 1.0f;
-        }
-    }
+    for (int i = 0; i < batch; ++i)
+        softmax_row(logits + (size_t)i * classes, classes, labels[i], labels[i], 1.0,
+                    dlogits ? dlogits + (size_t)i * classes : NULL, &st);
     return st;
 }
 
@@ -87,27 +93,9 @@ nd_loss_stats nd_loss_apply_mixup(nd_loss_kind kind, float *dout, const float *o
                                   int batch, int k) {
     nd_loss_stats st = {0.0, 0.0};
     if (kind != ND_LOSS_SOFTMAX_CE) return (nd_loss_stats){NAN, NAN}; /* refused at setup */
-    for (int i = 0; i < batch; ++i) {
-        const float *z = out + (size_t)i * k;
-        const int y = labels[i], y2 = labels[batch - 1 - i];
-        const double l = lam[i];
-        int arg = 0;
-        float zmax = z[0];
-        for (int c = 1; c < k; ++c)
-            if (z[c] > zmax) zmax = z[c], arg = c;
-        double sum = 0.0;
-        for (int c = 0; c < k; ++c) sum += exp((double)(z[c] - zmax));
-        const double lse = log(sum);
-        st.loss_sum += l * (lse - (double)(z[y] - zmax)) + (1.0 - l) * (lse - (double)(z[y2] - zmax));
-        st.correct += l * (arg == y) + (1.0 - l) * (arg == y2);
-        if (dout) {
-            float *d = dout + (size_t)i * k;
-            const double inv = 1.0 / sum;
-            for (int c = 0; c < k; ++c) d[c] = (float)(exp((double)(z[c] - zmax)) * inv);
-            d[y] -= (float)l;
-            d[y2] -= (float)(1.0 - l);
-        }
-    }
+    for (int i = 0; i < batch; ++i)
+        softmax_row(out + (size_t)i * k, k, labels[i], labels[batch - 1 - i], lam[i],
+                    dout ? dout + (size_t)i * k : NULL, &st);
     return st;
 }
 

@@ -108,12 +108,15 @@ nd_status h5io_read_attr_double(hid_t obj, const char *attr, const char *path, c
     return st;
 }
 
-static nd_status write_attr(hid_t obj, const char *attr, hid_t type, const void *value, const char *path,
-                            nd_error *err) {
+/* Writes attr of obj: n values (n 0: one scalar) stored as ftype, read from
+ * memory as mtype; an existing attribute of that name is replaced. */
+static nd_status write_attr(hid_t obj, const char *attr, hid_t ftype, hid_t mtype, const void *value, int n,
+                            const char *path, nd_error *err) {
     if (H5Aexists(obj, attr) > 0) H5Adelete(obj, attr);
-    hid_t space = H5Screate(H5S_SCALAR);
-    hid_t a = H5Acreate2(obj, attr, type, space, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t rc = a >= 0 ? H5Awrite(a, type, value) : -1;
+    const hsize_t dims[1] = {(hsize_t)n};
+    hid_t space = n > 0 ? H5Screate_simple(1, dims, NULL) : H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(obj, attr, ftype, space, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t rc = a >= 0 ? H5Awrite(a, mtype, value) : -1;
     char cause[160] = "";
     if (rc < 0) h5io_cause(cause, sizeof cause);
     if (a >= 0) H5Aclose(a);
@@ -123,29 +126,19 @@ static nd_status write_attr(hid_t obj, const char *attr, hid_t type, const void 
 }
 
 nd_status h5io_write_attr_int(hid_t obj, const char *attr, int value, const char *path, nd_error *err) {
-    return write_attr(obj, attr, H5T_NATIVE_INT, &value, path, err);
+    return write_attr(obj, attr, H5T_NATIVE_INT, H5T_NATIVE_INT, &value, 0, path, err);
 }
 
 nd_status h5io_write_attr_double(hid_t obj, const char *attr, double value, const char *path, nd_error *err) {
-    return write_attr(obj, attr, H5T_NATIVE_DOUBLE, &value, path, err);
+    return write_attr(obj, attr, H5T_NATIVE_DOUBLE, H5T_NATIVE_DOUBLE, &value, 0, path, err);
 }
 
 nd_status h5io_write_attr_float(hid_t obj, const char *attr, float value, const char *path, nd_error *err) {
-    return write_attr(obj, attr, H5T_NATIVE_FLOAT, &value, path, err);
+    return write_attr(obj, attr, H5T_NATIVE_FLOAT, H5T_NATIVE_FLOAT, &value, 0, path, err);
 }
 
 nd_status h5io_write_attr_ints(hid_t obj, const char *attr, const int *values, int n, const char *path, nd_error *err) {
-    if (H5Aexists(obj, attr) > 0) H5Adelete(obj, attr);
-    const hsize_t dims[1] = {(hsize_t)n};
-    hid_t space = H5Screate_simple(1, dims, NULL);
-    hid_t a = H5Acreate2(obj, attr, H5T_STD_I32LE, space, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t rc = a >= 0 ? H5Awrite(a, H5T_NATIVE_INT, values) : -1;
-    char cause[160] = "";
-    if (rc < 0) h5io_cause(cause, sizeof cause);
-    if (a >= 0) H5Aclose(a);
-    H5Sclose(space);
-    if (rc < 0) return ND_FAIL(err, ND_ERR_IO, "%s: cannot write attribute %s (%s)", path, attr, cause);
-    return ND_OK;
+    return write_attr(obj, attr, H5T_STD_I32LE, H5T_NATIVE_INT, values, n, path, err);
 }
 
 nd_status h5io_write_rows(hid_t group, const char *name, hid_t file_type, hid_t mem_type, int ndims,
@@ -227,7 +220,7 @@ nd_status h5io_write_attr_string(hid_t obj, const char *attr, const char *value,
     hid_t type = H5Tcopy(H5T_C_S1);
     H5Tset_size(type, strlen(value) + 1);
     H5Tset_strpad(type, H5T_STR_NULLTERM);
-    nd_status st = write_attr(obj, attr, type, value, path, err);
+    nd_status st = write_attr(obj, attr, type, type, value, 0, path, err);
     H5Tclose(type);
     return st;
 }

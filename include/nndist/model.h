@@ -206,7 +206,7 @@ typedef struct {
     int num_layers;
     nd_layer layer[ND_MAX_LAYERS];
     int num_tensors;
-    nd_tensor tensor[ND_MAX_TENSORS]; /* per layer: W, b, bn, projection; trainable first within a layer */
+    nd_tensor tensor[ND_MAX_TENSORS]; /* layer by layer: W, b, the batch norm's four arrays, the projection's */
     size_t num_params;                /* floats in param/grad, alignment padding included */
     size_t num_trainable;             /* param[0, num_trainable) is trained by the optimizer; the rest,
                                          up to num_params, holds batch norm running statistics */

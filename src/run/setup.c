@@ -306,6 +306,8 @@ static void print_setup(const nd_trainer *tr) {
     char arch[512];
     nd_arch_format(&m->spec, arch, sizeof arch);
     fprintf(out, "  # model %s, %zu parameters, loss %s\n", arch, m->num_weights, nd_loss_name(tr->loss));
+    fprintf(out, "  # activations %.1f MB per rank for %d rows (convolution scratch %.2f MB)\n",
+            m->workspace_floats * sizeof(float) / 1048576.0, m->max_batch, m->col_floats * sizeof(float) / 1048576.0);
     const double state_mb = nd_optimizer_state_floats(&tr->opt) * sizeof(float) / 1048576.0;
     if (!tr->async && tr->slice.length < tr->model.num_params && tr->slice.length > 0)
         fprintf(out,

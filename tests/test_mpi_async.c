@@ -29,7 +29,8 @@ static outcome run(nd_mode_kind mode, int servers, int max_staleness, const char
     char path[512];
     fx_path(path, sizeof path, "async.h5");
     nd_error err = {0};
-    mpi_synth(world, path, &(nd_synth_config){1001, 1000, 0, 16, 5, 3.0f, 21, 0, 0, {0, 0, 0}}); /* 1001 rows: uneven shards */
+    mpi_synth(world, path,
+              &(nd_synth_config){1001, 1000, 0, 16, 5, 3.0f, 21, 0, 0, {0, 0, 0}}); /* 1001 rows: uneven shards */
     nd_train_config cfg;
     mpi_base_config(&cfg, path);
     cfg.mode = mode;

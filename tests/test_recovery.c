@@ -68,7 +68,8 @@ static int setup(void **state) {
     (void)state;
     mkdir(NNDIST_TEST_TMP, 0777);
     remove(T "recovery.h5");
-    nd_synth_config s = {8000, 2000, 0, 64, 6, 0.25f, 5, 0, 0, {0, 0, 0}}; /* overlapping classes: accuracy well below 1 */
+    nd_synth_config s = {8000,  2000, 0, 64, 6,
+                         0.25f, 5,    0, 0,  {0, 0, 0}}; /* overlapping classes: accuracy well below 1 */
     nd_error err = {0};
     return nd_synth_write(&s, T "recovery.h5", &err) == ND_OK ? 0 : -1;
 }

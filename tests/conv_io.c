@@ -56,5 +56,7 @@ int main(int argc, char **argv) {
         fwrite(dw, sizeof(float), nw, out);
         fwrite(db, sizeof(float), (size_t)g.out_c, out);
     }
+    free(x), free(w), free(b), free(dout), free(y), free(dx), free(dw), free(db), free(col), free(arg);
+    fclose(in);
     return fclose(out) == 0 ? 0 : 1;
 }

@@ -170,7 +170,6 @@ typedef struct {
     nd_span span;
     int ndims;
     int dims[4];
-    int rows; /* dims[0]: a weight's output units (max-norm's rows) */
     nd_tensor_role role;
     int layer; /* the layer it belongs to */
 } nd_tensor;

@@ -157,7 +157,7 @@ void nd_col2im_add(float *dx, const float *col, const nd_conv_geom *g) {
             }
 }
 
-void nd_conv_forward(float *out, const float *x, const float *w, const float *b, nd_activation act, float *cols,
+void nd_conv_forward(float *out, const float *x, const float *w, const float *b, nd_activation act, float *col,
                      const nd_conv_geom *g, int batch) {
     const int ckk = g->c * g->kernel * g->kernel, spatial = g->out_h * g->out_w;
     const size_t in_len = (size_t)g->c * g->h * g->w, out_len = (size_t)g->out_c * spatial;
@@ -165,10 +165,10 @@ void nd_conv_forward(float *out, const float *x, const float *w, const float *b,
     for (int i = 0; i < batch; ++i) {
         const float *xi = x + i * in_len;
         float *oi = out + i * out_len;
-        const float *col = xi;
+        const float *src = xi; /* the GEMM's columns: the input itself for a pointwise conv */
         if (col_len) {
-            nd_im2col(cols, xi, g);
-            col = cols;
+            nd_im2col(col, xi, g);
+            src = col;
         }
         /* out_i (out_c x spatial) = b + w (out_c x ckk) * col (ckk x spatial):
          * the bias first, so the GEMM adds onto it (beta 1) and skips its
@@ -177,7 +177,7 @@ void nd_conv_forward(float *out, const float *x, const float *w, const float *b,
             float *row = oi + (size_t)o * spatial;
             for (int s = 0; s < spatial; ++s) row[s] = b[o];
         }
-        nd_sgemm(false, false, g->out_c, spatial, ckk, 1.0f, w, ckk, col, spatial, 1.0f, oi, spatial);
+        nd_sgemm(false, false, g->out_c, spatial, ckk, 1.0f, w, ckk, src, spatial, 1.0f, oi, spatial);
         nd_activation_forward(oi, out_len, act);
     }
 }

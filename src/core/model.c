@@ -137,7 +137,6 @@ static void add_tensor(nd_model *m, int l, const char *prefix, const char *leaf,
     t->layer = l;
     t->ndims = ndims;
     for (int d = 0; d < ndims; ++d) t->dims[d] = dims[d];
-    t->rows = dims[0];
 }
 
 static void add_bn_tensors(nd_model *m, int l, const char *prefix, const nd_bn_site *bn) {

@@ -166,7 +166,7 @@ typedef enum {
  * with these dimensions (PyTorch's order: nn.Linear's (out, in),
  * nn.Conv2d's (out, in, kh, kw)). */
 typedef struct {
-    char name[24];
+    char name[32];
     nd_span span;
     int ndims;
     int dims[4];

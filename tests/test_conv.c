@@ -100,6 +100,12 @@ static void test_conv_against_loops(void **state) {
     check_conv((nd_conv_geom){.c = 4, .h = 6, .w = 6, .out_c = 3, .kernel = 1, .stride = 1, .pad = 0}, 2);
     check_conv((nd_conv_geom){.c = 4, .h = 7, .w = 7, .out_c = 5, .kernel = 1, .stride = 2, .pad = 0}, 2);
     check_conv((nd_conv_geom){.c = 2, .h = 9, .w = 9, .out_c = 3, .kernel = 4, .stride = 3, .pad = 2}, 2);
+    /* fewer output than input channels: the forward columns, made again for
+     * dw, outgrow the input gradient's and must not overwrite its flipped
+     * weights (a bug until the weights moved before the columns); and the
+     * peer's 28x28 layer */
+    check_conv((nd_conv_geom){.c = 16, .h = 9, .w = 9, .out_c = 4, .kernel = 3, .stride = 1, .pad = 1}, 2);
+    check_conv((nd_conv_geom){.c = 8, .h = 28, .w = 28, .out_c = 8, .kernel = 3, .stride = 1, .pad = 1}, 2);
     nd_conv_geom g = {.c = 1, .h = 3, .w = 3, .out_c = 1, .kernel = 5, .stride = 1, .pad = 0};
     assert_int_equal(nd_conv_geom_finish(&g), -1); /* the kernel does not fit */
     g.pad = 1;

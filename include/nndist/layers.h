@@ -127,15 +127,12 @@ int nd_conv_geom_finish(nd_conv_geom *g);
 size_t nd_conv_col_floats(const nd_conv_geom *g);
 
 /* Floats of the scratch nd_conv_forward and nd_conv_backward take: the
- * columns of one sample, or more for the input gradient's own columns. */
+ * columns of one sample, and for a stride-1 input gradient the flipped
+ * weights beside room for its own columns. */
 size_t nd_conv_scratch_floats(const nd_conv_geom *g);
 
-/* col (c k k x out_h out_w) = the receptive field of every output pixel of
- * one sample x (c x h x w), zeros where the window covers padding. */
-void nd_im2col(float *col, const float *x, const nd_conv_geom *g);
-
 /* dx (c x h x w) += col (c k k x out_h out_w) scattered back: the adjoint of
- * nd_im2col. */
+ * im2col (the receptive field of every output pixel, zeros in the padding). */
 void nd_col2im_add(float *dx, const float *col, const nd_conv_geom *g);
 
 /* out (batch x out_c x out_h x out_w) = act(conv(x (batch x c x h x w), w) + b)

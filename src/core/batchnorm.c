@@ -100,11 +100,9 @@ int nd_bn_backward(float *dy, float *dgamma, float *dbeta, float *sums, const fl
             for (int i = 0; i < batch; ++i) {
                 float *d = dy + ((size_t)i * n + j) * spatial;
                 const float *h = xhat + ((size_t)i * n + j) * spatial;
-                if (relu_out) {
-                    const float *y = relu_out + ((size_t)i * n + j) * spatial;
-                    for (int s = 0; s < spatial; ++s) d[s] = y[s] > 0.0f ? d[s] : 0.0f;
-                }
-                nd_plane_sum_dot(d, h, (size_t)spatial, &a, &b);
+                if (relu_out)
+                    nd_plane_relu_sum_dot(d, h, relu_out + ((size_t)i * n + j) * spatial, (size_t)spatial, &a, &b);
+                else nd_plane_sum_dot(d, h, (size_t)spatial, &a, &b);
             }
             sdy[j] = (float)a, sdyx[j] = (float)b;
         }

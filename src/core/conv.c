@@ -45,17 +45,22 @@ static nd_conv_geom transposed_geom(const nd_conv_geom *g) {
     return t;
 }
 
+/* The scratch of a convolution: for the transposed input gradient, the
+ * flipped weights first, then room for either convolution's columns (the
+ * weights must outlive the forward columns made again for dw). */
 size_t nd_conv_scratch_floats(const nd_conv_geom *g) {
     size_t n = nd_conv_col_floats(g);
     if (transposed_input_grad(g)) {
         const nd_conv_geom t = transposed_geom(g);
-        const size_t tc = nd_conv_col_floats(&t) + (size_t)g->c * g->out_c * g->kernel * g->kernel;
-        if (tc > n) n = tc;
+        if (nd_conv_col_floats(&t) > n) n = nd_conv_col_floats(&t);
+        n += (size_t)g->c * g->out_c * g->kernel * g->kernel;
     }
     return n;
 }
 
-void nd_im2col(float *col, const float *x, const nd_conv_geom *g) {
+/* col (c k k x out_h out_w) = the receptive field of every output pixel of
+ * one sample x (c x h x w), zeros where the window covers padding. */
+static void im2col(float *col, const float *x, const nd_conv_geom *g) {
     const int k = g->kernel, oh = g->out_h, ow = g->out_w;
     for (int c = 0; c < g->c; ++c)
         for (int ki = 0; ki < k; ++ki)
@@ -82,14 +87,15 @@ void nd_im2col(float *col, const float *x, const nd_conv_geom *g) {
                     long from = (long)(ylo - g->pad + ki) * w + shift, n = (long)(yhi - ylo) * ow;
                     float *out = row + (size_t)ylo * ow;
                     long skip = from < 0 ? -from : 0, tail = from + n > (long)g->h * w ? from + n - (long)g->h * w : 0;
-                    for (long q = 0; q < skip; ++q) out[q] = 0.0f;
                     memcpy(out + skip, plane + from + skip, sizeof(float) * (size_t)(n - skip - tail));
+                    /* the few wrapped columns, down the rows: a loop along a
+                     * row would become one tiny memset call per row */
+                    for (int q = 0; q < -shift; ++q)
+                        for (int y = 0; y < yhi - ylo; ++y) out[(size_t)y * ow + q] = 0.0f;
+                    for (int q = ow - shift; q < ow; ++q)
+                        for (int y = 0; y < yhi - ylo; ++y) out[(size_t)y * ow + q] = 0.0f;
+                    for (long q = 0; q < skip; ++q) out[q] = 0.0f;
                     for (long q = n - tail; q < n; ++q) out[q] = 0.0f;
-                    for (int y = ylo; y < yhi; ++y) {
-                        float *r = row + (size_t)y * ow;
-                        for (int q = 0; q < -shift; ++q) r[q] = 0.0f;
-                        for (int q = ow - shift; q < ow; ++q) r[q] = 0.0f;
-                    }
                     continue;
                 }
                 if (g->stride == 1) {
@@ -167,7 +173,7 @@ void nd_conv_forward(float *out, const float *x, const float *w, const float *b,
         float *oi = out + i * out_len;
         const float *src = xi; /* the GEMM's columns: the input itself for a pointwise conv */
         if (col_len) {
-            nd_im2col(col, xi, g);
+            im2col(col, xi, g);
             src = col;
         }
         /* out_i (out_c x spatial) = b + w (out_c x ckk) * col (ckk x spatial):
@@ -203,8 +209,9 @@ void nd_conv_backward(float *dx, float *dw, const float *dout, const float *x, c
     const int transposed = dx && transposed_input_grad(g);
     const nd_conv_geom t = transposed ? transposed_geom(g) : *g;
     const int okk = g->out_c * k * k;
-    float *wt = scratch + (transposed ? nd_conv_col_floats(&t) : 0); /* (c x out_c k k) */
-    if (transposed)                                                  /* wt[c][o][ki][kj] = w[o][c][k-1-ki][k-1-kj] */
+    float *wt = scratch; /* (c x out_c k k) when transposed, before the columns */
+    float *cols = transposed ? scratch + (size_t)g->c * okk : scratch;
+    if (transposed) /* wt[c][o][ki][kj] = w[o][c][k-1-ki][k-1-kj] */
         for (int o = 0; o < g->out_c; ++o)
             for (int c = 0; c < g->c; ++c)
                 for (int q = 0; q < k * k; ++q)
@@ -213,22 +220,22 @@ void nd_conv_backward(float *dx, float *dw, const float *dout, const float *x, c
         const float *di = dout + i * out_len;
         const float *col = x + i * in_len;
         if (col_len) {
-            nd_im2col(scratch, col, g);
-            col = scratch;
+            im2col(cols, col, g);
+            col = cols;
         }
         /* dw (out_c x ckk) += d_i (out_c x spatial) * col^T (spatial x ckk) */
         nd_sgemm(false, true, g->out_c, ckk, spatial, 1.0f, di, spatial, col, spatial, 1.0f, dw, ckk);
         if (!dx) continue;
         float *dxi = dx + i * in_len;
         if (transposed) { /* dx_i (c x h w) = wt (c x okk) * im2col'(d_i) (okk x h w) */
-            nd_im2col(scratch, di, &t);
-            nd_sgemm(false, false, g->c, g->h * g->w, okk, 1.0f, wt, okk, scratch, g->h * g->w, 0.0f, dxi, g->h * g->w);
+            im2col(cols, di, &t);
+            nd_sgemm(false, false, g->c, g->h * g->w, okk, 1.0f, wt, okk, cols, g->h * g->w, 0.0f, dxi, g->h * g->w);
         } else if (!col_len) { /* pointwise: dx_i = w^T (c x out_c) * d_i */
             nd_sgemm(true, false, ckk, spatial, g->out_c, 1.0f, w, ckk, di, spatial, 0.0f, dxi, spatial);
         } else { /* dcol (ckk x spatial) = w^T (ckk x out_c) * d_i (out_c x spatial), scattered back */
-            nd_sgemm(true, false, ckk, spatial, g->out_c, 1.0f, w, ckk, di, spatial, 0.0f, scratch, spatial);
+            nd_sgemm(true, false, ckk, spatial, g->out_c, 1.0f, w, ckk, di, spatial, 0.0f, cols, spatial);
             memset(dxi, 0, sizeof(float) * in_len);
-            nd_col2im_add(dxi, scratch, g);
+            nd_col2im_add(dxi, cols, g);
         }
     }
 }
@@ -247,22 +254,27 @@ static size_t window_argmax(const float *plane, const nd_conv_geom *g, int y, in
 
 void nd_maxpool_forward(float *out, int *arg, const float *x, const nd_conv_geom *g, int batch) {
     const size_t planes = (size_t)batch * g->c, in_plane = (size_t)g->h * g->w, out_plane = (size_t)g->out_h * g->out_w;
-    if (g->kernel == 2 && g->stride == 2) { /* the common window, unrolled; the same choice on ties */
+    if (g->kernel == 2 && g->stride == 2) { /* the common window, branch-free so that it vectorizes */
+        const int oh = g->out_h, ow = g->out_w, w = g->w;
         for (size_t p = 0; p < planes; ++p) {
             const float *xp = x + p * in_plane;
-            float *op = out + p * out_plane;
-            int *ap = arg ? arg + p * out_plane : NULL;
-            for (int y = 0; y < g->out_h; ++y) {
-                const float *r0 = xp + (size_t)2 * y * g->w, *r1 = r0 + g->w;
-                for (int xo = 0; xo < g->out_w; ++xo) {
-                    const int c0 = 2 * xo;
-                    int at = c0;
-                    float best = r0[c0];
-                    if (r0[c0 + 1] > best) best = r0[c0 + 1], at = c0 + 1;
-                    if (r1[c0] > best) best = r1[c0], at = g->w + c0;
-                    if (r1[c0 + 1] > best) best = r1[c0 + 1], at = g->w + c0 + 1;
-                    op[y * g->out_w + xo] = best;
-                    if (ap) ap[y * g->out_w + xo] = 2 * y * g->w + at;
+            float *restrict op = out + p * out_plane;
+            int *restrict ap = arg ? arg + p * out_plane : NULL;
+            for (int y = 0; y < oh; ++y) {
+                const float *r0 = xp + (size_t)2 * y * w, *r1 = r0 + w;
+                float *restrict orow = op + (size_t)y * ow;
+                for (int xo = 0; xo < ow; ++xo) { /* the first in row-major order wins a tie */
+                    const float a = r0[2 * xo], b = r0[2 * xo + 1], c = r1[2 * xo], d = r1[2 * xo + 1];
+                    const float ab = b > a ? b : a, cd = d > c ? d : c;
+                    orow[xo] = cd > ab ? cd : ab;
+                }
+                if (!ap) continue;
+                int *restrict arow = ap + (size_t)y * ow;
+                for (int xo = 0; xo < ow; ++xo) {
+                    const float a = r0[2 * xo], b = r0[2 * xo + 1], c = r1[2 * xo], d = r1[2 * xo + 1];
+                    const float ab = b > a ? b : a, cd = d > c ? d : c;
+                    const int iab = b > a, icd = w + (d > c), low = cd > ab;
+                    arow[xo] = 2 * y * w + 2 * xo + iab + low * (icd - iab);
                 }
             }
         }

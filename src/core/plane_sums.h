@@ -34,4 +34,27 @@ static inline void nd_plane_sum_dot(const float *x, const float *y, size_t n, do
     *s1 += u, *s2 += v;
 }
 
+/* As nd_plane_sum_dot(x, y, ...) after x = (keep > 0 ? x : 0), stored back
+ * into x in the same pass: the gradient through a ReLU whose output is keep
+ * (n), then its sums. The lanes and their order are those of
+ * nd_plane_sum_dot, so the bits are too. */
+static inline void nd_plane_relu_sum_dot(float *x, const float *y, const float *keep, size_t n, double *s1,
+                                         double *s2) {
+    float a[ND_LANES] = {0}, b[ND_LANES] = {0};
+    size_t i = 0;
+    for (; i + ND_LANES <= n; i += ND_LANES)
+        for (int j = 0; j < ND_LANES; ++j) {
+            const float v = keep[i + j] > 0.0f ? x[i + j] : 0.0f;
+            x[i + j] = v;
+            a[j] += v, b[j] += v * y[i + j];
+        }
+    double u = 0.0, v = 0.0;
+    for (int j = 0; j < ND_LANES; ++j) u += a[j], v += b[j];
+    for (; i < n; ++i) {
+        x[i] = keep[i] > 0.0f ? x[i] : 0.0f;
+        u += x[i], v += (double)x[i] * y[i];
+    }
+    *s1 += u, *s2 += v;
+}
+
 #endif

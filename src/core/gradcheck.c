@@ -204,14 +204,17 @@ done:
 }
 
 /* |a - n| / max(|a|, |n|) with float32 in mind. A float32 backprop rounds
- * each sum to about 1e-7 of its largest terms, which are of the order of
- * the largest gradient `scale`: an entry far below that carries that much
- * absolute error. So both below 1e-6 scale (a bias before batch norm, whose
- * true gradient is 0) counts as agreement, and the denominator is at least
- * 1e-4 scale (a sum that cancels to a small value). */
+ * each sum to a few units of 6e-8 of its largest terms, which are of the
+ * order of the largest gradient `scale`, and the rounding adds up along the
+ * chain: an entry far below the scale carries that absolute error (measured:
+ * 1.5e-7 scale on a 1x1 projection behind a batch norm over 8 values, where
+ * the entry was 1.5e-5 scale). So both below 1e-6 scale (a bias before batch
+ * norm, whose true gradient is 0) counts as agreement, and the denominator
+ * is at least 1e-3 scale, so that up to 1e-6 scale of rounding stays below
+ * the failure bar; a wrong gradient of anything above that still fails. */
 static double rel_error(double a, double n, double scale) {
     const double big = fmax(fabs(a), fabs(n));
-    return big <= 1e-6 * scale ? 0.0 : fabs(a - n) / fmax(big, 1e-4 * scale);
+    return big <= 1e-6 * scale ? 0.0 : fabs(a - n) / fmax(big, 1e-3 * scale);
 }
 
 /* Samples up to `samples` indices of span s and records the worst error. */

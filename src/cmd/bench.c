@@ -45,40 +45,52 @@ enum { NUM_OPTIONS = (int)(sizeof bench_options / sizeof bench_options[0]) };
 /* 64 MB: more than this machine's L2 and L3 caches hold. */
 #define COLD_FLOATS ((size_t)16 << 20)
 
-/* Seconds per call of C (m x n) = op(A) op(B), k deep, repeated for about
- * `budget` seconds after one warm-up call. a, b, c are large enough. */
-static double time_gemm(bool ta, bool tb, int m, int n, int k, const float *a, int lda, const float *b, int ldb,
-                        float *c, int ldc, double budget) {
-    nd_sgemm(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc);
-    long calls = 0;
-    const double t0 = nd_comm_time();
-    double el;
-    do {
-        nd_sgemm(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc);
-        ++calls;
-        el = nd_comm_time() - t0;
-    } while (el < budget || calls < 3);
-    return el / (double)calls;
-}
+/* The best of this many timings is what the rates report: on a shared
+ * machine another process steals time from some of them, never adds it. */
+enum { TRIALS = 5 };
 
 static int cmp_double(const void *a, const void *b) {
     const double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
 }
 
-/* Seconds per call of f(arg), repeated for about `budget` seconds after
- * one warm-up call. */
+/* Seconds per call of f(arg): the fastest of TRIALS timings of about
+ * budget / TRIALS seconds each (at least 3 calls), after one warm-up call. */
 static double time_call(void (*f)(void *), void *arg, double budget) {
     f(arg);
-    long calls = 0;
-    const double t0 = nd_comm_time();
-    double el;
-    do {
-        f(arg);
-        ++calls;
-        el = nd_comm_time() - t0;
-    } while (el < budget || calls < 3);
-    return el / (double)calls;
+    double best = 0.0;
+    for (int trial = 0; trial < TRIALS; ++trial) {
+        long calls = 0;
+        const double t0 = nd_comm_time();
+        double el;
+        do {
+            f(arg);
+            ++calls;
+            el = nd_comm_time() - t0;
+        } while (el < budget / TRIALS || calls < 3);
+        if (trial == 0 || el / (double)calls < best) best = el / (double)calls;
+    }
+    return best;
+}
+
+/* C (m x n) = op(A) op(B), k deep, as one call for time_call. */
+typedef struct {
+    bool ta, tb;
+    int m, n, k, lda, ldb, ldc;
+    const float *a, *b;
+    float *c;
+} gemm_call;
+
+static void gemm_once(void *arg) {
+    const gemm_call *g = arg;
+    nd_sgemm(g->ta, g->tb, g->m, g->n, g->k, 1.0f, g->a, g->lda, g->b, g->ldb, 0.0f, g->c, g->ldc);
+}
+
+/* Seconds per call of that GEMM; a, b, c are large enough. */
+static double time_gemm(bool ta, bool tb, int m, int n, int k, const float *a, int lda, const float *b, int ldb,
+                        float *c, int ldc, double budget) {
+    gemm_call g = {ta, tb, m, n, k, lda, ldb, ldc, a, b, c};
+    return time_call(gemm_once, &g, budget);
 }
 
 /* One convolution layer's kernels as training runs them. */

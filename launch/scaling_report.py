@@ -1,23 +1,33 @@
 #!/usr/bin/python3
 """Reads the summaries and metrics a launch/scaling run wrote to DIR and
 makes DIR/scaling.csv, DIR/throughput.png, DIR/accuracy.png and
-DIR/staleness.png; prints the table."""
+DIR/staleness.png; prints the table. --runs "sync-np1 async-np2 ..." names
+the runs to read (launch/scaling gives the ones it ran; a run that failed
+has no summary and is left out); without it, every MODE-npN.json in DIR.
+The plots need matplotlib; without it only the table and the CSV."""
 import argparse, csv, glob, json, os, re
 
 ap = argparse.ArgumentParser()
 ap.add_argument("dir")
+ap.add_argument("--runs", default=None)
 ap.add_argument("--cores", type=int, default=os.cpu_count())
 ap.add_argument("--note", default="")
 a = ap.parse_args()
 
+if a.runs is not None:
+    paths = [os.path.join(a.dir, n + ".json") for n in a.runs.split()]
+else:
+    paths = sorted(glob.glob(os.path.join(a.dir, "*-np*.json")))
 runs = []
-for path in sorted(glob.glob(os.path.join(a.dir, "*-np*.json"))):
+for path in paths:
     m = re.match(r"(\w+)-np(\d+)\.json$", os.path.basename(path))
+    if not m or not os.path.exists(path):
+        continue
     s = json.load(open(path))
     epochs = [json.loads(l) for l in open(path[:-5] + ".jsonl") if l.strip()]
     runs.append({"mode": m.group(1), "np": int(m.group(2)), "summary": s, "epochs": epochs})
 if not runs:
-    raise SystemExit("scaling_report: no runs in %s" % a.dir)
+    raise SystemExit("scaling_report: no run of this study finished in %s" % a.dir)
 base = next((r for r in runs if r["mode"] == "sync" and r["np"] == 1), None)
 base_sps = base["summary"]["samples_per_s"] if base else None
 order = {"sync": 0, "async": 1, "ssp": 2}
@@ -51,7 +61,12 @@ for r in rows:
 print("efficiency = samples/s / (np x samples/s of sync on 1 rank); oversubscribed = more ranks than the %d cores%s"
       % (a.cores, "; " + a.note if a.note else ""))
 
-import matplotlib
+try:
+    import matplotlib
+except ImportError:
+    print("wrote %s/scaling.csv; no plots: matplotlib is missing (Debian: launch/install-deps python3-matplotlib)"
+          % a.dir)
+    raise SystemExit(0)
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 

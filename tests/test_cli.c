@@ -61,6 +61,16 @@ static void test_bad_values(void **state) {
     assert_int_equal(parse(&c, &err, 2, a5), ND_ERR_ARG);
     char *a6[] = {"stray"};
     assert_int_equal(parse(&c, &err, 1, a6), ND_ERR_ARG);
+    /* A near miss is named; something far from every option is not. */
+    char *a7[] = {"--epoch", "3"};
+    assert_int_equal(parse(&c, &err, 2, a7), ND_ERR_ARG);
+    assert_non_null(strstr(err.msg, "unknown option '--epoch': did you mean --epochs?"));
+    char *a8[] = {"--checkpointdir", "d"};
+    assert_int_equal(parse(&c, &err, 2, a8), ND_ERR_ARG);
+    assert_non_null(strstr(err.msg, "did you mean --checkpoint-dir?"));
+    char *a9[] = {"--zzz", "1"};
+    assert_int_equal(parse(&c, &err, 2, a9), ND_ERR_ARG);
+    assert_null(strstr(err.msg, "did you mean"));
 }
 
 /* Refused by the parser (a name that is no choice) or by the plan (a

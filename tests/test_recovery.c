@@ -54,7 +54,15 @@ static void read_checksum(const char *path, char out[32]) {
     if (f < 0) return;
     hid_t a = H5Aopen(f, "checksum_model", H5P_DEFAULT);
     hid_t t = H5Aget_type(a);
-    if (a >= 0 && H5Tget_size(t) < 32) {
+    if (a >= 0 && H5Tis_variable_str(t) > 0) { /* format 3: variable-length UTF-8 */
+        hid_t mem = H5Tcopy(H5T_C_S1);
+        char *v = NULL;
+        H5Tset_size(mem, H5T_VARIABLE);
+        H5Tset_cset(mem, H5T_CSET_UTF8);
+        if (H5Aread(a, mem, &v) >= 0 && v) snprintf(out, 32, "%s", v);
+        if (v) H5free_memory(v);
+        H5Tclose(mem);
+    } else if (a >= 0 && H5Tget_size(t) < 32) {
         hid_t mem = H5Tcopy(H5T_C_S1);
         H5Tset_size(mem, H5Tget_size(t));
         H5Aread(a, mem, out);

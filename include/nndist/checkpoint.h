@@ -1,28 +1,34 @@
 /* Checkpoints in HDF5, written by rank 0; with data/ the only HDF5 user.
- *
- * Layout (format 2), readable by any HDF5 tool:
- *   /model/dense<l>/W          (out x in) float32, the layer's weights as used
- *                              in forward: out = in * W^T + b (PyTorch order)
- *   /model/dense<l>/b          (out) float32
- *   /model/bn<l>/{gamma,beta,running_mean,running_var}  (out) float32, layers
- *                              with batch norm (running_var unbiased, as PyTorch)
- *   /optimizer/m/dense<l>/{W,b}  momentum / Adam first moment (if the optimizer has it)
- *   /optimizer/v/dense<l>/{W,b}  Adam second moment (adam only)
- *   /ema/dense<l>/{W,b}          the exponential moving average of the weights (--ema)
+ * The whole layout, with what a reader needs to rebuild the network without
+ * nndist, is docs/checkpoints.md. In short (format 3):
+ *   /model/<tensor>            every array of the model under its tensor name
+ *                              (model.h: dense<l>/{W,b} (out x in) as
+ *                              nn.Linear, conv<l>/{W,b} (out x in x kh x kw),
+ *                              bn<l>/{gamma,beta,running_mean,running_var},
+ *                              proj<l>/{W,b}, projbn<l>/...), float32
+ *   /model/<layer group>       attributes describing layer l: type, shapes,
+ *                              kernel/stride/padding, batch_norm, activation,
+ *                              residual, dropout (pooling layers get an empty
+ *                              group maxpool<l>, avgpool<l> or gap<l>)
+ *   /optimizer/m/..., /optimizer/v/...  the optimizer's moments, same names
+ *   /ema/...                   the weight average (--ema), same names
  *   /normalization/mean, /normalization/inv_std   (features) float32
- *   (the optimizer and ema groups hold the bn<l> arrays too)
- *   root attributes: format_version, input_dim, hidden ("512,256"), arch
- *     (the canonical --arch text, which defines the network), bn_eps,
+ *   root attributes: format_version, layers (the layer groups in forward
+ *     order), input_shape, input_dtype, input_scale, input_dropout,
+ *     normalization, loss,
+ *     input_dim, hidden, arch (the canonical --arch text), bn_eps,
  *     num_classes, activation, optimizer, optimizer_step, step, epoch,
  *     epoch_step, epoch_loss_sum, epoch_correct, world_size, global_batch,
- *     plateau_scale, plateau_best, plateau_bad,
- *     metric_name, metric_value, config (the resolved configuration as
- *     `key = value` lines), checksum_model (FNV-1a 64 of the /model arrays
- *     layer by layer, W then b, then /normalization mean and inv_std) and
- *     checksum_optimizer (of /optimizer/m then /optimizer/v) and, with
- *     /ema, checksum_ema; 16 hex digits each.
- * There is no random-number state to save: every random stream is a pure
- * function of (seed, epoch, rank, layer), see rng.h. */
+ *     plateau_scale, plateau_best, plateau_bad, metric_name, metric_value,
+ *     config, checksum_model (FNV-1a 64 of the /model arrays in the tensor
+ *     table's order, then /normalization mean and inv_std),
+ *     checksum_optimizer (/optimizer/m then /optimizer/v) and, with /ema,
+ *     checksum_ema; 16 hex digits each. Strings are variable-length UTF-8.
+ * Format 2 (still read) has the same arrays and root attributes but for
+ * layers, input_shape, input_dtype, input_scale, input_dropout,
+ * normalization and loss, no layer attributes, and fixed-length ASCII
+ * strings. There is no random-number state to save: every random stream is
+ * a pure function of (seed, epoch, rank, layer), see rng.h. */
 #ifndef NNDIST_CHECKPOINT_H
 #define NNDIST_CHECKPOINT_H
 
@@ -33,7 +39,8 @@
 #include "nndist/optim.h"
 #include "nndist/status.h"
 
-#define ND_CKPT_FORMAT 2
+#define ND_CKPT_FORMAT 3        /* written */
+#define ND_CKPT_FORMAT_OLDEST 2 /* the oldest format read */
 
 typedef struct {
     long step;             /* optimizer steps taken */
@@ -48,6 +55,13 @@ typedef struct {
     char metric_name[32]; /* e.g. "val_accuracy", "" if none */
     double metric_value;
     char config[8192]; /* resolved configuration, `key = value` lines */
+    /* How the inputs were prepared, for readers outside nndist: the data's
+     * stored values times input_scale (0: unknown, written as 1), then
+     * (x - mean) * inv_std. Read back by nd_checkpoint_probe (format 3). */
+    float input_scale;
+    int input_uint8;        /* the training data's x is uint8 (else float) */
+    char normalization[16]; /* --normalize that made mean/inv_std, "" if unknown */
+    char loss[24];          /* the loss the outputs were trained for, "" if unknown */
 } nd_ckpt_meta;
 
 /* What a checkpoint holds, as read by nd_checkpoint_probe. */
@@ -96,6 +110,14 @@ void nd_checkpoint_name(char *out, size_t cap, const char *dir, long step);
 /* Keeps the `keep` newest ckpt-step*.h5 of dir, deletes the rest and any
  * temporary left by a writer (of another process) that died mid-write. */
 nd_status nd_checkpoint_prune(const char *dir, int keep, nd_error *err);
+
+/* Points the symbolic link dir/latest at the newest ckpt-step*.h5 of dir
+ * (a relative link, replaced atomically: a new link under a temporary name,
+ * then rename), or removes it when there is none. A `latest` that is not a
+ * symbolic link (the user's file) is left alone, and so is a file system
+ * without symbolic links: the link is a convenience for users and scripts,
+ * nothing in nndist reads it (--resume auto scans the names). */
+nd_status nd_checkpoint_link_latest(const char *dir, nd_error *err);
 
 /* "512,256" from a spec's hidden widths. */
 void nd_spec_hidden_text(const nd_model_spec *spec, char *out, size_t cap);

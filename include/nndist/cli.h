@@ -67,6 +67,10 @@ const char *nd_cli_choice(const nd_cli_option *o, int v);
 
 /* `  name = value` for every option, in table order. */
 void nd_cli_print(const nd_cli_option *opts, int n, const void *cfg, FILE *out, const char *indent);
+/* The same, only the options whose value differs from base's (the
+ * defaults); returns how many it printed. */
+int nd_cli_print_changed(const nd_cli_option *opts, int n, const void *cfg, const void *base, FILE *out,
+                         const char *indent);
 
 /* The same as one JSON object's members (no braces), for summaries. */
 void nd_cli_print_json(const nd_cli_option *opts, int n, const void *cfg, FILE *out);

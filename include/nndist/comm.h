@@ -65,6 +65,16 @@ nd_status nd_comm_bcast_f32(nd_comm *comm, float *buf, size_t n, int root, nd_er
 nd_status nd_comm_bcast_f64(nd_comm *comm, double *buf, size_t n, int root, nd_error *err);
 /* A plain struct's bytes (every rank runs the same binary). */
 nd_status nd_comm_bcast_bytes(nd_comm *comm, void *buf, size_t n, int root, nd_error *err);
+/* Collective: rank r's send (n bytes) lands at recv + r n on root
+ * (recv: size x n bytes there, unused elsewhere). */
+nd_status nd_comm_gather_bytes(nd_comm *comm, const void *send, size_t n, void *recv, int root, nd_error *err);
+
+/* Not collective: a launch mistake, seen from this process. The environment
+ * names the launcher's task count (SLURM_STEP_NUM_TASKS, PMI_SIZE,
+ * PMIX_SIZE... or OMPI_COMM_WORLD_SIZE); if it disagrees with the MPI
+ * world (each copy started alone, as `srun` without MPI support does), the
+ * error says so and how to launch. */
+nd_status nd_comm_check_launch(const nd_comm *world, nd_error *err);
 
 /* Error agreement: every rank says whether it failed; returns the lowest
  * failed rank, or -1 when all succeeded (a communication failure counts as

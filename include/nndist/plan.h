@@ -85,8 +85,12 @@ typedef struct {
     float timeout;
     int max_nan_skips;
     long fault_nan_step;
+    long fault_signal_step;
+    int fault_signal; /* index into nd_stop_signals */
     int profile;
     nd_progress_kind progress;
+    bool quiet;        /* --quiet: only the final line */
+    bool print_config; /* --print-config: every option at the start, not only the changed ones */
     int early_stop;
     float ema;
     char checkpoint_dir[ND_PATH_MAX];
@@ -95,6 +99,7 @@ typedef struct {
     char resume[ND_PATH_MAX];
     char metrics[ND_PATH_MAX];
     char summary[ND_PATH_MAX];
+    char save[ND_PATH_MAX]; /* --save: the final model file; "" until setup names the default, "none": no file */
 } nd_train_config;
 
 extern const nd_cli_option nd_train_options[];

@@ -19,11 +19,17 @@ typedef struct {
     FILE *metrics;        /* --metrics, or NULL */
     double last_progress; /* time of the last progress output */
     int bar_open;         /* a bar line is on screen without newline */
+    int quiet;            /* --quiet: no progress and no epoch lines (metrics still written) */
 } nd_report;
 
-/* Resolves ND_PROGRESS_AUTO; opens metrics_path (truncating) when given.
- * Not collective. */
-nd_status nd_report_open(nd_report *r, int active, nd_progress_kind progress, const char *metrics_path, nd_error *err);
+/* Resolves ND_PROGRESS_AUTO; opens metrics_path when given: a new run
+ * (keep_before_epoch 0) starts it afresh; a resumed run that continues at
+ * epoch E (keep_before_epoch E) keeps the lines of epochs before E, drops
+ * any later ones (written after its checkpoint by the run it resumes) and
+ * appends, so a requeued job's history has every epoch once. Not
+ * collective. */
+nd_status nd_report_open(nd_report *r, int active, nd_progress_kind progress, const char *metrics_path,
+                         int keep_before_epoch, nd_error *err);
 void nd_report_close(nd_report *r);
 
 /* Within-epoch progress; throttled to a few updates a second (bar) or one

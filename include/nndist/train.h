@@ -4,6 +4,7 @@
 #ifndef NNDIST_TRAIN_H
 #define NNDIST_TRAIN_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -20,6 +21,28 @@
 #include "nndist/stream.h"
 
 #define ND_STALENESS_BUCKETS 17
+
+/* How a run ended, as its summary says (nd_run_status_names). */
+typedef enum {
+    ND_RUN_RUNNING,           /* setup done, not ended (the summary written at setup says so) */
+    ND_RUN_COMPLETED,         /* every epoch */
+    ND_RUN_STOPPED_BY_SIGNAL, /* SIGTERM, SIGINT, SIGUSR1 or SIGUSR2: a checkpoint of the step, exit ND_EXIT_STOPPED */
+    ND_RUN_EARLY_STOPPED,     /* --early-stop */
+    ND_RUN_STOPPED_ON_NAN,    /* the numerical guard (--on-nan) */
+    ND_RUN_FAILED             /* an error */
+} nd_run_status;
+extern const char *const nd_run_status_names[];
+
+/* The exit status of a run that a signal stopped after its checkpoint:
+ * a requeue script reruns it with --resume auto (docs/clusters.md). */
+#define ND_EXIT_STOPPED 3
+
+/* The signals that stop a run cleanly, in the order of their slots in the
+ * gradient's tail: each rank marks its own, the exchange sums them. */
+#define ND_STOP_SIGNALS 4
+extern const int nd_stop_signals[ND_STOP_SIGNALS];
+/* A stop signal's name ("SIGTERM"), or "a signal". */
+const char *nd_stop_signal_name(int sig);
 
 /* Where a sync step's time goes: gathering the batch (and waiting for a
  * streamed window), forward (with the loss), backward, waiting for the
@@ -85,6 +108,11 @@ typedef struct {
     int best_epoch;                /* the epoch with the best validation metric (0: none) */
     double best_val;               /* and that metric */
     nd_epoch_stats last;           /* the latest finished epoch */
+    nd_run_status status;          /* how the run ended (ND_RUN_RUNNING before) */
+    int stop_signal;               /* ND_RUN_STOPPED_BY_SIGNAL: the signal the ranks agreed on */
+    int stop_epoch;                /* ... the epoch it stopped in, */
+    double stop_fraction;          /* how far through it, */
+    const char *stop_checkpoint;   /* and the checkpoint written there ("" without --checkpoint-dir) */
 } nd_train_result;
 
 /* Allocates the trainer into *out (always: free it with nd_trainer_free,
@@ -94,13 +122,32 @@ typedef struct {
  * prints one line. */
 nd_status nd_trainer_setup(nd_trainer **out, const nd_train_config *cfg, nd_comm *comm, nd_error *err);
 
+/* Lets the run stop cleanly on a signal: *signal_number (set by the
+ * caller's handler to SIGTERM, SIGINT, SIGUSR1 or SIGUSR2; 0 until then)
+ * is read at each step and rides on the step's exchange, so every rank
+ * stops after the same step, rank 0 writes a checkpoint of it and
+ * nd_trainer_fit returns ND_OK with status ND_RUN_STOPPED_BY_SIGNAL. */
+void nd_trainer_watch_stop(nd_trainer *tr, const volatile sig_atomic_t *signal_number);
+
 /* Trains cfg.epochs epochs, printing progress and metrics on rank 0. A
  * failure here may be on one rank only (a collective failed): the caller
  * must end the whole job. */
 nd_status nd_trainer_fit(nd_trainer *tr, nd_error *err);
 
-/* Rank 0 writes --summary (atomically); the outcome is agreed by all ranks. */
+/* Rank 0 writes the final model to --save (atomically, as a checkpoint
+ * without optimizer state; setup named the default and checked the path);
+ * the outcome is agreed by all ranks. Call it after nd_trainer_fit, when
+ * every rank holds the final parameters (async mode included). */
+nd_status nd_train_save_model(nd_trainer *tr, nd_error *err);
+
+/* Rank 0 writes --summary (atomically) with the run's status; the outcome
+ * is agreed by all ranks. */
 nd_status nd_trainer_write_summary(nd_trainer *tr, nd_error *err);
+
+/* A run that failed on this rank: the status becomes ND_RUN_FAILED with
+ * `reason`, and rank 0 (if it is this one) writes the summary alone, not
+ * collectively, since the other ranks may be anywhere. Best effort. */
+void nd_trainer_write_failed_summary(nd_trainer *tr, const char *reason);
 
 /* Loss and accuracy of the current parameters over a split's shards. */
 nd_status nd_trainer_evaluate(nd_trainer *tr, const nd_shard *shard, double *loss, double *acc, nd_error *err);

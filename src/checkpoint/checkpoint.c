@@ -77,6 +77,144 @@ static nd_status move_arrays(hid_t f, const char *path, int writing, const nd_mo
     return ND_OK;
 }
 
+/* The group that describes layer l: its weights' group (dense<l>, conv<l>)
+ * or, for pooling, a group of its own holding only attributes. */
+static void layer_group(const nd_layer *L, int l, char *out, size_t cap) {
+    static const char *const prefix[] = {[ND_LAYER_DENSE] = "dense",
+                                         [ND_LAYER_CONV] = "conv",
+                                         [ND_LAYER_MAXPOOL] = "maxpool",
+                                         [ND_LAYER_AVGPOOL] = "avgpool",
+                                         [ND_LAYER_GLOBAL_POOL] = "gap"};
+    snprintf(out, cap, "%s%d", prefix[L->kind], l);
+}
+
+static const char *layer_type(nd_layer_kind kind) {
+    static const char *const names[] = {[ND_LAYER_DENSE] = "dense",
+                                        [ND_LAYER_CONV] = "conv",
+                                        [ND_LAYER_MAXPOOL] = "maxpool",
+                                        [ND_LAYER_AVGPOOL] = "avgpool",
+                                        [ND_LAYER_GLOBAL_POOL] = "global_avgpool"};
+    return names[kind];
+}
+
+/* A shape attribute: [C, H, W] for an image, [D] for flat features. */
+static nd_status write_shape(hid_t g, const char *attr, nd_image_shape s, int flat, const char *path, nd_error *err) {
+    const int image[3] = {s.c, s.h, s.w};
+    return s.c > 0 ? h5io_write_attr_ints(g, attr, image, 3, path, err)
+                   : h5io_write_attr_ints(g, attr, &flat, 1, path, err);
+}
+
+/* An activation as a name and its parameter (leaky_relu's slope, elu's
+ * alpha; 0 for the others). */
+static nd_status write_act(hid_t g, const char *attr, nd_activation act, const char *path, nd_error *err) {
+    char alpha[64];
+    snprintf(alpha, sizeof alpha, "%s_alpha", attr);
+    ND_TRY(h5io_write_attr_string(g, attr, nd_activation_name(act.kind), path, err));
+    const int has_alpha = act.kind == ND_ACT_LEAKY_RELU || act.kind == ND_ACT_ELU;
+    return h5io_write_attr_float(g, alpha, has_alpha ? act.alpha : 0.0f, path, err);
+}
+
+/* The attributes of one group, opened (or created) at /model/<name>. */
+typedef nd_status (*group_attrs_fn)(hid_t g, const nd_model *m, int l, const char *path, nd_error *err);
+
+static nd_status with_group(hid_t f, const char *name, group_attrs_fn fn, const nd_model *m, int l, const char *path,
+                            nd_error *err) {
+    char full[96];
+    snprintf(full, sizeof full, "/model/%s", name);
+    hid_t g = h5io_group(f, full, path, err);
+    if (g < 0) return err->code;
+    const nd_status st = fn(g, m, l, path, err);
+    H5Gclose(g);
+    return st;
+}
+
+static nd_status bn_attrs(hid_t g, const nd_bn_site *bn, int l, float eps, const char *path, nd_error *err) {
+    ND_TRY(h5io_write_attr_string(g, "type", "batch_norm", path, err));
+    ND_TRY(h5io_write_attr_int(g, "layer", l, path, err));
+    ND_TRY(h5io_write_attr_int(g, "channels", bn->channels, path, err));
+    ND_TRY(h5io_write_attr_int(g, "spatial", bn->spatial, path, err)); /* values per channel and sample */
+    return h5io_write_attr_float(g, "eps", eps, path, err);
+}
+
+static float bn_eps(const nd_model *m) { return m->spec.bn_eps > 0.0f ? m->spec.bn_eps : 1e-5f; }
+
+static nd_status layer_bn_attrs(hid_t g, const nd_model *m, int l, const char *path, nd_error *err) {
+    return bn_attrs(g, &m->layer[l].bn, l, bn_eps(m), path, err);
+}
+
+static nd_status proj_bn_attrs(hid_t g, const nd_model *m, int l, const char *path, nd_error *err) {
+    return bn_attrs(g, &m->layer[l].proj_bn, l, bn_eps(m), path, err);
+}
+
+/* The skip path of the block ending at layer l: a 1x1 convolution. */
+static nd_status proj_attrs(hid_t g, const nd_model *m, int l, const char *path, nd_error *err) {
+    const nd_layer *L = &m->layer[l];
+    const nd_conv_geom *pg = &L->proj_geom;
+    char bn[32] = "";
+    if (L->proj_bn.channels) snprintf(bn, sizeof bn, "projbn%d", l);
+    ND_TRY(h5io_write_attr_string(g, "type", "conv", path, err));
+    ND_TRY(h5io_write_attr_int(g, "layer", l, path, err));
+    ND_TRY(write_shape(g, "in_shape", (nd_image_shape){pg->c, pg->h, pg->w}, 0, path, err));
+    ND_TRY(write_shape(g, "out_shape", (nd_image_shape){pg->out_c, pg->out_h, pg->out_w}, 0, path, err));
+    ND_TRY(h5io_write_attr_int(g, "kernel", 1, path, err));
+    ND_TRY(h5io_write_attr_int(g, "stride", pg->stride, path, err));
+    ND_TRY(h5io_write_attr_int(g, "padding", 0, path, err));
+    return h5io_write_attr_string(g, "batch_norm", bn, path, err);
+}
+
+/* Layer l in order: linear part (type), batch_norm, activation (maxout:
+ * over maxout_pieces adjacent outputs), the residual add, dropout
+ * (training only). Every attribute is written for every type, so a reader
+ * needs no defaults. */
+static nd_status layer_attrs(hid_t g, const nd_model *m, int l, const char *path, nd_error *err) {
+    const nd_layer *L = &m->layer[l];
+    const int hidden = l < m->spec.num_hidden,
+              windowed = L->kind == ND_LAYER_CONV || L->kind == ND_LAYER_MAXPOOL ||
+        L->kind == ND_LAYER_AVGPOOL; /* global pooling: the whole plane, no window */
+    const int conv_like = L->kind != ND_LAYER_DENSE;
+    char bn[32] = "", proj[32] = "";
+    if (L->batch_norm) snprintf(bn, sizeof bn, "bn%d", l);
+    if (L->proj) snprintf(proj, sizeof proj, "proj%d", l);
+    ND_TRY(h5io_write_attr_string(g, "type", layer_type(L->kind), path, err));
+    ND_TRY(h5io_write_attr_int(g, "layer", l, path, err));
+    ND_TRY(write_shape(g, "in_shape", L->in_shape, L->in_dim, path, err));
+    ND_TRY(write_shape(g, "out_shape", conv_like ? L->out_shape : (nd_image_shape){0, 0, 0}, L->width, path, err));
+    ND_TRY(h5io_write_attr_int(g, "kernel", windowed ? L->geom.kernel : 0, path, err));
+    ND_TRY(h5io_write_attr_int(g, "stride", windowed ? L->geom.stride : 0, path, err));
+    ND_TRY(h5io_write_attr_int(g, "padding", windowed ? L->geom.pad : 0, path, err));
+    ND_TRY(h5io_write_attr_string(g, "batch_norm", bn, path, err));
+    ND_TRY(write_act(g, "activation", L->act, path, err));
+    ND_TRY(h5io_write_attr_int(g, "maxout_pieces", L->pieces, path, err));
+    ND_TRY(h5io_write_attr_int(g, "residual_begin", hidden && m->spec.hidden[l].res_begin, path, err));
+    ND_TRY(h5io_write_attr_int(g, "residual_from", L->res_from, path, err));
+    ND_TRY(h5io_write_attr_string(g, "residual_projection", proj, path, err));
+    ND_TRY(write_act(g, "residual_activation", L->res_from >= 0 ? L->res_act : (nd_activation){ND_ACT_IDENTITY, 0.0f},
+                     path, err));
+    ND_TRY(h5io_write_attr_float(g, "dropout", L->drop, path, err));
+    return h5io_write_attr_int(g, "dropout_channels", L->drop_channels, path, err);
+}
+
+/* Every layer's description (docs/checkpoints.md); the root attribute
+ * `layers` lists their groups in forward order. */
+static nd_status write_layer_attrs(hid_t f, const char *path, const nd_model *m, nd_error *err) {
+    char names[ND_MAX_LAYERS][32];
+    const char *list[ND_MAX_LAYERS];
+    for (int l = 0; l < m->num_layers; ++l) {
+        const nd_layer *L = &m->layer[l];
+        char name[32];
+        layer_group(L, l, names[l], sizeof names[l]);
+        list[l] = names[l];
+        ND_TRY(with_group(f, names[l], layer_attrs, m, l, path, err));
+        snprintf(name, sizeof name, "bn%d", l);
+        if (L->batch_norm) ND_TRY(with_group(f, name, layer_bn_attrs, m, l, path, err));
+        snprintf(name, sizeof name, "proj%d", l);
+        if (L->proj) ND_TRY(with_group(f, name, proj_attrs, m, l, path, err));
+        snprintf(name, sizeof name, "projbn%d", l);
+        if (L->proj_bn.channels) ND_TRY(with_group(f, name, proj_bn_attrs, m, l, path, err));
+    }
+    return h5io_write_attr_strings(f, "layers", list, m->num_layers, path, err);
+}
+
 static nd_status write_attrs(hid_t f, const char *path, const nd_model *model, const nd_optimizer *opt,
                              const nd_ckpt_meta *meta, const uint64_t hash[3], int has_ema, nd_error *err) {
     char hidden[256], arch[512], hex[3][32];
@@ -85,6 +223,13 @@ static nd_status write_attrs(hid_t f, const char *path, const nd_model *model, c
     for (int i = 0; i < 3; ++i) snprintf(hex[i], sizeof hex[i], "%016" PRIx64, hash[i]);
     if (has_ema) ND_TRY(h5io_write_attr_string(f, "checksum_ema", hex[2], path, err));
     ND_TRY(h5io_write_attr_int(f, "format_version", ND_CKPT_FORMAT, path, err));
+    ND_TRY(write_layer_attrs(f, path, model, err));
+    ND_TRY(write_shape(f, "input_shape", model->spec.image, model->spec.input_dim, path, err));
+    ND_TRY(h5io_write_attr_string(f, "input_dtype", meta->input_uint8 ? "uint8" : "float32", path, err));
+    ND_TRY(h5io_write_attr_float(f, "input_scale", meta->input_scale > 0.0f ? meta->input_scale : 1.0f, path, err));
+    ND_TRY(h5io_write_attr_float(f, "input_dropout", model->spec.input_drop, path, err));
+    ND_TRY(h5io_write_attr_string(f, "normalization", meta->normalization, path, err));
+    ND_TRY(h5io_write_attr_string(f, "loss", meta->loss, path, err));
     ND_TRY(h5io_write_attr_int(f, "input_dim", model->spec.input_dim, path, err));
     ND_TRY(h5io_write_attr_string(f, "hidden", hidden, path, err));
     ND_TRY(h5io_write_attr_string(f, "arch", arch, path, err));
@@ -187,9 +332,12 @@ static nd_status probe_open(hid_t f, const char *path, nd_ckpt_info *info, nd_er
         return ND_FAIL(err, ND_ERR_FORMAT, "%s: not an nndist checkpoint (no format_version or /model)", path);
     if (!(v >= 0 && v <= 1e6)) v = -1; /* named as it is below, never cast out of range */
     info->format = (int)v;
-    if (info->format != ND_CKPT_FORMAT)
-        return ND_FAIL(err, ND_ERR_FORMAT, "checkpoint %s: format version %d, this nndist reads version %d", path,
-                       info->format, ND_CKPT_FORMAT);
+    /* Format 2 differs only in what a reader outside nndist needs (layer
+     * attributes, the input's scale) and in its string type, which the
+     * string reader takes either way. */
+    if (info->format < ND_CKPT_FORMAT_OLDEST || info->format > ND_CKPT_FORMAT)
+        return ND_FAIL(err, ND_ERR_FORMAT, "checkpoint %s: format version %d, this nndist reads version %d or %d", path,
+                       info->format, ND_CKPT_FORMAT_OLDEST, ND_CKPT_FORMAT);
     nd_model_spec *s = &info->spec;
     char arch[512], why[200];
     ND_TRY(read_text(f, path, "arch", arch, sizeof arch, err));
@@ -244,6 +392,17 @@ static nd_status probe_open(hid_t f, const char *path, nd_ckpt_info *info, nd_er
     m->plateau_bad = (int)v;
     ND_TRY(read_text(f, path, "metric_name", m->metric_name, sizeof m->metric_name, err));
     ND_TRY(read_number(f, path, "metric_value", &m->metric_value, err));
+    if (info->format >= 3) { /* how the inputs were prepared */
+        ND_TRY(read_number(f, path, "input_scale", &v, err));
+        m->input_scale = (float)v;
+        if (!(m->input_scale > 0.0f && isfinite(m->input_scale)))
+            return ND_FAIL(err, ND_ERR_FORMAT, "checkpoint %s: input_scale %g is not a positive number", path, v);
+        char dtype[16];
+        ND_TRY(read_text(f, path, "input_dtype", dtype, sizeof dtype, err));
+        m->input_uint8 = !strcmp(dtype, "uint8");
+        ND_TRY(read_text(f, path, "normalization", m->normalization, sizeof m->normalization, err));
+        ND_TRY(read_text(f, path, "loss", m->loss, sizeof m->loss, err));
+    }
     ND_TRY(read_text(f, path, "checksum_model", info->checksum_model, sizeof info->checksum_model, err));
     ND_TRY(read_text(f, path, "checksum_optimizer", info->checksum_optimizer, sizeof info->checksum_optimizer, err));
     return read_text(f, path, "config", m->config, sizeof m->config, err);
@@ -375,8 +534,9 @@ static void remove_stale_temporaries(const char *dir) {
     char mine[32];
     snprintf(mine, sizeof mine, ".tmp.%ld", (long)getpid());
     for (struct dirent *e; (e = readdir(d));) {
-        const char *t = strstr(e->d_name, ".h5.tmp.");
-        if (strncmp(e->d_name, "ckpt-step", 9) || !t || !strcmp(t + 3, mine)) continue;
+        const char *t = strstr(e->d_name, ".h5.tmp."), *link = "latest.tmp.";
+        const int stale_link = !strncmp(e->d_name, link, strlen(link)) && strcmp(e->d_name + 6, mine);
+        if (!stale_link && (strncmp(e->d_name, "ckpt-step", 9) || !t || !strcmp(t + 3, mine))) continue;
         char p[4400];
         snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
         unlink(p);
@@ -393,6 +553,38 @@ nd_status nd_checkpoint_prune(const char *dir, int keep, nd_error *err) {
         char p[4200];
         nd_checkpoint_name(p, sizeof p, dir, steps[i]);
         unlink(p);
+    }
+    return ND_OK;
+}
+
+nd_status nd_checkpoint_link_latest(const char *dir, nd_error *err) {
+    long newest;
+    const int n = list_steps(dir, &newest, 1);
+    if (n < 0) return ND_FAIL(err, ND_ERR_IO, "checkpoint directory %s: %s", dir, strerror(errno));
+    char link[4200], tmp[4300], target[64], now[64];
+    snprintf(link, sizeof link, "%s/latest", dir);
+    struct stat sb;
+    const int exists = lstat(link, &sb) == 0;
+    if (exists && !S_ISLNK(sb.st_mode)) return ND_OK; /* not ours to replace */
+    if (n == 0) {
+        if (exists) unlink(link);
+        return ND_OK;
+    }
+    snprintf(target, sizeof target, "ckpt-step%08ld.h5", newest); /* relative: the directory may move */
+    const ssize_t len = exists ? readlink(link, now, sizeof now - 1) : -1;
+    if (len > 0 && (now[len] = '\0', !strcmp(now, target))) return ND_OK;
+    snprintf(tmp, sizeof tmp, "%s/latest.tmp.%ld", dir, (long)getpid());
+    unlink(tmp); /* left by a failed attempt of this process */
+    if (symlink(target, tmp) != 0) {
+        if (errno == EPERM || errno == EOPNOTSUPP) return ND_OK; /* a file system without symbolic links */
+        return ND_FAIL(err, ND_ERR_IO, "checkpoint directory %s: cannot create the link latest (%s)", dir,
+                       strerror(errno));
+    }
+    if (rename(tmp, link) != 0) {
+        const int e = errno;
+        unlink(tmp);
+        return ND_FAIL(err, ND_ERR_IO, "checkpoint directory %s: cannot replace the link latest (%s)", dir,
+                       strerror(e));
     }
     return ND_OK;
 }

@@ -25,6 +25,49 @@ static const nd_cli_option *find(const nd_cli_option *opts, int n, const char *n
     return NULL;
 }
 
+/* Edit distance (insertions, deletions, substitutions) of a and b, '-'
+ * and '_' alike; names are short, so one row of at most 64 cells. */
+static int distance(const char *a, const char *b) {
+    enum { MAX = 64 };
+    const int la = (int)strlen(a), lb = (int)strlen(b);
+    if (la >= MAX || lb >= MAX) return MAX;
+    int row[MAX + 1];
+    for (int j = 0; j <= lb; ++j) row[j] = j;
+    for (int i = 1; i <= la; ++i) {
+        int diag = row[0];
+        row[0] = i;
+        for (int j = 1; j <= lb; ++j) {
+            const char x = a[i - 1] == '_' ? '-' : a[i - 1], y = b[j - 1] == '_' ? '-' : b[j - 1];
+            const int sub = diag + (x != y), del = row[j] + 1, ins = row[j - 1] + 1;
+            diag = row[j];
+            row[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+        }
+    }
+    return row[lb];
+}
+
+/* The option name closest to a mistyped one (a prefix of exactly one
+ * name, or within a third of its length in edits), or NULL. */
+static const char *closest(const nd_cli_option *opts, int n, const char *name) {
+    const char *best = NULL, *prefixed = NULL;
+    int best_d = (int)strlen(name) / 3 + 1, prefixes = 0;
+    for (int i = 0; i < n; ++i) {
+        if (!strncmp(opts[i].name, name, strlen(name))) prefixes += 1, prefixed = opts[i].name;
+        const int d = distance(name, opts[i].name);
+        if (d < best_d) best_d = d, best = opts[i].name;
+    }
+    return best ? best : prefixes == 1 ? prefixed : NULL;
+}
+
+/* "unknown option" with a suggestion when one is close. */
+static nd_status unknown_option(const nd_cli_option *opts, int n, const char *source, const char *name, nd_error *err) {
+    const char *near = closest(opts, n, name), *dashes = source[0] ? "" : "--"; /* a file says `name = value` */
+    if (near)
+        return ND_FAIL(err, ND_ERR_ARG, "%sunknown option '%s%s': did you mean %s%s? (see --help)", source, dashes,
+                       name, dashes, near);
+    return ND_FAIL(err, ND_ERR_ARG, "%sunknown option '%s%s' (see --help)", source, dashes, name);
+}
+
 static nd_status parse_value(const nd_cli_option *o, void *cfg, const char *value, const char *source, nd_error *err) {
     char *field = (char *)cfg + o->offset;
     char *end = NULL;
@@ -92,7 +135,11 @@ nd_status nd_cli_defaults(const nd_cli_option *opts, int n, void *cfg, nd_error 
 nd_status nd_cli_set(const nd_cli_option *opts, int n, void *cfg, const char *name, const char *value,
                      const char *source, nd_error *err) {
     const nd_cli_option *o = find(opts, n, name);
-    if (!o) return ND_FAIL(err, ND_ERR_ARG, "%s: unknown option '%s' (see --help)", source, name);
+    if (!o) {
+        char where[4400];
+        snprintf(where, sizeof where, "%s: ", source);
+        return unknown_option(opts, n, where, name, err);
+    }
     return parse_value(o, cfg, value, source, err);
 }
 
@@ -180,7 +227,7 @@ nd_status nd_cli_parse(const nd_cli_option *opts, int n, void *cfg, int argc, ch
                 continue;
             }
         }
-        if (!o) return ND_FAIL(err, ND_ERR_ARG, "unknown option '%s' (see --help)", arg);
+        if (!o) return unknown_option(opts, n, "", name, err);
         if (same_name(name, "config")) {
             if (!value) ++i; /* already read in pass 1 */
             continue;
@@ -294,6 +341,30 @@ void nd_cli_print(const nd_cli_option *opts, int n, const void *cfg, FILE *out, 
         print_value(&opts[i], cfg, out, false);
         fputc('\n', out);
     }
+}
+
+/* An option's value as text into buf (cap bytes, cut if longer). */
+static void value_text(const nd_cli_option *o, const void *cfg, char *buf, size_t cap) {
+    buf[0] = '\0';
+    FILE *f = fmemopen(buf, cap, "w");
+    if (!f) return;
+    print_value(o, cfg, f, false);
+    fclose(f);
+}
+
+int nd_cli_print_changed(const nd_cli_option *opts, int n, const void *cfg, const void *base, FILE *out,
+                         const char *indent) {
+    int printed = 0;
+    char now[4200], was[4200];
+    for (int i = 0; i < n; ++i) {
+        if (same_name(opts[i].name, "config")) continue;
+        value_text(&opts[i], cfg, now, sizeof now);
+        value_text(&opts[i], base, was, sizeof was);
+        if (!strcmp(now, was)) continue;
+        fprintf(out, "%s%s = %s\n", indent, opts[i].name, now);
+        ++printed;
+    }
+    return printed;
 }
 
 void nd_cli_print_json(const nd_cli_option *opts, int n, const void *cfg, FILE *out) {

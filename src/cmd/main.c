@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "nndist/commands.h"
@@ -44,14 +45,19 @@ static void put(const char *s) {
     }
 }
 
-static void on_fatal_signal(int sig) {
+/* crash_rank in decimal, without printf (not async-signal-safe). */
+static void put_rank(void) {
     char rank[16] = "?";
     int r = crash_rank, i = (int)sizeof rank - 1;
     rank[i] = '\0';
     do rank[--i] = (char)('0' + r % 10), r /= 10;
     while (r > 0 && i > 0);
-    put("nndist: error: rank ");
     put(crash_rank >= 0 ? rank + i : "?");
+}
+
+static void on_fatal_signal(int sig) {
+    put("nndist: error: rank ");
+    put_rank();
     put(sig == SIGFPE        ? ": arithmetic fault (SIGFPE)"
             : sig == SIGBUS  ? ": bus error (SIGBUS)"
             : sig == SIGILL  ? ": illegal instruction (SIGILL)"
@@ -65,6 +71,50 @@ static void on_fatal_signal(int sig) {
     }
     put("\n");
     _exit(70);
+}
+
+/* A stop request (SIGTERM, SIGINT, SIGUSR1, SIGUSR2): the handler only
+ * records the signal; the trainer reads it at each step and the ranks stop
+ * together after a checkpoint (nd_trainer_watch_stop). A signal handler
+ * cannot reach anything else, so these are the program's only mutable
+ * globals; the handler runs with the four signals blocked, so it never
+ * interrupts itself. A second request while stopping ends the process at
+ * once. */
+static volatile sig_atomic_t stop_signal;
+static long stop_since_ms; /* CLOCK_MONOTONIC of the first request */
+
+static long monotonic_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t); /* async-signal-safe */
+    return (long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+static void on_stop_signal(int sig, siginfo_t *info, void *ctx) {
+    (void)ctx;
+    if (!stop_signal) {
+        stop_signal = sig;
+        stop_since_ms = monotonic_ms();
+        return;
+    }
+    /* The same request delivered twice is not a second one: the launcher
+     * (our parent) forwards SIGUSR1/2 that scancel also sends every process
+     * directly, and answers a SIGTERM or SIGINT of its own with a SIGTERM to
+     * every rank a second later (docs/clusters.md). */
+    if ((info && info->si_pid == getppid()) || (sig == stop_signal && monotonic_ms() - stop_since_ms < 2000)) return;
+    put("nndist: rank ");
+    put_rank();
+    put(": a second signal while stopping: exiting now (the newest checkpoint is the last one completed)\n");
+    _exit(128 + sig);
+}
+
+static void install_stop_handlers(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_stop_signal;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART; /* file reads and writes go on */
+    sigemptyset(&sa.sa_mask);
+    for (int i = 0; i < ND_STOP_SIGNALS; ++i) sigaddset(&sa.sa_mask, nd_stop_signals[i]);
+    for (int i = 0; i < ND_STOP_SIGNALS; ++i) sigaction(nd_stop_signals[i], &sa, NULL);
 }
 
 static void install_fatal_handlers(int rank) {
@@ -104,6 +154,7 @@ static int run_train(nd_comm *comm, int argc, char **argv) {
         return 2;
     }
     nd_trainer *tr = NULL;
+    install_stop_handlers(); /* a signal during setup stops the run after its first step */
     st = nd_trainer_setup(&tr, &cfg, comm, &err);
     if (st != ND_OK) {
         /* Setup agreed on the failure: every rank is here, none in a collective. */
@@ -111,11 +162,15 @@ static int run_train(nd_comm *comm, int argc, char **argv) {
         nd_trainer_free(tr);
         return err.code == ND_ERR_ARG ? 2 : 1;
     }
+    nd_trainer_watch_stop(tr, &stop_signal);
     st = nd_trainer_fit(tr, &err);
+    if (st == ND_OK) st = nd_train_save_model(tr, &err); /* also after a stop: the weights of that step */
     if (st != ND_OK && nd_trainer_result(tr).agreed_failure) {
-        /* Every rank stopped at the same verdict (the numerical guard): no
-         * rank is left in a collective, so the job ends normally. */
+        /* Every rank stopped at the same verdict (the numerical guard, a
+         * model file that cannot be written): no rank is left in a
+         * collective, so the job ends normally. */
         report_error(&err);
+        nd_trainer_write_failed_summary(tr, err.msg);
         nd_trainer_free(tr);
         return 1;
     }
@@ -124,13 +179,26 @@ static int run_train(nd_comm *comm, int argc, char **argv) {
         char line[sizeof err.msg + 32];
         snprintf(line, sizeof line, "rank %d: %s", nd_comm_rank(comm), err.msg[0] ? err.msg : "training failed");
         fprintf(stderr, "nndist: error: %s\n", line);
+        nd_trainer_write_failed_summary(tr, line);
         fflush(NULL);
         nd_comm_abort(comm, 1);
     }
+    const nd_train_result r = nd_trainer_result(tr);
     st = nd_trainer_write_summary(tr, &err);
     report_error(&err);
+    if (r.status == ND_RUN_STOPPED_BY_SIGNAL && nd_comm_rank(comm) == 0) {
+        char where[ND_PATH_MAX + 96];
+        if (r.stop_checkpoint[0])
+            snprintf(where, sizeof where, "checkpoint %s; rerun with --resume auto", r.stop_checkpoint);
+        else snprintf(where, sizeof where, "no checkpoint (no --checkpoint-dir): a rerun starts afresh");
+        fflush(stdout);
+        fprintf(stderr, "nndist: stopped by %s at %s %ld (epoch %d, %.0f%% through); %s\n",
+                nd_stop_signal_name(r.stop_signal), cfg.mode == ND_MODE_SYNC ? "step" : "update", r.steps, r.stop_epoch,
+                100.0 * r.stop_fraction, where);
+    }
     nd_trainer_free(tr);
-    return st == ND_OK ? 0 : 1;
+    if (st != ND_OK) return 1;
+    return r.status == ND_RUN_STOPPED_BY_SIGNAL ? ND_EXIT_STOPPED : 0;
 }
 
 /* Data commands write files: only rank 0 works, the others wait for its verdict. */
@@ -161,6 +229,13 @@ int main(int argc, char **argv) {
         return 1;
     }
     install_fatal_handlers(nd_comm_rank(world));
+    if (nd_comm_check_launch(world, &err) != ND_OK) {
+        /* Every copy is alone: each says it, once. */
+        report_error(&err);
+        nd_comm_free(world);
+        nd_comm_finalize();
+        return 2;
+    }
     int rc;
     const char *cmd = argv[1];
     if (!strcmp(cmd, "train")) {

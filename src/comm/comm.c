@@ -185,6 +185,46 @@ nd_status nd_comm_bcast_bytes(nd_comm *comm, void *buf, size_t n, int root, nd_e
     return rc == MPI_SUCCESS ? ND_OK : mpi_fail(err, rc, "Bcast");
 }
 
+nd_status nd_comm_gather_bytes(nd_comm *comm, const void *send, size_t n, void *recv, int root, nd_error *err) {
+    if (n > INT_MAX) return ND_FAIL(err, ND_ERR_ARG, "gather of %zu bytes is too large", n);
+    if (comm->size == 1) {
+        memcpy(recv, send, n);
+        return ND_OK;
+    }
+    int rc = MPI_Gather(send, (int)n, MPI_BYTE, recv, (int)n, MPI_BYTE, root, comm->comm);
+    return rc == MPI_SUCCESS ? ND_OK : mpi_fail(err, rc, "Gather");
+}
+
+/* A positive integer from the environment, or 0. */
+static long env_count(const char *name) {
+    const char *v = getenv(name);
+    char *end = NULL;
+    long n = v && *v ? strtol(v, &end, 10) : 0;
+    return end && *end == '\0' && n > 0 ? n : 0;
+}
+
+nd_status nd_comm_check_launch(const nd_comm *world, nd_error *err) {
+    /* Open MPI's own launcher names the world it built: trust it first (under
+     * mpirun in a Slurm job the Slurm variables describe the daemons). */
+    const char *const names[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS"};
+    for (int i = 0; i < 4; ++i) {
+        const long want = env_count(names[i]);
+        if (!want) continue;
+        if (want == world->size) return ND_OK;
+        /* Slurm's count is the step's tasks, and only inside an srun step
+         * (SLURM_STEP_ID set; a batch shell is none); only a world of one
+         * (every task alone) is surely wrong then: mpirun may start fewer. */
+        if (i == 3 && (world->size != 1 || !getenv("SLURM_STEP_ID"))) return ND_OK;
+        return ND_FAIL(err, ND_ERR_ARG,
+                       "%s=%ld but MPI gives this process a world of %d rank%s: the launcher started %ld copies "
+                       "that do not know each other (srun without MPI support, or an MPI library other than the "
+                       "one nndist was built with); launch with `srun --mpi=pmix` (or pmi2; `srun --mpi=list` "
+                       "shows them) or `mpirun -np %ld`",
+                       names[i], want, world->size, world->size == 1 ? "" : "s", want, want);
+    }
+    return ND_OK;
+}
+
 /* The lowest failed rank into *first (INT_MAX: none); an MPI return code. */
 static int lowest_failed(nd_comm *comm, int failed, int *first) {
     int mine = failed ? comm->rank : INT_MAX;
@@ -205,8 +245,11 @@ nd_status nd_comm_agree_verdict(nd_comm *comm, nd_status st, int *agreed, nd_err
     if (rc != MPI_SUCCESS) return st != ND_OK ? st : mpi_fail(err, rc, "Allreduce (error agreement)");
     if (first == INT_MAX) return ND_OK;
     *agreed = 1;
+    /* Every rank takes the first failure's kind, so all exit alike. */
+    int code = first == comm->rank ? (int)st : (int)ND_ERR_STATE;
+    if (comm->size > 1) MPI_Bcast(&code, 1, MPI_INT, first, comm->comm);
     if (first == comm->rank) return st;
-    err->code = st != ND_OK ? st : ND_ERR_STATE;
+    err->code = (nd_status)code;
     err->msg[0] = '\0';
     return err->code;
 }

@@ -15,10 +15,11 @@ static nd_activation fused_act(const nd_layer *L) {
     return L->act;
 }
 
-/* The input of layer l (batch x in_dim): after the dropout before it. */
+/* The input of layer l (batch x in_dim): after the dropout before it, which
+ * only a training pass applies (inference leaves drop_out stale). */
 static const float *layer_input(const nd_model *m, int l, const float *x) {
-    if (l == 0) return m->spec.input_drop > 0.0f ? m->drop_out[0] : x;
-    return m->layer[l - 1].drop > 0.0f ? m->drop_out[l] : m->act[l - 1];
+    if (l == 0) return m->trained && m->spec.input_drop > 0.0f ? m->drop_out[0] : x;
+    return m->trained && m->layer[l - 1].drop > 0.0f ? m->drop_out[l] : m->act[l - 1];
 }
 
 /* Dropout slot `slot` (0: input, l+1: layer l) on a training pass: its

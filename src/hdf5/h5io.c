@@ -193,36 +193,84 @@ nd_status h5io_read_attr_string(hid_t obj, const char *attr, const char *path, c
     out[0] = '\0';
     if (H5Aexists(obj, attr) <= 0) return ND_OK;
     hid_t a = H5Aopen(obj, attr, H5P_DEFAULT);
-    hid_t type = a >= 0 ? H5Aget_type(a) : -1;
+    hid_t type = a >= 0 ? H5Aget_type(a) : -1, space = a >= 0 ? H5Aget_space(a) : -1;
     nd_status st = ND_OK;
-    if (a < 0 || type < 0 || H5Tget_class(type) != H5T_STRING || H5Tis_variable_str(type) > 0) {
-        st = ND_FAIL(err, ND_ERR_FORMAT, "%s: attribute %s must be a fixed-length string", path, attr);
+    /* One string: an array of them would overrun out. */
+    if (a < 0 || type < 0 || H5Tget_class(type) != H5T_STRING || space < 0 ||
+        H5Sget_simple_extent_npoints(space) != 1) {
+        st = ND_FAIL(err, ND_ERR_FORMAT, "%s: attribute %s must be one string", path, attr);
     } else {
-        size_t len = H5Tget_size(type);
-        if (len >= cap) {
+        /* HDF5 converts no string between ASCII and UTF-8: read in the
+         * file's character set. */
+        const H5T_cset_t cset = H5Tget_cset(type);
+        const int variable = H5Tis_variable_str(type) > 0;
+        const size_t len = variable ? 0 : H5Tget_size(type);
+        hid_t mem = H5Tcopy(H5T_C_S1);
+        H5Tset_cset(mem, cset);
+        if (variable) {
+            char *v = NULL;
+            H5Tset_size(mem, H5T_VARIABLE);
+            if (H5Aread(a, mem, &v) < 0) st = ND_FAIL(err, ND_ERR_FORMAT, "%s: cannot read attribute %s", path, attr);
+            else if (v && strlen(v) >= cap)
+                st = ND_FAIL(err, ND_ERR_FORMAT, "%s: attribute %s is longer than %zu bytes", path, attr, cap - 1);
+            else snprintf(out, cap, "%s", v ? v : ""), *found = 1;
+            if (v) H5free_memory(v);
+        } else if (len >= cap) {
             st = ND_FAIL(err, ND_ERR_FORMAT, "%s: attribute %s is longer than %zu bytes", path, attr, cap - 1);
         } else {
-            hid_t mem = H5Tcopy(H5T_C_S1);
             H5Tset_size(mem, len + 1);
             H5Tset_strpad(mem, H5T_STR_NULLTERM);
             if (H5Aread(a, mem, out) < 0) st = ND_FAIL(err, ND_ERR_FORMAT, "%s: cannot read attribute %s", path, attr);
             else *found = 1;
             out[len] = '\0';
-            H5Tclose(mem);
         }
+        H5Tclose(mem);
     }
+    if (space >= 0) H5Sclose(space);
     if (type >= 0) H5Tclose(type);
     if (a >= 0) H5Aclose(a);
     return st;
 }
 
-nd_status h5io_write_attr_string(hid_t obj, const char *attr, const char *value, const char *path, nd_error *err) {
+/* Variable-length UTF-8: h5py gives str for it, bytes for fixed-length. */
+static hid_t utf8_type(void) {
     hid_t type = H5Tcopy(H5T_C_S1);
-    H5Tset_size(type, strlen(value) + 1);
-    H5Tset_strpad(type, H5T_STR_NULLTERM);
-    nd_status st = write_attr(obj, attr, type, type, value, 0, path, err);
+    H5Tset_size(type, H5T_VARIABLE);
+    H5Tset_cset(type, H5T_CSET_UTF8);
+    return type;
+}
+
+nd_status h5io_write_attr_string(hid_t obj, const char *attr, const char *value, const char *path, nd_error *err) {
+    hid_t type = utf8_type();
+    nd_status st = write_attr(obj, attr, type, type, &value, 0, path, err);
     H5Tclose(type);
     return st;
+}
+
+nd_status h5io_write_attr_strings(hid_t obj, const char *attr, const char *const *values, int n, const char *path,
+                                  nd_error *err) {
+    hid_t type = utf8_type();
+    nd_status st = write_attr(obj, attr, type, type, values, n, path, err);
+    H5Tclose(type);
+    return st;
+}
+
+hid_t h5io_group(hid_t file, const char *name, const char *path, nd_error *err) {
+    if (h5io_exists(file, name)) {
+        hid_t g = H5Gopen2(file, name, H5P_DEFAULT);
+        if (g < 0) ND_FAIL(err, ND_ERR_FORMAT, "%s: %s is not a group", path, name);
+        return g;
+    }
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_create_intermediate_group(lcpl, 1);
+    hid_t g = H5Gcreate2(file, name, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    H5Pclose(lcpl);
+    if (g < 0) {
+        char cause[160];
+        h5io_cause(cause, sizeof cause);
+        ND_FAIL(err, ND_ERR_IO, "%s: cannot create group %s (%s)", path, name, cause);
+    }
+    return g;
 }
 
 nd_status h5io_write_array(hid_t file, const char *name, int ndims, const hsize_t *dims, const float *data,

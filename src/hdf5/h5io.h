@@ -46,12 +46,26 @@ nd_status h5io_write_rows(hid_t group, const char *name, hid_t file_type, hid_t 
                           const hsize_t *dims, const void *buf, const char *path, nd_error *err);
 
 /* Reads a scalar string attribute into out (cap bytes, NUL-terminated);
- * *found = 0 if absent. Longer values are an error. */
+ * *found = 0 if absent. Fixed-length (as format-2 checkpoints store them)
+ * and variable-length strings, ASCII or UTF-8, are read. Longer values are
+ * an error. */
 nd_status h5io_read_attr_string(hid_t obj, const char *attr, const char *path, char *out, size_t cap, int *found,
                                 nd_error *err);
 
-/* Writes a scalar fixed-length string attribute. */
+/* Writes a scalar variable-length UTF-8 string attribute: what h5py writes
+ * for a str, and reads back as a str (a fixed-length one comes back as
+ * bytes). */
 nd_status h5io_write_attr_string(hid_t obj, const char *attr, const char *value, const char *path, nd_error *err);
+
+/* Writes a 1-D attribute of n variable-length UTF-8 strings (values: n
+ * pointers); h5py reads it as an array of str. */
+nd_status h5io_write_attr_strings(hid_t obj, const char *attr, const char *const *values, int n, const char *path,
+                                  nd_error *err);
+
+/* Opens the group at a full path such as "/model/maxpool1", creating it
+ * (and missing parents) if absent. Returns a group id (close with
+ * H5Gclose) or H5I_INVALID_HID with err filled. */
+hid_t h5io_group(hid_t file, const char *name, const char *path, nd_error *err);
 
 /* Writes a contiguous float32 array (ndims 1 or 2) at a full path such as
  * "/model/dense0/W", creating missing groups. */

@@ -21,10 +21,12 @@
  * Waiting uses nd_comm_wait_all, which sleeps between polls: a server does
  * not take a core from a worker on the same node. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "nndist/arena.h"
+#include "nndist/checkpoint.h"
 #include "train_internal.h"
 
 enum {
@@ -39,9 +41,12 @@ enum {
 /* SNAPSHOT: send your slice of the weights; STATE: and of the optimizer state. */
 enum { CTRL_UPDATE = 1, CTRL_BYE = 2, CTRL_SNAPSHOT = 3, CTRL_STATE = 4 };
 /* Control message, worker (or server 0) to server, as doubles. */
-enum { CTRL_KIND, CTRL_VERSION, CTRL_SAMPLES, CTRL_LOSS, CTRL_CORRECT, CTRL_SCALE, CTRL_LEN };
-/* Reply header, server to worker. */
-enum { REPLY_VERSION, REPLY_STOP, REPLY_LEN };
+/* CTRL_SIGNAL: a stop signal this worker received or heard of from a
+ * server (0: none); server 0 acts on it. */
+enum { CTRL_KIND, CTRL_VERSION, CTRL_SAMPLES, CTRL_LOSS, CTRL_CORRECT, CTRL_SCALE, CTRL_SIGNAL, CTRL_LEN };
+/* Reply header, server to worker. REPLY_SIGNAL: a stop signal the server
+ * received, passed on by the worker to server 0. */
+enum { REPLY_VERSION, REPLY_STOP, REPLY_SIGNAL, REPLY_LEN };
 
 struct nd_async {
     long *slice_off, *slice_len; /* (K) each server's part of the arena */
@@ -49,6 +54,7 @@ struct nd_async {
     double *ctrl_out;   /* (K x CTRL_LEN) */
     double *reply_in;   /* (K x REPLY_LEN) */
     double *versions;   /* (K) version of each slice this worker holds */
+    int heard_signal;   /* a stop signal a server's reply reported */
     double *v_used;     /* (K) versions the gradient being sent was computed on */
     float *spare_param; /* --overlap: (num_params) where fresh slices land */
     float *spare_grad;  /* --overlap: (num_params + ND_GRAD_TAIL) the next gradient */
@@ -132,6 +138,9 @@ void nd_async_free(nd_trainer *tr) {
     tr->as = NULL;
 }
 
+/* This process's stop signal (0: none). */
+static int pending_signal(const nd_trainer *tr) { return tr->stop_request ? (int)*tr->stop_request : 0; }
+
 /* ---- worker ---------------------------------------------------------------- */
 
 /* Starts the exchange of the gradient in grad (computed on parameters of
@@ -147,6 +156,7 @@ static nd_status worker_start_exchange(nd_trainer *tr, const float *grad, float 
         c[CTRL_LOSS] = grad[m->num_params + ND_TAIL_LOSS];
         c[CTRL_CORRECT] = grad[m->num_params + ND_TAIL_CORRECT];
         c[CTRL_SCALE] = scale;
+        c[CTRL_SIGNAL] = pending_signal(tr) ? pending_signal(tr) : as->heard_signal;
         const size_t off = (size_t)as->slice_off[j], len = (size_t)as->slice_len[j];
         nd_request *r = as->reqs + 4 * j;
         /* Receives first, so the server's reply never waits for a buffer. */
@@ -163,7 +173,11 @@ static nd_status worker_finish_exchange(nd_trainer *tr, int *stop, nd_error *err
     nd_async *as = tr->as;
     if (nd_comm_wait_all(as->reqs, 4 * tr->num_servers, NULL, err) != ND_OK)
         return nd_error_prefix(err, "update %ld: the parameter-server exchange: ", tr->state.step);
-    for (int j = 0; j < tr->num_servers; ++j) as->versions[j] = as->reply_in[(size_t)j * REPLY_LEN + REPLY_VERSION];
+    for (int j = 0; j < tr->num_servers; ++j) {
+        as->versions[j] = as->reply_in[(size_t)j * REPLY_LEN + REPLY_VERSION];
+        const int sig = (int)as->reply_in[(size_t)j * REPLY_LEN + REPLY_SIGNAL];
+        if (sig) as->heard_signal = sig;
+    }
     *stop = as->reply_in[REPLY_STOP] != 0.0; /* server 0 decides the end */
     return ND_OK;
 }
@@ -266,6 +280,7 @@ static nd_status server_reply(nd_trainer *tr, int dest, int stop, nd_error *err)
     float *copy = as->reply_data + (size_t)wi * tr->slice.length;
     h[REPLY_VERSION] = (double)as->version;
     h[REPLY_STOP] = stop;
+    h[REPLY_SIGNAL] = pending_signal(tr);
     memcpy(copy, tr->model.param + tr->slice.offset, sizeof(float) * tr->slice.length);
     ND_TRY(nd_comm_isend_f64(tr->comm, h, REPLY_LEN, dest, TAG_REPLY, &r[0], err));
     return nd_comm_isend_f32(tr->comm, copy, tr->slice.length, dest, TAG_PARAM, &r[1], err);
@@ -356,6 +371,25 @@ static nd_status server0_checkpoint(nd_trainer *tr, int epoch, double samples, d
     return nd_train_checkpoint_write(tr, &tr->as->full, epoch, (long)(samples / tr->cfg.batch), loss, correct, err);
 }
 
+/* Server 0, on a stop signal: records it and checkpoints the servers' model
+ * as it stands (epoch in progress, its updates applied and their sums). */
+static nd_status nd_async_stop(nd_trainer *tr, int sig, int epoch, long epoch_step, double loss, double correct,
+                               nd_error *err) {
+    nd_train_state *s = &tr->state;
+    s->status = ND_RUN_STOPPED_BY_SIGNAL;
+    s->stop_signal = sig, s->stop_epoch = epoch, s->stop_epoch_step = epoch_step;
+    s->stop_checkpoint[0] = '\0';
+    nd_report_progress_end(&tr->report);
+    if (tr->cfg.checkpoint_dir[0]) {
+        ND_TRY(server0_checkpoint(tr, epoch, (double)epoch_step * tr->cfg.batch, loss, correct, err));
+        nd_checkpoint_name(s->stop_checkpoint, sizeof s->stop_checkpoint, tr->cfg.checkpoint_dir, s->step);
+    }
+    const long per_epoch = tr->info.train.rows / tr->cfg.batch;
+    snprintf(s->reason, sizeof s->reason, "%s at update %ld (epoch %d, %.0f%% through)", nd_stop_signal_name(sig),
+             s->step, epoch, 100.0 * (double)epoch_step / (double)(per_epoch > 0 ? per_epoch : 1));
+    return ND_OK;
+}
+
 static void evaluate_local(nd_trainer *tr, nd_epoch_stats *e) {
     double sums[3];
     if (tr->info.has_test) {
@@ -421,7 +455,15 @@ static nd_status server0_loop(nd_trainer *tr, nd_error *err) {
         if (stale > tr->state.staleness_max) tr->state.staleness_max = stale;
         b.hist[stale < ND_STALENESS_BUCKETS - 1 ? stale : ND_STALENESS_BUCKETS - 1] += 1;
         tr->state.step = as->version;
-        if (every > 0 && as->version % every == 0 && !(total >= next_end)) {
+        const int sig = pending_signal(tr) ? pending_signal(tr) : (int)as->ctrl_in[CTRL_SIGNAL];
+        if (sig && !stopping) {
+            /* A signal on some rank: checkpoint the servers' model now, then
+             * every worker hears "stop" at its next reply. */
+            const long done = (long)(b.samples / tr->cfg.batch);
+            ND_TRY(nd_async_stop(tr, sig, epoch + 1, done, b.loss, b.correct, err));
+            stopping = 1;
+        }
+        if (every > 0 && as->version % every == 0 && !(total >= next_end) && !stopping) {
             const double c0 = nd_comm_time();
             ND_TRY(server0_checkpoint(tr, epoch + 1, b.samples, b.loss, b.correct, err));
             b.eval_seconds += nd_comm_time() - c0; /* checkpoint time is not training time */
@@ -501,17 +543,26 @@ nd_status nd_async_fit(nd_trainer *tr, nd_error *err) {
     for (int j = 0; j < tr->num_servers; ++j)
         ND_TRY(nd_comm_bcast_f32(tr->comm, tr->model.param + as->slice_off[j], (size_t)as->slice_len[j], j, err));
     /* The final parameters include the (at most W-1) updates that were in
-     * flight when the last epoch ended: evaluate them for the summary. */
-    if (tr->rank == 0) evaluate_local(tr, &tr->state.last);
-    double t[7] = {tr->state.train_seconds,        (double)tr->state.samples_seen, tr->state.last.test_loss,
-                   tr->state.last.test_acc,        tr->state.last.val_loss,        tr->state.last.val_acc,
-                   (double)tr->state.staleness_max};
-    ND_TRY(nd_comm_bcast_f64(tr->comm, t, 7, 0, err));
+     * flight when the last epoch ended: evaluate them for the summary (not
+     * after a stop signal: the job is to end soon). */
+    const int stopped = tr->state.status == ND_RUN_STOPPED_BY_SIGNAL;
+    if (tr->rank == 0 && !stopped) evaluate_local(tr, &tr->state.last);
+    double t[10] = {tr->state.train_seconds,          (double)tr->state.samples_seen, tr->state.last.test_loss,
+                    tr->state.last.test_acc,          tr->state.last.val_loss,        tr->state.last.val_acc,
+                    (double)tr->state.staleness_max,  (double)tr->state.stop_signal,  (double)tr->state.stop_epoch,
+                    (double)tr->state.stop_epoch_step};
+    ND_TRY(nd_comm_bcast_f64(tr->comm, t, 10, 0, err));
     tr->state.staleness_max = (long)t[6];
     tr->state.train_seconds = t[0];
     tr->state.samples_seen = (long)t[1];
     tr->state.last.test_loss = t[2], tr->state.last.test_acc = t[3], tr->state.last.val_loss = t[4],
     tr->state.last.val_acc = t[5];
+    tr->state.stop_signal = (int)t[7], tr->state.stop_epoch = (int)t[8], tr->state.stop_epoch_step = (long)t[9];
+    if (tr->state.stop_signal) {
+        tr->state.status = ND_RUN_STOPPED_BY_SIGNAL; /* server 0 decided it for every rank */
+        return ND_OK;
+    }
+    tr->state.status = ND_RUN_COMPLETED;
     nd_train_print_done(tr);
     return ND_OK;
 }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "nndist/arena.h"
@@ -40,6 +41,11 @@ static void fill_meta(const nd_trainer *tr, nd_ckpt_meta *m, int epoch, long epo
     m->plateau_best = tr->state.plateau_best;
     m->plateau_bad = tr->state.plateau_bad;
     config_text(tr, m->config, sizeof m->config);
+    /* What a reader outside nndist needs to prepare the inputs alike. */
+    m->input_scale = tr->info.train.x_scale;
+    m->input_uint8 = tr->info.train.x_is_uint8;
+    snprintf(m->normalization, sizeof m->normalization, "%s", nd_norm_name(tr->norm));
+    snprintf(m->loss, sizeof m->loss, "%s", nd_loss_name(tr->loss));
 }
 
 /* How many ranks hold a slice of the optimizer state (ranks 0..K-1, split
@@ -192,8 +198,81 @@ static int writable_dir(const char *dir) {
     return 1;
 }
 
+/* 1 if something exists at path that a run must not replace: anything but
+ * an nndist checkpoint (a dataset, a summary, a directory, ...). */
+static int foreign_file(const char *path) {
+    struct stat sb;
+    if (stat(path, &sb) != 0) return 0;
+    return !S_ISREG(sb.st_mode) || !nd_checkpoint_is(path);
+}
+
+/* The directory part of path into dir ("." when there is none). */
+static void dir_of(const char *path, char *dir, size_t cap) {
+    snprintf(dir, cap, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash) snprintf(dir, cap, ".");
+    else if (slash == dir) dir[1] = '\0';
+    else *slash = '\0';
+}
+
+static int is_dir(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+/* --save's default (docs/checkpoints.md): model.h5 in --checkpoint-dir
+ * (the run's own directory; a rerun or resume replaces its model); else
+ * NAME.model.h5 beside --summary NAME.json (or --metrics), as the summary
+ * itself is replaced by a rerun; else (and when that directory is missing,
+ * which --summary reports itself) model-DATE-TIME[-N].h5 in the working
+ * directory, a new name each run, so that a run without outputs never
+ * replaces another's model. 0, or -1 if the path does not fit. */
+static int default_save(const nd_train_config *c, char *out, size_t cap) {
+    const char *beside = c->summary[0] ? c->summary : c->metrics;
+    char dir[ND_PATH_MAX];
+    dir_of(beside, dir, sizeof dir);
+    int len;
+    if (c->checkpoint_dir[0]) {
+        len = snprintf(out, cap, "%s/model.h5", c->checkpoint_dir);
+    } else if (beside[0] && is_dir(dir)) {
+        const char *slash = strrchr(beside, '/'), *dot = strrchr(beside, '.');
+        const int stem = dot && dot > (slash ? slash + 1 : beside) ? (int)(dot - beside) : (int)strlen(beside);
+        len = snprintf(out, cap, "%.*s.model.h5", stem, beside);
+    } else {
+        char stamp[32];
+        const time_t now = time(NULL);
+        struct tm tm;
+        localtime_r(&now, &tm);
+        strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &tm);
+        len = snprintf(out, cap, "model-%s.h5", stamp);
+        struct stat sb;
+        for (int k = 2; k < 1000 && lstat(out, &sb) == 0; ++k) len = snprintf(out, cap, "model-%s-%d.h5", stamp, k);
+    }
+    return len >= 0 && (size_t)len < cap ? 0 : -1;
+}
+
+/* Rank 0: resolves --save into c->save and checks that the file can be
+ * written there at the end of the run. */
+static nd_status check_save(nd_train_config *c, nd_error *err) {
+    if (!strcmp(c->save, "none")) return ND_OK;
+    const int given = c->save[0] != '\0';
+    if (!given && default_save(c, c->save, sizeof c->save) != 0)
+        return ND_FAIL(err, ND_ERR_ARG, "--save: the default path is too long (give --save FILE)");
+    const char *how = given ? "" : " (the default: give --save FILE or --save none)";
+    char dir[ND_PATH_MAX];
+    dir_of(c->save, dir, sizeof dir);
+    if (c->save[strlen(c->save) - 1] == '/')
+        return ND_FAIL(err, ND_ERR_ARG, "--save %s: give a file name, not a directory", c->save);
+    if (!is_dir(dir)) return ND_FAIL(err, ND_ERR_IO, "--save %s%s: directory %s does not exist", c->save, how, dir);
+    if (foreign_file(c->save))
+        return ND_FAIL(err, ND_ERR_IO, "--save %s%s: the file exists and is not an nndist checkpoint; not replacing it",
+                       c->save, how);
+    if (!writable_dir(dir)) return ND_FAIL(err, ND_ERR_IO, "--save %s%s: cannot write in %s", c->save, how, dir);
+    return ND_OK;
+}
+
 nd_status nd_train_checkpoint_setup(nd_trainer *tr, int *resumed, nd_error *err) {
-    const nd_train_config *c = &tr->cfg;
+    nd_train_config *c = &tr->cfg;
     *resumed = 0;
     nd_status st = ND_OK;
     if (tr->rank == 0 && c->checkpoint_dir[0] && make_dirs(c->checkpoint_dir) != 0)
@@ -201,7 +280,10 @@ nd_status nd_train_checkpoint_setup(nd_trainer *tr, int *resumed, nd_error *err)
     else if (tr->rank == 0 && c->checkpoint_dir[0] && !writable_dir(c->checkpoint_dir))
         st = ND_FAIL(err, ND_ERR_IO, "--checkpoint-dir %s: cannot write there (%s)", c->checkpoint_dir,
                      strerror(errno));
+    else if (tr->rank == 0) st = check_save(c, err);
     ND_TRY(nd_train_agree(tr, st, err));
+    /* Rank 0 named the file (a default may hold the time): one name everywhere. */
+    ND_TRY(nd_comm_bcast_bytes(tr->comm, c->save, sizeof c->save, 0, err));
     if (!c->resume[0]) return ND_OK;
     char path[ND_PATH_MAX + 64];
     int found = 1;
@@ -229,7 +311,8 @@ nd_status nd_train_checkpoint_write(nd_trainer *tr, const nd_optimizer *opt, int
     fill_meta(tr, &meta, epoch, epoch_step, loss_sum, correct);
     nd_checkpoint_name(path, sizeof path, tr->cfg.checkpoint_dir, tr->state.step);
     ND_TRY(nd_checkpoint_write(path, &tr->model, opt, tr->norm_mean, tr->norm_inv_std, tr->ema, &meta, err));
-    return nd_checkpoint_prune(tr->cfg.checkpoint_dir, tr->cfg.keep, err);
+    ND_TRY(nd_checkpoint_prune(tr->cfg.checkpoint_dir, tr->cfg.keep, err));
+    return nd_checkpoint_link_latest(tr->cfg.checkpoint_dir, err); /* after pruning: never left dangling */
 }
 
 static nd_status save_now(nd_trainer *tr, int epoch, long epoch_step, double loss_sum, double correct, nd_error *err) {
@@ -294,6 +377,41 @@ nd_status nd_train_checkpoint_save(nd_trainer *tr, int epoch, long epoch_step, d
 nd_status nd_train_checkpoint_epoch(nd_trainer *tr, const nd_epoch_stats *e, int best, nd_error *err) {
     nd_watchdog_enter(tr->watchdog, checkpoint_what, tr->state.step);
     const nd_status st = epoch_now(tr, e, best, err);
+    nd_watchdog_leave(tr->watchdog);
+    return st;
+}
+
+/* Rank 0 writes the model file; the others wait for its verdict. */
+static nd_status save_model(nd_trainer *tr, nd_error *err) {
+    nd_status st = ND_OK;
+    if (tr->rank == 0) {
+        const char *path = tr->cfg.save;
+        nd_ckpt_meta meta;
+        const nd_epoch_stats *last = &tr->state.last;
+        fill_meta(tr, &meta, last->epoch + 1, 0, 0.0, 0.0);
+        if (isfinite(last->test_acc)) {
+            snprintf(meta.metric_name, sizeof meta.metric_name, "test_%s", nd_loss_metric_name(tr->loss));
+            meta.metric_value = last->test_acc;
+        }
+        /* Checked at setup; checked again, as the run may have been long. */
+        if (foreign_file(path))
+            st = ND_FAIL(err, ND_ERR_IO, "--save %s: the file exists and is not an nndist checkpoint; not replacing it",
+                         path);
+        /* No optimizer state: a file to use, not to resume (ckpt-step*.h5
+         * are for that), and in async mode the state is on the servers. */
+        if (st == ND_OK &&
+            nd_checkpoint_write(path, &tr->model, NULL, tr->norm_mean, tr->norm_inv_std, tr->ema, &meta, err) != ND_OK)
+            st = nd_error_prefix(err, "--save: ");
+        if (st == ND_OK && tr->report.active) printf("nndist train: model saved to %s\n", path);
+    }
+    return nd_train_agree(tr, st, err);
+}
+
+nd_status nd_train_save_model(nd_trainer *tr, nd_error *err) {
+    if (!tr->cfg.save[0] || !strcmp(tr->cfg.save, "none")) return ND_OK;
+    nd_watchdog_enter(tr->watchdog, "the model file (rank 0 writes it, the others wait for its verdict)",
+                      tr->state.step);
+    const nd_status st = save_model(tr, err);
     nd_watchdog_leave(tr->watchdog);
     return st;
 }

@@ -2,6 +2,7 @@
  * exchange's hooks in the pass) and its loss over a split. Shared by the
  * sync loop and the parameter-server workers. */
 #include <math.h>
+#include <signal.h>
 #include <string.h>
 
 #include "nndist/loss.h"
@@ -39,6 +40,10 @@ void nd_train_compute_gradient(nd_trainer *tr, const nd_shard *src, const int *i
         : nd_loss_apply(tr->loss, nd_model_output_grad(m), out, tr->yb, tr->tb, b, k);
     m->grad[m->num_params + ND_TAIL_LOSS] = (float)ls.loss_sum;
     m->grad[m->num_params + ND_TAIL_CORRECT] = (float)ls.correct;
+    if (tr->cfg.fault_signal_step == tr->state.step + 1 && tr->rank == tr->size - 1 && tr->stop_request &&
+        !*tr->stop_request)
+        raise(nd_stop_signals[tr->cfg.fault_signal]); /* --fault-signal-step: through the real handler */
+    nd_stop_mark(tr, m->grad + m->num_params);        /* a pending signal rides on this step's exchange */
     if (tr->cfg.fault_nan_step == tr->state.step + 1 &&
         tr->worker_index == 0) /* --fault-nan-step: exercise the guard */
         m->grad[m->num_params + ND_TAIL_LOSS] = NAN;

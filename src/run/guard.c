@@ -68,6 +68,7 @@ nd_status nd_guard_bad_step(nd_trainer *tr, const char *what, nd_error *err) {
     }
     /* Every rank found the same; rank 0 tells. */
     tr->state.agreed_failure = 1;
+    tr->state.status = ND_RUN_STOPPED_ON_NAN;
     char where[ND_PATH_MAX + 64] = "";
     if (tr->cfg.checkpoint_dir[0])
         snprintf(where, sizeof where, "; the checkpoints in %s are untouched", tr->cfg.checkpoint_dir);
@@ -78,6 +79,7 @@ nd_status nd_guard_bad_step(nd_trainer *tr, const char *what, nd_error *err) {
     else
         st = ND_FAIL(err, ND_ERR_DATA, "step %ld: %s: stopped before applying it%s (--on-nan skip drops such steps)",
                      tr->state.step + 1, what, where);
+    snprintf(tr->state.reason, sizeof tr->state.reason, "%s", err->msg);
     if (tr->rank != 0) err->msg[0] = '\0';
     return st;
 }

@@ -31,6 +31,7 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
     double t0 = nd_comm_time(), paused = 0.0;
     memset(tr->state.phase, 0, sizeof tr->state.phase);
     const int micro = feed->micro_batches ? feed->micro_batches(tr) : 1;
+    long done = steps; /* steps of the epoch taken when it ends (fewer if a signal stopped it) */
     for (long s = first; s < steps; ++s) {
         double before[ND_PHASES];
         memcpy(before, tr->state.phase, sizeof before);
@@ -65,6 +66,7 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
             continue;
         }
         tr->state.nan_consecutive = 0;
+        const int stop_signal = nd_stop_agreed(m->grad + n); /* the same on every rank */
         if (m->num_trainable < n) { /* batch norm: the global batch's statistics update every replica alike */
             nd_model_running_deltas(m, m->param, m->grad, tr->global_batch, tr->cfg.bn_momentum);
             nd_model_apply_running(m, m->param, m->grad, 0, n);
@@ -97,6 +99,13 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
                                    .paused = &paused};
         for (int o = 0; o < tr->num_observers; ++o)
             if (tr->observers[o]->after_step) ND_TRY(tr->observers[o]->after_step(tr, &view, err));
+        if (stop_signal) {
+            /* Every rank stops after this same step; its checkpoint comes after the epoch's time. */
+            tr->state.status = ND_RUN_STOPPED_BY_SIGNAL;
+            tr->state.stop_signal = stop_signal;
+            done = s + 1;
+            break;
+        }
     }
     double seconds = nd_comm_time() - t0 - paused;
     if (xp->messages) tr->state.gradient_buckets = xp->messages(x->self);
@@ -104,7 +113,12 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
     nd_watchdog_enter(tr->watchdog, "the epoch's time reduction", tr->state.step);
     ND_TRY(nd_comm_allreduce_max_f64(tr->comm, &seconds, 1, err)); /* the slowest rank sets the pace */
     nd_watchdog_leave(tr->watchdog);
-    const double samples = (double)steps * tr->global_batch, run = (double)(steps - first) * tr->global_batch;
+    if (tr->state.stop_signal) {
+        tr->state.stop_loss_sum = loss_sum;
+        tr->state.stop_correct = correct;
+        tr->state.stop_epoch_step = done;
+    }
+    const double samples = (double)done * tr->global_batch, run = (double)(done - first) * tr->global_batch;
     e->epoch = epoch;
     e->train_loss = loss_sum / samples;
     e->train_acc = nd_loss_metric(tr->loss, correct, samples, tr->info.num_outputs);
@@ -124,6 +138,9 @@ nd_status nd_trainer_fit(nd_trainer *tr, nd_error *err) {
         nd_epoch_stats e = {0};
         e.test_loss = e.test_acc = e.val_loss = e.val_acc = NAN;
         ND_TRY(run_epoch(tr, epoch, &e, err));
+        if (tr->state.stop_signal) /* an unfinished epoch: no evaluation, no epoch line */
+            return nd_train_stop(tr, tr->state.stop_signal, epoch, tr->state.stop_epoch_step, tr->state.stop_loss_sum,
+                                 tr->state.stop_correct, err);
         if (tr->info.has_val) ND_TRY(nd_trainer_evaluate(tr, &tr->val, &e.val_loss, &e.val_acc, err));
         if (tr->info.has_test) ND_TRY(nd_trainer_evaluate(tr, &tr->test, &e.test_loss, &e.test_acc, err));
         e.ema_test_acc = e.ema_val_acc = NAN;
@@ -131,7 +148,12 @@ nd_status nd_trainer_fit(nd_trainer *tr, nd_error *err) {
         for (int o = 0; o < tr->num_observers; ++o)
             if (tr->observers[o]->after_epoch) ND_TRY(tr->observers[o]->after_epoch(tr, &e, &stop, err));
         tr->state.last = e;
-        if (stop) break;
+        if (stop) {
+            tr->state.status = ND_RUN_EARLY_STOPPED;
+            snprintf(tr->state.reason, sizeof tr->state.reason, "--early-stop %d after epoch %d", tr->cfg.early_stop,
+                     e.epoch);
+            break;
+        }
     }
     if (tr->best_param && tr->state.best_epoch > 0 && tr->state.best_epoch != tr->state.last.epoch) {
         /* End with the best weights: the final evaluation and summary are theirs. */
@@ -152,6 +174,7 @@ nd_status nd_trainer_fit(nd_trainer *tr, nd_error *err) {
         if (tr->info.has_test)
             ND_TRY(nd_trainer_evaluate(tr, &tr->test, &tr->state.last.test_loss, &tr->state.last.test_acc, err));
     }
+    if (tr->state.status == ND_RUN_RUNNING) tr->state.status = ND_RUN_COMPLETED;
     nd_train_print_done(tr);
     return ND_OK;
 }

@@ -14,6 +14,8 @@
 const char *const nd_mode_names[] = {[ND_MODE_SYNC] = "sync", [ND_MODE_ASYNC] = "async", [ND_MODE_SSP] = "ssp", NULL};
 static const char *const bias_names[] = {[ND_BIAS_ZERO] = "zero", [ND_BIAS_PRIORS] = "priors", NULL};
 static const char *const on_nan_names[] = {[ND_ON_NAN_STOP] = "stop", [ND_ON_NAN_SKIP] = "skip", NULL};
+/* In the order of nd_stop_signals. */
+static const char *const fault_signal_names[] = {"term", "int", "usr1", "usr2", NULL};
 
 const nd_cli_option nd_train_options[] = {
     {"config", F(STR, config), "", "read options from FILE (key = value); the command line wins"},
@@ -99,6 +101,10 @@ const nd_cli_option nd_train_options[] = {
      "features: global or feature (mean/std), minmax (to [-1, 1]) or none"},
     {"eval-batch", R(INT, eval_batch, ">= 1"), "1024", "rows per forward pass during evaluation"},
     {"threads", R(INT, threads, "[0, 1024]"), "0", "BLAS threads per rank; 0 = this node's cores / ranks on it"},
+    {"quiet", F(BOOL, quiet), "false",
+     "rank 0 prints only the final line (and errors): no configuration, progress or epoch lines"},
+    {"print-config", F(BOOL, print_config), "false",
+     "print every option's value before training, not only those that differ from the defaults"},
     {"progress", E(progress, nd_progress_names), "auto",
      "progress within an epoch (auto: a bar on a terminal, plain lines otherwise)"},
     {"bucket-kb", R(INT, bucket_kb, "[0, 1048576]"), "0",
@@ -114,6 +120,9 @@ const nd_cli_option nd_train_options[] = {
     {"max-nan-skips", R(INT, max_nan_skips, ">= 0"), "10", "--on-nan skip: stop after this many bad steps in a row"},
     {"fault-nan-step", R(LONG, fault_nan_step, ">= 0"), "0",
      "testing: make the first worker's (rank 0's in sync) loss NaN at this step (1-based; 0 = never)"},
+    {"fault-signal-step", R(LONG, fault_signal_step, ">= 0"), "0",
+     "testing: the last rank sends itself --fault-signal during this step (1-based; 0 = never)"},
+    {"fault-signal", E(fault_signal, fault_signal_names), "term", "testing: the signal of --fault-signal-step"},
     {"profile", R(INT, profile, ">= 0"), "0", "sync: rank 0 prints the time of each phase of the first N steps"},
     {"l1", R(FLOAT, l1, ">= 0"), "0", "L1 penalty on weights (not biases); with --weight-decay: the elastic net"},
     {"max-norm", R(FLOAT, max_norm, ">= 0"), "0",
@@ -131,6 +140,8 @@ const nd_cli_option nd_train_options[] = {
      "continue from a checkpoint FILE, or 'auto': the newest valid one in --checkpoint-dir"},
     {"metrics", F(STR, metrics), "", "write a JSON line per epoch to FILE"},
     {"summary", F(STR, summary), "", "write the run summary (JSON) to FILE"},
+    {"save", F(STR, save), "",
+     "write the final model to FILE (a checkpoint, docs/checkpoints.md); default: model.h5 in --checkpoint-dir, else NAME.model.h5 beside --summary (or --metrics) NAME.json, else model-DATE-TIME.h5 here; 'none': no file"},
 };
 const int nd_train_num_options = (int)(sizeof nd_train_options / sizeof nd_train_options[0]);
 

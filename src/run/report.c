@@ -32,16 +32,47 @@ const char *const nd_progress_names[] = {[ND_PROGRESS_AUTO] = "auto",
                                          [ND_PROGRESS_NONE] = "none",
                                          NULL};
 
-nd_status nd_report_open(nd_report *r, int active, nd_progress_kind progress, const char *metrics_path, nd_error *err) {
+/* The epoch of a metrics line ({"epoch": E, ...}), or 0. */
+static int line_epoch(const char *line) {
+    int e = 0;
+    return sscanf(line, "{\"epoch\": %d", &e) == 1 ? e : 0;
+}
+
+typedef struct {
+    FILE *old;
+    int keep_before;
+} kept_lines;
+
+static void copy_kept(FILE *f, const void *ctx) {
+    const kept_lines *k = ctx;
+    char line[65536];
+    while (fgets(line, sizeof line, k->old)) {
+        const size_t n = strlen(line);
+        if (n == 0 || line[n - 1] != '\n') break; /* a torn last line (the writer was killed) */
+        const int e = line_epoch(line);
+        if (e > 0 && e < k->keep_before) fputs(line, f);
+    }
+}
+
+nd_status nd_report_open(nd_report *r, int active, nd_progress_kind progress, const char *metrics_path,
+                         int keep_before_epoch, nd_error *err) {
     memset(r, 0, sizeof *r);
     r->active = active;
     r->out = stdout;
     if (!active) return ND_OK;
     r->progress = progress != ND_PROGRESS_AUTO ? progress : stdout_is_terminal() ? ND_PROGRESS_BAR : ND_PROGRESS_PLAIN;
-    if (metrics_path && metrics_path[0]) {
-        r->metrics = fopen(metrics_path, "w");
-        if (!r->metrics) return ND_FAIL(err, ND_ERR_IO, "--metrics %s: %s", metrics_path, strerror(errno));
+    if (!metrics_path || !metrics_path[0]) return ND_OK;
+    if (keep_before_epoch > 0) {
+        /* Rewritten atomically with the lines to keep: a kill now loses nothing. */
+        kept_lines k = {.old = fopen(metrics_path, "r"), .keep_before = keep_before_epoch};
+        if (k.old) {
+            nd_status st = nd_write_file_atomic(metrics_path, copy_kept, &k, err);
+            fclose(k.old);
+            if (st != ND_OK) return nd_error_prefix(err, "--metrics: ");
+        }
     }
+    r->metrics = fopen(metrics_path, keep_before_epoch > 0 ? "a" : "w");
+    if (!r->metrics) return ND_FAIL(err, ND_ERR_IO, "--metrics %s: %s", metrics_path, strerror(errno));
     return ND_OK;
 }
 

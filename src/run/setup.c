@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "nndist/blas.h"
@@ -142,6 +143,35 @@ static nd_status normalize_splits(nd_trainer *tr, int have_stats, nd_error *err)
             if (splits[i]->x)
                 nd_normalize_apply(splits[i]->x, (size_t)splits[i]->rows, cols, tr->norm_mean, tr->norm_inv_std);
     }
+    return st;
+}
+
+/* Collective: rank 0's tr->hosts lists the job's hosts in rank order, each
+ * once, with its rank count ("node1 (4 ranks), node2 (4 ranks)"). */
+static nd_status gather_hosts(nd_trainer *tr, nd_error *err) {
+    enum { NAME = 64 };
+    char mine[NAME] = "";
+    if (gethostname(mine, sizeof mine - 1) != 0) snprintf(mine, sizeof mine, "?");
+    char *all = tr->rank == 0 ? calloc((size_t)tr->size, NAME) : NULL;
+    nd_status st = tr->rank == 0 && !all ? ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate the host names") : ND_OK;
+    ND_TRY(nd_train_agree(tr, st, err));
+    st = nd_comm_gather_bytes(tr->comm, mine, NAME, all, 0, err);
+    if (st == ND_OK && tr->rank == 0) {
+        size_t used = 0;
+        tr->hosts[0] = '\0';
+        for (int r = 0; r < tr->size; ++r) {
+            const char *h = all + (size_t)r * NAME;
+            int seen = 0, count = 0;
+            for (int q = 0; q < tr->size; ++q) {
+                seen |= q < r && !strcmp(all + (size_t)q * NAME, h);
+                count += !strcmp(all + (size_t)q * NAME, h);
+            }
+            if (seen || used >= sizeof tr->hosts - 1) continue;
+            used += (size_t)snprintf(tr->hosts + used, sizeof tr->hosts - used, "%s%s (%d rank%s)", used ? ", " : "", h,
+                                     count, count == 1 ? "" : "s");
+        }
+    }
+    free(all);
     return st;
 }
 
@@ -290,8 +320,18 @@ static nd_status set_bias_priors(nd_trainer *tr, nd_error *err) {
 static void print_setup(const nd_trainer *tr) {
     FILE *out = tr->report.out;
     const nd_model *m = &tr->model;
-    fprintf(out, "nndist train: resolved configuration\n");
-    nd_cli_print(nd_train_options, nd_train_num_options, &tr->cfg, out, "  ");
+    if (tr->cfg.print_config) {
+        fprintf(out, "nndist train: resolved configuration\n");
+        nd_cli_print(nd_train_options, nd_train_num_options, &tr->cfg, out, "  ");
+    } else {
+        /* The options set; every value is in --print-config, the summary and the checkpoints. */
+        nd_train_config defaults;
+        nd_error ignored = {0};
+        (void)nd_cli_defaults(nd_train_options, nd_train_num_options, &defaults, &ignored);
+        fprintf(out, "nndist train: options that differ from the defaults (--print-config: all of them)\n");
+        if (!nd_cli_print_changed(nd_train_options, nd_train_num_options, &tr->cfg, &defaults, out, "  "))
+            fprintf(out, "  (none)\n");
+    }
     if (tr->async)
         fprintf(
             out,
@@ -353,6 +393,7 @@ nd_status nd_trainer_setup(nd_trainer **out, const nd_train_config *cfg, nd_comm
     tr->state.plateau_scale = 1.0;
     int resumed = 0;
     ND_TRY(nd_train_checkpoint_setup(tr, &resumed, err)); /* may load weights, state, statistics */
+    ND_TRY(nd_train_lock_dir(tr, err));
     ND_TRY(normalize_splits(tr, resumed, err));
     if (!resumed && cfg->output_bias == ND_BIAS_PRIORS) ND_TRY(set_bias_priors(tr, err));
     if (!resumed) {
@@ -368,8 +409,15 @@ nd_status nd_trainer_setup(nd_trainer **out, const nd_train_config *cfg, nd_comm
             tr, ND_FAIL(err, ND_ERR_ARG, "--lr-schedule plateau: %s has no /val split to watch", cfg->data), err);
     tr->lr.plateau_scale = tr->state.plateau_scale; /* 1, or where a resumed run stood */
     /* Opened last: a run that fails its checks leaves an earlier metrics file alone. */
-    ND_TRY(nd_train_agree(tr, nd_report_open(&tr->report, tr->rank == 0, cfg->progress, cfg->metrics, err), err));
-    if (tr->rank == 0) print_setup(tr);
+    ND_TRY(nd_train_agree(tr,
+                          nd_report_open(&tr->report, tr->rank == 0, cfg->progress, cfg->metrics,
+                                         resumed ? tr->state.start_epoch : 0, err),
+                          err));
+    if (cfg->quiet) tr->report.quiet = 1, tr->report.progress = ND_PROGRESS_NONE;
+    ND_TRY(gather_hosts(tr, err));
+    tr->start_time = (double)time(NULL);
+    ND_TRY(nd_train_summary_begin(tr, err));
+    if (tr->rank == 0 && !cfg->quiet) print_setup(tr);
     /* The watchdog covers the training steps' exchanges from here on. */
     nd_comm_set_timeout(comm, cfg->timeout);
     if (tr->size > 1) ND_TRY(nd_train_agree(tr, nd_watchdog_start(&tr->watchdog, tr->rank, cfg->timeout, err), err));
@@ -394,13 +442,19 @@ nd_train_result nd_trainer_result(const nd_trainer *tr) {
                              .agreed_failure = tr->state.agreed_failure,
                              .best_epoch = tr->state.best_epoch,
                              .best_val = tr->state.best_val,
-                             .last = tr->state.last};
+                             .last = tr->state.last,
+                             .status = tr->state.status,
+                             .stop_signal = tr->state.stop_signal,
+                             .stop_epoch = tr->state.stop_epoch,
+                             .stop_fraction = nd_stop_fraction(tr),
+                             .stop_checkpoint = tr->state.stop_checkpoint};
 }
 
 void nd_trainer_free(nd_trainer *tr) {
     if (!tr) return;
     if (tr->comm) nd_comm_set_timeout(tr->comm, 0.0);
     nd_watchdog_stop(tr->watchdog);
+    nd_train_unlock_dir(tr);
     nd_async_free(tr);
     if (tr->feeder && tr->feeder->close) tr->feeder->close(tr);
     if (tr->exchange.part && tr->exchange.part->destroy) tr->exchange.part->destroy(tr->exchange.self);

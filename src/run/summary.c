@@ -2,10 +2,17 @@
  * the final line, and the --summary file with the memory it used. */
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #include "nndist/loss.h"
 #include "train_internal.h"
+
+/* NNDIST_GIT_DESCRIBE: git describe of the source at build time (generated
+ * by cmake/version.cmake), or the release number outside a git checkout. */
+#include "nd_version.h"
+#define ND_VERSION_TEXT NNDIST_GIT_DESCRIBE
 
 const char *const nd_phase_names[ND_PHASES] = {"data", "forward", "backward", "wait", "comm", "update"};
 
@@ -16,10 +23,9 @@ static void print_phases(FILE *f, const double *phase) {
     fputc('}', f);
 }
 
-void nd_train_print_epoch(nd_trainer *tr, const nd_epoch_stats *e) {
+/* The epoch line on rank 0's output. */
+static void print_epoch_line(nd_trainer *tr, const nd_epoch_stats *e, const char *ml) {
     nd_report *r = &tr->report;
-    if (!r->active) return;
-    const char *ml = nd_loss_metric_label(tr->loss), *mn = nd_loss_metric_name(tr->loss);
     fprintf(r->out, "epoch %3d/%d  train loss %.4f %s %.4f", e->epoch, tr->cfg.epochs, e->train_loss, ml, e->train_acc);
     if (tr->info.has_val) fprintf(r->out, " | val loss %.4f %s %.4f", e->val_loss, ml, e->val_acc);
     if (tr->info.has_test) fprintf(r->out, " | test loss %.4f %s %.4f", e->test_loss, ml, e->test_acc);
@@ -37,6 +43,13 @@ void nd_train_print_epoch(nd_trainer *tr, const nd_epoch_stats *e) {
     }
     fputc('\n', r->out);
     fflush(r->out);
+}
+
+void nd_train_print_epoch(nd_trainer *tr, const nd_epoch_stats *e) {
+    nd_report *r = &tr->report;
+    if (!r->active) return;
+    const char *ml = nd_loss_metric_label(tr->loss), *mn = nd_loss_metric_name(tr->loss);
+    if (!r->quiet) print_epoch_line(tr, e, ml);
     if (r->metrics) {
         fprintf(r->metrics,
                 "{\"epoch\": %d, \"step\": %ld, \"train_loss\": %.6g, \"train_%s\": %.6g, "
@@ -76,10 +89,42 @@ static void json_number(FILE *f, const char *key, double v) {
     else fprintf(f, ", \"%s\": null", key);
 }
 
+/* `, "key": "text"` with JSON escapes. */
+static void json_text(FILE *f, const char *key, const char *text) {
+    fprintf(f, ", \"%s\": \"", key);
+    for (const unsigned char *c = (const unsigned char *)text; *c; ++c) {
+        if (*c == '"' || *c == '\\') fprintf(f, "\\%c", *c);
+        else if (*c < 0x20) fprintf(f, "\\u%04x", *c);
+        else fputc(*c, f);
+    }
+    fputc('"', f);
+}
+
+/* `, "key": "2026-11-28T12:00:00Z"` */
+static void json_time(FILE *f, const char *key, double seconds) {
+    char text[32] = "";
+    const time_t t = (time_t)seconds;
+    struct tm utc;
+    if (gmtime_r(&t, &utc)) strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &utc);
+    json_text(f, key, text);
+}
+
 static void write_summary(FILE *f, const void *ctx) {
     const nd_trainer *tr = ctx;
     const nd_epoch_stats *e = &tr->state.last;
-    fprintf(f, "{\"mode\": \"%s\", \"np\": %d, \"batch_per_rank\": %d, \"global_batch\": %d",
+    fprintf(f, "{\"status\": \"%s\"", nd_run_status_names[tr->state.status]);
+    json_text(f, "reason", tr->state.reason);
+    json_text(f, "version", ND_VERSION_TEXT);
+    json_text(f, "hosts", tr->hosts);
+    json_time(f, "start_time", tr->start_time);
+    if (tr->state.status != ND_RUN_RUNNING) json_time(f, "end_time", (double)time(NULL));
+    if (tr->state.status == ND_RUN_STOPPED_BY_SIGNAL) {
+        fprintf(f, ", \"stop\": {\"signal\": \"%s\", \"step\": %ld, \"epoch\": %d, \"fraction\": %.4f",
+                nd_stop_signal_name(tr->state.stop_signal), tr->state.step, tr->state.stop_epoch, nd_stop_fraction(tr));
+        json_text(f, "checkpoint", tr->state.stop_checkpoint);
+        fputc('}', f);
+    }
+    fprintf(f, ", \"mode\": \"%s\", \"np\": %d, \"batch_per_rank\": %d, \"global_batch\": %d",
             nd_mode_names[tr->cfg.mode], tr->size, tr->cfg.batch, tr->global_batch);
     fprintf(f, ", \"epochs\": %d, \"steps\": %ld, \"threads_per_rank\": %d", e->epoch, tr->state.step, tr->threads);
     json_number(f, "train_seconds", tr->state.train_seconds);
@@ -161,4 +206,20 @@ nd_status nd_trainer_write_summary(nd_trainer *tr, nd_error *err) {
     nd_status st = ND_OK;
     if (tr->rank == 0 && tr->cfg.summary[0]) st = nd_write_file_atomic(tr->cfg.summary, write_summary, tr, err);
     return nd_train_agree(tr, st, err);
+}
+
+nd_status nd_train_summary_begin(nd_trainer *tr, nd_error *err) {
+    nd_status st = ND_OK;
+    tr->state.status = ND_RUN_RUNNING;
+    if (tr->rank == 0 && tr->cfg.summary[0]) st = nd_write_file_atomic(tr->cfg.summary, write_summary, tr, err);
+    if (st != ND_OK) nd_error_prefix(err, "--summary: ");
+    return nd_train_agree(tr, st, err);
+}
+
+void nd_trainer_write_failed_summary(nd_trainer *tr, const char *reason) {
+    if (!tr || tr->start_time == 0.0) return; /* setup did not get that far */
+    if (tr->state.status != ND_RUN_STOPPED_ON_NAN) tr->state.status = ND_RUN_FAILED;
+    if (reason && reason[0]) snprintf(tr->state.reason, sizeof tr->state.reason, "%s", reason);
+    nd_error ignored = {0};
+    if (tr->rank == 0 && tr->cfg.summary[0]) (void)nd_write_file_atomic(tr->cfg.summary, write_summary, tr, &ignored);
 }

@@ -6,8 +6,24 @@
 #include "clock.h"
 #include "trainer.h"
 
-/* Slots of the gradient buffer's tail (see ND_GRAD_TAIL). */
-enum { ND_TAIL_LOSS = 0, ND_TAIL_CORRECT = 1, ND_TAIL_USED = 2 };
+/* Slots of the gradient buffer's tail (see ND_GRAD_TAIL): the step's loss
+ * and hits, then one slot per stop signal (nd_stop_signals) that counts the
+ * ranks which received it. */
+enum { ND_TAIL_LOSS = 0, ND_TAIL_CORRECT = 1, ND_TAIL_STOP = 2, ND_TAIL_USED = ND_TAIL_STOP + ND_STOP_SIGNALS };
+
+/* stop.c: a signal rides on the step's exchange. nd_stop_mark puts this
+ * rank's pending signal in tail (ND_TAIL_USED floats after the gradient);
+ * nd_stop_agreed reads the exchanged tail: the signal most ranks received
+ * (0: none), the same on every rank. */
+void nd_stop_mark(const nd_trainer *tr, float *tail);
+int nd_stop_agreed(const float *tail);
+/* How far through its epoch a stopped run was (0..1). */
+double nd_stop_fraction(const nd_trainer *tr);
+/* Collective, sync: after the step where the ranks agreed on sig (its
+ * epoch, steps of it taken and their sums): records the stop and has rank 0
+ * write the checkpoint of that step (with --checkpoint-dir). */
+nd_status nd_train_stop(nd_trainer *tr, int sig, int epoch, long epoch_step, double loss_sum, double correct,
+                        nd_error *err);
 
 /* Collective: a local status made job-wide; only the lowest failing rank
  * keeps its message. A failure every rank agreed on lets the job end
@@ -40,6 +56,16 @@ void nd_monitor_after(nd_trainer *tr, nd_epoch_stats *e);
 /* summary.c, rank 0: the epoch line and the metrics JSON line; the final line. */
 void nd_train_print_epoch(nd_trainer *tr, const nd_epoch_stats *e);
 void nd_train_print_done(nd_trainer *tr);
+
+/* dirlock.c: rank 0 takes --checkpoint-dir's lock (collective; refused
+ * while another live run holds it), and gives it back (not collective). */
+nd_status nd_train_lock_dir(nd_trainer *tr, nd_error *err);
+void nd_train_unlock_dir(nd_trainer *tr);
+
+/* summary.c, collective: the --summary file as the run starts (status
+ * "running"), so a path that cannot be written is found before training
+ * and a job killed outright leaves a summary that says it never ended. */
+nd_status nd_train_summary_begin(nd_trainer *tr, nd_error *err);
 
 /* checkpointing.c: creates --checkpoint-dir and, with --resume, loads the
  * checkpoint into every replica (*resumed = 1). Collective. */

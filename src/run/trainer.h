@@ -50,6 +50,14 @@ typedef struct {
     long samples_seen;     /* global samples of all finished steps */
     long gradient_buckets; /* --bucket-kb: buckets started in the run's finished epochs */
     nd_epoch_stats last;   /* the latest finished epoch */
+    nd_run_status status;  /* how the run ended; the summary's "status" */
+    char reason[640];      /* what ended it, in words (the summary's "reason") */
+    /* a stop on a signal: the signal, where (epoch, steps of it taken and
+     * their sums) and the checkpoint of that step */
+    int stop_signal, stop_epoch;
+    long stop_epoch_step;
+    double stop_loss_sum, stop_correct;
+    char stop_checkpoint[ND_PATH_MAX + 64];
 } nd_train_state;
 
 struct nd_trainer {
@@ -99,8 +107,12 @@ struct nd_trainer {
     float *decay_mask;     /* adamw: (num_params) 1 on weights, 0 on biases and padding */
     float *monitor_prev;   /* (num_params) weights before the epoch's last update, for update ratios */
     nd_train_state state;  /* what the run has done so far */
-    double memory_mb[5];   /* largest over ranks, at the summary: peak RSS, data shards, parameters,
-                              activations, optimizer state */
+    const volatile sig_atomic_t *stop_request; /* the caller's signal flag (nd_trainer_watch_stop), or NULL */
+    double start_time;                         /* wall clock (s since 1970) at setup, for the summary */
+    int dir_locked;                            /* rank 0 holds --checkpoint-dir's lock (dirlock.c) */
+    char hosts[1024];                          /* rank 0: the job's host names, "a (2 ranks), b" */
+    double memory_mb[5];                       /* largest over ranks, at the summary: peak RSS, data shards, parameters,
+                                                  activations, optimizer state */
 };
 
 #endif

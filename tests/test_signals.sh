@@ -114,16 +114,45 @@ run2 "${common[@]}" --epochs 1 --checkpoint-dir lk >lk5.log 2>&1
 [ $? -eq 2 ] && ok "another host's lock: refused" || bad "another host's lock accepted"
 rm -f lk/.nndist.lock
 
-# Async: the worker's signal reaches server 0, which checkpoints; every rank exits 3.
-run2 --mode async "${common[@]}" --checkpoint-dir as --summary as.json --fault-signal-step 50 --fault-signal usr1 \
-  >as.log 2>&1
-rc=$?
-[ $rc -eq 3 ] && ok "async SIGUSR1 on the worker: exit 3" || bad "async: exit $rc"
-grep -q "^nndist: stopped by SIGUSR1 at update 50 (epoch 1, 42% through); checkpoint as/ckpt-step00000050.h5; rerun" as.log \
-  && ok "async: the line" || { bad "async: no stop line"; grep nndist: as.log; }
-[ "$(field as.json status)" = stopped-by-signal ] && ok "async: summary stopped-by-signal" || bad "async summary"
-run2 --mode async "${common[@]}" --checkpoint-dir as --summary as.json --resume auto >as2.log 2>&1 \
+# Async, each signal: the worker's signal reaches server 0, which
+# checkpoints; every rank exits 3; a resume completes.
+for sig in term int usr1 usr2; do
+  SIG=$(tr a-z A-Z <<< "$sig")
+  rm -rf "as-$sig"
+  run2 --mode async "${common[@]}" --checkpoint-dir "as-$sig" --summary "as-$sig.json" --fault-signal-step 50 \
+    --fault-signal "$sig" >"as-$sig.log" 2>&1
+  rc=$?
+  [ $rc -eq 3 ] && ok "async SIG$SIG on the worker: exit 3" || bad "async SIG$SIG: exit $rc"
+  grep -q "^nndist: stopped by SIG$SIG at update 50 (epoch 1, 42% through); checkpoint as-$sig/ckpt-step00000050.h5; rerun" \
+    "as-$sig.log" && ok "async SIG$SIG: the line" || { bad "async SIG$SIG: no stop line"; grep nndist: "as-$sig.log"; }
+  [ "$(field "as-$sig.json" status)" = stopped-by-signal ] && ok "async SIG$SIG: summary" || bad "async SIG$SIG summary"
+done
+run2 --mode async "${common[@]}" --checkpoint-dir as-usr1 --summary as.json --resume auto >as2.log 2>&1 \
   && [ "$(field as.json status)" = completed ] && ok "async: resume completes" || bad "async resume"
+# An external SIGUSR2 to the server (rank 0).
+run2 --mode async "${common[@]}" --epochs 100000 --checkpoint-dir as-ext --summary as-ext.json >as-ext.log 2>&1 &
+job=$!
+for _ in $(seq 100); do [ -f as-ext.json ] && break; sleep 0.1; done
+sleep 0.5
+for p in $(pgrep -f "^$bin train --mode async .*--checkpoint-dir as-ext"); do
+  tr '\0' '\n' < /proc/$p/environ | grep -qx OMPI_COMM_WORLD_RANK=0 && kill -USR2 "$p"; done
+wait $job
+rc=$?
+[ $rc -eq 3 ] && grep -q "^nndist: stopped by SIGUSR2 at update" as-ext.log && ok "async: SIGUSR2 to the server" \
+  || bad "async server signal: rc $rc $(grep nndist: as-ext.log)"
+
+# A failure during training (the checkpoint directory replaced by a file
+# under the run): the summary says failed, with the reason.
+run2 "${common[@]}" --epochs 100000 --checkpoint-dir gone --checkpoint-every 20 --summary fail.json >fail.log 2>&1 &
+job=$!
+for _ in $(seq 100); do [ -f fail.json ] && break; sleep 0.1; done
+sleep 0.5
+mv gone gone.old && echo "not a directory" > gone # a rename: no race with the files being written
+wait $job
+rc=$?
+[ $rc -ne 0 ] && [ $rc -ne 3 ] && [ "$(field fail.json status)" = failed ] && grep -q '"reason": "[^"]*gone/ckpt-step' fail.json \
+  && ok "a failed run: status failed with the reason" || bad "failed run: rc $rc, $(field fail.json status): $(grep -o '"reason": "[^"]*"' fail.json)"
+rm -rf gone gone.old
 
 # The other ends: early stop, the numerical guard.
 run2 "${common[@]}" --epochs 30 --early-stop 1 --summary es.json >es.log 2>&1
@@ -136,6 +165,17 @@ run2 "${common[@]}" --fault-nan-step 5 --summary nan.json >nan.log 2>&1
 if run2 "${common[@]}" --summary nodir/s.json >nd.log 2>&1; then bad "--summary nodir/ accepted"; fi
 grep -q "^nndist: error: --summary: nodir/s.json" nd.log && ! grep -q "^epoch" nd.log \
   && ok "--summary nodir/s.json refused at setup" || { bad "--summary nodir: $(grep nndist: nd.log)"; }
+
+# A crash while no file is open (here a SIGSEGV from outside, mid-training)
+# ends with one line that does not blame the data file.
+"$bin" train "${common[@]}" --epochs 100000 --summary segv.json >segv.log 2>&1 &
+job=$!
+for _ in $(seq 100); do [ -f segv.json ] && break; sleep 0.1; done
+kill -SEGV $job
+wait $job
+rc=$?
+grep -q "^nndist: error: rank 0: segmentation fault (SIGSEGV)$" segv.log && [ $rc -eq 70 ] \
+  && ok "a crash outside a file read: exit 70, the file not blamed" || bad "crash: rc $rc: $(grep nndist: segv.log)"
 
 # Launch mistakes: the environment says 2 tasks, MPI says a world of 1 (as
 # in an srun step without MPI support); a batch shell (no SLURM_STEP_ID) is

@@ -5,6 +5,7 @@
 #ifndef NNDIST_CLI_H
 #define NNDIST_CLI_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -27,6 +28,15 @@ typedef struct {
     const char *help;
 } nd_cli_option;
 
+/* A heading of --help: it covers the options from `first` up to the next
+ * topic's first, in table order; `hooks`: test and study hooks, listed by
+ * --help-all only. */
+typedef struct {
+    const char *first;
+    const char *heading;
+    bool hooks;
+} nd_cli_topic;
+
 /* The middle of a table entry {"name", ND_CLI_FIELD(...), "default", "help"}. */
 #define ND_CLI_FIELD(type_, s, f) ND_CLI_##type_, offsetof(s, f), sizeof(((s *)0)->f), NULL, NULL
 /* A number that must lie in range (see nd_cli_option.range). */
@@ -48,7 +58,7 @@ nd_status nd_cli_read_file(const nd_cli_option *opts, int n, void *cfg, const ch
 /* Parses argv[0..argc) (options only, the command words already consumed):
  * first any --config FILE, then every --name value / --name=value / --flag
  * (booleans also take --no-flag), so the command line overrides the file.
- * Sets *help when --help or -h is present. */
+ * Sets *help to 1 when --help or -h is present, 2 for --help-all. */
 nd_status nd_cli_parse(const nd_cli_option *opts, int n, void *cfg, int argc, char **argv, int *help, nd_error *err);
 
 /* A subcommand's whole parse: zeroes cfg (size bytes), writes the
@@ -76,7 +86,9 @@ int nd_cli_print_changed(const nd_cli_option *opts, int n, const void *cfg, cons
 void nd_cli_print_json(const nd_cli_option *opts, int n, const void *cfg, FILE *out);
 
 /* Usage text: one line per option with its default and help. */
-void nd_cli_help(const nd_cli_option *opts, int n, FILE *out);
+/* The options as help text, under the headings of topics (NULL: none);
+ * the hooks' topics only with all. */
+void nd_cli_help(const nd_cli_option *opts, int n, const nd_cli_topic *topics, int num_topics, FILE *out, int all);
 
 /* The same list as a Markdown table `| option | default | meaning |`, one
  * row per option in table order: `--name V` (booleans bare, with

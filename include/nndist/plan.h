@@ -104,6 +104,8 @@ typedef struct {
 
 extern const nd_cli_option nd_train_options[];
 extern const int nd_train_num_options;
+extern const nd_cli_topic nd_train_topics[];
+extern const int nd_train_num_topics;
 extern const char *const nd_mode_names[]; /* indexed by nd_mode_kind, NULL-terminated */
 
 /* Fills defaults, then parses argv (options after `train`). */

@@ -20,6 +20,7 @@ typedef struct {
     double last_progress; /* time of the last progress output */
     int bar_open;         /* a bar line is on screen without newline */
     int quiet;            /* --quiet: no progress and no epoch lines (metrics still written) */
+    int width;            /* columns of the terminal the output reaches, 0 if it is not one */
 } nd_report;
 
 /* Resolves ND_PROGRESS_AUTO; opens metrics_path when given: a new run

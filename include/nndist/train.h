@@ -144,10 +144,13 @@ nd_status nd_train_save_model(nd_trainer *tr, nd_error *err);
  * is agreed by all ranks. */
 nd_status nd_trainer_write_summary(nd_trainer *tr, nd_error *err);
 
-/* A run that failed on this rank: the status becomes ND_RUN_FAILED with
- * `reason`, and rank 0 (if it is this one) writes the summary alone, not
- * collectively, since the other ranks may be anywhere. Best effort. */
-void nd_trainer_write_failed_summary(nd_trainer *tr, const char *reason);
+/* A failed run: the status becomes ND_RUN_FAILED (or stays
+ * ND_RUN_STOPPED_ON_NAN) with `reason`, and the summary is written, not
+ * collectively: by rank 0 when every rank agreed on the failure, by this
+ * rank when it failed `alone` (the job is about to be aborted, the others
+ * may be anywhere; with a shared file system the file lands where rank 0's
+ * would, with this rank's view of the run). Best effort. */
+void nd_trainer_write_failed_summary(nd_trainer *tr, const char *reason, int alone);
 
 /* Loss and accuracy of the current parameters over a split's shards. */
 nd_status nd_trainer_evaluate(nd_trainer *tr, const nd_shard *shard, double *loss, double *acc, nd_error *err);

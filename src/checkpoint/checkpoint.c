@@ -412,7 +412,7 @@ nd_status nd_checkpoint_probe(const char *path, nd_ckpt_info *info, nd_error *er
     hid_t f = h5io_open(path, 0, err);
     if (f < 0) return err->code;
     nd_status st = probe_open(f, path, info, err);
-    H5Fclose(f);
+    h5io_close(f);
     return st;
 }
 
@@ -421,7 +421,7 @@ int nd_checkpoint_is(const char *path) {
     hid_t f = h5io_open(path, 0, &ignored);
     if (f < 0) return 0;
     const int yes = h5io_exists(f, "/model");
-    H5Fclose(f);
+    h5io_close(f);
     return yes;
 }
 
@@ -458,7 +458,7 @@ nd_status nd_checkpoint_read(const char *path, nd_model *model, nd_optimizer *op
     if (st == ND_OK) st = read_text(f, path, "checksum_model", stored[0], sizeof stored[0], err);
     if (st == ND_OK) st = read_text(f, path, "checksum_optimizer", stored[1], sizeof stored[1], err);
     if (st == ND_OK && ema && info->has_ema) st = read_text(f, path, "checksum_ema", stored[2], sizeof stored[2], err);
-    H5Fclose(f);
+    h5io_close(f);
     if (st != ND_OK) return st;
     const char *what[3] = {"model", "optimizer state", "weight average"};
     const int check[3] = {1, opt != NULL, ema && info->has_ema};

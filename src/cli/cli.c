@@ -202,7 +202,8 @@ nd_status nd_cli_parse(const nd_cli_option *opts, int n, void *cfg, int argc, ch
     *help = 0;
     /* Pass 1: --help and --config, so the command line can override the file. */
     for (int i = 0; i < argc; ++i) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) *help = 1;
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) *help = *help ? *help : 1;
+        if (!strcmp(argv[i], "--help-all")) *help = 2; /* the hooks too */
         if (!strncmp(argv[i], "--config", 8) && (argv[i][8] == '\0' || argv[i][8] == '=')) {
             const char *path = argv[i][8] == '=' ? argv[i] + 9 : (i + 1 < argc ? argv[i + 1] : NULL);
             if (!path) return ND_FAIL(err, ND_ERR_ARG, "--config: missing file name");
@@ -249,7 +250,7 @@ nd_status nd_cli_parse_command(const nd_cli_option *opts, int n, void *cfg, size
     ND_TRY(nd_cli_parse(opts, n, cfg, argc, argv, help, err));
     if (*help && help_out) {
         fprintf(help_out, "%s\n", usage);
-        nd_cli_help(opts, n, help_out);
+        nd_cli_help(opts, n, NULL, 0, help_out, 1);
     }
     return ND_OK;
 }
@@ -374,8 +375,18 @@ void nd_cli_print_json(const nd_cli_option *opts, int n, const void *cfg, FILE *
     }
 }
 
-void nd_cli_help(const nd_cli_option *opts, int n, FILE *out) {
+void nd_cli_help(const nd_cli_option *opts, int n, const nd_cli_topic *topics, int num_topics, FILE *out, int all) {
+    int hidden = 0, hooks = 0;
     for (int i = 0; i < n; ++i) {
+        for (int t = 0; t < num_topics; ++t)
+            if (!strcmp(topics[t].first, opts[i].name)) {
+                hooks = topics[t].hooks;
+                if (!hooks || all) fprintf(out, "\n%s:\n", topics[t].heading);
+            }
+        if (hooks && !all) {
+            ++hidden;
+            continue;
+        }
         char left[64];
         snprintf(left, sizeof left, "--%s%s", opts[i].name, opts[i].type == ND_CLI_BOOL ? "" : " V");
         fprintf(out, "  %-22s %s", left, opts[i].help);
@@ -388,6 +399,7 @@ void nd_cli_help(const nd_cli_option *opts, int n, FILE *out) {
         if (opts[i].def[0]) fprintf(out, " [%s]", opts[i].def);
         fputc('\n', out);
     }
+    if (hidden) fprintf(out, "\n(%d test and study hooks: --help-all)\n", hidden);
 }
 
 /* s as Markdown table text: '|' would end the cell; '*', '`', '<' and the

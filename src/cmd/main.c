@@ -18,7 +18,7 @@ static void usage(FILE *out) {
             "nndist " NNDIST_VERSION " - data-parallel neural-network training over MPI\n"
             "usage: [mpirun -np N] nndist <command> [options]\n"
             "commands:\n"
-            "  train                 train an MLP (sync: gradients summed by MPI allreduce)\n"
+            "  train                 train a network, MLP or convolutional (sync, async, ssp)\n"
             "  data import-idx       add a split from IDX files (e.g. Fashion-MNIST) to an HDF5 dataset\n"
             "  data synth            write a seeded synthetic classification dataset\n"
             "  eval                  loss, accuracy, per-class accuracy, confusion matrix of a checkpoint\n"
@@ -27,11 +27,12 @@ static void usage(FILE *out) {
             "  sanity                checks before training: initial loss, regularization, overfit 20 examples\n"
             "  gradcheck             backprop against centred differences in double, per parameter group\n"
             "  bench                 the machine's limits for a model: GEMM GFLOP/s, gradient allreduce time\n"
-            "  help                  this text; 'nndist <command> --help' lists a command's options\n");
+            "  help [CMD [SUB]]      this text, or a command's options (as nndist CMD --help)\n");
 }
 
 /* A fatal signal (a crash in the HDF5 library on a hostile file, or a bug)
- * still ends with one line naming the rank and the newest file read, and
+ * still ends with one line naming the rank and the file open for reading
+ * (if one is: a crash elsewhere is not the file's), and
  * exit status 70 rather than a signal; only async-signal-safe calls here. */
 static int crash_rank = -1;
 
@@ -60,12 +61,13 @@ static void on_fatal_signal(int sig) {
     put_rank();
     put(sig == SIGFPE        ? ": arithmetic fault (SIGFPE)"
             : sig == SIGBUS  ? ": bus error (SIGBUS)"
-            : sig == SIGILL  ? ": illegal instruction (SIGILL)"
+            : sig == SIGILL  ? ": illegal instruction (SIGILL): this CPU lacks an instruction the program was built "
+                               "for (NNDIST_NATIVE or NNDIST_ARCH on another machine?); rebuild without them"
             : sig == SIGABRT ? ": aborted (SIGABRT: a library found its memory damaged)"
                              : ": segmentation fault (SIGSEGV)");
-    const char *last = nd_hdf5_last_path();
-    if (last[0]) {
-        put("; the newest file read was ");
+    const char *last = nd_hdf5_last_path(); /* "" when no file is open for reading */
+    if (last[0] && sig != SIGILL) {
+        put("; a file open for reading: ");
         put(last);
         put(" (a damaged or hostile HDF5 file can crash the HDF5 library)");
     }
@@ -144,7 +146,8 @@ static int run_train(nd_comm *comm, int argc, char **argv) {
         else if (nd_comm_rank(comm) == 0) {
             printf(
                 "usage: [mpirun -np N] nndist train --data FILE [options]  (--help --markdown: as a Markdown table)\n");
-            nd_cli_help(nd_train_options, nd_train_num_options, stdout);
+            nd_cli_help(nd_train_options, nd_train_num_options, nd_train_topics, nd_train_num_topics, stdout,
+                        help == 2);
         }
         return 0;
     }
@@ -170,7 +173,7 @@ static int run_train(nd_comm *comm, int argc, char **argv) {
          * model file that cannot be written): no rank is left in a
          * collective, so the job ends normally. */
         report_error(&err);
-        nd_trainer_write_failed_summary(tr, err.msg);
+        nd_trainer_write_failed_summary(tr, err.msg, 0);
         nd_trainer_free(tr);
         return 1;
     }
@@ -179,7 +182,7 @@ static int run_train(nd_comm *comm, int argc, char **argv) {
         char line[sizeof err.msg + 32];
         snprintf(line, sizeof line, "rank %d: %s", nd_comm_rank(comm), err.msg[0] ? err.msg : "training failed");
         fprintf(stderr, "nndist: error: %s\n", line);
-        nd_trainer_write_failed_summary(tr, line);
+        nd_trainer_write_failed_summary(tr, line, 1);
         fflush(NULL);
         nd_comm_abort(comm, 1);
     }
@@ -214,9 +217,26 @@ static int run_on_rank0(nd_comm *comm, nd_status (*cmd)(int, char **, nd_error *
 }
 
 int main(int argc, char **argv) {
+    /* `nndist help CMD [SUB]` is `nndist CMD [SUB] --help`. */
+    char *asked[5] = {argv[0], NULL, NULL, NULL, NULL};
+    if (argc >= 3 && argc <= 4 && !strcmp(argv[1], "help")) {
+        int k = 1;
+        for (int i = 2; i < argc; ++i) asked[k++] = argv[i];
+        asked[k++] = "--help";
+        argc = k, argv = asked;
+    }
     if (argc < 2 || !strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(stdout);
         return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "data") && (argc < 3 || argv[2][0] == '-')) {
+        /* `nndist data`, `nndist data --help`: the subcommands. */
+        const int asked_help = argc >= 3 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h"));
+        fprintf(asked_help ? stdout : stderr,
+                "usage: nndist data <subcommand> [options]   ('nndist data SUB --help' lists its options)\n"
+                "  import-idx    add a split from IDX files (e.g. Fashion-MNIST) to an HDF5 dataset\n"
+                "  synth         write a seeded synthetic classification dataset\n");
+        return asked_help ? 0 : 2;
     }
     if (!strcmp(argv[1], "--version")) {
         printf("nndist " NNDIST_VERSION "\n");

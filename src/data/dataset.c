@@ -293,7 +293,7 @@ nd_status nd_dataset_probe(const char *path, nd_dataset_info *info, nd_error *er
     }
     st = probe_image(f, path, info, err);
 done:
-    H5Fclose(f);
+    h5io_close(f);
     return st;
 }
 
@@ -405,7 +405,7 @@ nd_status nd_shard_read_parts(const char *path, const char *split, int part_lo, 
 done:
     if (dx >= 0) H5Dclose(dx);
     if (dy >= 0) H5Dclose(dy);
-    H5Fclose(f);
+    h5io_close(f);
     if (st != ND_OK) nd_shard_free(shard);
     return st;
 }

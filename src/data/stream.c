@@ -206,7 +206,7 @@ void nd_stream_close(nd_stream *s) {
     }
     if (s->dx >= 0) H5Dclose(s->dx);
     if (s->dy >= 0) H5Dclose(s->dy);
-    if (s->file >= 0) H5Fclose(s->file);
+    if (s->file >= 0) h5io_close(s->file);
     for (int b = 0; b < 2; ++b) {
         nd_buffer_free(s->buf[b].x);
         nd_buffer_free(s->buf[b].y);

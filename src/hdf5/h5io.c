@@ -34,27 +34,37 @@ void h5io_cause(char *out, size_t cap) {
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, take_cause, &c);
 }
 
-/* The newest file this process opened for reading, for the fatal-signal
+/* The newest file this process has open for reading, for the fatal-signal
  * line (nd_hdf5_last_path): a damaged or hostile file can crash the HDF5
- * library itself. Written before each open; a handler only reads it. */
+ * library itself, but a crash while no file is open is not the file's
+ * doing. Written around each open and close; a handler only reads it. */
 static char last_path[4096];
+static int open_reads;
 
 const char *nd_hdf5_last_path(void) { return last_path; }
 
 hid_t h5io_open(const char *path, int writable, nd_error *err) {
     h5io_quiet();
-    snprintf(last_path, sizeof last_path, "%s", path);
+    snprintf(last_path, sizeof last_path, "%s", path); /* H5Fopen itself reads the file */
+    hid_t f = H5I_INVALID_HID;
     if (access(path, writable ? (R_OK | W_OK) : R_OK) != 0) {
         ND_FAIL(err, ND_ERR_IO, "%s: %s", path, strerror(errno));
-        return H5I_INVALID_HID;
-    }
-    if (H5Fis_hdf5(path) <= 0) {
+    } else if (H5Fis_hdf5(path) <= 0) {
         ND_FAIL(err, ND_ERR_FORMAT, "%s: not an HDF5 file", path);
-        return H5I_INVALID_HID;
+    } else {
+        f = H5Fopen(path, writable ? H5F_ACC_RDWR : H5F_ACC_RDONLY, H5P_DEFAULT);
+        if (f < 0) ND_FAIL(err, ND_ERR_IO, "%s: HDF5 cannot open the file (damaged or locked?)", path);
     }
-    hid_t f = H5Fopen(path, writable ? H5F_ACC_RDWR : H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0) ND_FAIL(err, ND_ERR_IO, "%s: HDF5 cannot open the file (damaged or locked?)", path);
+    if (f >= 0 && !writable) open_reads += 1;
+    else if (open_reads == 0) last_path[0] = '\0';
     return f;
+}
+
+void h5io_close(hid_t f) {
+    unsigned intent = 0;
+    const int reading = H5Fget_intent(f, &intent) >= 0 && intent == H5F_ACC_RDONLY;
+    H5Fclose(f);
+    if (reading && open_reads > 0 && --open_reads == 0) last_path[0] = '\0';
 }
 
 int h5io_exists(hid_t file, const char *name) {

@@ -20,6 +20,9 @@ void h5io_cause(char *out, size_t cap);
 /* Opens an existing file read-only (or read-write), with a clear message for
  * a missing or non-HDF5 file. Returns a file id or H5I_INVALID_HID. */
 hid_t h5io_open(const char *path, int writable, nd_error *err);
+/* Closes a file of h5io_open (the fatal-signal line stops naming it once
+ * no file is open for reading). */
+void h5io_close(hid_t f);
 
 /* 1 if the object at `name` (e.g. "/train/x") exists, 0 otherwise; every
  * intermediate group is checked first, as H5Lexists requires. */

@@ -1,29 +1,50 @@
 #include "nndist/report.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
-/* Under mpirun a rank's stdout is a pseudo-terminal that mpirun forwards,
+/* The terminal rank 0's output reaches, or "" if it is not one. Under
+ * mpirun a rank's stdout is a pseudo-terminal that mpirun forwards,
  * whatever mpirun's own stdout is; so when our parent is the launcher, ask
- * whether *its* stdout is a terminal (Linux /proc; elsewhere isatty only). */
-static int stdout_is_terminal(void) {
-    if (!isatty(fileno(stdout))) return 0;
+ * about *its* stdout (Linux /proc; elsewhere isatty only). */
+static void terminal_path(char *out, size_t cap) {
+    out[0] = '\0';
+    if (!isatty(fileno(stdout))) return;
     char path[64], name[64] = "", target[256];
     snprintf(path, sizeof path, "/proc/%ld/comm", (long)getppid());
     FILE *f = fopen(path, "r");
-    if (!f) return 1;
-    if (!fgets(name, sizeof name, f)) name[0] = '\0';
-    fclose(f);
-    if (strncmp(name, "mpirun", 6) && strncmp(name, "mpiexec", 7) && strncmp(name, "orterun", 7) &&
-        strncmp(name, "orted", 5) && strncmp(name, "prte", 4))
-        return 1;
+    if (f && !fgets(name, sizeof name, f)) name[0] = '\0';
+    if (f) fclose(f);
+    if (!f ||
+        (strncmp(name, "mpirun", 6) && strncmp(name, "mpiexec", 7) && strncmp(name, "orterun", 7) &&
+         strncmp(name, "orted", 5) && strncmp(name, "prte", 4))) {
+        snprintf(out, cap, "/dev/stdout");
+        return;
+    }
     snprintf(path, sizeof path, "/proc/%ld/fd/1", (long)getppid());
     ssize_t n = readlink(path, target, sizeof target - 1);
-    if (n <= 0) return 0;
+    if (n <= 0) return;
     target[n] = '\0';
-    return !strncmp(target, "/dev/pts/", 9) || !strncmp(target, "/dev/tty", 8);
+    if (!strncmp(target, "/dev/pts/", 9) || !strncmp(target, "/dev/tty", 8)) snprintf(out, cap, "%s", target);
+}
+
+/* Columns of that terminal: its size, else $COLUMNS, else 80. */
+static int terminal_width(const char *tty) {
+    struct winsize ws = {0};
+    int fd = open(tty, O_RDONLY | O_NOCTTY | O_NONBLOCK);
+    if (fd >= 0) {
+        const int got = ioctl(fd, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0;
+        close(fd);
+        if (got) return ws.ws_col;
+    }
+    const char *c = getenv("COLUMNS");
+    const int cols = c ? atoi(c) : 0;
+    return cols > 0 ? cols : 80;
 }
 
 const char *const nd_progress_names[] = {[ND_PROGRESS_AUTO] = "auto",
@@ -60,7 +81,10 @@ nd_status nd_report_open(nd_report *r, int active, nd_progress_kind progress, co
     r->active = active;
     r->out = stdout;
     if (!active) return ND_OK;
-    r->progress = progress != ND_PROGRESS_AUTO ? progress : stdout_is_terminal() ? ND_PROGRESS_BAR : ND_PROGRESS_PLAIN;
+    char tty[256];
+    terminal_path(tty, sizeof tty);
+    r->width = tty[0] ? terminal_width(tty) : 0;
+    r->progress = progress != ND_PROGRESS_AUTO ? progress : tty[0] ? ND_PROGRESS_BAR : ND_PROGRESS_PLAIN;
     if (!metrics_path || !metrics_path[0]) return ND_OK;
     if (keep_before_epoch > 0) {
         /* Rewritten atomically with the lines to keep: a kill now loses nothing. */
@@ -103,13 +127,21 @@ void nd_report_progress(nd_report *r, double now, int epoch, int epochs, long st
     char eta[32];
     format_eta(eta, sizeof eta, eta_s);
     if (bar) {
-        enum { WIDTH = 24 };
-        char bar[WIDTH + 1];
-        int fill = steps > 0 ? (int)(WIDTH * step / steps) : 0;
-        for (int i = 0; i < WIDTH; ++i) bar[i] = i < fill ? '#' : '.';
-        bar[WIDTH] = '\0';
-        fprintf(r->out, "\r\033[Kepoch %d/%d [%s] %ld/%ld  loss %.4f  %.0f samples/s  ETA %s", epoch, epochs, bar, step,
-                steps, running_loss, samples_per_s, eta);
+        /* The bar takes what the terminal leaves (at most 24 columns), so the
+         * line never wraps; a carriage return redraws it in place. */
+        char text[160];
+        const int len = snprintf(text, sizeof text, "] %ld/%ld  loss %.4f  %.0f samples/s  ETA %s", step, steps,
+                                 running_loss, samples_per_s, eta);
+        char head[48];
+        const int hl = snprintf(head, sizeof head, "epoch %d/%d [", epoch, epochs);
+        const int room = (r->width > 0 ? r->width : 80) - 1 - hl - len;
+        const int width = room < 24 ? (room > 0 ? room : 0) : 24;
+        char bar[25];
+        const int fill = steps > 0 ? (int)(width * step / steps) : 0;
+        for (int i = 0; i < width; ++i) bar[i] = i < fill ? '#' : '.';
+        bar[width] = '\0';
+        const int cut = (r->width > 0 ? r->width : 80) - 1 - hl - width; /* what of text fits */
+        fprintf(r->out, "\r\033[K%s%s%.*s", head, bar, cut > 0 ? cut : 0, text);
         r->bar_open = 1;
     } else {
         fprintf(r->out, "  epoch %d/%d step %ld/%ld loss %.4f %.0f samples/s ETA %s\n", epoch, epochs, step, steps,

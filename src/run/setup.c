@@ -328,33 +328,33 @@ static void print_setup(const nd_trainer *tr) {
         nd_train_config defaults;
         nd_error ignored = {0};
         (void)nd_cli_defaults(nd_train_options, nd_train_num_options, &defaults, &ignored);
-        fprintf(out, "nndist train: options that differ from the defaults (--print-config: all of them)\n");
+        fprintf(out, "nndist train: options set (--print-config shows all)\n");
         if (!nd_cli_print_changed(nd_train_options, nd_train_num_options, &tr->cfg, &defaults, out, "  "))
             fprintf(out, "  (none)\n");
     }
+    /* Each line fits 80 columns (the architecture aside). */
     if (tr->async)
-        fprintf(
-            out,
-            "  # ranks %d (%d server(s), %d worker(s)), BLAS threads per rank %d, batch per update %d, peak lr %.6g\n",
-            tr->size, tr->num_servers, tr->num_workers, tr->threads, tr->global_batch, (double)nd_lr_peak(&tr->lr));
+        fprintf(out, "  # %d ranks: %d server(s), %d worker(s) x %d BLAS threads, batch %d, peak lr %.6g\n", tr->size,
+                tr->num_servers, tr->num_workers, tr->threads, tr->global_batch, (double)nd_lr_peak(&tr->lr));
     else
-        fprintf(out, "  # ranks %d, BLAS threads per rank %d, global batch %d, peak lr %.6g\n", tr->size, tr->threads,
-                tr->global_batch, (double)nd_lr_peak(&tr->lr));
-    fprintf(out, "  # data %ld train / %ld val / %ld test rows, %d features, %d %s; %ld steps per epoch\n",
-            tr->info.train.rows, tr->info.val.rows, tr->info.test.rows, tr->train.cols, tr->info.num_outputs,
-            tr->info.has_targets ? "targets" : "classes", tr->steps_per_epoch);
+        fprintf(out, "  # %d rank%s x %d BLAS thread%s, global batch %d, %ld steps/epoch, peak lr %.6g\n", tr->size,
+                tr->size == 1 ? "" : "s", tr->threads, tr->threads == 1 ? "" : "s", tr->global_batch,
+                tr->steps_per_epoch, (double)nd_lr_peak(&tr->lr));
+    fprintf(out, "  # data: %ld train, %ld val, %ld test rows; %d features, %d %s\n", tr->info.train.rows,
+            tr->info.val.rows, tr->info.test.rows, tr->train.cols, tr->info.num_outputs,
+            tr->info.has_targets ? "targets" : "classes");
     char arch[512];
     nd_arch_format(&m->spec, arch, sizeof arch);
-    fprintf(out, "  # model %s, %zu parameters, loss %s\n", arch, m->num_weights, nd_loss_name(tr->loss));
-    fprintf(out, "  # activations %.1f MB per rank for %d rows (convolution scratch %.2f MB)\n",
-            m->workspace_floats * sizeof(float) / 1048576.0, m->max_batch, m->col_floats * sizeof(float) / 1048576.0);
+    fprintf(out, "  # model %s: %zu parameters, loss %s\n", arch, m->num_weights, nd_loss_name(tr->loss));
     const double state_mb = nd_optimizer_state_floats(&tr->opt) * sizeof(float) / 1048576.0;
+    fprintf(out, "  # per rank: activations %.1f MB for %d rows", m->workspace_floats * sizeof(float) / 1048576.0,
+            m->max_batch);
+    if (m->col_floats) fprintf(out, " (conv scratch %.2f MB)", m->col_floats * sizeof(float) / 1048576.0);
+    if (!tr->async) fprintf(out, ", optimizer state %.2f MB", state_mb);
+    fputc('\n', out);
     if (!tr->async && tr->slice.length < tr->model.num_params && tr->slice.length > 0)
-        fprintf(out,
-                "  # optimizer state %.2f MB per rank, sharded over %d ranks (unsharded: %.2f MB, saves %.2f MB)\n",
-                state_mb, tr->size, state_mb * (double)m->num_params / (double)tr->slice.length,
-                state_mb * ((double)m->num_params / (double)tr->slice.length - 1.0));
-    else if (!tr->async) fprintf(out, "  # optimizer state %.2f MB per rank\n", state_mb);
+        fprintf(out, "  # optimizer state sharded over %d ranks (unsharded: %.2f MB a rank)\n", tr->size,
+                state_mb * (double)m->num_params / (double)tr->slice.length);
     fflush(out);
 }
 
@@ -374,8 +374,10 @@ nd_status nd_trainer_setup(nd_trainer **out, const nd_train_config *cfg, nd_comm
     if (tr->async && tr->num_workers < 1)
         return nd_train_agree(tr,
                               ND_FAIL(err, ND_ERR_ARG,
-                                      "--mode %s with --servers %d needs at least %d ranks, this job has %d",
-                                      nd_mode_names[cfg->mode], cfg->servers, cfg->servers + 1, tr->size),
+                                      "--mode %s with --servers %d needs at least %d ranks, this job has %d: launch it "
+                                      "with `mpirun -np %d nndist train ...` (or srun -n %d)",
+                                      nd_mode_names[cfg->mode], cfg->servers, cfg->servers + 1, tr->size,
+                                      cfg->servers + 1, cfg->servers + 1),
                               err);
     tr->threads = cfg->threads > 0 ? cfg->threads : auto_threads(comm);
     nd_blas_set_threads(tr->threads);

@@ -23,25 +23,44 @@ static void print_phases(FILE *f, const double *phase) {
     fputc('}', f);
 }
 
-/* The epoch line on rank 0's output. */
-static void print_epoch_line(nd_trainer *tr, const nd_epoch_stats *e, const char *ml) {
-    nd_report *r = &tr->report;
-    fprintf(r->out, "epoch %3d/%d  train loss %.4f %s %.4f", e->epoch, tr->cfg.epochs, e->train_loss, ml, e->train_acc);
-    if (tr->info.has_val) fprintf(r->out, " | val loss %.4f %s %.4f", e->val_loss, ml, e->val_acc);
-    if (tr->info.has_test) fprintf(r->out, " | test loss %.4f %s %.4f", e->test_loss, ml, e->test_acc);
-    fprintf(r->out, " | lr %.5g | %.0f samples/s | %.2f s", e->lr, e->samples_per_s, e->seconds);
-    if (e->has_staleness) fprintf(r->out, " | staleness mean %.2f max %ld", e->staleness_mean, e->staleness_max);
-    if (e->nan_skips) fprintf(r->out, " | %ld non-finite steps skipped", e->nan_skips);
+/* The full epoch line, without its newline. */
+static void write_epoch_line(FILE *f, nd_trainer *tr, const nd_epoch_stats *e, const char *ml) {
+    fprintf(f, "epoch %3d/%d  train loss %.4f %s %.4f", e->epoch, tr->cfg.epochs, e->train_loss, ml, e->train_acc);
+    if (tr->info.has_val) fprintf(f, " | val loss %.4f %s %.4f", e->val_loss, ml, e->val_acc);
+    if (tr->info.has_test) fprintf(f, " | test loss %.4f %s %.4f", e->test_loss, ml, e->test_acc);
+    fprintf(f, " | lr %.5g | %.0f samples/s | %.2f s", e->lr, e->samples_per_s, e->seconds);
+    if (e->has_staleness) fprintf(f, " | staleness mean %.2f max %ld", e->staleness_mean, e->staleness_max);
+    if (e->nan_skips) fprintf(f, " | %ld non-finite steps skipped", e->nan_skips);
     if (e->has_monitor) {
         double worst = 0;
         for (int l = 0; l < tr->model.num_layers; ++l) worst = fmax(worst, e->update_ratio[l]);
-        fprintf(r->out, " | grad norm %.3g update/weight <= %.1e", e->grad_norm, worst);
+        fprintf(f, " | grad norm %.3g update/weight <= %.1e", e->grad_norm, worst);
     }
     if (tr->ema) {
-        if (tr->info.has_val) fprintf(r->out, " | ema val %s %.4f", ml, e->ema_val_acc);
-        if (tr->info.has_test) fprintf(r->out, " | ema test %s %.4f", ml, e->ema_test_acc);
+        if (tr->info.has_val) fprintf(f, " | ema val %s %.4f", ml, e->ema_val_acc);
+        if (tr->info.has_test) fprintf(f, " | ema test %s %.4f", ml, e->ema_test_acc);
     }
-    fputc('\n', r->out);
+}
+
+/* The epoch line on rank 0's output. On a terminal too narrow for the
+ * full line (about 180 columns) a short one, so it does not wrap: the
+ * metrics file and a redirected output keep every figure. */
+static void print_epoch_line(nd_trainer *tr, const nd_epoch_stats *e, const char *ml) {
+    nd_report *r = &tr->report;
+    char line[1024] = "";
+    FILE *f = fmemopen(line, sizeof line, "w");
+    if (f) {
+        write_epoch_line(f, tr, e, ml);
+        fclose(f);
+    }
+    if (r->width <= 0 || (int)strlen(line) < r->width) {
+        fprintf(r->out, "%s\n", line);
+    } else {
+        fprintf(r->out, "epoch %d/%d loss %.4f %s %.4f", e->epoch, tr->cfg.epochs, e->train_loss, ml, e->train_acc);
+        if (tr->info.has_val) fprintf(r->out, " | val %.4f %.4f", e->val_loss, e->val_acc);
+        if (tr->info.has_test) fprintf(r->out, " | test %.4f %.4f", e->test_loss, e->test_acc);
+        fprintf(r->out, " | %.1f s\n", e->seconds);
+    }
     fflush(r->out);
 }
 
@@ -167,13 +186,18 @@ static void write_summary(FILE *f, const void *ctx) {
 void nd_train_print_done(nd_trainer *tr) {
     if (!tr->report.active) return;
     const nd_epoch_stats *e = &tr->state.last;
-    fprintf(tr->report.out, "done: %d epochs, %ld %s, %.2f s training, %.0f samples/s", e->epoch, tr->state.step,
-            tr->async ? "updates" : "steps", tr->state.train_seconds,
-            tr->state.train_seconds > 0 ? tr->state.samples_seen / tr->state.train_seconds : 0.0);
-    if (tr->info.has_test)
-        fprintf(tr->report.out, "; final test %s %.4f (loss %.4f)",
-                tr->loss <= ND_LOSS_SQUARED_HINGE ? "accuracy" : nd_loss_metric_name(tr->loss), e->test_acc,
-                e->test_loss);
+    const int head = fprintf(tr->report.out, "done: %d epochs, %ld %s, %.2f s training, %.0f samples/s", e->epoch,
+                             tr->state.step, tr->async ? "updates" : "steps", tr->state.train_seconds,
+                             tr->state.train_seconds > 0 ? tr->state.samples_seen / tr->state.train_seconds : 0.0);
+    if (tr->info.has_test) {
+        char tail[96];
+        const int n = snprintf(tail, sizeof tail, "final test %s %.4f (loss %.4f)",
+                               tr->loss <= ND_LOSS_SQUARED_HINGE ? "accuracy" : nd_loss_metric_name(tr->loss),
+                               e->test_acc, e->test_loss);
+        /* On a narrow terminal the result goes on a line of its own rather than wrap. */
+        const int split = tr->report.width > 0 && head + 2 + n >= tr->report.width;
+        fprintf(tr->report.out, "%s%s", split ? "\n" : "; ", tail);
+    }
     fputc('\n', tr->report.out);
     fflush(tr->report.out);
 }
@@ -216,10 +240,11 @@ nd_status nd_train_summary_begin(nd_trainer *tr, nd_error *err) {
     return nd_train_agree(tr, st, err);
 }
 
-void nd_trainer_write_failed_summary(nd_trainer *tr, const char *reason) {
+void nd_trainer_write_failed_summary(nd_trainer *tr, const char *reason, int alone) {
     if (!tr || tr->start_time == 0.0) return; /* setup did not get that far */
     if (tr->state.status != ND_RUN_STOPPED_ON_NAN) tr->state.status = ND_RUN_FAILED;
     if (reason && reason[0]) snprintf(tr->state.reason, sizeof tr->state.reason, "%s", reason);
     nd_error ignored = {0};
-    if (tr->rank == 0 && tr->cfg.summary[0]) (void)nd_write_file_atomic(tr->cfg.summary, write_summary, tr, &ignored);
+    if ((alone || tr->rank == 0) && tr->cfg.summary[0])
+        (void)nd_write_file_atomic(tr->cfg.summary, write_summary, tr, &ignored);
 }

@@ -103,15 +103,18 @@ rc=$?
 pkill -USR1 -f "^$bin train --data d.h5 .*--checkpoint-dir lk "
 wait $job
 [ ! -e lk/.nndist.lock ] && ok "a stopped run leaves no lock" || bad "lock left behind"
-echo "$(hostname) 999999 -" > lk/.nndist.lock
+echo "$(hostname) 999999 - 0" > lk/.nndist.lock
 run2 "${common[@]}" --epochs 1 --checkpoint-dir lk >lk3.log 2>&1 && [ ! -e lk/.nndist.lock ] \
   && ok "a dead process's lock: taken over" || bad "stale lock: $(grep nndist: lk3.log)"
-echo "elsewhere 1 4242" > lk/.nndist.lock
-SLURM_JOB_ID=4242 run2 "${common[@]}" --epochs 1 --checkpoint-dir lk >lk4.log 2>&1 \
-  && ok "the same Slurm job's lock (a requeue): taken over" || bad "requeue lock: $(grep nndist: lk4.log)"
-echo "elsewhere 1 4242" > lk/.nndist.lock
-run2 "${common[@]}" --epochs 1 --checkpoint-dir lk >lk5.log 2>&1
-[ $? -eq 2 ] && ok "another host's lock: refused" || bad "another host's lock accepted"
+echo "elsewhere 1 4242 0" > lk/.nndist.lock
+SLURM_JOB_ID=4242 SLURM_RESTART_COUNT=1 run2 "${common[@]}" --epochs 1 --checkpoint-dir lk >lk4.log 2>&1 \
+  && ok "an earlier run of this Slurm job (a requeue): taken over" || bad "requeue lock: $(grep nndist: lk4.log)"
+for holder in "elsewhere 1 4242 0" "garbage"; do
+  echo "$holder" > lk/.nndist.lock
+  SLURM_JOB_ID=4242 run2 "${common[@]}" --epochs 1 --checkpoint-dir lk >lk5.log 2>&1
+  [ $? -eq 2 ] && ok "lock '$holder' (another live run of this job, or unreadable): refused" \
+    || bad "lock '$holder' accepted"
+done
 rm -f lk/.nndist.lock
 
 # Async, each signal: the worker's signal reaches server 0, which

@@ -111,6 +111,7 @@ typedef struct {
     nd_run_status status;          /* how the run ended (ND_RUN_RUNNING before) */
     int stop_signal;               /* ND_RUN_STOPPED_BY_SIGNAL: the signal the ranks agreed on */
     int stop_epoch;                /* ... the epoch it stopped in, */
+    long stop_step;                /* ... the step (async: update) its checkpoint holds, */
     double stop_fraction;          /* how far through it, */
     const char *stop_checkpoint;   /* and the checkpoint written there ("" without --checkpoint-dir) */
 } nd_train_result;
@@ -149,7 +150,8 @@ nd_status nd_trainer_write_summary(nd_trainer *tr, nd_error *err);
  * collectively: by rank 0 when every rank agreed on the failure, by this
  * rank when it failed `alone` (the job is about to be aborted, the others
  * may be anywhere; with a shared file system the file lands where rank 0's
- * would, with this rank's view of the run). Best effort. */
+ * would, with this rank's view of the run), and the checkpoint directory's
+ * lock is released. Best effort. */
 void nd_trainer_write_failed_summary(nd_trainer *tr, const char *reason, int alone);
 
 /* Loss and accuracy of the current parameters over a split's shards. */

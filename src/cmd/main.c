@@ -1,5 +1,6 @@
 /* nndist: turns the command line into a configuration and runs it. This is
  * the only place that decides to stop the program. */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -94,8 +95,10 @@ static long monotonic_ms(void) {
 static void on_stop_signal(int sig, siginfo_t *info, void *ctx) {
     (void)ctx;
     if (!stop_signal) {
+        const int saved = errno;
+        stop_since_ms = monotonic_ms(); /* before the flag: another thread's repeat reads both */
         stop_signal = sig;
-        stop_since_ms = monotonic_ms();
+        errno = saved;
         return;
     }
     /* The same request delivered twice is not a second one: the launcher
@@ -162,12 +165,20 @@ static int run_train(nd_comm *comm, int argc, char **argv) {
     if (st != ND_OK) {
         /* Setup agreed on the failure: every rank is here, none in a collective. */
         report_error(&err);
+        nd_trainer_write_failed_summary(tr, err.msg, 0); /* if it had said "running" */
         nd_trainer_free(tr);
         return err.code == ND_ERR_ARG ? 2 : 1;
     }
     nd_trainer_watch_stop(tr, &stop_signal);
     st = nd_trainer_fit(tr, &err);
     if (st == ND_OK) st = nd_train_save_model(tr, &err); /* also after a stop: the weights of that step */
+    if (st != ND_OK && nd_trainer_result(tr).agreed_failure &&
+        nd_trainer_result(tr).status == ND_RUN_STOPPED_BY_SIGNAL) {
+        /* The stop's checkpoint is what a rerun needs: a model file that
+         * cannot be written is reported but does not undo the stop. */
+        report_error(&err);
+        st = ND_OK;
+    }
     if (st != ND_OK && nd_trainer_result(tr).agreed_failure) {
         /* Every rank stopped at the same verdict (the numerical guard, a
          * model file that cannot be written): no rank is left in a
@@ -196,8 +207,8 @@ static int run_train(nd_comm *comm, int argc, char **argv) {
         else snprintf(where, sizeof where, "no checkpoint (no --checkpoint-dir): a rerun starts afresh");
         fflush(stdout);
         fprintf(stderr, "nndist: stopped by %s at %s %ld (epoch %d, %.0f%% through); %s\n",
-                nd_stop_signal_name(r.stop_signal), cfg.mode == ND_MODE_SYNC ? "step" : "update", r.steps, r.stop_epoch,
-                100.0 * r.stop_fraction, where);
+                nd_stop_signal_name(r.stop_signal), cfg.mode == ND_MODE_SYNC ? "step" : "update", r.stop_step,
+                r.stop_epoch, 100.0 * r.stop_fraction, where);
     }
     nd_trainer_free(tr);
     if (st != ND_OK) return 1;

@@ -379,6 +379,7 @@ static nd_status nd_async_stop(nd_trainer *tr, int sig, int epoch, long epoch_st
     s->status = ND_RUN_STOPPED_BY_SIGNAL;
     s->stop_signal = sig, s->stop_epoch = epoch, s->stop_epoch_step = epoch_step;
     s->stop_checkpoint[0] = '\0';
+    s->stop_step = s->step; /* updates still in flight are applied after it, not in the checkpoint */
     nd_report_progress_end(&tr->report);
     if (tr->cfg.checkpoint_dir[0]) {
         ND_TRY(server0_checkpoint(tr, epoch, (double)epoch_step * tr->cfg.batch, loss, correct, err));
@@ -547,17 +548,18 @@ nd_status nd_async_fit(nd_trainer *tr, nd_error *err) {
      * after a stop signal: the job is to end soon). */
     const int stopped = tr->state.status == ND_RUN_STOPPED_BY_SIGNAL;
     if (tr->rank == 0 && !stopped) evaluate_local(tr, &tr->state.last);
-    double t[10] = {tr->state.train_seconds,          (double)tr->state.samples_seen, tr->state.last.test_loss,
-                    tr->state.last.test_acc,          tr->state.last.val_loss,        tr->state.last.val_acc,
-                    (double)tr->state.staleness_max,  (double)tr->state.stop_signal,  (double)tr->state.stop_epoch,
-                    (double)tr->state.stop_epoch_step};
-    ND_TRY(nd_comm_bcast_f64(tr->comm, t, 10, 0, err));
+    double t[11] = {tr->state.train_seconds,           (double)tr->state.samples_seen, tr->state.last.test_loss,
+                    tr->state.last.test_acc,           tr->state.last.val_loss,        tr->state.last.val_acc,
+                    (double)tr->state.staleness_max,   (double)tr->state.stop_signal,  (double)tr->state.stop_epoch,
+                    (double)tr->state.stop_epoch_step, (double)tr->state.stop_step};
+    ND_TRY(nd_comm_bcast_f64(tr->comm, t, 11, 0, err));
     tr->state.staleness_max = (long)t[6];
     tr->state.train_seconds = t[0];
     tr->state.samples_seen = (long)t[1];
     tr->state.last.test_loss = t[2], tr->state.last.test_acc = t[3], tr->state.last.val_loss = t[4],
     tr->state.last.val_acc = t[5];
     tr->state.stop_signal = (int)t[7], tr->state.stop_epoch = (int)t[8], tr->state.stop_epoch_step = (long)t[9];
+    tr->state.stop_step = (long)t[10];
     if (tr->state.stop_signal) {
         tr->state.status = ND_RUN_STOPPED_BY_SIGNAL; /* server 0 decided it for every rank */
         return ND_OK;

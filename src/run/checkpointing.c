@@ -282,6 +282,7 @@ nd_status nd_train_checkpoint_setup(nd_trainer *tr, int *resumed, nd_error *err)
                      strerror(errno));
     else if (tr->rank == 0) st = check_save(c, err);
     ND_TRY(nd_train_agree(tr, st, err));
+    ND_TRY(nd_train_lock_dir(tr, err)); /* before --resume auto picks a checkpoint another run may still write */
     /* Rank 0 named the file (a default may hold the time): one name everywhere. */
     ND_TRY(nd_comm_bcast_bytes(tr->comm, c->save, sizeof c->save, 0, err));
     if (!c->resume[0]) return ND_OK;

@@ -391,11 +391,13 @@ nd_status nd_trainer_setup(nd_trainer **out, const nd_train_config *cfg, nd_comm
         : tr->feeder->global_micro_batches ? cfg->batch * tr->feeder->global_micro_batches(tr)
                                            : cfg->batch * tr->size;
     tr->state.start_epoch = 1;
+    /* No epoch finished yet: its figures are unknown, not 0 (summaries written before one ends). */
+    tr->state.last.train_loss = tr->state.last.train_acc = NAN;
+    tr->state.last.test_loss = tr->state.last.test_acc = tr->state.last.val_loss = tr->state.last.val_acc = NAN;
     tr->state.plateau_best = -INFINITY;
     tr->state.plateau_scale = 1.0;
     int resumed = 0;
     ND_TRY(nd_train_checkpoint_setup(tr, &resumed, err)); /* may load weights, state, statistics */
-    ND_TRY(nd_train_lock_dir(tr, err));
     ND_TRY(normalize_splits(tr, resumed, err));
     if (!resumed && cfg->output_bias == ND_BIAS_PRIORS) ND_TRY(set_bias_priors(tr, err));
     if (!resumed) {
@@ -410,15 +412,15 @@ nd_status nd_trainer_setup(nd_trainer **out, const nd_train_config *cfg, nd_comm
         return nd_train_agree(
             tr, ND_FAIL(err, ND_ERR_ARG, "--lr-schedule plateau: %s has no /val split to watch", cfg->data), err);
     tr->lr.plateau_scale = tr->state.plateau_scale; /* 1, or where a resumed run stood */
+    ND_TRY(gather_hosts(tr, err));
+    tr->start_time = (double)time(NULL);
+    ND_TRY(nd_train_summary_begin(tr, err));
     /* Opened last: a run that fails its checks leaves an earlier metrics file alone. */
     ND_TRY(nd_train_agree(tr,
                           nd_report_open(&tr->report, tr->rank == 0, cfg->progress, cfg->metrics,
                                          resumed ? tr->state.start_epoch : 0, err),
                           err));
     if (cfg->quiet) tr->report.quiet = 1, tr->report.progress = ND_PROGRESS_NONE;
-    ND_TRY(gather_hosts(tr, err));
-    tr->start_time = (double)time(NULL);
-    ND_TRY(nd_train_summary_begin(tr, err));
     if (tr->rank == 0 && !cfg->quiet) print_setup(tr);
     /* The watchdog covers the training steps' exchanges from here on. */
     nd_comm_set_timeout(comm, cfg->timeout);
@@ -448,6 +450,7 @@ nd_train_result nd_trainer_result(const nd_trainer *tr) {
                              .status = tr->state.status,
                              .stop_signal = tr->state.stop_signal,
                              .stop_epoch = tr->state.stop_epoch,
+                             .stop_step = tr->state.stop_step,
                              .stop_fraction = nd_stop_fraction(tr),
                              .stop_checkpoint = tr->state.stop_checkpoint};
 }

@@ -65,6 +65,7 @@ nd_status nd_train_stop(nd_trainer *tr, int sig, int epoch, long epoch_step, dou
     s->stop_loss_sum = loss_sum;
     s->stop_correct = correct;
     s->stop_checkpoint[0] = '\0';
+    s->stop_step = s->step;
     nd_report_progress_end(&tr->report);
     if (tr->cfg.checkpoint_dir[0]) {
         /* The --checkpoint-every observer may have just written this step. */

@@ -139,7 +139,8 @@ static void write_summary(FILE *f, const void *ctx) {
     if (tr->state.status != ND_RUN_RUNNING) json_time(f, "end_time", (double)time(NULL));
     if (tr->state.status == ND_RUN_STOPPED_BY_SIGNAL) {
         fprintf(f, ", \"stop\": {\"signal\": \"%s\", \"step\": %ld, \"epoch\": %d, \"fraction\": %.4f",
-                nd_stop_signal_name(tr->state.stop_signal), tr->state.step, tr->state.stop_epoch, nd_stop_fraction(tr));
+                nd_stop_signal_name(tr->state.stop_signal), tr->state.stop_step, tr->state.stop_epoch,
+                nd_stop_fraction(tr));
         json_text(f, "checkpoint", tr->state.stop_checkpoint);
         fputc('}', f);
     }
@@ -247,4 +248,5 @@ void nd_trainer_write_failed_summary(nd_trainer *tr, const char *reason, int alo
     nd_error ignored = {0};
     if ((alone || tr->rank == 0) && tr->cfg.summary[0])
         (void)nd_write_file_atomic(tr->cfg.summary, write_summary, tr, &ignored);
+    if (alone) nd_train_unlock_dir(tr); /* the job is about to be aborted: free the directory */
 }

@@ -55,6 +55,7 @@ typedef struct {
     /* a stop on a signal: the signal, where (epoch, steps of it taken and
      * their sums) and the checkpoint of that step */
     int stop_signal, stop_epoch;
+    long stop_step; /* the step (sync) or server version (async) of the checkpoint */
     long stop_epoch_step;
     double stop_loss_sum, stop_correct;
     char stop_checkpoint[ND_PATH_MAX + 64];

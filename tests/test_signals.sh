@@ -153,7 +153,7 @@ sleep 0.5
 mv gone gone.old && echo "not a directory" > gone # a rename: no race with the files being written
 wait $job
 rc=$?
-[ $rc -ne 0 ] && [ $rc -ne 3 ] && [ "$(field fail.json status)" = failed ] && grep -q '"reason": "[^"]*gone/ckpt-step' fail.json \
+[ $rc -ne 0 ] && [ $rc -ne 3 ] && [ "$(field fail.json status)" = failed ] && grep -q '"reason": "[^"]*\bgone\b' fail.json \
   && ok "a failed run: status failed with the reason" || bad "failed run: rc $rc, $(field fail.json status): $(grep -o '"reason": "[^"]*"' fail.json)"
 rm -rf gone gone.old
 

@@ -24,6 +24,7 @@ typedef struct {
     bool json;
     int eval_batch;
     int threads;
+    char weights[8];
 } eval_config;
 
 #define FE(type, field) ND_CLI_FIELD(type, eval_config, field)
@@ -35,6 +36,7 @@ static const nd_cli_option eval_options[] = {
     {"json", FE(BOOL, json), "false", "print one JSON object instead of text"},
     {"eval-batch", FE(INT, eval_batch), "1024", "rows per forward pass"},
     {"threads", FE(INT, threads), "1", "BLAS threads per rank"},
+    {"weights", FE(STR, weights), "raw", "raw, or ema: the moving average a run with --ema saved beside them"},
 };
 #define COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
@@ -120,6 +122,9 @@ nd_status nd_cmd_eval(nd_comm *comm, int argc, char **argv, nd_error *err) {
     if (!c.checkpoint[0] || !c.data[0]) return ND_FAIL(err, ND_ERR_ARG, "eval: --checkpoint and --data are required");
     if (strcmp(c.split, "train") && strcmp(c.split, "val") && strcmp(c.split, "test"))
         return ND_FAIL(err, ND_ERR_ARG, "--split: '%s' is not one of train, val, test", c.split);
+    if (strcmp(c.weights, "raw") && strcmp(c.weights, "ema"))
+        return ND_FAIL(err, ND_ERR_ARG, "--weights: '%s' is not one of raw, ema", c.weights);
+    const int use_ema = !strcmp(c.weights, "ema");
     if (c.eval_batch <= 0 || c.threads <= 0)
         return ND_FAIL(err, ND_ERR_ARG, "--eval-batch and --threads must be positive");
     nd_blas_set_threads(c.threads);
@@ -139,7 +144,13 @@ nd_status nd_cmd_eval(nd_comm *comm, int argc, char **argv, nd_error *err) {
     const int chunk = nd_spec_is_convolutional(&info.spec) && c.eval_batch > 128 ? 128 : c.eval_batch;
     nd_status st = nd_model_create(&model, &info.spec, chunk, err);
     if (st == ND_OK && (!mean || !inv_std || !counts)) st = ND_FAIL(err, ND_ERR_NOMEM, "eval: out of memory");
-    if (st == ND_OK && rank == 0) st = nd_checkpoint_read(c.checkpoint, &model, NULL, mean, inv_std, NULL, &info, err);
+    float *ema = use_ema && rank == 0 ? nd_buffer_alloc(model.num_params) : NULL;
+    if (st == ND_OK && use_ema && rank == 0 && !ema) st = ND_FAIL(err, ND_ERR_NOMEM, "eval: out of memory");
+    if (st == ND_OK && rank == 0) st = nd_checkpoint_read(c.checkpoint, &model, NULL, mean, inv_std, ema, &info, err);
+    if (st == ND_OK && use_ema && rank == 0 && !info.has_ema)
+        st = ND_FAIL(err, ND_ERR_ARG, "--weights ema: %s holds no /ema (the run had no --ema)", c.checkpoint);
+    if (st == ND_OK && ema) memcpy(model.param, ema, sizeof(float) * model.num_params); /* evaluate the average */
+    nd_buffer_free(ema);
     st = nd_comm_agree(comm, st, err);
     if (st == ND_OK) st = nd_comm_bcast_f32(comm, model.param, model.num_params, 0, err);
     if (st == ND_OK) st = nd_comm_bcast_f32(comm, mean, (size_t)cols, 0, err);

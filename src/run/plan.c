@@ -96,7 +96,7 @@ const nd_cli_option nd_train_options[] = {
     {"early-stop", R(INT, early_stop, ">= 0"), "0",
      "stop after N epochs without a better validation accuracy; end with the best weights"},
     {"ema", R(FLOAT, ema, "[0, 1)"), "0",
-     "keep a moving average of the weights with this decay (e.g. 0.999), evaluated and saved too"},
+     "keep a moving average of the weights with this decay (e.g. 0.999; warmed up: min(D, (1+t)/(10+t)) at update t), evaluated, reported and saved too"},
     {"seed", F(U64, seed), "1", "seed of initialization and shuffling"},
     {"deterministic", F(BOOL, deterministic), "false", "results independent of the rank count (docs/semantics.md)"},
     {"micro-batches", R(INT, micro_batches, "[1, 65536]"), "8",

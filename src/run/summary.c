@@ -161,6 +161,10 @@ static void write_summary(FILE *f, const void *ctx) {
     json_number(f, "val_accuracy", acc ? e->val_acc : NAN);
     json_number(f, "test_accuracy", acc ? e->test_acc : NAN);
     json_number(f, "test_loss", e->test_loss);
+    if (tr->ema) { /* the weight average (--ema) at the last finished epoch */
+        json_number(f, "ema_val_accuracy", acc ? e->ema_val_acc : NAN);
+        json_number(f, "ema_test_accuracy", acc ? e->ema_test_acc : NAN);
+    }
     if (!acc) {
         const char *splits[3] = {"train", "val", "test"};
         const double values[3] = {e->train_acc, e->val_acc, e->test_acc};
@@ -198,6 +202,7 @@ void nd_train_print_done(nd_trainer *tr) {
         /* On a narrow terminal the result goes on a line of its own rather than wrap. */
         const int split = tr->report.width > 0 && head + 2 + n >= tr->report.width;
         fprintf(tr->report.out, "%s%s", split ? "\n" : "; ", tail);
+        if (tr->ema && tr->loss <= ND_LOSS_SQUARED_HINGE) fprintf(tr->report.out, "; ema %.4f", e->ema_test_acc);
     }
     fputc('\n', tr->report.out);
     fflush(tr->report.out);

@@ -62,6 +62,10 @@ void nd_train_print_done(nd_trainer *tr);
 nd_status nd_train_lock_dir(nd_trainer *tr, nd_error *err);
 void nd_train_unlock_dir(nd_trainer *tr);
 
+/* observers/ema.c: the moving average's decay after `updates` updates
+ * (warmed up: min(decay, (1 + t) / (10 + t))). */
+float nd_ema_decay(float decay, long updates);
+
 /* summary.c, collective: the --summary file as the run starts (status
  * "running"), so a path that cannot be written is found before training
  * and a job killed outright leaves a summary that says it never ended. */

@@ -6,9 +6,19 @@
 
 static bool wanted(const nd_trainer *tr) { return tr->ema != NULL; }
 
+/* The decay after `updates` updates: min(decay, (1 + t) / (10 + t)), as
+ * TensorFlow's ExponentialMovingAverage with num_updates, so that early
+ * on the average follows the weights instead of staying near their
+ * initial values (a 0.999 average of a 2000-step run is otherwise half
+ * initialization). A function of the step: exact across a resume. */
+float nd_ema_decay(float decay, long updates) {
+    const float warm = (float)(1.0 + (double)updates) / (float)(10.0 + (double)updates);
+    return warm < decay ? warm : decay;
+}
+
 static nd_status after_step(nd_trainer *tr, const nd_step_view *v, nd_error *err) {
     (void)v, (void)err;
-    const float d = tr->cfg.ema, keep = 1.0f - d;
+    const float d = nd_ema_decay(tr->cfg.ema, tr->state.step), keep = 1.0f - d;
     float *restrict a = tr->ema;
     const float *restrict p = tr->model.param;
     for (size_t i = 0; i < tr->model.num_params; ++i) a[i] = d * a[i] + keep * p[i];

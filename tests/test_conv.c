@@ -358,7 +358,9 @@ static void test_arch_conv_text(void **state) {
                {"1x28x28-res(c8k3p1):bn-10", "not a residual block's ')'"},
                {"1x28x28-c8k3p1-res(10)", "output group"},
                {"1x28x28-c8k3k3-10", "given twice"},
-               {"1x28x28-zz-10", "is not a layer"}};
+               {"1x28x28-zz-10", "is not a layer"},
+               {"16-32:relu:bn-4", "'bn' after the activation"},
+               {"1x28x28-c8k3p1:tanh:bn-10", "write bn first"}};
     char why[200];
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
         why[0] = '\0';

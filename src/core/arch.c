@@ -69,6 +69,10 @@ static int parse_token(const char *tok, size_t len, int where, nd_hidden_spec *h
                      where == TOK_POOL ? "a pooling layer" : "a residual block's ')'");
             return -1;
         }
+        if (*has_act) { /* written after it, it would silently move before it */
+            snprintf(why, cap, "'bn' after the activation: nndist normalizes before it; write bn first, like bn:relu");
+            return -1;
+        }
         h->batch_norm = 1;
         return 0;
     }

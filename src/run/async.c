@@ -21,12 +21,10 @@
  * Waiting uses nd_comm_wait_all, which sleeps between polls: a server does
  * not take a core from a worker on the same node. */
 #include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "nndist/arena.h"
-#include "nndist/checkpoint.h"
 #include "train_internal.h"
 
 enum {
@@ -375,19 +373,9 @@ static nd_status server0_checkpoint(nd_trainer *tr, int epoch, double samples, d
  * as it stands (epoch in progress, its updates applied and their sums). */
 static nd_status nd_async_stop(nd_trainer *tr, int sig, int epoch, long epoch_step, double loss, double correct,
                                nd_error *err) {
-    nd_train_state *s = &tr->state;
-    s->status = ND_RUN_STOPPED_BY_SIGNAL;
-    s->stop_signal = sig, s->stop_epoch = epoch, s->stop_epoch_step = epoch_step;
-    s->stop_checkpoint[0] = '\0';
-    s->stop_step = s->step; /* updates still in flight are applied after it, not in the checkpoint */
-    nd_report_progress_end(&tr->report);
-    if (tr->cfg.checkpoint_dir[0]) {
+    nd_stop_record(tr, sig, epoch, epoch_step, loss, correct);
+    if (tr->cfg.checkpoint_dir[0])
         ND_TRY(server0_checkpoint(tr, epoch, (double)epoch_step * tr->cfg.batch, loss, correct, err));
-        nd_checkpoint_name(s->stop_checkpoint, sizeof s->stop_checkpoint, tr->cfg.checkpoint_dir, s->step);
-    }
-    const long per_epoch = tr->info.train.rows / tr->cfg.batch;
-    snprintf(s->reason, sizeof s->reason, "%s at update %ld (epoch %d, %.0f%% through)", nd_stop_signal_name(sig),
-             s->step, epoch, 100.0 * (double)epoch_step / (double)(per_epoch > 0 ? per_epoch : 1));
     return ND_OK;
 }
 

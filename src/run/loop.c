@@ -100,8 +100,7 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
         for (int o = 0; o < tr->num_observers; ++o)
             if (tr->observers[o]->after_step) ND_TRY(tr->observers[o]->after_step(tr, &view, err));
         if (stop_signal) {
-            /* Every rank stops after this same step; its checkpoint comes after the epoch's time. */
-            tr->state.status = ND_RUN_STOPPED_BY_SIGNAL;
+            /* Every rank stops after this same step; nd_train_stop records it after the epoch's time. */
             tr->state.stop_signal = stop_signal;
             done = s + 1;
             break;

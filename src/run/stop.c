@@ -55,8 +55,7 @@ int nd_stop_agreed(const float *tail) {
     return best >= 0 ? nd_stop_signals[best] : 0;
 }
 
-nd_status nd_train_stop(nd_trainer *tr, int sig, int epoch, long epoch_step, double loss_sum, double correct,
-                        nd_error *err) {
+void nd_stop_record(nd_trainer *tr, int sig, int epoch, long epoch_step, double loss_sum, double correct) {
     nd_train_state *s = &tr->state;
     s->status = ND_RUN_STOPPED_BY_SIGNAL;
     s->stop_signal = sig;
@@ -64,17 +63,21 @@ nd_status nd_train_stop(nd_trainer *tr, int sig, int epoch, long epoch_step, dou
     s->stop_epoch_step = epoch_step;
     s->stop_loss_sum = loss_sum;
     s->stop_correct = correct;
+    s->stop_step = s->step; /* async: updates still in flight are applied after it, not in the checkpoint */
     s->stop_checkpoint[0] = '\0';
-    s->stop_step = s->step;
-    nd_report_progress_end(&tr->report);
-    if (tr->cfg.checkpoint_dir[0]) {
-        /* The --checkpoint-every observer may have just written this step. */
-        const long every = tr->cfg.checkpoint_every;
-        if (!(every > 0 && s->step % every == 0))
-            ND_TRY(nd_train_checkpoint_save(tr, epoch, epoch_step, loss_sum, correct, err));
+    if (tr->cfg.checkpoint_dir[0])
         nd_checkpoint_name(s->stop_checkpoint, sizeof s->stop_checkpoint, tr->cfg.checkpoint_dir, s->step);
-    }
-    snprintf(s->reason, sizeof s->reason, "%s at step %ld (epoch %d, %.0f%% through)", nd_stop_signal_name(sig),
-             s->step, epoch, 100.0 * (double)epoch_step / (double)(tr->steps_per_epoch > 0 ? tr->steps_per_epoch : 1));
+    snprintf(s->reason, sizeof s->reason, "%s at %s %ld (epoch %d, %.0f%% through)", nd_stop_signal_name(sig),
+             tr->async ? "update" : "step", s->step, epoch, 100.0 * nd_stop_fraction(tr));
+    nd_report_progress_end(&tr->report);
+}
+
+nd_status nd_train_stop(nd_trainer *tr, int sig, int epoch, long epoch_step, double loss_sum, double correct,
+                        nd_error *err) {
+    nd_stop_record(tr, sig, epoch, epoch_step, loss_sum, correct);
+    /* The --checkpoint-every observer may have just written this step. */
+    const long every = tr->cfg.checkpoint_every;
+    if (tr->cfg.checkpoint_dir[0] && !(every > 0 && tr->state.step % every == 0))
+        ND_TRY(nd_train_checkpoint_save(tr, epoch, epoch_step, loss_sum, correct, err));
     return ND_OK;
 }

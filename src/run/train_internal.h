@@ -19,6 +19,11 @@ void nd_stop_mark(const nd_trainer *tr, float *tail);
 int nd_stop_agreed(const float *tail);
 /* How far through its epoch a stopped run was (0..1). */
 double nd_stop_fraction(const nd_trainer *tr);
+/* Records a stop on sig after `epoch_step` steps (async: updates) of
+ * `epoch` with their sums: the status, the reason, the name of the
+ * checkpoint that will hold that step; ends the progress bar. Not
+ * collective. */
+void nd_stop_record(nd_trainer *tr, int sig, int epoch, long epoch_step, double loss_sum, double correct);
 /* Collective, sync: after the step where the ranks agreed on sig (its
  * epoch, steps of it taken and their sums): records the stop and has rank 0
  * write the checkpoint of that step (with --checkpoint-dir). */

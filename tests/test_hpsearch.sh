@@ -62,6 +62,17 @@ fin=$(awk -F, 'NR > 1 && $2 == 2 { print $3 }' "$csv" | sort | xargs)
 [ "$low2" = "$fin" ] || fail "regression: finalists $fin are not stage 1's lowest RMSE $low2"
 best=$(extreme "$csv" -1)
 grep -q "^best: .*: val rmse $(printf '%.4g' "$best") " <<< "$out" || fail "regression: the best is not the min $best"
+# --gather reads the records back: the same best, the next round, and the
+# plot (or, without matplotlib, one line saying how to get it).
+gathered=$("$root/launch/hpsearch" --gather --out "$tmp/reg" --plot)
+[ "$(grep '^best: ' <<< "$gathered")" = "$(grep '^best: ' <<< "$out")" ] || fail "gather: another best: $gathered"
+grep -q '^next round: --round 2 --lr [0-9.e-]*:[0-9.e-]* --wd [0-9.e-]*:[0-9.e-]* --drop' <<< "$gathered" ||
+  fail "gather: no next round: $gathered"
+if "$py" -c 'import matplotlib' 2> /dev/null; then
+  [ -s "$tmp/reg/hpsearch.png" ] || fail "gather --plot: no $tmp/reg/hpsearch.png"
+else
+  grep -q "no plot: .*launch/install-deps python3-matplotlib" <<< "$gathered" || fail "gather --plot: no hint: $gathered"
+fi
 
 # --- A rate range far too low: the best rate lies at its high end, and the
 # search says so.

@@ -558,6 +558,75 @@ static void assert_same_shard(const nd_shard *a, const nd_shard *b) {
     assert_memory_equal(a->y, b->y, sizeof(int) * (size_t)a->rows);
 }
 
+/* --val-fold: fold I of K of /train, read as "val" by any number of ranks,
+ * is exactly the I-th block of rows, and "train" is every other row in
+ * file order (a rank's block may span the fold: two hyperslabs). Row r's
+ * features are r*10 + column, so a row names itself. */
+static void test_val_fold(void **state) {
+    (void)state;
+    char path[512], with_val[512];
+    fx_path(path, sizeof path, "folds.h5");
+    fx_path(with_val, sizeof with_val, "folds_val.h5");
+    enum { ROWS = 23, COLS = 2, CLASSES = 3 };
+    float x[ROWS * COLS];
+    int y[ROWS];
+    for (int r = 0; r < ROWS; ++r) {
+        for (int j = 0; j < COLS; ++j) x[r * COLS + j] = (float)(r * 10 + j);
+        y[r] = r % CLASSES;
+    }
+    fx_write_dataset(path, x, y, ROWS, COLS, CLASSES, x, y, 5);
+    const int folds = 4, ranks[] = {1, 2, 3, 5};
+    for (int fold = 1; fold <= folds; ++fold) {
+        nd_dataset_info info;
+        nd_error err;
+        assert_int_equal(nd_dataset_probe(path, &info, &err), ND_OK);
+        assert_int_equal(nd_dataset_hold_out(&info, fold, folds, path, &err), ND_OK);
+        long lo, n;
+        nd_shard_range(ROWS, fold - 1, folds, &lo, &n);
+        assert_true(info.has_val);
+        assert_int_equal(info.val.rows, n);
+        assert_int_equal(info.train.rows, ROWS - n);
+        for (size_t p = 0; p < sizeof ranks / sizeof ranks[0]; ++p) {
+            long next_val = lo, next_train = 0;
+            for (int r = 0; r < ranks[p]; ++r) {
+                nd_shard v, t;
+                assert_int_equal(nd_shard_read_info(path, &info, "val", r, r + 1, ranks[p], &v, &err), ND_OK);
+                for (int i = 0; i < v.rows; ++i, ++next_val) {
+                    assert_float_equal(v.x[i * COLS + 1], next_val * 10 + 1, 0);
+                    assert_int_equal(v.y[i], next_val % CLASSES);
+                }
+                assert_int_equal(nd_shard_read_info(path, &info, "train", r, r + 1, ranks[p], &t, &err), ND_OK);
+                for (int i = 0; i < t.rows; ++i, ++next_train) {
+                    if (next_train == lo) next_train += n; /* the held-out rows are skipped */
+                    assert_float_equal(t.x[i * COLS], next_train * 10, 0);
+                    assert_int_equal(t.y[i], next_train % CLASSES);
+                }
+                nd_shard_free(&v);
+                nd_shard_free(&t);
+            }
+            assert_int_equal(next_val, lo + n);                      /* the fold, whole */
+            assert_int_equal(next_train, lo + n < ROWS ? ROWS : lo); /* every other row */
+        }
+    }
+    /* Bad folds, and a file with its own /val, are refused with one line. */
+    nd_dataset_info info;
+    nd_error err;
+    assert_int_equal(nd_dataset_probe(path, &info, &err), ND_OK);
+    assert_int_equal(nd_dataset_hold_out(&info, 5, 4, path, &err), ND_ERR_ARG);
+    assert_non_null(strstr(err.msg, "--val-fold 5/4"));
+    hid_t f = fx_create(with_val);
+    fx_attr_int(f, "num_classes", CLASSES);
+    const hsize_t dx[2] = {ROWS, COLS}, dy[1] = {ROWS};
+    fx_write_f32(f, "/train/x", 2, dx, x);
+    fx_write_i32(f, "/train/y", 1, dy, y);
+    fx_write_f32(f, "/val/x", 2, dx, x);
+    fx_write_i32(f, "/val/y", 1, dy, y);
+    fx_close(f);
+    assert_int_equal(nd_dataset_probe(with_val, &info, &err), ND_OK);
+    assert_int_equal(nd_dataset_hold_out(&info, 1, 2, with_val, &err), ND_ERR_ARG);
+    assert_non_null(strstr(err.msg, "has its own /val"));
+}
+
 /* A 4-D x and the equivalent 2-D x with image_shape probe alike and give
  * identical shards, parts and streamed windows: flat rows in C, H, W order. */
 static void test_image_shape(void **state) {
@@ -642,7 +711,7 @@ int main(void) {
         cmocka_unit_test(test_shard_range), cmocka_unit_test(test_uint8_scale_and_hyperslab),
         cmocka_unit_test(test_bad_files),   cmocka_unit_test(test_import_idx),
         cmocka_unit_test(test_synth),       cmocka_unit_test(test_stream_windows),
-        cmocka_unit_test(test_image_shape),
+        cmocka_unit_test(test_image_shape), cmocka_unit_test(test_val_fold),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

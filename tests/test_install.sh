@@ -73,7 +73,7 @@ found=$(cd "$tmp/work" && bash -c 'source "$1/common.sh"; echo "$NNDIST_BIN $NND
   "$bin" data synth --out d.h5 --rows 300 --val-rows 100 --test-rows 0 --features 6 --classes 3 > /dev/null
   PATH=/usr/bin:/bin "$launch/hpsearch" --data d.h5 --trials 1 --rounds 1 --epochs 1 --np 1 -- --threads 1
 ) > "$tmp/hpsearch.log" 2>&1 || fail "installed hpsearch failed: $(cat "$tmp/hpsearch.log")"
-[ -s "$tmp/work/runs/hpsearch/trials.tsv" ] && ! grep -q '^failed' "$tmp/work/runs/hpsearch/trials.tsv" ||
+grep -q ',ok,' "$tmp/work/runs/hpsearch/trials.csv" 2> /dev/null ||
   fail "installed hpsearch wrote no trial under the current directory: $(cat "$tmp/hpsearch.log")"
 
 [ "$failures" -eq 0 ] || { echo "$failures failed"; exit 1; }

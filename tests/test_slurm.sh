@@ -234,14 +234,15 @@ FAKE_SRUN_EXEC=1 sbatch --array=1-3 launch/slurm/hpsearch.sbatch --data "$tmp/d.
 [ "$rc" -eq 0 ] || fail "hpsearch array: status $rc: $(cat nndist-hpsearch-1_*.out)"
 [ "$(srun_lines | wc -l)" -eq 3 ] || fail "hpsearch array: expected 3 srun calls: $(srun_lines)"
 for want in "--mpi=pmix" "--ntasks=2" "--cpus-per-task=4" "--threads 4"; do has "$want" "$(srun_lines | head -n 1)" "hpsearch"; done
-for i in 1 2 3; do [ -s runs/hpsearch-1/trial-$i.tsv ] || fail "hpsearch array: no runs/hpsearch-1/trial-$i.tsv"; done
+for i in 1 2 3; do [ -s runs/hpsearch-1/trial-$i.rec ] || fail "hpsearch array: no runs/hpsearch-1/trial-$i.rec"; done
 gathered=$(launch/hpsearch --gather --out runs/hpsearch-1) || fail "hpsearch --gather failed: $gathered"
-has "3 trials of rounds 1..1" "$gathered" "gather"
+has "3 trials (3 runs) in runs/hpsearch-1, 0 failed" "$gathered" "gather"
 has "next round: --round 2 --lr [0-9.e-]*:[0-9.e-]* --wd [0-9.e-]*:[0-9.e-]* --drop" "$gathered" "gather"
 NNDIST_LAUNCH="$real_mpirun -np 1" launch/hpsearch --data "$tmp/d.h5" --trials 3 --rounds 1 --epochs 1 --np 1 \
   --arch "8-16:relu:drop{drop}-3" --out "$tmp/local" -- --threads 1 > "$tmp/local.log" 2>&1 || fail "local hpsearch failed: $(cat "$tmp/local.log")"
-draws_local=$(cut -f2-4 "$tmp/local/trials.tsv" | sort)
-draws_array=$(cat runs/hpsearch-1/trial-*.tsv | cut -f3-5 | sort)
+draws_local=$(tail -n +2 "$tmp/local/trials.csv" | cut -d, -f3,5-7 | sort)
+draws_array=$(tail -n +2 runs/hpsearch-1/trials.csv | cut -d, -f3,5-7 | sort)
+[ "$(wc -l <<< "$draws_local")" -eq 3 ] || fail "hpsearch: the local search's CSV: $draws_local"
 [ "$draws_local" = "$draws_array" ] || fail "hpsearch: the array's draws differ from a local search's: $draws_array / $draws_local"
 grep -q "FORBIDDEN" "$log" && fail "hpsearch: called $(grep FORBIDDEN "$log")"
 

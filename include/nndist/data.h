@@ -33,6 +33,8 @@ typedef struct {
     nd_split_info train, val, test;
     int image_c, image_h, image_w; /* of every split's rows: from 4-D x or the root attribute
                                       image_shape; all 0: none */
+    long fold_first, fold_rows;    /* nd_dataset_hold_out: /val is /train's rows [first, first + rows)
+                                      and train the others; rows 0: the file's own splits */
 } nd_dataset_info;
 
 /* One rank's contiguous block of rows of one split. */
@@ -72,6 +74,20 @@ nd_status nd_shard_read_parts(const char *path, const char *split, int part_lo, 
                               nd_shard *shard, nd_error *err);
 
 void nd_shard_free(nd_shard *shard);
+
+/* Cross-validation (`nndist train --val-fold FOLD/FOLDS`, fold 1-based):
+ * fold FOLD of FOLDS contiguous blocks of /train (nd_shard_range's blocks)
+ * becomes the validation split of info and the other rows, in file order,
+ * its training split. Refused, one line naming path, when the file has its
+ * own /val or a split would be empty. */
+nd_status nd_dataset_hold_out(nd_dataset_info *info, int fold, int folds, const char *path, nd_error *err);
+
+/* nd_shard_read_parts for a dataset whose info may hold out a fold: split
+ * "train" skips the fold's rows, "val" reads them from /train; without a
+ * fold (info->fold_rows 0) exactly nd_shard_read_parts. Each rank reads
+ * only its rows (two hyperslabs where its block spans the fold). */
+nd_status nd_shard_read_info(const char *path, const nd_dataset_info *info, const char *split, int part_lo, int part_hi,
+                             int parts, nd_shard *shard, nd_error *err);
 
 /* The path of the newest HDF5 file (dataset or checkpoint) this process
  * opened for reading, "" if none: named by the program's fatal-signal line,

@@ -75,6 +75,7 @@ typedef struct {
     float clip_norm, clip_value, weight_decay, l1, max_norm;
     uint64_t seed;
     bool shuffle;
+    char val_fold[32];
     nd_norm_kind normalize;
     int eval_batch;
     int threads;
@@ -154,9 +155,10 @@ const nd_exchange_caps *nd_exchange_caps_of(nd_exchange_kind kind);
 typedef struct {
     nd_exchange_kind exchange;
     nd_feed_kind feed;
-    bool ssp;              /* the parameter servers bound staleness (--mode ssp) */
-    int straggle_rank;     /* --straggle: the rank slowed down, -1 for none */
-    float straggle_factor; /* and by how much (>= 1) */
+    bool ssp;                /* the parameter servers bound staleness (--mode ssp) */
+    int straggle_rank;       /* --straggle: the rank slowed down, -1 for none */
+    float straggle_factor;   /* and by how much (>= 1) */
+    int val_fold, val_folds; /* --val-fold FOLD/FOLDS (1-based), 0/0 for none */
 } nd_train_plan;
 
 /* Validates cfg (ranges, choices, the texts, and every option against the

@@ -304,28 +304,47 @@ void nd_shard_free(nd_shard *shard) {
     memset(shard, 0, sizeof *shard);
 }
 
-herr_t nd_read_rows(hid_t dset, hid_t mem_type, long first, long count, int cols, void *buf) {
+/* Rows [first, first + count) of a dataset whose rows [skip_at, skip_at +
+ * skip_rows) are left out (their row numbers taken by the rows after them):
+ * one hyperslab, or two where the block spans the skipped rows. */
+static herr_t read_rows_skipping(hid_t dset, hid_t mem_type, long first, long count, long skip_at, long skip_rows,
+                                 int cols, void *buf) {
     hid_t fspace = H5Dget_space(dset);
     if (fspace < 0) return -1;
     const int nd = H5Sget_simple_extent_ndims(fspace);
     hsize_t dims[H5S_MAX_RANK], start[H5S_MAX_RANK] = {0}, cnt[H5S_MAX_RANK];
     herr_t rc = nd >= 1 && nd <= H5S_MAX_RANK && H5Sget_simple_extent_dims(fspace, dims, NULL) == nd ? 0 : -1;
-    /* Rows [first, first + count) over every other dimension in full. */
+    /* Rows over every other dimension in full. */
     hsize_t per_row = 1;
     for (int i = 1; rc >= 0 && i < nd; ++i) {
         cnt[i] = dims[i];
         per_row *= dims[i];
     }
     if (rc >= 0 && per_row != (hsize_t)cols) rc = -1; /* buf holds count x cols */
-    start[0] = (hsize_t)first;
+    const long before = skip_rows <= 0 || first + count <= skip_at ? count : first < skip_at ? skip_at - first : 0;
+    H5S_seloper_t op = H5S_SELECT_SET;
+    if (rc >= 0 && before > 0) { /* the rows before the skipped ones */
+        start[0] = (hsize_t)first;
+        cnt[0] = (hsize_t)before;
+        rc = H5Sselect_hyperslab(fspace, op, start, NULL, cnt, NULL);
+        op = H5S_SELECT_OR;
+    }
+    if (rc >= 0 && before < count) { /* the rows after them, shifted past them */
+        start[0] = (hsize_t)(first + before + skip_rows);
+        cnt[0] = (hsize_t)(count - before);
+        rc = H5Sselect_hyperslab(fspace, op, start, NULL, cnt, NULL);
+    }
     cnt[0] = (hsize_t)count;
-    if (rc >= 0) rc = H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, cnt, NULL);
     hid_t mspace = rc >= 0 ? H5Screate_simple(nd, cnt, NULL) : H5I_INVALID_HID;
     if (rc >= 0 && mspace < 0) rc = -1;
     if (rc >= 0 && count > 0) rc = H5Dread(dset, mem_type, mspace, fspace, H5P_DEFAULT, buf);
     if (mspace >= 0) H5Sclose(mspace);
     H5Sclose(fspace);
     return rc;
+}
+
+herr_t nd_read_rows(hid_t dset, hid_t mem_type, long first, long count, int cols, void *buf) {
+    return read_rows_skipping(dset, mem_type, first, count, 0, 0, cols, buf);
 }
 
 nd_status nd_shard_validate(const nd_shard *s, const char *path, const char *split, int num_classes, nd_error *err) {
@@ -354,18 +373,52 @@ nd_status nd_shard_read(const char *path, const char *split, int rank, int size,
 
 nd_status nd_shard_read_parts(const char *path, const char *split, int part_lo, int part_hi, int parts, int num_classes,
                               nd_shard *shard, nd_error *err) {
+    const nd_dataset_info plain = {.num_classes = num_classes};
+    return nd_shard_read_info(path, &plain, split, part_lo, part_hi, parts, shard, err);
+}
+
+nd_status nd_dataset_hold_out(nd_dataset_info *info, int fold, int folds, const char *path, nd_error *err) {
+    if (info->has_val)
+        return ND_FAIL(err, ND_ERR_ARG,
+                       "--val-fold: %s has its own /val; cross-validation folds come from /train alone", path);
+    if (!(folds >= 2 && fold >= 1 && fold <= folds))
+        return ND_FAIL(err, ND_ERR_ARG, "--val-fold %d/%d: give FOLD/FOLDS with 1 <= FOLD <= FOLDS and FOLDS >= 2",
+                       fold, folds);
+    if (info->train.rows < folds)
+        return ND_FAIL(err, ND_ERR_DATA, "--val-fold %d/%d: %s /train has %ld rows, fewer than the folds", fold, folds,
+                       path, info->train.rows);
+    nd_shard_range(info->train.rows, fold - 1, folds, &info->fold_first, &info->fold_rows);
+    info->val = info->train;
+    info->val.rows = info->fold_rows;
+    info->train.rows -= info->fold_rows;
+    info->has_val = 1;
+    return ND_OK;
+}
+
+nd_status nd_shard_read_info(const char *path, const nd_dataset_info *di, const char *split, int part_lo, int part_hi,
+                             int parts, nd_shard *shard, nd_error *err) {
     const int rank = part_lo; /* named in messages */
+    const int num_classes = di->num_classes;
     memset(shard, 0, sizeof *shard);
+    /* With a fold held out, "val" is its block of /train and "train" the
+     * rest of /train with the block skipped. */
+    const int fold_val = di->fold_rows > 0 && !strcmp(split, "val");
+    const int fold_train = di->fold_rows > 0 && !strcmp(split, "train");
+    const char *group = fold_val ? "train" : split;
     hid_t f = h5io_open(path, 0, err);
     if (f < 0) return err->code;
     nd_split_info info;
-    nd_status st = nd_split_probe(f, path, split, &info, err);
+    nd_status st = nd_split_probe(f, path, group, &info, err);
     hid_t dx = -1, dy = -1;
     if (st != ND_OK) goto done;
+    if (fold_val) info.rows = di->fold_rows;
+    if (fold_train) info.rows -= di->fold_rows;
+    const long skip_at = fold_train ? di->fold_first : 0, skip_rows = fold_train ? di->fold_rows : 0;
     long first, count, last_first, last_count;
     nd_shard_range(info.rows, part_lo, parts, &first, &count);
     nd_shard_range(info.rows, part_hi - 1, parts, &last_first, &last_count);
     count = last_first + last_count - first; /* parts [part_lo, part_hi) are contiguous */
+    if (fold_val) first += di->fold_first;   /* rows of /train */
     if (count > INT_MAX || (size_t)count > SIZE_MAX / sizeof(float) / (size_t)info.cols) {
         st = ND_FAIL(err, ND_ERR_DATA, "%s: /%s: rank %d would hold %ld rows, too many for memory", path, split, rank,
                      count);
@@ -384,24 +437,25 @@ nd_status nd_shard_read_parts(const char *path, const char *split, int part_lo, 
         goto done;
     }
     char name[64];
-    snprintf(name, sizeof name, "/%s/x", split);
+    snprintf(name, sizeof name, "/%s/x", group);
     dx = H5Dopen2(f, name, H5P_DEFAULT);
     /* HDF5 converts uint8 or float64 to float on read. */
-    if (dx < 0 || nd_read_rows(dx, H5T_NATIVE_FLOAT, first, count, info.cols, shard->x) < 0) {
+    if (dx < 0 || read_rows_skipping(dx, H5T_NATIVE_FLOAT, first, count, skip_at, skip_rows, info.cols, shard->x) < 0) {
         st = ND_FAIL(err, ND_ERR_IO, "%s: cannot read rows %ld..%ld of %s", path, first, first + count, name);
         goto done;
     }
-    snprintf(name, sizeof name, "/%s/y", split);
+    snprintf(name, sizeof name, "/%s/y", group);
     dy = H5Dopen2(f, name, H5P_DEFAULT);
     if (dy < 0 ||
-        (info.target_cols ? nd_read_rows(dy, H5T_NATIVE_FLOAT, first, count, info.target_cols, shard->t)
-                          : nd_read_rows(dy, H5T_NATIVE_INT, first, count, 1, shard->y)) < 0) {
+        (info.target_cols
+             ? read_rows_skipping(dy, H5T_NATIVE_FLOAT, first, count, skip_at, skip_rows, info.target_cols, shard->t)
+             : read_rows_skipping(dy, H5T_NATIVE_INT, first, count, skip_at, skip_rows, 1, shard->y)) < 0) {
         st = ND_FAIL(err, ND_ERR_IO, "%s: cannot read rows %ld..%ld of %s", path, first, first + count, name);
         goto done;
     }
     if (info.x_scale != 1.0f)
         for (size_t i = 0; i < (size_t)count * info.cols; ++i) shard->x[i] *= info.x_scale;
-    st = nd_shard_validate(shard, path, split, num_classes, err);
+    st = nd_shard_validate(shard, path, group, num_classes, err); /* row numbers past a skipped fold are shifted */
 done:
     if (dx >= 0) H5Dclose(dx);
     if (dy >= 0) H5Dclose(dy);

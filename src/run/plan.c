@@ -102,6 +102,8 @@ const nd_cli_option nd_train_options[] = {
     {"micro-batches", R(INT, micro_batches, "[1, 65536]"), "8",
      "--deterministic: micro-batches of --batch rows per step (>= ranks)"},
     {"shuffle", F(BOOL, shuffle), "true", "reshuffle each rank's rows every epoch (--no-shuffle: file order)"},
+    {"val-fold", F(STR, val_fold), "",
+     "FOLD/FOLDS: cross-validation, validate on fold FOLD (contiguous rows) of /train cut in FOLDS, train on the rest (the file must have no /val)"},
     {"normalize", E(normalize, nd_norm_names), "global",
      "features: global or feature (mean/std), minmax (to [-1, 1]) or none"},
     {"eval-batch", R(INT, eval_batch, ">= 1"), "1024", "rows per forward pass during evaluation"},
@@ -281,6 +283,20 @@ static int parse_straggle(const char *text, int *rank, float *factor) {
     return 0;
 }
 
+/* Parses --val-fold "FOLD/FOLDS" ("" = none: 0/0); 0 or -1. */
+static int parse_val_fold(const char *text, int *fold, int *folds) {
+    *fold = *folds = 0;
+    if (!text[0]) return 0;
+    char *end = NULL;
+    long i = strtol(text, &end, 10);
+    if (end == text || *end != '/') return -1;
+    const char *k = end + 1;
+    long n = strtol(k, &end, 10);
+    if (end == k || *end || n < 2 || n > 1 << 20 || i < 1 || i > n) return -1;
+    *fold = (int)i;
+    *folds = (int)n;
+    return 0;
+}
 
 /* The exchange cfg asks for: each exchange says which options pick it; at
  * most one may be picked, else the plain allreduce. */
@@ -313,6 +329,9 @@ nd_status nd_train_plan_resolve(const nd_train_config *c, nd_train_plan *plan, n
     if (parse_straggle(c->straggle, &plan->straggle_rank, &plan->straggle_factor) != 0)
         return ND_FAIL(err, ND_ERR_ARG, "--straggle: '%s' is not RANK:FACTOR with RANK >= 0 and FACTOR >= 1",
                        c->straggle);
+    if (parse_val_fold(c->val_fold, &plan->val_fold, &plan->val_folds) != 0)
+        return ND_FAIL(err, ND_ERR_ARG, "--val-fold: '%s' is not FOLD/FOLDS with 1 <= FOLD <= FOLDS and FOLDS >= 2",
+                       c->val_fold);
     if (nd_parse_widths(c->hidden, widths, ND_MAX_LAYERS - 1) < 0)
         return ND_FAIL(err, ND_ERR_ARG, "--hidden: '%s' is not a list of positive widths like 512,256 (at most %d)",
                        c->hidden, ND_MAX_LAYERS - 1);
@@ -346,6 +365,8 @@ nd_status nd_train_plan_resolve(const nd_train_config *c, nd_train_plan *plan, n
     if (c->on_nan == ND_ON_NAN_SKIP && !can->skip_step)
         return refuse("--on-nan skip", x, "cannot drop a step on every rank alike", err);
     if (c->stream_mb > 0.0f && !can->streams) return refuse("--stream-mb", x, "cannot take a streamed feed", err);
+    if (c->stream_mb > 0.0f && plan->val_folds)
+        return ND_FAIL(err, ND_ERR_ARG, "--val-fold: not with --stream-mb (the streamed feed reads /train whole)");
     const struct {
         bool on;
         const char *option;

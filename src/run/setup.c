@@ -78,6 +78,8 @@ static nd_status read_shards(nd_trainer *tr, nd_error *err) {
     nd_status probed = tr->rank == 0 ? nd_dataset_probe(c->data, &tr->info, err) : ND_OK;
     ND_TRY(nd_train_agree(tr, probed, err));
     if (tr->rank != 0) ND_TRY(nd_dataset_probe(c->data, &tr->info, err));
+    if (tr->plan.val_folds) /* every rank alike: the same file, the same verdict */
+        ND_TRY(nd_dataset_hold_out(&tr->info, tr->plan.val_fold, tr->plan.val_folds, c->data, err));
     if (nd_loss_takes_targets(tr->loss) != tr->info.has_targets)
         return ND_FAIL(err, ND_ERR_ARG, "--loss %s needs %s, but %s /train/y holds %s", nd_loss_name(c->loss),
                        tr->info.has_targets ? "class labels" : "float targets (N x K)", c->data,
@@ -93,7 +95,8 @@ static nd_status read_shards(nd_trainer *tr, nd_error *err) {
     const int eval_parts = tr->async ? 1 : tr->size;
     if (eval_part < 0) return ND_OK;
     if (tr->info.has_test) ND_TRY(nd_shard_read(c->data, "test", eval_part, eval_parts, k, &tr->test, err));
-    if (tr->info.has_val) ND_TRY(nd_shard_read(c->data, "val", eval_part, eval_parts, k, &tr->val, err));
+    if (tr->info.has_val)
+        ND_TRY(nd_shard_read_info(c->data, &tr->info, "val", eval_part, eval_part + 1, eval_parts, &tr->val, err));
     return check_targets(tr, err);
 }
 

@@ -59,7 +59,7 @@ static nd_status create_blocks(nd_trainer *tr, nd_error *err) {
 
 static nd_status read_blocks(nd_trainer *tr, nd_error *err) {
     const nd_det *d = tr->det;
-    return nd_shard_read_parts(tr->cfg.data, "train", d->lo, d->hi, d->blocks, tr->info.num_classes, &tr->train, err);
+    return nd_shard_read_info(tr->cfg.data, &tr->info, "train", d->lo, d->hi, d->blocks, &tr->train, err);
 }
 
 static void close_rows(nd_trainer *tr) {

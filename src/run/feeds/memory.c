@@ -29,8 +29,8 @@ static nd_status batch(nd_trainer *tr, long s, int k, const nd_shard **rows, con
 /* A worker's block of the training rows (servers hold none). */
 static nd_status open_rows(nd_trainer *tr, nd_error *err) {
     if (tr->worker_index < 0) return ND_OK;
-    return nd_shard_read(tr->cfg.data, "train", tr->worker_index, tr->num_workers, tr->info.num_classes, &tr->train,
-                         err);
+    return nd_shard_read_info(tr->cfg.data, &tr->info, "train", tr->worker_index, tr->worker_index + 1, tr->num_workers,
+                              &tr->train, err);
 }
 
 nd_status nd_feed_scan_shard(nd_trainer *tr, nd_scan_kind kind, double *acc, nd_error *err) {

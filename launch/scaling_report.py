@@ -24,7 +24,8 @@ for path in paths:
     if not m or not os.path.exists(path):
         continue
     s = json.load(open(path))
-    epochs = [json.loads(l) for l in open(path[:-5] + ".jsonl") if l.strip()]
+    lines = [json.loads(l) for l in open(path[:-5] + ".jsonl") if l.strip()]
+    epochs = [r for r in lines if r.get("kind", "epoch") == "epoch"]  # not --log-every's step lines
     runs.append({"mode": m.group(1), "np": int(m.group(2)), "summary": s, "epochs": epochs})
 if not runs:
     raise SystemExit("scaling_report: no run of this study finished in %s" % a.dir)

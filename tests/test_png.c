@@ -1,8 +1,11 @@
 /* The PNG writer: the file is read back independently (chunk walk, CRCs,
- * zlib inflate of IDAT) and its pixels compared with what was drawn. */
+ * zlib inflate of IDAT) and its pixels compared with what was drawn; and
+ * `nndist show-weights`: a checkpoint's first-layer weights as tiles,
+ * each pixel its weight scaled per tile to 0..255. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +15,9 @@
 
 #include <cmocka.h>
 
+#include "nndist/checkpoint.h"
+#include "nndist/commands.h"
+#include "nndist/model.h"
 #include "nndist/png.h"
 
 static uint32_t get_u32(const unsigned char *p) {
@@ -102,10 +108,101 @@ static void test_refuses_bad_shapes_and_keeps_old_file(void **state) {
     assert_non_null(strstr(err.msg, "x.png.tmp"));
 }
 
+/* A checkpoint of arch with weights sin(j) at path. */
+static void write_model(const char *arch, const char *path, nd_model *m) {
+    nd_model_spec spec;
+    char why[128];
+    assert_int_equal(nd_arch_parse(arch, (nd_activation){ND_ACT_RELU, 0.0f}, &spec, why, sizeof why), 0);
+    nd_error err = {0};
+    assert_int_equal(nd_model_create(m, &spec, 1, &err), ND_OK);
+    for (size_t j = 0; j < m->num_params; ++j) m->param[j] = (float)sin((double)j * 0.7);
+    float mean[64] = {0}, inv_std[64];
+    for (int i = 0; i < 64; ++i) inv_std[i] = 1.0f;
+    nd_ckpt_meta meta = {.world_size = 1, .global_batch = 1};
+    assert_int_equal(nd_checkpoint_write(path, m, NULL, mean, inv_std, NULL, &meta, &err), ND_OK);
+}
+
+static nd_status show(const char *ckpt, const char *png, const char *more, nd_error *err) {
+    char zoom[] = "--zoom", two[] = "2", out[] = "--out", layer[] = "--layer";
+    char a0[512], a2[512], extra[16];
+    snprintf(a0, sizeof a0, "%s", ckpt);
+    snprintf(a2, sizeof a2, "%s", png);
+    snprintf(extra, sizeof extra, "%s", more ? more : "");
+    char *argv[] = {a0, out, a2, zoom, two, layer, extra, NULL};
+    return nd_cmd_show_weights(more ? 7 : 5, argv, err);
+}
+
+/* Tile t's pixel (y, x) of plane p holds its weight scaled by the tile's own min and max. */
+static void check_tiles(const nd_model *m, int l, const unsigned char *px, int width, int cols, int n, int c, int h,
+                        int w, int zoom) {
+    const float *W = m->param + m->layer[l].w.offset;
+    const int plane = h * w;
+    for (int t = 0; t < n; ++t) {
+        const float *tile = W + (size_t)t * c * plane;
+        float lo = tile[0], hi = tile[0];
+        for (int k = 0; k < c * plane; ++k) lo = fminf(lo, tile[k]), hi = fmaxf(hi, tile[k]);
+        const int y0 = (t / cols) * (h * zoom + 1), x0 = (t % cols) * (w * zoom + 1);
+        for (int y = 0; y < h * zoom; ++y)
+            for (int x = 0; x < w * zoom; ++x)
+                for (int p = 0; p < c; ++p) {
+                    const float v = tile[p * plane + (y / zoom) * w + x / zoom];
+                    const long want = lround(((double)v - lo) / ((double)hi - lo) * 255.0);
+                    assert_int_equal(px[((size_t)(y0 + y) * width + x0 + x) * c + p], want);
+                }
+        if (t % cols) /* the separator left of the tile is black */
+            assert_int_equal(px[((size_t)y0 * width + x0 - 1) * c], 0);
+    }
+}
+
+static void test_show_weights_dense(void **state) {
+    (void)state;
+    char ckpt[512], png[512];
+    snprintf(ckpt, sizeof ckpt, "%s/show_dense.h5", NNDIST_TEST_TMP);
+    snprintf(png, sizeof png, "%s/show_dense.png", NNDIST_TEST_TMP);
+    nd_model m;
+    write_model("1x4x4-5:relu-3", ckpt, &m);
+    nd_error err = {0};
+    assert_int_equal(show(ckpt, png, NULL, &err), ND_OK);
+    /* 5 units of 4x4 at zoom 2: 3 columns, 2 rows of 8x8 tiles, 1-pixel separators. */
+    const int width = 3 * 9 - 1, height = 2 * 9 - 1;
+    unsigned char px[26 * 17];
+    read_back(png, width, height, 1, px);
+    check_tiles(&m, 0, px, width, 3, 5, 1, 4, 4, 2);
+    /* The second layer's inputs are hidden units, not an image. */
+    assert_int_equal(show(ckpt, png, "2", &err), ND_ERR_ARG);
+    assert_non_null(strstr(err.msg, "--layer 2"));
+    assert_int_equal(show(ckpt, png, "3", &err), ND_ERR_ARG);
+    nd_model_destroy(&m);
+    /* Flat features that are not a square have no shape to draw. */
+    write_model("12-5:relu-3", ckpt, &m);
+    assert_int_equal(show(ckpt, png, NULL, &err), ND_ERR_ARG);
+    assert_non_null(strstr(err.msg, "no image shape"));
+    nd_model_destroy(&m);
+}
+
+static void test_show_weights_conv_rgb(void **state) {
+    (void)state;
+    char ckpt[512], png[512];
+    snprintf(ckpt, sizeof ckpt, "%s/show_conv.h5", NNDIST_TEST_TMP);
+    snprintf(png, sizeof png, "%s/show_conv.png", NNDIST_TEST_TMP);
+    nd_model m;
+    write_model("3x6x6-c4k3p1:relu-gap-2", ckpt, &m);
+    nd_error err = {0};
+    assert_int_equal(show(ckpt, png, NULL, &err), ND_OK);
+    /* 4 RGB filters of 3x3 at zoom 2: 2 x 2 tiles of 6x6. */
+    const int width = 2 * 7 - 1, height = 2 * 7 - 1;
+    unsigned char px[13 * 13 * 3];
+    read_back(png, width, height, 3, px);
+    check_tiles(&m, 0, px, width, 2, 4, 3, 3, 3, 2);
+    nd_model_destroy(&m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gray_and_rgb),
         cmocka_unit_test(test_refuses_bad_shapes_and_keeps_old_file),
+        cmocka_unit_test(test_show_weights_dense),
+        cmocka_unit_test(test_show_weights_conv_rgb),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,6 +13,7 @@ nd_status nd_cmd_info(int argc, char **argv, nd_error *err);
 nd_status nd_cmd_schedule(int argc, char **argv, nd_error *err);
 nd_status nd_cmd_sanity(int argc, char **argv, nd_error *err);
 nd_status nd_cmd_gradcheck(int argc, char **argv, nd_error *err);
+nd_status nd_cmd_show_weights(int argc, char **argv, nd_error *err);
 
 /* Collective over comm: every rank evaluates its block of the split. */
 nd_status nd_cmd_eval(nd_comm *comm, int argc, char **argv, nd_error *err);

@@ -99,6 +99,7 @@ typedef struct {
     int keep;
     char resume[ND_PATH_MAX];
     char metrics[ND_PATH_MAX];
+    int log_every; /* --log-every: a "step" line in --metrics every N steps (0: off) */
     char summary[ND_PATH_MAX];
     char save[ND_PATH_MAX]; /* --save: the final model file; "" until setup names the default, "none": no file */
 } nd_train_config;

@@ -25,12 +25,13 @@ typedef struct {
 
 /* Resolves ND_PROGRESS_AUTO; opens metrics_path when given: a new run
  * (keep_before_epoch 0) starts it afresh; a resumed run that continues at
- * epoch E (keep_before_epoch E) keeps the lines of epochs before E, drops
- * any later ones (written after its checkpoint by the run it resumes) and
- * appends, so a requeued job's history has every epoch once. Not
- * collective. */
+ * epoch E (keep_before_epoch E) from step S (keep_through_step) keeps the
+ * lines of epochs before E and the --log-every step lines of E up to S,
+ * drops any later ones (written after its checkpoint by the run it
+ * resumes) and appends, so a requeued job's history has every epoch and
+ * step once. Not collective. */
 nd_status nd_report_open(nd_report *r, int active, nd_progress_kind progress, const char *metrics_path,
-                         int keep_before_epoch, nd_error *err);
+                         int keep_before_epoch, long keep_through_step, nd_error *err);
 void nd_report_close(nd_report *r);
 
 /* Within-epoch progress; throttled to a few updates a second (bar) or one

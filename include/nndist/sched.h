@@ -67,8 +67,9 @@ void nd_lr_plateau_update(nd_lr_schedule *s, double metric, double *best, int *b
 float nd_momentum_at(float mu0, float mu1, float span, double epoch);
 
 /* Clamps each of g (n) to [-limit, limit] after multiplying by scale; writes
- * the scaled values back. Used for --clip-value. */
-void nd_clip_by_value(float *g, size_t n, float scale, float limit);
+ * the scaled values back and returns how many were clamped. Used for
+ * --clip-value. */
+size_t nd_clip_by_value(float *g, size_t n, float scale, float limit);
 
 /* L2 norm of scale * g (n), accumulated in double. */
 double nd_grad_norm(const float *g, size_t n, float scale);

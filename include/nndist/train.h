@@ -61,6 +61,15 @@ typedef enum {
 } nd_phase;
 extern const char *const nd_phase_names[ND_PHASES];
 
+/* A histogram of one layer's values at a monitored step: ND_HIST_BINS
+ * equal bins over [lo, hi], the layer's min and max there (non-finite
+ * values are left out; lo == hi: all in bin 0). */
+#define ND_HIST_BINS 20
+typedef struct {
+    float lo, hi;
+    long count[ND_HIST_BINS];
+} nd_histogram;
+
 /* Per-epoch figures, identical on every rank (the phase times are rank 0's). */
 typedef struct {
     int epoch;                        /* 1-based */
@@ -70,12 +79,24 @@ typedef struct {
     double val_loss, val_acc;         /* NaN without a val split */
     double lr;                        /* at the end of the epoch */
     double ema_test_acc, ema_val_acc; /* --ema: the averaged weights' accuracy (NaN otherwise) */
-    /* Health at the epoch's last step (sync): the averaged gradient's norm,
-     * and per layer ||update|| / ||weights||, the fraction of hidden units
-     * that output 0 for the whole batch, and the mean/std of activations. */
-    int has_monitor;
-    double grad_norm;
+    /* Health at the epoch's last step (docs/training.md, "Monitoring"): the
+     * gradient's norm before clipping (with the penalties) and after it, and
+     * per layer ||update|| / ||weights||, the fraction of hidden units that
+     * output 0 for the whole batch, the mean/std of activations, the
+     * saturated fraction (tanh |a| > 0.99, sigmoid a < 0.01 or > 0.99; NaN
+     * for other activations), the norm of the layer's averaged data gradient
+     * (weights and biases, before penalties and clipping) and histograms of
+     * the activations and of the weight gradient. Async: server 0's figures
+     * (no activations there: has_activations 0; layers outside its slice NaN). */
+    int has_monitor, has_activations;
+    double grad_norm, grad_norm_clipped;
+    int grad_norm_slice; /* async with several servers and no worker norm: grad_norm is server 0's slice's */
     double update_ratio[ND_MAX_LAYERS], dead_frac[ND_MAX_LAYERS], act_mean[ND_MAX_LAYERS], act_std[ND_MAX_LAYERS];
+    double saturation[ND_MAX_LAYERS], layer_grad_norm[ND_MAX_LAYERS];
+    nd_histogram act_hist[ND_MAX_LAYERS], grad_hist[ND_MAX_LAYERS];
+    /* --clip-norm/--clip-value: steps (async: updates applied) where clipping
+     * changed the gradient, of the steps this process ran in the epoch */
+    long clip_steps, clip_of;
     double seconds;          /* training steps only */
     double phase[ND_PHASES]; /* sync: rank 0's seconds in each phase of the epoch's steps (nd_phase) */
     double samples_per_s;

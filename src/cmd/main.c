@@ -24,6 +24,7 @@ static void usage(FILE *out) {
             "  data synth            write a seeded synthetic classification dataset\n"
             "  eval                  loss, accuracy, per-class accuracy, confusion matrix of a checkpoint\n"
             "  info FILE             describe a checkpoint or a dataset\n"
+            "  show-weights CKPT     draw the first layer's weights (or conv filters) as a PNG grid of tiles\n"
             "  schedule --steps N    print the learning rate of every step (CSV) for train options\n"
             "  sanity                checks before training: initial loss, regularization, overfit 20 examples\n"
             "  gradcheck             backprop against centred differences in double, per parameter group\n"
@@ -290,6 +291,8 @@ int main(int argc, char **argv) {
         rc = run_on_rank0(world, nd_cmd_sanity, argc - 2, argv + 2);
     } else if (!strcmp(cmd, "gradcheck")) {
         rc = run_on_rank0(world, nd_cmd_gradcheck, argc - 2, argv + 2);
+    } else if (!strcmp(cmd, "show-weights")) {
+        rc = run_on_rank0(world, nd_cmd_show_weights, argc - 2, argv + 2);
     } else if (!strcmp(cmd, "info")) {
         rc = run_on_rank0(world, nd_cmd_info, argc - 2, argv + 2);
     } else if (!strcmp(cmd, "data") && argc >= 3 && !strcmp(argv[2], "synth")) {

@@ -110,11 +110,14 @@ float nd_momentum_at(float mu0, float mu1, float span, double epoch) {
     return (float)(mu0 + (mu1 - mu0) * f);
 }
 
-void nd_clip_by_value(float *g, size_t n, float scale, float limit) {
+size_t nd_clip_by_value(float *g, size_t n, float scale, float limit) {
+    size_t clamped = 0;
     for (size_t i = 0; i < n; ++i) {
         float x = g[i] * scale;
+        clamped += x > limit || x < -limit;
         g[i] = x > limit ? limit : (x < -limit ? -limit : x);
     }
+    return clamped;
 }
 
 double nd_grad_norm(const float *g, size_t n, float scale) {

@@ -41,7 +41,21 @@ enum { CTRL_UPDATE = 1, CTRL_BYE = 2, CTRL_SNAPSHOT = 3, CTRL_STATE = 4 };
 /* Control message, worker (or server 0) to server, as doubles. */
 /* CTRL_SIGNAL: a stop signal this worker received or heard of from a
  * server (0: none); server 0 acts on it. */
-enum { CTRL_KIND, CTRL_VERSION, CTRL_SAMPLES, CTRL_LOSS, CTRL_CORRECT, CTRL_SCALE, CTRL_SIGNAL, CTRL_LEN };
+/* CTRL_NORM: the gradient's norm before clipping, when the worker has it
+ * (--clip-norm, or --log-every), else NaN; CTRL_CLIPPED: 1 if clipping
+ * changed it. */
+enum {
+    CTRL_KIND,
+    CTRL_VERSION,
+    CTRL_SAMPLES,
+    CTRL_LOSS,
+    CTRL_CORRECT,
+    CTRL_SCALE,
+    CTRL_SIGNAL,
+    CTRL_NORM,
+    CTRL_CLIPPED,
+    CTRL_LEN
+};
 /* Reply header, server to worker. REPLY_SIGNAL: a stop signal the server
  * received, passed on by the worker to server 0. */
 enum { REPLY_VERSION, REPLY_STOP, REPLY_SIGNAL, REPLY_LEN };
@@ -143,7 +157,8 @@ static int pending_signal(const nd_trainer *tr) { return tr->stop_request ? (int
 
 /* Starts the exchange of the gradient in grad (computed on parameters of
  * versions v_used) with every server; fresh slices will land in into. */
-static nd_status worker_start_exchange(nd_trainer *tr, const float *grad, float *into, float scale, nd_error *err) {
+static nd_status worker_start_exchange(nd_trainer *tr, const float *grad, float *into, float scale,
+                                       const nd_clip_figures *clip, nd_error *err) {
     nd_async *as = tr->as;
     const nd_model *m = &tr->model;
     for (int j = 0; j < tr->num_servers; ++j) {
@@ -154,6 +169,8 @@ static nd_status worker_start_exchange(nd_trainer *tr, const float *grad, float 
         c[CTRL_LOSS] = grad[m->num_params + ND_TAIL_LOSS];
         c[CTRL_CORRECT] = grad[m->num_params + ND_TAIL_CORRECT];
         c[CTRL_SCALE] = scale;
+        c[CTRL_NORM] = clip->before;
+        c[CTRL_CLIPPED] = clip->clipped;
         c[CTRL_SIGNAL] = pending_signal(tr) ? pending_signal(tr) : as->heard_signal;
         const size_t off = (size_t)as->slice_off[j], len = (size_t)as->slice_len[j];
         nd_request *r = as->reqs + 4 * j;
@@ -215,14 +232,15 @@ static nd_status worker_loop(nd_trainer *tr, nd_error *err) {
          * parameters this worker holds; the servers add them. */
         if (m->num_trainable < m->num_params)
             nd_model_running_deltas(m, m->param, m->grad, tr->cfg.batch, tr->cfg.bn_momentum);
-        const float scale = nd_penalty_scale_all(&tr->penalty, &tr->model, tr->cfg.batch, NULL);
+        nd_clip_figures clip;
+        const float scale = nd_penalty_scale_all(&tr->penalty, &tr->model, tr->cfg.batch, tr->cfg.log_every > 0, &clip);
         memcpy(as->v_used, as->versions, sizeof(double) * (size_t)k);
         if (in_flight) {
             ND_TRY(worker_finish_exchange(tr, &stop, err));
             swap_floats(&m->param, &as->spare_param); /* the fresh slices */
             if (stop) break;                          /* this last gradient is dropped */
         }
-        ND_TRY(worker_start_exchange(tr, m->grad, overlap ? as->spare_param : m->param, scale, err));
+        ND_TRY(worker_start_exchange(tr, m->grad, overlap ? as->spare_param : m->param, scale, &clip, err));
         tr->state.step += 1; /* updates this worker sent */
         if (overlap) {
             swap_floats(&m->grad, &as->spare_grad); /* the next gradient goes to the other buffer */
@@ -243,12 +261,25 @@ static nd_status worker_loop(nd_trainer *tr, nd_error *err) {
 
 /* Receives the gradient slice of the update announced in ctrl_in and applies
  * it; returns its staleness (versions applied since the worker's copy). */
-static nd_status server_apply(nd_trainer *tr, int src, long *staleness, nd_error *err) {
+/* Receives and applies one gradient slice. Server 0 passes `watch` (else
+ * NULL) for the epoch's health figures on its slice, and `norm` for the
+ * norm of the slice it applies (or NULL). */
+static nd_status server_apply(nd_trainer *tr, int src, long *staleness, nd_epoch_stats *watch, double *norm,
+                              nd_error *err) {
     nd_async *as = tr->as;
     float *g = tr->model.grad + tr->slice.offset, *p = tr->model.param + tr->slice.offset;
+    const size_t lo = tr->slice.offset, end = lo + tr->slice.length;
+    const size_t hi = end < tr->model.num_trainable ? end : tr->model.num_trainable; /* its gradient's end */
     nd_request r = {0};
     ND_TRY(nd_comm_irecv_f32(tr->comm, g, tr->slice.length, src, TAG_GRAD, &r, err));
     ND_TRY(nd_comm_wait_all(&r, 1, NULL, err));
+    const float applied = (float)as->ctrl_in[CTRL_SCALE];
+    if (norm) *norm = hi > lo ? nd_grad_norm(g, hi - lo, applied) : 0.0;
+    if (watch) {
+        /* What the worker sent is after its penalties and clipping. */
+        nd_monitor_gradient(&tr->model, tr->model.grad, applied, lo, hi, watch);
+        nd_monitor_save_weights(tr, lo, hi);
+    }
     const long stale = as->version - (long)as->ctrl_in[CTRL_VERSION];
     float lr = nd_lr_at(&tr->lr, as->version);
     if (tr->cfg.staleness_lr && stale > 1) lr /= (float)stale; /* Zhang et al. 2016 */
@@ -258,7 +289,8 @@ static nd_status server_apply(nd_trainer *tr, int src, long *staleness, nd_error
     /* Running statistics in this slice: added as they are, then zero for the optimizer. */
     nd_model_apply_running(&tr->model, tr->model.param, tr->model.grad, tr->slice.offset,
                            tr->slice.offset + tr->slice.length);
-    nd_optimizer_step(&tr->opt, p, g, (float)as->ctrl_in[CTRL_SCALE], lr);
+    nd_optimizer_step(&tr->opt, p, g, applied, lr);
+    if (watch) nd_monitor_after(tr, watch, lo, hi);
     as->version += 1;
     *staleness = stale;
     return ND_OK;
@@ -318,7 +350,7 @@ static nd_status server_loop(nd_trainer *tr, nd_error *err) {
         const int kind = (int)tr->as->ctrl_in[CTRL_KIND];
         if (kind == CTRL_UPDATE) {
             long stale;
-            ND_TRY(server_apply(tr, src, &stale, err));
+            ND_TRY(server_apply(tr, src, &stale, NULL, NULL, err));
             ND_TRY(server_reply(tr, src, 0, err));
             tr->state.step = tr->as->version;
         } else if (kind == CTRL_BYE) {
@@ -406,6 +438,7 @@ typedef struct {
     double fresh; /* samples applied by this process (a resumed epoch started earlier) */
     long stale_max, hist[ND_STALENESS_BUCKETS];
     double t0, eval_seconds;
+    long clip_steps, updates; /* updates clipping changed (the workers' word), of those applied */
 } epoch_books;
 
 static nd_status server0_loop(nd_trainer *tr, nd_error *err) {
@@ -420,6 +453,7 @@ static nd_status server0_loop(nd_trainer *tr, nd_error *err) {
     double total = epoch * epoch_rows + (double)tr->state.start_epoch_step * tr->cfg.batch;
     double next_end = (epoch + 1) * epoch_rows, eval_total = 0.0;
     epoch_books b = {0};
+    nd_epoch_stats health = {0}; /* the health figures of the epoch's last update */
     b.samples = (double)tr->state.start_epoch_step * tr->cfg.batch;
     b.loss = tr->state.start_loss_sum;
     b.correct = tr->state.start_correct;
@@ -432,7 +466,26 @@ static nd_status server0_loop(nd_trainer *tr, nd_error *err) {
         if ((int)as->ctrl_in[CTRL_KIND] != CTRL_UPDATE || wi < 0 || wi >= w)
             return ND_FAIL(err, ND_ERR_STATE, "server 0: unexpected message from rank %d", src);
         long stale;
-        ND_TRY(server_apply(tr, src, &stale, err));
+        /* The epoch's last update, and every --log-every'th, are watched. */
+        const int ends = !stopping && total + as->ctrl_in[CTRL_SAMPLES] >= next_end;
+        const int logged = tr->cfg.log_every > 0 && (as->version + 1) % tr->cfg.log_every == 0;
+        const double worker_norm = as->ctrl_in[CTRL_NORM];
+        double slice_norm = NAN;
+        if (ends) health = (nd_epoch_stats){0};
+        ND_TRY(server_apply(tr, src, &stale, ends ? &health : NULL, ends || logged ? &slice_norm : NULL, err));
+        b.clip_steps += as->ctrl_in[CTRL_CLIPPED] != 0.0;
+        b.updates += 1;
+        /* The norm before clipping: the worker's, else (no clipping) the applied slice's. */
+        const int unclipped = tr->cfg.clip_norm <= 0 && tr->cfg.clip_value <= 0;
+        const double norm_before = isfinite(worker_norm) ? worker_norm : unclipped ? slice_norm : NAN;
+        if (ends) {
+            health.grad_norm = norm_before;
+            health.grad_norm_clipped = slice_norm;
+            health.grad_norm_slice = k > 1 && !isfinite(worker_norm);
+        }
+        if (logged)
+            nd_train_print_step(tr, epoch + 1, as->version, as->ctrl_in[CTRL_LOSS] / as->ctrl_in[CTRL_SAMPLES],
+                                nd_lr_at(&tr->lr, as->version - 1), norm_before);
         as->clock[wi] += 1;
         total += as->ctrl_in[CTRL_SAMPLES];
         b.samples += as->ctrl_in[CTRL_SAMPLES];
@@ -461,8 +514,10 @@ static nd_status server0_loop(nd_trainer *tr, nd_error *err) {
         if (!stopping && total >= next_end) {
             /* An epoch's worth applied: evaluate the servers' model. */
             const double now = nd_comm_time();
-            nd_epoch_stats e = {0};
+            nd_epoch_stats e = health;
             e.epoch = ++epoch;
+            e.clip_steps = b.clip_steps;
+            e.clip_of = b.updates;
             e.train_loss = b.loss / b.samples;
             e.train_acc = nd_loss_metric(tr->loss, b.correct, b.samples, tr->info.num_outputs);
             e.seconds = now - b.t0 - b.eval_seconds;

@@ -52,11 +52,12 @@ typedef struct {
      * wait phase where it waits for the slowest rank first. */
     nd_status (*reduce)(void *self, const nd_exchange_env *env, long step, nd_clock *clock, nd_error *err);
     /* Collective where it needs a norm over ranks: penalties and clipping of
-     * the reduced gradient; *scale for the optimizer, *norm the global norm
-     * of what it applies (the numerical guard's evidence where the gradient
-     * is sliced). NULL: penalties over the whole gradient on each rank. */
-    nd_status (*scale)(void *self, const nd_exchange_env *env, long step, int samples, float *scale, double *norm,
-                       nd_error *err);
+     * the reduced gradient; *scale for the optimizer, *clip the global norms
+     * before and after clipping (always: the numerical guard's evidence
+     * where the gradient is sliced) and whether clipping fired on any rank.
+     * NULL: penalties over the whole gradient on each rank. */
+    nd_status (*scale)(void *self, const nd_exchange_env *env, long step, int samples, float *scale,
+                       nd_clip_figures *clip, nd_error *err);
     /* 1 when the reduced step cannot be applied for a reason only the
      * exchange knows (a fixed-point value out of range), said in what. */
     int (*bad_step)(const void *self, char *what, size_t cap);

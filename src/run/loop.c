@@ -52,13 +52,15 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
         ND_TRY(xp->reduce(x->self, &x->env, tr->state.step, &clock, err));
         nd_clock_tick(&clock, ND_PHASE_COMM);
         const int last = s == steps - 1;
+        /* Monitored steps (the epoch's last, every --log-every'th) compute norms; the others do not. */
+        const int logged = tr->cfg.log_every > 0 && (tr->state.step + 1) % tr->cfg.log_every == 0;
         float scale = 1.0f;
-        double grad_norm = NAN;
+        nd_clip_figures clip = {.before = NAN, .after = NAN};
         /* With a sliced gradient (ZeRO) the global norm is the guard's evidence. */
-        if (xp->scale) ND_TRY(xp->scale(x->self, &x->env, tr->state.step, tr->global_batch, &scale, &grad_norm, err));
+        if (xp->scale) ND_TRY(xp->scale(x->self, &x->env, tr->state.step, tr->global_batch, &scale, &clip, err));
         char what[160];
         if ((xp->bad_step && xp->bad_step(x->self, what, sizeof what)) ||
-            nd_guard_find(m, xp->caps.sliced, grad_norm, what, sizeof what)) {
+            nd_guard_find(m, xp->caps.sliced, clip.after, what, sizeof what)) {
             ND_TRY(nd_guard_bad_step(tr, what, err)); /* stops, or: */
             e->nan_skips += 1;                        /* dropped; its batch is used up */
             tr->state.step += 1;
@@ -71,12 +73,18 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
             nd_model_running_deltas(m, m->param, m->grad, tr->global_batch, tr->cfg.bn_momentum);
             nd_model_apply_running(m, m->param, m->grad, 0, n);
         }
-        loss_sum += m->grad[n + ND_TAIL_LOSS];
+        const double step_loss = m->grad[n + ND_TAIL_LOSS];
+        loss_sum += step_loss;
         correct += m->grad[n + ND_TAIL_CORRECT];
-        if (!xp->scale) scale = nd_penalty_scale_all(&tr->penalty, m, tr->global_batch, last ? &grad_norm : NULL);
+        /* The data gradient's figures, before the penalties and clipping change it in place (sliced: no rank
+         * holds it whole). */
+        if (last) nd_monitor_gradient(m, m->grad, 1.0f / (float)tr->global_batch, 0, xp->caps.sliced ? 0 : n, e);
+        if (!xp->scale) scale = nd_penalty_scale_all(&tr->penalty, m, tr->global_batch, last || logged, &clip);
+        e->clip_steps += clip.clipped;
+        e->clip_of += 1;
         tr->opt.cfg.momentum = nd_momentum_at(tr->cfg.momentum, tr->cfg.momentum_final, tr->cfg.momentum_epochs,
                                               (double)tr->state.step / (double)tr->steps_per_epoch);
-        if (last) nd_monitor_before(tr, e, grad_norm);
+        if (last) nd_monitor_before(tr, e, clip.before, clip.after);
         const size_t lo = tr->slice.offset; /* everything, or this rank's slice (ZeRO) */
         nd_optimizer_step(&tr->opt, m->param + lo, m->grad + lo, scale, nd_lr_at(&tr->lr, tr->state.step));
         if (xp->after_update) ND_TRY(xp->after_update(x->self, &x->env, tr->state.step, &clock, err));
@@ -85,7 +93,7 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
                 if (m->tensor[t].role == ND_TENSOR_WEIGHT)
                     nd_reg_max_norm(m->param + m->tensor[t].span.offset, m->tensor[t].dims[0],
                                     (int)(m->tensor[t].span.length / (size_t)m->tensor[t].dims[0]), tr->cfg.max_norm);
-        if (last) nd_monitor_after(tr, e);
+        if (last) nd_monitor_after(tr, e, 0, n);
         tr->state.step += 1;
         nd_clock_tick(&clock, ND_PHASE_UPDATE);
         const nd_step_view view = {.epoch = epoch,
@@ -96,7 +104,9 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
                                    .correct = correct,
                                    .phase_before = before,
                                    .epoch_start = t0,
-                                   .paused = &paused};
+                                   .paused = &paused,
+                                   .step_loss = step_loss / tr->global_batch,
+                                   .grad_norm = logged ? clip.before : NAN};
         for (int o = 0; o < tr->num_observers; ++o)
             if (tr->observers[o]->after_step) ND_TRY(tr->observers[o]->after_step(tr, &view, err));
         if (stop_signal) {

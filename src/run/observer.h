@@ -21,6 +21,8 @@ typedef struct {
     const double *phase_before; /* (ND_PHASES) tr->state.phase before this step */
     double epoch_start;         /* nd_comm_time() when the epoch's steps began */
     double *paused;             /* seconds of the epoch not spent training (checkpoints add theirs) */
+    double step_loss;           /* this step's mean loss over the global batch */
+    double grad_norm;           /* its gradient's norm before clipping on a --log-every step, else NaN */
 } nd_step_view;
 
 typedef struct {

@@ -129,6 +129,8 @@ const nd_cli_option nd_train_options[] = {
     {"save", F(STR, save), "",
      "write the final model to FILE (a checkpoint, docs/checkpoints.md); default: model.h5 in --checkpoint-dir, else NAME.model.h5 beside --summary (or --metrics) NAME.json, else model-DATE-TIME.h5 here; 'none': no file"},
     {"metrics", F(STR, metrics), "", "write a JSON line per epoch to FILE"},
+    {"log-every", R(INT, log_every, ">= 0"), "0",
+     "--metrics: also a line every N steps (async: updates applied) with the step's loss and gradient norm (0: off)"},
     {"summary", F(STR, summary), "", "write the run summary (JSON) to FILE"},
     {"progress", E(progress, nd_progress_names), "auto",
      "progress within an epoch (auto: a bar on a terminal, plain lines otherwise)"},
@@ -353,6 +355,8 @@ nd_status nd_train_plan_resolve(const nd_train_config *c, nd_train_plan *plan, n
     ND_TRY(nd_train_make_schedule(c, c->batch, 100, &probe, err)); /* milestones; sizes come later */
     if (!strcmp(c->resume, "auto") && !c->checkpoint_dir[0])
         return ND_FAIL(err, ND_ERR_ARG, "--resume auto: needs --checkpoint-dir to look in");
+    if (c->log_every > 0 && !c->metrics[0])
+        return ND_FAIL(err, ND_ERR_ARG, "--log-every %d: needs --metrics FILE to write the lines to", c->log_every);
 
     /* The parts, and every option against what they can do. */
     ND_TRY(pick_exchange(c, &plan->exchange, err));

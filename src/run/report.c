@@ -59,9 +59,21 @@ static int line_epoch(const char *line) {
     return sscanf(line, "{\"epoch\": %d", &e) == 1 ? e : 0;
 }
 
+/* The step of a --log-every line ({"epoch": E, "step": S, "kind": "step", ...}), or -1. */
+static long line_step(const char *line) {
+    int e = 0;
+    long step = -1;
+    char kind[8] = "";
+    if (sscanf(line, "{\"epoch\": %d, \"step\": %ld, \"kind\": \"%4[a-z]\"", &e, &step, kind) == 3 &&
+        !strcmp(kind, "step"))
+        return step;
+    return -1;
+}
+
 typedef struct {
     FILE *old;
     int keep_before;
+    long keep_through_step;
 } kept_lines;
 
 static void copy_kept(FILE *f, const void *ctx) {
@@ -71,12 +83,14 @@ static void copy_kept(FILE *f, const void *ctx) {
         const size_t n = strlen(line);
         if (n == 0 || line[n - 1] != '\n') break; /* a torn last line (the writer was killed) */
         const int e = line_epoch(line);
-        if (e > 0 && e < k->keep_before) fputs(line, f);
+        const long step = line_step(line);
+        if (e > 0 && (e < k->keep_before || (e == k->keep_before && step >= 0 && step <= k->keep_through_step)))
+            fputs(line, f);
     }
 }
 
 nd_status nd_report_open(nd_report *r, int active, nd_progress_kind progress, const char *metrics_path,
-                         int keep_before_epoch, nd_error *err) {
+                         int keep_before_epoch, long keep_through_step, nd_error *err) {
     memset(r, 0, sizeof *r);
     r->active = active;
     r->out = stdout;
@@ -88,7 +102,9 @@ nd_status nd_report_open(nd_report *r, int active, nd_progress_kind progress, co
     if (!metrics_path || !metrics_path[0]) return ND_OK;
     if (keep_before_epoch > 0) {
         /* Rewritten atomically with the lines to keep: a kill now loses nothing. */
-        kept_lines k = {.old = fopen(metrics_path, "r"), .keep_before = keep_before_epoch};
+        kept_lines k = {.old = fopen(metrics_path, "r"),
+                        .keep_before = keep_before_epoch,
+                        .keep_through_step = keep_through_step};
         if (k.old) {
             nd_status st = nd_write_file_atomic(metrics_path, copy_kept, &k, err);
             fclose(k.old);

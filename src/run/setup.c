@@ -292,7 +292,7 @@ static nd_status build_model(nd_trainer *tr, nd_error *err) {
         if (!(tr->best_param = nd_buffer_alloc(tr->model.num_params)))
             return ND_FAIL(err, ND_ERR_NOMEM, "--early-stop: cannot allocate %zu floats", tr->model.num_params);
     }
-    if (!tr->async && !(tr->monitor_prev = nd_buffer_alloc(tr->model.num_params)))
+    if ((!tr->async || tr->rank == 0) && !(tr->monitor_prev = nd_buffer_alloc(tr->model.num_params)))
         return ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate the monitoring copy of the weights");
     tr->norm = c->normalize;
     tr->norm_mean = nd_buffer_alloc((size_t)tr->info.train.cols);
@@ -421,7 +421,7 @@ nd_status nd_trainer_setup(nd_trainer **out, const nd_train_config *cfg, nd_comm
     /* Opened last: a run that fails its checks leaves an earlier metrics file alone. */
     ND_TRY(nd_train_agree(tr,
                           nd_report_open(&tr->report, tr->rank == 0, cfg->progress, cfg->metrics,
-                                         resumed ? tr->state.start_epoch : 0, err),
+                                         resumed ? tr->state.start_epoch : 0, tr->state.step, err),
                           err));
     if (cfg->quiet) tr->report.quiet = 1, tr->report.progress = ND_PROGRESS_NONE;
     if (tr->rank == 0 && !cfg->quiet) print_setup(tr);

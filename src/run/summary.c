@@ -36,6 +36,8 @@ static void write_epoch_line(FILE *f, nd_trainer *tr, const nd_epoch_stats *e, c
         for (int l = 0; l < tr->model.num_layers; ++l) worst = fmax(worst, e->update_ratio[l]);
         fprintf(f, " | grad norm %.3g update/weight <= %.1e", e->grad_norm, worst);
     }
+    if ((tr->cfg.clip_norm > 0 || tr->cfg.clip_value > 0) && e->clip_of > 0)
+        fprintf(f, " | clipped %.0f%%", 100.0 * (double)e->clip_steps / (double)e->clip_of);
     if (tr->ema) {
         if (tr->info.has_val) fprintf(f, " | ema val %s %.4f", ml, e->ema_val_acc);
         if (tr->info.has_test) fprintf(f, " | ema test %s %.4f", ml, e->ema_test_acc);
@@ -64,6 +66,57 @@ static void print_epoch_line(nd_trainer *tr, const nd_epoch_stats *e, const char
     fflush(r->out);
 }
 
+/* A number, or null when it is not finite (JSON has no NaN). */
+static void number(FILE *f, const char *key, double v) {
+    if (isfinite(v)) fprintf(f, "\"%s\": %.6g", key, v);
+    else fprintf(f, "\"%s\": null", key);
+}
+
+static void print_histogram(FILE *f, const char *key, const nd_histogram *h) {
+    fprintf(f, ", \"%s\": {", key);
+    number(f, "lo", h->lo);
+    fputs(", ", f);
+    number(f, "hi", h->hi);
+    fputs(", \"counts\": [", f);
+    for (int i = 0; i < ND_HIST_BINS; ++i) fprintf(f, "%s%ld", i ? ", " : "", h->count[i]);
+    fputs("]}", f);
+}
+
+/* `, "grad_norm": .., "grad_norm_clipped": .., "layers": [{..}, ..]` */
+static void print_monitor(FILE *f, const nd_model *m, const nd_epoch_stats *e) {
+    fputs(", ", f);
+    number(f, "grad_norm", e->grad_norm);
+    fputs(", ", f);
+    number(f, "grad_norm_clipped", e->grad_norm_clipped);
+    if (e->grad_norm_slice) fputs(", \"grad_norm_of\": \"server 0's slice\"", f);
+    fputs(", \"layers\": [", f);
+    for (int l = 0; l < m->num_layers; ++l) {
+        fputs(l ? ", {" : "{", f);
+        number(f, "update_ratio", e->update_ratio[l]);
+        fputs(", ", f);
+        number(f, "grad_norm", e->layer_grad_norm[l]);
+        if (e->has_activations) {
+            fprintf(f, ", \"dead_fraction\": %.6g, \"act_mean\": %.6g, \"act_std\": %.6g, ", e->dead_frac[l],
+                    e->act_mean[l], e->act_std[l]);
+            number(f, "saturation", e->saturation[l]);
+            print_histogram(f, "act_hist", &e->act_hist[l]);
+        }
+        if (isfinite(e->layer_grad_norm[l])) print_histogram(f, "grad_hist", &e->grad_hist[l]);
+        fputc('}', f);
+    }
+    fputc(']', f);
+}
+
+void nd_train_print_step(nd_trainer *tr, int epoch, long step, double loss, double lr, double grad_norm) {
+    FILE *f = tr->report.metrics;
+    if (!tr->report.active || !f) return;
+    fprintf(f, "{\"epoch\": %d, \"step\": %ld, \"kind\": \"step\", ", epoch, step);
+    number(f, "loss", loss);
+    fprintf(f, ", \"lr\": %.6g, ", lr);
+    number(f, "grad_norm", grad_norm);
+    fputs("}\n", f); /* flushed with the epoch's line */
+}
+
 void nd_train_print_epoch(nd_trainer *tr, const nd_epoch_stats *e) {
     nd_report *r = &tr->report;
     if (!r->active) return;
@@ -71,7 +124,7 @@ void nd_train_print_epoch(nd_trainer *tr, const nd_epoch_stats *e) {
     if (!r->quiet) print_epoch_line(tr, e, ml);
     if (r->metrics) {
         fprintf(r->metrics,
-                "{\"epoch\": %d, \"step\": %ld, \"train_loss\": %.6g, \"train_%s\": %.6g, "
+                "{\"epoch\": %d, \"step\": %ld, \"kind\": \"epoch\", \"train_loss\": %.6g, \"train_%s\": %.6g, "
                 "\"lr\": %.6g, \"seconds\": %.6g, \"samples_per_s\": %.6g",
                 e->epoch, tr->state.step, e->train_loss, mn, e->train_acc, e->lr, e->seconds, e->samples_per_s);
         if (tr->info.has_val)
@@ -83,14 +136,10 @@ void nd_train_print_epoch(nd_trainer *tr, const nd_epoch_stats *e) {
         if (tr->ema && tr->info.has_test) fprintf(r->metrics, ", \"ema_test_%s\": %.6g", mn, e->ema_test_acc);
         if (!tr->async) print_phases(r->metrics, e->phase);
         if (!tr->async) fprintf(r->metrics, ", \"nan_skips\": %ld", e->nan_skips);
-        if (e->has_monitor) {
-            fprintf(r->metrics, ", \"grad_norm\": %.6g, \"layers\": [", e->grad_norm);
-            for (int l = 0; l < tr->model.num_layers; ++l)
-                fprintf(r->metrics,
-                        "%s{\"update_ratio\": %.6g, \"dead_fraction\": %.6g, \"act_mean\": %.6g, \"act_std\": %.6g}",
-                        l ? ", " : "", e->update_ratio[l], e->dead_frac[l], e->act_mean[l], e->act_std[l]);
-            fputc(']', r->metrics);
-        }
+        if ((tr->cfg.clip_norm > 0 || tr->cfg.clip_value > 0) && e->clip_of > 0)
+            fprintf(r->metrics, ", \"clip_steps\": %ld, \"clip_fraction\": %.6g", e->clip_steps,
+                    (double)e->clip_steps / (double)e->clip_of);
+        if (e->has_monitor) print_monitor(r->metrics, &tr->model, e);
         if (e->has_staleness) {
             fprintf(r->metrics, ", \"staleness_mean\": %.6g, \"staleness_max\": %ld, \"staleness_hist\": [",
                     e->staleness_mean, e->staleness_max);

@@ -52,14 +52,23 @@ void nd_train_compute_gradient(nd_trainer *tr, const nd_shard *rows, const int *
 /* Local loss sum, hit count and row count of shard (not collective). */
 void nd_train_eval_sums(nd_trainer *tr, const nd_shard *shard, double sums[3]);
 
-/* monitor.c: the epoch's health figures around its last update (sync):
- * before it the gradient norm, dead units and activations; after it the
- * update/weight ratios. */
-void nd_monitor_before(nd_trainer *tr, nd_epoch_stats *e, double grad_norm);
-void nd_monitor_after(nd_trainer *tr, nd_epoch_stats *e);
+/* monitor.c: the epoch's health figures around its last update. Per layer
+ * whose weights and biases lie in [lo, hi) of the arena, the norm and
+ * histogram of grad (num_params, times scale); the others get NaN. */
+void nd_monitor_gradient(const nd_model *m, const float *grad, float scale, size_t lo, size_t hi, nd_epoch_stats *e);
+/* Sync, before the update: the norms, dead units, saturation and the
+ * activations; and a copy of the weights for the update ratios. */
+void nd_monitor_before(nd_trainer *tr, nd_epoch_stats *e, double grad_norm, double grad_norm_clipped);
+/* Async server 0, before the update: the copy of its slice [lo, hi). */
+void nd_monitor_save_weights(nd_trainer *tr, size_t lo, size_t hi);
+/* After the update: update/weight ratios of the layers whose weights lie in [lo, hi). */
+void nd_monitor_after(nd_trainer *tr, nd_epoch_stats *e, size_t lo, size_t hi);
 
 /* summary.c, rank 0: the epoch line and the metrics JSON line; the final line. */
 void nd_train_print_epoch(nd_trainer *tr, const nd_epoch_stats *e);
+/* Rank 0, --log-every: the metrics file's "step" line of step (1-based): its mean loss, rate and gradient norm
+ * before clipping (NaN: null). */
+void nd_train_print_step(nd_trainer *tr, int epoch, long step, double loss, double lr, double grad_norm);
 void nd_train_print_done(nd_trainer *tr);
 
 /* dirlock.c: rank 0 takes --checkpoint-dir's lock (collective; refused

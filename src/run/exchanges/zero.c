@@ -73,23 +73,32 @@ static nd_status reduce(void *self, const nd_exchange_env *env, long step, nd_cl
 /* Penalties over this rank's slice; the global norm from each slice's sum
  * of squares, one scalar allreduce (always: it is the numerical guard's
  * evidence, since no rank holds the whole gradient). */
-static nd_status scale(void *self, const nd_exchange_env *env, long step, int samples, float *out, double *norm,
-                       nd_error *err) {
+static nd_status scale(void *self, const nd_exchange_env *env, long step, int samples, float *out,
+                       nd_clip_figures *clip, nd_error *err) {
     const zero *z = self;
     const size_t lo = (size_t)z->displs[env->rank], hi = lo + (size_t)z->rs_counts[env->rank];
-    *out = nd_penalty_apply(env->penalty, env->model, samples, lo, hi);
-    double sq = 0.0;
+    const bool by_value = env->penalty->clip_value > 0.0f;
+    /* This slice's sum of squares after (and with --clip-value before) value clipping, and its clamped values. */
+    double sums[3] = {0.0, 0.0, 0.0};
+    size_t clamped = 0;
+    *out = nd_penalty_apply(env->penalty, env->model, samples, lo, hi, by_value ? &sums[2] : NULL, &clamped);
+    sums[1] = (double)clamped;
     const float *g = env->model->grad;
-    for (size_t i = lo; i < hi; ++i) sq += (double)g[i] * g[i];
+    for (size_t i = lo; i < hi; ++i) sums[0] += (double)g[i] * g[i];
     nd_watchdog_enter(env->watchdog, "the gradient norm's allreduce", step + 1);
-    const nd_status st = nd_comm_allreduce_sum_f64(env->comm, &sq, 1, err);
+    const nd_status st = nd_comm_allreduce_sum_f64(env->comm, sums, 3, err);
     nd_watchdog_leave(env->watchdog);
     ND_TRY(st);
-    *norm = sqrt(sq) * fabs((double)*out);
+    const double norm = sqrt(sums[0]) * fabs((double)*out);
+    clip->before = by_value ? sqrt(sums[2]) : norm;
+    clip->clamped = (size_t)sums[1];
+    clip->clipped = sums[1] > 0;
+    clip->after = norm;
     if (env->penalty->clip_norm > 0.0f) {
-        const float f = nd_clip_norm_factor(*norm, env->penalty->clip_norm);
+        const float f = nd_clip_norm_factor(norm, env->penalty->clip_norm);
         *out *= f;
-        *norm *= f; /* the norm of what the optimizer applies, as in plain sync */
+        clip->after = norm * f; /* the norm of what the optimizer applies */
+        clip->clipped |= f < 1.0f;
     }
     return ND_OK;
 }

@@ -10,6 +10,9 @@ static nd_status after_step(nd_trainer *tr, const nd_step_view *v, nd_error *err
     const double done = (double)v->done * tr->global_batch;
     nd_report_progress(&tr->report, now, v->epoch, tr->cfg.epochs, v->done, v->steps, v->loss_sum / done, done / el,
                        el / (double)(v->done - v->first) * (double)(v->steps - v->done));
+    if (tr->cfg.log_every > 0 && tr->state.step % tr->cfg.log_every == 0)
+        nd_train_print_step(tr, v->epoch, tr->state.step, v->step_loss, nd_lr_at(&tr->lr, tr->state.step - 1),
+                            v->grad_norm);
     return ND_OK;
 }
 

@@ -97,6 +97,8 @@ const nd_cli_option nd_train_options[] = {
      "stop after N epochs without a better validation accuracy; end with the best weights"},
     {"ema", R(FLOAT, ema, "[0, 1)"), "0",
      "keep a moving average of the weights with this decay (e.g. 0.999; warmed up: min(D, (1+t)/(10+t)) at update t), evaluated, reported and saved too"},
+    {"ensemble", F(STR, ensemble), "",
+     "last:K or best:K: a snapshot ensemble of the last K epochs' weights (or the K best by the validation metric), evaluated and reported at the end; with --checkpoint-dir written as snapshot-ep<E>.h5 (sync)"},
     {"seed", F(U64, seed), "1", "seed of initialization and shuffling"},
     {"deterministic", F(BOOL, deterministic), "false", "results independent of the rank count (docs/semantics.md)"},
     {"micro-batches", R(INT, micro_batches, "[1, 65536]"), "8",
@@ -335,6 +337,9 @@ nd_status nd_train_plan_resolve(const nd_train_config *c, nd_train_plan *plan, n
     if (!strcmp(c->resume, "auto") && !c->checkpoint_dir[0])
         return ND_FAIL(err, ND_ERR_ARG, "--resume auto: needs --checkpoint-dir to look in");
 
+    int ens_best, ens_count;
+    if (c->ensemble[0] && nd_ensemble_parse(c->ensemble, &ens_best, &ens_count) != 0)
+        return ND_FAIL(err, ND_ERR_ARG, "--ensemble: '%s' is not last:K or best:K with K in [2, 64]", c->ensemble);
     /* The parts, and every option against what they can do. */
     ND_TRY(pick_exchange(c, &plan->exchange, err));
     const nd_exchange_kind x = plan->exchange;
@@ -352,6 +357,7 @@ nd_status nd_train_plan_resolve(const nd_train_config *c, nd_train_plan *plan, n
     } whole[] = {{c->max_norm > 0.0f, "--max-norm"},
                  {c->ema > 0.0f, "--ema"},
                  {c->early_stop > 0, "--early-stop"},
+                 {c->ensemble[0] != '\0', "--ensemble"},
                  {c->lr_schedule == ND_SCHED_PLATEAU, "--lr-schedule plateau"}};
     for (size_t i = 0; i < sizeof whole / sizeof whole[0]; ++i)
         if (whole[i].on && !can->whole_replica)

@@ -355,7 +355,7 @@ nd_status nd_train_plan_resolve(const nd_train_config *c, nd_train_plan *plan, n
         bool on;
         const char *option;
     } whole[] = {{c->max_norm > 0.0f, "--max-norm"},
-                 {c->ema > 0.0f, "--ema"},
+                 {c->ema > 0.0f && x != ND_EXCHANGE_PARAM_SERVER, "--ema"}, /* async: each server averages its slice */
                  {c->early_stop > 0, "--early-stop"},
                  {c->ensemble[0] != '\0', "--ensemble"},
                  {c->lr_schedule == ND_SCHED_PLATEAU, "--lr-schedule plateau"}};

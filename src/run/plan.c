@@ -307,6 +307,17 @@ static nd_status refuse(const char *option, nd_exchange_kind x, const char *why,
                    nd_exchange_caps_of(x)->name, why);
 }
 
+int nd_ensemble_parse(const char *text, int *best, int *count) {
+    char kind[8];
+    int k = 0, used = 0;
+    if (sscanf(text, "%5[a-z]:%d%n", kind, &k, &used) != 2 || text[used] != '\0') return -1;
+    if (strcmp(kind, "last") && strcmp(kind, "best")) return -1;
+    if (k < 2 || k > 64) return -1;
+    *best = !strcmp(kind, "best");
+    *count = k;
+    return 0;
+}
+
 nd_status nd_train_plan_resolve(const nd_train_config *c, nd_train_plan *plan, nd_error *err) {
     memset(plan, 0, sizeof *plan);
     int widths[ND_MAX_LAYERS];

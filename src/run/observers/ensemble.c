@@ -28,17 +28,6 @@ struct nd_snapshots {
     char (*file)[ND_PATH_MAX + 64]; /* (K) the written members, "" if none */
 };
 
-int nd_ensemble_parse(const char *text, int *best, int *count) {
-    char kind[8];
-    int k = 0, used = 0;
-    if (sscanf(text, "%5[a-z]:%d%n", kind, &k, &used) != 2 || text[used] != '\0') return -1;
-    if (strcmp(kind, "last") && strcmp(kind, "best")) return -1;
-    if (k < 2 || k > 64) return -1;
-    *best = !strcmp(kind, "best");
-    *count = k;
-    return 0;
-}
-
 nd_status nd_ensemble_create(nd_trainer *tr, nd_error *err) {
     if (!tr->cfg.ensemble[0]) return ND_OK;
     int best = 0, k = 0;

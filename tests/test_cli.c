@@ -164,8 +164,20 @@ static void test_plan_parts_and_capabilities(void **state) {
     expect_refused(6, skip, "--on-nan skip: not with --mode async/ssp");
     char *stream[] = {"--data", "d.h5", "--deterministic", "--stream-mb", "4"};
     expect_refused(5, stream, "--stream-mb: not with --deterministic");
-    char *ema[] = {"--data", "d.h5", "--mode", "async", "--ema", "0.9"};
-    expect_refused(6, ema, "--ema: not with --mode async/ssp");
+    char *ensemble[] = {"--data", "d.h5", "--mode", "async", "--ensemble", "last:3"};
+    expect_refused(6, ensemble, "--ensemble: not with --mode async/ssp");
+    char *ensemble_k[] = {"--data", "d.h5", "--ensemble", "best:65"};
+    expect_refused(4, ensemble_k, "--ensemble: 'best:65' is not last:K or best:K with K in [2, 64]");
+    char *ensemble_kind[] = {"--data", "d.h5", "--ensemble", "first:3"};
+    expect_refused(4, ensemble_kind, "--ensemble: 'first:3'");
+    { /* async keeps the average on its servers (issue 16) */
+        nd_train_config c;
+        nd_train_plan plan;
+        nd_error err;
+        char *async_ema[] = {"--data", "d.h5", "--mode", "async", "--ema", "0.9"};
+        assert_int_equal(parse(&c, &err, 6, async_ema), ND_OK);
+        assert_int_equal(nd_train_plan_resolve(&c, &plan, &err), ND_OK);
+    }
     char *plateau[] = {"--data", "d.h5", "--mode", "async", "--lr-schedule", "plateau"};
     expect_refused(6, plateau, "--lr-schedule plateau: not with --mode async/ssp");
 }

@@ -3,7 +3,8 @@
 # decay up (a 0.999 average of a short run follows the weights instead of
 # staying near their initialization), its accuracy is in the final line and
 # the summary, and `nndist eval --weights ema` reproduces it from the
-# checkpoint. Usage: test_ema.sh NNDIST TMPDIR
+# checkpoint; in async mode too (the parameter servers keep it).
+# Usage: test_ema.sh NNDIST TMPDIR
 set -uo pipefail
 bin=$1 tmp=$2/ema
 rm -rf "$tmp" && mkdir -p "$tmp" && cd "$tmp" || exit 1
@@ -31,6 +32,20 @@ awk -v e="$e_avg" -v s="$avg" 'BEGIN { exit !(e - s < 1e-4 && s - e < 1e-4) }' \
   && ok "eval --weights ema reproduces it ($e_avg)" || bad "eval --weights ema: $e_avg, summary $avg"
 awk -v e="$e_raw" -v s="$raw" 'BEGIN { exit !(e - s < 1e-4 && s - e < 1e-4) }' \
   && ok "eval (raw weights) reproduces the test accuracy ($e_raw)" || bad "eval raw: $e_raw, summary $raw"
+# Async (1 parameter server + 1 worker): the server averages its slice;
+# reported alike, and saved with the model for eval --weights ema.
+mpiexec -n 2 "$bin" train --mode async --data d.h5 --hidden 32 --batch 32 --epochs 2 --lr 0.05 --ema 0.999 \
+  --progress none --threads 1 --checkpoint-dir cka --summary sa.json >async.log 2>&1 \
+  || bad "async training failed: $(grep nndist: async.log)"
+a_raw=$(num sa.json test_accuracy) a_avg=$(num sa.json ema_test_accuracy)
+echo "async: test accuracy $a_raw, weight average $a_avg"
+grep -q "ema test acc" async.log && grep -q "; final test accuracy .*; ema $(printf %.4f "$a_avg")$" async.log \
+  && awk -v r="$a_raw" -v a="$a_avg" 'BEGIN { exit !(a > 0.9 && a > r - 0.05 && a != r) }' \
+  && ok "async: the servers' average is reported ($a_avg against $a_raw)" || bad "async: $(tail -2 async.log)"
+e_avg=$(mpiexec -n 2 "$bin" eval --checkpoint cka/model.h5 --data d.h5 --weights ema --json \
+  | sed -n 's/.*"accuracy": \([0-9.]*\).*/\1/p')
+awk -v e="$e_avg" -v s="$a_avg" 'BEGIN { exit !(e != "" && e - s < 1e-6 && s - e < 1e-6) }' \
+  && ok "async: eval --weights ema of the saved model reproduces it ($e_avg)" || bad "async eval: $e_avg, summary $a_avg"
 # A checkpoint without an average, and a bad value, are refused in one line.
 "$bin" train --data d.h5 --hidden 32 --batch 32 --epochs 1 --progress none --threads 1 --checkpoint-dir plain \
   >plain.log 2>&1

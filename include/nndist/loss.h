@@ -64,4 +64,22 @@ nd_loss_stats nd_loss_apply_mixup(nd_loss_kind kind, float *dout, const float *o
  * softmax(logits) - onehot(label), row by row. dlogits may alias logits. */
 nd_loss_stats nd_softmax_ce(float *dlogits, const float *logits, const int *labels, int batch, int classes);
 
+/* Ensembles (nndist eval over several checkpoints, --ensemble): what the
+ * members' outputs are averaged as: softmax probabilities (softmax_ce),
+ * sigmoid probabilities (sigmoid_bce), the outputs themselves (hinge and
+ * squared hinge scores, l2/l1 predictions). Adds that of out (batch x k)
+ * to sum (batch x k). */
+void nd_loss_average_add(nd_loss_kind kind, const float *out, int batch, int k, double *sum);
+/* "softmax probabilities", "sigmoid probabilities", "scores", "outputs". */
+const char *nd_loss_average_name(nd_loss_kind kind);
+
+/* Loss and metric of the average sum / members (sum: batch x k, from
+ * nd_loss_average_add): the negative log-likelihood of the averaged
+ * probabilities (softmax_ce; probabilities clamped at 1e-300), their
+ * binary cross-entropy (sigmoid_bce), else the loss of the averaged
+ * outputs; hits by the largest average, attributes by p > 0.5. predicted
+ * (batch, or NULL) receives each row's class (labels only). */
+nd_loss_stats nd_loss_of_average(nd_loss_kind kind, const double *sum, int members, const int *labels,
+                                 const float *targets, int batch, int k, int *predicted);
+
 #endif

@@ -94,6 +94,7 @@ typedef struct {
     bool print_config; /* --print-config: every option at the start, not only the changed ones */
     int early_stop;
     float ema;
+    char ensemble[16]; /* --ensemble last:K or best:K, "" off */
     char checkpoint_dir[ND_PATH_MAX];
     long checkpoint_every;
     int keep;
@@ -172,6 +173,10 @@ nd_status nd_train_plan_resolve(const nd_train_config *cfg, nd_train_plan *plan,
  * epochs become steps). */
 nd_status nd_train_make_schedule(const nd_train_config *cfg, int global_batch, long steps_per_epoch,
                                  nd_lr_schedule *out, nd_error *err);
+
+/* --ensemble's "last:K" or "best:K" (K in [2, 64]): *best and *count;
+ * 0, or -1 when text is neither. */
+int nd_ensemble_parse(const char *text, int *best, int *count);
 
 /* Parses "512,256" into widths (at most max); returns the count or -1. */
 int nd_parse_widths(const char *text, int *widths, int max);

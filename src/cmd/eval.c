@@ -1,6 +1,8 @@
 /* `nndist eval`: loss, accuracy, per-class accuracy and the confusion
  * matrix of a checkpoint on a split, each rank evaluating its own block of
- * rows (collective over the job), and `nndist info`: what a checkpoint or a
+ * rows (collective over the job); of several checkpoints, each one's
+ * figures and those of their ensemble (nd_loss_average_add: the mean of
+ * their probabilities or scores). And `nndist info`: what a checkpoint or a
  * dataset file holds. */
 #include <math.h>
 #include <stdio.h>
@@ -30,13 +32,15 @@ typedef struct {
 #define FE(type, field) ND_CLI_FIELD(type, eval_config, field)
 static const nd_cli_option eval_options[] = {
     {"config", FE(STR, config), "", "read options from FILE (key = value)"},
-    {"checkpoint", FE(STR, checkpoint), "", "checkpoint file to evaluate [required]"},
+    {"checkpoint", FE(STR, checkpoint), "",
+     "checkpoint FILE to evaluate, or FILE,FILE,...: each member and their ensemble (the mean of softmax probabilities, or scores) [required]"},
     {"data", FE(STR, data), "", "HDF5 dataset [required]"},
     {"split", FE(STR, split), "test", "split to evaluate: train, val or test"},
     {"json", FE(BOOL, json), "false", "print one JSON object instead of text"},
     {"eval-batch", FE(INT, eval_batch), "1024", "rows per forward pass"},
     {"threads", FE(INT, threads), "1", "BLAS threads per rank"},
-    {"weights", FE(STR, weights), "raw", "raw, or ema: the moving average a run with --ema saved beside them"},
+    {"weights", FE(STR, weights), "raw",
+     "raw, or ema: the moving average a run with --ema saved beside them (each member's)"},
 };
 #define COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
@@ -69,16 +73,39 @@ static nd_status check_split(const char *data, const char *split, const nd_model
     return ND_OK;
 }
 
-static void print_text(const eval_config *c, const double *sums, const double *confusion, int k) {
-    const double n = sums[2];
-    printf("checkpoint %s on %s /%s: %.0f rows\n", c->checkpoint, c->data, c->split, n);
-    printf("loss %.4f  accuracy %.4f\n", sums[0] / n, sums[1] / n);
-    printf("per-class accuracy:");
+/* One checkpoint of the ensemble: its path, what it holds, its loss, and
+ * its figures on the split (loss sum, metric sum, rows). */
+typedef struct {
+    char path[ND_PATH_MAX];
+    nd_ckpt_info info;
+    nd_loss_kind loss;
+    double sums[3];
+} eval_member;
+
+static void print_class_figures(FILE *f, const double *confusion, int k, int json) {
     for (int i = 0; i < k; ++i) {
         double row = 0;
         for (int j = 0; j < k; ++j) row += confusion[i * k + j];
-        printf(" %d:%.4f", i, row > 0 ? confusion[i * k + i] / row : NAN);
+        if (json) fprintf(f, row > 0 ? "%s%.6g" : "%snull", i ? ", " : "", row > 0 ? confusion[i * k + i] / row : 0.0);
+        else fprintf(f, " %d:%.4f", i, row > 0 ? confusion[i * k + i] / row : NAN);
     }
+}
+
+static void print_text(const eval_config *c, const eval_member *mb, int n, const double *sums, const double *confusion,
+                       int k) {
+    const double rows = sums[2];
+    if (n == 1) {
+        printf("checkpoint %s on %s /%s: %.0f rows\n", c->checkpoint, c->data, c->split, rows);
+    } else {
+        printf("%d checkpoints on %s /%s: %.0f rows\n", n, c->data, c->split, rows);
+        for (int m = 0; m < n; ++m)
+            printf("member %d %s: loss %.4f  accuracy %.4f\n", m + 1, mb[m].path, mb[m].sums[0] / rows,
+                   mb[m].sums[1] / rows);
+        printf("ensemble (mean of %s): ", nd_loss_average_name(mb[0].loss));
+    }
+    printf("loss %.4f  accuracy %.4f\n", sums[0] / rows, sums[1] / rows);
+    printf("per-class accuracy:");
+    print_class_figures(stdout, confusion, k, 0);
     printf("\nconfusion matrix (rows: true class, columns: predicted)\n      ");
     for (int j = 0; j < k; ++j) printf("%7d", j);
     for (int i = 0; i < k; ++i) {
@@ -88,36 +115,112 @@ static void print_text(const eval_config *c, const double *sums, const double *c
     printf("\n");
 }
 
-static void print_json(const eval_config *c, const double *sums, const double *confusion, int k) {
-    const double n = sums[2];
+/* One member: the figures as one checkpoint's; several: the ensemble's,
+ * with "members" and "ensemble" (what is averaged). */
+static void print_json(const eval_config *c, const eval_member *mb, int n, const double *sums, const double *confusion,
+                       int k) {
+    const double rows = sums[2];
     printf("{\"checkpoint\": ");
     nd_json_string(stdout, c->checkpoint);
     printf(", \"data\": ");
     nd_json_string(stdout, c->data);
     printf(", \"split\": \"%s\", \"rows\": %.0f, \"loss\": %.6g, \"accuracy\": %.6g, \"per_class_accuracy\": [",
-           c->split, n, sums[0] / n, sums[1] / n);
-    for (int i = 0; i < k; ++i) {
-        double row = 0;
-        for (int j = 0; j < k; ++j) row += confusion[i * k + j];
-        printf(row > 0 ? "%s%.6g" : "%snull", i ? ", " : "", row > 0 ? confusion[i * k + i] / row : 0.0);
-    }
+           c->split, rows, sums[0] / rows, sums[1] / rows);
+    print_class_figures(stdout, confusion, k, 1);
     printf("], \"confusion\": [");
     for (int i = 0; i < k; ++i) {
         printf("%s[", i ? ", " : "");
         for (int j = 0; j < k; ++j) printf("%s%.0f", j ? ", " : "", confusion[i * k + j]);
         printf("]");
     }
-    printf("]}\n");
+    printf("]");
+    if (n > 1) {
+        printf(", \"ensemble\": \"mean of %s\", \"members\": [", nd_loss_average_name(mb[0].loss));
+        for (int m = 0; m < n; ++m) {
+            printf("%s{\"checkpoint\": ", m ? ", " : "");
+            nd_json_string(stdout, mb[m].path);
+            printf(", \"loss\": %.6g, \"accuracy\": %.6g}", mb[m].sums[0] / rows, mb[m].sums[1] / rows);
+        }
+        printf("]");
+    }
+    printf("}\n");
+}
+
+/* Splits --checkpoint's comma-separated list into members (at most cap). */
+static nd_status split_members(const char *list, eval_member *mb, int cap, int *n, nd_error *err) {
+    *n = 0;
+    for (const char *p = list;;) {
+        const char *e = strchr(p, ',');
+        const size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len == 0) return ND_FAIL(err, ND_ERR_ARG, "--checkpoint: an empty name in '%s'", list);
+        if (*n == cap) return ND_FAIL(err, ND_ERR_ARG, "--checkpoint: more than %d checkpoints", cap);
+        memset(&mb[*n], 0, sizeof mb[*n]);
+        memcpy(mb[*n].path, p, len < ND_PATH_MAX - 1 ? len : ND_PATH_MAX - 1);
+        ++*n;
+        if (!e) return ND_OK;
+        p = e + 1;
+    }
+}
+
+/* The member's loss, from its checkpoint ("" in older files: softmax_ce). */
+static nd_status member_loss(eval_member *m, nd_error *err) {
+    m->loss = ND_LOSS_SOFTMAX_CE;
+    if (m->info.meta.loss[0] && nd_loss_parse(m->info.meta.loss, &m->loss) != 0)
+        return ND_FAIL(err, ND_ERR_ARG, "%s: unknown loss '%s'", m->path, m->info.meta.loss);
+    return ND_OK;
+}
+
+#define ND_EVAL_MAX_MEMBERS 64
+
+/* Evaluates member m on the shard's raw rows (normalized chunk by chunk
+ * with its own statistics into xb: chunk x cols), adding its figures to
+ * m->sums and what the ensemble averages to avg (shard rows x k).
+ * Collective (rank 0 reads the file, every rank gets the weights). */
+static nd_status eval_member_run(nd_comm *comm, eval_member *m, int use_ema, const nd_shard *shard, int chunk,
+                                 float *xb, double *avg, nd_error *err) {
+    const int rank = nd_comm_rank(comm), k = m->info.spec.num_classes, cols = m->info.spec.input_dim;
+    nd_model model;
+    memset(&model, 0, sizeof model);
+    float *mean = nd_buffer_alloc((size_t)cols), *inv_std = nd_buffer_alloc((size_t)cols);
+    nd_status st = nd_model_create(&model, &m->info.spec, chunk, err);
+    if (st == ND_OK && (!mean || !inv_std)) st = ND_FAIL(err, ND_ERR_NOMEM, "eval: out of memory");
+    float *ema = st == ND_OK && use_ema && rank == 0 ? nd_buffer_alloc(model.num_params) : NULL;
+    if (st == ND_OK && use_ema && rank == 0 && !ema) st = ND_FAIL(err, ND_ERR_NOMEM, "eval: out of memory");
+    nd_ckpt_info info = m->info;
+    if (st == ND_OK && rank == 0) st = nd_checkpoint_read(m->path, &model, NULL, mean, inv_std, ema, &info, err);
+    if (st == ND_OK && use_ema && rank == 0 && !info.has_ema)
+        st = ND_FAIL(err, ND_ERR_ARG, "--weights ema: %s holds no /ema (the run had no --ema)", m->path);
+    if (st == ND_OK && ema) memcpy(model.param, ema, sizeof(float) * model.num_params); /* evaluate the average */
+    nd_buffer_free(ema);
+    st = nd_comm_agree(comm, st, err);
+    if (st == ND_OK) st = nd_comm_bcast_f32(comm, model.param, model.num_params, 0, err);
+    if (st == ND_OK) st = nd_comm_bcast_f32(comm, mean, (size_t)cols, 0, err);
+    if (st == ND_OK) st = nd_comm_bcast_f32(comm, inv_std, (size_t)cols, 0, err);
+    for (int off = 0; st == ND_OK && off < shard->rows; off += chunk) {
+        const int nb = shard->rows - off < chunk ? shard->rows - off : chunk;
+        memcpy(xb, shard->x + (size_t)off * cols, sizeof(float) * (size_t)nb * cols);
+        nd_normalize_apply(xb, (size_t)nb, cols, mean, inv_std);
+        const float *out = nd_model_forward(&model, xb, nb, NULL);
+        nd_loss_stats ls = nd_loss_apply(m->loss, NULL, out, shard->y + off, NULL, nb, k);
+        m->sums[0] += ls.loss_sum;
+        m->sums[1] += ls.correct;
+        nd_loss_average_add(m->loss, out, nb, k, avg + (size_t)off * k);
+    }
+    m->sums[2] = shard->rows;
+    nd_model_destroy(&model);
+    nd_buffer_free(mean);
+    nd_buffer_free(inv_std);
+    return st;
 }
 
 nd_status nd_cmd_eval(nd_comm *comm, int argc, char **argv, nd_error *err) {
     eval_config c;
     int help = 0;
     const int rank = nd_comm_rank(comm);
-    ND_TRY(
-        nd_cli_parse_command(eval_options, COUNT(eval_options), &c, sizeof c, argc, argv,
-                             "usage: [mpirun -np N] nndist eval --checkpoint FILE --data FILE [--split test] [--json]",
-                             rank == 0 ? stdout : NULL, &help, err));
+    ND_TRY(nd_cli_parse_command(eval_options, COUNT(eval_options), &c, sizeof c, argc, argv,
+                                "usage: [mpirun -np N] nndist eval --checkpoint FILE[,FILE...] --data FILE "
+                                "[--split test] [--json]",
+                                rank == 0 ? stdout : NULL, &help, err));
     if (help) return ND_OK;
     if (!c.checkpoint[0] || !c.data[0]) return ND_FAIL(err, ND_ERR_ARG, "eval: --checkpoint and --data are required");
     if (strcmp(c.split, "train") && strcmp(c.split, "val") && strcmp(c.split, "test"))
@@ -128,64 +231,73 @@ nd_status nd_cmd_eval(nd_comm *comm, int argc, char **argv, nd_error *err) {
     if (c.eval_batch <= 0 || c.threads <= 0)
         return ND_FAIL(err, ND_ERR_ARG, "--eval-batch and --threads must be positive");
     nd_blas_set_threads(c.threads);
-    nd_ckpt_info info;
-    memset(&info, 0, sizeof info);
-    ND_TRY(share_spec(comm, c.checkpoint, &info, err));
-    ND_TRY(nd_comm_agree(comm, check_split(c.data, c.split, &info.spec, err), err));
+    eval_member *mb = calloc(ND_EVAL_MAX_MEMBERS, sizeof *mb);
+    if (!mb) return ND_FAIL(err, ND_ERR_NOMEM, "eval: out of memory");
+    int n = 0, conv = 0;
+    nd_status st = split_members(c.checkpoint, mb, ND_EVAL_MAX_MEMBERS, &n, err);
+    /* Every member must fit the data (its architecture is its own) and
+     * share the first one's loss: averaging needs the same kind of output. */
+    for (int m = 0; st == ND_OK && m < n; ++m) {
+        st = share_spec(comm, mb[m].path, &mb[m].info, err);
+        if (st == ND_OK) st = nd_comm_bcast_bytes(comm, &mb[m].info.meta.loss, sizeof mb[m].info.meta.loss, 0, err);
+        if (st == ND_OK) st = nd_comm_agree(comm, check_split(c.data, c.split, &mb[m].info.spec, err), err);
+        if (st == ND_OK) st = member_loss(&mb[m], err);
+        if (st == ND_OK && mb[m].loss != mb[0].loss)
+            st = ND_FAIL(err, ND_ERR_ARG, "%s: trained for %s, %s for %s: an ensemble averages one kind of output",
+                         mb[m].path, nd_loss_name(mb[m].loss), mb[0].path, nd_loss_name(mb[0].loss));
+        if (st == ND_OK) conv |= nd_spec_is_convolutional(&mb[m].info.spec);
+    }
+    if (st != ND_OK) {
+        free(mb);
+        return st;
+    }
 
-    nd_model model;
     nd_shard shard;
     memset(&shard, 0, sizeof shard);
-    const int k = info.spec.num_classes, cols = info.spec.input_dim;
-    float *mean = nd_buffer_alloc((size_t)cols), *inv_std = nd_buffer_alloc((size_t)cols);
-    double *counts = calloc((size_t)k * k + 3, sizeof(double)); /* loss, hits, rows, confusion */
+    const int k = mb[0].info.spec.num_classes, cols = mb[0].info.spec.input_dim;
     /* A convolutional net holds about a megabyte of activations a sample:
      * chunks of at most 128 rows (its GEMMs are per sample anyway). */
-    const int chunk = nd_spec_is_convolutional(&info.spec) && c.eval_batch > 128 ? 128 : c.eval_batch;
-    nd_status st = nd_model_create(&model, &info.spec, chunk, err);
-    if (st == ND_OK && (!mean || !inv_std || !counts)) st = ND_FAIL(err, ND_ERR_NOMEM, "eval: out of memory");
-    float *ema = use_ema && rank == 0 ? nd_buffer_alloc(model.num_params) : NULL;
-    if (st == ND_OK && use_ema && rank == 0 && !ema) st = ND_FAIL(err, ND_ERR_NOMEM, "eval: out of memory");
-    if (st == ND_OK && rank == 0) st = nd_checkpoint_read(c.checkpoint, &model, NULL, mean, inv_std, ema, &info, err);
-    if (st == ND_OK && use_ema && rank == 0 && !info.has_ema)
-        st = ND_FAIL(err, ND_ERR_ARG, "--weights ema: %s holds no /ema (the run had no --ema)", c.checkpoint);
-    if (st == ND_OK && ema) memcpy(model.param, ema, sizeof(float) * model.num_params); /* evaluate the average */
-    nd_buffer_free(ema);
-    st = nd_comm_agree(comm, st, err);
-    if (st == ND_OK) st = nd_comm_bcast_f32(comm, model.param, model.num_params, 0, err);
-    if (st == ND_OK) st = nd_comm_bcast_f32(comm, mean, (size_t)cols, 0, err);
-    if (st == ND_OK) st = nd_comm_bcast_f32(comm, inv_std, (size_t)cols, 0, err);
+    const int chunk = conv && c.eval_batch > 128 ? 128 : c.eval_batch;
+    double *counts = calloc((size_t)k * k + 3, sizeof(double)); /* loss, hits, rows, confusion */
+    double *member_sums = calloc((size_t)3 * n, sizeof(double));
+    float *xb = nd_buffer_alloc((size_t)chunk * cols);
+    int *predicted = calloc((size_t)chunk, sizeof(int));
+    if (!counts || !member_sums || !xb || !predicted) st = ND_FAIL(err, ND_ERR_NOMEM, "eval: out of memory");
     if (st == ND_OK)
         st = nd_comm_agree(comm, nd_shard_read(c.data, c.split, rank, nd_comm_size(comm), k, &shard, err), err);
+    /* What the members average, for every row of this rank's block. */
+    double *avg = st == ND_OK ? calloc((size_t)shard.rows * k + 1, sizeof(double)) : NULL;
+    st = nd_comm_agree(comm, st == ND_OK && !avg ? ND_FAIL(err, ND_ERR_NOMEM, "eval: out of memory") : st, err);
+    for (int m = 0; st == ND_OK && m < n; ++m) st = eval_member_run(comm, &mb[m], use_ema, &shard, chunk, xb, avg, err);
     if (st == ND_OK) {
-        nd_normalize_apply(shard.x, (size_t)shard.rows, cols, mean, inv_std);
         double *confusion = counts + 3;
         for (int off = 0; off < shard.rows; off += chunk) {
             const int nb = shard.rows - off < chunk ? shard.rows - off : chunk;
-            const float *logits = nd_model_forward(&model, shard.x + (size_t)off * cols, nb, NULL);
-            nd_loss_stats ls = nd_softmax_ce(NULL, logits, shard.y + off, nb, k);
+            nd_loss_stats ls = nd_loss_of_average(mb[0].loss, avg + (size_t)off * k, n, shard.y + off, NULL, nb, k,
+                                                  predicted);
             counts[0] += ls.loss_sum;
             counts[1] += ls.correct;
-            for (int i = 0; i < nb; ++i) {
-                const float *z = logits + (size_t)i * k;
-                int arg = 0;
-                for (int j = 1; j < k; ++j)
-                    if (z[j] > z[arg]) arg = j;
-                confusion[shard.y[off + i] * k + arg] += 1.0;
-            }
+            for (int i = 0; i < nb; ++i) confusion[shard.y[off + i] * k + predicted[i]] += 1.0;
         }
         counts[2] = shard.rows;
+        /* One member: its own loss, as a single checkpoint's eval always gave. */
+        if (n == 1) counts[0] = mb[0].sums[0];
+        for (int m = 0; m < n; ++m) memcpy(member_sums + 3 * m, mb[m].sums, sizeof mb[m].sums);
         st = nd_comm_allreduce_sum_f64(comm, counts, (size_t)k * k + 3, err);
+        if (st == ND_OK) st = nd_comm_allreduce_sum_f64(comm, member_sums, (size_t)3 * n, err);
+        for (int m = 0; m < n; ++m) memcpy(mb[m].sums, member_sums + 3 * m, sizeof mb[m].sums);
     }
     if (st == ND_OK && rank == 0) {
-        if (c.json) print_json(&c, counts, counts + 3, k);
-        else print_text(&c, counts, counts + 3, k);
+        if (c.json) print_json(&c, mb, n, counts, counts + 3, k);
+        else print_text(&c, mb, n, counts, counts + 3, k);
     }
     nd_shard_free(&shard);
-    nd_model_destroy(&model);
-    nd_buffer_free(mean);
-    nd_buffer_free(inv_std);
+    free(avg);
+    free(predicted);
+    nd_buffer_free(xb);
+    free(member_sums);
     free(counts);
+    free(mb);
     return st;
 }
 

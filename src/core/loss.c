@@ -167,3 +167,70 @@ nd_loss_stats nd_loss_apply(nd_loss_kind kind, float *dout, const float *out, co
     default: return with_targets(kind, dout, out, targets, batch, k);
     }
 }
+
+void nd_loss_average_add(nd_loss_kind kind, const float *out, int batch, int k, double *sum) {
+    for (int i = 0; i < batch; ++i) {
+        const float *z = out + (size_t)i * k;
+        double *a = sum + (size_t)i * k;
+        if (kind == ND_LOSS_SOFTMAX_CE) {
+            float zmax = z[0];
+            for (int c = 1; c < k; ++c)
+                if (z[c] > zmax) zmax = z[c];
+            double total = 0.0;
+            for (int c = 0; c < k; ++c) total += exp((double)(z[c] - zmax));
+            for (int c = 0; c < k; ++c) a[c] += exp((double)(z[c] - zmax)) / total;
+        } else if (kind == ND_LOSS_SIGMOID_BCE) {
+            for (int c = 0; c < k; ++c) a[c] += 1.0 / (1.0 + exp(-(double)z[c]));
+        } else {
+            for (int c = 0; c < k; ++c) a[c] += z[c];
+        }
+    }
+}
+
+const char *nd_loss_average_name(nd_loss_kind kind) {
+    return kind == ND_LOSS_SOFTMAX_CE ? "softmax probabilities"
+        : kind == ND_LOSS_SIGMOID_BCE ? "sigmoid probabilities"
+        : nd_loss_takes_targets(kind) ? "outputs"
+                                      : "scores";
+}
+
+nd_loss_stats nd_loss_of_average(nd_loss_kind kind, const double *sum, int members, const int *labels,
+                                 const float *targets, int batch, int k, int *predicted) {
+    nd_loss_stats st = {0.0, 0.0};
+    const double inv = 1.0 / members;
+    for (int i = 0; i < batch; ++i) {
+        const double *a = sum + (size_t)i * k;
+        if (!nd_loss_takes_targets(kind)) {
+            const int y = labels[i];
+            int arg = 0;
+            for (int c = 1; c < k; ++c)
+                if (a[c] > a[arg]) arg = c;
+            st.correct += arg == y;
+            if (predicted) predicted[i] = arg;
+            if (kind == ND_LOSS_SOFTMAX_CE) {
+                st.loss_sum -= log(fmax(a[y] * inv, 1e-300));
+                continue;
+            }
+            for (int c = 0; c < k; ++c) { /* the hinge of the averaged scores */
+                const double margin = c == y ? 0.0 : (a[c] - a[y]) * inv + 1.0;
+                if (margin > 0) st.loss_sum += kind == ND_LOSS_SQUARED_HINGE ? margin * margin : margin;
+            }
+            continue;
+        }
+        const float *t = targets + (size_t)i * k;
+        int right = 0;
+        for (int c = 0; c < k; ++c) {
+            const double v = a[c] * inv, yc = t[c], e = v - yc;
+            if (kind == ND_LOSS_SIGMOID_BCE) {
+                st.loss_sum -= yc * log(fmax(v, 1e-300)) + (1.0 - yc) * log(fmax(1.0 - v, 1e-300));
+                right += (v > 0.5) == (yc > 0.5);
+            } else if (kind == ND_LOSS_L1) {
+                st.loss_sum += fabs(e), st.correct += fabs(e);
+            } else {
+                st.loss_sum += e * e, st.correct += e * e;
+            }
+        }
+        if (kind == ND_LOSS_SIGMOID_BCE) st.correct += (double)right / k;
+    }
+    return st;
+}

@@ -18,6 +18,11 @@
  * after hearing from every worker. A worker has at most one exchange in
  * flight per server, so nothing is left undelivered.
  *
+ * --ema: each server keeps the moving average of its own slice, updated
+ * after each update it applies (warmed up by its update count, as sync
+ * does by its steps); server 0 gathers the slices with the weights, to
+ * evaluate, checkpoint and save it, and every rank gets it at the end.
+ *
  * Waiting uses nd_comm_wait_all, which sleeps between polls: a server does
  * not take a core from a worker on the same node. */
 #include <math.h>
@@ -34,7 +39,8 @@ enum {
     TAG_PARAM = 104,
     TAG_SNAP = 105,
     TAG_SNAP_M = 106,
-    TAG_SNAP_V = 107
+    TAG_SNAP_V = 107,
+    TAG_SNAP_E = 108
 };
 /* SNAPSHOT: send your slice of the weights; STATE: and of the optimizer state. */
 enum { CTRL_UPDATE = 1, CTRL_BYE = 2, CTRL_SNAPSHOT = 3, CTRL_STATE = 4 };
@@ -292,6 +298,12 @@ static nd_status server_apply(nd_trainer *tr, int src, long *staleness, nd_epoch
     nd_optimizer_step(&tr->opt, p, g, applied, lr);
     if (watch) nd_monitor_after(tr, watch, lo, hi);
     as->version += 1;
+    if (tr->ema) { /* this slice's average, after this server's update t = version */
+        const float d = nd_ema_decay(tr->cfg.ema, as->version), keep = 1.0f - d;
+        float *restrict a = tr->ema + tr->slice.offset;
+        const float *restrict w = p;
+        for (size_t i = 0; i < tr->slice.length; ++i) a[i] = d * a[i] + keep * w[i];
+    }
     *staleness = stale;
     return ND_OK;
 }
@@ -324,17 +336,18 @@ static nd_status receive_ctrl(nd_trainer *tr, int *src, nd_error *err) {
     return ND_OK;
 }
 
-/* Sends this server's slice (and with CTRL_STATE its optimizer state) to
- * server 0. */
+/* Sends this server's slice and its average (--ema), and with CTRL_STATE
+ * its optimizer state, to server 0. */
 static nd_status send_snapshot(nd_trainer *tr, int dest, int kind, nd_error *err) {
-    nd_request r[3] = {{0}};
+    nd_request r[4] = {{0}};
     const size_t len = tr->slice.length;
     ND_TRY(nd_comm_isend_f32(tr->comm, tr->model.param + tr->slice.offset, len, dest, TAG_SNAP, &r[0], err));
+    if (tr->ema) ND_TRY(nd_comm_isend_f32(tr->comm, tr->ema + tr->slice.offset, len, dest, TAG_SNAP_E, &r[3], err));
     if (kind == CTRL_STATE && tr->opt.m)
         ND_TRY(nd_comm_isend_f32(tr->comm, tr->opt.m, len, dest, TAG_SNAP_M, &r[1], err));
     if (kind == CTRL_STATE && tr->opt.v)
         ND_TRY(nd_comm_isend_f32(tr->comm, tr->opt.v, len, dest, TAG_SNAP_V, &r[2], err));
-    return nd_comm_wait_all(r, 3, NULL, err);
+    return nd_comm_wait_all(r, 4, NULL, err);
 }
 
 /* Servers 1..K-1: apply, reply, hand out snapshots, until every worker left.
@@ -368,9 +381,10 @@ static nd_status server_loop(nd_trainer *tr, nd_error *err) {
     return nd_comm_wait_all(tr->as->reply_reqs, 2 * tr->num_workers, NULL, err);
 }
 
-/* Server 0: fetch the other servers' slices into model.param, so the model
- * it evaluates is the servers' current one; with `state`, also their
- * optimizer state into as->full (and its own slice). */
+/* Server 0: fetch the other servers' slices into model.param (and their
+ * averages into tr->ema), so the model it evaluates is the servers'
+ * current one; with `state`, also their optimizer state into as->full
+ * (and its own slice). */
 static nd_status gather(nd_trainer *tr, int state, nd_error *err) {
     nd_async *as = tr->as;
     if (state) {
@@ -383,12 +397,13 @@ static nd_status gather(nd_trainer *tr, int state, nd_error *err) {
         c[CTRL_KIND] = state ? CTRL_STATE : CTRL_SNAPSHOT;
         c[CTRL_VERSION] = (double)as->version; /* wait until it has applied as many */
         const size_t off = (size_t)as->slice_off[j], len = (size_t)as->slice_len[j];
-        nd_request r[4] = {{0}};
+        nd_request r[5] = {{0}};
         ND_TRY(nd_comm_irecv_f32(tr->comm, tr->model.param + off, len, j, TAG_SNAP, &r[0], err));
+        if (tr->ema) ND_TRY(nd_comm_irecv_f32(tr->comm, tr->ema + off, len, j, TAG_SNAP_E, &r[4], err));
         if (state && as->full.m) ND_TRY(nd_comm_irecv_f32(tr->comm, as->full.m + off, len, j, TAG_SNAP_M, &r[1], err));
         if (state && as->full.v) ND_TRY(nd_comm_irecv_f32(tr->comm, as->full.v + off, len, j, TAG_SNAP_V, &r[2], err));
         ND_TRY(nd_comm_isend_f64(tr->comm, c, CTRL_LEN, j, TAG_CTRL, &r[3], err));
-        ND_TRY(nd_comm_wait_all(r, 4, NULL, err));
+        ND_TRY(nd_comm_wait_all(r, 5, NULL, err));
     }
     return ND_OK;
 }
@@ -411,17 +426,27 @@ static nd_status nd_async_stop(nd_trainer *tr, int sig, int epoch, long epoch_st
     return ND_OK;
 }
 
+/* Server 0 alone: the gathered model on its whole /test and /val, and
+ * the gathered average's (--ema) by swapping the parameter pointer. */
 static void evaluate_local(nd_trainer *tr, nd_epoch_stats *e) {
     double sums[3];
-    if (tr->info.has_test) {
-        nd_train_eval_sums(tr, &tr->test, sums);
-        e->test_loss = sums[0] / sums[2];
-        e->test_acc = nd_loss_metric(tr->loss, sums[1], sums[2], tr->info.num_outputs);
-    }
-    if (tr->info.has_val) {
-        nd_train_eval_sums(tr, &tr->val, sums);
-        e->val_loss = sums[0] / sums[2];
-        e->val_acc = nd_loss_metric(tr->loss, sums[1], sums[2], tr->info.num_outputs);
+    e->ema_test_acc = e->ema_val_acc = NAN;
+    for (int avg = 0; avg <= (tr->ema != NULL); ++avg) {
+        float *raw = tr->model.param;
+        if (avg) tr->model.param = tr->ema;
+        if (tr->info.has_test) {
+            nd_train_eval_sums(tr, &tr->test, sums);
+            const double m = nd_loss_metric(tr->loss, sums[1], sums[2], tr->info.num_outputs);
+            if (avg) e->ema_test_acc = m;
+            else e->test_loss = sums[0] / sums[2], e->test_acc = m;
+        }
+        if (tr->info.has_val) {
+            nd_train_eval_sums(tr, &tr->val, sums);
+            const double m = nd_loss_metric(tr->loss, sums[1], sums[2], tr->info.num_outputs);
+            if (avg) e->ema_val_acc = m;
+            else e->val_loss = sums[0] / sums[2], e->val_acc = m;
+        }
+        tr->model.param = raw;
     }
 }
 
@@ -584,18 +609,22 @@ nd_status nd_async_fit(nd_trainer *tr, nd_error *err) {
     else st = worker_loop(tr, err);
     if (st != ND_OK) return st; /* the caller ends the job: peers may be mid-exchange */
     /* Every rank takes the servers' final slices; server 0 evaluates them. */
-    for (int j = 0; j < tr->num_servers; ++j)
+    for (int j = 0; j < tr->num_servers; ++j) {
         ND_TRY(nd_comm_bcast_f32(tr->comm, tr->model.param + as->slice_off[j], (size_t)as->slice_len[j], j, err));
+        if (tr->ema) ND_TRY(nd_comm_bcast_f32(tr->comm, tr->ema + as->slice_off[j], (size_t)as->slice_len[j], j, err));
+    }
     /* The final parameters include the (at most W-1) updates that were in
      * flight when the last epoch ended: evaluate them for the summary (not
      * after a stop signal: the job is to end soon). */
     const int stopped = tr->state.status == ND_RUN_STOPPED_BY_SIGNAL;
     if (tr->rank == 0 && !stopped) evaluate_local(tr, &tr->state.last);
-    double t[11] = {tr->state.train_seconds,           (double)tr->state.samples_seen, tr->state.last.test_loss,
+    double t[13] = {tr->state.train_seconds,           (double)tr->state.samples_seen, tr->state.last.test_loss,
                     tr->state.last.test_acc,           tr->state.last.val_loss,        tr->state.last.val_acc,
                     (double)tr->state.staleness_max,   (double)tr->state.stop_signal,  (double)tr->state.stop_epoch,
-                    (double)tr->state.stop_epoch_step, (double)tr->state.stop_step};
-    ND_TRY(nd_comm_bcast_f64(tr->comm, t, 11, 0, err));
+                    (double)tr->state.stop_epoch_step, (double)tr->state.stop_step,    tr->state.last.ema_test_acc,
+                    tr->state.last.ema_val_acc};
+    ND_TRY(nd_comm_bcast_f64(tr->comm, t, 13, 0, err));
+    tr->state.last.ema_test_acc = t[11], tr->state.last.ema_val_acc = t[12];
     tr->state.staleness_max = (long)t[6];
     tr->state.train_seconds = t[0];
     tr->state.samples_seen = (long)t[1];

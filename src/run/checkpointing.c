@@ -382,6 +382,23 @@ nd_status nd_train_checkpoint_epoch(nd_trainer *tr, const nd_epoch_stats *e, int
     return st;
 }
 
+nd_status nd_train_snapshot_write(nd_trainer *tr, const float *param, int epoch, double test, char *path, size_t cap,
+                                  nd_error *err) {
+    nd_ckpt_meta meta;
+    fill_meta(tr, &meta, epoch + 1, 0, 0.0, 0.0);
+    if (isfinite(test)) {
+        snprintf(meta.metric_name, sizeof meta.metric_name, "test_%s", nd_loss_metric_name(tr->loss));
+        meta.metric_value = test;
+    }
+    snprintf(path, cap, "%s/snapshot-ep%03d.h5", tr->cfg.checkpoint_dir, epoch);
+    /* The member's weights, without optimizer state or average: a file to evaluate. */
+    nd_model view = tr->model;
+    view.param = (float *)param;
+    if (nd_checkpoint_write(path, &view, NULL, tr->norm_mean, tr->norm_inv_std, NULL, &meta, err) != ND_OK)
+        return nd_error_prefix(err, "--ensemble: ");
+    return ND_OK;
+}
+
 /* Rank 0 writes the model file; the others wait for its verdict. */
 static nd_status save_model(nd_trainer *tr, nd_error *err) {
     nd_status st = ND_OK;

@@ -183,6 +183,8 @@ nd_status nd_trainer_fit(nd_trainer *tr, nd_error *err) {
         if (tr->info.has_test)
             ND_TRY(nd_trainer_evaluate(tr, &tr->test, &tr->state.last.test_loss, &tr->state.last.test_acc, err));
     }
+    for (int o = 0; o < tr->num_observers; ++o)
+        if (tr->observers[o]->at_end) ND_TRY(tr->observers[o]->at_end(tr, err));
     if (tr->state.status == ND_RUN_RUNNING) tr->state.status = ND_RUN_COMPLETED;
     nd_train_print_done(tr);
     return ND_OK;

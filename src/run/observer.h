@@ -34,10 +34,13 @@ typedef struct {
     /* After each epoch's evaluation (e filled, tr->state.last = *e after the
      * report); may set *stop. Collective where the observer says so. */
     nd_status (*after_epoch)(nd_trainer *tr, nd_epoch_stats *e, int *stop, nd_error *err);
+    /* After the last epoch (not after a stop signal), before the final
+     * line. Collective where the observer says so. */
+    nd_status (*at_end)(nd_trainer *tr, nd_error *err);
 } nd_observer_part;
 
 extern const nd_observer_part nd_observer_straggle, nd_observer_ema, nd_observer_profile, nd_observer_report,
-    nd_observer_best, nd_observer_checkpoint, nd_observer_plateau;
+    nd_observer_best, nd_observer_checkpoint, nd_observer_plateau, nd_observer_ensemble;
 
 /* --straggle's sleep of (factor - 1) x compute_seconds on the straggling
  * rank (nothing elsewhere); async workers call it after each gradient. */
@@ -47,6 +50,6 @@ void nd_straggle_sleep(const nd_trainer *tr, double compute_seconds);
 extern const nd_observer_part *const nd_observer_parts[];
 extern const int nd_num_observer_parts;
 
-#define ND_MAX_OBSERVERS 8
+#define ND_MAX_OBSERVERS 12
 
 #endif

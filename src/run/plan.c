@@ -97,6 +97,8 @@ const nd_cli_option nd_train_options[] = {
      "stop after N epochs without a better validation accuracy; end with the best weights"},
     {"ema", R(FLOAT, ema, "[0, 1)"), "0",
      "keep a moving average of the weights with this decay (e.g. 0.999; warmed up: min(D, (1+t)/(10+t)) at update t), evaluated, reported and saved too"},
+    {"ensemble", F(STR, ensemble), "",
+     "last:K or best:K: a snapshot ensemble of the last K epochs' weights (or the K best by the validation metric), evaluated and reported at the end; with --checkpoint-dir written as snapshot-ep<E>.h5 (sync)"},
     {"seed", F(U64, seed), "1", "seed of initialization and shuffling"},
     {"deterministic", F(BOOL, deterministic), "false", "results independent of the rank count (docs/semantics.md)"},
     {"micro-batches", R(INT, micro_batches, "[1, 65536]"), "8",
@@ -323,6 +325,17 @@ static nd_status refuse(const char *option, nd_exchange_kind x, const char *why,
                    nd_exchange_caps_of(x)->name, why);
 }
 
+int nd_ensemble_parse(const char *text, int *best, int *count) {
+    char kind[8];
+    int k = 0, used = 0;
+    if (sscanf(text, "%5[a-z]:%d%n", kind, &k, &used) != 2 || text[used] != '\0') return -1;
+    if (strcmp(kind, "last") && strcmp(kind, "best")) return -1;
+    if (k < 2 || k > 64) return -1;
+    *best = !strcmp(kind, "best");
+    *count = k;
+    return 0;
+}
+
 nd_status nd_train_plan_resolve(const nd_train_config *c, nd_train_plan *plan, nd_error *err) {
     memset(plan, 0, sizeof *plan);
     int widths[ND_MAX_LAYERS];
@@ -358,6 +371,9 @@ nd_status nd_train_plan_resolve(const nd_train_config *c, nd_train_plan *plan, n
     if (c->log_every > 0 && !c->metrics[0])
         return ND_FAIL(err, ND_ERR_ARG, "--log-every %d: needs --metrics FILE to write the lines to", c->log_every);
 
+    int ens_best, ens_count;
+    if (c->ensemble[0] && nd_ensemble_parse(c->ensemble, &ens_best, &ens_count) != 0)
+        return ND_FAIL(err, ND_ERR_ARG, "--ensemble: '%s' is not last:K or best:K with K in [2, 64]", c->ensemble);
     /* The parts, and every option against what they can do. */
     ND_TRY(pick_exchange(c, &plan->exchange, err));
     const nd_exchange_kind x = plan->exchange;
@@ -375,8 +391,9 @@ nd_status nd_train_plan_resolve(const nd_train_config *c, nd_train_plan *plan, n
         bool on;
         const char *option;
     } whole[] = {{c->max_norm > 0.0f, "--max-norm"},
-                 {c->ema > 0.0f, "--ema"},
+                 {c->ema > 0.0f && x != ND_EXCHANGE_PARAM_SERVER, "--ema"}, /* async: each server averages its slice */
                  {c->early_stop > 0, "--early-stop"},
+                 {c->ensemble[0] != '\0', "--ensemble"},
                  {c->lr_schedule == ND_SCHED_PLATEAU, "--lr-schedule plateau"}};
     for (size_t i = 0; i < sizeof whole / sizeof whole[0]; ++i)
         if (whole[i].on && !can->whole_replica)

@@ -285,6 +285,7 @@ static nd_status build_model(nd_trainer *tr, nd_error *err) {
         return ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate batch buffers for %d x %d", c->batch, tr->train.cols);
     if (c->ema > 0.0f && !(tr->ema = nd_buffer_alloc(tr->model.num_params)))
         return ND_FAIL(err, ND_ERR_NOMEM, "--ema: cannot allocate %zu floats", tr->model.num_params);
+    ND_TRY(nd_ensemble_create(tr, err));
     if (c->early_stop > 0) {
         if (!tr->info.has_val)
             return ND_FAIL(err, ND_ERR_ARG, "--early-stop: %s has no /val split to watch (import with --val-fraction)",
@@ -472,6 +473,7 @@ void nd_trainer_free(nd_trainer *tr) {
     nd_shard_free(&tr->val);
     nd_buffer_free(tr->ema);
     nd_buffer_free(tr->best_param);
+    nd_ensemble_free(tr);
     nd_buffer_free(tr->decay_mask);
     nd_buffer_free(tr->monitor_prev);
     nd_buffer_free(tr->norm_mean);

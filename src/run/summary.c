@@ -222,6 +222,7 @@ static void write_summary(FILE *f, const void *ctx) {
             json_number(f, key, values[i]);
         }
     }
+    nd_ensemble_summary(tr, f); /* --ensemble: the snapshot ensemble's figures and members */
     fprintf(f, ", \"loss\": \"%s\"", nd_loss_name(tr->loss));
     if (!tr->async) print_phases(f, tr->state.phase_total); /* rank 0's training time by phase (sync) */
     const double *mb = tr->memory_mb;
@@ -252,6 +253,7 @@ void nd_train_print_done(nd_trainer *tr) {
         const int split = tr->report.width > 0 && head + 2 + n >= tr->report.width;
         fprintf(tr->report.out, "%s%s", split ? "\n" : "; ", tail);
         if (tr->ema && tr->loss <= ND_LOSS_SQUARED_HINGE) fprintf(tr->report.out, "; ema %.4f", e->ema_test_acc);
+        nd_ensemble_final_line(tr, tr->report.out);
     }
     fputc('\n', tr->report.out);
     fflush(tr->report.out);

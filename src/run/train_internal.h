@@ -80,6 +80,20 @@ void nd_train_unlock_dir(nd_trainer *tr);
  * (warmed up: min(decay, (1 + t) / (10 + t))). */
 float nd_ema_decay(float decay, long updates);
 
+/* observers/ensemble.c (--ensemble): its buffers, allocated at setup
+ * (K x num_params on every rank), and freed; the final line's "; ensemble
+ * M" and the summary's ensemble keys (nothing without --ensemble). */
+nd_status nd_ensemble_create(nd_trainer *tr, nd_error *err);
+void nd_ensemble_free(nd_trainer *tr);
+void nd_ensemble_final_line(const nd_trainer *tr, FILE *f);
+void nd_ensemble_summary(const nd_trainer *tr, FILE *f);
+
+/* checkpointing.c, rank 0 alone: writes the weights param (num_params) of
+ * the end of `epoch` (test metric `test`, NaN if none) as
+ * --checkpoint-dir/snapshot-ep<E>.h5, its path into path (cap). */
+nd_status nd_train_snapshot_write(nd_trainer *tr, const float *param, int epoch, double test, char *path, size_t cap,
+                                  nd_error *err);
+
 /* summary.c, collective: the --summary file as the run starts (status
  * "running"), so a path that cannot be written is found before training
  * and a job killed outright leaves a summary that says it never ended. */

@@ -9,8 +9,9 @@
 #include "feed.h"
 #include "observer.h"
 
-typedef struct nd_async nd_async; /* the parameter-server protocol's buffers (async.c) */
-typedef struct nd_det nd_det;     /* deterministic mode's blocks (feeds/blocks.c) */
+typedef struct nd_async nd_async;         /* the parameter-server protocol's buffers (async.c) */
+typedef struct nd_det nd_det;             /* deterministic mode's blocks (feeds/blocks.c) */
+typedef struct nd_snapshots nd_snapshots; /* --ensemble's members (observers/ensemble.c) */
 
 /* --stream-mb: where the training rows come from instead of train.x. */
 typedef struct {
@@ -100,14 +101,15 @@ struct nd_trainer {
     const nd_feed_part *feeder; /* sync: where the step's rows come from */
     const nd_observer_part *observers[ND_MAX_OBSERVERS]; /* sync: those the options ask for, in table order */
     int num_observers;
-    nd_penalty penalty;    /* weight decay, L1 and clipping of the summed gradient */
-    nd_watchdog *watchdog; /* --timeout > 0 on > 1 rank: watches the step's blocking exchanges, else NULL */
-    nd_report report;      /* rank 0's output */
-    float *ema;            /* --ema: (num_params) moving average of the weights, or NULL */
-    float *best_param;     /* --early-stop: (num_params) weights of the best epoch, or NULL */
-    float *decay_mask;     /* adamw: (num_params) 1 on weights, 0 on biases and padding */
-    float *monitor_prev;   /* (num_params) weights before the epoch's last update, for update ratios */
-    nd_train_state state;  /* what the run has done so far */
+    nd_penalty penalty;      /* weight decay, L1 and clipping of the summed gradient */
+    nd_watchdog *watchdog;   /* --timeout > 0 on > 1 rank: watches the step's blocking exchanges, else NULL */
+    nd_report report;        /* rank 0's output */
+    float *ema;              /* --ema: (num_params) moving average of the weights, or NULL */
+    float *best_param;       /* --early-stop: (num_params) weights of the best epoch, or NULL */
+    nd_snapshots *snapshots; /* --ensemble: the kept epochs' weights and the ensemble's figures, or NULL */
+    float *decay_mask;       /* adamw: (num_params) 1 on weights, 0 on biases and padding */
+    float *monitor_prev;     /* (num_params) weights before the epoch's last update, for update ratios */
+    nd_train_state state;    /* what the run has done so far */
     const volatile sig_atomic_t *stop_request; /* the caller's signal flag (nd_trainer_watch_stop), or NULL */
     double start_time;                         /* wall clock (s since 1970) at setup, for the summary */
     int dir_locked;                            /* rank 0 holds --checkpoint-dir's lock (dirlock.c) */

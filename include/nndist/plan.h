@@ -97,6 +97,8 @@ typedef struct {
     long checkpoint_every;
     int keep;
     char resume[ND_PATH_MAX];
+    char init_from[ND_PATH_MAX]; /* --init-from: fine-tuning's starting weights, "" for none */
+    char freeze[256];            /* --freeze: the frozen base, "" for none (nd_parse_freeze) */
     char metrics[ND_PATH_MAX];
     char summary[ND_PATH_MAX];
     char save[ND_PATH_MAX]; /* --save: the final model file; "" until setup names the default, "none": no file */
@@ -145,6 +147,7 @@ typedef struct {
                            --early-stop, the plateau schedule) */
     bool streams;       /* takes a streamed feed (--stream-mb) */
     bool sliced;        /* each rank holds only its slice of the reduced gradient */
+    bool freezes;       /* leaves a frozen base out of the exchange and the update (--freeze) */
 } nd_exchange_caps;
 
 /* The capabilities of an exchange. */
@@ -169,6 +172,12 @@ nd_status nd_train_plan_resolve(const nd_train_config *cfg, nd_train_plan *plan,
  * epochs become steps). */
 nd_status nd_train_make_schedule(const nd_train_config *cfg, int global_batch, long steps_per_epoch,
                                  nd_lr_schedule *out, nd_error *err);
+
+/* Parses --freeze: layer numbers (as in the checkpoint's tensor names:
+ * 0 is dense0 or conv0), ranges and group names, "0-2", "0,1,2",
+ * "conv0,conv1"; they must be the first layers, a frozen base. Sets
+ * *layers to their count (0 for ""); -1 with why filled if bad. */
+int nd_parse_freeze(const char *text, int *layers, char *why, size_t cap);
 
 /* Parses "512,256" into widths (at most max); returns the count or -1. */
 int nd_parse_widths(const char *text, int *widths, int max);

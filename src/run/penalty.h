@@ -23,7 +23,7 @@ typedef struct {
 int nd_penalty_covers(const nd_penalty *p, const nd_tensor *t);
 
 /* Decay, L1 and value clipping of m->grad[lo, hi) (clipped to the trainable
- * prefix), a sum over `samples`; returns the scale the optimizer applies
+ * prefix past a frozen base), a sum over `samples`; returns the scale the optimizer applies
  * before any norm clip: 1/samples, or 1 after value clipping. */
 float nd_penalty_apply(const nd_penalty *p, nd_model *m, int samples, size_t lo, size_t hi);
 

@@ -124,6 +124,10 @@ const nd_cli_option nd_train_options[] = {
     {"keep", R(INT, keep, ">= 1"), "3", "keep the N newest checkpoints (plus the best one)"},
     {"resume", F(STR, resume), "",
      "continue from a checkpoint FILE, or 'auto': the newest valid one in --checkpoint-dir"},
+    {"init-from", F(STR, init_from), "",
+     "fine-tuning: start from the tensors of checkpoint FILE whose names and shapes match (not its optimizer state); the rest (a new head) initialized as usual"},
+    {"freeze", F(STR, freeze), "",
+     "fine-tuning: keep the first layers fixed, numbered as the checkpoint's tensors (0-1, 0,1, dense0,dense1); sync allreduce"},
     {"save", F(STR, save), "",
      "write the final model to FILE (a checkpoint, docs/checkpoints.md); default: model.h5 in --checkpoint-dir, else NAME.model.h5 beside --summary (or --metrics) NAME.json, else model-DATE-TIME.h5 here; 'none': no file"},
     {"metrics", F(STR, metrics), "", "write a JSON line per epoch to FILE"},
@@ -299,6 +303,40 @@ static nd_status pick_exchange(const nd_train_config *c, nd_exchange_kind *out, 
     return ND_OK;
 }
 
+/* One layer of --freeze at *p: a number, or a group name (dense3, conv0). */
+static int freeze_layer(const char **p, long *layer) {
+    while (**p >= 'a' && **p <= 'z') ++*p;
+    char *end;
+    *layer = strtol(*p, &end, 10);
+    if (end == *p || *layer < 0 || *layer >= ND_MAX_LAYERS) return -1;
+    *p = end;
+    return 0;
+}
+
+int nd_parse_freeze(const char *text, int *layers, char *why, size_t cap) {
+    unsigned long long seen = 0; /* bit l: layer l (ND_MAX_LAYERS < 64) */
+    *layers = 0;
+    if (!*text) return 0;
+    for (const char *p = text;;) {
+        long lo, hi;
+        if (freeze_layer(&p, &lo) != 0) goto bad;
+        hi = lo;
+        if (*p == '-' && (++p, freeze_layer(&p, &hi) != 0 || hi < lo)) goto bad;
+        for (long l = lo; l <= hi; ++l) seen |= 1ull << l;
+        if (!*p) break;
+        if (*p++ != ',') goto bad;
+    }
+    while (seen >> *layers & 1u) ++*layers;
+    if (seen >> *layers) {
+        snprintf(why, cap, "the frozen layers must be the first ones, 0 to N-1 (a frozen base)");
+        return -1;
+    }
+    return 0;
+bad:
+    snprintf(why, cap, "not a list of layer numbers or ranges like 0-1, 0,1 or dense0,dense1");
+    return -1;
+}
+
 /* An option that needs a capability the exchange lacks. */
 static nd_status refuse(const char *option, nd_exchange_kind x, const char *why, nd_error *err) {
     return ND_FAIL(err, ND_ERR_ARG, "%s: not with %s (the %s %s)", option, nd_exchange_caps_of(x)->chosen_by,
@@ -334,6 +372,14 @@ nd_status nd_train_plan_resolve(const nd_train_config *c, nd_train_plan *plan, n
     ND_TRY(nd_train_make_schedule(c, c->batch, 100, &probe, err)); /* milestones; sizes come later */
     if (!strcmp(c->resume, "auto") && !c->checkpoint_dir[0])
         return ND_FAIL(err, ND_ERR_ARG, "--resume auto: needs --checkpoint-dir to look in");
+    if (c->init_from[0] && c->resume[0] && strcmp(c->resume, "auto"))
+        return ND_FAIL(err, ND_ERR_ARG,
+                       "--init-from: not with --resume FILE, which brings every weight (--resume auto starts from "
+                       "--init-from while the directory has no checkpoint)");
+    int frozen;
+    char why[120];
+    if (nd_parse_freeze(c->freeze, &frozen, why, sizeof why) != 0)
+        return ND_FAIL(err, ND_ERR_ARG, "--freeze '%s': %s", c->freeze, why);
 
     /* The parts, and every option against what they can do. */
     ND_TRY(pick_exchange(c, &plan->exchange, err));
@@ -346,6 +392,7 @@ nd_status nd_train_plan_resolve(const nd_train_config *c, nd_train_plan *plan, n
     if (c->on_nan == ND_ON_NAN_SKIP && !can->skip_step)
         return refuse("--on-nan skip", x, "cannot drop a step on every rank alike", err);
     if (c->stream_mb > 0.0f && !can->streams) return refuse("--stream-mb", x, "cannot take a streamed feed", err);
+    if (frozen > 0 && !can->freezes) return refuse("--freeze", x, "cannot leave a frozen base out", err);
     const struct {
         bool on;
         const char *option;

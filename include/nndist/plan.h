@@ -26,6 +26,7 @@
 #include "nndist/status.h"
 
 #define ND_PATH_MAX 4096
+#define ND_MAX_TEACHERS 8
 
 typedef enum { ND_MODE_SYNC, ND_MODE_ASYNC, ND_MODE_SSP } nd_mode_kind;
 typedef enum { ND_BIAS_ZERO, ND_BIAS_PRIORS } nd_output_bias_kind;
@@ -51,11 +52,14 @@ typedef struct {
     bool batch_norm, sync_bn;
     float bn_momentum, bn_eps;
     float dropout, input_dropout;
-    int augment_crop;  /* --augment-crop: pad pixels of the random crop (0: off) */
-    bool augment_flip; /* --augment-flip */
-    int cutout;        /* --cutout: side of the erased square (0: off) */
-    float input_noise; /* --input-noise: std of Gaussian noise on the inputs (0: off) */
-    float mixup;       /* --mixup: Beta parameter (0: off) */
+    int augment_crop;          /* --augment-crop: pad pixels of the random crop (0: off) */
+    bool augment_flip;         /* --augment-flip */
+    int cutout;                /* --cutout: side of the erased square (0: off) */
+    float input_noise;         /* --input-noise: std of Gaussian noise on the inputs (0: off) */
+    float mixup;               /* --mixup: Beta parameter (0: off) */
+    char teacher[ND_PATH_MAX]; /* --teacher: checkpoints, comma-separated ("" for none) */
+    float distill_T;           /* --distill-T: the softmax temperature */
+    float distill_alpha;       /* --distill-alpha: weight of the teachers' part */
     bool regularize_bias;
     nd_init_kind init;
     nd_output_bias_kind output_bias;

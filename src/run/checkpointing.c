@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -508,4 +509,87 @@ nd_status nd_train_init_from(nd_trainer *tr, int *have_stats, int *head_loaded, 
     if (!*have_stats) return ND_OK;
     ND_TRY(nd_comm_bcast_f32(tr->comm, tr->norm_mean, (size_t)tr->info.train.cols, 0, err));
     return nd_comm_bcast_f32(tr->comm, tr->norm_inv_std, (size_t)tr->info.train.cols, 0, err);
+}
+
+/* Rank 0: the teacher at path must fit the student's data and loss. */
+static nd_status check_teacher(const nd_trainer *tr, const char *path, const nd_ckpt_info *info, nd_error *err) {
+    if (info->spec.input_dim != tr->info.train.cols || info->spec.num_classes != tr->info.num_outputs)
+        return ND_FAIL(err, ND_ERR_ARG, "--teacher %s: %d inputs and %d classes, this data has %d and %d", path,
+                       info->spec.input_dim, info->spec.num_classes, tr->info.train.cols, tr->info.num_outputs);
+    if (info->meta.loss[0] && strcmp(info->meta.loss, "softmax_ce"))
+        return ND_FAIL(err, ND_ERR_ARG, "--teacher %s: trained for --loss %s; distillation needs softmax_ce", path,
+                       info->meta.loss);
+    if (info->meta.input_scale > 0.0f && info->meta.input_scale != tr->info.train.x_scale)
+        return ND_FAIL(err, ND_ERR_ARG, "--teacher %s: trained on data of scale %g, this data has %g", path,
+                       (double)info->meta.input_scale, (double)tr->info.train.x_scale);
+    return ND_OK;
+}
+
+/* Collective: one teacher into T. */
+static nd_status load_teacher(nd_trainer *tr, const char *path, nd_teacher *T, nd_error *err) {
+    const int cols = tr->info.train.cols;
+    nd_ckpt_info info;
+    memset(&info, 0, sizeof info);
+    nd_status st = ND_OK;
+    if (tr->rank == 0) st = nd_checkpoint_probe(path, &info, err);
+    if (st == ND_OK && tr->rank == 0) st = check_teacher(tr, path, &info, err);
+    ND_TRY(nd_train_agree(tr, st, err));
+    ND_TRY(nd_comm_bcast_bytes(tr->comm, &info.spec, sizeof info.spec, 0, err));
+    ND_TRY(nd_train_agree(tr, nd_model_create(&T->model, &info.spec, tr->cfg.batch, err), err));
+    float *mean = nd_buffer_alloc((size_t)cols), *inv_std = nd_buffer_alloc((size_t)cols);
+    st = mean && inv_std ? ND_OK : ND_FAIL(err, ND_ERR_NOMEM, "--teacher: cannot allocate %d floats", cols);
+    if (st == ND_OK && tr->rank == 0) st = nd_checkpoint_read(path, &T->model, NULL, mean, inv_std, NULL, &info, err);
+    st = nd_train_agree(tr, st, err);
+    if (st == ND_OK) st = nd_comm_bcast_f32(tr->comm, T->model.param, T->model.num_params, 0, err);
+    if (st == ND_OK) st = nd_comm_bcast_f32(tr->comm, mean, (size_t)cols, 0, err);
+    if (st == ND_OK) st = nd_comm_bcast_f32(tr->comm, inv_std, (size_t)cols, 0, err);
+    const int same = st == ND_OK && !memcmp(mean, tr->norm_mean, sizeof(float) * (size_t)cols) &&
+        !memcmp(inv_std, tr->norm_inv_std, sizeof(float) * (size_t)cols);
+    if (st == ND_OK && !same) {
+        /* x = (raw - mean_s) inv_s, so (raw - mean_t) inv_t = x inv_t / inv_s + (mean_s - mean_t) inv_t */
+        T->scale = nd_buffer_alloc((size_t)cols);
+        T->shift = nd_buffer_alloc((size_t)cols);
+        st = nd_train_agree(tr,
+                            T->scale && T->shift ? ND_OK
+                                                 : ND_FAIL(err, ND_ERR_NOMEM, "--teacher: cannot allocate its map"),
+                            err);
+        for (int j = 0; st == ND_OK && j < cols; ++j) {
+            T->scale[j] = inv_std[j] / tr->norm_inv_std[j];
+            T->shift[j] = (tr->norm_mean[j] - mean[j]) * inv_std[j];
+        }
+    }
+    if (st == ND_OK && tr->rank == 0 && !tr->cfg.quiet) {
+        char arch[512];
+        nd_arch_format(&info.spec, arch, sizeof arch);
+        printf("nndist train: teacher %s: %s, %zu parameters, %s normalization\n", path, arch, T->model.num_weights,
+               same ? "the same" : "its own");
+    }
+    nd_buffer_free(mean);
+    nd_buffer_free(inv_std);
+    return st;
+}
+
+nd_status nd_train_load_teachers(nd_trainer *tr, nd_error *err) {
+    const nd_train_config *c = &tr->cfg;
+    if (!c->teacher[0]) return ND_OK;
+    int n = 1;
+    for (const char *p = c->teacher; *p; ++p) n += *p == ',';
+    tr->teachers = calloc((size_t)n, sizeof *tr->teachers);
+    tr->teacher_x = nd_buffer_alloc((size_t)c->batch * tr->info.train.cols);
+    tr->soft = nd_buffer_alloc((size_t)c->batch * tr->info.num_outputs);
+    ND_TRY(nd_train_agree(tr,
+                          tr->teachers && tr->teacher_x && tr->soft
+                              ? ND_OK
+                              : ND_FAIL(err, ND_ERR_NOMEM, "--teacher: cannot allocate the distillation buffers"),
+                          err));
+    const char *p = c->teacher;
+    for (int t = 0; t < n; ++t) {
+        const char *e = strchr(p, ',');
+        char path[ND_PATH_MAX];
+        snprintf(path, sizeof path, "%.*s", e ? (int)(e - p) : (int)strlen(p), p);
+        tr->num_teachers = t + 1; /* what nd_trainer_free releases */
+        ND_TRY(load_teacher(tr, path, &tr->teachers[t], err));
+        p = e ? e + 1 : p + strlen(p);
+    }
+    return ND_OK;
 }

@@ -58,6 +58,11 @@ const nd_cli_option nd_train_options[] = {
      "augmentation: add Gaussian noise of this std to the normalized inputs (0: off; any data)"},
     {"mixup", R(FLOAT, mixup, "[0, 100]"), "0",
      "augmentation: mix pairs of training samples and their labels, lambda ~ Beta(a, a) (0: off; softmax_ce or float targets)"},
+    {"teacher", F(STR, teacher), "",
+     "distillation: checkpoints of trained networks (comma-separated, up to 8), whose mean softened probabilities the student learns too (softmax_ce)"},
+    {"distill-T", R(FLOAT, distill_T, "(0, 1000]"), "4", "distillation: the softmax temperature T"},
+    {"distill-alpha", R(FLOAT, distill_alpha, "[0, 1]"), "0.9",
+     "distillation: loss = alpha T^2 KL(teachers || student at T) + (1 - alpha) CE(labels)"},
     {"epochs", R(INT, epochs, ">= 1"), "10", "passes over the training split"},
     {"batch", R(INT, batch, ">= 1"), "64", "samples per step on each rank"},
     {"opt", E(opt, nd_opt_names), "momentum", "optimizer (formulas in include/nndist/optim.h)"},
@@ -376,6 +381,16 @@ nd_status nd_train_plan_resolve(const nd_train_config *c, nd_train_plan *plan, n
         return ND_FAIL(err, ND_ERR_ARG,
                        "--init-from: not with --resume FILE, which brings every weight (--resume auto starts from "
                        "--init-from while the directory has no checkpoint)");
+    if (c->teacher[0] && c->loss != ND_LOSS_SOFTMAX_CE)
+        return ND_FAIL(err, ND_ERR_ARG, "--teacher: distillation takes --loss softmax_ce, not %s",
+                       nd_loss_name(c->loss));
+    if (c->teacher[0] && c->mixup > 0.0f)
+        return ND_FAIL(err, ND_ERR_ARG,
+                       "--teacher: not with --mixup (its loss mixes two labels a row; distillation's takes one)");
+    int teachers = 1;
+    for (const char *t = c->teacher; *t; ++t) teachers += *t == ',';
+    if (teachers > ND_MAX_TEACHERS)
+        return ND_FAIL(err, ND_ERR_ARG, "--teacher: %d checkpoints, at most %d", teachers, ND_MAX_TEACHERS);
     int frozen;
     char why[120];
     if (nd_parse_freeze(c->freeze, &frozen, why, sizeof why) != 0)

@@ -412,6 +412,7 @@ nd_status nd_trainer_setup(nd_trainer **out, const nd_train_config *cfg, nd_comm
     int init_stats = 0, head_loaded = 0;
     if (!resumed && cfg->init_from[0]) ND_TRY(nd_train_init_from(tr, &init_stats, &head_loaded, err));
     ND_TRY(normalize_splits(tr, resumed || init_stats, err));
+    ND_TRY(nd_train_load_teachers(tr, err));
     if (!resumed && !head_loaded && cfg->output_bias == ND_BIAS_PRIORS) ND_TRY(set_bias_priors(tr, err));
     if (!resumed) {
         ND_TRY(nd_comm_bcast_f32(comm, tr->model.param, tr->model.num_params, 0, err));
@@ -495,5 +496,13 @@ void nd_trainer_free(nd_trainer *tr) {
     free(tr->row_ids);
     nd_buffer_free(tr->augment_scratch);
     nd_buffer_free(tr->mixup_lam);
+    for (int t = 0; t < tr->num_teachers; ++t) {
+        nd_model_destroy(&tr->teachers[t].model);
+        nd_buffer_free(tr->teachers[t].scale);
+        nd_buffer_free(tr->teachers[t].shift);
+    }
+    free(tr->teachers);
+    nd_buffer_free(tr->teacher_x);
+    nd_buffer_free(tr->soft);
     free(tr);
 }

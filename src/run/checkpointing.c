@@ -519,9 +519,11 @@ static nd_status check_teacher(const nd_trainer *tr, const char *path, const nd_
     if (info->meta.loss[0] && strcmp(info->meta.loss, "softmax_ce"))
         return ND_FAIL(err, ND_ERR_ARG, "--teacher %s: trained for --loss %s; distillation needs softmax_ce", path,
                        info->meta.loss);
-    if (info->meta.input_scale > 0.0f && info->meta.input_scale != tr->info.train.x_scale)
+    const float theirs = info->meta.input_scale > 0.0f ? info->meta.input_scale : 1.0f; /* 0: unknown, 1 */
+    const float ours = tr->info.train.x_scale > 0.0f ? tr->info.train.x_scale : 1.0f;
+    if (theirs != ours)
         return ND_FAIL(err, ND_ERR_ARG, "--teacher %s: trained on data of scale %g, this data has %g", path,
-                       (double)info->meta.input_scale, (double)tr->info.train.x_scale);
+                       (double)theirs, (double)ours);
     return ND_OK;
 }
 

@@ -357,6 +357,9 @@ static void print_setup(const nd_trainer *tr) {
     char arch[512];
     nd_arch_format(&m->spec, arch, sizeof arch);
     fprintf(out, "  # model %s: %zu parameters, loss %s\n", arch, m->num_weights, nd_loss_name(tr->loss));
+    if (m->frozen_layers > 0)
+        fprintf(out, "  # frozen: layers 0-%d, %zu floats not trained, exchanged or back-propagated through\n",
+                m->frozen_layers - 1, m->frozen_end);
     const double state_mb = nd_optimizer_state_floats(&tr->opt) * sizeof(float) / 1048576.0;
     fprintf(out, "  # per rank: activations %.1f MB for %d rows", m->workspace_floats * sizeof(float) / 1048576.0,
             m->max_batch);

@@ -183,6 +183,57 @@ static void test_softmax_ce_stable(void **state) {
     assert_int_equal(st.correct, 1);
 }
 
+/* The distillation loss (Hinton et al. 2015) against centred differences
+ * of its own value in double, for several T and alpha; alpha 0 is plain
+ * softmax_ce bit for bit, and soft targets equal to softmax(z / T) leave
+ * only the hard part. */
+static void test_distill_gradient(void **state) {
+    (void)state;
+    enum { B = 3, K = 5 };
+    const int y[B] = {2, 0, 4};
+    float z[B * K], soft[B * K], d[B * K], zp[B * K];
+    for (int i = 0; i < B * K; ++i) z[i] = (float)(1.7 * sin(1.3 * i + 0.4));
+    memset(soft, 0, sizeof soft);
+    float teacher[B * K];
+    for (int i = 0; i < B * K; ++i) teacher[i] = (float)(2.0 * cos(0.9 * i));
+    nd_softmax_temperature_add(soft, teacher, 3.0f, 0.5f, B, K); /* two "teachers" averaged */
+    nd_softmax_temperature_add(soft, z, 3.0f, 0.5f, B, K);
+    for (int i = 0; i < B; ++i) {
+        double row = 0.0;
+        for (int c = 0; c < K; ++c) row += soft[i * K + c];
+        assert_true(fabs(row - 1.0) < 1e-6);
+    }
+    const float temps[3] = {1.0f, 2.5f, 8.0f}, alphas[3] = {0.3f, 0.9f, 1.0f};
+    for (int a = 0; a < 3; ++a) {
+        nd_loss_apply_distill(d, z, y, soft, temps[a], alphas[a], B, K);
+        for (int i = 0; i < B * K; ++i) {
+            const float h = 1e-2f;
+            memcpy(zp, z, sizeof z);
+            zp[i] = z[i] + h;
+            const double up = nd_loss_apply_distill(NULL, zp, y, soft, temps[a], alphas[a], B, K).loss_sum;
+            zp[i] = z[i] - h;
+            const double down = nd_loss_apply_distill(NULL, zp, y, soft, temps[a], alphas[a], B, K).loss_sum;
+            const double fd = (up - down) / (2.0 * h);
+            if (fabs(fd - d[i]) > 2e-3 * (1.0 + fabs(fd)))
+                fail_msg("T %g alpha %g: dL/dz[%d] = %g, centred difference %g", (double)temps[a], (double)alphas[a], i,
+                         (double)d[i], fd);
+        }
+    }
+    /* alpha 0: softmax_ce's loss and gradient, the same bits. */
+    float d0[B * K];
+    const nd_loss_stats ce = nd_softmax_ce(d0, z, y, B, K);
+    const nd_loss_stats dz = nd_loss_apply_distill(d, z, y, soft, 4.0f, 0.0f, B, K);
+    assert_memory_equal(d, d0, sizeof d);
+    assert_true(ce.loss_sum == dz.loss_sum && ce.correct == dz.correct);
+    /* Soft targets that are the student's own softmax(z / T): the soft
+     * part's loss and gradient vanish; alpha 1 leaves nothing. */
+    memset(soft, 0, sizeof soft);
+    nd_softmax_temperature_add(soft, z, 2.0f, 1.0f, B, K);
+    const nd_loss_stats self = nd_loss_apply_distill(d, z, y, soft, 2.0f, 1.0f, B, K);
+    assert_true(fabs(self.loss_sum) < 1e-5);
+    for (int i = 0; i < B * K; ++i) assert_true(fabsf(d[i]) < 1e-6f);
+}
+
 /* Each initialization has the spread its formula promises (one 400 x 300
  * layer: 120000 draws, so sample moments are within a few per cent). */
 static void test_init_distributions(void **state) {
@@ -244,6 +295,7 @@ int main(void) {
         cmocka_unit_test(test_gradcheck_tanh),    cmocka_unit_test(test_gradcheck_sigmoid),
         cmocka_unit_test(test_gradcheck_elu),     cmocka_unit_test(test_dense_backward_input_and_accumulate),
         cmocka_unit_test(test_softmax_ce_stable), cmocka_unit_test(test_init_distributions),
+        cmocka_unit_test(test_distill_gradient),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -58,6 +58,20 @@ nd_loss_stats nd_loss_apply(nd_loss_kind kind, float *dout, const float *out, co
 nd_loss_stats nd_loss_apply_mixup(nd_loss_kind kind, float *dout, const float *out, const int *labels, const float *lam,
                                   int batch, int k);
 
+/* Knowledge distillation (Hinton et al. 2015), softmax_ce only: row i's
+ * loss is (1 - alpha) CE(z_i, label_i) + alpha T^2 KL(soft_i || softmax(z_i / T)),
+ * soft (batch x k) the teachers' softened probabilities (rows summing to 1).
+ * dout (batch x k, or NULL; not aliasing out) receives
+ * (1 - alpha) (softmax(z) - onehot) + alpha T (softmax(z / T) - soft): the
+ * T^2 keeps the soft part's gradient on the scale of the hard part's as T
+ * grows. alpha 0 gives nd_softmax_ce's bits. Hits count the labels. */
+nd_loss_stats nd_loss_apply_distill(float *dout, const float *out, const int *labels, const float *soft, float T,
+                                    float alpha, int batch, int k);
+
+/* softmax(z / T) of each row of z (batch x k) into p (batch x k), added
+ * with weight w (p += w softmax(z / T)): the mean of several teachers'. */
+void nd_softmax_temperature_add(float *p, const float *z, float T, float w, int batch, int k);
+
 /* Softmax cross-entropy from logits (batch x classes) and labels (batch),
  * each label in [0, classes). Stable for large logits (log-sum-exp around the
  * row maximum). If dlogits (batch x classes) is not NULL it receives

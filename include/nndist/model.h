@@ -210,6 +210,8 @@ typedef struct {
     size_t num_trainable;             /* param[0, num_trainable) is trained by the optimizer; the rest,
                                          up to num_params, holds batch norm running statistics */
     size_t num_weights;               /* trainable values, padding excluded */
+    int frozen_layers;                /* layers [0, frozen_layers) are frozen (nd_model_freeze) */
+    size_t frozen_end;                /* param[0, frozen_end) is theirs: trained by no one */
     int max_batch;
     int max_width; /* widest layer input or output */
     float *param;  /* (num_params) */
@@ -241,6 +243,16 @@ typedef struct {
 /* Sizes and allocates everything. On failure nothing needs freeing. */
 nd_status nd_model_create(nd_model *model, const nd_model_spec *spec, int max_batch, nd_error *err);
 void nd_model_destroy(nd_model *model);
+
+/* Freezes the first `layers` layers (fine-tuning's frozen base): their
+ * tensors lie first in the arena, [0, frozen_end), since it is laid out
+ * layer by layer. A training pass then runs their batch norm with the
+ * running statistics (as PyTorch's .eval() on a frozen part) and leaves
+ * those statistics alone, and backward stops at the lowest trainable
+ * layer: no gradient, not even the input gradient, below it. The caller
+ * keeps the optimizer, penalties and exchange off [0, frozen_end).
+ * layers must leave the output layer trainable. */
+nd_status nd_model_freeze(nd_model *model, int layers, nd_error *err);
 
 /* Weights drawn by `init` from a seeded stream per layer; biases zero;
  * batch norm scale 1, shift 0, running mean 0 and variance 1. */

@@ -49,6 +49,7 @@ typedef struct {
     float *m;                /* (n) velocity, first moment or squared-gradient average; NULL for sgd */
     float *v;                /* (n) second moment (adam, adamw) or squared-update average (adadelta) */
     const float *decay_mask; /* (n) adamw: 1 where weights decay, 0 for biases; NULL: all decay */
+    size_t first;            /* a step updates [first, n): before it (a frozen base) values and state stay */
 } nd_optimizer;
 
 /* Returns 0 and sets *kind for "sgd", "momentum", "nesterov", "adam",

@@ -26,6 +26,7 @@
 #include "nndist/status.h"
 
 #define ND_PATH_MAX 4096
+#define ND_MAX_TEACHERS 8
 
 typedef enum { ND_MODE_SYNC, ND_MODE_ASYNC, ND_MODE_SSP } nd_mode_kind;
 typedef enum { ND_BIAS_ZERO, ND_BIAS_PRIORS } nd_output_bias_kind;
@@ -51,11 +52,14 @@ typedef struct {
     bool batch_norm, sync_bn;
     float bn_momentum, bn_eps;
     float dropout, input_dropout;
-    int augment_crop;  /* --augment-crop: pad pixels of the random crop (0: off) */
-    bool augment_flip; /* --augment-flip */
-    int cutout;        /* --cutout: side of the erased square (0: off) */
-    float input_noise; /* --input-noise: std of Gaussian noise on the inputs (0: off) */
-    float mixup;       /* --mixup: Beta parameter (0: off) */
+    int augment_crop;          /* --augment-crop: pad pixels of the random crop (0: off) */
+    bool augment_flip;         /* --augment-flip */
+    int cutout;                /* --cutout: side of the erased square (0: off) */
+    float input_noise;         /* --input-noise: std of Gaussian noise on the inputs (0: off) */
+    float mixup;               /* --mixup: Beta parameter (0: off) */
+    char teacher[ND_PATH_MAX]; /* --teacher: checkpoints, comma-separated ("" for none) */
+    float distill_T;           /* --distill-T: the softmax temperature */
+    float distill_alpha;       /* --distill-alpha: weight of the teachers' part */
     bool regularize_bias;
     nd_init_kind init;
     nd_output_bias_kind output_bias;
@@ -99,6 +103,8 @@ typedef struct {
     long checkpoint_every;
     int keep;
     char resume[ND_PATH_MAX];
+    char init_from[ND_PATH_MAX]; /* --init-from: fine-tuning's starting weights, "" for none */
+    char freeze[256];            /* --freeze: the frozen base, "" for none (nd_parse_freeze) */
     char metrics[ND_PATH_MAX];
     int log_every; /* --log-every: a "step" line in --metrics every N steps (0: off) */
     char summary[ND_PATH_MAX];
@@ -148,6 +154,7 @@ typedef struct {
                            --early-stop, the plateau schedule) */
     bool streams;       /* takes a streamed feed (--stream-mb) */
     bool sliced;        /* each rank holds only its slice of the reduced gradient */
+    bool freezes;       /* leaves a frozen base out of the exchange and the update (--freeze) */
 } nd_exchange_caps;
 
 /* The capabilities of an exchange. */
@@ -177,6 +184,11 @@ nd_status nd_train_make_schedule(const nd_train_config *cfg, int global_batch, l
 /* --ensemble's "last:K" or "best:K" (K in [2, 64]): *best and *count;
  * 0, or -1 when text is neither. */
 int nd_ensemble_parse(const char *text, int *best, int *count);
+/* Parses --freeze: layer numbers (as in the checkpoint's tensor names:
+ * 0 is dense0 or conv0), ranges and group names, "0-2", "0,1,2",
+ * "conv0,conv1"; they must be the first layers, a frozen base. Sets
+ * *layers to their count (0 for ""); -1 with why filled if bad. */
+int nd_parse_freeze(const char *text, int *layers, char *why, size_t cap);
 
 /* Parses "512,256" into widths (at most max); returns the count or -1. */
 int nd_parse_widths(const char *text, int *widths, int max);

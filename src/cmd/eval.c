@@ -313,6 +313,20 @@ static void info_checkpoint(const char *path, const nd_ckpt_info *ci) {
     printf("  checksums   model %s, optimizer %s (as stored; eval verifies them)\n", ci->checksum_model,
            ci->checksum_optimizer);
     if (ci->meta.metric_name[0]) printf("  metric      %s = %.4f\n", ci->meta.metric_name, ci->meta.metric_value);
+    nd_model m;
+    nd_error ignored = {0};
+    if (nd_model_create(&m, &ci->spec, 1, &ignored) == ND_OK) { /* the names --init-from and --freeze go by */
+        printf("  tensors:\n");
+        for (int t = 0; t < m.num_tensors; ++t) {
+            const nd_tensor *T = &m.tensor[t];
+            const int first = t == 0 || m.tensor[t - 1].layer != T->layer;
+            printf("%s%s ", first ? (t ? "\n    " : "    ") : "", T->name);
+            for (int d = 0; d < T->ndims; ++d) printf("%s%d", d ? "x" : "", T->dims[d]);
+            printf("%s", t + 1 < m.num_tensors && m.tensor[t + 1].layer == T->layer ? ", " : "");
+        }
+        printf("\n");
+        nd_model_destroy(&m);
+    }
     printf("  configuration:\n");
     for (const char *p = ci->meta.config; *p;) {
         const char *e = strchr(p, '\n');

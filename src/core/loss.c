@@ -99,6 +99,43 @@ nd_loss_stats nd_loss_apply_mixup(nd_loss_kind kind, float *dout, const float *o
     return st;
 }
 
+void nd_softmax_temperature_add(float *p, const float *z, float T, float w, int batch, int k) {
+    for (int i = 0; i < batch; ++i) {
+        const float *zi = z + (size_t)i * k;
+        float *pi = p + (size_t)i * k;
+        float zmax = zi[0];
+        for (int c = 1; c < k; ++c) zmax = zi[c] > zmax ? zi[c] : zmax;
+        double sum = 0.0;
+        for (int c = 0; c < k; ++c) sum += exp(((double)zi[c] - zmax) / T);
+        for (int c = 0; c < k; ++c) pi[c] += (float)(w * exp(((double)zi[c] - zmax) / T) / sum);
+    }
+}
+
+nd_loss_stats nd_loss_apply_distill(float *dout, const float *out, const int *labels, const float *soft, float T,
+                                    float alpha, int batch, int k) {
+    nd_loss_stats st = {0.0, 0.0};
+    for (int i = 0; i < batch; ++i) {
+        const float *z = out + (size_t)i * k, *p = soft + (size_t)i * k;
+        float *d = dout ? dout + (size_t)i * k : NULL;
+        nd_loss_stats row = {0.0, 0.0};
+        softmax_row(z, k, labels[i], labels[i], 1.0, d, &row); /* the hard part, plain softmax_ce's bits */
+        float zmax = z[0];
+        for (int c = 1; c < k; ++c) zmax = z[c] > zmax ? z[c] : zmax;
+        double sum = 0.0, kl = 0.0;
+        for (int c = 0; c < k; ++c) sum += exp(((double)z[c] - zmax) / T);
+        const double lse = log(sum);
+        for (int c = 0; c < k; ++c) {
+            const double logq = ((double)z[c] - zmax) / T - lse; /* log softmax(z / T)_c */
+            if (p[c] > 0.0f) kl += p[c] * (log((double)p[c]) - logq);
+            /* alpha 0: d * 1 + 0, the same bits */
+            if (d) d[c] = d[c] * (1.0f - alpha) + (float)((double)alpha * T * (exp(logq) - p[c]));
+        }
+        st.loss_sum += (1.0 - alpha) * row.loss_sum + (double)alpha * T * T * kl;
+        st.correct += row.correct;
+    }
+    return st;
+}
+
 /* Multiclass SVM (CS231n's Weston-Watkins form), margin 1. */
 static nd_loss_stats hinge(float *dout, const float *out, const int *labels, int batch, int k, int squared) {
     nd_loss_stats st = {0.0, 0.0};

@@ -441,6 +441,21 @@ void nd_model_bias_priors(nd_model *model, const double *counts) {
         b[c] = (float)log(counts[c] > 0 ? counts[c] / total : 1e-6 / (total > 0 ? total : 1.0));
 }
 
+nd_status nd_model_freeze(nd_model *model, int layers, nd_error *err) {
+    if (layers < 0 || layers >= model->num_layers)
+        return ND_FAIL(err, ND_ERR_ARG, "model: cannot freeze %d of %d layers: the output layer must stay trainable",
+                       layers, model->num_layers);
+    size_t end = model->num_trainable;
+    for (int t = 0; t < model->num_tensors; ++t) {
+        const nd_tensor *T = &model->tensor[t];
+        const int stats = T->role == ND_TENSOR_BN_MEAN || T->role == ND_TENSOR_BN_VAR;
+        if (!stats && T->layer >= layers && T->span.offset < end) end = T->span.offset;
+    }
+    model->frozen_layers = layers;
+    model->frozen_end = end;
+    return ND_OK;
+}
+
 void nd_model_set_grad_block(nd_model *model, size_t floats) {
     for (int l = 0; l < model->num_layers; ++l) {
         nd_layer *L = &model->layer[l];
@@ -476,7 +491,7 @@ void nd_model_zero_grad(nd_model *model) { memset(model->grad, 0, (model->num_pa
 const float *nd_model_activation(const nd_model *model, int l) { return model->act[l]; }
 
 void nd_model_running_deltas(const nd_model *model, const float *param, float *grad, double rows, float momentum) {
-    for (int l = 0; l < model->num_layers; ++l) {
+    for (int l = model->frozen_layers; l < model->num_layers; ++l) { /* a frozen layer's stay */
         const nd_bn_site *sites[2] = {&model->layer[l].bn, &model->layer[l].proj_bn};
         for (int k = 0; k < 2; ++k) {
             const nd_bn_site *bn = sites[k];

@@ -39,12 +39,13 @@ static const float *dropout(nd_model *m, int slot, const float *x, int batch, in
 }
 
 /* Batch norm of x (batch x channels x spatial) in place, then a ReLU if
- * relu: on a training pass with the batch's statistics, whose share rides in the gradient
+ * relu: on a training pass of a layer not frozen with the batch's statistics, whose share rides in the gradient
  * buffer's statistics region for the running averages; otherwise with the
  * running statistics. */
-static void bn_forward(nd_model *m, const nd_bn_site *bn, float *x, float *xhat, float *buf, int relu, int batch) {
+static void bn_forward(nd_model *m, int l, const nd_bn_site *bn, float *x, float *xhat, float *buf, int relu,
+                       int batch) {
     const float *p = m->param;
-    if (!m->trained) {
+    if (!m->trained || l < m->frozen_layers) {
         nd_bn_forward_eval(x, p + bn->gamma.offset, p + bn->beta.offset, p + bn->run_mean.offset,
                            p + bn->run_var.offset, m->spec.bn_eps, batch, bn->channels, bn->spatial);
         if (relu) nd_activation_forward(x, (size_t)batch * bn->channels * bn->spatial, (nd_activation){ND_ACT_RELU, 0});
@@ -76,7 +77,7 @@ static const float *skip_forward(nd_model *m, int l, const float *x, int batch) 
     const float *p = m->param;
     nd_conv_forward(m->proj[l], in, p + L->proj_w.offset, p + L->proj_b.offset, (nd_activation){ND_ACT_IDENTITY, 0},
                     m->col, &L->proj_geom, batch);
-    if (L->proj_bn.channels) bn_forward(m, &L->proj_bn, m->proj[l], m->proj_xhat[l], m->proj_bn_buf[l], 0, batch);
+    if (L->proj_bn.channels) bn_forward(m, l, &L->proj_bn, m->proj[l], m->proj_xhat[l], m->proj_bn_buf[l], 0, batch);
     return m->proj[l];
 }
 
@@ -105,7 +106,7 @@ const float *nd_model_forward(nd_model *model, const float *x, int batch, const 
         }
         if (L->batch_norm) {
             const int relu = L->act.kind == ND_ACT_RELU; /* fused into the normalization's pass */
-            bn_forward(model, &L->bn, z, model->xhat[l], model->bn_buf[l], relu, batch);
+            bn_forward(model, l, &L->bn, z, model->xhat[l], model->bn_buf[l], relu, batch);
             if (!relu) nd_activation_forward(z, (size_t)batch * L->out_dim, L->act);
         }
         if (L->act.kind == ND_ACT_MAXOUT) nd_maxout_forward(model->act[l], z, batch, L->width, L->pieces);
@@ -198,7 +199,7 @@ void nd_model_backward(nd_model *model, const float *x, int batch) {
     int cur = 0;
     int block_from = -1; /* the layer whose input receives skip_grad */
     float *g = model->grad;
-    for (int l = model->num_layers - 1; l >= 0; --l) {
+    for (int l = model->num_layers - 1; l >= model->frozen_layers; --l) {
         const nd_layer *L = &model->layer[l];
         float *d = model->delta[cur];
         const size_t nw = (size_t)batch * L->width, nz = (size_t)batch * L->out_dim;
@@ -226,7 +227,7 @@ void nd_model_backward(nd_model *model, const float *x, int batch) {
                                bn->channels, bn->spatial, model->pass.reduce, model->pass.reduce_ctx) != 0)
                 model->pass_failed = 1;
         }
-        float *din = l > 0 ? model->delta[1 - cur] : NULL;
+        float *din = l > model->frozen_layers ? model->delta[1 - cur] : NULL; /* none into a frozen layer */
         linear_backward(model, l, layer_input(model, l, x), d, din, batch);
         if (l == block_from) {
             if (din) {

@@ -52,10 +52,13 @@ double nd_optimizer_state_floats(const nd_optimizer *opt) {
 
 void nd_optimizer_step(nd_optimizer *opt, float *restrict param, const float *restrict grad, float grad_scale,
                        float lr) {
-    const size_t n = opt->n;
+    const size_t f = opt->first < opt->n ? opt->first : opt->n;
+    const size_t n = opt->n - f;
     const float mu = opt->cfg.momentum;
-    float *restrict m = opt->m;
-    float *restrict v = opt->v;
+    float *restrict m = opt->m ? opt->m + f : NULL;
+    float *restrict v = opt->v ? opt->v + f : NULL;
+    param += f;
+    grad += f;
     opt->step += 1;
     switch (opt->cfg.kind) {
     case ND_OPT_SGD: {
@@ -113,7 +116,7 @@ void nd_optimizer_step(nd_optimizer *opt, float *restrict param, const float *re
         /* Decoupled decay first (as PyTorch's AdamW), only where the mask says so. */
         if (opt->cfg.weight_decay > 0.0f) {
             const float keep = 1.0f - lr * opt->cfg.weight_decay;
-            const float *mask = opt->decay_mask;
+            const float *mask = opt->decay_mask ? opt->decay_mask + f : NULL;
             if (mask)
                 for (size_t i = 0; i < n; ++i) param[i] *= mask[i] != 0.0f ? keep : 1.0f;
             else

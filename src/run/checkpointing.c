@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -432,4 +433,182 @@ nd_status nd_train_save_model(nd_trainer *tr, nd_error *err) {
     const nd_status st = save_model(tr, err);
     nd_watchdog_leave(tr->watchdog);
     return st;
+}
+
+/* "10x64" from a tensor's dimensions. */
+static void dims_text(const int *dims, int ndims, char *out, size_t cap) {
+    size_t used = 0;
+    out[0] = '\0';
+    for (int d = 0; d < ndims && used < cap; ++d)
+        used += (size_t)snprintf(out + used, cap - used, "%s%d", d ? "x" : "", dims[d]);
+}
+
+/* Rank 0: copies into tr->model each tensor of src of the same name and
+ * shape, and says in one line what was loaded and what was kept fresh. */
+static nd_status copy_matching(nd_trainer *tr, const nd_model *src, int with_stats, int *head_loaded, nd_error *err) {
+    nd_model *m = &tr->model;
+    int loaded = 0, used = 0;
+    char fresh[1024] = "";
+    size_t len = 0;
+    *head_loaded = 0;
+    for (int t = 0; t < m->num_tensors; ++t) {
+        const nd_tensor *T = &m->tensor[t];
+        const nd_tensor *S = NULL;
+        for (int u = 0; u < src->num_tensors && !S; ++u)
+            if (!strcmp(src->tensor[u].name, T->name)) S = &src->tensor[u];
+        const int same = S && S->ndims == T->ndims && !memcmp(S->dims, T->dims, sizeof(int) * (size_t)T->ndims);
+        if (same) {
+            memcpy(m->param + T->span.offset, src->param + S->span.offset, sizeof(float) * T->span.length);
+            loaded += 1;
+            *head_loaded |= T->layer == m->num_layers - 1 && T->role == ND_TENSOR_BIAS;
+            continue;
+        }
+        char a[48] = "new", b[48];
+        if (S) dims_text(S->dims, S->ndims, a, sizeof a);
+        dims_text(T->dims, T->ndims, b, sizeof b);
+        if (len < sizeof fresh)
+            len += (size_t)snprintf(fresh + len, sizeof fresh - len, "%s%s %s -> %s", len ? ", " : "", T->name, a, b);
+    }
+    for (int u = 0; u < src->num_tensors; ++u)
+        for (int t = 0; t < m->num_tensors; ++t) used += !strcmp(src->tensor[u].name, m->tensor[t].name);
+    if (loaded == 0) {
+        char arch[512];
+        nd_arch_format(&src->spec, arch, sizeof arch);
+        return ND_FAIL(err, ND_ERR_ARG, "--init-from %s: no tensor has this network's names and shapes (it holds %s)",
+                       tr->cfg.init_from, arch);
+    }
+    if (!tr->cfg.quiet)
+        printf("nndist train: --init-from %s: %d of %d tensors loaded%s%s%s; %s\n", tr->cfg.init_from, loaded,
+               m->num_tensors, len ? ", kept fresh: " : "", fresh,
+               src->num_tensors > used ? " (some of the file's unused)" : "",
+               with_stats ? "its normalization statistics" : "fresh normalization statistics (another input width)");
+    return ND_OK;
+}
+
+/* Rank 0's part of --init-from: the checkpoint read whole (its checksums
+ * verified) into a network of its own architecture, then copied over.
+ * flags[0]: its normalization statistics were taken (the input width is
+ * the same: the loaded layers expect their inputs scaled as in their
+ * training, even if the new data would scale otherwise); flags[1]: the
+ * output bias was loaded (no --output-bias priors over it). */
+static nd_status read_init(nd_trainer *tr, double flags[2], nd_error *err) {
+    const char *path = tr->cfg.init_from;
+    nd_ckpt_info info;
+    ND_TRY(nd_checkpoint_probe(path, &info, err));
+    nd_model src;
+    ND_TRY(nd_model_create(&src, &info.spec, 1, err));
+    const size_t cols = (size_t)info.spec.input_dim;
+    float *mean = nd_buffer_alloc(cols), *inv_std = nd_buffer_alloc(cols);
+    nd_status st = mean && inv_std ? ND_OK
+                                   : ND_FAIL(err, ND_ERR_NOMEM, "--init-from: cannot allocate %zu floats", cols);
+    if (st == ND_OK) st = nd_checkpoint_read(path, &src, NULL, mean, inv_std, NULL, &info, err);
+    const int with_stats = info.spec.input_dim == tr->info.train.cols;
+    int head = 0;
+    if (st == ND_OK) st = copy_matching(tr, &src, with_stats, &head, err);
+    if (st == ND_OK && with_stats) {
+        memcpy(tr->norm_mean, mean, sizeof(float) * cols);
+        memcpy(tr->norm_inv_std, inv_std, sizeof(float) * cols);
+    }
+    flags[0] = with_stats;
+    flags[1] = head;
+    nd_buffer_free(mean);
+    nd_buffer_free(inv_std);
+    nd_model_destroy(&src);
+    return st;
+}
+
+nd_status nd_train_init_from(nd_trainer *tr, int *have_stats, int *head_loaded, nd_error *err) {
+    double flags[2] = {0.0, 0.0};
+    ND_TRY(nd_train_agree(tr, tr->rank == 0 ? read_init(tr, flags, err) : ND_OK, err));
+    ND_TRY(nd_comm_bcast_f64(tr->comm, flags, 2, 0, err));
+    *have_stats = flags[0] != 0.0;
+    *head_loaded = flags[1] != 0.0;
+    if (!*have_stats) return ND_OK;
+    ND_TRY(nd_comm_bcast_f32(tr->comm, tr->norm_mean, (size_t)tr->info.train.cols, 0, err));
+    return nd_comm_bcast_f32(tr->comm, tr->norm_inv_std, (size_t)tr->info.train.cols, 0, err);
+}
+
+/* Rank 0: the teacher at path must fit the student's data and loss. */
+static nd_status check_teacher(const nd_trainer *tr, const char *path, const nd_ckpt_info *info, nd_error *err) {
+    if (info->spec.input_dim != tr->info.train.cols || info->spec.num_classes != tr->info.num_outputs)
+        return ND_FAIL(err, ND_ERR_ARG, "--teacher %s: %d inputs and %d classes, this data has %d and %d", path,
+                       info->spec.input_dim, info->spec.num_classes, tr->info.train.cols, tr->info.num_outputs);
+    if (info->meta.loss[0] && strcmp(info->meta.loss, "softmax_ce"))
+        return ND_FAIL(err, ND_ERR_ARG, "--teacher %s: trained for --loss %s; distillation needs softmax_ce", path,
+                       info->meta.loss);
+    const float theirs = info->meta.input_scale > 0.0f ? info->meta.input_scale : 1.0f; /* 0: unknown, 1 */
+    const float ours = tr->info.train.x_scale > 0.0f ? tr->info.train.x_scale : 1.0f;
+    if (theirs != ours)
+        return ND_FAIL(err, ND_ERR_ARG, "--teacher %s: trained on data of scale %g, this data has %g", path,
+                       (double)theirs, (double)ours);
+    return ND_OK;
+}
+
+/* Collective: one teacher into T. */
+static nd_status load_teacher(nd_trainer *tr, const char *path, nd_teacher *T, nd_error *err) {
+    const int cols = tr->info.train.cols;
+    nd_ckpt_info info;
+    memset(&info, 0, sizeof info);
+    nd_status st = ND_OK;
+    if (tr->rank == 0) st = nd_checkpoint_probe(path, &info, err);
+    if (st == ND_OK && tr->rank == 0) st = check_teacher(tr, path, &info, err);
+    ND_TRY(nd_train_agree(tr, st, err));
+    ND_TRY(nd_comm_bcast_bytes(tr->comm, &info.spec, sizeof info.spec, 0, err));
+    ND_TRY(nd_train_agree(tr, nd_model_create(&T->model, &info.spec, tr->cfg.batch, err), err));
+    float *mean = nd_buffer_alloc((size_t)cols), *inv_std = nd_buffer_alloc((size_t)cols);
+    st = mean && inv_std ? ND_OK : ND_FAIL(err, ND_ERR_NOMEM, "--teacher: cannot allocate %d floats", cols);
+    if (st == ND_OK && tr->rank == 0) st = nd_checkpoint_read(path, &T->model, NULL, mean, inv_std, NULL, &info, err);
+    st = nd_train_agree(tr, st, err);
+    if (st == ND_OK) st = nd_comm_bcast_f32(tr->comm, T->model.param, T->model.num_params, 0, err);
+    if (st == ND_OK) st = nd_comm_bcast_f32(tr->comm, mean, (size_t)cols, 0, err);
+    if (st == ND_OK) st = nd_comm_bcast_f32(tr->comm, inv_std, (size_t)cols, 0, err);
+    const int same = st == ND_OK && !memcmp(mean, tr->norm_mean, sizeof(float) * (size_t)cols) &&
+        !memcmp(inv_std, tr->norm_inv_std, sizeof(float) * (size_t)cols);
+    if (st == ND_OK && !same) {
+        /* x = (raw - mean_s) inv_s, so (raw - mean_t) inv_t = x inv_t / inv_s + (mean_s - mean_t) inv_t */
+        T->scale = nd_buffer_alloc((size_t)cols);
+        T->shift = nd_buffer_alloc((size_t)cols);
+        st = nd_train_agree(tr,
+                            T->scale && T->shift ? ND_OK
+                                                 : ND_FAIL(err, ND_ERR_NOMEM, "--teacher: cannot allocate its map"),
+                            err);
+        for (int j = 0; st == ND_OK && j < cols; ++j) {
+            T->scale[j] = inv_std[j] / tr->norm_inv_std[j];
+            T->shift[j] = (tr->norm_mean[j] - mean[j]) * inv_std[j];
+        }
+    }
+    if (st == ND_OK && tr->rank == 0 && !tr->cfg.quiet) {
+        char arch[512];
+        nd_arch_format(&info.spec, arch, sizeof arch);
+        printf("nndist train: teacher %s: %s, %zu parameters, %s normalization\n", path, arch, T->model.num_weights,
+               same ? "the same" : "its own");
+    }
+    nd_buffer_free(mean);
+    nd_buffer_free(inv_std);
+    return st;
+}
+
+nd_status nd_train_load_teachers(nd_trainer *tr, nd_error *err) {
+    const nd_train_config *c = &tr->cfg;
+    if (!c->teacher[0]) return ND_OK;
+    int n = 1;
+    for (const char *p = c->teacher; *p; ++p) n += *p == ',';
+    tr->teachers = calloc((size_t)n, sizeof *tr->teachers);
+    tr->teacher_x = nd_buffer_alloc((size_t)c->batch * tr->info.train.cols);
+    tr->soft = nd_buffer_alloc((size_t)c->batch * tr->info.num_outputs);
+    ND_TRY(nd_train_agree(tr,
+                          tr->teachers && tr->teacher_x && tr->soft
+                              ? ND_OK
+                              : ND_FAIL(err, ND_ERR_NOMEM, "--teacher: cannot allocate the distillation buffers"),
+                          err));
+    const char *p = c->teacher;
+    for (int t = 0; t < n; ++t) {
+        const char *e = strchr(p, ',');
+        char path[ND_PATH_MAX];
+        snprintf(path, sizeof path, "%.*s", e ? (int)(e - p) : (int)strlen(p), p);
+        tr->num_teachers = t + 1; /* what nd_trainer_free releases */
+        ND_TRY(load_teacher(tr, path, &tr->teachers[t], err));
+        p = e ? e + 1 : p + strlen(p);
+    }
+    return ND_OK;
 }

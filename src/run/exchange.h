@@ -31,6 +31,7 @@ typedef struct {
     const nd_train_config *cfg;
     int rank, size;
     size_t tail; /* floats after num_params that ride along (the loss and hit count) */
+    size_t lo;   /* grad[0, lo) is a frozen base's (--freeze): never sent, stays 0 */
 } nd_exchange_env;
 
 typedef struct {

@@ -20,6 +20,27 @@ static int reduce_over_ranks(void *ctx, float *buf, size_t n) {
     return st == ND_OK ? 0 : -1;
 }
 
+/* --teacher: the teachers' mean softened probabilities of the batch
+ * (augmented as the student sees it) into tr->soft, by inference passes. */
+static void teach(nd_trainer *tr, int b) {
+    const int cols = tr->train.cols, k = tr->info.num_outputs;
+    memset(tr->soft, 0, sizeof(float) * (size_t)b * k);
+    for (int t = 0; t < tr->num_teachers; ++t) {
+        const nd_teacher *T = &tr->teachers[t];
+        const float *x = tr->xb;
+        if (T->scale) {
+            for (int i = 0; i < b; ++i)
+                for (int j = 0; j < cols; ++j) {
+                    const size_t at = (size_t)i * cols + j;
+                    tr->teacher_x[at] = tr->xb[at] * T->scale[j] + T->shift[j];
+                }
+            x = tr->teacher_x;
+        }
+        const float *logits = nd_model_forward(&tr->teachers[t].model, x, b, NULL);
+        nd_softmax_temperature_add(tr->soft, logits, tr->cfg.distill_T, 1.0f / (float)tr->num_teachers, b, k);
+    }
+}
+
 void nd_train_compute_gradient(nd_trainer *tr, const nd_shard *src, const int *idx, int epoch, nd_clock *clock) {
     nd_model *m = &tr->model;
     nd_exchange *x = &tr->exchange;
@@ -34,8 +55,11 @@ void nd_train_compute_gradient(nd_trainer *tr, const nd_shard *src, const int *i
                           .reduce = tr->cfg.sync_bn ? reduce_over_ranks : NULL,
                           .reduce_ctx = tr};
     if (x->part && x->part->attach) x->part->attach(x->self, &x->env, &pass);
+    if (tr->num_teachers) teach(tr, b);
     const float *out = nd_model_forward(m, tr->xb, b, &pass);
-    nd_loss_stats ls = tr->mixup_lam && tr->yb
+    nd_loss_stats ls = tr->num_teachers ? nd_loss_apply_distill(nd_model_output_grad(m), out, tr->yb, tr->soft,
+                                                                tr->cfg.distill_T, tr->cfg.distill_alpha, b, k)
+        : tr->mixup_lam && tr->yb
         ? nd_loss_apply_mixup(tr->loss, nd_model_output_grad(m), out, tr->yb, tr->mixup_lam, b, k)
         : nd_loss_apply(tr->loss, nd_model_output_grad(m), out, tr->yb, tr->tb, b, k);
     m->grad[m->num_params + ND_TAIL_LOSS] = (float)ls.loss_sum;

@@ -90,7 +90,7 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
         if (xp->after_update) ND_TRY(xp->after_update(x->self, &x->env, tr->state.step, &clock, err));
         if (tr->cfg.max_norm > 0.0f)
             for (int t = 0; t < m->num_tensors; ++t) /* each unit's (or filter's) incoming weights */
-                if (m->tensor[t].role == ND_TENSOR_WEIGHT)
+                if (m->tensor[t].role == ND_TENSOR_WEIGHT && m->tensor[t].layer >= m->frozen_layers)
                     nd_reg_max_norm(m->param + m->tensor[t].span.offset, m->tensor[t].dims[0],
                                     (int)(m->tensor[t].span.length / (size_t)m->tensor[t].dims[0]), tr->cfg.max_norm);
         if (last) nd_monitor_after(tr, e, 0, n);

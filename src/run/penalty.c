@@ -13,6 +13,7 @@ int nd_penalty_covers(const nd_penalty *p, const nd_tensor *t) {
 float nd_penalty_apply(const nd_penalty *p, nd_model *m, int samples, size_t lo, size_t hi, double *sq_before,
                        size_t *clamped) {
     if (hi > m->num_trainable) hi = m->num_trainable; /* the running statistics are not gradients */
+    if (lo < m->frozen_end) lo = m->frozen_end;       /* a frozen base does not decay either */
     float scale = 1.0f / (float)samples;
     for (int t = 0; t < m->num_tensors; ++t) {
         if (!nd_penalty_covers(p, &m->tensor[t])) continue;

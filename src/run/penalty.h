@@ -32,7 +32,7 @@ typedef struct {
 } nd_clip_figures;
 
 /* Decay, L1 and value clipping of m->grad[lo, hi) (clipped to the trainable
- * prefix), a sum over `samples`; returns the scale the optimizer applies
+ * prefix past a frozen base), a sum over `samples`; returns the scale the optimizer applies
  * before any norm clip: 1/samples, or 1 after value clipping. Unless
  * sq_before is NULL, *sq_before = the sum of squares of the scaled
  * gradient before value clipping (one more pass); *clamped (or NULL) =

@@ -58,6 +58,11 @@ const nd_cli_option nd_train_options[] = {
      "augmentation: add Gaussian noise of this std to the normalized inputs (0: off; any data)"},
     {"mixup", R(FLOAT, mixup, "[0, 100]"), "0",
      "augmentation: mix pairs of training samples and their labels, lambda ~ Beta(a, a) (0: off; softmax_ce or float targets)"},
+    {"teacher", F(STR, teacher), "",
+     "distillation: checkpoints of trained networks (comma-separated, up to 8), whose mean softened probabilities the student learns too (softmax_ce)"},
+    {"distill-T", R(FLOAT, distill_T, "(0, 1000]"), "4", "distillation: the softmax temperature T"},
+    {"distill-alpha", R(FLOAT, distill_alpha, "[0, 1]"), "0.9",
+     "distillation: loss = alpha T^2 KL(teachers || student at T) + (1 - alpha) CE(labels)"},
     {"epochs", R(INT, epochs, ">= 1"), "10", "passes over the training split"},
     {"batch", R(INT, batch, ">= 1"), "64", "samples per step on each rank"},
     {"opt", E(opt, nd_opt_names), "momentum", "optimizer (formulas in include/nndist/optim.h)"},
@@ -128,6 +133,10 @@ const nd_cli_option nd_train_options[] = {
     {"keep", R(INT, keep, ">= 1"), "3", "keep the N newest checkpoints (plus the best one)"},
     {"resume", F(STR, resume), "",
      "continue from a checkpoint FILE, or 'auto': the newest valid one in --checkpoint-dir"},
+    {"init-from", F(STR, init_from), "",
+     "fine-tuning: start from the tensors of checkpoint FILE whose names and shapes match (not its optimizer state); the rest (a new head) initialized as usual"},
+    {"freeze", F(STR, freeze), "",
+     "fine-tuning: keep the first layers fixed, numbered as the checkpoint's tensors (0-1, 0,1, dense0,dense1); sync allreduce"},
     {"save", F(STR, save), "",
      "write the final model to FILE (a checkpoint, docs/checkpoints.md); default: model.h5 in --checkpoint-dir, else NAME.model.h5 beside --summary (or --metrics) NAME.json, else model-DATE-TIME.h5 here; 'none': no file"},
     {"metrics", F(STR, metrics), "", "write a JSON line per epoch to FILE"},
@@ -319,6 +328,40 @@ static nd_status pick_exchange(const nd_train_config *c, nd_exchange_kind *out, 
     return ND_OK;
 }
 
+/* One layer of --freeze at *p: a number, or a group name (dense3, conv0). */
+static int freeze_layer(const char **p, long *layer) {
+    while (**p >= 'a' && **p <= 'z') ++*p;
+    char *end;
+    *layer = strtol(*p, &end, 10);
+    if (end == *p || *layer < 0 || *layer >= ND_MAX_LAYERS) return -1;
+    *p = end;
+    return 0;
+}
+
+int nd_parse_freeze(const char *text, int *layers, char *why, size_t cap) {
+    unsigned long long seen = 0; /* bit l: layer l (ND_MAX_LAYERS < 64) */
+    *layers = 0;
+    if (!*text) return 0;
+    for (const char *p = text;;) {
+        long lo, hi;
+        if (freeze_layer(&p, &lo) != 0) goto bad;
+        hi = lo;
+        if (*p == '-' && (++p, freeze_layer(&p, &hi) != 0 || hi < lo)) goto bad;
+        for (long l = lo; l <= hi; ++l) seen |= 1ull << l;
+        if (!*p) break;
+        if (*p++ != ',') goto bad;
+    }
+    while (seen >> *layers & 1u) ++*layers;
+    if (seen >> *layers) {
+        snprintf(why, cap, "the frozen layers must be the first ones, 0 to N-1 (a frozen base)");
+        return -1;
+    }
+    return 0;
+bad:
+    snprintf(why, cap, "not a list of layer numbers or ranges like 0-1, 0,1 or dense0,dense1");
+    return -1;
+}
+
 /* An option that needs a capability the exchange lacks. */
 static nd_status refuse(const char *option, nd_exchange_kind x, const char *why, nd_error *err) {
     return ND_FAIL(err, ND_ERR_ARG, "%s: not with %s (the %s %s)", option, nd_exchange_caps_of(x)->chosen_by,
@@ -370,6 +413,24 @@ nd_status nd_train_plan_resolve(const nd_train_config *c, nd_train_plan *plan, n
         return ND_FAIL(err, ND_ERR_ARG, "--resume auto: needs --checkpoint-dir to look in");
     if (c->log_every > 0 && !c->metrics[0])
         return ND_FAIL(err, ND_ERR_ARG, "--log-every %d: needs --metrics FILE to write the lines to", c->log_every);
+    if (c->init_from[0] && c->resume[0] && strcmp(c->resume, "auto"))
+        return ND_FAIL(err, ND_ERR_ARG,
+                       "--init-from: not with --resume FILE, which brings every weight (--resume auto starts from "
+                       "--init-from while the directory has no checkpoint)");
+    if (c->teacher[0] && c->loss != ND_LOSS_SOFTMAX_CE)
+        return ND_FAIL(err, ND_ERR_ARG, "--teacher: distillation takes --loss softmax_ce, not %s",
+                       nd_loss_name(c->loss));
+    if (c->teacher[0] && c->mixup > 0.0f)
+        return ND_FAIL(err, ND_ERR_ARG,
+                       "--teacher: not with --mixup (its loss mixes two labels a row; distillation's takes one)");
+    int teachers = 1;
+    for (const char *t = c->teacher; *t; ++t) teachers += *t == ',';
+    if (teachers > ND_MAX_TEACHERS)
+        return ND_FAIL(err, ND_ERR_ARG, "--teacher: %d checkpoints, at most %d", teachers, ND_MAX_TEACHERS);
+    int frozen;
+    char why[120];
+    if (nd_parse_freeze(c->freeze, &frozen, why, sizeof why) != 0)
+        return ND_FAIL(err, ND_ERR_ARG, "--freeze '%s': %s", c->freeze, why);
 
     int ens_best, ens_count;
     if (c->ensemble[0] && nd_ensemble_parse(c->ensemble, &ens_best, &ens_count) != 0)
@@ -387,6 +448,7 @@ nd_status nd_train_plan_resolve(const nd_train_config *c, nd_train_plan *plan, n
     if (c->stream_mb > 0.0f && !can->streams) return refuse("--stream-mb", x, "cannot take a streamed feed", err);
     if (c->stream_mb > 0.0f && plan->val_folds)
         return ND_FAIL(err, ND_ERR_ARG, "--val-fold: not with --stream-mb (the streamed feed reads /train whole)");
+    if (frozen > 0 && !can->freezes) return refuse("--freeze", x, "cannot leave a frozen base out", err);
     const struct {
         bool on;
         const char *option;

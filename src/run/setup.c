@@ -211,7 +211,8 @@ static nd_status create_exchange(nd_trainer *tr, nd_error *err) {
                                .cfg = &tr->cfg,
                                .rank = tr->rank,
                                .size = tr->size,
-                               .tail = ND_TAIL_USED};
+                               .tail = ND_TAIL_USED,
+                               .lo = tr->model.frozen_end};
     return x->part->create ? x->part->create(&x->self, &x->env, err) : ND_OK;
 }
 
@@ -240,6 +241,15 @@ static nd_status build_model(nd_trainer *tr, nd_error *err) {
      * 1024 would take a gigabyte for nothing (its GEMMs are per sample). */
     const int max_batch = c->batch > c->eval_batch || nd_spec_is_convolutional(&spec) ? c->batch : c->eval_batch;
     ND_TRY(nd_model_create(&tr->model, &spec, max_batch, err));
+    int frozen = 0;
+    char why[120];
+    (void)nd_parse_freeze(c->freeze, &frozen, why, sizeof why); /* checked by the plan */
+    if (frozen >= tr->model.num_layers)
+        return ND_FAIL(err, ND_ERR_ARG,
+                       "--freeze '%s': the network has layers 0 to %d; the output layer %d must stay "
+                       "trainable",
+                       c->freeze, tr->model.num_layers - 1, tr->model.num_layers - 1);
+    ND_TRY(nd_model_freeze(&tr->model, frozen, err));
     nd_opt_config oc = {0};
     oc.kind = c->opt;
     oc.momentum = c->momentum;
@@ -258,6 +268,7 @@ static nd_status build_model(nd_trainer *tr, nd_error *err) {
     else tr->exchange.part = nd_exchange_parts[ND_EXCHANGE_PARAM_SERVER]; /* its capabilities; async.c drives */
     tr->slice = update_slice(tr);
     ND_TRY(nd_optimizer_create(&tr->opt, &oc, tr->slice.length, err));
+    tr->opt.first = tr->model.frozen_end; /* only the allreduce freezes: its slice is the whole arena */
     if (oc.kind == ND_OPT_ADAMW) {
         /* Decoupled decay on weights only: a mask over the arena, viewed
          * from this rank's slice. */
@@ -350,6 +361,9 @@ static void print_setup(const nd_trainer *tr) {
     char arch[512];
     nd_arch_format(&m->spec, arch, sizeof arch);
     fprintf(out, "  # model %s: %zu parameters, loss %s\n", arch, m->num_weights, nd_loss_name(tr->loss));
+    if (m->frozen_layers > 0)
+        fprintf(out, "  # frozen: layers 0-%d, %zu floats not trained, exchanged or back-propagated through\n",
+                m->frozen_layers - 1, m->frozen_end);
     const double state_mb = nd_optimizer_state_floats(&tr->opt) * sizeof(float) / 1048576.0;
     fprintf(out, "  # per rank: activations %.1f MB for %d rows", m->workspace_floats * sizeof(float) / 1048576.0,
             m->max_batch);
@@ -402,8 +416,11 @@ nd_status nd_trainer_setup(nd_trainer **out, const nd_train_config *cfg, nd_comm
     tr->state.plateau_scale = 1.0;
     int resumed = 0;
     ND_TRY(nd_train_checkpoint_setup(tr, &resumed, err)); /* may load weights, state, statistics */
-    ND_TRY(normalize_splits(tr, resumed, err));
-    if (!resumed && cfg->output_bias == ND_BIAS_PRIORS) ND_TRY(set_bias_priors(tr, err));
+    int init_stats = 0, head_loaded = 0;
+    if (!resumed && cfg->init_from[0]) ND_TRY(nd_train_init_from(tr, &init_stats, &head_loaded, err));
+    ND_TRY(normalize_splits(tr, resumed || init_stats, err));
+    ND_TRY(nd_train_load_teachers(tr, err));
+    if (!resumed && !head_loaded && cfg->output_bias == ND_BIAS_PRIORS) ND_TRY(set_bias_priors(tr, err));
     if (!resumed) {
         ND_TRY(nd_comm_bcast_f32(comm, tr->model.param, tr->model.num_params, 0, err));
         if (tr->ema) memcpy(tr->ema, tr->model.param, sizeof(float) * tr->model.num_params);
@@ -487,5 +504,13 @@ void nd_trainer_free(nd_trainer *tr) {
     free(tr->row_ids);
     nd_buffer_free(tr->augment_scratch);
     nd_buffer_free(tr->mixup_lam);
+    for (int t = 0; t < tr->num_teachers; ++t) {
+        nd_model_destroy(&tr->teachers[t].model);
+        nd_buffer_free(tr->teachers[t].scale);
+        nd_buffer_free(tr->teachers[t].shift);
+    }
+    free(tr->teachers);
+    nd_buffer_free(tr->teacher_x);
+    nd_buffer_free(tr->soft);
     free(tr);
 }

@@ -103,6 +103,19 @@ nd_status nd_train_summary_begin(nd_trainer *tr, nd_error *err);
  * checkpoint into every replica (*resumed = 1). Collective. */
 nd_status nd_train_checkpoint_setup(nd_trainer *tr, int *resumed, nd_error *err);
 
+/* --init-from: rank 0 reads the checkpoint and copies each tensor of the
+ * same name and shape into model.param (the broadcast of setup's initial
+ * weights then makes them every rank's), and its normalization statistics
+ * when the input width is the same (*have_stats, broadcast here).
+ * *head_loaded: the output bias was loaded. Collective. */
+nd_status nd_train_init_from(nd_trainer *tr, int *have_stats, int *head_loaded, nd_error *err);
+
+/* --teacher: every rank gets each teacher's network (rank 0 reads the
+ * checkpoint, the weights are broadcast) and the map from the student's
+ * normalized inputs to the teacher's normalization; the batch buffers of
+ * distillation. After the student's statistics are final. Collective. */
+nd_status nd_train_load_teachers(nd_trainer *tr, nd_error *err);
+
 /* Rank 0 alone (not collective): writes ckpt-step<step>.h5 of the model
  * with optimizer state opt (a full-arena view) and prunes to --keep. */
 nd_status nd_train_checkpoint_write(nd_trainer *tr, const nd_optimizer *opt, int epoch, long epoch_step,

@@ -12,6 +12,13 @@
 typedef struct nd_async nd_async;         /* the parameter-server protocol's buffers (async.c) */
 typedef struct nd_det nd_det;             /* deterministic mode's blocks (feeds/blocks.c) */
 typedef struct nd_snapshots nd_snapshots; /* --ensemble's members (observers/ensemble.c) */
+/* A distillation teacher: a trained network and how the student's
+ * normalized inputs map to its own normalization. */
+typedef struct {
+    nd_model model; /* max_batch: the training batch; inference passes only */
+    float *scale;   /* (cols) x_teacher = x * scale + shift (its statistics against the student's); */
+    float *shift;   /* NULL when they are the same: the batch as it is */
+} nd_teacher;
 
 /* --stream-mb: where the training rows come from instead of train.x. */
 typedef struct {
@@ -88,6 +95,10 @@ struct nd_trainer {
     nd_image_shape image;      /* the data's image shape (all 0: none) */
     float *augment_scratch;    /* (cols) one sample, when a per-sample transform is on */
     float *mixup_lam;          /* (batch) each row's mixup weight, or NULL */
+    int num_teachers;          /* --teacher: distillation's teachers (0: none) */
+    nd_teacher *teachers;      /* (num_teachers), loaded at setup */
+    float *teacher_x;          /* (batch x cols) the batch in a teacher's normalization */
+    float *soft;               /* (batch x outputs) the teachers' mean softened probabilities */
     nd_loss_kind loss;
     int async;                  /* --mode async or ssp: parameter servers */
     int num_servers;            /* K ranks 0..K-1 (0 in sync mode) */

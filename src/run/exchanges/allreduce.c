@@ -1,5 +1,6 @@
 /* The plain sync exchange: after backward, one in-place allreduce of the
- * whole gradient buffer, the step's loss and hit count riding in its tail. */
+ * whole gradient buffer (but a frozen base's prefix), the step's loss and
+ * hit count riding in its tail. */
 #include "../exchange.h"
 
 /* The barrier splits the exchange's time in two, as Horovod's timeline
@@ -19,7 +20,8 @@ static nd_status reduce(void *self, const nd_exchange_env *env, long step, nd_cl
     /* Blocking collectives have no time limit of their own: the watchdog's
      * thread times them. */
     nd_watchdog_enter(env->watchdog, "the gradient allreduce (every rank had arrived)", step + 1);
-    const nd_status st = nd_comm_allreduce_sum_f32(env->comm, env->model->grad, env->model->num_params + env->tail,
+    const nd_model *m = env->model;
+    const nd_status st = nd_comm_allreduce_sum_f32(env->comm, m->grad + env->lo, m->num_params + env->tail - env->lo,
                                                    err);
     nd_watchdog_leave(env->watchdog);
     return st;
@@ -31,6 +33,7 @@ const nd_exchange_part nd_exchange_allreduce = {
              .sync_bn = true,
              .skip_step = true,
              .whole_replica = true,
-             .streams = true},
+             .streams = true,
+             .freezes = true},
     .reduce = reduce,
 };

@@ -21,7 +21,8 @@ static nd_status after_step(nd_trainer *tr, const nd_step_view *v, nd_error *err
     const float d = nd_ema_decay(tr->cfg.ema, tr->state.step), keep = 1.0f - d;
     float *restrict a = tr->ema;
     const float *restrict p = tr->model.param;
-    for (size_t i = 0; i < tr->model.num_params; ++i) a[i] = d * a[i] + keep * p[i];
+    /* A frozen base's average is its value (d a + (1 - d) a could move it by an ulp). */
+    for (size_t i = tr->model.frozen_end; i < tr->model.num_params; ++i) a[i] = d * a[i] + keep * p[i];
     return ND_OK;
 }
 

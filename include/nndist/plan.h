@@ -66,6 +66,7 @@ typedef struct {
     float lr;
     int ref_batch;
     float momentum, momentum_final, momentum_epochs, beta1, beta2, eps, rho;
+    float rmsprop_momentum; /* --rmsprop-momentum (0: plain rmsprop) */
     long warmup_steps;
     nd_sched_kind lr_schedule;
     char lr_milestones[256];

@@ -70,6 +70,8 @@ const nd_cli_option nd_train_options[] = {
     {"beta2", R(FLOAT, beta2, "[0, 1)"), "0.999", "adam second-moment decay"},
     {"eps", R(FLOAT, eps, "> 0"), "1e-8", "epsilon of adam, adamw, adagrad, rmsprop, adadelta"},
     {"rho", R(FLOAT, rho, "[0, 1)"), "0.99", "decay rate of rmsprop and adadelta's averages (adadelta: 0.9-0.95)"},
+    {"rmsprop-momentum", R(FLOAT, rmsprop_momentum, "[0, 1)"), "0",
+     "rmsprop: momentum of the scaled step, as PyTorch's RMSprop(momentum=) (0: none)"},
     {"warmup-steps", R(LONG, warmup_steps, ">= 0"), "0", "steps of linear warmup from --lr to the scaled peak"},
     {"lr-schedule", E(lr_schedule, nd_sched_names), "constant", "the learning rate after the warmup"},
     {"lr-milestones", F(STR, lr_milestones), "", "step: epochs at which the rate is multiplied by --lr-gamma"},
@@ -327,6 +329,9 @@ nd_status nd_train_plan_resolve(const nd_train_config *c, nd_train_plan *plan, n
     if (nd_loss_takes_targets(c->loss) && c->output_bias == ND_BIAS_PRIORS)
         return ND_FAIL(err, ND_ERR_ARG, "--output-bias priors: only with a classification loss, not --loss %s",
                        nd_loss_name(c->loss));
+    if (c->rmsprop_momentum > 0.0f && c->opt != ND_OPT_RMSPROP)
+        return ND_FAIL(err, ND_ERR_ARG, "--rmsprop-momentum: only with --opt rmsprop, not --opt %s",
+                       nd_opt_name(c->opt));
     if (c->momentum_final != -1.0f && !(c->momentum_final >= 0.0f && c->momentum_final < 1.0f))
         return ND_FAIL(err, ND_ERR_ARG, "--momentum-final: %g must be in [0, 1) (or -1: off)",
                        (double)c->momentum_final);

@@ -244,6 +244,7 @@ static nd_status build_model(nd_trainer *tr, nd_error *err) {
     oc.beta2 = c->beta2;
     oc.eps = c->eps;
     oc.rho = c->rho;
+    oc.rmsprop_momentum = c->rmsprop_momentum;
     oc.weight_decay = oc.kind == ND_OPT_ADAMW ? c->weight_decay : 0.0f;
     tr->penalty = (nd_penalty){.weight_decay = oc.kind == ND_OPT_ADAMW ? 0.0f
                                                                        : c->weight_decay, /* adamw decays itself */

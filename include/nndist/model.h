@@ -256,6 +256,11 @@ void nd_model_jitter(nd_model *model, uint64_t seed, float spread);
  * predicts the training set's class frequencies. counts (num_classes). */
 void nd_model_bias_priors(nd_model *model, const double *counts);
 
+/* Output-layer biases set to the log-odds log(p/(1-p)) of each attribute's
+ * base rate p = positives[k] / rows (clamped to [1e-6, 1 - 1e-6]), so the
+ * initial sigmoids predict the training set's rates. positives (num_classes). */
+void nd_model_bias_log_odds(nd_model *model, const double *positives, double rows);
+
 /* Runs x (batch x input_dim) through the network; returns the outputs
  * (batch x num_classes), a view owned by the model. batch <= max_batch.
  * pass NULL: inference (running statistics, no dropout). Otherwise a

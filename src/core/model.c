@@ -441,6 +441,15 @@ void nd_model_bias_priors(nd_model *model, const double *counts) {
         b[c] = (float)log(counts[c] > 0 ? counts[c] / total : 1e-6 / (total > 0 ? total : 1.0));
 }
 
+void nd_model_bias_log_odds(nd_model *model, const double *positives, double rows) {
+    const nd_layer *L = &model->layer[model->num_layers - 1];
+    float *b = model->param + L->b.offset;
+    for (int c = 0; c < L->out_dim; ++c) { /* an attribute never (or always) on gets a large, finite bias */
+        const double p = fmin(fmax(rows > 0 ? positives[c] / rows : 0.5, 1e-6), 1.0 - 1e-6);
+        b[c] = (float)log(p / (1.0 - p));
+    }
+}
+
 void nd_model_set_grad_block(nd_model *model, size_t floats) {
     for (int l = 0; l < model->num_layers; ++l) {
         nd_layer *L = &model->layer[l];

@@ -45,7 +45,7 @@ const nd_cli_option nd_train_options[] = {
     {"init", E(init, nd_init_names), "he",
      "weights: he (normal, sqrt(2/fan_in)), xavier (uniform), lecun (uniform), small (N(0,0.01^2))"},
     {"output-bias", E(output_bias, bias_names), "zero",
-     "output biases: zero, or priors (log class frequencies of /train)"},
+     "output biases: zero, or priors (log class frequencies of /train; sigmoid_bce: each attribute's log(p/(1-p)))"},
     {"loss", E(loss, nd_loss_names), "softmax_ce",
      "softmax_ce, hinge, squared_hinge (labels); sigmoid_bce (multi-label), l2, l1 (regression): N x K float /y"},
     {"augment-crop", R(INT, augment_crop, "[0, 64]"), "0",
@@ -326,8 +326,9 @@ nd_status nd_train_plan_resolve(const nd_train_config *c, nd_train_plan *plan, n
         if (nd_arch_parse(c->arch, (nd_activation){c->act, c->leaky_alpha}, &probe, why, sizeof why) != 0)
             return ND_FAIL(err, ND_ERR_ARG, "--arch '%s': %s", c->arch, why);
     }
-    if (nd_loss_takes_targets(c->loss) && c->output_bias == ND_BIAS_PRIORS)
-        return ND_FAIL(err, ND_ERR_ARG, "--output-bias priors: only with a classification loss, not --loss %s",
+    if (nd_loss_takes_targets(c->loss) && c->loss != ND_LOSS_SIGMOID_BCE && c->output_bias == ND_BIAS_PRIORS)
+        return ND_FAIL(err, ND_ERR_ARG,
+                       "--output-bias priors: only with a classification loss or sigmoid_bce, not --loss %s",
                        nd_loss_name(c->loss));
     if (c->rmsprop_momentum > 0.0f && c->opt != ND_OPT_RMSPROP)
         return ND_FAIL(err, ND_ERR_ARG, "--rmsprop-momentum: only with --opt rmsprop, not --opt %s",

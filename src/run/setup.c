@@ -301,10 +301,11 @@ static nd_status build_model(nd_trainer *tr, nd_error *err) {
     return ND_OK;
 }
 
-/* Collective: class counts of the whole training split, then rank 0 sets
- * the output biases (the broadcast that follows shares them). */
+/* Collective: class counts (sigmoid_bce: positives per attribute, and the
+ * rows) of the whole training split, then rank 0 sets the output biases
+ * (the broadcast that follows shares them). */
 static nd_status set_bias_priors(nd_trainer *tr, nd_error *err) {
-    const int k = tr->info.num_classes;
+    const int k = tr->info.num_outputs + 1;
     double *counts = calloc((size_t)k, sizeof(double));
     nd_status st = nd_train_agree(tr, counts ? ND_OK : ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate class counts"), err);
     if (st != ND_OK) {
@@ -313,7 +314,8 @@ static nd_status set_bias_priors(nd_trainer *tr, nd_error *err) {
     }
     st = nd_train_agree(tr, tr->feeder->scan(tr, ND_SCAN_COUNTS, counts, err), err);
     if (st == ND_OK) st = nd_comm_allreduce_sum_f64(tr->comm, counts, (size_t)k, err);
-    if (st == ND_OK && tr->rank == 0) nd_model_bias_priors(&tr->model, counts);
+    if (st == ND_OK && tr->rank == 0 && tr->info.has_targets) nd_model_bias_log_odds(&tr->model, counts, counts[k - 1]);
+    else if (st == ND_OK && tr->rank == 0) nd_model_bias_priors(&tr->model, counts);
     free(counts);
     return st;
 }

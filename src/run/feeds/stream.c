@@ -103,9 +103,7 @@ static nd_status scan_window(void *ctx, const nd_shard *w, nd_error *err) {
     switch (sc->kind) {
     case ND_SCAN_STATS: nd_stats_accumulate(sc->acc, w->x, (size_t)w->rows, w->cols); break;
     case ND_SCAN_RANGE: nd_range_accumulate(sc->acc, w->x, (size_t)w->rows, w->cols); break;
-    case ND_SCAN_COUNTS:
-        for (int i = 0; i < w->rows; ++i) sc->acc[w->y[i]] += 1.0;
-        break;
+    case ND_SCAN_COUNTS: nd_feed_count(sc->acc, w); break;
     case ND_SCAN_CHECK:
         for (size_t i = 0; w->t && tr->loss == ND_LOSS_SIGMOID_BCE && i < (size_t)w->rows * w->target_cols; ++i)
             if (!(w->t[i] >= 0.0f && w->t[i] <= 1.0f))

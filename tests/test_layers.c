@@ -96,9 +96,9 @@ static const char *const archs[] = {
 static void test_gradcheck_every_combination(void **state) {
     (void)state;
     for (size_t a = 0; a < sizeof archs / sizeof archs[0]; ++a)
-        for (int loss = ND_LOSS_SOFTMAX_CE; loss <= ND_LOSS_L1; ++loss) {
+        for (int loss = ND_LOSS_SOFTMAX_CE; loss <= ND_LOSS_BINARY_HINGE; ++loss) {
             fixture f;
-            setup(&f, archs[a], loss == ND_LOSS_SIGMOID_BCE);
+            setup(&f, archs[a], nd_loss_multilabel((nd_loss_kind)loss));
             backprop(&f, (nd_loss_kind)loss, 3);
             int groups = 0;
             const double worst = worst_error(&f, (nd_loss_kind)loss, &groups);
@@ -330,10 +330,25 @@ static void test_losses_by_hand(void **state) {
     nd_loss_stats l1 = nd_loss_apply(ND_LOSS_L1, d, zero, NULL, t, 1, 4);
     assert_float_equal(l1.loss_sum, 3.5, 1e-6);
     assert_true(d[0] == -1.0f && d[1] == 0.0f);
+    /* Binary hinge, labels +-1 from 0/1: z = (2, 0.5, -0.3, -1) against
+     * t = (1, 1, 0, 1): margins 1-2 < 0, 1-0.5, 1-0.3, 1+1 -> 0.5 + 0.7 + 2;
+     * the gradient -(2t-1) where the margin is positive, else 0; the
+     * attributes right (signs 1, 1, 0, 0 vs 1, 1, 0, 1): 3 of 4. */
+    const float zh[4] = {2.0f, 0.5f, -0.3f, -1.0f}, th[4] = {1, 1, 0, 1};
+    nd_loss_stats bh = nd_loss_apply(ND_LOSS_BINARY_HINGE, d, zh, NULL, th, 1, 4);
+    assert_float_equal(bh.loss_sum, 0.5 + 0.7 + 2.0, 1e-6);
+    assert_true(d[0] == 0.0f && d[1] == -1.0f && d[2] == 1.0f && d[3] == -1.0f);
+    assert_float_equal(bh.correct, 0.75, 1e-12);
+    bh = nd_loss_apply(ND_LOSS_BINARY_HINGE, d, zero, NULL, th, 1, 4);
+    assert_float_equal(bh.loss_sum, nd_loss_expected_initial(ND_LOSS_BINARY_HINGE, 4), 0); /* every margin 1 */
+    assert_true(nd_loss_multilabel(ND_LOSS_BINARY_HINGE) && nd_loss_takes_targets(ND_LOSS_BINARY_HINGE));
+    assert_string_equal(nd_loss_metric_name(ND_LOSS_BINARY_HINGE), "attribute_accuracy");
     assert_float_equal(nd_loss_expected_initial(ND_LOSS_HINGE, 10), 9.0, 0);
     nd_loss_kind k;
     assert_int_equal(nd_loss_parse("squared_hinge", &k), 0);
     assert_int_equal(k, ND_LOSS_SQUARED_HINGE);
+    assert_int_equal(nd_loss_parse("binary_hinge", &k), 0);
+    assert_int_equal(k, ND_LOSS_BINARY_HINGE);
     assert_int_equal(nd_loss_parse("huber", &k), -1);
 }
 

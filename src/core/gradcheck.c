@@ -46,6 +46,13 @@ static double row_loss(nd_loss_kind kind, const double *z, int k, int y, const f
     case ND_LOSS_SIGMOID_BCE:
         for (int c = 0; c < k; ++c) l += fmax(z[c], 0.0) - z[c] * t[c] + log1p(exp(-fabs(z[c])));
         return l;
+    case ND_LOSS_BINARY_HINGE:
+        for (int c = 0; c < k; ++c) {
+            const double m = fmax(0.0, 1.0 - (2.0 * t[c] - 1.0) * z[c]);
+            note(h, m > 0.0);
+            l += m;
+        }
+        return l;
     case ND_LOSS_L2:
         for (int c = 0; c < k; ++c) l += (z[c] - t[c]) * (z[c] - t[c]);
         return l;

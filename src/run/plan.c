@@ -47,7 +47,7 @@ const nd_cli_option nd_train_options[] = {
     {"output-bias", E(output_bias, bias_names), "zero",
      "output biases: zero, or priors (log class frequencies of /train; sigmoid_bce: each attribute's log(p/(1-p)))"},
     {"loss", E(loss, nd_loss_names), "softmax_ce",
-     "softmax_ce, hinge, squared_hinge (labels); sigmoid_bce (multi-label), l2, l1 (regression): N x K float /y"},
+     "softmax_ce, hinge, squared_hinge (labels); sigmoid_bce, binary_hinge (multi-label), l2, l1 (regression): N x K float /y"},
     {"augment-crop", R(INT, augment_crop, "[0, 64]"), "0",
      "augmentation: a random crop of each training image padded by this many pixels (0: off)"},
     {"augment-flip", F(BOOL, augment_flip), "false",

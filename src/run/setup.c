@@ -30,16 +30,16 @@ static int auto_threads(const nd_comm *comm) {
 /* Multi-label targets must be probabilities; the other checks are the
  * data module's (labels in range, values finite). */
 static nd_status check_targets(const nd_trainer *tr, nd_error *err) {
-    if (tr->loss != ND_LOSS_SIGMOID_BCE) return ND_OK;
+    if (!nd_loss_multilabel(tr->loss)) return ND_OK;
     const nd_shard *splits[3] = {&tr->train, &tr->val, &tr->test};
     const char *names[3] = {"train", "val", "test"};
     for (int s = 0; s < 3; ++s) {
         const nd_shard *sh = splits[s];
         for (size_t i = 0; sh->t && i < (size_t)sh->rows * sh->target_cols; ++i)
             if (!(sh->t[i] >= 0.0f && sh->t[i] <= 1.0f))
-                return ND_FAIL(err, ND_ERR_DATA, "%s: /%s/y[%ld][%zu] = %g: --loss sigmoid_bce needs targets in [0, 1]",
+                return ND_FAIL(err, ND_ERR_DATA, "%s: /%s/y[%ld][%zu] = %g: --loss %s needs targets in [0, 1]",
                                tr->cfg.data, names[s], sh->first_row + (long)(i / sh->target_cols), i % sh->target_cols,
-                               (double)sh->t[i]);
+                               (double)sh->t[i], nd_loss_name(tr->loss));
     }
     return ND_OK;
 }
@@ -103,9 +103,9 @@ static nd_status normalize_splits(nd_trainer *tr, int have_stats, nd_error *err)
     const int cols = tr->info.train.cols;
     nd_status st = ND_OK;
     const nd_feed_part *feed = tr->feeder;
-    if (!have_stats && (tr->norm == ND_NORM_NONE || tr->loss == ND_LOSS_SIGMOID_BCE))
+    if (!have_stats && (tr->norm == ND_NORM_NONE || nd_loss_multilabel(tr->loss)))
         /* A pass that checks every row before training where no statistics
-         * pass reads them (values, labels, sigmoid_bce's target range: a
+         * pass reads them (values, labels, a multi-label target range: a
          * streamed shard is read only now). */
         st = nd_train_agree(tr, feed->scan(tr, ND_SCAN_CHECK, NULL, err), err);
     if (st != ND_OK) return st;

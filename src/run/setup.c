@@ -320,6 +320,25 @@ static nd_status set_bias_priors(nd_trainer *tr, nd_error *err) {
     return st;
 }
 
+/* Rank 0: one line on stderr when dropout comes before a regression loss:
+ * it changes the variance of what the output layer sees, so inference's
+ * outputs land off the scale they were trained to (CS231n advises against
+ * it). Names the last layer that drops. */
+static void warn_dropout_regression(const nd_trainer *tr) {
+    if (!nd_loss_takes_targets(tr->loss) || nd_loss_multilabel(tr->loss)) return;
+    const nd_model_spec *s = &tr->model.spec;
+    int last = s->input_drop > 0.0f ? 0 : -1; /* 0: the input, l+1: hidden layer l */
+    for (int l = 0; l < s->num_hidden; ++l)
+        if (s->hidden[l].drop > 0.0f) last = l + 1;
+    if (last < 0) return;
+    char where[48] = "the input";
+    if (last > 0) snprintf(where, sizeof where, "hidden layer %d", last);
+    fprintf(stderr,
+            "nndist: warning: dropout (last on %s) before --loss %s: it changes the variance the output layer "
+            "sees, so outputs at inference drift from their trained scale; regression usually goes without it\n",
+            where, nd_loss_name(tr->loss));
+}
+
 static void print_setup(const nd_trainer *tr) {
     FILE *out = tr->report.out;
     const nd_model *m = &tr->model;
@@ -424,6 +443,7 @@ nd_status nd_trainer_setup(nd_trainer **out, const nd_train_config *cfg, nd_comm
                                          resumed ? tr->state.start_epoch : 0, err),
                           err));
     if (cfg->quiet) tr->report.quiet = 1, tr->report.progress = ND_PROGRESS_NONE;
+    if (tr->rank == 0) warn_dropout_regression(tr);
     if (tr->rank == 0 && !cfg->quiet) print_setup(tr);
     /* The watchdog covers the training steps' exchanges from here on. */
     nd_comm_set_timeout(comm, cfg->timeout);

@@ -91,6 +91,7 @@ static const char *const archs[] = {
     "7-5:bn:sigmoid-4",
     "7:drop0.25-6:bn:relu:drop0.5-5:leaky_relu:drop0.2-4",
     "7:drop0.1-6:maxout2:drop0.3-4",
+    "7-6:dc0.4:relu-5:dc0.3:bn:tanh:drop0.2-4",
 };
 
 static void test_gradcheck_every_combination(void **state) {
@@ -195,6 +196,66 @@ static void test_dropout_inference_and_training(void **state) {
 /* Training normalizes with the batch; inference with the running
  * statistics; the running update takes the batch mean and unbiased
  * variance with the given momentum. */
+/* DropConnect against a direct computation: one mask for the batch, its
+ * values 0 or 1/(1-p) and a pure function of (seed, step, layer); the
+ * training pass equals a plain network whose weights are the masked ones,
+ * whose weight gradient, masked, is DropConnect's; inference is the plain
+ * network on the unmasked weights, bit for bit. */
+static void test_dropconnect(void **state) {
+    (void)state;
+    fixture f, plain;
+    setup(&f, "7-9:dc0.5:tanh-4", 0);
+    setup(&plain, "7-9:tanh-4", 0);
+    assert_int_equal(f.m.num_params, plain.m.num_params);
+    const nd_layer *L = &f.m.layer[0];
+    const size_t nw = L->w.length;
+    const nd_train_pass pass = {.seed = 5, .step = 3};
+    const float *out = nd_model_forward(&f.m, f.x, ROWS, &pass);
+    float *mask = malloc(sizeof(float) * nw), *dc_out = malloc(sizeof(float) * ROWS * K);
+    memcpy(mask, f.m.dc_mask[0], sizeof(float) * nw);
+    memcpy(dc_out, out, sizeof(float) * ROWS * K);
+    size_t dropped = 0;
+    for (size_t i = 0; i < nw; ++i) {
+        assert_true(mask[i] == 0.0f || mask[i] == 2.0f);
+        dropped += mask[i] == 0.0f;
+    }
+    print_message("  dc0.5: %zu of %zu weights dropped\n", dropped, nw);
+    assert_true(dropped > nw / 5 && dropped < nw * 4 / 5);
+    /* The hidden activation, directly: tanh(b + sum_k W M x) for every row. */
+    const float *act = nd_model_activation(&f.m, 0), *w = f.m.param + L->w.offset, *b = f.m.param + L->b.offset;
+    for (int i = 0; i < ROWS; ++i)
+        for (int o = 0; o < L->out_dim; ++o) {
+            double s = b[o];
+            for (int k = 0; k < IN; ++k) s += (double)w[o * IN + k] * mask[o * IN + k] * f.x[i * IN + k];
+            assert_float_equal(act[i * L->out_dim + o], tanh(s), 1e-5);
+        }
+    /* The same step draws the same mask; another step another. */
+    nd_model_forward(&f.m, f.x, ROWS, &pass);
+    assert_memory_equal(mask, f.m.dc_mask[0], sizeof(float) * nw);
+    const nd_train_pass next = {.seed = 5, .step = 4};
+    nd_model_forward(&f.m, f.x, ROWS, &next);
+    assert_true(memcmp(mask, f.m.dc_mask[0], sizeof(float) * nw) != 0);
+    /* Backward: against the plain network holding the masked weights. */
+    backprop(&f, ND_LOSS_SOFTMAX_CE, 3);
+    memcpy(plain.m.param, f.m.param, sizeof(float) * f.m.num_params);
+    for (size_t i = 0; i < nw; ++i) plain.m.param[L->w.offset + i] = w[i] * mask[i];
+    backprop(&plain, ND_LOSS_SOFTMAX_CE, 3);
+    const float *plain_out = nd_model_activation(&plain.m, 1);
+    for (int i = 0; i < ROWS * K; ++i) assert_float_equal(plain_out[i], dc_out[i], 1e-6);
+    for (size_t i = 0; i < f.m.num_params; ++i) {
+        const int in_w = i >= L->w.offset && i < L->w.offset + nw;
+        const double want = in_w ? (double)plain.m.grad[i] * mask[i - L->w.offset] : plain.m.grad[i];
+        assert_float_equal(f.m.grad[i], want, 1e-6);
+    }
+    /* Inference: the unmasked weights, as a network without DropConnect. */
+    memcpy(plain.m.param, f.m.param, sizeof(float) * f.m.num_params);
+    const float *a = nd_model_forward(&f.m, f.x, ROWS, NULL);
+    memcpy(dc_out, a, sizeof(float) * ROWS * K);
+    assert_memory_equal(dc_out, nd_model_forward(&plain.m, plain.x, ROWS, NULL), sizeof(float) * ROWS * K);
+    free(mask), free(dc_out);
+    nd_model_destroy(&f.m), nd_model_destroy(&plain.m);
+}
+
 static void test_batch_norm_modes(void **state) {
     (void)state;
     fixture f;
@@ -270,6 +331,11 @@ static void test_arch_text(void **state) {
     nd_model_spec back;
     parse(text, &back);
     assert_memory_equal(&s, &back, sizeof s);
+    /* DropConnect's token goes with the dense part, before batch norm. */
+    parse("784-64:bn:relu:dc0.5-10", &s);
+    assert_true(s.hidden[0].drop_connect == 0.5f);
+    nd_arch_format(&s, text, sizeof text);
+    assert_string_equal(text, "784-64:dc0.5:bn:relu-10");
     /* The default activation fills in; a maxout layer's dense part is wider. */
     char why[200];
     assert_int_equal(nd_arch_parse("5-3-2", (nd_activation){ND_ACT_TANH, 0}, &s, why, sizeof why), 0);
@@ -293,6 +359,8 @@ static void test_arch_text(void **state) {
                {"784-64:relu:tanh-10", "one activation"},
                {"784-64:leaky_relu2-10", "in (0, 1)"},
                {"784-64;10", "unexpected"},
+               {"784-64:dc1.5-10", "DropConnect takes a probability in [0, 1)"},
+               {"1x4x4-mp2:dc0.5-10", "DropConnect is for dense layers"},
                {"784-64:maxout5105510000-10", "2 to 64 pieces"}}; /* found by fuzz_config: no int overflow first */
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
         why[0] = '\0';
@@ -410,6 +478,7 @@ int main(void) {
         cmocka_unit_test(test_gradcheck_every_combination),
         cmocka_unit_test(test_gradcheck_catches_broken_backward),
         cmocka_unit_test(test_dropout_inference_and_training),
+        cmocka_unit_test(test_dropconnect),
         cmocka_unit_test(test_batch_norm_modes),
         cmocka_unit_test(test_arch_text),
         cmocka_unit_test(test_losses_by_hand),

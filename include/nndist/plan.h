@@ -51,6 +51,7 @@ typedef struct {
     bool batch_norm, sync_bn;
     float bn_momentum, bn_eps;
     float dropout, input_dropout;
+    float dropconnect; /* --dropconnect: DropConnect probability of every hidden layer's weights */
     int augment_crop;  /* --augment-crop: pad pixels of the random crop (0: off) */
     bool augment_flip; /* --augment-flip */
     int cutout;        /* --cutout: side of the erased square (0: off) */

@@ -144,8 +144,11 @@ static void layer_d(const nd_model *m, int l, const double *p, const double *a, 
         for (int i = 0; i < batch; ++i)
             for (int o = 0; o < L->out_dim; ++o) {
                 double s = p[L->b.offset + o];
-                for (int k = 0; k < L->in_dim; ++k)
-                    s += p[L->w.offset + (size_t)o * L->in_dim + k] * a[(size_t)i * L->in_dim + k];
+                for (int k = 0; k < L->in_dim; ++k) { /* DropConnect: the analytic pass's mask */
+                    const size_t wi = (size_t)o * L->in_dim + k;
+                    const double keep = L->drop_connect > 0.0f ? m->dc_mask[l][wi] : 1.0;
+                    s += p[L->w.offset + wi] * keep * a[(size_t)i * L->in_dim + k];
+                }
                 z[(size_t)i * L->out_dim + o] = s;
             }
         break;

@@ -42,6 +42,8 @@ const nd_cli_option nd_train_options[] = {
     {"bn-eps", R(FLOAT, bn_eps, "> 0"), "1e-5", "batch norm: added to the variance"},
     {"dropout", R(FLOAT, dropout, "[0, 1)"), "0", "drop probability after every hidden activation (inverted dropout)"},
     {"input-dropout", R(FLOAT, input_dropout, "[0, 1)"), "0", "drop probability of the input features"},
+    {"dropconnect", R(FLOAT, dropconnect, "[0, 1)"), "0",
+     "DropConnect: drop probability of each hidden layer's weights, one mask per step (Wan et al. 2013)"},
     {"init", E(init, nd_init_names), "he",
      "weights: he (normal, sqrt(2/fan_in)), xavier (uniform), lecun (uniform), small (N(0,0.01^2))"},
     {"output-bias", E(output_bias, bias_names), "zero",
@@ -260,6 +262,7 @@ nd_status nd_train_model_spec(const nd_train_config *c, int input_dim, nd_image_
         for (int l = 0; l < n; ++l) {
             spec->hidden[l].batch_norm = c->batch_norm;
             spec->hidden[l].drop = c->dropout;
+            spec->hidden[l].drop_connect = c->dropconnect;
             if (act.kind == ND_ACT_MAXOUT) spec->hidden[l].pieces = c->maxout_pieces;
         }
     }

@@ -217,12 +217,30 @@ static void test_good_run_and_summary(void **state) {
         if (!strstr(buf, keys[i])) fail_msg("summary lacks %s: %s", keys[i], buf);
 }
 
+/* Dropout before a regression loss trains, with one warning line (rank 0's
+ * alone) naming the layer; without dropout, no warning. */
+static void test_dropout_regression_warning(void **state) {
+    (void)state;
+    static char out[1 << 16];
+    remove(T "regression.h5");
+    int rc = run_nndist(1, "data synth --out " T "regression.h5 --rows 64 --test-rows 16 --features 4 --targets 2", out,
+                        sizeof out, TIMEOUT_S);
+    if (rc != 0) fail_msg("data synth failed (%d):\n%s", rc, out);
+    rc = run2("train --data " T "regression.h5 --loss l2 --dropout 0.2 --save none" COMMON, out, sizeof out);
+    if (rc != 0) fail_msg("dropout + l2 failed (%d):\n%s", rc, out);
+    if (count(out, "nndist: warning:") != 1 || !strstr(out, "dropout (last on hidden layer 1) before --loss l2"))
+        fail_msg("want one warning line about dropout before --loss l2, got:\n%s", out);
+    rc = run2("train --data " T "regression.h5 --loss l1 --save none" COMMON, out, sizeof out);
+    if (rc != 0) fail_msg("l1 failed (%d):\n%s", rc, out);
+    if (count(out, "nndist: warning:") != 0) fail_msg("a warning without dropout:\n%s", out);
+}
+
 int main(void) {
     mkdir(NNDIST_TEST_TMP, 0777);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_missing_things),           cmocka_unit_test(test_bad_contents),
         cmocka_unit_test(test_failed_run_keeps_outputs), cmocka_unit_test(test_bad_options),
-        cmocka_unit_test(test_good_run_and_summary),
+        cmocka_unit_test(test_good_run_and_summary),     cmocka_unit_test(test_dropout_regression_warning),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -233,6 +233,45 @@ static void test_conv_round_trip(void **st) {
     free_state(&a), free_state(&b), free_state(&c);
 }
 
+/* Replaces s's optimizer by rmsprop with momentum mu (0: none), its state noise. */
+static void use_rmsprop(state *s, float mu) {
+    nd_optimizer_destroy(&s->opt);
+    nd_opt_config oc = {.kind = ND_OPT_RMSPROP, .eps = 1e-8f, .rho = 0.9f, .rmsprop_momentum = mu};
+    nd_error err = {0};
+    assert_int_equal(nd_optimizer_create(&s->opt, &oc, s->model.num_params, &err), ND_OK);
+    for (size_t j = 0; j < s->model.num_params; ++j)
+        if (in_some_span(&s->model, j)) {
+            s->opt.m[j] = (float)j / 7.0f;
+            if (s->opt.v) s->opt.v[j] = -(float)j / 3.0f;
+        }
+}
+
+/* rmsprop's momentum buffer is stored and read back; a file without it
+ * does not resume a run with it (nor the reverse), by name. */
+static void test_rmsprop_momentum_state(void **st) {
+    (void)st;
+    char plain[512], with[512];
+    tmp(plain, sizeof plain, "rmsprop.h5");
+    tmp(with, sizeof with, "rmsprop-momentum.h5");
+    state a, b, c;
+    make_state(&a, 5, 1), make_state(&b, 5, 2), make_state(&c, 5, 3);
+    use_rmsprop(&a, 0.0f), use_rmsprop(&b, 0.9f), use_rmsprop(&c, 0.5f);
+    nd_ckpt_meta meta = sample_meta();
+    nd_error err = {0};
+    assert_int_equal(nd_checkpoint_write(plain, &a.model, &a.opt, a.mean, a.inv_std, NULL, &meta, &err), ND_OK);
+    assert_int_equal(nd_checkpoint_write(with, &b.model, &b.opt, b.mean, b.inv_std, NULL, &meta, &err), ND_OK);
+    nd_ckpt_info info;
+    assert_int_equal(nd_checkpoint_read(plain, &c.model, &c.opt, c.mean, c.inv_std, NULL, &info, &err), ND_ERR_ARG);
+    assert_non_null(strstr(err.msg, "without /optimizer/v, this run's --opt rmsprop needs it (--rmsprop-momentum"));
+    assert_int_equal(nd_checkpoint_read(with, &a.model, &a.opt, a.mean, a.inv_std, NULL, &info, &err), ND_ERR_ARG);
+    assert_non_null(strstr(err.msg, "with /optimizer/v"));
+    if (nd_checkpoint_read(with, &c.model, &c.opt, c.mean, c.inv_std, NULL, &info, &err) != ND_OK)
+        fail_msg("%s", err.msg);
+    assert_memory_equal(b.opt.v, c.opt.v, sizeof(float) * b.model.num_params);
+    assert_memory_equal(b.opt.m, c.opt.m, sizeof(float) * b.model.num_params);
+    free_state(&a), free_state(&b), free_state(&c);
+}
+
 static void test_damaged_and_mismatched(void **st) {
     (void)st;
     char good[512], path[512];
@@ -353,8 +392,8 @@ int main(void) {
     mkdir(NNDIST_TEST_TMP, 0777);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip_exact),       cmocka_unit_test(test_conv_round_trip),
-        cmocka_unit_test(test_damaged_and_mismatched), cmocka_unit_test(test_kill_during_write),
-        cmocka_unit_test(test_prune_keeps_newest),
+        cmocka_unit_test(test_rmsprop_momentum_state), cmocka_unit_test(test_damaged_and_mismatched),
+        cmocka_unit_test(test_kill_during_write),      cmocka_unit_test(test_prune_keeps_newest),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

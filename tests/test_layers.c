@@ -91,14 +91,15 @@ static const char *const archs[] = {
     "7-5:bn:sigmoid-4",
     "7:drop0.25-6:bn:relu:drop0.5-5:leaky_relu:drop0.2-4",
     "7:drop0.1-6:maxout2:drop0.3-4",
+    "7-6:dc0.4:relu-5:dc0.3:bn:tanh:drop0.2-4",
 };
 
 static void test_gradcheck_every_combination(void **state) {
     (void)state;
     for (size_t a = 0; a < sizeof archs / sizeof archs[0]; ++a)
-        for (int loss = ND_LOSS_SOFTMAX_CE; loss <= ND_LOSS_L1; ++loss) {
+        for (int loss = ND_LOSS_SOFTMAX_CE; loss <= ND_LOSS_BINARY_HINGE; ++loss) {
             fixture f;
-            setup(&f, archs[a], loss == ND_LOSS_SIGMOID_BCE);
+            setup(&f, archs[a], nd_loss_multilabel((nd_loss_kind)loss));
             backprop(&f, (nd_loss_kind)loss, 3);
             int groups = 0;
             const double worst = worst_error(&f, (nd_loss_kind)loss, &groups);
@@ -195,6 +196,66 @@ static void test_dropout_inference_and_training(void **state) {
 /* Training normalizes with the batch; inference with the running
  * statistics; the running update takes the batch mean and unbiased
  * variance with the given momentum. */
+/* DropConnect against a direct computation: one mask for the batch, its
+ * values 0 or 1/(1-p) and a pure function of (seed, step, layer); the
+ * training pass equals a plain network whose weights are the masked ones,
+ * whose weight gradient, masked, is DropConnect's; inference is the plain
+ * network on the unmasked weights, bit for bit. */
+static void test_dropconnect(void **state) {
+    (void)state;
+    fixture f, plain;
+    setup(&f, "7-9:dc0.5:tanh-4", 0);
+    setup(&plain, "7-9:tanh-4", 0);
+    assert_int_equal(f.m.num_params, plain.m.num_params);
+    const nd_layer *L = &f.m.layer[0];
+    const size_t nw = L->w.length;
+    const nd_train_pass pass = {.seed = 5, .step = 3};
+    const float *out = nd_model_forward(&f.m, f.x, ROWS, &pass);
+    float *mask = malloc(sizeof(float) * nw), *dc_out = malloc(sizeof(float) * ROWS * K);
+    memcpy(mask, f.m.dc_mask[0], sizeof(float) * nw);
+    memcpy(dc_out, out, sizeof(float) * ROWS * K);
+    size_t dropped = 0;
+    for (size_t i = 0; i < nw; ++i) {
+        assert_true(mask[i] == 0.0f || mask[i] == 2.0f);
+        dropped += mask[i] == 0.0f;
+    }
+    print_message("  dc0.5: %zu of %zu weights dropped\n", dropped, nw);
+    assert_true(dropped > nw / 5 && dropped < nw * 4 / 5);
+    /* The hidden activation, directly: tanh(b + sum_k W M x) for every row. */
+    const float *act = nd_model_activation(&f.m, 0), *w = f.m.param + L->w.offset, *b = f.m.param + L->b.offset;
+    for (int i = 0; i < ROWS; ++i)
+        for (int o = 0; o < L->out_dim; ++o) {
+            double s = b[o];
+            for (int k = 0; k < IN; ++k) s += (double)w[o * IN + k] * mask[o * IN + k] * f.x[i * IN + k];
+            assert_float_equal(act[i * L->out_dim + o], tanh(s), 1e-5);
+        }
+    /* The same step draws the same mask; another step another. */
+    nd_model_forward(&f.m, f.x, ROWS, &pass);
+    assert_memory_equal(mask, f.m.dc_mask[0], sizeof(float) * nw);
+    const nd_train_pass next = {.seed = 5, .step = 4};
+    nd_model_forward(&f.m, f.x, ROWS, &next);
+    assert_true(memcmp(mask, f.m.dc_mask[0], sizeof(float) * nw) != 0);
+    /* Backward: against the plain network holding the masked weights. */
+    backprop(&f, ND_LOSS_SOFTMAX_CE, 3);
+    memcpy(plain.m.param, f.m.param, sizeof(float) * f.m.num_params);
+    for (size_t i = 0; i < nw; ++i) plain.m.param[L->w.offset + i] = w[i] * mask[i];
+    backprop(&plain, ND_LOSS_SOFTMAX_CE, 3);
+    const float *plain_out = nd_model_activation(&plain.m, 1);
+    for (int i = 0; i < ROWS * K; ++i) assert_float_equal(plain_out[i], dc_out[i], 1e-6);
+    for (size_t i = 0; i < f.m.num_params; ++i) {
+        const int in_w = i >= L->w.offset && i < L->w.offset + nw;
+        const double want = in_w ? (double)plain.m.grad[i] * mask[i - L->w.offset] : plain.m.grad[i];
+        assert_float_equal(f.m.grad[i], want, 1e-6);
+    }
+    /* Inference: the unmasked weights, as a network without DropConnect. */
+    memcpy(plain.m.param, f.m.param, sizeof(float) * f.m.num_params);
+    const float *a = nd_model_forward(&f.m, f.x, ROWS, NULL);
+    memcpy(dc_out, a, sizeof(float) * ROWS * K);
+    assert_memory_equal(dc_out, nd_model_forward(&plain.m, plain.x, ROWS, NULL), sizeof(float) * ROWS * K);
+    free(mask), free(dc_out);
+    nd_model_destroy(&f.m), nd_model_destroy(&plain.m);
+}
+
 static void test_batch_norm_modes(void **state) {
     (void)state;
     fixture f;
@@ -270,6 +331,11 @@ static void test_arch_text(void **state) {
     nd_model_spec back;
     parse(text, &back);
     assert_memory_equal(&s, &back, sizeof s);
+    /* DropConnect's token goes with the dense part, before batch norm. */
+    parse("784-64:bn:relu:dc0.5-10", &s);
+    assert_true(s.hidden[0].drop_connect == 0.5f);
+    nd_arch_format(&s, text, sizeof text);
+    assert_string_equal(text, "784-64:dc0.5:bn:relu-10");
     /* The default activation fills in; a maxout layer's dense part is wider. */
     char why[200];
     assert_int_equal(nd_arch_parse("5-3-2", (nd_activation){ND_ACT_TANH, 0}, &s, why, sizeof why), 0);
@@ -293,6 +359,8 @@ static void test_arch_text(void **state) {
                {"784-64:relu:tanh-10", "one activation"},
                {"784-64:leaky_relu2-10", "in (0, 1)"},
                {"784-64;10", "unexpected"},
+               {"784-64:dc1.5-10", "DropConnect takes a probability in [0, 1)"},
+               {"1x4x4-mp2:dc0.5-10", "DropConnect is for dense layers"},
                {"784-64:maxout5105510000-10", "2 to 64 pieces"}}; /* found by fuzz_config: no int overflow first */
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
         why[0] = '\0';
@@ -330,10 +398,25 @@ static void test_losses_by_hand(void **state) {
     nd_loss_stats l1 = nd_loss_apply(ND_LOSS_L1, d, zero, NULL, t, 1, 4);
     assert_float_equal(l1.loss_sum, 3.5, 1e-6);
     assert_true(d[0] == -1.0f && d[1] == 0.0f);
+    /* Binary hinge, labels +-1 from 0/1: z = (2, 0.5, -0.3, -1) against
+     * t = (1, 1, 0, 1): margins 1-2 < 0, 1-0.5, 1-0.3, 1+1 -> 0.5 + 0.7 + 2;
+     * the gradient -(2t-1) where the margin is positive, else 0; the
+     * attributes right (signs 1, 1, 0, 0 vs 1, 1, 0, 1): 3 of 4. */
+    const float zh[4] = {2.0f, 0.5f, -0.3f, -1.0f}, th[4] = {1, 1, 0, 1};
+    nd_loss_stats bh = nd_loss_apply(ND_LOSS_BINARY_HINGE, d, zh, NULL, th, 1, 4);
+    assert_float_equal(bh.loss_sum, 0.5 + 0.7 + 2.0, 1e-6);
+    assert_true(d[0] == 0.0f && d[1] == -1.0f && d[2] == 1.0f && d[3] == -1.0f);
+    assert_float_equal(bh.correct, 0.75, 1e-12);
+    bh = nd_loss_apply(ND_LOSS_BINARY_HINGE, d, zero, NULL, th, 1, 4);
+    assert_float_equal(bh.loss_sum, nd_loss_expected_initial(ND_LOSS_BINARY_HINGE, 4), 0); /* every margin 1 */
+    assert_true(nd_loss_multilabel(ND_LOSS_BINARY_HINGE) && nd_loss_takes_targets(ND_LOSS_BINARY_HINGE));
+    assert_string_equal(nd_loss_metric_name(ND_LOSS_BINARY_HINGE), "attribute_accuracy");
     assert_float_equal(nd_loss_expected_initial(ND_LOSS_HINGE, 10), 9.0, 0);
     nd_loss_kind k;
     assert_int_equal(nd_loss_parse("squared_hinge", &k), 0);
     assert_int_equal(k, ND_LOSS_SQUARED_HINGE);
+    assert_int_equal(nd_loss_parse("binary_hinge", &k), 0);
+    assert_int_equal(k, ND_LOSS_BINARY_HINGE);
     assert_int_equal(nd_loss_parse("huber", &k), -1);
 }
 
@@ -395,6 +478,7 @@ int main(void) {
         cmocka_unit_test(test_gradcheck_every_combination),
         cmocka_unit_test(test_gradcheck_catches_broken_backward),
         cmocka_unit_test(test_dropout_inference_and_training),
+        cmocka_unit_test(test_dropconnect),
         cmocka_unit_test(test_batch_norm_modes),
         cmocka_unit_test(test_arch_text),
         cmocka_unit_test(test_losses_by_hand),

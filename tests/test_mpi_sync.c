@@ -408,6 +408,56 @@ static void test_max_norm_holds(void **state) {
     assert_true(acc > 0.9);
 }
 
+/* --output-bias priors with sigmoid_bce: each output bias is the log-odds
+ * of its attribute's base rate over the whole /train (both ranks' rows),
+ * so with the output weights zeroed the loss is the entropy of the base
+ * rates, sum_k H(p_k), the least a constant prediction can reach. */
+static void test_sigmoid_bce_priors(void **state) {
+    (void)state;
+    enum { K = 5 };
+    char path[512];
+    fx_path(path, sizeof path, "multilabel.h5");
+    mpi_synth(world, path, &(nd_synth_config){601, 100, 0, 8, 2, 1.0f, 23, K, 1, {0, 0, 0}});
+    nd_train_config cfg;
+    mpi_base_config(&cfg, path);
+    cfg.loss = ND_LOSS_SIGMOID_BCE;
+    cfg.output_bias = ND_BIAS_PRIORS;
+    snprintf(cfg.hidden, sizeof cfg.hidden, "6");
+    snprintf(cfg.save, sizeof cfg.save, "none");
+    float bias[K] = {0};
+    nd_trainer *tr = NULL;
+    nd_error err = {0};
+    int ok = nd_trainer_setup(&tr, &cfg, world, &err) == ND_OK;
+    if (ok) {
+        const nd_model *m = nd_trainer_result(tr).model;
+        memcpy(bias, m->param + m->layer[m->num_layers - 1].b.offset, sizeof bias);
+    } else {
+        fprintf(stderr, "setup failed: %s\n", err.msg);
+    }
+    nd_trainer_free(tr);
+    nd_shard all = {0};
+    ok = ok && nd_shard_read(path, "train", 0, 1, 0, &all, &err) == ND_OK;
+    assert_true(ok);
+    double p[K] = {0}, entropy = 0.0, spread = 0.0;
+    for (long i = 0; i < all.rows; ++i)
+        for (int k = 0; k < K; ++k) p[k] += all.t[i * K + k] / (double)all.rows;
+    float *out = malloc(sizeof(float) * (size_t)all.rows * K);
+    for (long i = 0; i < all.rows; ++i) memcpy(out + i * K, bias, sizeof bias); /* output weights 0: z = b */
+    const nd_loss_stats st = nd_loss_apply(ND_LOSS_SIGMOID_BCE, NULL, out, NULL, all.t, (int)all.rows, K);
+    for (int k = 0; k < K; ++k) {
+        entropy -= p[k] * log(p[k]) + (1 - p[k]) * log(1 - p[k]);
+        spread = fmax(spread, fabs(p[k] - 0.5));
+        print_message("  attribute %d: rate %.4f, bias %+.5f\n", k, p[k], (double)bias[k]);
+        assert_float_equal(bias[k], log(p[k] / (1 - p[k])), 1e-5);
+    }
+    print_message("  initial loss %.8f, entropy of the rates %.8f (zero biases: %.8f)\n", st.loss_sum / all.rows,
+                  entropy, K * log(2.0));
+    assert_true(spread > 0.01); /* the rates are not all 1/2: zero biases would not pass */
+    assert_float_equal(st.loss_sum / all.rows, entropy, 1e-6);
+    free(out);
+    nd_shard_free(&all);
+}
+
 /* --sync-bn's hook: the world's sum. */
 static int world_sum(void *ctx, float *buf, size_t n) {
     nd_error err = {0};
@@ -595,6 +645,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_early_stop_restores_best),
         cmocka_unit_test(test_monitoring_figures),
         cmocka_unit_test(test_max_norm_holds),
+        cmocka_unit_test(test_sigmoid_bce_priors),
         cmocka_unit_test(test_sync_bn_equals_joint_batch),
         cmocka_unit_test(test_numerical_guard),
     };

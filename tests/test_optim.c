@@ -137,6 +137,53 @@ static void test_adagrad_rmsprop_adadelta(void **state) {
     assert_float_equal(xa[3], 0.0 - 0.1 * (3.0 / 3.0) - 0.1 * (-1.0 / sqrt(10.0)), 1e-6);
 }
 
+/* RMSprop with momentum in PyTorch's form (torch.optim.RMSprop, momentum=0.8,
+ * centered=False), in double: square_avg = a*sq + (1-a) g^2;
+ * buf = mu*buf + g / (sqrt(square_avg) + eps); p -= lr*buf. Without
+ * momentum there is no second buffer (old checkpoints have none). */
+static void test_rmsprop_momentum(void **state) {
+    (void)state;
+    nd_opt_config cfg = {.kind = ND_OPT_RMSPROP, .eps = 1e-8f, .rho = 0.9f, .rmsprop_momentum = 0.8f};
+    nd_optimizer opt;
+    nd_error err = {0};
+    assert_int_equal(nd_optimizer_create(&opt, &cfg, N, &err), ND_OK);
+    assert_non_null(opt.v);
+    assert_float_equal(nd_optimizer_state_floats(&opt), 2.0 * N, 0);
+    float x[N];
+    memcpy(x, x0, sizeof x0);
+    for (int t = 0; t < STEPS; ++t) {
+        float g[N];
+        for (int i = 0; i < N; ++i) g[i] = grads[t][i] * 4.0f;
+        nd_optimizer_step(&opt, x, g, 0.25f, 0.01f);
+    }
+    nd_optimizer_destroy(&opt);
+    for (int i = 0; i < N; ++i) {
+        double sq = 0, buf = 0, p = x0[i];
+        for (int t = 0; t < STEPS; ++t) {
+            const double g = grads[t][i];
+            sq = 0.9 * sq + 0.1 * g * g;
+            buf = 0.8 * buf + g / (sqrt(sq) + 1e-8);
+            p -= 0.01 * buf;
+        }
+        assert_float_equal(x[i], p, 1e-5);
+    }
+    /* By hand, i = 0 step 1: sq = 0.1*0.25, buf = 0.5/sqrt(0.025) = sqrt(10). */
+    cfg.rmsprop_momentum = 0.0f;
+    assert_int_equal(nd_optimizer_create(&opt, &cfg, N, &err), ND_OK);
+    assert_null(opt.v);
+    nd_optimizer_destroy(&opt);
+    cfg.rmsprop_momentum = 0.8f;
+    assert_int_equal(nd_optimizer_create(&opt, &cfg, N, &err), ND_OK);
+    float p[N] = {0, 0, 0, 0};
+    nd_optimizer_step(&opt, p, grads[0], 1.0f, 0.01f);
+    assert_float_equal(p[0], -0.01 * sqrt(10.0), 1e-6);
+    /* Step 2 (g = 0.25): sq = 0.9*0.025 + 0.1*0.0625 = 0.02875; the old
+     * velocity carries 0.8 of the first step. */
+    nd_optimizer_step(&opt, p, grads[1], 1.0f, 0.01f);
+    assert_float_equal(p[0], -0.01 * sqrt(10.0) - 0.01 * (0.8 * sqrt(10.0) + 0.25 / sqrt(0.02875)), 1e-6);
+    nd_optimizer_destroy(&opt);
+}
+
 static void test_adamw_decays_only_masked(void **state) {
     (void)state;
     nd_opt_config cfg = {.kind = ND_OPT_ADAMW, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 0.1f};
@@ -181,6 +228,7 @@ int main(void) {
         cmocka_unit_test(test_nesterov_matches_pytorch_form),
         cmocka_unit_test(test_adam_bias_correction),
         cmocka_unit_test(test_adagrad_rmsprop_adadelta),
+        cmocka_unit_test(test_rmsprop_momentum),
         cmocka_unit_test(test_adamw_decays_only_masked),
         cmocka_unit_test(test_parse_names),
     };

@@ -177,6 +177,14 @@ void nd_avgpool_backward(float *dx, const float *dout, const nd_conv_geom *g, in
 void nd_global_avgpool_forward(float *out, const float *x, int batch, int c, int spatial);
 void nd_global_avgpool_backward(float *dx, const float *dout, int batch, int c, int spatial);
 
+/* DropConnect (Wan et al. 2013) of a weight matrix w (rows x cols): one
+ * mask for the whole batch, so masked = w * mask with mask (rows x cols)
+ * 1/(1-p) where a weight is kept and 0 where it is dropped (inference
+ * uses w itself). Row r draws from (seed, stream, r): a pure function of
+ * them, whatever rank or thread draws it. */
+void nd_dropconnect_forward(float *masked, float *mask, const float *w, int rows, int cols, float p, uint64_t seed,
+                            uint64_t stream);
+
 /* Channel-wise dropout (Tompson et al. 2015, PyTorch's Dropout2d): one
  * draw per (sample, channel) zeroes or scales all `spatial` values of that
  * channel. mask (batch x c x spatial) as nd_dropout_forward's. */

@@ -14,7 +14,9 @@ typedef enum {
     ND_LOSS_SIGMOID_BCE,    /* sum_k BCE(sigmoid(z_k), t_k), t in {0,1}: multi-label;
                                metric: attributes right / k, summed over rows */
     ND_LOSS_L2,             /* sum_k (z_k - t_k)^2             metric: squared error (RMSE) */
-    ND_LOSS_L1              /* sum_k |z_k - t_k|               metric: absolute error (MAE) */
+    ND_LOSS_L1,             /* sum_k |z_k - t_k|               metric: absolute error (MAE) */
+    ND_LOSS_BINARY_HINGE    /* sum_k max(0, 1 - (2 t_k - 1) z_k), t in {0,1}: multi-label
+                               SVM, one per attribute; metric as sigmoid_bce's */
 } nd_loss_kind;
 
 typedef struct {
@@ -23,7 +25,8 @@ typedef struct {
                         (multi-label), squared or absolute error (regression) */
 } nd_loss_stats;
 
-/* "softmax_ce", "hinge", "squared_hinge", "sigmoid_bce", "l2", "l1"; 0 or -1. */
+/* "softmax_ce", "hinge", "squared_hinge", "sigmoid_bce", "l2", "l1",
+ * "binary_hinge"; 0 or -1. */
 int nd_loss_parse(const char *name, nd_loss_kind *kind);
 /* The names of the losses, indexed by nd_loss_kind, NULL-terminated. */
 extern const char *const nd_loss_names[];
@@ -42,9 +45,12 @@ int nd_loss_metric_sense(nd_loss_kind kind);
 
 /* 1 if the loss reads float targets (batch x k) rather than labels. */
 int nd_loss_takes_targets(nd_loss_kind kind);
+/* 1 if the loss reads multi-label targets: attributes in [0, 1] (sigmoid_bce,
+ * binary_hinge), its metric the attribute accuracy. */
+int nd_loss_multilabel(nd_loss_kind kind);
 
 /* The loss at initialization for a model whose outputs are all 0: what
- * `nndist sanity` expects (ln k, k - 1, k ln 2); NaN for regression. */
+ * `nndist sanity` expects (ln k, k - 1, k ln 2, k); NaN for regression. */
 double nd_loss_expected_initial(nd_loss_kind kind, int k);
 
 /* Loss of out (batch x k) against labels (batch) or targets (batch x k);

@@ -52,20 +52,22 @@ typedef enum {
  * [residual add -> activation] -> [dropout]. */
 typedef struct {
     nd_layer_kind kind;
-    int width;         /* dense: units out (maxout: the dense part has width * pieces);
-                          conv: output channels; pooling: 0 (the channels pass through) */
-    int kernel;        /* conv and pooling: square kernel side */
-    int stride;        /* conv: 1 by default; pooling: the kernel by default */
-    int pad;           /* conv: zero padding on every side */
-    nd_activation act; /* element-wise, or ND_ACT_MAXOUT (dense only); pooling: identity */
-    int pieces;        /* maxout: linear pieces per unit (>= 2); 1 otherwise */
-    int batch_norm;    /* 1: normalize the linear output (per feature, or per channel over
-                          samples and pixels), learnable scale and shift */
-    float drop;        /* dropout probability after the activation, in [0, 1) */
-    int drop_channels; /* 1: dropout zeroes whole channels (conv and pooling layers) */
-    int res_begin;     /* a residual block starts at this layer's input */
-    int res_end;       /* the block ends here: its input (through a 1x1 projection when the
-                          shape changes) is added to this layer's activation, then res_act */
+    int width;          /* dense: units out (maxout: the dense part has width * pieces);
+                           conv: output channels; pooling: 0 (the channels pass through) */
+    int kernel;         /* conv and pooling: square kernel side */
+    int stride;         /* conv: 1 by default; pooling: the kernel by default */
+    int pad;            /* conv: zero padding on every side */
+    nd_activation act;  /* element-wise, or ND_ACT_MAXOUT (dense only); pooling: identity */
+    int pieces;         /* maxout: linear pieces per unit (>= 2); 1 otherwise */
+    int batch_norm;     /* 1: normalize the linear output (per feature, or per channel over
+                           samples and pixels), learnable scale and shift */
+    float drop;         /* dropout probability after the activation, in [0, 1) */
+    int drop_channels;  /* 1: dropout zeroes whole channels (conv and pooling layers) */
+    float drop_connect; /* DropConnect: probability of dropping each weight of a dense layer in
+                           training, one mask per step (0: off) */
+    int res_begin;      /* a residual block starts at this layer's input */
+    int res_end;        /* the block ends here: its input (through a 1x1 projection when the
+                           shape changes) is added to this layer's activation, then res_act */
     nd_activation res_act;
 } nd_hidden_spec;
 
@@ -140,6 +142,7 @@ typedef struct {
     nd_bn_site bn;
     float drop;
     int drop_channels;
+    float drop_connect;
     int res_from;           /* res_end: the layer whose input is the block's input; -1: none */
     nd_activation res_act;  /* res_end: after the add */
     int proj;               /* res_end: 1 if the skip path is a 1x1 projection */
@@ -226,12 +229,15 @@ typedef struct {
     float *proj[ND_MAX_LAYERS];   /* end of a block with a projection: the projected skip (out_dim) */
     float *proj_xhat[ND_MAX_LAYERS], *proj_bn_buf[ND_MAX_LAYERS];      /* its batch norm, as above */
     float *drop_out[ND_MAX_LAYERS + 1], *drop_mask[ND_MAX_LAYERS + 1]; /* [0]: input, [l+1]: layer l */
-    float *delta[2];              /* ping-pong gradients w.r.t. layer outputs (max_batch x max_width) */
-    float *skip_grad;             /* the gradient a block's skip path sends to the block's input
-                                     (max_batch x the widest block input) */
-    float *col;                   /* convolution scratch: the widest im2col of one sample */
-    int *pool_arg[ND_MAX_LAYERS]; /* max pooling: each output's arg-max in its plane (out_dim) */
-    int *int_workspace;           /* owns pool_arg */
+    float *dc_w[ND_MAX_LAYERS];    /* DropConnect: the step's masked weights (out_dim x in_dim); backward
+                                      reuses them as the weight gradient's scratch */
+    float *dc_mask[ND_MAX_LAYERS]; /* DropConnect: the step's mask, 0 or 1/(1-p) (out_dim x in_dim) */
+    float *delta[2];               /* ping-pong gradients w.r.t. layer outputs (max_batch x max_width) */
+    float *skip_grad;              /* the gradient a block's skip path sends to the block's input
+                                      (max_batch x the widest block input) */
+    float *col;                    /* convolution scratch: the widest im2col of one sample */
+    int *pool_arg[ND_MAX_LAYERS];  /* max pooling: each output's arg-max in its plane (out_dim) */
+    int *int_workspace;            /* owns pool_arg */
     size_t col_floats;
     float *workspace; /* owns every view above */
     size_t workspace_floats;
@@ -267,6 +273,11 @@ void nd_model_jitter(nd_model *model, uint64_t seed, float spread);
 /* Output-layer biases set to log class priors, so the initial softmax
  * predicts the training set's class frequencies. counts (num_classes). */
 void nd_model_bias_priors(nd_model *model, const double *counts);
+
+/* Output-layer biases set to the log-odds log(p/(1-p)) of each attribute's
+ * base rate p = positives[k] / rows (clamped to [1e-6, 1 - 1e-6]), so the
+ * initial sigmoids predict the training set's rates. positives (num_classes). */
+void nd_model_bias_log_odds(nd_model *model, const double *positives, double rows);
 
 /* Runs x (batch x input_dim) through the network; returns the outputs
  * (batch x num_classes), a view owned by the model. batch <= max_batch.

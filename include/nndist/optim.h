@@ -12,6 +12,8 @@
  *             decay_mask is 1 (Loshchilov & Hutter; PyTorch's AdamW)
  *   adagrad   m += g^2;                     x -= lr * g / (sqrt(m) + eps)
  *   rmsprop   m = rho*m + (1-rho)*g^2;      x -= lr * g / (sqrt(m) + eps)
+ *             with rmsprop_momentum mu_r > 0 (PyTorch's RMSprop momentum,
+ *             centered=False): v = mu_r*v + g/(sqrt(m)+eps);  x -= lr * v
  *   adadelta  m = rho*m + (1-rho)*g^2;  d = sqrt(v+eps)/sqrt(m+eps) * g;
  *             v = rho*v + (1-rho)*d^2;  x -= lr * d        (Zeiler 2012)
  * where g = grad_scale * grad, so the caller can fold the 1/global-batch
@@ -39,6 +41,7 @@ typedef struct {
     float momentum;          /* mu, momentum and nesterov (the caller may change it between steps) */
     float beta1, beta2, eps; /* adam, adamw; eps also adagrad, rmsprop, adadelta */
     float rho;               /* rmsprop and adadelta decay rate */
+    float rmsprop_momentum;  /* rmsprop: momentum of the scaled step (0: none, and no v buffer) */
     float weight_decay;      /* adamw: decoupled decay */
 } nd_opt_config;
 
@@ -47,7 +50,8 @@ typedef struct {
     size_t n;
     long step;               /* updates applied so far (Adam's t after the step) */
     float *m;                /* (n) velocity, first moment or squared-gradient average; NULL for sgd */
-    float *v;                /* (n) second moment (adam, adamw) or squared-update average (adadelta) */
+    float *v;                /* (n) second moment (adam, adamw), squared-update average (adadelta)
+                                or momentum buffer (rmsprop with rmsprop_momentum > 0) */
     const float *decay_mask; /* (n) adamw: 1 where weights decay, 0 for biases; NULL: all decay */
     size_t first;            /* a step updates [first, n): before it (a frozen base) values and state stay */
 } nd_optimizer;

@@ -60,6 +60,12 @@ typedef struct {
     char teacher[ND_PATH_MAX]; /* --teacher: checkpoints, comma-separated ("" for none) */
     float distill_T;           /* --distill-T: the softmax temperature */
     float distill_alpha;       /* --distill-alpha: weight of the teachers' part */
+    float dropconnect; /* --dropconnect: DropConnect probability of every hidden layer's weights */
+    int augment_crop;  /* --augment-crop: pad pixels of the random crop (0: off) */
+    bool augment_flip; /* --augment-flip */
+    int cutout;        /* --cutout: side of the erased square (0: off) */
+    float input_noise; /* --input-noise: std of Gaussian noise on the inputs (0: off) */
+    float mixup;       /* --mixup: Beta parameter (0: off) */
     bool regularize_bias;
     nd_init_kind init;
     nd_output_bias_kind output_bias;
@@ -70,6 +76,7 @@ typedef struct {
     float lr;
     int ref_batch;
     float momentum, momentum_final, momentum_epochs, beta1, beta2, eps, rho;
+    float rmsprop_momentum; /* --rmsprop-momentum (0: plain rmsprop) */
     long warmup_steps;
     nd_sched_kind lr_schedule;
     char lr_milestones[256];

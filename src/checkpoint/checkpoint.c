@@ -449,6 +449,12 @@ nd_status nd_checkpoint_read(const char *path, nd_model *model, nd_optimizer *op
     if (st == ND_OK && opt && strcmp(info->optimizer, nd_opt_name(opt->cfg.kind)))
         st = ND_FAIL(err, ND_ERR_ARG, "checkpoint %s: optimizer %s, this run has --opt %s", path, info->optimizer,
                      nd_opt_name(opt->cfg.kind));
+    /* rmsprop keeps a second buffer only with momentum: a file without it
+     * cannot resume a run with it, nor the reverse. */
+    if (st == ND_OK && opt && (opt->v != NULL) != h5io_exists(f, "/optimizer/v"))
+        st = ND_FAIL(err, ND_ERR_ARG, "checkpoint %s: optimizer state %s /optimizer/v, this run's --opt %s %s it%s",
+                     path, opt->v ? "without" : "with", nd_opt_name(opt->cfg.kind), opt->v ? "needs" : "has no use for",
+                     opt->cfg.kind == ND_OPT_RMSPROP ? " (--rmsprop-momentum differs)" : "");
     /* Weights averaged only if the file has them; otherwise the caller starts
      * the average from the weights (info->has_ema tells). */
     if (st == ND_OK) info->has_ema = h5io_exists(f, "/ema");

@@ -86,8 +86,12 @@ nd_status nd_cmd_sanity(int argc, char **argv, nd_error *err) {
     for (int l = 0; l < plain.num_hidden; ++l) plain.hidden[l].drop = 0.0f;
     const int n20 = s.sh.rows < OVERFIT_ROWS ? s.sh.rows : OVERFIT_ROWS;
     st = nd_small_batch_model(&s, &plain, n20, &m, err);
-    nd_opt_config oc = {
-        .momentum = s.cfg.momentum, .beta1 = s.cfg.beta1, .beta2 = s.cfg.beta2, .eps = s.cfg.eps, .rho = s.cfg.rho};
+    nd_opt_config oc = {.momentum = s.cfg.momentum,
+                        .beta1 = s.cfg.beta1,
+                        .beta2 = s.cfg.beta2,
+                        .eps = s.cfg.eps,
+                        .rho = s.cfg.rho,
+                        .rmsprop_momentum = s.cfg.rmsprop_momentum};
     oc.kind = s.cfg.opt;
     if (st == ND_OK) st = nd_optimizer_create(&opt, &oc, m.num_params, err);
     double last = NAN;

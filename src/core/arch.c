@@ -63,6 +63,18 @@ static int parse_token(const char *tok, size_t len, int where, nd_hidden_spec *h
         snprintf(why, cap, "'%.*s': the input group takes only dropN", (int)len, tok);
         return -1;
     }
+    if (starts(tok, len, "dc")) {
+        if (where != TOK_LAYER || h->kind != ND_LAYER_DENSE) {
+            snprintf(why, cap, "'%.*s': DropConnect is for dense layers", (int)len, tok);
+            return -1;
+        }
+        if (token_number(tok, 2, len, -1, &v) != 0 || !(v >= 0.0 && v < 1.0)) {
+            snprintf(why, cap, "'%.*s': DropConnect takes a probability in [0, 1), like dc0.5", (int)len, tok);
+            return -1;
+        }
+        h->drop_connect = (float)v;
+        return 0;
+    }
     if (len == 2 && !strncmp(tok, "bn", 2)) {
         if (where != TOK_LAYER) {
             snprintf(why, cap, "'bn' goes after a dense or convolution layer, not %s",
@@ -125,7 +137,7 @@ static int parse_token(const char *tok, size_t len, int where, nd_hidden_spec *h
         return 0;
     }
     snprintf(why, cap,
-             "'%.*s' is not bn, dropP, cdropP, relu, leaky_relu[A], elu[A], tanh, sigmoid, identity or maxoutK",
+             "'%.*s' is not bn, dcP, dropP, cdropP, relu, leaky_relu[A], elu[A], tanh, sigmoid, identity or maxoutK",
              (int)len, tok);
     return -1;
 }
@@ -359,6 +371,7 @@ void nd_arch_format(const nd_model_spec *spec, char *out, size_t cap) {
         nd_arch_group_text(h, text, sizeof text);
         PUT("-%s%s", h->res_begin ? "res(" : "", text);
         const int pool = h->kind != ND_LAYER_DENSE && h->kind != ND_LAYER_CONV;
+        if (h->drop_connect > 0.0f) PUT(":dc%g", (double)h->drop_connect);
         if (h->batch_norm) PUT(":bn");
         format_act(act, sizeof act, h->act, h->pieces);
         if (!pool) PUT("%s", act);

@@ -46,6 +46,13 @@ static double row_loss(nd_loss_kind kind, const double *z, int k, int y, const f
     case ND_LOSS_SIGMOID_BCE:
         for (int c = 0; c < k; ++c) l += fmax(z[c], 0.0) - z[c] * t[c] + log1p(exp(-fabs(z[c])));
         return l;
+    case ND_LOSS_BINARY_HINGE:
+        for (int c = 0; c < k; ++c) {
+            const double m = fmax(0.0, 1.0 - (2.0 * t[c] - 1.0) * z[c]);
+            note(h, m > 0.0);
+            l += m;
+        }
+        return l;
     case ND_LOSS_L2:
         for (int c = 0; c < k; ++c) l += (z[c] - t[c]) * (z[c] - t[c]);
         return l;
@@ -137,8 +144,11 @@ static void layer_d(const nd_model *m, int l, const double *p, const double *a, 
         for (int i = 0; i < batch; ++i)
             for (int o = 0; o < L->out_dim; ++o) {
                 double s = p[L->b.offset + o];
-                for (int k = 0; k < L->in_dim; ++k)
-                    s += p[L->w.offset + (size_t)o * L->in_dim + k] * a[(size_t)i * L->in_dim + k];
+                for (int k = 0; k < L->in_dim; ++k) { /* DropConnect: the analytic pass's mask */
+                    const size_t wi = (size_t)o * L->in_dim + k;
+                    const double keep = L->drop_connect > 0.0f ? m->dc_mask[l][wi] : 1.0;
+                    s += p[L->w.offset + wi] * keep * a[(size_t)i * L->in_dim + k];
+                }
                 z[(size_t)i * L->out_dim + o] = s;
             }
         break;

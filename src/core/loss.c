@@ -10,6 +10,7 @@ const char *const nd_loss_names[] = {[ND_LOSS_SOFTMAX_CE] = "softmax_ce",
                                      [ND_LOSS_SIGMOID_BCE] = "sigmoid_bce",
                                      [ND_LOSS_L2] = "l2",
                                      [ND_LOSS_L1] = "l1",
+                                     [ND_LOSS_BINARY_HINGE] = "binary_hinge",
                                      NULL};
 
 int nd_loss_parse(const char *name, nd_loss_kind *kind) {
@@ -27,6 +28,8 @@ const char *nd_loss_name(nd_loss_kind kind) {
 
 int nd_loss_takes_targets(nd_loss_kind kind) { return kind >= ND_LOSS_SIGMOID_BCE; }
 
+int nd_loss_multilabel(nd_loss_kind kind) { return kind == ND_LOSS_SIGMOID_BCE || kind == ND_LOSS_BINARY_HINGE; }
+
 double nd_loss_metric(nd_loss_kind kind, double sum, double rows, int k) {
     if (!(rows > 0)) return NAN;
     switch (kind) {
@@ -37,14 +40,14 @@ double nd_loss_metric(nd_loss_kind kind, double sum, double rows, int k) {
 }
 
 const char *nd_loss_metric_name(nd_loss_kind kind) {
-    return kind == ND_LOSS_L2         ? "rmse"
-        : kind == ND_LOSS_L1          ? "mae"
-        : kind == ND_LOSS_SIGMOID_BCE ? "attribute_accuracy"
-                                      : "accuracy";
+    return kind == ND_LOSS_L2      ? "rmse"
+        : kind == ND_LOSS_L1       ? "mae"
+        : nd_loss_multilabel(kind) ? "attribute_accuracy"
+                                   : "accuracy";
 }
 
 const char *nd_loss_metric_label(nd_loss_kind kind) {
-    return kind == ND_LOSS_L2 ? "rmse" : kind == ND_LOSS_L1 ? "mae" : kind == ND_LOSS_SIGMOID_BCE ? "attr acc" : "acc";
+    return kind == ND_LOSS_L2 ? "rmse" : kind == ND_LOSS_L1 ? "mae" : nd_loss_multilabel(kind) ? "attr acc" : "acc";
 }
 
 int nd_loss_metric_sense(nd_loss_kind kind) { return kind == ND_LOSS_L2 || kind == ND_LOSS_L1 ? -1 : 1; }
@@ -55,6 +58,7 @@ double nd_loss_expected_initial(nd_loss_kind kind, int k) {
     case ND_LOSS_HINGE:
     case ND_LOSS_SQUARED_HINGE: return k - 1.0; /* every margin is 1 */
     case ND_LOSS_SIGMOID_BCE: return k * log(2.0);
+    case ND_LOSS_BINARY_HINGE: return k; /* every margin is 1 */
     default: return NAN;
     }
 }
@@ -178,6 +182,14 @@ static nd_loss_stats with_targets(nd_loss_kind kind, float *dout, const float *o
                 g = (zc >= 0 ? 1.0 / (1.0 + exp(-zc)) : exp(zc) / (1.0 + exp(zc))) - yc;
                 right += (zc > 0) == (yc > 0.5);
                 break;
+            case ND_LOSS_BINARY_HINGE: {
+                /* labels +-1 from 0/1; the subgradient 0 at the kink */
+                const double sy = 2.0 * yc - 1.0, margin = 1.0 - sy * zc;
+                st.loss_sum += margin > 0 ? margin : 0.0;
+                g = margin > 0 ? -sy : 0.0;
+                right += (zc > 0) == (yc > 0.5);
+                break;
+            }
             case ND_LOSS_L1:
                 st.loss_sum += fabs(e);
                 st.correct += fabs(e);
@@ -190,7 +202,7 @@ static nd_loss_stats with_targets(nd_loss_kind kind, float *dout, const float *o
             }
             if (d) d[c] = (float)g;
         }
-        if (kind == ND_LOSS_SIGMOID_BCE) st.correct += (double)right / k;
+        if (nd_loss_multilabel(kind)) st.correct += (double)right / k;
     }
     return st;
 }

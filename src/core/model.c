@@ -41,6 +41,7 @@ static nd_status shape_layer(nd_layer *L, int l, const nd_hidden_spec *h, nd_ima
     L->batch_norm = h->batch_norm;
     L->drop = h->drop;
     L->drop_channels = h->drop_channels;
+    L->drop_connect = h->drop_connect;
     L->res_from = -1;
     if (!(h->drop >= 0.0f && h->drop < 1.0f))
         return ND_FAIL(err, ND_ERR_ARG, "model: layer %d (%s): dropout %g must be in [0, 1)", l + 1, label,
@@ -53,12 +54,17 @@ static nd_status shape_layer(nd_layer *L, int l, const nd_hidden_spec *h, nd_ima
         if (h->drop_channels)
             return ND_FAIL(err, ND_ERR_ARG,
                            "model: layer %d (%s): channel dropout needs a convolution or pooling layer", l + 1, label);
+        if (!(h->drop_connect >= 0.0f && h->drop_connect < 1.0f))
+            return ND_FAIL(err, ND_ERR_ARG, "model: layer %d (%s): DropConnect %g must be in [0, 1)", l + 1, label,
+                           (double)h->drop_connect);
         L->pieces = pieces;
         L->width = h->width;
         L->out_dim = h->width * pieces;
         L->fan_in = in_dim;
         return ND_OK;
     }
+    if (h->drop_connect > 0.0f)
+        return ND_FAIL(err, ND_ERR_ARG, "model: layer %d (%s): DropConnect is for dense layers", l + 1, label);
     if (!is_image(in))
         return ND_FAIL(err, ND_ERR_ARG,
                        "model: layer %d (%s) needs an image input (C x H x W), but its input is %d flat features%s",
@@ -241,7 +247,7 @@ static nd_status plan_workspace(nd_model *model, nd_error *err) {
     int widest = spec->input_dim, skip = 0;
     nd_span zs[ND_MAX_LAYERS], xh[ND_MAX_LAYERS], bb[ND_MAX_LAYERS], as[ND_MAX_LAYERS];
     nd_span pz[ND_MAX_LAYERS], pxh[ND_MAX_LAYERS], pbb[ND_MAX_LAYERS];
-    nd_span dout[ND_MAX_LAYERS + 1], dmask[ND_MAX_LAYERS + 1];
+    nd_span dout[ND_MAX_LAYERS + 1], dmask[ND_MAX_LAYERS + 1], dcw[ND_MAX_LAYERS], dcm[ND_MAX_LAYERS];
     const nd_span none = {0, 0};
     for (int l = 0; l <= model->num_layers; ++l) { /* dropout slot l: input (0) or layer l-1 */
         const float p = l == 0 ? spec->input_drop : model->layer[l - 1].drop;
@@ -258,6 +264,8 @@ static nd_status plan_workspace(nd_model *model, nd_error *err) {
         pz[l] = L->proj ? nd_span_reserve(&acts, B * L->out_dim) : none;
         pxh[l] = L->proj_bn.channels ? nd_span_reserve(&acts, B * L->out_dim) : none;
         pbb[l] = L->proj_bn.channels ? nd_span_reserve(&acts, 3 * (size_t)L->proj_bn.channels + 1) : none;
+        dcw[l] = L->drop_connect > 0.0f ? nd_span_reserve(&acts, L->w.length) : none; /* a weight's size, any batch */
+        dcm[l] = L->drop_connect > 0.0f ? nd_span_reserve(&acts, L->w.length) : none;
         if (L->out_dim > widest) widest = L->out_dim;
         if (L->in_dim > widest) widest = L->in_dim;
         if (L->res_from >= 0 && model->layer[L->res_from].in_dim > skip) skip = model->layer[L->res_from].in_dim;
@@ -286,6 +294,8 @@ static nd_status plan_workspace(nd_model *model, nd_error *err) {
         model->proj[l] = VIEW(pz[l]);
         model->proj_xhat[l] = VIEW(pxh[l]);
         model->proj_bn_buf[l] = VIEW(pbb[l]);
+        model->dc_w[l] = VIEW(dcw[l]);
+        model->dc_mask[l] = VIEW(dcm[l]);
     }
     model->delta[0] = ws + d0.offset;
     model->delta[1] = ws + d1.offset;
@@ -454,6 +464,15 @@ nd_status nd_model_freeze(nd_model *model, int layers, nd_error *err) {
     model->frozen_layers = layers;
     model->frozen_end = end;
     return ND_OK;
+}
+
+void nd_model_bias_log_odds(nd_model *model, const double *positives, double rows) {
+    const nd_layer *L = &model->layer[model->num_layers - 1];
+    float *b = model->param + L->b.offset;
+    for (int c = 0; c < L->out_dim; ++c) { /* an attribute never (or always) on gets a large, finite bias */
+        const double p = fmin(fmax(rows > 0 ? positives[c] / rows : 0.5, 1e-6), 1.0 - 1e-6);
+        b[c] = (float)log(p / (1.0 - p));
+    }
 }
 
 void nd_model_set_grad_block(nd_model *model, size_t floats) {

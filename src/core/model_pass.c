@@ -38,6 +38,19 @@ static const float *dropout(nd_model *m, int slot, const float *x, int batch, in
     return m->drop_out[slot];
 }
 
+/* The weights dense layer l multiplies by: on a training pass with
+ * DropConnect, the step's masked copy (one mask per step, drawn from
+ * (seed, step, layer): every rank and micro-batch of a step shares it);
+ * otherwise the weights themselves. */
+static const float *dense_weights(nd_model *m, int l) {
+    const nd_layer *L = &m->layer[l];
+    const float *w = m->param + L->w.offset;
+    if (!m->trained || L->drop_connect <= 0.0f) return w;
+    const uint64_t stream = ((uint64_t)m->pass.step * ND_MAX_LAYERS + (uint64_t)l) ^ 0xdc0c000000000000ull;
+    nd_dropconnect_forward(m->dc_w[l], m->dc_mask[l], w, L->out_dim, L->in_dim, L->drop_connect, m->pass.seed, stream);
+    return m->dc_w[l];
+}
+
 /* Batch norm of x (batch x channels x spatial) in place, then a ReLU if
  * relu: on a training pass of a layer not frozen with the batch's statistics, whose share rides in the gradient
  * buffer's statistics region for the running averages; otherwise with the
@@ -93,7 +106,8 @@ const float *nd_model_forward(nd_model *model, const float *x, int batch, const 
         float *z = model->z[l];
         switch (L->kind) {
         case ND_LAYER_DENSE:
-            nd_dense_forward(z, in, p + L->w.offset, p + L->b.offset, fused_act(L), batch, L->in_dim, L->out_dim);
+            nd_dense_forward(z, in, dense_weights(model, l), p + L->b.offset, fused_act(L), batch, L->in_dim,
+                             L->out_dim);
             break;
         case ND_LAYER_CONV:
             nd_conv_forward(z, in, p + L->w.offset, p + L->b.offset, fused_act(L), model->col, &L->geom, batch);
@@ -153,6 +167,28 @@ static void skip_backward(nd_model *m, int l, const float *x, const float *d, fl
                      m->col, &L->proj_geom, batch);
 }
 
+/* DropConnect's backward of dense layer l (its bias done): the input
+ * gradient through the masked weights first, then their buffer becomes the
+ * scratch of each block of the masked weights' gradient, which reaches
+ * the weights' gradient through the mask (grad accumulates, as plain
+ * backward does). */
+static void dropconnect_backward(nd_model *m, int l, const float *in, const float *d, float *din, int batch) {
+    const nd_layer *L = &m->layer[l];
+    const nd_grad_ready_fn ready = m->pass.grad_ready;
+    float *gw = m->grad + L->w.offset, *scratch = m->dc_w[l];
+    const float *mask = m->dc_mask[l];
+    if (din) nd_dense_backward_input(din, d, m->dc_w[l], batch, L->in_dim, L->out_dim);
+    for (int r1 = L->out_dim; r1 > 0;) {
+        const int r0 = r1 > L->grad_rows ? r1 - L->grad_rows : 0;
+        const size_t lo = (size_t)r0 * L->in_dim, hi = (size_t)r1 * L->in_dim;
+        memset(scratch + lo, 0, sizeof(float) * (hi - lo));
+        nd_dense_backward_weights(scratch, d, in, batch, L->in_dim, L->out_dim, r0, r1);
+        for (size_t i = lo; i < hi; ++i) gw[i] += mask[i] * scratch[i];
+        if (ready) ready(m->pass.ready_ctx, L->w.offset + lo);
+        r1 = r0;
+    }
+}
+
 /* The weights, bias and input gradient of layer l's linear part; d is
  * dL/d(its output) after the activation's and batch norm's backward. din
  * (batch x in_dim) is written, NULL for the first layer. */
@@ -164,6 +200,10 @@ static void linear_backward(nd_model *m, int l, const float *in, float *d, float
     switch (L->kind) {
     case ND_LAYER_DENSE:
         nd_dense_backward_bias(d, m->z[l], g + L->b.offset, fused_act(L), batch, L->out_dim);
+        if (m->trained && L->drop_connect > 0.0f) {
+            dropconnect_backward(m, l, in, d, din, batch);
+            return;
+        }
         /* Weight rows last to first, so the final part of the arena grows
          * downwards without gaps: each block can go on the wire while the
          * next block and the input gradient are computed. The blocks are

@@ -10,9 +10,13 @@ const char *const nd_opt_names[] = {
     [ND_OPT_ADAM] = "adam",       [ND_OPT_ADAMW] = "adamw",       [ND_OPT_ADAGRAD] = "adagrad",
     [ND_OPT_RMSPROP] = "rmsprop", [ND_OPT_ADADELTA] = "adadelta", NULL};
 
-/* Which state buffers an optimizer keeps. */
-static int uses_m(nd_opt_kind k) { return k != ND_OPT_SGD; }
-static int uses_v(nd_opt_kind k) { return k == ND_OPT_ADAM || k == ND_OPT_ADAMW || k == ND_OPT_ADADELTA; }
+/* Which state buffers an optimizer keeps (rmsprop without momentum keeps
+ * no v, so its checkpoints stay as they were). */
+static int uses_m(const nd_opt_config *c) { return c->kind != ND_OPT_SGD; }
+static int uses_v(const nd_opt_config *c) {
+    return c->kind == ND_OPT_ADAM || c->kind == ND_OPT_ADAMW || c->kind == ND_OPT_ADADELTA ||
+        (c->kind == ND_OPT_RMSPROP && c->rmsprop_momentum > 0.0f);
+}
 
 int nd_opt_parse(const char *name, nd_opt_kind *kind) {
     for (int k = 0; k < (int)(sizeof nd_opt_names / sizeof nd_opt_names[0]) - 1; ++k)
@@ -31,9 +35,9 @@ nd_status nd_optimizer_create(nd_optimizer *opt, const nd_opt_config *cfg, size_
     memset(opt, 0, sizeof *opt);
     opt->cfg = *cfg;
     opt->n = n;
-    if (uses_m(cfg->kind)) opt->m = nd_buffer_alloc(n);
-    if (uses_v(cfg->kind)) opt->v = nd_buffer_alloc(n);
-    if ((uses_m(cfg->kind) && !opt->m) || (uses_v(cfg->kind) && !opt->v)) {
+    if (uses_m(cfg)) opt->m = nd_buffer_alloc(n);
+    if (uses_v(cfg)) opt->v = nd_buffer_alloc(n);
+    if ((uses_m(cfg) && !opt->m) || (uses_v(cfg) && !opt->v)) {
         nd_optimizer_destroy(opt);
         return ND_FAIL(err, ND_ERR_NOMEM, "optimizer: cannot allocate state for %zu parameters", n);
     }
@@ -93,12 +97,20 @@ void nd_optimizer_step(nd_optimizer *opt, float *restrict param, const float *re
         break;
     }
     case ND_OPT_RMSPROP: {
-        const float rho = opt->cfg.rho, eps = opt->cfg.eps;
-        for (size_t i = 0; i < n; ++i) {
-            const float g = grad_scale * grad[i];
-            m[i] = rho * m[i] + (1.0f - rho) * g * g;
-            param[i] -= lr * g / (sqrtf(m[i]) + eps);
-        }
+        const float rho = opt->cfg.rho, eps = opt->cfg.eps, mu_r = opt->cfg.rmsprop_momentum;
+        if (v) /* PyTorch's momentum: a velocity of the scaled steps */
+            for (size_t i = 0; i < n; ++i) {
+                const float g = grad_scale * grad[i];
+                m[i] = rho * m[i] + (1.0f - rho) * g * g;
+                v[i] = mu_r * v[i] + g / (sqrtf(m[i]) + eps);
+                param[i] -= lr * v[i];
+            }
+        else
+            for (size_t i = 0; i < n; ++i) {
+                const float g = grad_scale * grad[i];
+                m[i] = rho * m[i] + (1.0f - rho) * g * g;
+                param[i] -= lr * g / (sqrtf(m[i]) + eps);
+            }
         break;
     }
     case ND_OPT_ADADELTA: {

@@ -10,8 +10,9 @@
 #include "nndist/train.h" /* the nd_trainer name */
 
 /* What a setup pass over this rank's training rows gathers: statistics
- * sums (2 cols + 1), ranges for minmax (2 cols), class counts (classes),
- * or only the checks (values, labels, sigmoid_bce's target range). */
+ * sums (2 cols + 1), ranges for minmax (2 cols), class counts (classes;
+ * with float targets: each column's sum (K), then the rows), or only the
+ * checks (values, labels, sigmoid_bce's target range). */
 typedef enum { ND_SCAN_STATS, ND_SCAN_RANGE, ND_SCAN_COUNTS, ND_SCAN_CHECK } nd_scan_kind;
 
 typedef struct {
@@ -51,6 +52,10 @@ typedef struct {
 } nd_feed_part;
 
 extern const nd_feed_part nd_feed_memory, nd_feed_stream, nd_feed_blocks;
+
+/* Adds sh's class counts to acc (classes), or with float targets each
+ * column's sum to acc[0..K) and its rows to acc[K]. */
+void nd_feed_count(double *acc, const nd_shard *sh);
 
 /* The memory feed's scan of train (also the blocks feed's, whose rows are loaded). */
 nd_status nd_feed_scan_shard(nd_trainer *tr, nd_scan_kind kind, double *acc, nd_error *err);

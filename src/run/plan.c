@@ -42,12 +42,14 @@ const nd_cli_option nd_train_options[] = {
     {"bn-eps", R(FLOAT, bn_eps, "> 0"), "1e-5", "batch norm: added to the variance"},
     {"dropout", R(FLOAT, dropout, "[0, 1)"), "0", "drop probability after every hidden activation (inverted dropout)"},
     {"input-dropout", R(FLOAT, input_dropout, "[0, 1)"), "0", "drop probability of the input features"},
+    {"dropconnect", R(FLOAT, dropconnect, "[0, 1)"), "0",
+     "DropConnect: drop probability of each hidden layer's weights, one mask per step (Wan et al. 2013)"},
     {"init", E(init, nd_init_names), "he",
      "weights: he (normal, sqrt(2/fan_in)), xavier (uniform), lecun (uniform), small (N(0,0.01^2))"},
     {"output-bias", E(output_bias, bias_names), "zero",
-     "output biases: zero, or priors (log class frequencies of /train)"},
+     "output biases: zero, or priors (log class frequencies of /train; sigmoid_bce: each attribute's log(p/(1-p)))"},
     {"loss", E(loss, nd_loss_names), "softmax_ce",
-     "softmax_ce, hinge, squared_hinge (labels); sigmoid_bce (multi-label), l2, l1 (regression): N x K float /y"},
+     "softmax_ce, hinge, squared_hinge (labels); sigmoid_bce, binary_hinge (multi-label), l2, l1 (regression): N x K float /y"},
     {"augment-crop", R(INT, augment_crop, "[0, 64]"), "0",
      "augmentation: a random crop of each training image padded by this many pixels (0: off)"},
     {"augment-flip", F(BOOL, augment_flip), "false",
@@ -75,6 +77,8 @@ const nd_cli_option nd_train_options[] = {
     {"beta2", R(FLOAT, beta2, "[0, 1)"), "0.999", "adam second-moment decay"},
     {"eps", R(FLOAT, eps, "> 0"), "1e-8", "epsilon of adam, adamw, adagrad, rmsprop, adadelta"},
     {"rho", R(FLOAT, rho, "[0, 1)"), "0.99", "decay rate of rmsprop and adadelta's averages (adadelta: 0.9-0.95)"},
+    {"rmsprop-momentum", R(FLOAT, rmsprop_momentum, "[0, 1)"), "0",
+     "rmsprop: momentum of the scaled step, as PyTorch's RMSprop(momentum=) (0: none)"},
     {"warmup-steps", R(LONG, warmup_steps, ">= 0"), "0", "steps of linear warmup from --lr to the scaled peak"},
     {"lr-schedule", E(lr_schedule, nd_sched_names), "constant", "the learning rate after the warmup"},
     {"lr-milestones", F(STR, lr_milestones), "", "step: epochs at which the rate is multiplied by --lr-gamma"},
@@ -273,6 +277,7 @@ nd_status nd_train_model_spec(const nd_train_config *c, int input_dim, nd_image_
         for (int l = 0; l < n; ++l) {
             spec->hidden[l].batch_norm = c->batch_norm;
             spec->hidden[l].drop = c->dropout;
+            spec->hidden[l].drop_connect = c->dropconnect;
             if (act.kind == ND_ACT_MAXOUT) spec->hidden[l].pieces = c->maxout_pieces;
         }
     }
@@ -401,9 +406,13 @@ nd_status nd_train_plan_resolve(const nd_train_config *c, nd_train_plan *plan, n
         if (nd_arch_parse(c->arch, (nd_activation){c->act, c->leaky_alpha}, &probe, why, sizeof why) != 0)
             return ND_FAIL(err, ND_ERR_ARG, "--arch '%s': %s", c->arch, why);
     }
-    if (nd_loss_takes_targets(c->loss) && c->output_bias == ND_BIAS_PRIORS)
-        return ND_FAIL(err, ND_ERR_ARG, "--output-bias priors: only with a classification loss, not --loss %s",
+    if (nd_loss_takes_targets(c->loss) && c->loss != ND_LOSS_SIGMOID_BCE && c->output_bias == ND_BIAS_PRIORS)
+        return ND_FAIL(err, ND_ERR_ARG,
+                       "--output-bias priors: only with a classification loss or sigmoid_bce, not --loss %s",
                        nd_loss_name(c->loss));
+    if (c->rmsprop_momentum > 0.0f && c->opt != ND_OPT_RMSPROP)
+        return ND_FAIL(err, ND_ERR_ARG, "--rmsprop-momentum: only with --opt rmsprop, not --opt %s",
+                       nd_opt_name(c->opt));
     if (c->momentum_final != -1.0f && !(c->momentum_final >= 0.0f && c->momentum_final < 1.0f))
         return ND_FAIL(err, ND_ERR_ARG, "--momentum-final: %g must be in [0, 1) (or -1: off)",
                        (double)c->momentum_final);

@@ -30,16 +30,16 @@ static int auto_threads(const nd_comm *comm) {
 /* Multi-label targets must be probabilities; the other checks are the
  * data module's (labels in range, values finite). */
 static nd_status check_targets(const nd_trainer *tr, nd_error *err) {
-    if (tr->loss != ND_LOSS_SIGMOID_BCE) return ND_OK;
+    if (!nd_loss_multilabel(tr->loss)) return ND_OK;
     const nd_shard *splits[3] = {&tr->train, &tr->val, &tr->test};
     const char *names[3] = {"train", "val", "test"};
     for (int s = 0; s < 3; ++s) {
         const nd_shard *sh = splits[s];
         for (size_t i = 0; sh->t && i < (size_t)sh->rows * sh->target_cols; ++i)
             if (!(sh->t[i] >= 0.0f && sh->t[i] <= 1.0f))
-                return ND_FAIL(err, ND_ERR_DATA, "%s: /%s/y[%ld][%zu] = %g: --loss sigmoid_bce needs targets in [0, 1]",
+                return ND_FAIL(err, ND_ERR_DATA, "%s: /%s/y[%ld][%zu] = %g: --loss %s needs targets in [0, 1]",
                                tr->cfg.data, names[s], sh->first_row + (long)(i / sh->target_cols), i % sh->target_cols,
-                               (double)sh->t[i]);
+                               (double)sh->t[i], nd_loss_name(tr->loss));
     }
     return ND_OK;
 }
@@ -106,9 +106,9 @@ static nd_status normalize_splits(nd_trainer *tr, int have_stats, nd_error *err)
     const int cols = tr->info.train.cols;
     nd_status st = ND_OK;
     const nd_feed_part *feed = tr->feeder;
-    if (!have_stats && (tr->norm == ND_NORM_NONE || tr->loss == ND_LOSS_SIGMOID_BCE))
+    if (!have_stats && (tr->norm == ND_NORM_NONE || nd_loss_multilabel(tr->loss)))
         /* A pass that checks every row before training where no statistics
-         * pass reads them (values, labels, sigmoid_bce's target range: a
+         * pass reads them (values, labels, a multi-label target range: a
          * streamed shard is read only now). */
         st = nd_train_agree(tr, feed->scan(tr, ND_SCAN_CHECK, NULL, err), err);
     if (st != ND_OK) return st;
@@ -257,6 +257,7 @@ static nd_status build_model(nd_trainer *tr, nd_error *err) {
     oc.beta2 = c->beta2;
     oc.eps = c->eps;
     oc.rho = c->rho;
+    oc.rmsprop_momentum = c->rmsprop_momentum;
     oc.weight_decay = oc.kind == ND_OPT_ADAMW ? c->weight_decay : 0.0f;
     tr->penalty = (nd_penalty){.weight_decay = oc.kind == ND_OPT_ADAMW ? 0.0f
                                                                        : c->weight_decay, /* adamw decays itself */
@@ -315,10 +316,11 @@ static nd_status build_model(nd_trainer *tr, nd_error *err) {
     return ND_OK;
 }
 
-/* Collective: class counts of the whole training split, then rank 0 sets
- * the output biases (the broadcast that follows shares them). */
+/* Collective: class counts (sigmoid_bce: positives per attribute, and the
+ * rows) of the whole training split, then rank 0 sets the output biases
+ * (the broadcast that follows shares them). */
 static nd_status set_bias_priors(nd_trainer *tr, nd_error *err) {
-    const int k = tr->info.num_classes;
+    const int k = tr->info.num_outputs + 1;
     double *counts = calloc((size_t)k, sizeof(double));
     nd_status st = nd_train_agree(tr, counts ? ND_OK : ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate class counts"), err);
     if (st != ND_OK) {
@@ -327,9 +329,29 @@ static nd_status set_bias_priors(nd_trainer *tr, nd_error *err) {
     }
     st = nd_train_agree(tr, tr->feeder->scan(tr, ND_SCAN_COUNTS, counts, err), err);
     if (st == ND_OK) st = nd_comm_allreduce_sum_f64(tr->comm, counts, (size_t)k, err);
-    if (st == ND_OK && tr->rank == 0) nd_model_bias_priors(&tr->model, counts);
+    if (st == ND_OK && tr->rank == 0 && tr->info.has_targets) nd_model_bias_log_odds(&tr->model, counts, counts[k - 1]);
+    else if (st == ND_OK && tr->rank == 0) nd_model_bias_priors(&tr->model, counts);
     free(counts);
     return st;
+}
+
+/* Rank 0: one line on stderr when dropout comes before a regression loss:
+ * it changes the variance of what the output layer sees, so inference's
+ * outputs land off the scale they were trained to (CS231n advises against
+ * it). Names the last layer that drops. */
+static void warn_dropout_regression(const nd_trainer *tr) {
+    if (!nd_loss_takes_targets(tr->loss) || nd_loss_multilabel(tr->loss)) return;
+    const nd_model_spec *s = &tr->model.spec;
+    int last = s->input_drop > 0.0f ? 0 : -1; /* 0: the input, l+1: hidden layer l */
+    for (int l = 0; l < s->num_hidden; ++l)
+        if (s->hidden[l].drop > 0.0f) last = l + 1;
+    if (last < 0) return;
+    char where[48] = "the input";
+    if (last > 0) snprintf(where, sizeof where, "hidden layer %d", last);
+    fprintf(stderr,
+            "nndist: warning: dropout (last on %s) before --loss %s: it changes the variance the output layer "
+            "sees, so outputs at inference drift from their trained scale; regression usually goes without it\n",
+            where, nd_loss_name(tr->loss));
 }
 
 static void print_setup(const nd_trainer *tr) {
@@ -442,6 +464,7 @@ nd_status nd_trainer_setup(nd_trainer **out, const nd_train_config *cfg, nd_comm
                                          resumed ? tr->state.start_epoch : 0, tr->state.step, err),
                           err));
     if (cfg->quiet) tr->report.quiet = 1, tr->report.progress = ND_PROGRESS_NONE;
+    if (tr->rank == 0) warn_dropout_regression(tr);
     if (tr->rank == 0 && !cfg->quiet) print_setup(tr);
     /* The watchdog covers the training steps' exchanges from here on. */
     nd_comm_set_timeout(comm, cfg->timeout);

@@ -33,15 +33,22 @@ static nd_status open_rows(nd_trainer *tr, nd_error *err) {
                               &tr->train, err);
 }
 
+void nd_feed_count(double *acc, const nd_shard *sh) {
+    if (sh->t) {
+        for (size_t i = 0; i < (size_t)sh->rows * sh->target_cols; ++i) acc[i % sh->target_cols] += sh->t[i];
+        acc[sh->target_cols] += sh->rows;
+    } else {
+        for (int i = 0; i < sh->rows; ++i) acc[sh->y[i]] += 1.0;
+    }
+}
+
 nd_status nd_feed_scan_shard(nd_trainer *tr, nd_scan_kind kind, double *acc, nd_error *err) {
     (void)err;
     const nd_shard *sh = &tr->train;
     switch (kind) {
     case ND_SCAN_STATS: nd_stats_accumulate(acc, sh->x, (size_t)sh->rows, sh->cols); break;
     case ND_SCAN_RANGE: nd_range_accumulate(acc, sh->x, (size_t)sh->rows, sh->cols); break;
-    case ND_SCAN_COUNTS:
-        for (int i = 0; i < sh->rows; ++i) acc[sh->y[i]] += 1.0;
-        break;
+    case ND_SCAN_COUNTS: nd_feed_count(acc, sh); break;
     case ND_SCAN_CHECK: break; /* checked as read */
     }
     return ND_OK;

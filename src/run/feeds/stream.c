@@ -103,15 +103,13 @@ static nd_status scan_window(void *ctx, const nd_shard *w, nd_error *err) {
     switch (sc->kind) {
     case ND_SCAN_STATS: nd_stats_accumulate(sc->acc, w->x, (size_t)w->rows, w->cols); break;
     case ND_SCAN_RANGE: nd_range_accumulate(sc->acc, w->x, (size_t)w->rows, w->cols); break;
-    case ND_SCAN_COUNTS:
-        for (int i = 0; i < w->rows; ++i) sc->acc[w->y[i]] += 1.0;
-        break;
+    case ND_SCAN_COUNTS: nd_feed_count(sc->acc, w); break;
     case ND_SCAN_CHECK:
-        for (size_t i = 0; w->t && tr->loss == ND_LOSS_SIGMOID_BCE && i < (size_t)w->rows * w->target_cols; ++i)
+        for (size_t i = 0; w->t && nd_loss_multilabel(tr->loss) && i < (size_t)w->rows * w->target_cols; ++i)
             if (!(w->t[i] >= 0.0f && w->t[i] <= 1.0f))
-                return ND_FAIL(err, ND_ERR_DATA,
-                               "%s: /train/y[%ld][%zu] = %g: --loss sigmoid_bce needs targets in [0, 1]", tr->cfg.data,
-                               w->first_row + (long)(i / w->target_cols), i % w->target_cols, (double)w->t[i]);
+                return ND_FAIL(err, ND_ERR_DATA, "%s: /train/y[%ld][%zu] = %g: --loss %s needs targets in [0, 1]",
+                               tr->cfg.data, w->first_row + (long)(i / w->target_cols), i % w->target_cols,
+                               (double)w->t[i], nd_loss_name(tr->loss));
     }
     return ND_OK;
 }

@@ -33,7 +33,7 @@ static void test_warmup(void **state) {
 static void test_clip_by_value(void **state) {
     (void)state;
     float g[5] = {10.0f, -10.0f, 1.0f, -1.0f, 0.0f};
-    nd_clip_by_value(g, 5, 0.5f, 2.0f); /* scaled: 5, -5, .5, -.5, 0 */
+    assert_int_equal(nd_clip_by_value(g, 5, 0.5f, 2.0f), 2); /* scaled: 5, -5, .5, -.5, 0: two clamped */
     assert_float_equal(g[0], 2.0f, 0);
     assert_float_equal(g[1], -2.0f, 0);
     assert_float_equal(g[2], 0.5f, 0);

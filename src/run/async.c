@@ -506,7 +506,7 @@ static nd_status server0_loop(nd_trainer *tr, nd_error *err) {
         if (ends) {
             health.grad_norm = norm_before;
             health.grad_norm_clipped = slice_norm;
-            health.grad_norm_slice = k > 1 && !isfinite(worker_norm);
+            health.grad_norm_slice = k > 1 && !isfinite(worker_norm) && unclipped;
         }
         if (logged)
             nd_train_print_step(tr, epoch + 1, as->version, as->ctrl_in[CTRL_LOSS] / as->ctrl_in[CTRL_SAMPLES],

@@ -114,7 +114,8 @@ void nd_train_print_step(nd_trainer *tr, int epoch, long step, double loss, doub
     number(f, "loss", loss);
     fprintf(f, ", \"lr\": %.6g, ", lr);
     number(f, "grad_norm", grad_norm);
-    fputs("}\n", f); /* flushed with the epoch's line */
+    fputs("}\n", f);
+    fflush(f); /* a reader following the file sees each step as it comes */
 }
 
 void nd_train_print_epoch(nd_trainer *tr, const nd_epoch_stats *e) {

@@ -52,14 +52,6 @@ typedef struct {
     bool batch_norm, sync_bn;
     float bn_momentum, bn_eps;
     float dropout, input_dropout;
-    int augment_crop;          /* --augment-crop: pad pixels of the random crop (0: off) */
-    bool augment_flip;         /* --augment-flip */
-    int cutout;                /* --cutout: side of the erased square (0: off) */
-    float input_noise;         /* --input-noise: std of Gaussian noise on the inputs (0: off) */
-    float mixup;               /* --mixup: Beta parameter (0: off) */
-    char teacher[ND_PATH_MAX]; /* --teacher: checkpoints, comma-separated ("" for none) */
-    float distill_T;           /* --distill-T: the softmax temperature */
-    float distill_alpha;       /* --distill-alpha: weight of the teachers' part */
     float dropconnect; /* --dropconnect: DropConnect probability of every hidden layer's weights */
     int augment_crop;  /* --augment-crop: pad pixels of the random crop (0: off) */
     bool augment_flip; /* --augment-flip */
@@ -70,6 +62,9 @@ typedef struct {
     nd_init_kind init;
     nd_output_bias_kind output_bias;
     nd_loss_kind loss;
+    char teacher[ND_PATH_MAX]; /* --teacher: checkpoints, comma-separated ("" for none) */
+    float distill_T;           /* --distill-T: the softmax temperature */
+    float distill_alpha;       /* --distill-alpha: weight of the teachers' part */
     int epochs;
     int batch;
     nd_opt_kind opt;

@@ -245,10 +245,8 @@ static nd_status build_model(nd_trainer *tr, nd_error *err) {
     char why[120];
     (void)nd_parse_freeze(c->freeze, &frozen, why, sizeof why); /* checked by the plan */
     if (frozen >= tr->model.num_layers)
-        return ND_FAIL(err, ND_ERR_ARG,
-                       "--freeze '%s': the network has layers 0 to %d; the output layer %d must stay "
-                       "trainable",
-                       c->freeze, tr->model.num_layers - 1, tr->model.num_layers - 1);
+        return ND_FAIL(err, ND_ERR_ARG, "--freeze '%s': the network has layers 0 to %d; the output layer %d must %s",
+                       c->freeze, tr->model.num_layers - 1, tr->model.num_layers - 1, "stay trainable");
     ND_TRY(nd_model_freeze(&tr->model, frozen, err));
     nd_opt_config oc = {0};
     oc.kind = c->opt;

@@ -29,15 +29,15 @@ version=$("$bin" --version) || fail "installed nndist --version failed"
 grep -q "^\.TH NNDIST 1 .*\"${version}\"" "$man" || fail "the man page's header does not name '$version'"
 
 # Every option of the table and every command, in both files.
-options=$("$bin" train --help --markdown | grep -o '^| `--[a-z0-9-]*' | sed 's/^| `//')
+options=$("$bin" train --help --markdown | grep -o '^| `--[A-Za-z0-9-]*' | sed 's/^| `//')
 [ "$(wc -l <<< "$options")" -ge 70 ] || fail "only $(wc -l <<< "$options") options in the table"
 for o in $options; do
   grep -qF -- "${o//-/\\-}" "$man" || fail "man page lacks $o"
   grep -q -- " ${o}[ ']" "$comp" || fail "completion lacks $o"
 done
-commands=$("$bin" help | sed -n '/^commands:/,$p' | grep -o '^  [a-z]*' | tr -d ' ' | sort -u)
+commands=$("$bin" help | sed -n '/^commands:/,$p' | grep -o '^  [a-z-]*' | tr -d ' ' | sort -u)
 for c in $commands; do
-  grep -q "^\\\\fB$c" "$man" || fail "man page lacks the command $c"
+  grep -qF -- "\\fB${c//-/\\-}" "$man" || fail "man page lacks the command $c" # roff writes - as \-
 done
 
 if command -v man > /dev/null 2>&1; then

@@ -174,14 +174,14 @@ nd_status nd_plot_write_png(const nd_plot *p, const char *path, nd_error *err) {
             have = 1, px0 = px, py0 = py;
         }
     }
-    /* The legend, top right inside the frame. */
+    /* The legend, bottom left inside the frame (a range test starts high on the left and ends low on the right). */
     int rows = 0, widest = 0;
     for (int s = 0; s < p->num_series; ++s)
         if (p->series[s].label) rows++, widest = max_int(widest, nd_plot_text_width(p->series[s].label));
     for (int i = 0; i < p->num_markers; ++i)
         if (p->markers[i].label) rows++, widest = max_int(widest, nd_plot_text_width(p->markers[i].label));
     if (rows) {
-        const int lw = widest + 34, lh = rows * 12 + 6, lx = x1 - 6 - lw, ly = y0 + 6;
+        const int lw = widest + 34, lh = rows * 12 + 6, lx = x0 + 6, ly = y1 - 6 - lh;
         const unsigned char white[3] = {255, 255, 255};
         fill_rect(&c, lx, ly, lx + lw, ly + lh, white);
         draw_line(&c, lx, ly, lx + lw, ly, 1, grey), draw_line(&c, lx, ly + lh, lx + lw, ly + lh, 1, grey);

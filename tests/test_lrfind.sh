@@ -56,6 +56,12 @@ n=$(sed -n 's/^lr-find: stopped at step \([0-9]*\) of 60 .*diverged$/\1/p' d.log
 [ -n "$n" ] && [ "$n" -lt 60 ] && [ "$(rows d.csv)" = "$n" ] \
   && ok "diverged at step $n of 60: said, and $n rows" || bad "divergence: '$n', $(rows d.csv) rows: $(grep 'lr-find: ' d.log | tr '\n' '|')"
 
+# A step that is not finite (the guard's test hook) ends the ramp there.
+"$bin" lr-find "${common[@]}" --steps 30 --lr-min 1e-4 --lr-max 0.1 --fault-nan-step 12 --out nan >nan.log 2>&1
+grep -q "^lr-find: stopped at step 12 of 30 (lr [0-9.e-]*): the step's loss or gradient is not finite: diverged$" nan.log \
+  && [ "$(rows nan.csv)" = 12 ] && ok "a non-finite step 12 ends the ramp: said, 12 rows" \
+  || bad "non-finite step: $(grep 'lr-find: \|nndist:' nan.log | tr '\n' '|'), $(rows nan.csv) rows"
+
 # 2 ranks: the same test; --deterministic gives 1 rank's curve exactly.
 "$mpiexec" "$npflag" 2 "$bin" lr-find "${common[@]}" --steps 30 --lr-min 1e-4 --lr-max 0.1 --out r2 >r2.log 2>&1 \
   && [ "$(rows r2.csv)" -ge 1 ] && ok "2 ranks: $(rows r2.csv) rows" || bad "2 ranks: $(tail -2 r2.log)"
@@ -75,7 +81,7 @@ printf 'hidden = 16\nopt = adam\n' > c.ini
 refuse() { # expected-line-pattern args...
   local want=$1
   shift
-  timeout 60 "$mpiexec" "$npflag" 2 "$bin" lr-find "${common[@]}" "$@" --out x >/dev/null 2>refused.err
+  timeout 150 "$mpiexec" "$npflag" 2 "$bin" lr-find "${common[@]}" "$@" --out x >/dev/null 2>refused.err
   rc=$?
   out=$(grep '^nndist' refused.err)
   [ $rc -eq 2 ] && [ "$(wc -l <<< "$out")" -eq 1 ] && grep -q "$want" <<< "$out" \

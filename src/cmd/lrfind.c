@@ -258,7 +258,10 @@ nd_status nd_cmd_lr_find(nd_comm *comm, int argc, char **argv, int *agreed, nd_e
         const curve_reading r = read_curve(lr, smooth, n, c.steps);
         const double at_min = lr[r.min_at], min_rule = at_min / 10.0;
         const double steep = r.steep_at >= 0 ? lr[r.steep_at] : NAN;
-        if (diverged)
+        if (diverged && !isfinite(smooth[n - 1]))
+            printf("lr-find: stopped at step %d of %d (lr %.4g): the step's loss or gradient is not finite: diverged\n",
+                   n, c.steps, lr[n - 1]);
+        else if (diverged)
             printf("lr-find: stopped at step %d of %d (lr %.4g): the smoothed loss %.4g passed %gx its best %.4g: "
                    "diverged\n",
                    n, c.steps, lr[n - 1], smooth[n - 1], DIVERGED_FACTOR, smooth[r.min_at]);

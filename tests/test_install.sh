@@ -35,9 +35,9 @@ for o in $options; do
   grep -qF -- "${o//-/\\-}" "$man" || fail "man page lacks $o"
   grep -q -- " ${o}[ ']" "$comp" || fail "completion lacks $o"
 done
-commands=$("$bin" help | sed -n '/^commands:/,$p' | grep -o '^  [a-z]*' | tr -d ' ' | sort -u)
+commands=$("$bin" help | sed -n '/^commands:/,$p' | grep -o '^  [a-z][a-z-]*' | tr -d ' ' | sort -u)
 for c in $commands; do
-  grep -q "^\\\\fB$c" "$man" || fail "man page lacks the command $c"
+  grep -q "^\\\\fB${c//-/\\\\-}" "$man" || fail "man page lacks the command $c" # roff writes - as \-
 done
 
 if command -v man > /dev/null 2>&1; then

@@ -15,22 +15,21 @@
 #define NNDIST_VERSION "0.1.0"
 
 static void usage(FILE *out) {
-    fprintf(
-        out,
-        "nndist " NNDIST_VERSION " - data-parallel neural-network training over MPI\n"
-        "usage: [mpirun -np N] nndist <command> [options]\n"
-        "commands:\n"
-        "  train                 train a network, MLP or convolutional (sync, async, ssp)\n"
-        "  data import-idx       add a split from IDX files (e.g. Fashion-MNIST) to an HDF5 dataset\n"
-        "  data synth            write a seeded synthetic classification dataset\n"
-        "  eval                  loss, accuracy, per-class accuracy, confusion matrix of a checkpoint\n"
-        "  info FILE             describe a checkpoint or a dataset\n"
-        "  schedule --steps N    print the learning rate of every step (CSV) for train options\n"
-        "  lr-find               learning-rate range test: loss against a rising rate (CSV, PNG), a suggested --lr\n"
-        "  sanity                checks before training: initial loss, regularization, overfit 20 examples\n"
-        "  gradcheck             backprop against centred differences in double, per parameter group\n"
-        "  bench                 the machine's limits for a model: GEMM GFLOP/s, gradient allreduce time\n"
-        "  help [CMD [SUB]]      this text, or a command's options (as nndist CMD --help)\n");
+    fprintf(out,
+            "nndist " NNDIST_VERSION " - data-parallel neural-network training over MPI\n"
+            "usage: [mpirun -np N] nndist <command> [options]\n"
+            "commands:\n"
+            "  train                 train a network, MLP or convolutional (sync, async, ssp)\n"
+            "  data import-idx       add a split from IDX files (e.g. Fashion-MNIST) to an HDF5 dataset\n"
+            "  data synth            write a seeded synthetic classification dataset\n"
+            "  eval                  loss, accuracy, per-class accuracy, confusion matrix of a checkpoint\n"
+            "  info FILE             describe a checkpoint or a dataset\n"
+            "  schedule --steps N    print the learning rate of every step (CSV) for train options\n"
+            "  lr-find               learning-rate range test: loss against a rising rate, a suggested --lr\n"
+            "  sanity                checks before training: initial loss, regularization, overfit 20 examples\n"
+            "  gradcheck             backprop against centred differences in double, per parameter group\n"
+            "  bench                 the machine's limits for a model: GEMM GFLOP/s, gradient allreduce time\n"
+            "  help [CMD [SUB]]      this text, or a command's options (as nndist CMD --help)\n");
 }
 
 /* A fatal signal (a crash in the HDF5 library on a hostile file, or a bug)

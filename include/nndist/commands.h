@@ -22,4 +22,9 @@ nd_status nd_cmd_eval(nd_comm *comm, int argc, char **argv, nd_error *err);
  * rate on every rank, allreduce time of its gradient). */
 nd_status nd_cmd_bench(nd_comm *comm, int argc, char **argv, nd_error *err);
 
+/* Collective over comm: the learning-rate range test (train's options and
+ * its own). *agreed = 0 when a failure may be this rank's alone (a training
+ * step's): the caller must end the whole job. */
+nd_status nd_cmd_lr_find(nd_comm *comm, int argc, char **argv, int *agreed, nd_error *err);
+
 #endif

@@ -156,6 +156,17 @@ void nd_trainer_watch_stop(nd_trainer *tr, const volatile sig_atomic_t *signal_n
  * must end the whole job. */
 nd_status nd_trainer_fit(nd_trainer *tr, nd_error *err);
 
+/* One sync training step at rate lr, as --lr means a rate (at --ref-batch
+ * samples, scaled to the global batch), whatever the schedule says: the
+ * run's feed (epoch after epoch), exchange, penalties and optimizer, whose
+ * state carries over to the next call; no observers (no progress,
+ * checkpoints or averages). *loss: the step's mean loss over the global
+ * batch, the same on every rank; NaN when the step's loss or gradient was
+ * not finite, and the step was not applied. For a learning-rate range test
+ * (nndist lr-find) in place of nd_trainer_fit. Allocates nothing.
+ * Collective. */
+nd_status nd_trainer_step(nd_trainer *tr, float lr, double *loss, nd_error *err);
+
 /* Rank 0 writes the final model to --save (atomically, as a checkpoint
  * without optimizer state; setup named the default and checked the path);
  * the outcome is agreed by all ranks. Call it after nd_trainer_fit, when

@@ -26,6 +26,7 @@ static void usage(FILE *out) {
             "  info FILE             describe a checkpoint or a dataset\n"
             "  show-weights CKPT     draw the first layer's weights (or conv filters) as a PNG grid of tiles\n"
             "  schedule --steps N    print the learning rate of every step (CSV) for train options\n"
+            "  lr-find               learning-rate range test: loss against a rising rate, a suggested --lr\n"
             "  sanity                checks before training: initial loss, regularization, overfit 20 examples\n"
             "  gradcheck             backprop against centred differences in double, per parameter group\n"
             "  bench                 the machine's limits for a model: GEMM GFLOP/s, gradient allreduce time\n"
@@ -216,6 +217,21 @@ static int run_train(nd_comm *comm, int argc, char **argv) {
     return r.status == ND_RUN_STOPPED_BY_SIGNAL ? ND_EXIT_STOPPED : 0;
 }
 
+/* The range test trains like train: a failure inside a step may be one
+ * rank's alone, and then the whole job ends. */
+static int run_lr_find(nd_comm *comm, int argc, char **argv) {
+    nd_error err = {0};
+    int agreed = 1;
+    const nd_status st = nd_cmd_lr_find(comm, argc, argv, &agreed, &err);
+    if (st != ND_OK && !agreed) {
+        fprintf(stderr, "nndist: error: rank %d: %s\n", nd_comm_rank(comm), err.msg[0] ? err.msg : "lr-find failed");
+        fflush(NULL);
+        nd_comm_abort(comm, 1);
+    }
+    report_error(&err);
+    return st == ND_OK ? 0 : (err.code == ND_ERR_ARG ? 2 : 1);
+}
+
 /* Data commands write files: only rank 0 works, the others wait for its verdict. */
 static int run_on_rank0(nd_comm *comm, nd_status (*cmd)(int, char **, nd_error *), int argc, char **argv) {
     nd_error err = {0};
@@ -285,6 +301,8 @@ int main(int argc, char **argv) {
         if (e.code == ND_ERR_ARG && nd_comm_rank(world) != 0) e.msg[0] = '\0'; /* every rank parsed alike */
         report_error(&e);
         rc = st == ND_OK ? 0 : (e.code == ND_ERR_ARG ? 2 : 1);
+    } else if (!strcmp(cmd, "lr-find")) {
+        rc = run_lr_find(world, argc - 2, argv + 2);
     } else if (!strcmp(cmd, "schedule")) {
         rc = run_on_rank0(world, nd_cmd_schedule, argc - 2, argv + 2);
     } else if (!strcmp(cmd, "sanity")) {

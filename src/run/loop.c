@@ -13,6 +13,77 @@
 #include "nndist/regularize.h"
 #include "train_internal.h"
 
+/* Collective: the gradient of step s of epoch (its micro-batches) summed
+ * over ranks by the exchange, with its loss and hits in the tail; *scale
+ * for the optimizer and *clip where the exchange applies the penalties
+ * (else 1 and NaN norms). *bad = 1, with `what` (cap chars), when the guard
+ * finds the step not finite: the same verdict on every rank. */
+static nd_status gradient_step(nd_trainer *tr, int epoch, long s, nd_clock *clock, float *scale, nd_clip_figures *clip,
+                               int *bad, char *what, size_t cap, nd_error *err) {
+    nd_model *m = &tr->model;
+    nd_exchange *x = &tr->exchange;
+    const nd_exchange_part *xp = x->part;
+    const nd_feed_part *feed = tr->feeder;
+    const int micro = feed->micro_batches ? feed->micro_batches(tr) : 1;
+    for (int k = 0; k < micro; ++k) {
+        const nd_shard *rows;
+        const int *idx;
+        ND_TRY(feed->batch(tr, s, k, &rows, &idx, err)); /* waiting for a window counts as data time */
+        nd_train_compute_gradient(tr, rows, idx, epoch, clock);
+        if (m->pass_failed)
+            return ND_FAIL(err, ND_ERR_COMM, "rank %d: --sync-bn: a batch-norm allreduce failed", tr->rank);
+        if (xp->accumulate) {
+            xp->accumulate(x->self, &x->env);
+            nd_clock_tick(clock, ND_PHASE_COMM); /* the conversion is part of the exchange */
+        }
+    }
+    ND_TRY(xp->reduce(x->self, &x->env, tr->state.step, clock, err));
+    nd_clock_tick(clock, ND_PHASE_COMM);
+    *scale = 1.0f;
+    *clip = (nd_clip_figures){.before = NAN, .after = NAN};
+    /* With a sliced gradient (ZeRO) the global norm is the guard's evidence. */
+    if (xp->scale) ND_TRY(xp->scale(x->self, &x->env, tr->state.step, tr->global_batch, scale, clip, err));
+    *bad = (xp->bad_step && xp->bad_step(x->self, what, cap)) ||
+        nd_guard_find(m, xp->caps.sliced, clip->after, what, cap);
+    return ND_OK;
+}
+
+/* Collective: applies the summed gradient at rate lr (batch-norm running
+ * statistics, penalties and clipping, the optimizer, the exchange's
+ * completion, max-norm). With e, the epoch's clip count; with last too (the
+ * epoch's last step), the monitor's figures around it. want_norms: fill
+ * *clip's norms (monitored steps only: a pass or two more). */
+static nd_status apply_step(nd_trainer *tr, float scale, nd_clip_figures *clip, bool want_norms, float lr,
+                            nd_epoch_stats *e, int last, nd_clock *clock, nd_error *err) {
+    nd_model *m = &tr->model;
+    nd_exchange *x = &tr->exchange;
+    const nd_exchange_part *xp = x->part;
+    const size_t n = m->num_params;
+    const int monitor = e && last;
+    if (m->num_trainable < n) { /* batch norm: the global batch's statistics update every replica alike */
+        nd_model_running_deltas(m, m->param, m->grad, tr->global_batch, tr->cfg.bn_momentum);
+        nd_model_apply_running(m, m->param, m->grad, 0, n);
+    }
+    /* The data gradient's figures, before the penalties and clipping change it in place (sliced: no rank
+     * holds it whole). */
+    if (monitor) nd_monitor_gradient(m, m->grad, 1.0f / (float)tr->global_batch, 0, xp->caps.sliced ? 0 : n, e);
+    if (!xp->scale) scale = nd_penalty_scale_all(&tr->penalty, m, tr->global_batch, want_norms || monitor, clip);
+    if (e) e->clip_steps += clip->clipped, e->clip_of += 1;
+    tr->opt.cfg.momentum = nd_momentum_at(tr->cfg.momentum, tr->cfg.momentum_final, tr->cfg.momentum_epochs,
+                                          (double)tr->state.step / (double)tr->steps_per_epoch);
+    if (monitor) nd_monitor_before(tr, e, clip->before, clip->after);
+    const size_t lo = tr->slice.offset; /* everything, or this rank's slice (ZeRO) */
+    nd_optimizer_step(&tr->opt, m->param + lo, m->grad + lo, scale, lr);
+    if (xp->after_update) ND_TRY(xp->after_update(x->self, &x->env, tr->state.step, clock, err));
+    if (tr->cfg.max_norm > 0.0f)
+        for (int t = 0; t < m->num_tensors; ++t) /* each unit's (or filter's) incoming weights; a frozen base stays */
+            if (m->tensor[t].role == ND_TENSOR_WEIGHT && m->tensor[t].layer >= m->frozen_layers)
+                nd_reg_max_norm(m->param + m->tensor[t].span.offset, m->tensor[t].dims[0],
+                                (int)(m->tensor[t].span.length / (size_t)m->tensor[t].dims[0]), tr->cfg.max_norm);
+    if (monitor) nd_monitor_after(tr, e, 0, n);
+    return ND_OK;
+}
+
 /* Collective: one epoch of steps; fills loss/accuracy sums and seconds. */
 static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_error *err) {
     nd_model *m = &tr->model;
@@ -30,37 +101,21 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
     nd_watchdog_leave(tr->watchdog);
     double t0 = nd_comm_time(), paused = 0.0;
     memset(tr->state.phase, 0, sizeof tr->state.phase);
-    const int micro = feed->micro_batches ? feed->micro_batches(tr) : 1;
     long done = steps; /* steps of the epoch taken when it ends (fewer if a signal stopped it) */
     for (long s = first; s < steps; ++s) {
         double before[ND_PHASES];
         memcpy(before, tr->state.phase, sizeof before);
         nd_clock clock;
         nd_clock_start(&clock, tr->state.phase);
-        for (int k = 0; k < micro; ++k) {
-            const nd_shard *rows;
-            const int *idx;
-            ND_TRY(feed->batch(tr, s, k, &rows, &idx, err)); /* waiting for a window counts as data time */
-            nd_train_compute_gradient(tr, rows, idx, epoch, &clock);
-            if (m->pass_failed)
-                return ND_FAIL(err, ND_ERR_COMM, "rank %d: --sync-bn: a batch-norm allreduce failed", tr->rank);
-            if (xp->accumulate) {
-                xp->accumulate(x->self, &x->env);
-                nd_clock_tick(&clock, ND_PHASE_COMM); /* the conversion is part of the exchange */
-            }
-        }
-        ND_TRY(xp->reduce(x->self, &x->env, tr->state.step, &clock, err));
-        nd_clock_tick(&clock, ND_PHASE_COMM);
         const int last = s == steps - 1;
         /* Monitored steps (the epoch's last, every --log-every'th) compute norms; the others do not. */
         const int logged = tr->cfg.log_every > 0 && (tr->state.step + 1) % tr->cfg.log_every == 0;
-        float scale = 1.0f;
-        nd_clip_figures clip = {.before = NAN, .after = NAN};
-        /* With a sliced gradient (ZeRO) the global norm is the guard's evidence. */
-        if (xp->scale) ND_TRY(xp->scale(x->self, &x->env, tr->state.step, tr->global_batch, &scale, &clip, err));
+        float scale;
+        nd_clip_figures clip;
+        int bad;
         char what[160];
-        if ((xp->bad_step && xp->bad_step(x->self, what, sizeof what)) ||
-            nd_guard_find(m, xp->caps.sliced, clip.after, what, sizeof what)) {
+        ND_TRY(gradient_step(tr, epoch, s, &clock, &scale, &clip, &bad, what, sizeof what, err));
+        if (bad) {
             ND_TRY(nd_guard_bad_step(tr, what, err)); /* stops, or: */
             e->nan_skips += 1;                        /* dropped; its batch is used up */
             tr->state.step += 1;
@@ -69,31 +124,10 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
         }
         tr->state.nan_consecutive = 0;
         const int stop_signal = nd_stop_agreed(m->grad + n); /* the same on every rank */
-        if (m->num_trainable < n) { /* batch norm: the global batch's statistics update every replica alike */
-            nd_model_running_deltas(m, m->param, m->grad, tr->global_batch, tr->cfg.bn_momentum);
-            nd_model_apply_running(m, m->param, m->grad, 0, n);
-        }
         const double step_loss = m->grad[n + ND_TAIL_LOSS];
         loss_sum += step_loss;
         correct += m->grad[n + ND_TAIL_CORRECT];
-        /* The data gradient's figures, before the penalties and clipping change it in place (sliced: no rank
-         * holds it whole). */
-        if (last) nd_monitor_gradient(m, m->grad, 1.0f / (float)tr->global_batch, 0, xp->caps.sliced ? 0 : n, e);
-        if (!xp->scale) scale = nd_penalty_scale_all(&tr->penalty, m, tr->global_batch, last || logged, &clip);
-        e->clip_steps += clip.clipped;
-        e->clip_of += 1;
-        tr->opt.cfg.momentum = nd_momentum_at(tr->cfg.momentum, tr->cfg.momentum_final, tr->cfg.momentum_epochs,
-                                              (double)tr->state.step / (double)tr->steps_per_epoch);
-        if (last) nd_monitor_before(tr, e, clip.before, clip.after);
-        const size_t lo = tr->slice.offset; /* everything, or this rank's slice (ZeRO) */
-        nd_optimizer_step(&tr->opt, m->param + lo, m->grad + lo, scale, nd_lr_at(&tr->lr, tr->state.step));
-        if (xp->after_update) ND_TRY(xp->after_update(x->self, &x->env, tr->state.step, &clock, err));
-        if (tr->cfg.max_norm > 0.0f)
-            for (int t = 0; t < m->num_tensors; ++t) /* each unit's (or filter's) incoming weights */
-                if (m->tensor[t].role == ND_TENSOR_WEIGHT && m->tensor[t].layer >= m->frozen_layers)
-                    nd_reg_max_norm(m->param + m->tensor[t].span.offset, m->tensor[t].dims[0],
-                                    (int)(m->tensor[t].span.length / (size_t)m->tensor[t].dims[0]), tr->cfg.max_norm);
-        if (last) nd_monitor_after(tr, e, 0, n);
+        ND_TRY(apply_step(tr, scale, &clip, logged, nd_lr_at(&tr->lr, tr->state.step), e, last, &clock, err));
         tr->state.step += 1;
         nd_clock_tick(&clock, ND_PHASE_UPDATE);
         const nd_step_view view = {.epoch = epoch,
@@ -138,6 +172,33 @@ static nd_status run_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_erro
     e->lr = nd_lr_at(&tr->lr, tr->state.step > 0 ? tr->state.step - 1 : 0);
     tr->state.train_seconds += seconds;
     tr->state.samples_seen += (long)run;
+    return ND_OK;
+}
+
+nd_status nd_trainer_step(nd_trainer *tr, float lr, double *loss, nd_error *err) {
+    if (tr->async)
+        return ND_FAIL(err, ND_ERR_ARG, "a single training step is sync mode's, not --mode %s",
+                       nd_mode_names[tr->cfg.mode]);
+    const long s = tr->state.step % tr->steps_per_epoch;
+    const int epoch = (int)(tr->state.step / tr->steps_per_epoch) + 1;
+    if (s == 0) ND_TRY(tr->feeder->begin_epoch(tr, epoch, 0, err)); /* the epoch's order, as fit would */
+    nd_clock clock;
+    nd_clock_start(&clock, tr->state.phase);
+    float scale;
+    nd_clip_figures clip;
+    int bad;
+    char what[160];
+    ND_TRY(gradient_step(tr, epoch, s, &clock, &scale, &clip, &bad, what, sizeof what, err));
+    const size_t n = tr->model.num_params;
+    *loss = bad ? NAN : (double)tr->model.grad[n + ND_TAIL_LOSS] / tr->global_batch;
+    if (!bad) {
+        nd_lr_schedule at = tr->lr; /* lr scaled to the global batch as --lr is */
+        at.base_lr = lr;
+        ND_TRY(apply_step(tr, scale, &clip, false, nd_lr_peak(&at), NULL, 0, &clock, err));
+        tr->state.samples_seen += tr->global_batch;
+    }
+    tr->state.step += 1;
+    nd_clock_tick(&clock, ND_PHASE_UPDATE);
     return ND_OK;
 }
 

@@ -28,7 +28,7 @@ h5diff -q plain.h5 a0.h5 /model /model >/dev/null && ok "--distill-alpha 0 is bi
   || bad "--distill-alpha 0 changed the run"
 
 # Its own answers to learn: nothing moves (q - p is rounding: < 1e-5 over an epoch).
-self="--data d.h5 --hidden 48 --epochs 1 --init-from t.h5 --teacher t.h5 --distill-T 1 --threads 1 --progress none"
+self="--data d.h5 --hidden 48 --epochs 1 --init-from t.h5 --teacher t.h5 --distill-t 1 --threads 1 --progress none"
 run2 train $self --distill-alpha 1 --save self.h5 >self.log 2>&1 || bad "self-teacher: $(tail -3 self.log)"
 loss=$(sed -n 's/^epoch .*train loss \([-0-9.e]*\).*/\1/p' self.log)
 awk -v l="$loss" 'BEGIN { exit !(l < 1e-4 && l > -1e-4) }' && ok "learning its own answers: train loss $loss" \
@@ -43,7 +43,7 @@ h5diff -q -d 1e-5 t.h5 half.h5 /model /model >/dev/null && bad "alpha 0.5 did no
 # student learns from the teacher alone (alpha 1). (On these blobs the
 # teacher classifies about as well without the map, so this checks that
 # the run works, not the map itself.)
-"$bin" train --data d.h5 --hidden 16 --epochs 3 --teacher tm.h5 --distill-alpha 1 --distill-T 2 --summary m.json \
+"$bin" train --data d.h5 --hidden 16 --epochs 3 --teacher tm.h5 --distill-alpha 1 --distill-t 2 --summary m.json \
   --save none --threads 1 --progress none >m.log 2>&1 || bad "minmax teacher student: $(tail -2 m.log)"
 grep -q "^nndist train: teacher tm.h5: 16-48:relu-4, .* parameters, its own normalization$" m.log \
   && ok "the teacher line names its own normalization" || bad "teacher line: $(grep teacher m.log)"

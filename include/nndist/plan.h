@@ -63,7 +63,7 @@ typedef struct {
     nd_output_bias_kind output_bias;
     nd_loss_kind loss;
     char teacher[ND_PATH_MAX]; /* --teacher: checkpoints, comma-separated ("" for none) */
-    float distill_T;           /* --distill-T: the softmax temperature */
+    float distill_t;           /* --distill-t: the softmax temperature */
     float distill_alpha;       /* --distill-alpha: weight of the teachers' part */
     int epochs;
     int batch;

@@ -37,7 +37,7 @@ static void teach(nd_trainer *tr, int b) {
             x = tr->teacher_x;
         }
         const float *logits = nd_model_forward(&tr->teachers[t].model, x, b, NULL);
-        nd_softmax_temperature_add(tr->soft, logits, tr->cfg.distill_T, 1.0f / (float)tr->num_teachers, b, k);
+        nd_softmax_temperature_add(tr->soft, logits, tr->cfg.distill_t, 1.0f / (float)tr->num_teachers, b, k);
     }
 }
 
@@ -58,7 +58,7 @@ void nd_train_compute_gradient(nd_trainer *tr, const nd_shard *src, const int *i
     if (tr->num_teachers) teach(tr, b);
     const float *out = nd_model_forward(m, tr->xb, b, &pass);
     nd_loss_stats ls = tr->num_teachers ? nd_loss_apply_distill(nd_model_output_grad(m), out, tr->yb, tr->soft,
-                                                                tr->cfg.distill_T, tr->cfg.distill_alpha, b, k)
+                                                                tr->cfg.distill_t, tr->cfg.distill_alpha, b, k)
         : tr->mixup_lam && tr->yb
         ? nd_loss_apply_mixup(tr->loss, nd_model_output_grad(m), out, tr->yb, tr->mixup_lam, b, k)
         : nd_loss_apply(tr->loss, nd_model_output_grad(m), out, tr->yb, tr->tb, b, k);

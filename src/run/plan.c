@@ -62,7 +62,7 @@ const nd_cli_option nd_train_options[] = {
      "augmentation: mix pairs of training samples and their labels, lambda ~ Beta(a, a) (0: off; softmax_ce or float targets)"},
     {"teacher", F(STR, teacher), "",
      "distillation: checkpoints of trained networks (comma-separated, up to 8), whose mean softened probabilities the student learns too (softmax_ce)"},
-    {"distill-T", R(FLOAT, distill_T, "(0, 1000]"), "4", "distillation: the softmax temperature T"},
+    {"distill-t", R(FLOAT, distill_t, "(0, 1000]"), "4", "distillation: the softmax temperature T"},
     {"distill-alpha", R(FLOAT, distill_alpha, "[0, 1]"), "0.9",
      "distillation: loss = alpha T^2 KL(teachers || student at T) + (1 - alpha) CE(labels)"},
     {"epochs", R(INT, epochs, ">= 1"), "10", "passes over the training split"},

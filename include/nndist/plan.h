@@ -67,6 +67,8 @@ typedef struct {
     int ref_batch;
     float momentum, momentum_final, momentum_epochs, beta1, beta2, eps, rho;
     long warmup_steps;
+    float warmup_start; /* --warmup-start: the warmup's first rate as a fraction of the target */
+    bool warmup_goyal;  /* --warmup-goyal: ramp from --lr to the scaled peak instead */
     nd_sched_kind lr_schedule;
     char lr_milestones[256];
     float lr_gamma, lr_k, lr_min, sgdr_t0, sgdr_mult, gbc_tau, gbc_floor;

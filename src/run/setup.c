@@ -408,6 +408,9 @@ nd_status nd_trainer_setup(nd_trainer **out, const nd_train_config *cfg, nd_comm
     /* An async epoch is one training set's worth of worker batches. */
     const long per_epoch = tr->async ? tr->info.train.rows / cfg->batch : tr->steps_per_epoch;
     ND_TRY(nd_train_agree(tr, nd_train_make_schedule(cfg, tr->global_batch, per_epoch, &tr->lr, err), err));
+    char why[256];
+    if (tr->rank == 0 && nd_lr_warmup_issue(&tr->lr, why, sizeof why))
+        fprintf(stderr, "nndist train: warning: %s\n", why);
     if (tr->lr.kind == ND_SCHED_PLATEAU && !tr->info.has_val)
         return nd_train_agree(
             tr, ND_FAIL(err, ND_ERR_ARG, "--lr-schedule plateau: %s has no /val split to watch", cfg->data), err);

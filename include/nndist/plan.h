@@ -79,6 +79,7 @@ typedef struct {
     bool shuffle;
     nd_norm_kind normalize;
     int eval_batch;
+    long train_eval_rows; /* --train-eval-rows: -1 = the size of /val (else /test), 0 = off */
     int threads;
     int bucket_kb;
     bool shard_optimizer;

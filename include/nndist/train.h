@@ -63,13 +63,14 @@ extern const char *const nd_phase_names[ND_PHASES];
 
 /* Per-epoch figures, identical on every rank (the phase times are rank 0's). */
 typedef struct {
-    int epoch;                        /* 1-based */
-    double train_loss, train_acc;     /* *_acc: the loss's metric (nd_loss_metric): accuracy, attribute
-                                        accuracy (sigmoid_bce), RMSE (l2) or MAE (l1) */
-    double test_loss, test_acc;       /* NaN without a test split */
-    double val_loss, val_acc;         /* NaN without a val split */
-    double lr;                        /* at the end of the epoch */
-    double ema_test_acc, ema_val_acc; /* --ema: the averaged weights' accuracy (NaN otherwise) */
+    int epoch;                              /* 1-based */
+    double train_loss, train_acc;           /* *_acc: the loss's metric (nd_loss_metric): accuracy, attribute
+                                              accuracy (sigmoid_bce), RMSE (l2) or MAE (l1) */
+    double test_loss, test_acc;             /* NaN without a test split */
+    double val_loss, val_acc;               /* NaN without a val split */
+    double train_eval_loss, train_eval_acc; /* the first --train-eval-rows of /train in inference mode (or NaN) */
+    double lr;                              /* at the end of the epoch */
+    double ema_test_acc, ema_val_acc;       /* --ema: the averaged weights' accuracy (NaN otherwise) */
     /* Health at the epoch's last step (sync): the averaged gradient's norm,
      * and per layer ||update|| / ||weights||, the fraction of hidden units
      * that output 0 for the whole batch, and the mean/std of activations. */

@@ -352,8 +352,22 @@ nd_status nd_shard_read(const char *path, const char *split, int rank, int size,
     return nd_shard_read_parts(path, split, rank, rank + 1, size, num_classes, shard, err);
 }
 
+static nd_status read_head_parts(const char *path, const char *split, long head, int part_lo, int part_hi, int parts,
+                                 int num_classes, nd_shard *shard, nd_error *err);
+
 nd_status nd_shard_read_parts(const char *path, const char *split, int part_lo, int part_hi, int parts, int num_classes,
                               nd_shard *shard, nd_error *err) {
+    return read_head_parts(path, split, LONG_MAX, part_lo, part_hi, parts, num_classes, shard, err);
+}
+
+nd_status nd_shard_read_head(const char *path, const char *split, long head, int rank, int size, int num_classes,
+                             nd_shard *shard, nd_error *err) {
+    return read_head_parts(path, split, head, rank, rank + 1, size, num_classes, shard, err);
+}
+
+/* Parts [part_lo, part_hi) of the split's first min(head, rows) rows. */
+static nd_status read_head_parts(const char *path, const char *split, long head, int part_lo, int part_hi, int parts,
+                                 int num_classes, nd_shard *shard, nd_error *err) {
     const int rank = part_lo; /* named in messages */
     memset(shard, 0, sizeof *shard);
     hid_t f = h5io_open(path, 0, err);
@@ -363,8 +377,9 @@ nd_status nd_shard_read_parts(const char *path, const char *split, int part_lo, 
     hid_t dx = -1, dy = -1;
     if (st != ND_OK) goto done;
     long first, count, last_first, last_count;
-    nd_shard_range(info.rows, part_lo, parts, &first, &count);
-    nd_shard_range(info.rows, part_hi - 1, parts, &last_first, &last_count);
+    const long rows = info.rows < head ? info.rows : head;
+    nd_shard_range(rows, part_lo, parts, &first, &count);
+    nd_shard_range(rows, part_hi - 1, parts, &last_first, &last_count);
     count = last_first + last_count - first; /* parts [part_lo, part_hi) are contiguous */
     if (count > INT_MAX || (size_t)count > SIZE_MAX / sizeof(float) / (size_t)info.cols) {
         st = ND_FAIL(err, ND_ERR_DATA, "%s: /%s: rank %d would hold %ld rows, too many for memory", path, split, rank,

@@ -110,6 +110,8 @@ const nd_cli_option nd_train_options[] = {
     {"normalize", E(normalize, nd_norm_names), "global",
      "features: global or feature (mean/std), minmax (to [-1, 1]) or none"},
     {"eval-batch", R(INT, eval_batch, ">= 1"), "1024", "rows per forward pass during evaluation"},
+    {"train-eval-rows", R(LONG, train_eval_rows, ">= -1"), "-1",
+     "after each epoch, evaluate the first N rows of /train like /val (inference mode: the gap's train side); -1: as many as /val (else /test) has, 0: off"},
     {"threads", R(INT, threads, "[0, 1024]"), "0", "BLAS threads per rank; 0 = this node's cores / ranks on it"},
     {"bucket-kb", R(INT, bucket_kb, "[0, 1048576]"), "0",
      "sync: allreduce the gradient in buckets of this many KiB during backward, last layer first (0: one allreduce after backward)"},

@@ -94,6 +94,14 @@ static nd_status read_shards(nd_trainer *tr, nd_error *err) {
     if (eval_part < 0) return ND_OK;
     if (tr->info.has_test) ND_TRY(nd_shard_read(c->data, "test", eval_part, eval_parts, k, &tr->test, err));
     if (tr->info.has_val) ND_TRY(nd_shard_read(c->data, "val", eval_part, eval_parts, k, &tr->val, err));
+    /* The clean training metric's rows: a copy, so any feed (streamed too) can be evaluated alike. */
+    const long like = tr->info.has_val ? tr->info.val.rows : tr->info.has_test ? tr->info.test.rows : 0;
+    const long want = c->train_eval_rows < 0 ? like : c->train_eval_rows;
+    tr->train_eval_rows = want < tr->info.train.rows ? want : tr->info.train.rows;
+    tr->train_eval.cols = tr->info.train.cols;
+    if (tr->train_eval_rows > 0)
+        ND_TRY(
+            nd_shard_read_head(c->data, "train", tr->train_eval_rows, eval_part, eval_parts, k, &tr->train_eval, err));
     return check_targets(tr, err);
 }
 
@@ -138,8 +146,8 @@ static nd_status normalize_splits(nd_trainer *tr, int have_stats, nd_error *err)
     }
     if (st == ND_OK && feed->normalization_ready) feed->normalization_ready(tr);
     if (st == ND_OK) {
-        nd_shard *splits[3] = {&tr->train, &tr->test, &tr->val};
-        for (int i = 0; i < 3; ++i)
+        nd_shard *splits[4] = {&tr->train, &tr->test, &tr->val, &tr->train_eval};
+        for (int i = 0; i < 4; ++i)
             if (splits[i]->x)
                 nd_normalize_apply(splits[i]->x, (size_t)splits[i]->rows, cols, tr->norm_mean, tr->norm_inv_std);
     }
@@ -394,6 +402,7 @@ nd_status nd_trainer_setup(nd_trainer **out, const nd_train_config *cfg, nd_comm
     /* No epoch finished yet: its figures are unknown, not 0 (summaries written before one ends). */
     tr->state.last.train_loss = tr->state.last.train_acc = NAN;
     tr->state.last.test_loss = tr->state.last.test_acc = tr->state.last.val_loss = tr->state.last.val_acc = NAN;
+    tr->state.last.train_eval_loss = tr->state.last.train_eval_acc = NAN;
     tr->state.plateau_best = -INFINITY;
     tr->state.plateau_scale = 1.0;
     int resumed = 0;
@@ -470,6 +479,7 @@ void nd_trainer_free(nd_trainer *tr) {
     nd_shard_free(&tr->train);
     nd_shard_free(&tr->test);
     nd_shard_free(&tr->val);
+    nd_shard_free(&tr->train_eval);
     nd_buffer_free(tr->ema);
     nd_buffer_free(tr->best_param);
     nd_buffer_free(tr->decay_mask);

@@ -60,6 +60,9 @@ void nd_monitor_after(nd_trainer *tr, nd_epoch_stats *e);
 
 /* summary.c, rank 0: the epoch line and the metrics JSON line; the final line. */
 void nd_train_print_epoch(nd_trainer *tr, const nd_epoch_stats *e);
+/* gap_<metric>: the clean training metric (the first --train-eval-rows of
+ * /train in inference mode) minus val's; the running one's without it. */
+double nd_train_gap(const nd_trainer *tr, const nd_epoch_stats *e);
 void nd_train_print_done(nd_trainer *tr);
 
 /* dirlock.c: rank 0 takes --checkpoint-dir's lock (collective; refused

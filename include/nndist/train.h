@@ -158,6 +158,13 @@ void nd_trainer_write_failed_summary(nd_trainer *tr, const char *reason, int alo
 /* Loss and accuracy of the current parameters over a split's shards. */
 nd_status nd_trainer_evaluate(nd_trainer *tr, const nd_shard *shard, double *loss, double *acc, nd_error *err);
 
+/* Adds to m->grad (num_params) the gradient of the weight penalties that a
+ * run of cfg adds to a step's gradient, for one row: --weight-decay
+ * (weight_decay instead when > 0; the coupled L2 even for adamw) and --l1
+ * on the tensors they cover, through the trainer's own code (penalty.c).
+ * For `nndist sanity`. */
+void nd_train_penalty_gradient(const nd_train_config *cfg, float weight_decay, nd_model *m);
+
 /* The run's figures as they stand (see nd_train_result). Not collective. */
 nd_train_result nd_trainer_result(const nd_trainer *tr);
 

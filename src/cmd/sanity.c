@@ -84,7 +84,7 @@ nd_status nd_cmd_sanity(int argc, char **argv, nd_error *err) {
     int help = 0;
     ND_TRY(nd_small_batch_load(&s, argc, argv,
                                "usage: nndist sanity --data FILE [train options]   (see docs/training.md)", SANITY_ROWS,
-                               &help, err));
+                               NULL, &help, err));
     if (help) return ND_OK;
     nd_model m;
     nd_optimizer opt;

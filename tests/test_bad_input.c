@@ -157,6 +157,10 @@ static void test_bad_options(void **state) {
     expect_failure("train --data " T "good.h5 --mode ssp --max-staleness -1" COMMON, "--max-staleness");
     expect_failure("train --data " T "good.h5 --straggle 1:0.5" COMMON, "--straggle: '1:0.5'");
     expect_failure("frobnicate", "unknown command 'frobnicate'");
+    expect_failure("train --data " T "good.h5 --warmup-steps 5 --warmup-start 1" COMMON,
+                   "--warmup-start: 1 must be in [0, 1)");
+    expect_failure("train --data " T "good.h5 --warmup-steps 5 --warmup-start 0.1 --warmup-goyal" COMMON,
+                   "--warmup-goyal: starts at --lr, not with --warmup-start 0.1");
     /* The recipe's options. */
     expect_failure("train --data " T "good.h5 --arch 4-8:bn:swish-3" COMMON,
                    "--arch '4-8:bn:swish-3': 'swish' is not bn");
@@ -215,6 +219,13 @@ static void test_good_run_and_summary(void **state) {
                           "\"train_seconds\"",  "\"samples_per_s\"", "\"test_accuracy\"",     "\"test_loss\""};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; ++i)
         if (!strstr(buf, keys[i])) fail_msg("summary lacks %s: %s", keys[i], buf);
+    /* A Goyal warmup with nothing to ramp (global batch 8 = --ref-batch) runs, warning once. */
+    rc = run2("train --data " T "good.h5 --save none --warmup-steps 3 --warmup-goyal --ref-batch 8" COMMON, out,
+              sizeof out);
+    if (rc != 0 || count(out, "nndist train: warning: --warmup-goyal ramps from --lr to the peak, here --lr too") != 1)
+        fail_msg("want one warning line and a good run (%d):\n%s", rc, out);
+    rc = run2("train --data " T "good.h5 --save none --warmup-steps 3 --warmup-goyal" COMMON, out, sizeof out);
+    if (rc != 0 || strstr(out, "warning")) fail_msg("the same on a peak of 2 x --lr warns (%d):\n%s", rc, out);
 }
 
 /* Dropout before a regression loss trains, with one warning line (rank 0's

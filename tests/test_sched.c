@@ -3,6 +3,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <string.h>
 
 #include <cmocka.h>
 
@@ -20,14 +21,80 @@ static void test_linear_scaling(void **state) {
     assert_float_equal(nd_lr_peak(&ref), 0.025f, 1e-8);
 }
 
+/* The default warmup starts from zero without wasting a step: (s+1)/W of the
+ * target; --warmup-start F from F of it; --warmup-goyal from --lr, exactly
+ * the rates the warmup had before it could start anywhere else. */
 static void test_warmup(void **state) {
     (void)state;
     nd_lr_schedule s = {.base_lr = 0.01f, .ref_batch = 64, .global_batch = 128, .warmup_steps = 10};
-    assert_float_equal(nd_lr_at(&s, 0), 0.01f, 1e-8);  /* starts at the unscaled rate */
-    assert_float_equal(nd_lr_at(&s, 5), 0.015f, 1e-8); /* half way */
-    assert_float_equal(nd_lr_at(&s, 9), 0.019f, 1e-8);
-    assert_float_equal(nd_lr_at(&s, 10), 0.02f, 1e-8); /* peak from step W on */
-    assert_float_equal(nd_lr_at(&s, 11), 0.02f, 1e-8);
+    assert_float_equal(nd_lr_at(&s, 0), 0.002f, 1e-9); /* 1/10 of the peak, not 0 */
+    assert_float_equal(nd_lr_at(&s, 4), 0.01f, 1e-9);  /* half way */
+    assert_float_equal(nd_lr_at(&s, 9), 0.02f, 1e-9);  /* the last warmup step reaches the peak */
+    assert_float_equal(nd_lr_at(&s, 10), 0.02f, 1e-9);
+    for (long t = 1; t < 10; ++t) assert_true(nd_lr_at(&s, t) > nd_lr_at(&s, t - 1));
+    s.warmup_start = 0.5f; /* from half of the peak */
+    assert_float_equal(nd_lr_at(&s, 0), 0.02 * (0.5 + 0.5 * 0.1), 1e-9);
+    assert_float_equal(nd_lr_at(&s, 9), 0.02f, 1e-9);
+    s.warmup_start = 0.0f;
+    s.warmup_goyal = 1;
+    for (long t = 0; t < 12; ++t) { /* the old formula, bit for bit */
+        const double peak = nd_lr_peak(&s);
+        const float old = t < 10 ? (float)(s.base_lr + (peak - s.base_lr) * (double)t / 10.0) : (float)peak;
+        assert_true(nd_lr_at(&s, t) == old);
+    }
+    assert_float_equal(nd_lr_at(&s, 0), 0.01f, 1e-9); /* starts at the unscaled rate */
+    assert_float_equal(nd_lr_at(&s, 5), 0.015f, 1e-9);
+}
+
+/* The warmup ramps up to the schedule's rate at step W, and the schedule
+ * runs on the steps after it; one-cycle included. */
+static nd_lr_schedule base(nd_sched_kind kind);
+#define PI 3.141592653589793
+static void test_warmup_composes(void **state) {
+    (void)state;
+    const nd_sched_kind kinds[] = {ND_SCHED_CONSTANT, ND_SCHED_COSINE, ND_SCHED_ONECYCLE, ND_SCHED_SGDR,
+                                   ND_SCHED_LINEAR,   ND_SCHED_EXP,    ND_SCHED_GBC,      ND_SCHED_PLATEAU};
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; ++i) {
+        nd_lr_schedule plain = base(kinds[i]), warm = base(kinds[i]);
+        plain.total_steps = 900; /* the schedule over the steps after a warmup of 100 */
+        warm.warmup_steps = 100;
+        const double target = nd_lr_at(&plain, 0);
+        for (long t = 0; t < 100; ++t) assert_float_equal(nd_lr_at(&warm, t), target * (t + 1) / 100.0, 1e-8);
+        for (long t = 100; t < 1000; t += 37) assert_true(nd_lr_at(&warm, t) == nd_lr_at(&plain, t - 100));
+    }
+    nd_lr_schedule oc = base(ND_SCHED_ONECYCLE); /* one-cycle's start is peak/div: the warmup goes there */
+    oc.warmup_steps = 50;
+    assert_float_equal(nd_lr_at(&oc, 49), 0.004f, 1e-9);
+    assert_float_equal(nd_lr_at(&oc, 50 + 285), 0.1f, 1e-7); /* the top: 30% of the 950 after the warmup */
+    nd_lr_schedule co = base(ND_SCHED_COSINE);
+    co.warmup_steps = 100;
+    co.warmup_goyal = 1;
+    co.global_batch = 64; /* peak 0.2: Goyal from 0.1 up to it, then the cosine */
+    assert_float_equal(nd_lr_at(&co, 0), 0.1f, 1e-8);
+    assert_float_equal(nd_lr_at(&co, 50), 0.15f, 1e-8);
+    assert_float_equal(nd_lr_at(&co, 100), 0.2f, 1e-8);
+    assert_float_equal(nd_lr_at(&co, 550), 0.001 + (0.2 - 0.001) * (1 + cos(PI * 0.5)) / 2, 1e-7);
+}
+
+/* A warmup that changes nothing, or outlasts the run, is named. */
+static void test_warmup_issues(void **state) {
+    (void)state;
+    char why[256];
+    nd_lr_schedule s = base(ND_SCHED_CONSTANT);
+    assert_int_equal(nd_lr_warmup_issue(&s, why, sizeof why), 0); /* no warmup at all */
+    s.warmup_steps = 100;
+    assert_int_equal(nd_lr_warmup_issue(&s, why, sizeof why), 0); /* from 0: it ramps */
+    s.warmup_goyal = 1;                                           /* from --lr to the peak, which is --lr: 32 = 32 */
+    assert_int_equal(nd_lr_warmup_issue(&s, why, sizeof why), 1);
+    assert_non_null(strstr(why, "changes nothing"));
+    for (long t = 0; t < 200; ++t) assert_true(nd_lr_at(&s, t) == 0.1f); /* indeed */
+    s.global_batch = 64;
+    assert_int_equal(nd_lr_warmup_issue(&s, why, sizeof why), 0);
+    s.warmup_steps = 1000; /* the whole run */
+    assert_int_equal(nd_lr_warmup_issue(&s, why, sizeof why), 1);
+    assert_non_null(strstr(why, "--warmup-steps 1000"));
+    s.warmup_steps = 0;
+    assert_int_equal(nd_lr_warmup_issue(&s, why, sizeof why), 1); /* --warmup-goyal alone */
 }
 
 static void test_clip_by_value(void **state) {
@@ -85,8 +152,6 @@ static nd_lr_schedule base(nd_sched_kind kind) {
                         .plateau_scale = 1.0};
     return s;
 }
-
-#define PI 3.141592653589793
 
 static void test_decay_schedules(void **state) {
     (void)state;
@@ -155,6 +220,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_linear_scaling),
         cmocka_unit_test(test_warmup),
+        cmocka_unit_test(test_warmup_composes),
+        cmocka_unit_test(test_warmup_issues),
         cmocka_unit_test(test_clip_by_value),
         cmocka_unit_test(test_clip_by_norm),
         cmocka_unit_test(test_momentum_schedule),

@@ -67,6 +67,12 @@ void nd_shard_range(long n, int rank, int size, long *first, long *count);
 nd_status nd_shard_read(const char *path, const char *split, int rank, int size, int num_classes, nd_shard *shard,
                         nd_error *err);
 
+/* The same for the first min(head, rows) rows of the split only, cut into
+ * size blocks (the clean training metric reads its subset this way); with
+ * a fold held out in info, "train" skips its rows (nd_shard_read_info). */
+nd_status nd_shard_read_head(const char *path, const nd_dataset_info *info, const char *split, long head, int rank,
+                             int size, nd_shard *shard, nd_error *err);
+
 /* The same for the contiguous rows of parts [part_lo, part_hi) of the split
  * cut into `parts` blocks by nd_shard_range (deterministic mode reads the
  * micro-batch blocks it owns this way). */

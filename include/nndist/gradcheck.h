@@ -5,6 +5,7 @@
 #define NNDIST_GRADCHECK_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "nndist/loss.h"
 #include "nndist/model.h"
@@ -47,5 +48,12 @@ double nd_gradcheck_loss(const nd_model *m, const double *p, const float *x, int
 int nd_gradcheck_run(const nd_model *m, const float *grad, const float *x, int batch, nd_loss_kind loss,
                      const int *labels, const float *targets, int samples, uint64_t seed, double h, double l2,
                      double l1, nd_gradcheck_group *groups);
+
+/* The same, also writing to log (unless NULL) one line per sampled
+ * parameter: group, index in its tensor, analytic, numeric, relative error
+ * (or that a kink lay within h). */
+int nd_gradcheck_run_log(const nd_model *m, const float *grad, const float *x, int batch, nd_loss_kind loss,
+                         const int *labels, const float *targets, int samples, uint64_t seed, double h, double l2,
+                         double l1, nd_gradcheck_group *groups, FILE *log);
 
 #endif

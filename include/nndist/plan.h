@@ -73,6 +73,8 @@ typedef struct {
     float momentum, momentum_final, momentum_epochs, beta1, beta2, eps, rho;
     float rmsprop_momentum; /* --rmsprop-momentum (0: plain rmsprop) */
     long warmup_steps;
+    float warmup_start; /* --warmup-start: the warmup's first rate as a fraction of the target */
+    bool warmup_goyal;  /* --warmup-goyal: ramp from --lr to the scaled peak instead */
     nd_sched_kind lr_schedule;
     char lr_milestones[256];
     float lr_gamma, lr_k, lr_min, sgdr_t0, sgdr_mult, gbc_tau, gbc_floor;
@@ -84,6 +86,7 @@ typedef struct {
     char val_fold[32];
     nd_norm_kind normalize;
     int eval_batch;
+    long train_eval_rows; /* --train-eval-rows: -1 = the size of /val (else /test), 0 = off */
     int threads;
     int bucket_kb;
     bool shard_optimizer;

@@ -22,14 +22,21 @@ typedef enum {
 #define ND_MAX_MILESTONES 16
 
 /* Every rate is the peak (linear scaling) times a factor of the step. The
- * warmup ramps from base_lr to the peak over warmup_steps, then the
- * schedule runs on the steps after it (one-cycle has its own ramp). Time
- * arguments are in steps; `e` above is epochs since the warmup ended. */
+ * schedule runs on the steps after the warmup (its step 0 is step W; step's
+ * milestones and invsqrt count from step 0 of the run). During the warmup,
+ * step s < W runs at target x (start + (1 - start) (s + 1) / W), target
+ * being the schedule's rate at step W, so the first step is not wasted at
+ * rate 0 and step W - 1 reaches the target; with warmup_goyal, at
+ * from + (target - from) s / W, from = base_lr x target / peak (Goyal et
+ * al. 2017: from --lr to the scaled peak). Time arguments are in steps; `e`
+ * above is epochs since the warmup ended. */
 typedef struct {
-    float base_lr;     /* --lr: the rate at ref_batch samples per step */
-    int ref_batch;     /* --ref-batch */
-    int global_batch;  /* samples per step over all ranks */
-    long warmup_steps; /* --warmup-steps */
+    float base_lr;      /* --lr: the rate at ref_batch samples per step */
+    int ref_batch;      /* --ref-batch */
+    int global_batch;   /* samples per step over all ranks */
+    long warmup_steps;  /* --warmup-steps */
+    float warmup_start; /* --warmup-start: first warmup rate / target, in [0, 1) */
+    int warmup_goyal;   /* --warmup-goyal: ramp from base_lr instead */
     nd_sched_kind kind;
     long steps_per_epoch, total_steps;
     float gamma; /* step, plateau */
@@ -55,6 +62,10 @@ float nd_lr_peak(const nd_lr_schedule *s);
 
 /* Rate for 0-based step t. */
 float nd_lr_at(const nd_lr_schedule *s, long step);
+
+/* When the warmup of s changes nothing, or the run ends before it does:
+ * writes why in one line to why (n bytes) and returns 1; else 0. */
+int nd_lr_warmup_issue(const nd_lr_schedule *s, char *why, size_t n);
 
 /* Reduce-on-plateau bookkeeping after an epoch's validation metric
  * (higher is better): after `patience` epochs without a new best, the

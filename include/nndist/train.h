@@ -72,13 +72,14 @@ typedef struct {
 
 /* Per-epoch figures, identical on every rank (the phase times are rank 0's). */
 typedef struct {
-    int epoch;                        /* 1-based */
-    double train_loss, train_acc;     /* *_acc: the loss's metric (nd_loss_metric): accuracy, attribute
-                                        accuracy (sigmoid_bce), RMSE (l2) or MAE (l1) */
-    double test_loss, test_acc;       /* NaN without a test split */
-    double val_loss, val_acc;         /* NaN without a val split */
-    double lr;                        /* at the end of the epoch */
-    double ema_test_acc, ema_val_acc; /* --ema: the averaged weights' accuracy (NaN otherwise) */
+    int epoch;                              /* 1-based */
+    double train_loss, train_acc;           /* *_acc: the loss's metric (nd_loss_metric): accuracy, attribute
+                                              accuracy (sigmoid_bce), RMSE (l2) or MAE (l1) */
+    double test_loss, test_acc;             /* NaN without a test split */
+    double val_loss, val_acc;               /* NaN without a val split */
+    double train_eval_loss, train_eval_acc; /* the first --train-eval-rows of /train in inference mode (or NaN) */
+    double lr;                              /* at the end of the epoch */
+    double ema_test_acc, ema_val_acc;       /* --ema: the averaged weights' accuracy (NaN otherwise) */
     /* Health at the epoch's last step (docs/training.md, "Monitoring"): the
      * gradient's norm before clipping (with the penalties) and after it, and
      * per layer ||update|| / ||weights||, the fraction of hidden units that
@@ -188,6 +189,13 @@ void nd_trainer_write_failed_summary(nd_trainer *tr, const char *reason, int alo
 
 /* Loss and accuracy of the current parameters over a split's shards. */
 nd_status nd_trainer_evaluate(nd_trainer *tr, const nd_shard *shard, double *loss, double *acc, nd_error *err);
+
+/* Adds to m->grad (num_params) the gradient of the weight penalties that a
+ * run of cfg adds to a step's gradient, for one row: --weight-decay
+ * (weight_decay instead when > 0; the coupled L2 even for adamw) and --l1
+ * on the tensors they cover, through the trainer's own code (penalty.c).
+ * For `nndist sanity`. */
+void nd_train_penalty_gradient(const nd_train_config *cfg, float weight_decay, nd_model *m);
 
 /* The run's figures as they stand (see nd_train_result). Not collective. */
 nd_train_result nd_trainer_result(const nd_trainer *tr);

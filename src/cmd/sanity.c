@@ -4,7 +4,8 @@
  *      softmax, C - 1 for the hinge losses, K ln 2 for sigmoid BCE, and the
  *      loss of predicting 0 for regression (a broken loss, unscaled input or
  *      wrong labels land far from it);
- *   2. adding an L2 penalty raises the loss;
+ *   2. adding an L2 penalty (and --l1) raises the loss, by the penalty the
+ *      trainer's own gradient code implies, which must equal its closed form;
  *   3. the model, without dropout, can overfit 20 examples to a loss near
  *      zero with the configured optimizer and rate.
  * Prints PASS/FAIL per check; fails (exit 1) if any check fails. */
@@ -13,7 +14,9 @@
 #include <string.h>
 
 #include "nndist/commands.h"
+#include "nndist/arena.h"
 #include "nndist/optim.h"
+#include "nndist/regularize.h"
 #include "small_batch.h"
 
 enum { SANITY_ROWS = 256, OVERFIT_ROWS = 20, OVERFIT_STEPS = 1000 };
@@ -36,6 +39,36 @@ static double mean_loss(nd_model *m, const nd_small_batch *s, int n, int backwar
     return l;
 }
 
+/* The trainer's penalty gradient at w, for nd_reg_value_from_gradient. */
+typedef struct {
+    const nd_train_config *cfg;
+    float weight_decay;
+    nd_model *m;
+} trainer_penalty;
+
+static void trainer_penalty_gradient(void *ctx, const float *w, float *g) {
+    trainer_penalty *t = ctx;
+    memcpy(t->m->param, w, sizeof(float) * t->m->num_params);
+    memset(t->m->grad, 0, sizeof(float) * t->m->num_params);
+    nd_train_penalty_gradient(t->cfg, t->weight_decay, t->m);
+    memcpy(g, t->m->grad, sizeof(float) * t->m->num_params);
+}
+
+/* The penalties' closed form, 0.5 wd |w|^2 + l1 |w|_1 over the weights
+ * (and biases with --regularize-bias), to hold the trainer's against. */
+static double closed_penalty(const nd_model *m, const nd_train_config *cfg, double wd) {
+    double sum = 0.0;
+    for (int t = 0; t < m->num_tensors; ++t) {
+        const nd_tensor *T = &m->tensor[t];
+        if (T->role != ND_TENSOR_WEIGHT && !(T->role == ND_TENSOR_BIAS && cfg->regularize_bias)) continue;
+        for (size_t i = 0; i < T->span.length; ++i) {
+            const double w = m->param[T->span.offset + i];
+            sum += 0.5 * wd * w * w + cfg->l1 * fabs(w);
+        }
+    }
+    return sum;
+}
+
 /* The loss of all-zero outputs: what an untrained network should be near. */
 static double expected_initial(const nd_small_batch *s) {
     const double e = nd_loss_expected_initial(s->loss, s->k);
@@ -51,7 +84,7 @@ nd_status nd_cmd_sanity(int argc, char **argv, nd_error *err) {
     int help = 0;
     ND_TRY(nd_small_batch_load(&s, argc, argv,
                                "usage: nndist sanity --data FILE [train options]   (see docs/training.md)", SANITY_ROWS,
-                               &help, err));
+                               NULL, &help, err));
     if (help) return ND_OK;
     nd_model m;
     nd_optimizer opt;
@@ -70,14 +103,26 @@ nd_status nd_cmd_sanity(int argc, char **argv, nd_error *err) {
              expect);
     passed += report(fabs(l0 - expect) < 0.5 * expect, line);
 
-    /* 2. Regularization raises the loss: data loss + 0.5 * lambda * |W|^2. */
-    double w2 = 0.0;
-    for (int l = 0; l < m.num_layers; ++l)
-        for (size_t i = 0; i < m.layer[l].w.length; ++i)
-            w2 += (double)m.param[m.layer[l].w.offset + i] * m.param[m.layer[l].w.offset + i];
+    /* 2. Regularization raises the loss by what it should: the penalty as
+     * the trainer applies it (its gradient code, integrated from w = 0)
+     * against the closed form. A sign, factor or coverage bug fails. */
     const double lam = s.cfg.weight_decay > 0 ? s.cfg.weight_decay : 1e-3;
-    snprintf(line, sizeof line, "L2 penalty %.1e raises the loss: %.4f -> %.4f", lam, l0, l0 + 0.5 * lam * w2);
-    passed += report(l0 + 0.5 * lam * w2 > l0, line);
+    float *scratch = nd_buffer_alloc(3 * m.num_params);
+    if (!scratch) {
+        nd_model_destroy(&m);
+        nd_small_batch_free(&s);
+        return ND_FAIL(err, ND_ERR_NOMEM, "sanity: cannot allocate %zu floats", 3 * m.num_params);
+    }
+    float *w = scratch + 2 * m.num_params;
+    memcpy(w, m.param, sizeof(float) * m.num_params);
+    trainer_penalty tp = {&s.cfg, (float)lam, &m};
+    const double pen = nd_reg_value_from_gradient(trainer_penalty_gradient, &tp, w, m.num_params, scratch);
+    memcpy(m.param, w, sizeof(float) * m.num_params);
+    nd_buffer_free(scratch);
+    const double closed = closed_penalty(&m, &s.cfg, lam);
+    snprintf(line, sizeof line, "L2 %.1e%s raises the loss: %.4f -> %.4f (trainer's penalty %.6g, closed form %.6g)",
+             lam, s.cfg.l1 > 0 ? " + L1" : "", l0, l0 + pen, pen, closed);
+    passed += report(pen > 0 && fabs(pen - closed) <= 1e-4 * closed, line);
 
     /* 3. Overfit 20 examples, regularization off (CS231n): no dropout. */
     nd_model_destroy(&m);

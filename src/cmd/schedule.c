@@ -49,11 +49,14 @@ nd_status nd_cmd_schedule(int argc, char **argv, nd_error *err) {
                "prints step,lr,momentum for every step (CSV); --epochs is taken as N / S\n");
         return ND_OK;
     }
+    ND_TRY(nd_cli_check(nd_train_options, nd_train_num_options, &cfg, err)); /* ranges, as train */
     if (steps <= 0) return ND_FAIL(err, ND_ERR_ARG, "schedule: --steps N is required");
     cfg.epochs = (int)((steps + per_epoch - 1) / per_epoch); /* the run the schedule is sized for */
     nd_lr_schedule s;
     ND_TRY(nd_train_make_schedule(&cfg, cfg.batch * (int)ranks, per_epoch, &s, err));
     s.total_steps = steps;
+    char why[256];
+    if (nd_lr_warmup_issue(&s, why, sizeof why)) fprintf(stderr, "nndist schedule: warning: %s\n", why);
     printf("step,lr,momentum\n");
     for (long t = 0; t < steps; ++t)
         printf("%ld,%.9g,%.6g\n", t, (double)nd_lr_at(&s, t),

@@ -32,10 +32,40 @@ static nd_status normalize_rows(nd_small_batch *s, nd_error *err) {
     return st;
 }
 
-nd_status nd_small_batch_load(nd_small_batch *s, int argc, char **argv, const char *usage, int rows, int *help,
-                              nd_error *err) {
+/* Sets cfg's options from `key = value` lines (a checkpoint's config). */
+static nd_status apply_config_text(nd_train_config *cfg, const char *text, nd_error *err) {
+    char line[4096 + 256];
+    for (const char *p = text; *p;) {
+        const char *end = strchr(p, '\n');
+        const size_t len = end ? (size_t)(end - p) : strlen(p);
+        snprintf(line, sizeof line, "%.*s", (int)(len < sizeof line - 1 ? len : sizeof line - 1), p);
+        p += len + (end ? 1 : 0);
+        char *hash = strchr(line, '#'), *eq = strchr(line, '=');
+        if (hash) *hash = '\0';
+        if (!eq || (hash && hash < eq)) continue;
+        *eq = '\0';
+        char key[128], value[4096 + 128];
+        if (sscanf(line, " %127s", key) != 1) continue;
+        const char *v = eq + 1;
+        while (*v == ' ' || *v == '\t') ++v;
+        snprintf(value, sizeof value, "%s", v);
+        for (size_t n = strlen(value); n > 0 && (value[n - 1] == ' ' || value[n - 1] == '\r'); --n) value[n - 1] = 0;
+        if (!strcmp(key, "config")) continue; /* the file it was read from, if any */
+        ND_TRY(nd_cli_set(nd_train_options, nd_train_num_options, cfg, key, value, "the checkpoint's config", err));
+    }
+    return ND_OK;
+}
+
+nd_status nd_small_batch_load(nd_small_batch *s, int argc, char **argv, const char *usage, int rows, const char *base,
+                              int *help, nd_error *err) {
     memset(s, 0, sizeof *s);
-    ND_TRY(nd_train_config_parse(&s->cfg, argc, argv, help, err));
+    if (base) {
+        ND_TRY(nd_cli_defaults(nd_train_options, nd_train_num_options, &s->cfg, err));
+        ND_TRY(apply_config_text(&s->cfg, base, err));
+        ND_TRY(nd_cli_parse(nd_train_options, nd_train_num_options, &s->cfg, argc, argv, help, err));
+    } else {
+        ND_TRY(nd_train_config_parse(&s->cfg, argc, argv, help, err));
+    }
     if (*help) {
         printf("%s\n", usage);
         return ND_OK;
@@ -55,7 +85,7 @@ nd_status nd_small_batch_load(nd_small_batch *s, int argc, char **argv, const ch
                                s->info.num_classes, &s->sh, err));
     const nd_image_shape image = {s->info.image_c, s->info.image_h, s->info.image_w};
     nd_status st = nd_train_model_spec(&s->cfg, s->sh.cols, image, s->k, &s->spec, err);
-    if (st == ND_OK) st = normalize_rows(s, err);
+    if (st == ND_OK && !base) st = normalize_rows(s, err);
     if (st != ND_OK) nd_small_batch_free(s);
     return st;
 }

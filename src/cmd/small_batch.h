@@ -15,9 +15,12 @@ typedef struct {
 } nd_small_batch;
 
 /* Parses train options (usage on --help sets *help), reads the rows and
- * normalizes them with their own statistics. */
-nd_status nd_small_batch_load(nd_small_batch *s, int argc, char **argv, const char *usage, int rows, int *help,
-                              nd_error *err);
+ * normalizes them with their own statistics. With base (a checkpoint's
+ * configuration, `key = value` lines), its options come between the
+ * defaults and argv, and the rows are left as read: the caller normalizes
+ * them with the checkpoint's statistics. */
+nd_status nd_small_batch_load(nd_small_batch *s, int argc, char **argv, const char *usage, int rows, const char *base,
+                              int *help, nd_error *err);
 void nd_small_batch_free(nd_small_batch *s);
 
 /* Creates *m for spec with room for `rows` rows and initializes it as

@@ -230,7 +230,7 @@ static double rel_error(double a, double n, double scale) {
 /* Samples up to `samples` indices of span s and records the worst error. */
 static void check_span(nd_gradcheck_group *g, const nd_model *m, nd_span s, double *p, const float *grad,
                        const float *x, int batch, nd_loss_kind loss, const int *labels, const float *targets,
-                       int samples, nd_rng *rng, double h, double scale) {
+                       int samples, nd_rng *rng, double h, double scale, FILE *log) {
     const size_t count = s.length < (size_t)samples ? s.length : (size_t)samples;
     uint64_t at, k_up, k_down;
     nd_gradcheck_loss(m, p, x, batch, loss, labels, targets, &at);
@@ -244,9 +244,16 @@ static void check_span(nd_gradcheck_group *g, const nd_model *m, nd_span s, doub
         p[i] = keep;
         if (k_up != at || k_down != at) { /* a kink lies within h: the difference is not the derivative */
             g->kinks++;
+            if (log)
+                fprintf(log, "    %-14s [%zu]  analytic % .8e  a kink within h: skipped\n", g->name, i - s.offset,
+                        (double)grad[i]);
             continue;
         }
-        g->max_rel = fmax(g->max_rel, rel_error(grad[i], (up - down) / (2 * h), scale));
+        const double num = (up - down) / (2 * h), rel = rel_error(grad[i], num, scale);
+        if (log)
+            fprintf(log, "    %-14s [%zu]  analytic % .8e  numeric % .8e  rel %.2e\n", g->name, i - s.offset,
+                    (double)grad[i], num, rel);
+        g->max_rel = fmax(g->max_rel, rel);
         g->checked++;
     }
 }
@@ -254,6 +261,12 @@ static void check_span(nd_gradcheck_group *g, const nd_model *m, nd_span s, doub
 int nd_gradcheck_run(const nd_model *m, const float *grad, const float *x, int batch, nd_loss_kind loss,
                      const int *labels, const float *targets, int samples, uint64_t seed, double h, double l2,
                      double l1, nd_gradcheck_group *groups) {
+    return nd_gradcheck_run_log(m, grad, x, batch, loss, labels, targets, samples, seed, h, l2, l1, groups, NULL);
+}
+
+int nd_gradcheck_run_log(const nd_model *m, const float *grad, const float *x, int batch, nd_loss_kind loss,
+                         const int *labels, const float *targets, int samples, uint64_t seed, double h, double l2,
+                         double l1, nd_gradcheck_group *groups, FILE *log) {
     double *p = malloc(sizeof(double) * m->num_params);
     if (!p) return 0;
     for (size_t i = 0; i < m->num_params; ++i) p[i] = m->param[i];
@@ -269,7 +282,7 @@ int nd_gradcheck_run(const nd_model *m, const float *grad, const float *x, int b
         nd_gradcheck_group *g = &groups[n++];
         memset(g, 0, sizeof *g);
         snprintf(g->name, sizeof g->name, "%s", T->name);
-        check_span(g, m, T->span, p, grad, x, batch, loss, labels, targets, samples, &rng, h, scale);
+        check_span(g, m, T->span, p, grad, x, batch, loss, labels, targets, samples, &rng, h, scale, log);
     }
     /* Penalties, apart from the data loss: analytic from the trainer's own
      * routines, numeric from the closed forms in double. */
@@ -292,7 +305,11 @@ int nd_gradcheck_run(const nd_model *m, const float *grad, const float *x, int b
                 const double w = p[s.offset + i];
                 const double num = r == 0 ? (0.5 * l2 * ((w + h) * (w + h) - (w - h) * (w - h))) / (2 * h)
                                           : l1 * (fabs(w + h) - fabs(w - h)) / (2 * h);
-                g->max_rel = fmax(g->max_rel, rel_error(ga[i], num, 1e-12));
+                const double rel = rel_error(ga[i], num, 1e-12);
+                if (log)
+                    fprintf(log, "    %-14s [%s %zu]  analytic % .8e  numeric % .8e  rel %.2e\n", g->name,
+                            m->tensor[t].name, i, (double)ga[i], num, rel);
+                g->max_rel = fmax(g->max_rel, rel);
                 g->checked++;
             }
             free(ga);

@@ -371,6 +371,9 @@ nd_status nd_shard_read(const char *path, const char *split, int rank, int size,
     return nd_shard_read_parts(path, split, rank, rank + 1, size, num_classes, shard, err);
 }
 
+static nd_status read_head_parts(const char *path, const nd_dataset_info *di, const char *split, long head, int part_lo,
+                                 int part_hi, int parts, nd_shard *shard, nd_error *err);
+
 nd_status nd_shard_read_parts(const char *path, const char *split, int part_lo, int part_hi, int parts, int num_classes,
                               nd_shard *shard, nd_error *err) {
     const nd_dataset_info plain = {.num_classes = num_classes};
@@ -397,6 +400,18 @@ nd_status nd_dataset_hold_out(nd_dataset_info *info, int fold, int folds, const 
 
 nd_status nd_shard_read_info(const char *path, const nd_dataset_info *di, const char *split, int part_lo, int part_hi,
                              int parts, nd_shard *shard, nd_error *err) {
+    return read_head_parts(path, di, split, LONG_MAX, part_lo, part_hi, parts, shard, err);
+}
+
+nd_status nd_shard_read_head(const char *path, const nd_dataset_info *di, const char *split, long head, int rank,
+                             int size, nd_shard *shard, nd_error *err) {
+    return read_head_parts(path, di, split, head, rank, rank + 1, size, shard, err);
+}
+
+/* Parts [part_lo, part_hi) of the split's first min(head, rows) rows (a
+ * held-out fold's rows skipped in "train"). */
+static nd_status read_head_parts(const char *path, const nd_dataset_info *di, const char *split, long head, int part_lo,
+                                 int part_hi, int parts, nd_shard *shard, nd_error *err) {
     const int rank = part_lo; /* named in messages */
     const int num_classes = di->num_classes;
     memset(shard, 0, sizeof *shard);
@@ -415,6 +430,7 @@ nd_status nd_shard_read_info(const char *path, const nd_dataset_info *di, const 
     if (fold_train) info.rows -= di->fold_rows;
     const long skip_at = fold_train ? di->fold_first : 0, skip_rows = fold_train ? di->fold_rows : 0;
     long first, count, last_first, last_count;
+    if (info.rows > head) info.rows = head; /* the first rows only (a fold's skipped) */
     nd_shard_range(info.rows, part_lo, parts, &first, &count);
     nd_shard_range(info.rows, part_hi - 1, parts, &last_first, &last_count);
     count = last_first + last_count - first; /* parts [part_lo, part_hi) are contiguous */

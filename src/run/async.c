@@ -448,6 +448,11 @@ static void evaluate_local(nd_trainer *tr, nd_epoch_stats *e) {
         }
         tr->model.param = raw;
     }
+    if (tr->train_eval_rows > 0) {
+        nd_train_eval_sums(tr, &tr->train_eval, sums);
+        e->train_eval_loss = sums[0] / sums[2];
+        e->train_eval_acc = nd_loss_metric(tr->loss, sums[1], sums[2], tr->info.num_outputs);
+    }
 }
 
 static long min_active_clock(const nd_async *as, int w) {
@@ -552,7 +557,7 @@ static nd_status server0_loop(nd_trainer *tr, nd_error *err) {
             e.staleness_mean = b.stale_sum / (b.fresh / tr->cfg.batch);
             e.staleness_max = b.stale_max;
             memcpy(e.staleness_hist, b.hist, sizeof b.hist);
-            e.test_loss = e.test_acc = e.val_loss = e.val_acc = NAN;
+            e.test_loss = e.test_acc = e.val_loss = e.val_acc = e.train_eval_loss = e.train_eval_acc = NAN;
             ND_TRY(gather(tr, 0, err));
             evaluate_local(tr, &e);
             tr->state.last = e;

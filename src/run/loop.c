@@ -206,13 +206,15 @@ nd_status nd_trainer_fit(nd_trainer *tr, nd_error *err) {
     if (tr->async) return nd_async_fit(tr, err);
     for (int epoch = tr->state.start_epoch; epoch <= tr->cfg.epochs; ++epoch) {
         nd_epoch_stats e = {0};
-        e.test_loss = e.test_acc = e.val_loss = e.val_acc = NAN;
+        e.test_loss = e.test_acc = e.val_loss = e.val_acc = e.train_eval_loss = e.train_eval_acc = NAN;
         ND_TRY(run_epoch(tr, epoch, &e, err));
         if (tr->state.stop_signal) /* an unfinished epoch: no evaluation, no epoch line */
             return nd_train_stop(tr, tr->state.stop_signal, epoch, tr->state.stop_epoch_step, tr->state.stop_loss_sum,
                                  tr->state.stop_correct, err);
         if (tr->info.has_val) ND_TRY(nd_trainer_evaluate(tr, &tr->val, &e.val_loss, &e.val_acc, err));
         if (tr->info.has_test) ND_TRY(nd_trainer_evaluate(tr, &tr->test, &e.test_loss, &e.test_acc, err));
+        if (tr->train_eval_rows > 0) /* the gap's train side, measured like /val */
+            ND_TRY(nd_trainer_evaluate(tr, &tr->train_eval, &e.train_eval_loss, &e.train_eval_acc, err));
         e.ema_test_acc = e.ema_val_acc = NAN;
         int stop = 0;
         for (int o = 0; o < tr->num_observers; ++o)
@@ -231,6 +233,9 @@ nd_status nd_trainer_fit(nd_trainer *tr, nd_error *err) {
         ND_TRY(nd_trainer_evaluate(tr, &tr->val, &tr->state.last.val_loss, &tr->state.last.val_acc, err));
         if (tr->info.has_test)
             ND_TRY(nd_trainer_evaluate(tr, &tr->test, &tr->state.last.test_loss, &tr->state.last.test_acc, err));
+        if (tr->train_eval_rows > 0)
+            ND_TRY(nd_trainer_evaluate(tr, &tr->train_eval, &tr->state.last.train_eval_loss,
+                                       &tr->state.last.train_eval_acc, err));
         if (tr->report.active)
             printf("early stop: restored the weights of epoch %d (val %s %.4f)\n", tr->state.best_epoch,
                    nd_loss_metric_name(tr->loss), tr->state.last.val_acc);
@@ -239,6 +244,10 @@ nd_status nd_trainer_fit(nd_trainer *tr, nd_error *err) {
         /* Resumed from the end of a finished run: report what it holds. */
         tr->state.last.epoch = tr->cfg.epochs;
         tr->state.last.test_loss = tr->state.last.test_acc = tr->state.last.val_loss = tr->state.last.val_acc = NAN;
+        tr->state.last.train_eval_loss = tr->state.last.train_eval_acc = NAN;
+        if (tr->train_eval_rows > 0)
+            ND_TRY(nd_trainer_evaluate(tr, &tr->train_eval, &tr->state.last.train_eval_loss,
+                                       &tr->state.last.train_eval_acc, err));
         if (tr->info.has_val)
             ND_TRY(nd_trainer_evaluate(tr, &tr->val, &tr->state.last.val_loss, &tr->state.last.val_acc, err));
         if (tr->info.has_test)

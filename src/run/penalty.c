@@ -5,6 +5,7 @@
 #include "nndist/optim.h"
 #include "nndist/regularize.h"
 #include "nndist/sched.h"
+#include "nndist/train.h"
 
 int nd_penalty_covers(const nd_penalty *p, const nd_tensor *t) {
     return t->role == ND_TENSOR_WEIGHT || (t->role == ND_TENSOR_BIAS && p->regularize_bias);
@@ -40,6 +41,13 @@ float nd_penalty_apply(const nd_penalty *p, nd_model *m, int samples, size_t lo,
     }
     if (clamped) *clamped = changed;
     return scale;
+}
+
+void nd_train_penalty_gradient(const nd_train_config *cfg, float weight_decay, nd_model *m) {
+    const nd_penalty p = {.weight_decay = weight_decay > 0.0f ? weight_decay : cfg->weight_decay,
+                          .l1 = cfg->l1,
+                          .regularize_bias = cfg->regularize_bias}; /* no clipping: the penalty's gradient alone */
+    (void)nd_penalty_apply(&p, m, 1, 0, m->num_trainable, NULL, NULL);
 }
 
 float nd_penalty_scale_all(const nd_penalty *p, nd_model *m, int samples, bool want_norms, nd_clip_figures *clip) {

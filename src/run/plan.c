@@ -79,7 +79,12 @@ const nd_cli_option nd_train_options[] = {
     {"rho", R(FLOAT, rho, "[0, 1)"), "0.99", "decay rate of rmsprop and adadelta's averages (adadelta: 0.9-0.95)"},
     {"rmsprop-momentum", R(FLOAT, rmsprop_momentum, "[0, 1)"), "0",
      "rmsprop: momentum of the scaled step, as PyTorch's RMSprop(momentum=) (0: none)"},
-    {"warmup-steps", R(LONG, warmup_steps, ">= 0"), "0", "steps of linear warmup from --lr to the scaled peak"},
+    {"warmup-steps", R(LONG, warmup_steps, ">= 0"), "0",
+     "steps of linear warmup from --warmup-start x the schedule's rate up to it; the schedule starts after"},
+    {"warmup-start", R(FLOAT, warmup_start, "[0, 1)"), "0",
+     "warmup: step s runs at the rate x (F + (1-F)(s+1)/W); 0: from zero (its first step at 1/W)"},
+    {"warmup-goyal", F(BOOL, warmup_goyal), "false",
+     "warmup from --lr to the scaled peak instead (Goyal et al. 2017; nothing to ramp when batch = --ref-batch)"},
     {"lr-schedule", E(lr_schedule, nd_sched_names), "constant", "the learning rate after the warmup"},
     {"lr-milestones", F(STR, lr_milestones), "", "step: epochs at which the rate is multiplied by --lr-gamma"},
     {"lr-gamma", R(FLOAT, lr_gamma, "(0, 1]"), "0.1", "step and plateau: multiplier"},
@@ -118,6 +123,8 @@ const nd_cli_option nd_train_options[] = {
     {"normalize", E(normalize, nd_norm_names), "global",
      "features: global or feature (mean/std), minmax (to [-1, 1]) or none"},
     {"eval-batch", R(INT, eval_batch, ">= 1"), "1024", "rows per forward pass during evaluation"},
+    {"train-eval-rows", R(LONG, train_eval_rows, ">= -1"), "-1",
+     "after each epoch, evaluate the first N rows of /train like /val (inference mode: the gap's train side); -1: as many as /val (else /test) has, 0: off"},
     {"threads", R(INT, threads, "[0, 1024]"), "0", "BLAS threads per rank; 0 = this node's cores / ranks on it"},
     {"bucket-kb", R(INT, bucket_kb, "[0, 1048576]"), "0",
      "sync: allreduce the gradient in buckets of this many KiB during backward, last layer first (0: one allreduce after backward)"},
@@ -208,10 +215,16 @@ int nd_parse_widths(const char *text, int *widths, int max) {
 nd_status nd_train_make_schedule(const nd_train_config *c, int global_batch, long steps_per_epoch, nd_lr_schedule *s,
                                  nd_error *err) {
     memset(s, 0, sizeof *s);
+    if (c->warmup_goyal && c->warmup_start > 0.0f)
+        return ND_FAIL(err, ND_ERR_ARG,
+                       "--warmup-goyal: starts at --lr, not with --warmup-start %g (two starting points; give one)",
+                       (double)c->warmup_start);
     s->base_lr = c->lr;
     s->ref_batch = c->ref_batch > 0 ? c->ref_batch : c->batch;
     s->global_batch = global_batch;
     s->warmup_steps = c->warmup_steps;
+    s->warmup_start = c->warmup_start;
+    s->warmup_goyal = c->warmup_goyal;
     s->kind = c->lr_schedule;
     s->steps_per_epoch = steps_per_epoch;
     s->total_steps = (long)c->epochs * steps_per_epoch;

@@ -97,6 +97,14 @@ static nd_status read_shards(nd_trainer *tr, nd_error *err) {
     if (tr->info.has_test) ND_TRY(nd_shard_read(c->data, "test", eval_part, eval_parts, k, &tr->test, err));
     if (tr->info.has_val)
         ND_TRY(nd_shard_read_info(c->data, &tr->info, "val", eval_part, eval_part + 1, eval_parts, &tr->val, err));
+    /* The clean training metric's rows: a copy, so any feed (streamed too) can be evaluated alike. */
+    const long like = tr->info.has_val ? tr->info.val.rows : tr->info.has_test ? tr->info.test.rows : 0;
+    const long want = c->train_eval_rows < 0 ? like : c->train_eval_rows;
+    tr->train_eval_rows = want < tr->info.train.rows ? want : tr->info.train.rows;
+    tr->train_eval.cols = tr->info.train.cols;
+    if (tr->train_eval_rows > 0)
+        ND_TRY(nd_shard_read_head(c->data, &tr->info, "train", tr->train_eval_rows, eval_part, eval_parts,
+                                  &tr->train_eval, err));
     return check_targets(tr, err);
 }
 
@@ -141,8 +149,8 @@ static nd_status normalize_splits(nd_trainer *tr, int have_stats, nd_error *err)
     }
     if (st == ND_OK && feed->normalization_ready) feed->normalization_ready(tr);
     if (st == ND_OK) {
-        nd_shard *splits[3] = {&tr->train, &tr->test, &tr->val};
-        for (int i = 0; i < 3; ++i)
+        nd_shard *splits[4] = {&tr->train, &tr->test, &tr->val, &tr->train_eval};
+        for (int i = 0; i < 4; ++i)
             if (splits[i]->x)
                 nd_normalize_apply(splits[i]->x, (size_t)splits[i]->rows, cols, tr->norm_mean, tr->norm_inv_std);
     }
@@ -432,6 +440,7 @@ nd_status nd_trainer_setup(nd_trainer **out, const nd_train_config *cfg, nd_comm
     /* No epoch finished yet: its figures are unknown, not 0 (summaries written before one ends). */
     tr->state.last.train_loss = tr->state.last.train_acc = NAN;
     tr->state.last.test_loss = tr->state.last.test_acc = tr->state.last.val_loss = tr->state.last.val_acc = NAN;
+    tr->state.last.train_eval_loss = tr->state.last.train_eval_acc = NAN;
     tr->state.plateau_best = -INFINITY;
     tr->state.plateau_scale = 1.0;
     int resumed = 0;
@@ -449,6 +458,9 @@ nd_status nd_trainer_setup(nd_trainer **out, const nd_train_config *cfg, nd_comm
     /* An async epoch is one training set's worth of worker batches. */
     const long per_epoch = tr->async ? tr->info.train.rows / cfg->batch : tr->steps_per_epoch;
     ND_TRY(nd_train_agree(tr, nd_train_make_schedule(cfg, tr->global_batch, per_epoch, &tr->lr, err), err));
+    char why[256];
+    if (tr->rank == 0 && nd_lr_warmup_issue(&tr->lr, why, sizeof why))
+        fprintf(stderr, "nndist train: warning: %s\n", why);
     if (tr->lr.kind == ND_SCHED_PLATEAU && !tr->info.has_val)
         return nd_train_agree(
             tr, ND_FAIL(err, ND_ERR_ARG, "--lr-schedule plateau: %s has no /val split to watch", cfg->data), err);
@@ -509,6 +521,7 @@ void nd_trainer_free(nd_trainer *tr) {
     nd_shard_free(&tr->train);
     nd_shard_free(&tr->test);
     nd_shard_free(&tr->val);
+    nd_shard_free(&tr->train_eval);
     nd_buffer_free(tr->ema);
     nd_buffer_free(tr->best_param);
     nd_ensemble_free(tr);

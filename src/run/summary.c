@@ -23,9 +23,14 @@ static void print_phases(FILE *f, const double *phase) {
     fputc('}', f);
 }
 
+double nd_train_gap(const nd_trainer *tr, const nd_epoch_stats *e) {
+    return (tr->train_eval_rows > 0 ? e->train_eval_acc : e->train_acc) - e->val_acc;
+}
+
 /* The full epoch line, without its newline. */
 static void write_epoch_line(FILE *f, nd_trainer *tr, const nd_epoch_stats *e, const char *ml) {
     fprintf(f, "epoch %3d/%d  train loss %.4f %s %.4f", e->epoch, tr->cfg.epochs, e->train_loss, ml, e->train_acc);
+    if (tr->train_eval_rows > 0) fprintf(f, " (clean %.4f)", e->train_eval_acc);
     if (tr->info.has_val) fprintf(f, " | val loss %.4f %s %.4f", e->val_loss, ml, e->val_acc);
     if (tr->info.has_test) fprintf(f, " | test loss %.4f %s %.4f", e->test_loss, ml, e->test_acc);
     fprintf(f, " | lr %.5g | %.0f samples/s | %.2f s", e->lr, e->samples_per_s, e->seconds);
@@ -128,9 +133,12 @@ void nd_train_print_epoch(nd_trainer *tr, const nd_epoch_stats *e) {
                 "{\"epoch\": %d, \"step\": %ld, \"kind\": \"epoch\", \"train_loss\": %.6g, \"train_%s\": %.6g, "
                 "\"lr\": %.6g, \"seconds\": %.6g, \"samples_per_s\": %.6g",
                 e->epoch, tr->state.step, e->train_loss, mn, e->train_acc, e->lr, e->seconds, e->samples_per_s);
+        if (tr->train_eval_rows > 0)
+            fprintf(r->metrics, ", \"train_eval_loss\": %.6g, \"train_eval_%s\": %.6g", e->train_eval_loss, mn,
+                    e->train_eval_acc);
         if (tr->info.has_val)
             fprintf(r->metrics, ", \"val_loss\": %.6g, \"val_%s\": %.6g, \"gap_%s\": %.6g", e->val_loss, mn, e->val_acc,
-                    mn, e->train_acc - e->val_acc);
+                    mn, nd_train_gap(tr, e));
         if (tr->info.has_test)
             fprintf(r->metrics, ", \"test_loss\": %.6g, \"test_%s\": %.6g", e->test_loss, mn, e->test_acc);
         if (tr->ema && tr->info.has_val) fprintf(r->metrics, ", \"ema_val_%s\": %.6g", mn, e->ema_val_acc);
@@ -207,6 +215,11 @@ static void write_summary(FILE *f, const void *ctx) {
     const char *mn = nd_loss_metric_name(tr->loss);
     char key[64];
     json_number(f, "train_accuracy", acc ? e->train_acc : NAN);
+    if (tr->train_eval_rows > 0) { /* the first N rows of /train in inference mode, the gap's train side */
+        fprintf(f, ", \"train_eval_rows\": %ld", tr->train_eval_rows);
+        json_number(f, "train_eval_loss", e->train_eval_loss);
+        json_number(f, "train_eval_accuracy", acc ? e->train_eval_acc : NAN);
+    }
     json_number(f, "val_loss", e->val_loss);
     json_number(f, "val_accuracy", acc ? e->val_acc : NAN);
     json_number(f, "test_accuracy", acc ? e->test_acc : NAN);
@@ -215,10 +228,14 @@ static void write_summary(FILE *f, const void *ctx) {
         json_number(f, "ema_val_accuracy", acc ? e->ema_val_acc : NAN);
         json_number(f, "ema_test_accuracy", acc ? e->ema_test_acc : NAN);
     }
+    if (tr->info.has_val) {
+        snprintf(key, sizeof key, "gap_%s", mn);
+        json_number(f, key, nd_train_gap(tr, e));
+    }
     if (!acc) {
-        const char *splits[3] = {"train", "val", "test"};
-        const double values[3] = {e->train_acc, e->val_acc, e->test_acc};
-        for (int i = 0; i < 3; ++i) {
+        const char *splits[4] = {"train", "val", "test", "train_eval"};
+        const double values[4] = {e->train_acc, e->val_acc, e->test_acc, e->train_eval_acc};
+        for (int i = 0; i < 3 + (tr->train_eval_rows > 0); ++i) {
             snprintf(key, sizeof key, "%s_%s", splits[i], mn);
             json_number(f, key, values[i]);
         }
@@ -275,7 +292,8 @@ static nd_status measure_memory(nd_trainer *tr, nd_error *err) {
     mb[0] = getrusage(RUSAGE_SELF, &ru) == 0 ? (double)ru.ru_maxrss / 1024.0 : NAN; /* Linux: KiB */
     nd_shard held = tr->train; /* streaming: the two windows are what is held */
     if (tr->feeder->held_rows) held.rows = (int)tr->feeder->held_rows(tr);
-    mb[1] = (shard_bytes(&held) + shard_bytes(&tr->val) + shard_bytes(&tr->test)) / 1048576.0;
+    mb[1] = (shard_bytes(&held) + shard_bytes(&tr->val) + shard_bytes(&tr->test) + shard_bytes(&tr->train_eval)) /
+        1048576.0;
     mb[2] = (double)tr->model.num_params * sizeof(float) / 1048576.0;
     mb[3] = ((double)tr->model.workspace_floats + (double)tr->cfg.batch * (tr->train.cols + tr->info.num_outputs)) *
         sizeof(float) / 1048576.0;

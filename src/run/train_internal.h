@@ -69,6 +69,9 @@ void nd_train_print_epoch(nd_trainer *tr, const nd_epoch_stats *e);
 /* Rank 0, --log-every: the metrics file's "step" line of step (1-based): its mean loss, rate and gradient norm
  * before clipping (NaN: null). */
 void nd_train_print_step(nd_trainer *tr, int epoch, long step, double loss, double lr, double grad_norm);
+/* gap_<metric>: the clean training metric (the first --train-eval-rows of
+ * /train in inference mode) minus val's; the running one's without it. */
+double nd_train_gap(const nd_trainer *tr, const nd_epoch_stats *e);
 void nd_train_print_done(nd_trainer *tr);
 
 /* dirlock.c: rank 0 takes --checkpoint-dir's lock (collective; refused

@@ -76,6 +76,8 @@ struct nd_trainer {
     int rank, size;
     nd_dataset_info info;
     nd_shard train, test, val; /* train.x/y/t stay NULL with --stream-mb (rows and first_row are set) */
+    nd_shard train_eval;       /* the first train_eval_rows rows of /train, this rank's part, read at setup */
+    long train_eval_rows;      /* over all ranks; 0: no clean training metric */
     nd_stream_feed feed;
     nd_norm_kind norm;
     float *norm_mean;    /* (cols) */

@@ -17,6 +17,7 @@
 
 #include "nndist/cli.h"
 #include "nndist/layers.h"
+#include "nndist/lbfgs.h"
 #include "nndist/loss.h"
 #include "nndist/model.h"
 #include "nndist/normalize.h"
@@ -66,6 +67,9 @@ typedef struct {
     float lr;
     int ref_batch;
     float momentum, momentum_final, momentum_epochs, beta1, beta2, eps, rho;
+    int lbfgs_history, lbfgs_max_iter, lbfgs_max_eval; /* --opt lbfgs (nndist/lbfgs.h) */
+    nd_line_search_kind lbfgs_line_search;
+    float lbfgs_tolerance_grad, lbfgs_tolerance_change;
     long warmup_steps;
     nd_sched_kind lr_schedule;
     char lr_milestones[256];

@@ -5,13 +5,14 @@
 
 #include "nndist/arena.h"
 
-const char *const nd_opt_names[] = {
-    [ND_OPT_SGD] = "sgd",         [ND_OPT_MOMENTUM] = "momentum", [ND_OPT_NESTEROV] = "nesterov",
-    [ND_OPT_ADAM] = "adam",       [ND_OPT_ADAMW] = "adamw",       [ND_OPT_ADAGRAD] = "adagrad",
-    [ND_OPT_RMSPROP] = "rmsprop", [ND_OPT_ADADELTA] = "adadelta", NULL};
+const char *const nd_opt_names[] = {[ND_OPT_SGD] = "sgd",           [ND_OPT_MOMENTUM] = "momentum",
+                                    [ND_OPT_NESTEROV] = "nesterov", [ND_OPT_ADAM] = "adam",
+                                    [ND_OPT_ADAMW] = "adamw",       [ND_OPT_ADAGRAD] = "adagrad",
+                                    [ND_OPT_RMSPROP] = "rmsprop",   [ND_OPT_ADADELTA] = "adadelta",
+                                    [ND_OPT_LBFGS] = "lbfgs",       NULL};
 
 /* Which state buffers an optimizer keeps. */
-static int uses_m(nd_opt_kind k) { return k != ND_OPT_SGD; }
+static int uses_m(nd_opt_kind k) { return k != ND_OPT_SGD && k != ND_OPT_LBFGS; }
 static int uses_v(nd_opt_kind k) { return k == ND_OPT_ADAM || k == ND_OPT_ADAMW || k == ND_OPT_ADADELTA; }
 
 int nd_opt_parse(const char *name, nd_opt_kind *kind) {
@@ -109,6 +110,7 @@ void nd_optimizer_step(nd_optimizer *opt, float *restrict param, const float *re
         }
         break;
     }
+    case ND_OPT_LBFGS: /* the full-batch driver moves the weights itself */ break;
     case ND_OPT_ADAMW:
         /* Decoupled decay first (as PyTorch's AdamW), only where the mask says so. */
         if (opt->cfg.weight_decay > 0.0f) {

@@ -43,7 +43,7 @@ const nd_cli_option nd_train_options[] = {
     {"dropout", R(FLOAT, dropout, "[0, 1)"), "0", "drop probability after every hidden activation (inverted dropout)"},
     {"input-dropout", R(FLOAT, input_dropout, "[0, 1)"), "0", "drop probability of the input features"},
     {"init", E(init, nd_init_names), "he",
-     "weights: he (normal, sqrt(2/fan_in)), xavier (uniform), lecun (uniform), small (N(0,0.01^2))"},
+     "weights: he (normal, sqrt(2/fan_in)), xavier (uniform), lecun (uniform), small (N(0,0.01^2)), zero (no hidden layers)"},
     {"output-bias", E(output_bias, bias_names), "zero",
      "output biases: zero, or priors (log class frequencies of /train)"},
     {"loss", E(loss, nd_loss_names), "softmax_ce",

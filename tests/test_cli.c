@@ -310,8 +310,51 @@ static void test_markdown_table(void **state) {
     assert_non_null(strstr(row, "0.5\\*wd\\*\\|w\\|^2")); /* not emphasis, not a cell border */
 }
 
+/* --opt lbfgs: accepted plain, with its options; each thing that would
+ * make the objective random, bend the steps or need what it does not keep
+ * refused in one line naming it. */
+static void test_lbfgs_refusals(void **state) {
+    (void)state;
+    nd_train_config c;
+    nd_train_plan plan;
+    nd_error err = {0};
+    char *ok[] = {"--data", "d.h5",           "--opt", "lbfgs",  "--lbfgs-history", "5", "--lbfgs-line-search",
+                  "none",   "--weight-decay", "1e-3",  "--arch", "8-4:tanh-3"};
+    assert_int_equal(parse(&c, &err, 12, ok), ND_OK);
+    assert_int_equal(nd_train_plan_resolve(&c, &plan, &err), ND_OK);
+    assert_int_equal(c.opt, ND_OPT_LBFGS);
+    assert_int_equal(c.lbfgs_history, 5);
+    assert_int_equal(c.lbfgs_line_search, ND_LINE_SEARCH_NONE);
+    const struct {
+        const char *a, *b, *needle;
+    } no[] = {
+        {"--mode", "async", "--opt lbfgs: not with --mode async/ssp"},
+        {"--bucket-kb", "4", "--opt lbfgs: not with --bucket-kb"},
+        {"--shard-optimizer", NULL, "--opt lbfgs: not with --shard-optimizer"},
+        {"--deterministic", NULL, "--opt lbfgs: not with --deterministic"},
+        {"--stream-mb", "4", "--opt lbfgs: not with --stream-mb"},
+        {"--dropout", "0.5", "--opt lbfgs: not with dropout"},
+        {"--arch", "8:drop0.1-3", "--opt lbfgs: not with dropout"},
+        {"--batch-norm", NULL, "--opt lbfgs: not with batch norm"},
+        {"--arch", "8-4:bn:relu-3", "--opt lbfgs: not with batch norm"},
+        {"--mixup", "0.2", "--opt lbfgs: not with augmentation"},
+        {"--lr-schedule", "cosine", "--opt lbfgs: not with an --lr-schedule"},
+        {"--clip-norm", "1", "--opt lbfgs: not with gradient clipping"},
+        {"--max-norm", "3", "--opt lbfgs: not with --max-norm"},
+        {"--l1", "1e-4", "--opt lbfgs: not with --l1"},
+        {"--ema", "0.9", "--opt lbfgs: not with --ema"},
+        {"--checkpoint-dir", "ck", "--opt lbfgs: not with --checkpoint-dir"},
+        {"--on-nan", "skip", "--opt lbfgs: not with --on-nan skip"},
+    };
+    for (size_t i = 0; i < sizeof no / sizeof no[0]; ++i) {
+        char *argv[] = {"--data", "d.h5", "--opt", "lbfgs", (char *)no[i].a, (char *)no[i].b};
+        expect_refused(no[i].b ? 6 : 5, argv, no[i].needle);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_lbfgs_refusals),
         cmocka_unit_test(test_defaults_and_values),
         cmocka_unit_test(test_bad_values),
         cmocka_unit_test(test_validation),

@@ -635,6 +635,58 @@ static void test_numerical_guard(void **state) {
     assert_true(diverged);
 }
 
+/* --opt lbfgs: the full-batch objective and gradient do not depend on the
+ * rank count (up to the order of summation), so 2 ranks and 1 rank take the
+ * same L-BFGS steps: a linear softmax model from zero weights ends at the
+ * same training loss to 1e-6 relative, and well below the start (ln 3). */
+static void test_lbfgs_rank_count_independent(void **state) {
+    (void)state;
+    enum { ROWS = 301, COLS = 10, CLASSES = 3, TEST = 40 };
+    char path[512];
+    fx_path(path, sizeof path, "lbfgs.h5");
+    nd_error err = {0};
+    if (nd_comm_rank(world) == 0) {
+        float x[(ROWS + TEST) * COLS];
+        int y[ROWS + TEST];
+        fx_blobs(x, y, ROWS + TEST, COLS, CLASSES, 0.7f, 21); /* overlapping: the loss stays above 0 */
+        fx_write_dataset(path, x, y, ROWS, COLS, CLASSES, x + ROWS * COLS, y + ROWS, TEST);
+    }
+    nd_comm_barrier(world, &err);
+    nd_train_config cfg;
+    mpi_base_config(&cfg, path);
+    snprintf(cfg.hidden, sizeof cfg.hidden, "%s", "");
+    cfg.init = ND_INIT_ZERO;
+    cfg.opt = ND_OPT_LBFGS;
+    cfg.lr = 1.0f;
+    cfg.lbfgs_max_iter = 4;
+    cfg.lbfgs_history = 3; /* the ring wraps */
+    cfg.weight_decay = 1e-2f;
+    cfg.epochs = 3; /* 12 iterations: far from the optimum, where rounding would pick the stopping point */
+    double loss[2] = {NAN, NAN}, steps[2] = {0, 0};
+    for (int one = 0; one < 2; ++one) {
+        nd_comm *comm = world, *self = NULL;
+        if (one && nd_comm_rank(world) != 0) break;
+        if (one) nd_comm_self(&self, &err), comm = self;
+        nd_trainer *tr = NULL;
+        if (nd_trainer_setup(&tr, &cfg, comm, &err) == ND_OK && nd_trainer_fit(tr, &err) == ND_OK) {
+            loss[one] = nd_trainer_result(tr).last.train_loss;
+            steps[one] = (double)nd_trainer_result(tr).steps;
+        } else {
+            fprintf(stderr, "lbfgs run failed: %s\n", err.msg);
+        }
+        nd_trainer_free(tr);
+        if (self) nd_comm_free(self);
+    }
+    nd_comm_bcast_f64(world, loss, 2, 0, &err);
+    nd_comm_bcast_f64(world, steps, 2, 0, &err);
+    if (nd_comm_rank(world) == 0)
+        print_message("  lbfgs train loss: 2 ranks %.9f (%.0f iterations), 1 rank %.9f (%.0f)\n", loss[0], steps[0],
+                      loss[1], steps[1]);
+    assert_true(steps[0] == 12 && steps[1] == 12);
+    assert_true(loss[0] < log(3.0) - 0.2);
+    assert_true(fabs(loss[0] - loss[1]) <= 1e-6 * loss[1]);
+}
+
 int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_two_ranks_equal_one_rank_double_batch),
@@ -648,6 +700,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_sigmoid_bce_priors),
         cmocka_unit_test(test_sync_bn_equals_joint_batch),
         cmocka_unit_test(test_numerical_guard),
+        cmocka_unit_test(test_lbfgs_rank_count_independent),
     };
     return mpi_test_main(argc, argv, &world, tests, sizeof tests / sizeof tests[0], 2);
 }

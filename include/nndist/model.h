@@ -31,10 +31,12 @@ typedef enum {
                        sqrt(2) for ReLU (He et al. 2015), 1 for the linear output layer */
     ND_INIT_XAVIER, /* uniform in +-sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio 2010) */
     ND_INIT_LECUN,  /* uniform in +-1 / sqrt(fan_in) */
-    ND_INIT_SMALL   /* normal, std 0.01 */
+    ND_INIT_SMALL,  /* normal, std 0.01 */
+    ND_INIT_ZERO    /* every weight 0: for a model without hidden layers (softmax regression), whose
+                       optimum it does not bias; hidden units would stay alike */
 } nd_init_kind;
 
-/* Parses "he", "xavier", "lecun", "small"; 0 or -1. */
+/* Parses "he", "xavier", "lecun", "small", "zero"; 0 or -1. */
 int nd_init_parse(const char *name, nd_init_kind *kind);
 /* The names of the initializations, indexed by nd_init_kind, NULL-terminated. */
 extern const char *const nd_init_names[];

@@ -16,6 +16,8 @@
  *             centered=False): v = mu_r*v + g/(sqrt(m)+eps);  x -= lr * v
  *   adadelta  m = rho*m + (1-rho)*g^2;  d = sqrt(v+eps)/sqrt(m+eps) * g;
  *             v = rho*v + (1-rho)*d^2;  x -= lr * d        (Zeiler 2012)
+ *   lbfgs     full-batch L-BFGS with a line search (include/nndist/lbfgs.h);
+ *             nd_optimizer_step leaves param alone
  * where g = grad_scale * grad, so the caller can fold the 1/global-batch
  * average and a global-norm clip factor into the step without another pass. */
 #ifndef NNDIST_OPTIM_H
@@ -33,7 +35,8 @@ typedef enum {
     ND_OPT_ADAMW,
     ND_OPT_ADAGRAD,
     ND_OPT_RMSPROP,
-    ND_OPT_ADADELTA
+    ND_OPT_ADADELTA,
+    ND_OPT_LBFGS /* full batch, its own driver (nndist/lbfgs.h): never stepped here */
 } nd_opt_kind;
 
 typedef struct {
@@ -57,7 +60,7 @@ typedef struct {
 } nd_optimizer;
 
 /* Returns 0 and sets *kind for "sgd", "momentum", "nesterov", "adam",
- * "adamw", "adagrad", "rmsprop", "adadelta"; -1 otherwise. */
+ * "adamw", "adagrad", "rmsprop", "adadelta", "lbfgs"; -1 otherwise. */
 int nd_opt_parse(const char *name, nd_opt_kind *kind);
 /* The names of the optimizers, indexed by nd_opt_kind, NULL-terminated. */
 extern const char *const nd_opt_names[];

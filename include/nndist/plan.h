@@ -17,6 +17,7 @@
 
 #include "nndist/cli.h"
 #include "nndist/layers.h"
+#include "nndist/lbfgs.h"
 #include "nndist/loss.h"
 #include "nndist/model.h"
 #include "nndist/normalize.h"
@@ -71,7 +72,10 @@ typedef struct {
     float lr;
     int ref_batch;
     float momentum, momentum_final, momentum_epochs, beta1, beta2, eps, rho;
-    float rmsprop_momentum; /* --rmsprop-momentum (0: plain rmsprop) */
+    float rmsprop_momentum;                            /* --rmsprop-momentum (0: plain rmsprop) */
+    int lbfgs_history, lbfgs_max_iter, lbfgs_max_eval; /* --opt lbfgs (nndist/lbfgs.h) */
+    nd_line_search_kind lbfgs_line_search;
+    float lbfgs_tolerance_grad, lbfgs_tolerance_change;
     long warmup_steps;
     float warmup_start; /* --warmup-start: the warmup's first rate as a fraction of the target */
     bool warmup_goyal;  /* --warmup-goyal: ramp from --lr to the scaled peak instead */

@@ -86,6 +86,10 @@ nd_status nd_cmd_sanity(int argc, char **argv, nd_error *err) {
                                "usage: nndist sanity --data FILE [train options]   (see docs/training.md)", SANITY_ROWS,
                                NULL, &help, err));
     if (help) return ND_OK;
+    if (s.cfg.opt == ND_OPT_LBFGS) {
+        nd_small_batch_free(&s);
+        return ND_FAIL(err, ND_ERR_ARG, "sanity: --opt lbfgs: not here (the overfit check takes minibatch steps)");
+    }
     nd_model m;
     nd_optimizer opt;
     memset(&opt, 0, sizeof opt);

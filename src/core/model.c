@@ -356,8 +356,8 @@ void nd_model_destroy(nd_model *model) {
     memset(model, 0, sizeof *model);
 }
 
-const char *const nd_init_names[] =
-    {[ND_INIT_HE] = "he", [ND_INIT_XAVIER] = "xavier", [ND_INIT_LECUN] = "lecun", [ND_INIT_SMALL] = "small", NULL};
+const char *const nd_init_names[] = {[ND_INIT_HE] = "he",       [ND_INIT_XAVIER] = "xavier", [ND_INIT_LECUN] = "lecun",
+                                     [ND_INIT_SMALL] = "small", [ND_INIT_ZERO] = "zero",     NULL};
 
 int nd_init_parse(const char *name, nd_init_kind *kind) {
     for (int k = 0; nd_init_names[k]; ++k)
@@ -397,6 +397,7 @@ static void init_weights(float *w, size_t length, uint64_t seed, uint64_t stream
         case ND_INIT_XAVIER: x = sqrt(6.0 / (fan_in + fan_out)) * (2.0 * nd_rng_uniform(&rng) - 1.0); break;
         case ND_INIT_LECUN: x = (2.0 * nd_rng_uniform(&rng) - 1.0) / sqrt(fan_in); break;
         case ND_INIT_SMALL: x = 0.01 * nd_rng_normal(&rng); break;
+        case ND_INIT_ZERO: x = 0.0; break;
         case ND_INIT_HE:
         default: x = gain / sqrt(fan_in) * nd_rng_normal(&rng); break;
         }

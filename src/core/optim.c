@@ -5,14 +5,15 @@
 
 #include "nndist/arena.h"
 
-const char *const nd_opt_names[] = {
-    [ND_OPT_SGD] = "sgd",         [ND_OPT_MOMENTUM] = "momentum", [ND_OPT_NESTEROV] = "nesterov",
-    [ND_OPT_ADAM] = "adam",       [ND_OPT_ADAMW] = "adamw",       [ND_OPT_ADAGRAD] = "adagrad",
-    [ND_OPT_RMSPROP] = "rmsprop", [ND_OPT_ADADELTA] = "adadelta", NULL};
+const char *const nd_opt_names[] = {[ND_OPT_SGD] = "sgd",           [ND_OPT_MOMENTUM] = "momentum",
+                                    [ND_OPT_NESTEROV] = "nesterov", [ND_OPT_ADAM] = "adam",
+                                    [ND_OPT_ADAMW] = "adamw",       [ND_OPT_ADAGRAD] = "adagrad",
+                                    [ND_OPT_RMSPROP] = "rmsprop",   [ND_OPT_ADADELTA] = "adadelta",
+                                    [ND_OPT_LBFGS] = "lbfgs",       NULL};
 
 /* Which state buffers an optimizer keeps (rmsprop without momentum keeps
  * no v, so its checkpoints stay as they were). */
-static int uses_m(const nd_opt_config *c) { return c->kind != ND_OPT_SGD; }
+static int uses_m(const nd_opt_config *c) { return c->kind != ND_OPT_SGD && c->kind != ND_OPT_LBFGS; }
 static int uses_v(const nd_opt_config *c) {
     return c->kind == ND_OPT_ADAM || c->kind == ND_OPT_ADAMW || c->kind == ND_OPT_ADADELTA ||
         (c->kind == ND_OPT_RMSPROP && c->rmsprop_momentum > 0.0f);
@@ -124,6 +125,7 @@ void nd_optimizer_step(nd_optimizer *opt, float *restrict param, const float *re
         }
         break;
     }
+    case ND_OPT_LBFGS: /* the full-batch driver moves the weights itself */ break;
     case ND_OPT_ADAMW:
         /* Decoupled decay first (as PyTorch's AdamW), only where the mask says so. */
         if (opt->cfg.weight_decay > 0.0f) {

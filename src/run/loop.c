@@ -5,7 +5,8 @@
  * the observers again (the epoch line, the best epoch and early stopping,
  * checkpoints, the plateau schedule). The exchange, the feed and the
  * observers are parts chosen at setup (exchange.h, feed.h, observer.h):
- * none is named here. Async and ssp runs go to their own driver (async.c). */
+ * none is named here. Async and ssp runs go to their own driver (async.c);
+ * --opt lbfgs runs its full-batch epochs (fullbatch.c) in this loop's place. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -207,7 +208,7 @@ nd_status nd_trainer_fit(nd_trainer *tr, nd_error *err) {
     for (int epoch = tr->state.start_epoch; epoch <= tr->cfg.epochs; ++epoch) {
         nd_epoch_stats e = {0};
         e.test_loss = e.test_acc = e.val_loss = e.val_acc = e.train_eval_loss = e.train_eval_acc = NAN;
-        ND_TRY(run_epoch(tr, epoch, &e, err));
+        ND_TRY(tr->lbfgs ? nd_lbfgs_epoch(tr, epoch, &e, err) : run_epoch(tr, epoch, &e, err));
         if (tr->state.stop_signal) /* an unfinished epoch: no evaluation, no epoch line */
             return nd_train_stop(tr, tr->state.stop_signal, epoch, tr->state.stop_epoch_step, tr->state.stop_loss_sum,
                                  tr->state.stop_correct, err);

@@ -45,7 +45,7 @@ const nd_cli_option nd_train_options[] = {
     {"dropconnect", R(FLOAT, dropconnect, "[0, 1)"), "0",
      "DropConnect: drop probability of each hidden layer's weights, one mask per step (Wan et al. 2013)"},
     {"init", E(init, nd_init_names), "he",
-     "weights: he (normal, sqrt(2/fan_in)), xavier (uniform), lecun (uniform), small (N(0,0.01^2))"},
+     "weights: he (normal, sqrt(2/fan_in)), xavier (uniform), lecun (uniform), small (N(0,0.01^2)), zero (no hidden layers)"},
     {"output-bias", E(output_bias, bias_names), "zero",
      "output biases: zero, or priors (log class frequencies of /train; sigmoid_bce: each attribute's log(p/(1-p)))"},
     {"loss", E(loss, nd_loss_names), "softmax_ce",
@@ -67,7 +67,8 @@ const nd_cli_option nd_train_options[] = {
      "distillation: loss = alpha T^2 KL(teachers || student at T) + (1 - alpha) CE(labels)"},
     {"epochs", R(INT, epochs, ">= 1"), "10", "passes over the training split"},
     {"batch", R(INT, batch, ">= 1"), "64", "samples per step on each rank"},
-    {"opt", E(opt, nd_opt_names), "momentum", "optimizer (formulas in include/nndist/optim.h)"},
+    {"opt", E(opt, nd_opt_names), "momentum",
+     "optimizer (formulas in include/nndist/optim.h; lbfgs: full batch, give --lr 1, docs/training.md)"},
     {"lr", R(FLOAT, lr, "> 0"), "0.01", "learning rate at --ref-batch samples per step"},
     {"ref-batch", R(INT, ref_batch, ">= 0"), "0", "batch that --lr is meant for; 0 = --batch (peak = lr*global/ref)"},
     {"momentum", R(FLOAT, momentum, "[0, 1)"), "0.9", "momentum / nesterov coefficient"},
@@ -85,6 +86,18 @@ const nd_cli_option nd_train_options[] = {
      "warmup: step s runs at the rate x (F + (1-F)(s+1)/W); 0: from zero (its first step at 1/W)"},
     {"warmup-goyal", F(BOOL, warmup_goyal), "false",
      "warmup from --lr to the scaled peak instead (Goyal et al. 2017; nothing to ramp when batch = --ref-batch)"},
+    {"lbfgs-history", R(INT, lbfgs_history, "[1, 100000]"), "100",
+     "lbfgs: (s, y) pairs kept (2 x this x the parameters in floats)"},
+    {"lbfgs-max-iter", R(INT, lbfgs_max_iter, "[1, 1000000]"), "20",
+     "lbfgs: iterations per epoch (an epoch is one PyTorch LBFGS.step with this max_iter)"},
+    {"lbfgs-max-eval", R(INT, lbfgs_max_eval, ">= 0"), "0",
+     "lbfgs: full-batch evaluations per epoch (0: max-iter x 5/4, as PyTorch)"},
+    {"lbfgs-line-search", E(lbfgs_line_search, nd_line_search_names), "strong_wolfe",
+     "lbfgs: strong_wolfe (PyTorch's line_search_fn), or none: a fixed step of --lr"},
+    {"lbfgs-tolerance-grad", R(FLOAT, lbfgs_tolerance_grad, ">= 0"), "1e-7",
+     "lbfgs: an epoch ends early once max |gradient| <= this"},
+    {"lbfgs-tolerance-change", R(FLOAT, lbfgs_tolerance_change, ">= 0"), "1e-9",
+     "lbfgs: ... or once the step or the loss changes by less than this"},
     {"lr-schedule", E(lr_schedule, nd_sched_names), "constant", "the learning rate after the warmup"},
     {"lr-milestones", F(STR, lr_milestones), "", "step: epochs at which the rate is multiplied by --lr-gamma"},
     {"lr-gamma", R(FLOAT, lr_gamma, "(0, 1]"), "0.1", "step and plateau: multiplier"},
@@ -380,6 +393,54 @@ bad:
     return -1;
 }
 
+/* --opt lbfgs against everything that makes the objective random, bends
+ * its steps, or needs what the full-batch driver does not keep. */
+static nd_status check_lbfgs(const nd_train_config *c, nd_exchange_kind x, nd_error *err) {
+    if (c->opt != ND_OPT_LBFGS) return ND_OK;
+    if (x != ND_EXCHANGE_ALLREDUCE)
+        return ND_FAIL(err, ND_ERR_ARG,
+                       "--opt lbfgs: not with %s (each evaluation sums the full-batch gradient in one plain allreduce)",
+                       nd_exchange_caps_of(x)->chosen_by);
+    bool dropout = c->dropout > 0.0f || c->input_dropout > 0.0f || c->dropconnect > 0.0f, batch_norm = c->batch_norm;
+    if (c->arch[0]) {
+        nd_model_spec spec;
+        char why[200];
+        if (nd_arch_parse(c->arch, (nd_activation){c->act, c->leaky_alpha}, &spec, why, sizeof why) == 0) {
+            dropout = spec.input_drop > 0.0f, batch_norm = false;
+            for (int l = 0; l < spec.num_hidden; ++l)
+                dropout |= spec.hidden[l].drop > 0.0f || spec.hidden[l].drop_connect > 0.0f,
+                    batch_norm |= spec.hidden[l].batch_norm != 0;
+        }
+    }
+    const struct {
+        bool on;
+        const char *what, *why;
+    } no[] = {
+        {c->stream_mb > 0.0f, "--stream-mb", "every evaluation reads the whole shard: it stays in memory"},
+        {dropout, "dropout or DropConnect", "random masks would make each evaluation a different function"},
+        {batch_norm, "batch norm", "batch statistics make the objective depend on how the rows are chunked"},
+        {c->augment_crop || c->augment_flip || c->cutout || c->input_noise > 0.0f || c->mixup > 0.0f, "augmentation",
+         "random transforms would make each evaluation a different function"},
+        {c->lr_schedule != ND_SCHED_CONSTANT || c->warmup_steps > 0, "an --lr-schedule or --warmup-steps",
+         "the line search sets every step"},
+        {c->clip_norm > 0.0f || c->clip_value > 0.0f, "gradient clipping",
+         "a clipped gradient is not the objective's, and the line search needs the true one"},
+        {c->max_norm > 0.0f, "--max-norm", "a projected step leaves the line search's path"},
+        {c->l1 > 0.0f, "--l1", "L1 is not differentiable at 0; use --weight-decay"},
+        {c->ema > 0.0f, "--ema", "the average follows minibatch steps"},
+        {c->freeze[0] != '\0', "--freeze", "the full-batch driver steps every parameter"},
+        {c->checkpoint_dir[0] || c->resume[0], "--checkpoint-dir or --resume",
+         "the L-BFGS history is not checkpointed, and a run without it would take other steps; --save keeps the final model"},
+        {c->on_nan == ND_ON_NAN_SKIP, "--on-nan skip",
+         "a dropped evaluation would leave the line search without its point"},
+        {c->straggle[0] || c->profile > 0 || c->fault_nan_step > 0 || c->fault_signal_step > 0,
+         "--straggle, --profile or a --fault-* hook", "they act on minibatch steps"},
+    };
+    for (size_t i = 0; i < sizeof no / sizeof no[0]; ++i)
+        if (no[i].on) return ND_FAIL(err, ND_ERR_ARG, "--opt lbfgs: not with %s (%s)", no[i].what, no[i].why);
+    return ND_OK;
+}
+
 /* An option that needs a capability the exchange lacks. */
 static nd_status refuse(const char *option, nd_exchange_kind x, const char *why, nd_error *err) {
     return ND_FAIL(err, ND_ERR_ARG, "%s: not with %s (the %s %s)", option, nd_exchange_caps_of(x)->chosen_by,
@@ -461,6 +522,7 @@ nd_status nd_train_plan_resolve(const nd_train_config *c, nd_train_plan *plan, n
     ND_TRY(pick_exchange(c, &plan->exchange, err));
     const nd_exchange_kind x = plan->exchange;
     const nd_exchange_caps *can = nd_exchange_caps_of(x);
+    ND_TRY(check_lbfgs(c, x, err));
     plan->ssp = c->mode == ND_MODE_SSP;
     plan->feed = x == ND_EXCHANGE_FIXED_POINT ? ND_FEED_BLOCKS : c->stream_mb > 0.0f ? ND_FEED_STREAM : ND_FEED_MEMORY;
     if (c->sync_bn && !can->sync_bn)

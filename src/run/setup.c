@@ -276,6 +276,7 @@ static nd_status build_model(nd_trainer *tr, nd_error *err) {
     tr->slice = update_slice(tr);
     ND_TRY(nd_optimizer_create(&tr->opt, &oc, tr->slice.length, err));
     tr->opt.first = tr->model.frozen_end; /* only the allreduce freezes: its slice is the whole arena */
+    if (oc.kind == ND_OPT_LBFGS) ND_TRY(nd_lbfgs_create_for(tr, err));
     if (oc.kind == ND_OPT_ADAMW) {
         /* Decoupled decay on weights only: a mask over the arena, viewed
          * from this rank's slice. */
@@ -376,7 +377,11 @@ static void print_setup(const nd_trainer *tr) {
             fprintf(out, "  (none)\n");
     }
     /* Each line fits 80 columns (the architecture aside). */
-    if (tr->async)
+    if (tr->lbfgs)
+        fprintf(out, "  # %d rank%s x %d BLAS thread%s, L-BFGS on the full batch of %ld rows, history %d, lr %g\n",
+                tr->size, tr->size == 1 ? "" : "s", tr->threads, tr->threads == 1 ? "" : "s", tr->info.train.rows,
+                tr->cfg.lbfgs_history, (double)tr->cfg.lr);
+    else if (tr->async)
         fprintf(out, "  # %d ranks: %d server(s), %d worker(s) x %d BLAS threads, batch %d, peak lr %.6g\n", tr->size,
                 tr->num_servers, tr->num_workers, tr->threads, tr->global_batch, (double)nd_lr_peak(&tr->lr));
     else
@@ -396,7 +401,8 @@ static void print_setup(const nd_trainer *tr) {
     fprintf(out, "  # per rank: activations %.1f MB for %d rows", m->workspace_floats * sizeof(float) / 1048576.0,
             m->max_batch);
     if (m->col_floats) fprintf(out, " (conv scratch %.2f MB)", m->col_floats * sizeof(float) / 1048576.0);
-    if (!tr->async) fprintf(out, ", optimizer state %.2f MB", state_mb);
+    if (tr->lbfgs) fprintf(out, ", L-BFGS state %.2f MB", nd_lbfgs_state_floats(tr->lbfgs) * sizeof(float) / 1048576.0);
+    else if (!tr->async) fprintf(out, ", optimizer state %.2f MB", state_mb);
     fputc('\n', out);
     if (!tr->async && tr->slice.length < tr->model.num_params && tr->slice.length > 0)
         fprintf(out, "  # optimizer state sharded over %d ranks (unsharded: %.2f MB a rank)\n", tr->size,
@@ -436,6 +442,7 @@ nd_status nd_trainer_setup(nd_trainer **out, const nd_train_config *cfg, nd_comm
     tr->global_batch = tr->async           ? cfg->batch
         : tr->feeder->global_micro_batches ? cfg->batch * tr->feeder->global_micro_batches(tr)
                                            : cfg->batch * tr->size;
+    if (tr->lbfgs) tr->global_batch = (int)tr->info.train.rows, tr->steps_per_epoch = cfg->lbfgs_max_iter;
     tr->state.start_epoch = 1;
     /* No epoch finished yet: its figures are unknown, not 0 (summaries written before one ends). */
     tr->state.last.train_loss = tr->state.last.train_acc = NAN;
@@ -491,7 +498,8 @@ nd_train_result nd_trainer_result(const nd_trainer *tr) {
                              .steps_per_epoch = tr->steps_per_epoch,
                              .samples_seen = tr->state.samples_seen,
                              .gradient_buckets = tr->state.gradient_buckets,
-                             .optimizer_state_floats = (size_t)nd_optimizer_state_floats(&tr->opt),
+                             .optimizer_state_floats = (size_t)(nd_optimizer_state_floats(&tr->opt) +
+                                                                (tr->lbfgs ? nd_lbfgs_state_floats(tr->lbfgs) : 0.0)),
                              .stream_windows = tr->feed.reader ? nd_stream_windows(tr->feed.reader) : 0,
                              .worker_index = tr->worker_index,
                              .staleness_max = tr->state.staleness_max,
@@ -531,6 +539,7 @@ void nd_trainer_free(nd_trainer *tr) {
     nd_buffer_free(tr->norm_inv_std);
     nd_model_destroy(&tr->model);
     nd_optimizer_destroy(&tr->opt);
+    nd_lbfgs_free(tr);
     nd_buffer_free(tr->order);
     nd_buffer_free(tr->xb);
     nd_buffer_free(tr->yb);

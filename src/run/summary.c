@@ -297,7 +297,8 @@ static nd_status measure_memory(nd_trainer *tr, nd_error *err) {
     mb[2] = (double)tr->model.num_params * sizeof(float) / 1048576.0;
     mb[3] = ((double)tr->model.workspace_floats + (double)tr->cfg.batch * (tr->train.cols + tr->info.num_outputs)) *
         sizeof(float) / 1048576.0;
-    mb[4] = nd_optimizer_state_floats(&tr->opt) * sizeof(float) / 1048576.0;
+    mb[4] = (nd_optimizer_state_floats(&tr->opt) + (tr->lbfgs ? nd_lbfgs_state_floats(tr->lbfgs) : 0.0)) *
+        sizeof(float) / 1048576.0;
     return nd_comm_allreduce_max_f64(tr->comm, mb, 5, err);
 }
 

@@ -144,6 +144,13 @@ int nd_guard_find(const nd_model *m, int sliced, double grad_norm, char *what, s
  * rank (rank 0's error carries the line). */
 nd_status nd_guard_bad_step(nd_trainer *tr, const char *what, nd_error *err);
 
+/* fullbatch.c (--opt lbfgs): the L-BFGS state, allocated at setup, and
+ * freed; one epoch = one L-BFGS step over the full batch, in place of the
+ * minibatch loop's epoch (collective; fills e's training figures). */
+nd_status nd_lbfgs_create_for(nd_trainer *tr, nd_error *err);
+void nd_lbfgs_free(nd_trainer *tr);
+nd_status nd_lbfgs_epoch(nd_trainer *tr, int epoch, nd_epoch_stats *e, nd_error *err);
+
 /* async.c: buffers of the protocol, allocated at setup. */
 nd_status nd_async_create(nd_trainer *tr, nd_error *err);
 void nd_async_free(nd_trainer *tr);

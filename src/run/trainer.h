@@ -4,6 +4,7 @@
 #define NNDIST_TRAINER_H
 
 #include "nndist/augment.h"
+#include "nndist/lbfgs.h"
 #include "nndist/train.h"
 #include "exchange.h"
 #include "feed.h"
@@ -84,6 +85,7 @@ struct nd_trainer {
     float *norm_inv_std; /* (cols) */
     nd_model model;
     nd_optimizer opt;
+    nd_lbfgs *lbfgs; /* --opt lbfgs: the full-batch driver's state (fullbatch.c), else NULL */
     nd_lr_schedule lr;
     int global_batch;
     long steps_per_epoch;

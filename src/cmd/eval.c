@@ -268,7 +268,10 @@ nd_status nd_cmd_eval(nd_comm *comm, int argc, char **argv, nd_error *err) {
     const int rank = nd_comm_rank(comm);
     ND_TRY(nd_cli_parse_command(eval_options, COUNT(eval_options), &c, sizeof c, argc, argv,
                                 "usage: [mpirun -np N] nndist eval --checkpoint FILE[,FILE...] --data FILE "
-                                "[--split test] [--json]",
+                                "[--split test] [--json]\n"
+                                "  labels: loss, accuracy, per-class accuracy, confusion matrix; float targets: loss "
+                                "and rmse (l2), mae (l1) or attribute accuracy (sigmoid_bce, binary_hinge), overall "
+                                "and per output",
                                 rank == 0 ? stdout : NULL, &help, err));
     if (help) return ND_OK;
     if (!c.checkpoint[0] || !c.data[0]) return ND_FAIL(err, ND_ERR_ARG, "eval: --checkpoint and --data are required");

@@ -3,7 +3,8 @@
 # figures and their ensemble's (the mean of softmax probabilities), a model
 # with itself is the model, mismatched members are refused in one line, and
 # a run's snapshot ensemble (--ensemble last:K / best:K) is reported and
-# reproduced by `nndist eval` over the members it wrote.
+# reproduced by `nndist eval` over the members it wrote; on float targets
+# too (regression: RMSE of the mean output; multi-label: attribute accuracy).
 # Usage: test_ensemble.sh NNDIST TMPDIR [numpy]
 # With `numpy`, only the independent check: the ensemble's accuracy and NLL
 # recomputed from the checkpoints with numpy and h5py (exit 77, skipped,
@@ -127,5 +128,66 @@ out=$("$bin" train --data d.h5 --ensemble last:1 2>&1)
 out=$(mpiexec -n 2 "$bin" train --data d.h5 --mode async --ensemble last:2 --progress none 2>&1)
 [ "$(grep -c 'nndist: error' <<< "$out")" = 1 ] && grep -q "^nndist: error: --ensemble: not with --mode async" <<< "$out" \
   && ok "--ensemble in async mode: refused in one line" || bad "async: $out"
+
+# Float targets: regression (l2, the mean of outputs) and multi-label
+# (sigmoid_bce, the mean of sigmoid probabilities; binary_hinge, of scores).
+first() { grep -o "\"$2\": [-0-9.e]*" "$1" | head -1 | sed 's/.*: //'; }
+"$bin" data synth --out r.h5 --rows 800 --test-rows 300 --val-rows 200 --features 20 --targets 2 >/dev/null
+mpiexec -n 2 "$bin" train --data r.h5 --loss l2 --hidden 16 --batch 32 --epochs 3 --lr 0.02 --progress none \
+  --threads 1 --ensemble last:2 --checkpoint-dir rck --summary rs.json --save r1.h5 >rrun.log 2>&1 \
+  || bad "l2 --ensemble run: $(tail -3 rrun.log)"
+for split in val test; do
+  "$bin" eval --checkpoint r1.h5 --data r.h5 --split $split --json >r1-$split.json 2>&1
+  near "$(top r1-$split.json rmse)" "$(first rs.json ${split}_rmse)" 1e-5 \
+    && near "$(top r1-$split.json loss)" "$(first rs.json ${split}_loss)" 1e-5 \
+    && ok "l2: eval of the saved model gives the run's $split rmse and loss ($(top r1-$split.json rmse))" \
+    || bad "l2 $split: eval $(cat r1-$split.json), run $(first rs.json ${split}_rmse)"
+done
+rmembers=$(ls rck/snapshot-ep*.h5 2>/dev/null | tr '\n' ',' | sed 's/,$//')
+mpiexec -n 2 "$bin" eval --checkpoint "$rmembers" --data r.h5 --json >rsnap.json 2>&1
+near "$(top rsnap.json rmse)" "$(first rs.json ensemble_test_rmse)" 1e-6 \
+  && near "$(top rsnap.json loss)" "$(first rs.json ensemble_test_loss)" 1e-6 \
+  && grep -q '"ensemble": "mean of outputs"' rsnap.json \
+  && ok "l2: eval over the members reproduces the run's ensemble ($(top rsnap.json rmse))" \
+  || bad "l2 ensemble: eval $(cat rsnap.json), run $(first rs.json ensemble_test_rmse)"
+# The overall RMSE is the root of the mean of the per-output squares.
+grep -o '"per_output_rmse": \[[^]]*\]' rsnap.json | tr -d '[],' | awk -v r="$(top rsnap.json rmse)" \
+  '{ s = 0; for (i = 2; i <= NF; ++i) s += $i * $i; d = sqrt(s / (NF - 1)) - r; exit !(NF == 3 && d < 1e-5 && d > -1e-5) }' \
+  && ok "l2: per-output rmse, consistent with the overall" || bad "per-output: $(cat rsnap.json)"
+"$bin" eval --checkpoint "$rmembers" --data r.h5 >rsnap.txt 2>&1
+grep -q "^ensemble (mean of outputs): loss [0-9.]*  rmse [0-9.]*$" rsnap.txt && grep -q "^per-output rmse: 0:[0-9.]* 1:" rsnap.txt \
+  && ! grep -q "confusion" rsnap.txt && ok "l2 text: rmse lines, per-output in place of the confusion matrix" \
+  || bad "l2 text: $(cat rsnap.txt)"
+"$bin" data synth --out ml.h5 --rows 800 --test-rows 300 --features 20 --targets 3 --multilabel >/dev/null
+"$bin" train --data ml.h5 --loss sigmoid_bce --hidden 16 --batch 32 --epochs 3 --lr 0.05 --progress none \
+  --threads 1 --ensemble last:2 --checkpoint-dir mck --summary ms.json --save m1.h5 >mrun.log 2>&1 \
+  || bad "sigmoid_bce --ensemble run: $(tail -3 mrun.log)"
+"$bin" eval --checkpoint m1.h5 --data ml.h5 --json >m1.json 2>&1
+mmembers=$(ls mck/snapshot-ep*.h5 2>/dev/null | tr '\n' ',' | sed 's/,$//')
+mpiexec -n 2 "$bin" eval --checkpoint "$mmembers" --data ml.h5 --json >msnap.json 2>&1
+near "$(top m1.json attribute_accuracy)" "$(first ms.json test_attribute_accuracy)" 1e-6 \
+  && near "$(top msnap.json attribute_accuracy)" "$(first ms.json ensemble_test_attribute_accuracy)" 1e-6 \
+  && near "$(top msnap.json loss)" "$(first ms.json ensemble_test_loss)" 1e-6 \
+  && grep -q '"ensemble": "mean of sigmoid probabilities"' msnap.json \
+  && ok "sigmoid_bce: eval gives the run's attribute accuracy and its ensemble's ($(top msnap.json attribute_accuracy))" \
+  || bad "sigmoid_bce: $(cat m1.json msnap.json), run $(first ms.json ensemble_test_attribute_accuracy)"
+train --data ml.h5 --loss binary_hinge --hidden 16 --epochs 2 --save bh.h5
+"$bin" eval --checkpoint bh.h5,bh.h5 --data ml.h5 --json >bh2.json 2>&1
+"$bin" eval --checkpoint bh.h5 --data ml.h5 --json >bh1.json 2>&1
+near "$(top bh2.json attribute_accuracy)" "$(top bh1.json attribute_accuracy)" 1e-9 \
+  && near "$(top bh2.json loss)" "$(top bh1.json loss)" 1e-5 && grep -q '"ensemble": "mean of scores"' bh2.json \
+  && ok "binary_hinge: the mean of scores; a model with itself is the model" || bad "binary_hinge: $(cat bh1.json bh2.json)"
+# Refused in one line: a label model on float targets, the reverse, other K.
+out=$(mpiexec -n 2 "$bin" eval --checkpoint a.h5 --data r.h5 2>&1)
+[ $? -ne 0 ] && [ "$(grep -c 'nndist: error' <<< "$out")" = 1 ] \
+  && grep -q "^nndist: error: a.h5: trained for softmax_ce (class labels), but r.h5 /test/y holds float targets$" <<< "$out" \
+  && ok "a label model on float targets: refused in one line" || bad "label on float: $out"
+out=$("$bin" eval --checkpoint r1.h5 --data d.h5 2>&1)
+[ $? -ne 0 ] && [ "$(grep -c 'nndist: error' <<< "$out")" = 1 ] \
+  && grep -q "^nndist: error: r1.h5: trained for l2 (float targets), but d.h5 /test/y holds class labels$" <<< "$out" \
+  && ok "a regression model on labels: refused in one line" || bad "float on labels: $out"
+out=$("$bin" eval --checkpoint r1.h5 --data ml.h5 2>&1)
+[ $? -ne 0 ] && grep -q "^nndist: error: ml.h5: /test/y has 3 targets per row, the checkpoint's model outputs 2$" <<< "$out" \
+  && ok "other target count: refused" || bad "K: $out"
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]

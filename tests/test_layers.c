@@ -420,6 +420,35 @@ static void test_losses_by_hand(void **state) {
     assert_int_equal(nd_loss_parse("huber", &k), -1);
 }
 
+/* The ensemble of one model is the model: on float targets
+ * nd_loss_of_average of one member's nd_loss_average_add gives
+ * nd_loss_apply's loss and metric (what eval and --ensemble report against
+ * what training reports), and two members average what each loss averages. */
+static void test_loss_of_average_targets(void **state) {
+    (void)state;
+    const float z[2 * 3] = {1.5f, -0.4f, 0.2f, -2.0f, 0.7f, -0.1f}, t[2 * 3] = {1, 0, 0, 0, 1, 1};
+    const nd_loss_kind kinds[4] = {ND_LOSS_L2, ND_LOSS_L1, ND_LOSS_SIGMOID_BCE, ND_LOSS_BINARY_HINGE};
+    for (int i = 0; i < 4; ++i) {
+        double sum[6] = {0};
+        nd_loss_average_add(kinds[i], z, 2, 3, sum);
+        const nd_loss_stats one = nd_loss_of_average(kinds[i], sum, 1, NULL, t, 2, 3, NULL);
+        const nd_loss_stats ref = nd_loss_apply(kinds[i], NULL, z, NULL, t, 2, 3);
+        assert_float_equal(one.loss_sum, ref.loss_sum, 1e-5);
+        assert_float_equal(one.correct, ref.correct, 1e-5);
+    }
+    /* binary_hinge averages scores: members +-1 on an attribute of 1 give
+     * score 0, margin 1, and the attribute wrong (score > 0 is 1). */
+    const float a[1] = {1.0f}, b[1] = {-1.0f}, one_t[1] = {1};
+    double sum[1] = {0};
+    nd_loss_average_add(ND_LOSS_BINARY_HINGE, a, 1, 1, sum);
+    nd_loss_average_add(ND_LOSS_BINARY_HINGE, b, 1, 1, sum);
+    const nd_loss_stats avg = nd_loss_of_average(ND_LOSS_BINARY_HINGE, sum, 2, NULL, one_t, 1, 1, NULL);
+    assert_float_equal(avg.loss_sum, 1.0, 1e-12);
+    assert_float_equal(avg.correct, 0.0, 1e-12);
+    assert_string_equal(nd_loss_average_name(ND_LOSS_BINARY_HINGE), "scores");
+    assert_string_equal(nd_loss_average_name(ND_LOSS_L2), "outputs");
+}
+
 static void test_maxout_by_hand(void **state) {
     (void)state;
     const float in[2 * 6] = {1, 3, -2, -5, 0.5f, 0.25f, 2, 2, 7, -1, -3, 4};
@@ -482,6 +511,7 @@ int main(void) {
         cmocka_unit_test(test_batch_norm_modes),
         cmocka_unit_test(test_arch_text),
         cmocka_unit_test(test_losses_by_hand),
+        cmocka_unit_test(test_loss_of_average_targets),
         cmocka_unit_test(test_maxout_by_hand),
         cmocka_unit_test(test_backward_in_blocks),
     };

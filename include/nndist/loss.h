@@ -86,8 +86,8 @@ nd_loss_stats nd_softmax_ce(float *dlogits, const float *logits, const int *labe
 
 /* Ensembles (nndist eval over several checkpoints, --ensemble): what the
  * members' outputs are averaged as: softmax probabilities (softmax_ce),
- * sigmoid probabilities (sigmoid_bce), the outputs themselves (hinge and
- * squared hinge scores, l2/l1 predictions). Adds that of out (batch x k)
+ * sigmoid probabilities (sigmoid_bce), the outputs themselves (hinge,
+ * squared hinge and binary_hinge scores, l2/l1 predictions). Adds that of out (batch x k)
  * to sum (batch x k). */
 void nd_loss_average_add(nd_loss_kind kind, const float *out, int batch, int k, double *sum);
 /* "softmax probabilities", "sigmoid probabilities", "scores", "outputs". */
@@ -97,7 +97,8 @@ const char *nd_loss_average_name(nd_loss_kind kind);
  * nd_loss_average_add): the negative log-likelihood of the averaged
  * probabilities (softmax_ce; probabilities clamped at 1e-300), their
  * binary cross-entropy (sigmoid_bce), else the loss of the averaged
- * outputs; hits by the largest average, attributes by p > 0.5. predicted
+ * outputs (scores for hinge, squared hinge, binary_hinge); hits by the
+ * largest average, attributes by p > 0.5 (binary_hinge: score > 0). predicted
  * (batch, or NULL) receives each row's class (labels only). */
 nd_loss_stats nd_loss_of_average(nd_loss_kind kind, const double *sum, int members, const int *labels,
                                  const float *targets, int batch, int k, int *predicted);

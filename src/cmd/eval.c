@@ -1,8 +1,10 @@
 /* `nndist eval`: loss, accuracy, per-class accuracy and the confusion
  * matrix of a checkpoint on a split, each rank evaluating its own block of
- * rows (collective over the job); of several checkpoints, each one's
- * figures and those of their ensemble (nd_loss_average_add: the mean of
- * their probabilities or scores). And `nndist info`: what a checkpoint or a
+ * rows (collective over the job); on float targets (regression,
+ * multi-label) the loss and its metric (RMSE, MAE, attribute accuracy:
+ * nd_loss_metric). Of several checkpoints, each one's figures and those of
+ * their ensemble (nd_loss_average_add: the mean of their probabilities,
+ * scores or outputs, as the in-run --ensemble computes them). And `nndist info`: what a checkpoint or a
  * dataset file holds. */
 #include <math.h>
 #include <stdio.h>
@@ -33,7 +35,8 @@ typedef struct {
 static const nd_cli_option eval_options[] = {
     {"config", FE(STR, config), "", "read options from FILE (key = value)"},
     {"checkpoint", FE(STR, checkpoint), "",
-     "checkpoint FILE to evaluate, or FILE,FILE,...: each member and their ensemble (the mean of softmax probabilities, or scores) [required]"},
+     "checkpoint FILE to evaluate, or FILE,FILE,...: each member and their ensemble (the mean of softmax or sigmoid "
+     "probabilities, of scores, or of regression outputs) [required]"},
     {"data", FE(STR, data), "", "HDF5 dataset [required]"},
     {"split", FE(STR, split), "test", "split to evaluate: train, val or test"},
     {"json", FE(BOOL, json), "false", "print one JSON object instead of text"},
@@ -53,7 +56,10 @@ static nd_status share_spec(nd_comm *comm, const char *path, nd_ckpt_info *info,
     return nd_comm_bcast_bytes(comm, &info->spec, sizeof info->spec, 0, err);
 }
 
-static nd_status check_split(const char *data, const char *split, const nd_model_spec *spec, nd_error *err) {
+/* The split must exist, fit the model's inputs and outputs, and hold what
+ * its loss reads (labels, or float targets: nd_loss_takes_targets). */
+static nd_status check_split(const char *data, const char *split, const char *ckpt, const nd_model_spec *spec,
+                             nd_loss_kind loss, nd_error *err) {
     nd_dataset_info di;
     ND_TRY(nd_dataset_probe(data, &di, err));
     const nd_split_info *si = !strcmp(split, "train") ? &di.train : !strcmp(split, "val") ? &di.val : &di.test;
@@ -62,11 +68,16 @@ static nd_status check_split(const char *data, const char *split, const nd_model
     if (si->cols != spec->input_dim)
         return ND_FAIL(err, ND_ERR_ARG, "%s: /%s/x has %d features, the checkpoint's model takes %d", data, split,
                        si->cols, spec->input_dim);
-    if (di.has_targets)
-        return ND_FAIL(err, ND_ERR_ARG,
-                       "%s: /%s/y holds float targets; eval reports classification figures "
-                       "(the training run's metrics have the regression and multi-label ones)",
-                       data, split);
+    if (di.has_targets != nd_loss_takes_targets(loss))
+        return ND_FAIL(err, ND_ERR_ARG, "%s: trained for %s (%s), but %s /%s/y holds %s", ckpt, nd_loss_name(loss),
+                       nd_loss_takes_targets(loss) ? "float targets" : "class labels", data, split,
+                       di.has_targets ? "float targets" : "class labels");
+    if (di.has_targets) {
+        if (si->target_cols != spec->num_classes)
+            return ND_FAIL(err, ND_ERR_ARG, "%s: /%s/y has %d targets per row, the checkpoint's model outputs %d", data,
+                           split, si->target_cols, spec->num_classes);
+        return ND_OK;
+    }
     if (di.num_classes != spec->num_classes)
         return ND_FAIL(err, ND_ERR_ARG, "%s: %d classes, the checkpoint's model has %d", data, di.num_classes,
                        spec->num_classes);
@@ -91,19 +102,47 @@ static void print_class_figures(FILE *f, const double *confusion, int k, int jso
     }
 }
 
+/* The metric of figures (loss sum, metric sum, rows) of k outputs. */
+static double metric_of(nd_loss_kind loss, const double *sums, int k) {
+    return nd_loss_metric(loss, sums[1], sums[2], k);
+}
+
+/* Float targets: adds to per_output (k) each output's metric sum for the
+ * mean sum / members (sum: batch x k), as nd_loss_of_average counts it:
+ * squared or absolute error, or attributes right (p > 0.5, score > 0). */
+static void add_per_output(nd_loss_kind loss, const double *sum, int members, const float *targets, int batch, int k,
+                           double *per_output) {
+    for (int i = 0; i < batch; ++i)
+        for (int j = 0; j < k; ++j) {
+            const double v = sum[(size_t)i * k + j] / members, t = targets[(size_t)i * k + j];
+            per_output[j] += loss == ND_LOSS_L2 ? (v - t) * (v - t)
+                : loss == ND_LOSS_L1            ? fabs(v - t)
+                : loss == ND_LOSS_SIGMOID_BCE   ? (double)((v > 0.5) == (t > 0.5))
+                                                : (double)((v > 0) == (t > 0.5));
+        }
+}
+
 static void print_text(const eval_config *c, const eval_member *mb, int n, const double *sums, const double *confusion,
                        int k) {
     const double rows = sums[2];
+    const nd_loss_kind loss = mb[0].loss;
+    const char *mn = nd_loss_metric_name(loss);
     if (n == 1) {
         printf("checkpoint %s on %s /%s: %.0f rows\n", c->checkpoint, c->data, c->split, rows);
     } else {
         printf("%d checkpoints on %s /%s: %.0f rows\n", n, c->data, c->split, rows);
         for (int m = 0; m < n; ++m)
-            printf("member %d %s: loss %.4f  accuracy %.4f\n", m + 1, mb[m].path, mb[m].sums[0] / rows,
-                   mb[m].sums[1] / rows);
+            printf("member %d %s: loss %.4f  %s %.4f\n", m + 1, mb[m].path, mb[m].sums[0] / rows, mn,
+                   metric_of(loss, mb[m].sums, k));
         printf("ensemble (mean of %s): ", nd_loss_average_name(mb[0].loss));
     }
-    printf("loss %.4f  accuracy %.4f\n", sums[0] / rows, sums[1] / rows);
+    printf("loss %.4f  %s %.4f\n", sums[0] / rows, mn, metric_of(loss, sums, k));
+    if (nd_loss_takes_targets(loss)) { /* no classes: each output's metric instead */
+        printf("per-output %s:", mn);
+        for (int j = 0; j < k; ++j) printf(" %d:%.4f", j, nd_loss_metric(loss, confusion[j], rows, 1));
+        printf("\n");
+        return;
+    }
     printf("per-class accuracy:");
     print_class_figures(stdout, confusion, k, 0);
     printf("\nconfusion matrix (rows: true class, columns: predicted)\n      ");
@@ -120,26 +159,35 @@ static void print_text(const eval_config *c, const eval_member *mb, int n, const
 static void print_json(const eval_config *c, const eval_member *mb, int n, const double *sums, const double *confusion,
                        int k) {
     const double rows = sums[2];
+    const nd_loss_kind loss = mb[0].loss;
+    const char *mn = nd_loss_metric_name(loss);
     printf("{\"checkpoint\": ");
     nd_json_string(stdout, c->checkpoint);
     printf(", \"data\": ");
     nd_json_string(stdout, c->data);
-    printf(", \"split\": \"%s\", \"rows\": %.0f, \"loss\": %.6g, \"accuracy\": %.6g, \"per_class_accuracy\": [",
-           c->split, rows, sums[0] / rows, sums[1] / rows);
-    print_class_figures(stdout, confusion, k, 1);
-    printf("], \"confusion\": [");
-    for (int i = 0; i < k; ++i) {
-        printf("%s[", i ? ", " : "");
-        for (int j = 0; j < k; ++j) printf("%s%.0f", j ? ", " : "", confusion[i * k + j]);
+    printf(", \"split\": \"%s\", \"rows\": %.0f, \"loss_name\": \"%s\", \"loss\": %.6g, \"%s\": %.6g", c->split, rows,
+           nd_loss_name(loss), sums[0] / rows, mn, metric_of(loss, sums, k));
+    if (nd_loss_takes_targets(loss)) { /* float targets: no classes */
+        printf(", \"per_output_%s\": [", mn);
+        for (int j = 0; j < k; ++j) printf("%s%.6g", j ? ", " : "", nd_loss_metric(loss, confusion[j], rows, 1));
+        printf("]");
+    } else {
+        printf(", \"per_class_accuracy\": [");
+        print_class_figures(stdout, confusion, k, 1);
+        printf("], \"confusion\": [");
+        for (int i = 0; i < k; ++i) {
+            printf("%s[", i ? ", " : "");
+            for (int j = 0; j < k; ++j) printf("%s%.0f", j ? ", " : "", confusion[i * k + j]);
+            printf("]");
+        }
         printf("]");
     }
-    printf("]");
     if (n > 1) {
         printf(", \"ensemble\": \"mean of %s\", \"members\": [", nd_loss_average_name(mb[0].loss));
         for (int m = 0; m < n; ++m) {
             printf("%s{\"checkpoint\": ", m ? ", " : "");
             nd_json_string(stdout, mb[m].path);
-            printf(", \"loss\": %.6g, \"accuracy\": %.6g}", mb[m].sums[0] / rows, mb[m].sums[1] / rows);
+            printf(", \"loss\": %.6g, \"%s\": %.6g}", mb[m].sums[0] / rows, mn, metric_of(loss, mb[m].sums, k));
         }
         printf("]");
     }
@@ -201,7 +249,8 @@ static nd_status eval_member_run(nd_comm *comm, eval_member *m, int use_ema, con
         memcpy(xb, shard->x + (size_t)off * cols, sizeof(float) * (size_t)nb * cols);
         nd_normalize_apply(xb, (size_t)nb, cols, mean, inv_std);
         const float *out = nd_model_forward(&model, xb, nb, NULL);
-        nd_loss_stats ls = nd_loss_apply(m->loss, NULL, out, shard->y + off, NULL, nb, k);
+        nd_loss_stats ls = nd_loss_apply(m->loss, NULL, out, shard->y ? shard->y + off : NULL,
+                                         shard->t ? shard->t + (size_t)off * k : NULL, nb, k);
         m->sums[0] += ls.loss_sum;
         m->sums[1] += ls.correct;
         nd_loss_average_add(m->loss, out, nb, k, avg + (size_t)off * k);
@@ -219,7 +268,10 @@ nd_status nd_cmd_eval(nd_comm *comm, int argc, char **argv, nd_error *err) {
     const int rank = nd_comm_rank(comm);
     ND_TRY(nd_cli_parse_command(eval_options, COUNT(eval_options), &c, sizeof c, argc, argv,
                                 "usage: [mpirun -np N] nndist eval --checkpoint FILE[,FILE...] --data FILE "
-                                "[--split test] [--json]",
+                                "[--split test] [--json]\n"
+                                "  labels: loss, accuracy, per-class accuracy, confusion matrix; float targets: loss "
+                                "and rmse (l2), mae (l1) or attribute accuracy (sigmoid_bce, binary_hinge), overall "
+                                "and per output",
                                 rank == 0 ? stdout : NULL, &help, err));
     if (help) return ND_OK;
     if (!c.checkpoint[0] || !c.data[0]) return ND_FAIL(err, ND_ERR_ARG, "eval: --checkpoint and --data are required");
@@ -240,8 +292,9 @@ nd_status nd_cmd_eval(nd_comm *comm, int argc, char **argv, nd_error *err) {
     for (int m = 0; st == ND_OK && m < n; ++m) {
         st = share_spec(comm, mb[m].path, &mb[m].info, err);
         if (st == ND_OK) st = nd_comm_bcast_bytes(comm, &mb[m].info.meta.loss, sizeof mb[m].info.meta.loss, 0, err);
-        if (st == ND_OK) st = nd_comm_agree(comm, check_split(c.data, c.split, &mb[m].info.spec, err), err);
         if (st == ND_OK) st = member_loss(&mb[m], err);
+        if (st == ND_OK)
+            st = nd_comm_agree(comm, check_split(c.data, c.split, mb[m].path, &mb[m].info.spec, mb[m].loss, err), err);
         if (st == ND_OK && mb[m].loss != mb[0].loss)
             st = ND_FAIL(err, ND_ERR_ARG, "%s: trained for %s, %s for %s: an ensemble averages one kind of output",
                          mb[m].path, nd_loss_name(mb[m].loss), mb[0].path, nd_loss_name(mb[0].loss));
@@ -273,15 +326,19 @@ nd_status nd_cmd_eval(nd_comm *comm, int argc, char **argv, nd_error *err) {
         double *confusion = counts + 3;
         for (int off = 0; off < shard.rows; off += chunk) {
             const int nb = shard.rows - off < chunk ? shard.rows - off : chunk;
-            nd_loss_stats ls = nd_loss_of_average(mb[0].loss, avg + (size_t)off * k, n, shard.y + off, NULL, nb, k,
-                                                  predicted);
+            nd_loss_stats ls = nd_loss_of_average(mb[0].loss, avg + (size_t)off * k, n, shard.y ? shard.y + off : NULL,
+                                                  shard.t ? shard.t + (size_t)off * k : NULL, nb, k, predicted);
             counts[0] += ls.loss_sum;
             counts[1] += ls.correct;
-            for (int i = 0; i < nb; ++i) confusion[shard.y[off + i] * k + predicted[i]] += 1.0;
+            for (int i = 0; shard.y && i < nb; ++i) confusion[shard.y[off + i] * k + predicted[i]] += 1.0;
+            if (shard.t) /* in place of the confusion matrix (k <= k * k) */
+                add_per_output(mb[0].loss, avg + (size_t)off * k, n, shard.t + (size_t)off * k, nb, k, confusion);
         }
         counts[2] = shard.rows;
-        /* One member: its own loss, as a single checkpoint's eval always gave. */
+        /* One member: its own loss, as a single checkpoint's eval always
+         * gave (and its metric on float targets: the training run's). */
         if (n == 1) counts[0] = mb[0].sums[0];
+        if (n == 1 && shard.t) counts[1] = mb[0].sums[1];
         for (int m = 0; m < n; ++m) memcpy(member_sums + 3 * m, mb[m].sums, sizeof mb[m].sums);
         st = nd_comm_allreduce_sum_f64(comm, counts, (size_t)k * k + 3, err);
         if (st == ND_OK) st = nd_comm_allreduce_sum_f64(comm, member_sums, (size_t)3 * n, err);

@@ -237,10 +237,10 @@ void nd_loss_average_add(nd_loss_kind kind, const float *out, int batch, int k, 
 }
 
 const char *nd_loss_average_name(nd_loss_kind kind) {
-    return kind == ND_LOSS_SOFTMAX_CE ? "softmax probabilities"
-        : kind == ND_LOSS_SIGMOID_BCE ? "sigmoid probabilities"
-        : nd_loss_takes_targets(kind) ? "outputs"
-                                      : "scores";
+    return kind == ND_LOSS_SOFTMAX_CE                                 ? "softmax probabilities"
+        : kind == ND_LOSS_SIGMOID_BCE                                 ? "sigmoid probabilities"
+        : nd_loss_takes_targets(kind) && kind != ND_LOSS_BINARY_HINGE ? "outputs"
+                                                                      : "scores";
 }
 
 nd_loss_stats nd_loss_of_average(nd_loss_kind kind, const double *sum, int members, const int *labels,
@@ -273,13 +273,17 @@ nd_loss_stats nd_loss_of_average(nd_loss_kind kind, const double *sum, int membe
             if (kind == ND_LOSS_SIGMOID_BCE) {
                 st.loss_sum -= yc * log(fmax(v, 1e-300)) + (1.0 - yc) * log(fmax(1.0 - v, 1e-300));
                 right += (v > 0.5) == (yc > 0.5);
+            } else if (kind == ND_LOSS_BINARY_HINGE) { /* the hinge of the averaged scores */
+                const double margin = 1.0 - (2.0 * yc - 1.0) * v;
+                st.loss_sum += margin > 0 ? margin : 0.0;
+                right += (v > 0) == (yc > 0.5);
             } else if (kind == ND_LOSS_L1) {
                 st.loss_sum += fabs(e), st.correct += fabs(e);
             } else {
                 st.loss_sum += e * e, st.correct += e * e;
             }
         }
-        if (kind == ND_LOSS_SIGMOID_BCE) st.correct += (double)right / k;
+        if (nd_loss_multilabel(kind)) st.correct += (double)right / k;
     }
     return st;
 }

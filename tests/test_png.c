@@ -116,10 +116,14 @@ static void write_model(const char *arch, const char *path, nd_model *m) {
     nd_error err = {0};
     assert_int_equal(nd_model_create(m, &spec, 1, &err), ND_OK);
     for (size_t j = 0; j < m->num_params; ++j) m->param[j] = (float)sin((double)j * 0.7);
-    float mean[64] = {0}, inv_std[64];
-    for (int i = 0; i < 64; ++i) inv_std[i] = 1.0f;
+    /* Normalization statistics of the input's width (a 3x6x6 image has 108). */
+    float *mean = calloc((size_t)spec.input_dim, sizeof(float)), *inv_std = malloc(sizeof(float) * spec.input_dim);
+    assert_non_null(mean);
+    assert_non_null(inv_std);
+    for (int i = 0; i < spec.input_dim; ++i) inv_std[i] = 1.0f;
     nd_ckpt_meta meta = {.world_size = 1, .global_batch = 1};
     assert_int_equal(nd_checkpoint_write(path, m, NULL, mean, inv_std, NULL, &meta, &err), ND_OK);
+    free(mean), free(inv_std);
 }
 
 static nd_status show(const char *ckpt, const char *png, const char *more, nd_error *err) {

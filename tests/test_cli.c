@@ -343,6 +343,9 @@ static void test_lbfgs_refusals(void **state) {
         {"--max-norm", "3", "--opt lbfgs: not with --max-norm"},
         {"--l1", "1e-4", "--opt lbfgs: not with --l1"},
         {"--ema", "0.9", "--opt lbfgs: not with --ema"},
+        {"--freeze", "0", "--opt lbfgs: not with --freeze"},
+        {"--teacher", "t.h5", "--opt lbfgs: not with --teacher"},
+        {"--dropconnect", "0.3", "--opt lbfgs: not with dropout or DropConnect"},
         {"--checkpoint-dir", "ck", "--opt lbfgs: not with --checkpoint-dir"},
         {"--on-nan", "skip", "--opt lbfgs: not with --on-nan skip"},
     };

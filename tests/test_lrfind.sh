@@ -91,6 +91,7 @@ refuse "^nndist: error: --lr-min 0.1 must be below --lr-max 0.01$" --lr-min 0.1 
 refuse "^nndist: error: .*steps.*>= 10" --steps 5
 refuse "^nndist: error: lr-find: --mode async: .*sync mode only$" --mode async
 refuse "^nndist: error: lr-find: --resume .*" --resume auto
+refuse "^nndist: error: lr-find: --opt lbfgs: .*" --opt lbfgs --lr 1
 [ ! -e x.csv ] && ok "nothing written by a refused run" || bad "x.csv written"
 out=$("$bin" lr-find --data d.h5 --out /nonexistent/dir/p 2>&1)
 [ $? -ne 0 ] && grep -q "^nndist: error: --out /nonexistent/dir/p: cannot write" <<< "$out" \

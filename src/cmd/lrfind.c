@@ -178,6 +178,9 @@ static nd_status parse(lrfind_config *c, nd_train_config *cfg, int argc, char **
     if (cfg->resume[0])
         return ND_FAIL(err, ND_ERR_ARG, "lr-find: --resume %s: the range test starts from the initialization",
                        cfg->resume);
+    if (cfg->opt == ND_OPT_LBFGS)
+        return ND_FAIL(err, ND_ERR_ARG,
+                       "lr-find: --opt lbfgs: the range test takes minibatch steps; L-BFGS finds its own step");
     /* The test leaves nothing behind but its curve. */
     cfg->checkpoint_dir[0] = cfg->summary[0] = cfg->metrics[0] = '\0';
     snprintf(cfg->save, sizeof cfg->save, "none");

@@ -180,6 +180,7 @@ nd_status nd_trainer_step(nd_trainer *tr, float lr, double *loss, nd_error *err)
     if (tr->async)
         return ND_FAIL(err, ND_ERR_ARG, "a single training step is sync mode's, not --mode %s",
                        nd_mode_names[tr->cfg.mode]);
+    if (tr->lbfgs) return ND_FAIL(err, ND_ERR_ARG, "a single training step is a minibatch's, not --opt lbfgs's");
     const long s = tr->state.step % tr->steps_per_epoch;
     const int epoch = (int)(tr->state.step / tr->steps_per_epoch) + 1;
     if (s == 0) ND_TRY(tr->feeder->begin_epoch(tr, epoch, 0, err)); /* the epoch's order, as fit would */

@@ -429,6 +429,7 @@ static nd_status check_lbfgs(const nd_train_config *c, nd_exchange_kind x, nd_er
         {c->l1 > 0.0f, "--l1", "L1 is not differentiable at 0; use --weight-decay"},
         {c->ema > 0.0f, "--ema", "the average follows minibatch steps"},
         {c->freeze[0] != '\0', "--freeze", "the full-batch driver steps every parameter"},
+        {c->teacher[0] != '\0', "--teacher", "the full-batch objective has no distillation term"},
         {c->checkpoint_dir[0] || c->resume[0], "--checkpoint-dir or --resume",
          "the L-BFGS history is not checkpointed, and a run without it would take other steps; --save keeps the final model"},
         {c->on_nan == ND_ON_NAN_SKIP, "--on-nan skip",

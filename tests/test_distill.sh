@@ -7,12 +7,8 @@
 # are refused in one line. Usage: test_distill.sh NNDIST TMPDIR MPIEXEC NPFLAG
 set -uo pipefail
 bin=$1 tmp=$2/distill mpiexec=$3 np=$4
+source "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
 rm -rf "$tmp" && mkdir -p "$tmp" && cd "$tmp" || exit 1
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-passed=0 failed=0
-ok() { echo "ok: $*"; passed=$((passed + 1)); }
-bad() { echo "FAIL: $*"; failed=$((failed + 1)); }
-num() { sed -n "s/.*\"$2\": \([-0-9.e]*\).*/\1/p" "$1" | head -1; }
 run2() { timeout -k 5 120 "$mpiexec" "$np" 2 --oversubscribe "$bin" "$@"; }
 "$bin" data synth --out d.h5 --rows 1024 --test-rows 512 --features 16 --classes 4 --separation 1.5 >/dev/null
 q="--threads 1 --progress none --quiet"
@@ -52,18 +48,10 @@ acc=$(num m.json test_accuracy)
 awk -v a="$acc" -v t="$tacc" 'BEGIN { exit !(a > t - 0.05) }' \
   && ok "learns from a teacher of its own normalization alone: $acc (teacher $tacc)" || bad "student $acc, teacher $tacc"
 
-refused() { # refused "what" "expected message pattern" args...
-  local what=$1 want=$2
-  shift 2
-  out=$("$bin" train "$@" 2>&1)
-  [ $? -ne 0 ] && [ "$(grep -c 'nndist: error' <<< "$out")" -eq 1 ] && grep -q "$want" <<< "$out" \
-    && ok "$what: refused" || bad "$what: $out"
-}
 refused "--teacher with hinge" "^nndist: error: --teacher: distillation takes --loss softmax_ce, not hinge$" \
   --data d.h5 --teacher t.h5 --loss hinge
 refused "--teacher with mixup" "^nndist: error: --teacher: not with --mixup" --data d.h5 --teacher t.h5 --mixup 0.2
 "$bin" data synth --out d3.h5 --rows 256 --features 16 --classes 3 >/dev/null
 refused "a teacher of another class count" "^nndist: error: --teacher t.h5: 16 inputs and 4 classes, this data has 16 and 3$" \
   --data d3.h5 --teacher t.h5 --threads 1
-echo "$passed passed, $failed failed"
-[ $failed -eq 0 ]
+checks_done

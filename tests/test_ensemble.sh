@@ -11,12 +11,8 @@
 # without them).
 set -uo pipefail
 bin=$1 tmp=$2/ensemble-${3:-main}
+source "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
 rm -rf "$tmp" && mkdir -p "$tmp" && cd "$tmp" || exit 1
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-passed=0 failed=0
-ok() { echo "ok: $*"; passed=$((passed + 1)); }
-bad() { echo "FAIL: $*"; failed=$((failed + 1)); }
-num() { sed -n "s/.*\"$2\": \([-0-9.e]*\).*/\1/p" "$1" | head -1; }
 # eval --json's own figures (before its per-class and member lists)
 top() { sed -n "s/^{[^[]*\"$2\": \([-0-9.e]*\).*/\1/p" "$1"; }
 near() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a != "" && d <= t) }'; }
@@ -189,5 +185,4 @@ out=$("$bin" eval --checkpoint r1.h5 --data d.h5 2>&1)
 out=$("$bin" eval --checkpoint r1.h5 --data ml.h5 2>&1)
 [ $? -ne 0 ] && grep -q "^nndist: error: ml.h5: /test/y has 3 targets per row, the checkpoint's model outputs 2$" <<< "$out" \
   && ok "other target count: refused" || bad "K: $out"
-echo "$passed passed, $failed failed"
-[ $failed -eq 0 ]
+checks_done

@@ -7,12 +7,8 @@
 # refused in one line. Usage: test_finetune.sh NNDIST TMPDIR MPIEXEC NPFLAG
 set -uo pipefail
 bin=$1 tmp=$2/finetune mpiexec=$3 np=$4
+source "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
 rm -rf "$tmp" && mkdir -p "$tmp" && cd "$tmp" || exit 1
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-passed=0 failed=0
-ok() { echo "ok: $*"; passed=$((passed + 1)); }
-bad() { echo "FAIL: $*"; failed=$((failed + 1)); }
-num() { sed -n "s/.*\"$2\": \([-0-9.e]*\).*/\1/p" "$1" | head -1; }
 run2() { timeout -k 5 120 "$mpiexec" "$np" 2 --oversubscribe "$bin" "$@"; }
 frozen="dense0/W dense0/b bn0/gamma bn0/beta bn0/running_mean bn0/running_var
         dense1/W dense1/b bn1/gamma bn1/beta bn1/running_mean bn1/running_var"
@@ -55,13 +51,6 @@ h5diff -q straight.h5 resumed.h5 /model /model >/dev/null \
   && ok "resumed after 2 epochs = 3 epochs straight, bit for bit" || bad "the resumed model differs"
 
 # Refusals, one line each.
-refused() { # refused "what" "expected message pattern" args...
-  local what=$1 want=$2
-  shift 2
-  out=$("$bin" train "$@" 2>&1)
-  [ $? -ne 0 ] && [ "$(grep -c 'nndist: error' <<< "$out")" -eq 1 ] && grep -q "$want" <<< "$out" \
-    && ok "$what: refused" || bad "$what: $out"
-}
 refused "freezing every layer" "^nndist: error: --freeze '0-2': the network has layers 0 to 2; the output layer 2 must stay trainable$" \
   --data ft.h5 $common --freeze 0-2
 refused "a frozen set that is not the base" "^nndist: error: --freeze '1': the frozen layers must be the first ones" \
@@ -73,5 +62,4 @@ refused "--init-from with --resume FILE" "^nndist: error: --init-from: not with 
 "$bin" data synth --out wide.h5 --rows 256 --features 40 --classes 3 >/dev/null
 refused "a checkpoint sharing no tensor" "^nndist: error: --init-from pre.model.h5: no tensor has this network's names and shapes" \
   --data wide.h5 --hidden 8 --threads 1 --init-from pre.model.h5
-echo "$passed passed, $failed failed"
-[ $failed -eq 0 ]
+checks_done

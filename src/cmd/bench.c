@@ -4,7 +4,10 @@
  *     input gradient of every layer) on every rank at once, as in training;
  *   - the time of a bare in-place MPI_Allreduce of the model's gradient
  *     (with a barrier before each, so rank skew is not counted), and of the
- *     same bytes as non-blocking buckets. */
+ *     same bytes as non-blocking buckets;
+ *   - the latency (a 1-float ping-pong) and the one-way time of the whole
+ *     gradient between ranks 0 and 1 (half a ping-pong of it), what the
+ *     alpha-beta model of a network is fitted to (docs/scaling.md). */
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -23,6 +26,7 @@ typedef struct {
     char hidden[256];
     int inputs, outputs, batch, threads, bucket_kb, iters;
     float seconds;
+    bool p2p_only;
 } bench_config;
 
 #define F(type_, f) ND_CLI_FIELD(type_, bench_config, f)
@@ -38,6 +42,8 @@ static const nd_cli_option bench_options[] = {
     {"iters", F(INT, iters), "200", "allreduce repetitions (the median is reported)"},
     {"bucket-kb", F(INT, bucket_kb), "256",
      "bucket size of the non-blocking allreduce measured beside the blocking one"},
+    {"p2p-only", F(BOOL, p2p_only), "false",
+     "measure only the point-to-point latency and transfer time between ranks 0 and 1 (a quick probe of a network)"},
 };
 #undef F
 enum { NUM_OPTIONS = (int)(sizeof bench_options / sizeof bench_options[0]) };
@@ -189,6 +195,27 @@ static nd_status allreduce_ms(nd_comm *comm, float *buf, size_t n, size_t bucket
     return ND_OK;
 }
 
+/* Median seconds of a one-way transfer of buf (n) from rank 0 to rank 1:
+ * half of a ping-pong in which rank 1 sends the same n floats back. The
+ * other ranks only wait. Collective (ends with a barrier). */
+static nd_status p2p_seconds(nd_comm *comm, float *buf, size_t n, int iters, double *times, double *seconds,
+                             nd_error *err) {
+    const int rank = nd_comm_rank(comm);
+    nd_request req;
+    for (int i = -5; i < iters && rank < 2; ++i) { /* 5 warm-up rounds */
+        const double t0 = nd_comm_time();
+        for (int leg = 0; leg < 2; ++leg) {
+            if ((leg == 0) == (rank == 0)) ND_TRY(nd_comm_isend_f32(comm, buf, n, 1 - rank, 17, &req, err));
+            else ND_TRY(nd_comm_irecv_f32(comm, buf, n, 1 - rank, 17, &req, err));
+            ND_TRY(nd_comm_wait_all_busy(&req, 1, err));
+        }
+        if (i >= 0) times[i] = 0.5 * (nd_comm_time() - t0);
+    }
+    if (rank < 2) qsort(times, (size_t)iters, sizeof *times, cmp_double);
+    *seconds = rank < 2 ? times[iters / 2] : 0.0;
+    return nd_comm_barrier(comm, err);
+}
+
 /* Median microseconds of a plain barrier, and of the step's arrival
  * barrier with the stall watchdog on (what --timeout adds to a step). */
 static nd_status barrier_us(nd_comm *comm, int iters, double *times, double us[2], nd_error *err) {
@@ -241,12 +268,21 @@ nd_status nd_cmd_bench(nd_comm *comm, int argc, char **argv, nd_error *err) {
     if (st == ND_OK && (!z || !times || !reqs || (size > 1 && !cold)))
         st = ND_FAIL(err, ND_ERR_NOMEM, "bench: cannot allocate buffers");
     st = nd_comm_agree(comm, st, err);
+    double p2p[2] = {0.0, 0.0}; /* seconds: 1 float, the gradient */
     if (st == ND_OK) {
         nd_blas_set_threads(c.threads);
         nd_model_init_params(&m, 1, ND_INIT_HE);
         nd_rng rng;
         nd_rng_seed(&rng, 7, 0xbe4c, (uint64_t)rank);
         for (size_t i = 0; i < widest; ++i) x[i] = (float)nd_rng_uniform(&rng), y[i] = (float)nd_rng_uniform(&rng);
+        if (size > 1) st = p2p_seconds(comm, m.grad, 1, c.iters, times, &p2p[0], err);
+        if (st == ND_OK && size > 1) st = p2p_seconds(comm, m.grad, n, c.iters, times, &p2p[1], err);
+        if (st == ND_OK && rank == 0 && size > 1)
+            printf("p2p: latency %.1f us (half a 1-float ping-pong), the gradient (%.2f MB) one way in %.3f ms: "
+                   "%.2f Gbit/s (median of %d, ranks 0 and 1)\n",
+                   1e6 * p2p[0], 4e-6 * (double)n, 1e3 * p2p[1], 32e-9 * (double)n / (p2p[1] - p2p[0]), c.iters);
+    }
+    if (st == ND_OK && !c.p2p_only) {
         const double fps = nd_model_train_flops_per_sample(&m);
         double rate[2];
         rate[0] = gemm_rate(&m, c.batch, c.seconds, x, y, z, rank == 0);
@@ -279,9 +315,10 @@ nd_status nd_cmd_bench(nd_comm *comm, int argc, char **argv, nd_error *err) {
             printf("{\"ranks\": %d, \"threads\": %d, \"batch\": %d, \"parameters\": %zu, \"flops_per_sample\": %.0f, "
                    "\"gemm_gflops\": %.2f, \"gemm_gflops_min\": %.2f, \"compute_bound_samples_per_s\": %.0f, "
                    "\"gradient_bytes\": %zu, \"allreduce_ms\": %.4f, \"bucketed_allreduce_ms\": %.4f, "
-                   "\"cold_allreduce_ms\": %.4f, \"barrier_us\": %.2f, \"arrival_us\": %.2f}\n",
+                   "\"cold_allreduce_ms\": %.4f, \"barrier_us\": %.2f, \"arrival_us\": %.2f, "
+                   "\"p2p_latency_us\": %.2f, \"p2p_ms\": %.4f}\n",
                    size, c.threads, c.batch, m.num_weights, fps, mean, -rate[1], mean * 1e9 / fps, n * sizeof(float),
-                   blocking, bucketed, cold_ms, bar[0], bar[1]);
+                   blocking, bucketed, cold_ms, bar[0], bar[1], 1e6 * p2p[0], 1e3 * p2p[1]);
             fflush(stdout);
         }
     }

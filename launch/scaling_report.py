@@ -4,6 +4,12 @@ makes DIR/scaling.csv, DIR/throughput.png, DIR/accuracy.png and
 DIR/staleness.png; prints the table. --runs "sync-np1 async-np2 ..." names
 the runs to read (launch/scaling gives the ones it ran; a run that failed
 has no summary and is left out); without it, every MODE-npN.json in DIR.
+MODE is a mode or a named variant (buckets, bf16, topk, local, ...: see
+launch/scaling). Columns beside throughput and accuracy: bytes_per_step
+(what a rank put on the wire per step, from the summary when the exchange
+reports it), time_to_target (training seconds until the per-epoch test
+accuracy first reaches --target-acc; empty when it never does) and the
+network (--network: the emulated rate, or shared memory).
 The plots need matplotlib; without it only the table and the CSV."""
 import argparse, csv, glob, json, os, re
 
@@ -12,6 +18,8 @@ ap.add_argument("dir")
 ap.add_argument("--runs", default=None)
 ap.add_argument("--cores", type=int, default=os.cpu_count())
 ap.add_argument("--note", default="")
+ap.add_argument("--network", default="")
+ap.add_argument("--target-acc", type=float, default=None)
 a = ap.parse_args()
 
 if a.runs is not None:
@@ -20,7 +28,7 @@ else:
     paths = sorted(glob.glob(os.path.join(a.dir, "*-np*.json")))
 runs = []
 for path in paths:
-    m = re.match(r"(\w+)-np(\d+)\.json$", os.path.basename(path))
+    m = re.match(r"([\w+]+)-np(\d+)\.json$", os.path.basename(path))
     if not m or not os.path.exists(path):
         continue
     s = json.load(open(path))
@@ -31,8 +39,20 @@ if not runs:
     raise SystemExit("scaling_report: no run of this study finished in %s" % a.dir)
 base = next((r for r in runs if r["mode"] == "sync" and r["np"] == 1), None)
 base_sps = base["summary"]["samples_per_s"] if base else None
-order = {"sync": 0, "async": 1, "ssp": 2}
-runs.sort(key=lambda r: (order.get(r["mode"], 9), r["np"]))
+VARIANTS = ["sync", "async", "ssp", "buckets", "bf16", "fp16", "buckets+bf16", "topk", "powersgd", "local"]
+order = {m: i for i, m in enumerate(VARIANTS)}
+runs.sort(key=lambda r: (order.get(r["mode"], 99), r["np"]))
+
+
+def time_to_target(epochs):
+    """Training seconds until the test accuracy first reaches the target."""
+    clock = 0.0
+    for e in epochs:
+        clock += e.get("seconds", 0.0)
+        if a.target_acc is not None and e.get("test_accuracy", -1.0) >= a.target_acc:
+            return round(clock, 2)
+    return ""
+
 
 rows = []
 for r in runs:
@@ -40,7 +60,7 @@ for r in runs:
     stale = [e["staleness_mean"] for e in ep if "staleness_mean" in e]
     rows.append({
         "mode": r["mode"], "np": r["np"],
-        "workers": r["np"] - (s["config"].get("servers", 0) if r["mode"] != "sync" else 0),
+        "workers": r["np"] - (s["config"].get("servers", 0) if r["mode"] in ("async", "ssp") else 0),
         "oversubscribed": int(r["np"] > a.cores),
         "samples_per_s": round(s["samples_per_s"], 1),
         "efficiency": round(s["samples_per_s"] / (r["np"] * base_sps), 3) if base_sps else "",
@@ -48,7 +68,11 @@ for r in runs:
         "test_accuracy": s["test_accuracy"], "train_seconds": round(s["train_seconds"], 2),
         "staleness_mean": round(sum(stale) / len(stale), 3) if stale else "",
         "staleness_max": max(e["staleness_max"] for e in ep) if stale else "",
+        "bytes_per_step": round(s["bytes_per_step"]) if s.get("bytes_per_step") is not None else "",
     })
+    if a.target_acc is not None:
+        rows[-1]["time_to_target"] = time_to_target(ep)
+    rows[-1]["network"] = a.network
 with open(os.path.join(a.dir, "scaling.csv"), "w", newline="") as f:
     w = csv.DictWriter(f, fieldnames=list(rows[0]))
     w.writeheader()
@@ -61,6 +85,8 @@ for r in rows:
     print("  ".join(str(r[c]).rjust(n) for c, n in zip(cols, widths)))
 print("efficiency = samples/s / (np x samples/s of sync on 1 rank); oversubscribed = more ranks than the %d cores%s"
       % (a.cores, "; " + a.note if a.note else ""))
+if a.target_acc is not None:
+    print("time_to_target = training seconds until the test accuracy first reaches %g (empty: never)" % a.target_acc)
 
 try:
     import matplotlib
@@ -71,7 +97,7 @@ except ImportError:
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-modes = [m for m in ("sync", "async", "ssp") if any(r["mode"] == m for r in rows)]
+modes = [m for m in VARIANTS if any(r["mode"] == m for r in rows)]
 title = "nndist scaling (%d cores%s)" % (a.cores, ", " + a.note if a.note else "")
 fig, ax = plt.subplots(1, 2, figsize=(11, 4))
 for m in modes:
@@ -89,7 +115,7 @@ for x in ax:
 fig.suptitle(title); fig.tight_layout(); fig.savefig(os.path.join(a.dir, "throughput.png"), dpi=110)
 
 fig, ax = plt.subplots(1, 2, figsize=(11, 4))
-colour = {"sync": "tab:blue", "async": "tab:orange", "ssp": "tab:green"}
+colour = {m: "C%d" % i for i, m in enumerate(VARIANTS)}
 styles = ["-", "--", ":", "-."]
 for r in runs:
     ep = r["epochs"]

@@ -233,6 +233,7 @@ static void test_bench_command(void **state) {
     assert_true(json_number(json, "gemm_gflops_min") <= json_number(json, "gemm_gflops"));
     assert_true(json_number(json, "allreduce_ms") > 0 && json_number(json, "bucketed_allreduce_ms") > 0 &&
                 json_number(json, "cold_allreduce_ms") > 0);
+    assert_true(json_number(json, "p2p_latency_us") > 0 && json_number(json, "p2p_ms") > 0);
     const double params = 50 * 64 + 64 + 64 * 32 + 32 + 32 * 6 + 6;
     assert_true(json_number(json, "parameters") == params);
     assert_true(strstr(out, "gemm layer 2 input-grad") != NULL);

@@ -170,6 +170,7 @@ static double gemm_rate(const nd_model *m, int batch, double budget, float *x, f
 
 /* Median milliseconds of an in-place allreduce of buf (n): blocking, or as
  * non-blocking buckets of `bucket` floats all started, then waited for.
+ * Leaves the timings (seconds) sorted in times (iters).
  * With `cold` (n_cold floats) each round first writes that much elsewhere,
  * as a training step's GEMMs do, so buf is no longer in the caches. */
 static nd_status allreduce_ms(nd_comm *comm, float *buf, size_t n, size_t bucket, nd_request *reqs, int iters,
@@ -195,10 +196,10 @@ static nd_status allreduce_ms(nd_comm *comm, float *buf, size_t n, size_t bucket
     return ND_OK;
 }
 
-/* Median seconds of a one-way transfer of buf (n) from rank 0 to rank 1:
- * half of a ping-pong in which rank 1 sends the same n floats back. The
- * other ranks only wait. Collective (ends with a barrier). */
-static nd_status p2p_seconds(nd_comm *comm, float *buf, size_t n, int iters, double *times, double *seconds,
+/* Median and fastest seconds of a one-way transfer of buf (n) from rank 0
+ * to rank 1: half of a ping-pong in which rank 1 sends the same n floats
+ * back. The other ranks only wait. Collective (ends with a barrier). */
+static nd_status p2p_seconds(nd_comm *comm, float *buf, size_t n, int iters, double *times, double seconds[2],
                              nd_error *err) {
     const int rank = nd_comm_rank(comm);
     nd_request req;
@@ -212,7 +213,8 @@ static nd_status p2p_seconds(nd_comm *comm, float *buf, size_t n, int iters, dou
         if (i >= 0) times[i] = 0.5 * (nd_comm_time() - t0);
     }
     if (rank < 2) qsort(times, (size_t)iters, sizeof *times, cmp_double);
-    *seconds = rank < 2 ? times[iters / 2] : 0.0;
+    seconds[0] = rank < 2 ? times[iters / 2] : 0.0;
+    seconds[1] = rank < 2 ? times[0] : 0.0;
     return nd_comm_barrier(comm, err);
 }
 
@@ -268,19 +270,20 @@ nd_status nd_cmd_bench(nd_comm *comm, int argc, char **argv, nd_error *err) {
     if (st == ND_OK && (!z || !times || !reqs || (size > 1 && !cold)))
         st = ND_FAIL(err, ND_ERR_NOMEM, "bench: cannot allocate buffers");
     st = nd_comm_agree(comm, st, err);
-    double p2p[2] = {0.0, 0.0}; /* seconds: 1 float, the gradient */
+    double lat[2] = {0.0, 0.0}, p2p[2] = {0.0, 0.0}; /* seconds, median and fastest: 1 float, the gradient */
     if (st == ND_OK) {
         nd_blas_set_threads(c.threads);
         nd_model_init_params(&m, 1, ND_INIT_HE);
         nd_rng rng;
         nd_rng_seed(&rng, 7, 0xbe4c, (uint64_t)rank);
         for (size_t i = 0; i < widest; ++i) x[i] = (float)nd_rng_uniform(&rng), y[i] = (float)nd_rng_uniform(&rng);
-        if (size > 1) st = p2p_seconds(comm, m.grad, 1, c.iters, times, &p2p[0], err);
-        if (st == ND_OK && size > 1) st = p2p_seconds(comm, m.grad, n, c.iters, times, &p2p[1], err);
+        if (size > 1) st = p2p_seconds(comm, m.grad, 1, c.iters, times, lat, err);
+        if (st == ND_OK && size > 1) st = p2p_seconds(comm, m.grad, n, c.iters, times, p2p, err);
         if (st == ND_OK && rank == 0 && size > 1)
             printf("p2p: latency %.1f us (half a 1-float ping-pong), the gradient (%.2f MB) one way in %.3f ms: "
-                   "%.2f Gbit/s (median of %d, ranks 0 and 1)\n",
-                   1e6 * p2p[0], 4e-6 * (double)n, 1e3 * p2p[1], 32e-9 * (double)n / (p2p[1] - p2p[0]), c.iters);
+                   "%.2f Gbit/s (median of %d, ranks 0 and 1; fastest %.1f us, %.3f ms)\n",
+                   1e6 * lat[0], 4e-6 * (double)n, 1e3 * p2p[0], 32e-9 * (double)n / (p2p[0] - lat[0]), c.iters,
+                   1e6 * lat[1], 1e3 * p2p[1]);
     }
     if (st == ND_OK && !c.p2p_only) {
         const double fps = nd_model_train_flops_per_sample(&m);
@@ -290,9 +293,10 @@ nd_status nd_cmd_bench(nd_comm *comm, int argc, char **argv, nd_error *err) {
         double sum = rate[0];
         st = nd_comm_allreduce_sum_f64(comm, &sum, 1, err);
         if (st == ND_OK) st = nd_comm_allreduce_max_f64(comm, &rate[1], 1, err); /* -min */
-        double blocking = 0.0, bucketed = 0.0, cold_ms = 0.0;
+        double blocking = 0.0, blocking_min = 0.0, bucketed = 0.0, cold_ms = 0.0;
         if (st == ND_OK && size > 1)
             st = allreduce_ms(comm, m.grad, n, 0, reqs, c.iters, NULL, 0, times, &blocking, err);
+        if (st == ND_OK && size > 1) blocking_min = 1e3 * times[0];
         if (st == ND_OK && size > 1)
             st = allreduce_ms(comm, m.grad, n, bucket, reqs, c.iters, NULL, 0, times, &bucketed, err);
         if (st == ND_OK && size > 1)
@@ -316,9 +320,11 @@ nd_status nd_cmd_bench(nd_comm *comm, int argc, char **argv, nd_error *err) {
                    "\"gemm_gflops\": %.2f, \"gemm_gflops_min\": %.2f, \"compute_bound_samples_per_s\": %.0f, "
                    "\"gradient_bytes\": %zu, \"allreduce_ms\": %.4f, \"bucketed_allreduce_ms\": %.4f, "
                    "\"cold_allreduce_ms\": %.4f, \"barrier_us\": %.2f, \"arrival_us\": %.2f, "
-                   "\"p2p_latency_us\": %.2f, \"p2p_ms\": %.4f}\n",
+                   "\"p2p_latency_us\": %.2f, \"p2p_ms\": %.4f, \"allreduce_min_ms\": %.4f, "
+                   "\"p2p_latency_min_us\": %.2f, \"p2p_min_ms\": %.4f}\n",
                    size, c.threads, c.batch, m.num_weights, fps, mean, -rate[1], mean * 1e9 / fps, n * sizeof(float),
-                   blocking, bucketed, cold_ms, bar[0], bar[1], 1e6 * p2p[0], 1e3 * p2p[1]);
+                   blocking, bucketed, cold_ms, bar[0], bar[1], 1e6 * lat[0], 1e3 * p2p[0], blocking_min, 1e6 * lat[1],
+                   1e3 * p2p[1]);
             fflush(stdout);
         }
     }

@@ -145,7 +145,7 @@ const nd_cli_option nd_train_options[] = {
     {"bucket-kb", R(INT, bucket_kb, "[0, 1048576]"), "0",
      "sync: allreduce the gradient in buckets of this many KiB during backward, last layer first (0: one allreduce after backward)"},
     {"compress", E(compress, nd_compress_names), "none",
-     "sync: the gradient on the wire: fp16 or bf16 (16-bit values, fp32 sums; with --bucket-kb too), topk, powersgd (docs/training.md)"},
+     "sync: the gradient on the wire: fp16 or bf16 (16-bit values, fp32 sums; with --bucket-kb too), topk, powersgd (docs/semantics.md)"},
     {"topk-ratio", R(FLOAT, topk_ratio, "(0, 1]"), "0.01",
      "--compress topk: the fraction of the gradient's entries each rank sends"},
     {"powersgd-rank", R(INT, powersgd_rank, "[1, 1024]"), "4", "--compress powersgd: the rank of the low-rank factors"},

@@ -19,6 +19,10 @@ static inline float float_of(uint32_t u) {
     return f;
 }
 
+/* All ones when c holds, else 0: selects without branches, so that the
+ * array loops vectorize. */
+static inline uint32_t mask_if(int c) { return -(uint32_t)(c != 0); }
+
 uint16_t nd_f32_to_fp16(float f) {
     const float to_inf = 0x1.0p+112f, to_zero = 0x1.0p-110f;
     /* Beyond fp16's range the first product is infinite; in range, the
@@ -27,11 +31,13 @@ uint16_t nd_f32_to_fp16(float f) {
     float base = (__builtin_fabsf(f) * to_inf) * to_zero;
     const uint32_t w = bits_of(f), shl1_w = w + w, sign = w & 0x80000000u;
     uint32_t bias = shl1_w & 0xFF000000u;
-    if (bias < 0x71000000u) bias = 0x71000000u; /* subnormal fp16: a fixed quantum of 2^-24 */
+    const uint32_t small = mask_if(bias < 0x71000000u); /* subnormal fp16: a fixed quantum of 2^-24 */
+    bias = (bias & ~small) | (0x71000000u & small);
     base = float_of((bias >> 1) + 0x07800000u) + base;
     const uint32_t b = bits_of(base);
     const uint32_t nonsign = ((b >> 13) & 0x00007C00u) + (b & 0x00000FFFu);
-    return (uint16_t)((sign >> 16) | (shl1_w > 0xFF000000u ? 0x7E00u : nonsign));
+    const uint32_t nan = mask_if(shl1_w > 0xFF000000u);
+    return (uint16_t)((sign >> 16) | (0x7E00u & nan) | (nonsign & ~nan));
 }
 
 float nd_fp16_to_f32(uint16_t h) {
@@ -40,7 +46,8 @@ float nd_fp16_to_f32(uint16_t h) {
      * rebias by a multiplication; subnormals: through a magic 0.5. */
     const float normalized = float_of((two_w >> 4) + (0xE0u << 23)) * 0x1.0p-112f;
     const float denormalized = float_of((two_w >> 17) | (126u << 23)) - 0.5f;
-    return float_of(sign | (two_w < (1u << 27) ? bits_of(denormalized) : bits_of(normalized)));
+    const uint32_t sub = mask_if(two_w < (1u << 27));
+    return float_of(sign | (bits_of(denormalized) & sub) | (bits_of(normalized) & ~sub));
 }
 
 uint16_t nd_f32_to_bf16(float f) {
@@ -49,8 +56,8 @@ uint16_t nd_f32_to_bf16(float f) {
      * nearest, ties to the even kept value; a NaN only keeps its top bits
      * and is made quiet so that it cannot become an infinity. */
     const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-    const int nan = (u & 0x7FFFFFFFu) > 0x7F800000u;
-    return (uint16_t)(nan ? (u >> 16) | 0x0040u : rounded);
+    const uint32_t nan = mask_if((u & 0x7FFFFFFFu) > 0x7F800000u);
+    return (uint16_t)((((u >> 16) | 0x0040u) & nan) | (rounded & ~nan));
 }
 
 float nd_bf16_to_f32(uint16_t h) { return float_of((uint32_t)h << 16); }

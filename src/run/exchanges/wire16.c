@@ -261,7 +261,11 @@ static int bad_step(const void *self, char *what, size_t cap) {
     return 1;
 }
 
-static long messages(const void *self) { return ((const wire16 *)self)->started; }
+/* Buckets started in the run (the summary's gradient_buckets); 0 when blocking. */
+static long messages(const void *self) {
+    const wire16 *w = self;
+    return w->bucket_floats > 0 ? w->started : 0;
+}
 
 static long long wire_bytes(const void *self, const nd_exchange_env *env) {
     (void)env;

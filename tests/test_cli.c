@@ -138,6 +138,8 @@ static void test_plan_parts_and_capabilities(void **state) {
         {{"--shard-optimizer", "--stream-mb", "8"}, ND_EXCHANGE_ZERO, ND_FEED_STREAM},
         {{"--deterministic"}, ND_EXCHANGE_FIXED_POINT, ND_FEED_BLOCKS},
         {{"--mode", "ssp"}, ND_EXCHANGE_PARAM_SERVER, ND_FEED_MEMORY},
+        {{"--compress", "bf16"}, ND_EXCHANGE_WIRE16, ND_FEED_MEMORY},
+        {{"--compress", "fp16", "--bucket-kb", "64"}, ND_EXCHANGE_WIRE16, ND_FEED_MEMORY},
     };
     for (size_t i = 0; i < sizeof picks / sizeof picks[0]; ++i) {
         char *argv[6] = {"--data", "d.h5"};
@@ -160,6 +162,13 @@ static void test_plan_parts_and_capabilities(void **state) {
     expect_refused(5, sync_bn, "--sync-bn: not with --mode async/ssp (the parameter servers cannot add batch-norm");
     char *det_bn[] = {"--data", "d.h5", "--deterministic", "--sync-bn"};
     expect_refused(4, det_bn, "--sync-bn: not with --deterministic");
+    /* lossy: refused where the sum must be exact; the servers send fp32 */
+    char *det_bf16[] = {"--data", "d.h5", "--deterministic", "--compress", "bf16"};
+    expect_refused(5, det_bf16, "--compress bf16: not with --deterministic (lossy");
+    char *async_fp16[] = {"--data", "d.h5", "--mode", "async", "--compress", "fp16"};
+    expect_refused(6, async_fp16, "--compress fp16: sync mode only");
+    char *zero_fp16[] = {"--data", "d.h5", "--shard-optimizer", "--compress", "fp16"};
+    expect_refused(5, zero_fp16, "not with --shard-optimizer");
     char *skip[] = {"--data", "d.h5", "--mode", "ssp", "--on-nan", "skip"};
     expect_refused(6, skip, "--on-nan skip: not with --mode async/ssp");
     char *stream[] = {"--data", "d.h5", "--deterministic", "--stream-mb", "4"};

@@ -14,6 +14,8 @@
 #include "fixture.h"
 #include "mpi_fixture.h"
 #include "nndist/checkpoint.h"
+#include "nndist/half.h"
+#include "../src/run/exchange.h"
 
 static nd_comm *world;
 
@@ -23,6 +25,7 @@ typedef struct {
     long buckets;     /* buckets started in the run (0 without buckets) */
     size_t state;     /* optimizer state floats on this rank */
     double grad_norm; /* at the last epoch's end */
+    double test_acc;
 } run_result;
 
 static run_result train(const nd_train_config *cfg) {
@@ -36,6 +39,7 @@ static run_result train(const nd_train_config *cfg) {
         r.buckets = nd_trainer_result(tr).gradient_buckets;
         r.state = (size_t)nd_trainer_result(tr).optimizer_state_floats;
         r.grad_norm = nd_trainer_result(tr).last.grad_norm;
+        r.test_acc = nd_trainer_result(tr).last.test_acc;
     } else if (err.msg[0]) {
         fprintf(stderr, "train failed: %s\n", err.msg);
     }
@@ -203,12 +207,146 @@ static void test_streaming_equals_memory_and_resumes(void **state) {
     assert_true(moved > 1e-3 && isfinite(moved));
 }
 
+/* The 16-bit exchange on a bare gradient arena of TRAIN trainable floats,
+ * STATS statistics and a TAIL, driven as a step drives it (bucketed: the
+ * blocks handed over last first, as backward does). Rank r's gradient is
+ * the sequence of seed r, scaled by `big` at index 7. Fills sum (TOTAL) and
+ * *bad (bad_step's verdict); 0 when the exchange failed. */
+enum { TRAIN = 1001, STATS = 3, TAIL = 4, TOTAL = TRAIN + STATS + TAIL };
+
+static void wire_input(float *g, int rank, float big) {
+    srand(100 + (unsigned)rank);
+    for (int i = 0; i < TOTAL; ++i) g[i] = ((float)rand() / (float)RAND_MAX - 0.5f) * ldexpf(1.0f, rand() % 24 - 12);
+    g[7] = big;
+    for (int i = TRAIN; i < TOTAL; ++i) g[i] += 1000.0f * (float)rank; /* an exact part 16 bits would round */
+}
+
+static int wire_exchange(nd_compress_kind compress, int bucket_kb, float big, float *sum, int *bad) {
+    static nd_model m;
+    memset(&m, 0, sizeof m);
+    m.num_params = TRAIN + STATS;
+    m.num_trainable = TRAIN;
+    m.grad = sum;
+    nd_train_config cfg;
+    mpi_base_config(&cfg, "unused.h5");
+    cfg.compress = compress;
+    cfg.bucket_kb = bucket_kb;
+    const nd_exchange_env env = {.model = &m,
+                                 .comm = world,
+                                 .cfg = &cfg,
+                                 .rank = nd_comm_rank(world),
+                                 .size = nd_comm_size(world),
+                                 .tail = TAIL};
+    const nd_exchange_part *xp = &nd_exchange_wire16;
+    void *self = NULL;
+    nd_error err = {0};
+    double phase[ND_PHASES] = {0};
+    nd_clock clock;
+    nd_clock_start(&clock, phase);
+    wire_input(sum, env.rank, big);
+    int ok = xp->create(&self, &env, &err) == ND_OK;
+    for (int step = 0; ok && step < 2; ++step) { /* twice: the second step reuses the buffers */
+        wire_input(sum, env.rank, big);
+        nd_train_pass pass = {0};
+        xp->attach(self, &env, &pass);
+        xp->forward_done(self, &env);
+        if (pass.grad_ready)
+            for (long lo = TRAIN - 100; lo >= 0; lo -= 100) pass.grad_ready(pass.ready_ctx, (size_t)lo);
+        ok = xp->reduce(self, &env, step, &clock, &err) == ND_OK;
+    }
+    char what[200];
+    *bad = ok && xp->bad_step(self, what, sizeof what);
+    if (!ok) fprintf(stderr, "wire exchange failed: %s\n", err.msg);
+    if (ok && env.rank == 0 && bucket_kb)
+        print_message("  %s, %d KiB buckets: %ld buckets in 2 steps, %lld bytes sent\n",
+                      compress == ND_COMPRESS_FP16 ? "fp16" : "bf16", bucket_kb, xp->messages(self),
+                      xp->wire_bytes(self, &env));
+    xp->destroy(self);
+    return ok;
+}
+
+/* --compress fp16|bf16 on 2 ranks: each value is the fp32 sum of the two
+ * ranks' 16-bit values, rounded once to 16 bits (fp16: of the halves,
+ * times 2); the statistics and the tail are the exact fp32 sums;
+ * blocking and bucketed alike. fp16 keeps a sum beyond 65504 whose mean
+ * fits, and flags one whose mean does not. */
+static void test_wire16_rounds_the_fp32_sum_once(void **state) {
+    (void)state;
+    static float got[TOTAL], a[TOTAL], b[TOTAL];
+    wire_input(a, 0, 60000.0f);
+    wire_input(b, 1, 60000.0f);
+    int checked = 0, bad = 0, failed = 0;
+    for (int k = 0; k < 4; ++k) {
+        const nd_compress_kind kind = k % 2 ? ND_COMPRESS_BF16 : ND_COMPRESS_FP16;
+        if (!wire_exchange(kind, k / 2 ? 1 : 0, 60000.0f, got, &bad) || bad) {
+            failed += 1;
+            continue;
+        }
+        for (int i = 0; i < TRAIN; ++i) {
+            float want;
+            if (kind == ND_COMPRESS_FP16) {
+                const float s = nd_fp16_to_f32(nd_f32_to_fp16(a[i] * 0.5f)) +
+                    nd_fp16_to_f32(nd_f32_to_fp16(b[i] * 0.5f));
+                want = nd_fp16_to_f32(nd_f32_to_fp16(s)) * 2.0f;
+            } else {
+                const float s = nd_bf16_to_f32(nd_f32_to_bf16(a[i])) + nd_bf16_to_f32(nd_f32_to_bf16(b[i]));
+                want = nd_bf16_to_f32(nd_f32_to_bf16(s));
+            }
+            failed += got[i] != want;
+        }
+        for (int i = TRAIN; i < TOTAL; ++i) failed += got[i] != a[i] + b[i];
+        checked += 1;
+    }
+    /* 70000 on both ranks: a mean beyond fp16's range */
+    int over_bad = 0, over_bucketed_bad = 0;
+    const int over_ok = wire_exchange(ND_COMPRESS_FP16, 0, 70000.0f, got, &over_bad) &&
+        wire_exchange(ND_COMPRESS_FP16, 1, 70000.0f, got, &over_bucketed_bad);
+    assert_int_equal(failed, 0);
+    assert_int_equal(checked, 4);
+    assert_true(over_ok);
+    assert_true(over_bad && over_bucketed_bad);
+}
+
+/* Training with bf16 (and fp16) on the wire: close to fp32's accuracy;
+ * the bucketed exchange gives the bits of the blocking one (each value is
+ * summed alike whatever bucket it is in). */
+static void test_wire16_trains_like_fp32(void **state) {
+    (void)state;
+    char data[512];
+    fx_path(data, sizeof data, "wire.h5");
+    /* classes that overlap: an accuracy short of 1 that rounding could move */
+    mpi_synth(world, data, &(nd_synth_config){2400, 600, 0, 16, 5, 0.6f, 4, 0, 0, {0, 0, 0}});
+    nd_train_config cfg;
+    base(&cfg, data);
+    cfg.epochs = 3;
+    run_result fp32 = train(&cfg);
+    cfg.compress = ND_COMPRESS_BF16;
+    run_result bf16 = train(&cfg);
+    cfg.bucket_kb = 1;
+    run_result bf16_buckets = train(&cfg);
+    cfg.compress = ND_COMPRESS_FP16;
+    run_result fp16_buckets = train(&cfg);
+    const int same = same_params(&bf16, &bf16_buckets);
+    const double moved = max_rel_diff(&fp32, &bf16);
+    print_message("  test accuracy fp32 %.4f, bf16 %.4f, bf16 bucketed %.4f, fp16 bucketed %.4f; bf16 vs fp32 "
+                  "parameters: max relative difference %.3g\n",
+                  fp32.test_acc, bf16.test_acc, bf16_buckets.test_acc, fp16_buckets.test_acc, moved);
+    free(fp32.param), free(bf16.param), free(bf16_buckets.param), free(fp16_buckets.param);
+    assert_true(same);
+    assert_true(moved > 0.0 && isfinite(moved)); /* rounded: not the fp32 run */
+    assert_true(fp32.test_acc > 0.5 && fp32.test_acc < 0.99);
+    assert_true(fabs(bf16.test_acc - fp32.test_acc) <= 0.02);
+    assert_true(fabs(fp16_buckets.test_acc - fp32.test_acc) <= 0.02);
+}
+
 int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_buckets_equal_one_allreduce),
         cmocka_unit_test(test_shard_optimizer_equals_plain),
         cmocka_unit_test(test_shard_optimizer_checkpoint_resumes),
         cmocka_unit_test(test_streaming_equals_memory_and_resumes),
+        cmocka_unit_test(test_wire16_rounds_the_fp32_sum_once),
+        cmocka_unit_test(test_wire16_trains_like_fp32),
     };
     return mpi_test_main(argc, argv, &world, tests, sizeof tests / sizeof tests[0], 2);
 }

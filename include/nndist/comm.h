@@ -8,6 +8,7 @@
 #define NNDIST_COMM_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "nndist/status.h"
 
@@ -133,6 +134,21 @@ nd_status nd_comm_irecv_f64(nd_comm *comm, double *buf, size_t n, int source, in
  * ranks; buf must stay untouched until the request completes. Ranks must
  * start their non-blocking collectives in the same order. */
 nd_status nd_comm_iallreduce_sum_f32(nd_comm *comm, float *buf, size_t n, nd_request *req, nd_error *err);
+
+/* The 16-bit wire formats' pair (--compress fp16|bf16; values are raw
+ * 16-bit patterns, never added by MPI). alltoall: block r of send (count
+ * values at r count) goes to rank r, which finds rank q's block at recv +
+ * q count (send and recv: size x count each, distinct). allgather: rank
+ * r's send (count) lands at recv + r count on every rank. count <= INT_MAX. */
+nd_status nd_comm_alltoall_u16(nd_comm *comm, const uint16_t *send, uint16_t *recv, size_t count, nd_error *err);
+nd_status nd_comm_allgather_u16(nd_comm *comm, const uint16_t *send, uint16_t *recv, size_t count, nd_error *err);
+/* Their non-blocking forms: the buffers stay untouched until req completes
+ * (nd_comm_test_all, nd_comm_wait_all_busy); started in the same order on
+ * every rank. */
+nd_status nd_comm_ialltoall_u16(nd_comm *comm, const uint16_t *send, uint16_t *recv, size_t count, nd_request *req,
+                                nd_error *err);
+nd_status nd_comm_iallgather_u16(nd_comm *comm, const uint16_t *send, uint16_t *recv, size_t count, nd_request *req,
+                                 nd_error *err);
 
 /* Not collective: lets MPI advance the active requests of reqs (count)
  * (Open MPI moves a non-blocking collective only inside MPI calls) and

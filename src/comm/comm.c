@@ -379,6 +379,46 @@ nd_status nd_comm_iallreduce_sum_f32(nd_comm *comm, float *buf, size_t n, nd_req
                       req, PEER_ALL, "Iallreduce", err);
 }
 
+/* size == 1: rank 0's own block is the whole exchange. */
+static void copy_u16(uint16_t *recv, const uint16_t *send, size_t count, nd_request *req) {
+    memcpy(recv, send, sizeof(uint16_t) * count);
+    if (req) req->active = 0;
+}
+
+nd_status nd_comm_alltoall_u16(nd_comm *comm, const uint16_t *send, uint16_t *recv, size_t count, nd_error *err) {
+    if (comm->size == 1) return copy_u16(recv, send, count, NULL), ND_OK;
+    if (count > INT_MAX) return ND_FAIL(err, ND_ERR_ARG, "alltoall of %zu 16-bit values per rank is too large", count);
+    int rc = MPI_Alltoall(send, (int)count, MPI_UINT16_T, recv, (int)count, MPI_UINT16_T, comm->comm);
+    return rc == MPI_SUCCESS ? ND_OK : mpi_fail(err, rc, "Alltoall");
+}
+
+nd_status nd_comm_allgather_u16(nd_comm *comm, const uint16_t *send, uint16_t *recv, size_t count, nd_error *err) {
+    if (comm->size == 1) return copy_u16(recv, send, count, NULL), ND_OK;
+    if (count > INT_MAX) return ND_FAIL(err, ND_ERR_ARG, "allgather of %zu 16-bit values per rank is too large", count);
+    int rc = MPI_Allgather(send, (int)count, MPI_UINT16_T, recv, (int)count, MPI_UINT16_T, comm->comm);
+    return rc == MPI_SUCCESS ? ND_OK : mpi_fail(err, rc, "Allgather");
+}
+
+nd_status nd_comm_ialltoall_u16(nd_comm *comm, const uint16_t *send, uint16_t *recv, size_t count, nd_request *req,
+                                nd_error *err) {
+    if (comm->size == 1) return copy_u16(recv, send, count, req), ND_OK;
+    if (count > INT_MAX) return ND_FAIL(err, ND_ERR_ARG, "alltoall of %zu 16-bit values per rank is too large", count);
+    return start_peer(comm,
+                      MPI_Ialltoall(send, (int)count, MPI_UINT16_T, recv, (int)count, MPI_UINT16_T, comm->comm,
+                                    request_of(req)),
+                      req, PEER_ALL, "Ialltoall", err);
+}
+
+nd_status nd_comm_iallgather_u16(nd_comm *comm, const uint16_t *send, uint16_t *recv, size_t count, nd_request *req,
+                                 nd_error *err) {
+    if (comm->size == 1) return copy_u16(recv, send, count, req), ND_OK;
+    if (count > INT_MAX) return ND_FAIL(err, ND_ERR_ARG, "allgather of %zu 16-bit values per rank is too large", count);
+    return start_peer(comm,
+                      MPI_Iallgather(send, (int)count, MPI_UINT16_T, recv, (int)count, MPI_UINT16_T, comm->comm,
+                                     request_of(req)),
+                      req, PEER_ALL, "Iallgather", err);
+}
+
 nd_status nd_comm_test_all(nd_request *reqs, int count, nd_error *err) {
     for (int i = 0; i < count; ++i) {
         if (!reqs[i].active) continue;

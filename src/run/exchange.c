@@ -7,6 +7,7 @@ const nd_exchange_part *const nd_exchange_parts[ND_EXCHANGES] = {
     [ND_EXCHANGE_ZERO] = &nd_exchange_zero,
     [ND_EXCHANGE_FIXED_POINT] = &nd_exchange_fixed_point,
     [ND_EXCHANGE_PARAM_SERVER] = &nd_exchange_param_server,
+    [ND_EXCHANGE_WIRE16] = &nd_exchange_wire16,
 };
 
 const nd_exchange_caps *nd_exchange_caps_of(nd_exchange_kind kind) { return &nd_exchange_parts[kind]->caps; }

@@ -66,6 +66,10 @@ typedef struct {
     nd_status (*after_update)(void *self, const nd_exchange_env *env, long step, nd_clock *clock, nd_error *err);
     /* Messages started in the run so far, for the summary (0: not counted). */
     long (*messages)(const void *self);
+    /* Bytes this rank sent in the run so far, counted as the algorithm
+     * moves them (a ring allreduce of n floats: 2 (p-1)/p n 4); the
+     * summary's bytes_per_step divides by the steps. NULL: not known. */
+    long long (*wire_bytes)(const void *self, const nd_exchange_env *env);
 } nd_exchange_part;
 
 /* The part of each exchange (NULL for the parameter servers, which run
@@ -80,11 +84,15 @@ typedef struct {
 } nd_exchange;
 
 extern const nd_exchange_part nd_exchange_allreduce, nd_exchange_buckets, nd_exchange_zero, nd_exchange_fixed_point,
-    nd_exchange_param_server;
+    nd_exchange_param_server, nd_exchange_wire16;
 
 /* The arrival barrier before a blocking exchange (allreduce.c): splits the
  * wait for the slowest rank (ticked as the wait phase) from the transfer,
  * and names a rank that never arrives. Collective; nothing on one rank. */
 nd_status nd_exchange_arrive(const nd_exchange_env *env, long step, nd_clock *clock, nd_error *err);
+
+/* The bytes one rank sends in a ring allreduce of n values of `width`
+ * bytes over `ranks` ranks: 2 (ranks-1)/ranks n width (allreduce.c). */
+long long nd_ring_allreduce_bytes(size_t n, size_t width, int ranks);
 
 #endif

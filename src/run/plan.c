@@ -12,6 +12,9 @@
 #define E(field, choices) ND_CLI_CHOICE(nd_train_config, field, choices)
 
 const char *const nd_mode_names[] = {[ND_MODE_SYNC] = "sync", [ND_MODE_ASYNC] = "async", [ND_MODE_SSP] = "ssp", NULL};
+const char *const nd_compress_names[] = {
+    [ND_COMPRESS_NONE] = "none", [ND_COMPRESS_FP16] = "fp16",         [ND_COMPRESS_BF16] = "bf16",
+    [ND_COMPRESS_TOPK] = "topk", [ND_COMPRESS_POWERSGD] = "powersgd", NULL};
 static const char *const bias_names[] = {[ND_BIAS_ZERO] = "zero", [ND_BIAS_PRIORS] = "priors", NULL};
 static const char *const on_nan_names[] = {[ND_ON_NAN_STOP] = "stop", [ND_ON_NAN_SKIP] = "skip", NULL};
 /* In the order of nd_stop_signals. */
@@ -141,6 +144,11 @@ const nd_cli_option nd_train_options[] = {
     {"threads", R(INT, threads, "[0, 1024]"), "0", "BLAS threads per rank; 0 = this node's cores / ranks on it"},
     {"bucket-kb", R(INT, bucket_kb, "[0, 1048576]"), "0",
      "sync: allreduce the gradient in buckets of this many KiB during backward, last layer first (0: one allreduce after backward)"},
+    {"compress", E(compress, nd_compress_names), "none",
+     "sync: the gradient on the wire: fp16 or bf16 (16-bit values, fp32 sums; with --bucket-kb too), topk, powersgd (docs/semantics.md)"},
+    {"topk-ratio", R(FLOAT, topk_ratio, "(0, 1]"), "0.01",
+     "--compress topk: the fraction of the gradient's entries each rank sends"},
+    {"powersgd-rank", R(INT, powersgd_rank, "[1, 1024]"), "4", "--compress powersgd: the rank of the low-rank factors"},
     {"shard-optimizer", F(BOOL, shard_optimizer), "false",
      "sync: ZeRO-1, each rank keeps the optimizer state of 1/ranks of the parameters (reduce-scatter, update, allgather)"},
     {"stream-mb", R(FLOAT, stream_mb, "[0, 1e9)"), "0",
@@ -519,6 +527,19 @@ nd_status nd_train_plan_resolve(const nd_train_config *c, nd_train_plan *plan, n
     int ens_best, ens_count;
     if (c->ensemble[0] && nd_ensemble_parse(c->ensemble, &ens_best, &ens_count) != 0)
         return ND_FAIL(err, ND_ERR_ARG, "--ensemble: '%s' is not last:K or best:K with K in [2, 64]", c->ensemble);
+    if (c->compress != ND_COMPRESS_NONE) {
+        const char *name = nd_compress_names[c->compress];
+        if (c->compress == ND_COMPRESS_TOPK || c->compress == ND_COMPRESS_POWERSGD)
+            return ND_FAIL(err, ND_ERR_ARG, "--compress %s: not built yet", name);
+        if (c->deterministic)
+            return ND_FAIL(err, ND_ERR_ARG,
+                           "--compress %s: not with --deterministic (lossy: the rounded sum is not the exact one)",
+                           name);
+        if (c->mode != ND_MODE_SYNC)
+            return ND_FAIL(err, ND_ERR_ARG,
+                           "--compress %s: sync mode only (--mode %s's parameter servers exchange fp32 gradients)",
+                           name, nd_mode_names[c->mode]);
+    }
     /* The parts, and every option against what they can do. */
     ND_TRY(pick_exchange(c, &plan->exchange, err));
     const nd_exchange_kind x = plan->exchange;

@@ -16,7 +16,9 @@ typedef struct {
     size_t top;       /* grad[top, end) is already on the wire */
     nd_request *reqs; /* (cap) one per bucket of a step */
     int count, cap;
-    long started; /* buckets started in the run (for the summary) */
+    long started;   /* buckets started in the run (for the summary) */
+    long long sent; /* bytes this rank sent in the run (ring allreduces) */
+    int ranks;
     nd_status st; /* the first failure inside backward, reported by reduce */
     nd_error err;
 } buckets;
@@ -25,6 +27,7 @@ static nd_status create(void **self, const nd_exchange_env *env, nd_error *err) 
     buckets *b = *self = calloc(1, sizeof *b);
     if (!b) return ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate the gradient buckets");
     b->comm = env->comm;
+    b->ranks = env->size;
     b->bucket = (size_t)env->cfg->bucket_kb * 1024 / sizeof(float);
     /* A bucket closes at the first call with >= bucket floats pending, so
      * there are at most n / bucket full ones, one more per weight block or
@@ -55,6 +58,7 @@ static void start_bucket(buckets *b, size_t lo) {
         return;
     }
     b->st = nd_comm_iallreduce_sum_f32(b->comm, b->grad + lo, b->top - lo, &b->reqs[b->count++], &b->err);
+    b->sent += nd_ring_allreduce_bytes(b->top - lo, sizeof(float), b->ranks);
     b->top = lo;
     b->started += 1;
 }
@@ -104,7 +108,13 @@ static nd_status reduce(void *self, const nd_exchange_env *env, long step, nd_cl
 
 static long messages(const void *self) { return ((const buckets *)self)->started; }
 
-static bool chosen(const nd_train_config *c) { return c->bucket_kb > 0; }
+static long long wire_bytes(const void *self, const nd_exchange_env *env) {
+    (void)env;
+    return ((const buckets *)self)->sent;
+}
+
+/* With --compress fp16|bf16 the wire16 part does its own buckets. */
+static bool chosen(const nd_train_config *c) { return c->bucket_kb > 0 && c->compress == ND_COMPRESS_NONE; }
 
 const nd_exchange_part nd_exchange_buckets = {
     .caps = {.name = "bucketed allreduce",
@@ -120,4 +130,5 @@ const nd_exchange_part nd_exchange_buckets = {
     .forward_done = forward_done,
     .reduce = reduce,
     .messages = messages,
+    .wire_bytes = wire_bytes,
 };

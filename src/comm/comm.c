@@ -351,7 +351,12 @@ nd_status nd_comm_wait_all(nd_request *reqs, int count, int *source, nd_error *e
             if (!reqs[i].active) continue;
             int done = 0;
             MPI_Status status;
+#ifdef ND_SIMGRID /* no timeout here (nd_comm_set_timeout): naps would be simulated delays */
+            int rc = MPI_Wait(request_of(&reqs[i]), &status);
+            done = 1;
+#else
             int rc = MPI_Test(request_of(&reqs[i]), &done, &status);
+#endif
             if (rc != MPI_SUCCESS) return mpi_fail(err, rc, "Test");
             if (done) {
                 reqs[i].active = 0;
@@ -408,7 +413,14 @@ nd_status nd_comm_wait_all_busy(nd_request *reqs, int count, nd_error *err) {
     return ND_OK;
 }
 
-void nd_comm_set_timeout(nd_comm *comm, double seconds) { comm->timeout = seconds > 0.0 ? seconds : 0.0; }
+void nd_comm_set_timeout(nd_comm *comm, double seconds) {
+#ifdef ND_SIMGRID
+    /* Simulated ranks do not stall, and timed polls would only cost
+     * simulated time: every wait blocks (docs/simulation.md). */
+    seconds = 0.0;
+#endif
+    comm->timeout = seconds > 0.0 ? seconds : 0.0;
+}
 
 /* Polls reqs (count) until all are done or `until` (a monotonic time; 0:
  * never) has passed; spins for the first 2 ms, then naps 50 us between
@@ -426,7 +438,8 @@ static int poll_until(MPI_Request *reqs, int count, double until, int *rc) {
         if (until > 0.0 && now - last > 1.0) until += now - last;
         last = now;
         if (until > 0.0 && now > until) return 0;
-        if (now > spin_end) nanosleep(&(struct timespec){0, 50000}, NULL);
+        const struct timespec nap = {0, 50000};
+        if (now > spin_end) nanosleep(&nap, NULL);
     }
 }
 

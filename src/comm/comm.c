@@ -109,6 +109,28 @@ int nd_comm_rank(const nd_comm *comm) { return comm->rank; }
 int nd_comm_size(const nd_comm *comm) { return comm->size; }
 int nd_comm_local_size(const nd_comm *comm) { return comm->local_size; }
 
+int nd_comm_simulated(void) {
+#ifdef ND_SIMGRID
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+void nd_comm_sampled(int samples, void (*compute)(void *ctx), void *ctx) {
+#ifdef ND_SIMGRID
+    if (samples > 0) {
+        /* One iteration per call; the samples are keyed by this line, over
+         * all ranks (threshold 0: exactly `samples` measured calls). */
+        SMPI_SAMPLE_GLOBAL(int once = 0, once < 1, ++once, samples, 0.0) compute(ctx);
+        return;
+    }
+#else
+    (void)samples;
+#endif
+    compute(ctx);
+}
+
 double nd_comm_time(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -206,10 +206,13 @@ def study(a):
     with open(hosts, "w") as f:
         f.write("".join(f"h{i}\n" for i in range(a.nodes)))
     features, classes = 784, 10
-    data = make_data(out, max(nps) * a.batch * a.steps, features, classes)
+    # Each run's own file: --steps steps of --batch rows on every rank.
+    def data_for(np_):
+        return make_data(out, np_ * a.batch * a.steps, features, classes)
+
     runs = [(m, MODES.get(m, ["--mode", m])) for m in a.modes.split()]
     runs += [(f"sync+{c}", ["--mode", "sync", "--compress", c]) for c in (a.compress or "").split()]
-    base = ["train", "--data", data, "--epochs", "1", "--batch", str(a.batch), "--hidden", a.hidden,
+    base = ["train", "--epochs", "1", "--batch", str(a.batch), "--hidden", a.hidden,
             "--threads", "1", "--save", "none", "--quiet", "--train-eval-rows", "0", "--eval-batch", "64",
             "--sim-sample", str(a.sim_sample)]
     if a.straggle:
@@ -219,7 +222,8 @@ def study(a):
           f" {a.sim_sample} computed steps then replayed (--sim-sample)")
     # The 1-rank rate: the denominator of the scaling efficiency.
     one = os.path.join(out, "runs", "one-np1")
-    rc, _ = run(smpirun(1, plat, hosts, speed) + [SIM_BIN] + base + ["--summary", one + ".json"] + a.extra,
+    rc, _ = run(smpirun(1, plat, hosts, speed) + [SIM_BIN] + base + ["--data", data_for(1), "--summary", one + ".json"]
+                + a.extra,
                 one + ".log")
     s1 = summary_of(one + ".json")
     sps1 = s1["samples_per_s"] if s1 else None
@@ -227,7 +231,8 @@ def study(a):
     for name, opts in runs:
         for np_ in nps:
             stem = os.path.join(out, "runs", f"{name}-np{np_}")
-            cmd = smpirun(np_, plat, hosts, speed) + [SIM_BIN] + base + opts + ["--summary", stem + ".json"] + a.extra
+            cmd = (smpirun(np_, plat, hosts, speed) + [SIM_BIN] + base + ["--data", data_for(np_)] + opts
+                   + ["--summary", stem + ".json"] + a.extra)
             if os.path.exists(stem + ".json"):
                 os.remove(stem + ".json")
             rc, wall = run(cmd, stem + ".log", timeout=a.run_timeout)

@@ -312,20 +312,29 @@ def validate(a):
     rows = []
     for rep in range(a.repeats):
         # The host's speed as it is now: SMPI times each rank's compute in
-        # CPU time, a busy machine gives the real ranks less than a core.
-        # A 1-rank run of the same job, real and simulated, sets the ratio.
+        # CPU time alone, while the real ranks share the machine (memory
+        # bandwidth, and on a busy machine less than a core each). One
+        # 1-rank run of the job per core, all at once (the machine's
+        # ceiling), against the simulated 1-rank run sets the ratio.
         host_speed = speed
         if a.calibrate:
             stem = os.path.join(out, "runs", f"calibrate-r{rep}")
             write_plat(bw, speed)
-            run(nice + [BIN] + base + ["--summary", stem + "-real.json"], stem + "-real.log")
+            procs = []
+            for c in range(cores):
+                log = open(f"{stem}-real{c}.log", "w")
+                procs.append(subprocess.Popen(nice + [BIN] + base + ["--summary", f"{stem}-real{c}.json"],
+                                              stdout=log, stderr=subprocess.STDOUT))
+            for pr in procs:
+                pr.wait()
             run(nice + smpirun(1, plat, hosts, speed) + [SIM_BIN] + base + ["--summary", stem + "-sim.json"], stem + "-sim.log")
-            sr, ss = summary_of(stem + "-real.json"), summary_of(stem + "-sim.json")
-            if not (sr and ss):
+            srs, ss = [summary_of(f"{stem}-real{c}.json") for c in range(cores)], summary_of(stem + "-sim.json")
+            if not (all(srs) and ss):
                 die(f"--calibrate: the 1-rank runs failed (see {stem}-*.log)")
-            host_speed = speed * sr["samples_per_s"] / ss["samples_per_s"]
-            print(f"  calibrate: 1 rank: measured {sr['samples_per_s']:.0f}, simulated at full speed "
-                  f"{ss['samples_per_s']:.0f} samples/s: host speed x{host_speed / speed:.3f}", flush=True)
+            real_sps = sum(r["samples_per_s"] for r in srs) / cores
+            host_speed = speed * real_sps / ss["samples_per_s"]
+            print(f"  calibrate: {cores} 1-rank runs at once: measured {real_sps:.0f} samples/s each, simulated "
+                  f"{ss['samples_per_s']:.0f}: host speed x{host_speed / speed:.3f}", flush=True)
         write_plat(bw, host_speed)
         for mode in modes:
             for np_ in nps:

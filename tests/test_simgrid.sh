@@ -47,4 +47,11 @@ secs=$(num sim.json train_seconds)
 awk -v s="$secs" 'BEGIN { exit !(s > 0) }' \
   && ok "the simulated run reports its time: $(awk -v s="$secs" 'BEGIN { printf "%.3f ms", 1000 * s / 8 }') per step (simulated)" \
   || bad "simulated train_seconds: '$secs'"
+# --sim-sample: 2 forward-backward passes over all ranks computed, the
+# other 6 x 8 replayed; the normal build refuses it.
+smpirun -np 8 -platform platform.xml -hostfile hosts.txt --cfg=smpi/host-speed:1Gf --log=root.thres:warning \
+  "$sim" "${train[@]}" --sim-sample 2 --save none --summary sampled.json > sampled.log 2>&1 \
+  && [ "$(num sampled.json steps)" = 8 ] && ok "--sim-sample 2: the 8 steps ran, replayed" \
+  || bad "--sim-sample 2: $(grep -v '^\[' sampled.log | tail -2 | tr '\n' ' ')"
+refused "--sim-sample in a normal build" "SimGrid build" --data d.h5 --sim-sample 2
 checks_done

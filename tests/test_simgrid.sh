@@ -9,7 +9,7 @@
 # Usage: test_simgrid.sh NNDIST NNDIST_SIMGRID TMPDIR
 set -uo pipefail
 bin=$1 sim=$2 tmp=$3/simgrid
-command -v smpirun > /dev/null || { echo "SKIPPED: smpirun is missing (Debian: launch/install-deps libsimgrid-dev simgrid)"; exit 77; }
+command -v smpirun > /dev/null || { echo "SKIPPED: smpirun is missing (Debian: launch/install-deps libsimgrid-dev)"; exit 77; }
 [ -x "$sim" ] || { echo "SKIPPED: no SimGrid build at $sim (cmake -DNNDIST_SIMGRID=ON; launch/test builds it)"; exit 77; }
 command -v h5dump > /dev/null || { echo "SKIPPED: h5dump is missing (hdf5-tools)"; exit 77; }
 source "$(dirname "${BASH_SOURCE[0]}")/checks.sh"

@@ -310,44 +310,61 @@ def validate(a):
     base = ["train", "--data", data, "--epochs", "1", "--batch", str(a.batch), "--hidden", a.hidden,
             "--threads", "1", "--save", "none", "--quiet", "--train-eval-rows", "0", "--timeout", "0"]
     rows = []
+    # The machine as it is now (--calibrate), measured around every real
+    # run: SMPI times each rank's compute alone in CPU time, while real
+    # ranks share the machine (memory bandwidth; on a busy machine, less
+    # than a core each, and under the kernel's per-session fair share a
+    # job's ranks split one share). A lone 1-rank run (r1) and one per
+    # core at once (their sum rC) of a short job give the effective cores,
+    # k = rC / r1 rounded, and their speed, rC / k, against the simulated
+    # 1-rank rate.
+    cal_data = make_data(out, 4096, 784, 10)
+    cal_base = [BIN] + base[:2] + [cal_data] + base[3:]
+    cal_stem = os.path.join(out, "runs", "calibrate")
+    run(nice + smpirun(1, plat, hosts, speed) + [SIM_BIN] + cal_base[1:] + ["--summary", cal_stem + "-sim.json"],
+        cal_stem + "-sim.log")
+    cal_sim = summary_of(cal_stem + "-sim.json")
+    if a.calibrate and not cal_sim:
+        die(f"--calibrate: the simulated 1-rank run failed (see {cal_stem}-sim.log)")
+
+    def measure_machine():
+        one = summary_of(cal_stem + "-one.json") if run(nice + cal_base + ["--summary", cal_stem + "-one.json"],
+                                                    cal_stem + "-one.log")[0] == 0 else None
+        procs = [subprocess.Popen(nice + cal_base + ["--summary", f"{cal_stem}-all{c}.json"], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL) for c in range(cores)]
+        for pr in procs:
+            pr.wait()
+        alls = [summary_of(f"{cal_stem}-all{c}.json") for c in range(cores)]
+        if not one or not all(alls):
+            die(f"--calibrate: the 1-rank runs failed (see {cal_stem}-one.log)")
+        return one["samples_per_s"], sum(x["samples_per_s"] for x in alls)
+
+    rows = []
     for rep in range(a.repeats):
-        # The host's speed as it is now: SMPI times each rank's compute in
-        # CPU time alone, while the real ranks share the machine (memory
-        # bandwidth, and on a busy machine less than a core each). One
-        # 1-rank run of the job per core, all at once (the machine's
-        # ceiling), against the simulated 1-rank run sets the ratio.
-        host_speed = speed
-        if a.calibrate:
-            stem = os.path.join(out, "runs", f"calibrate-r{rep}")
-            write_plat(bw, speed)
-            procs = []
-            for c in range(cores):
-                log = open(f"{stem}-real{c}.log", "w")
-                procs.append(subprocess.Popen(nice + [BIN] + base + ["--summary", f"{stem}-real{c}.json"],
-                                              stdout=log, stderr=subprocess.STDOUT))
-            for pr in procs:
-                pr.wait()
-            run(nice + smpirun(1, plat, hosts, speed) + [SIM_BIN] + base + ["--summary", stem + "-sim.json"], stem + "-sim.log")
-            srs, ss = [summary_of(f"{stem}-real{c}.json") for c in range(cores)], summary_of(stem + "-sim.json")
-            if not (all(srs) and ss):
-                die(f"--calibrate: the 1-rank runs failed (see {stem}-*.log)")
-            real_sps = sum(r["samples_per_s"] for r in srs) / cores
-            host_speed = speed * real_sps / ss["samples_per_s"]
-            print(f"  calibrate: {cores} 1-rank runs at once: measured {real_sps:.0f} samples/s each, simulated "
-                  f"{ss['samples_per_s']:.0f}: host speed x{host_speed / speed:.3f}", flush=True)
-        write_plat(bw, host_speed)
         for mode in modes:
             for np_ in nps:
                 opts = MODES.get(mode, ["--mode", mode])
-                stem = os.path.join(out, "runs", f"{mode}-np{np_}-r{rep}")
+                stem_job = os.path.join(out, "runs", f"{mode}-np{np_}-r{rep}")
                 over = ["--oversubscribe"] if np_ > cores else []
-                rc, _ = run(mpirun + ["-np", str(np_)] + over + [BIN] + base + opts + ["--summary", stem + "-real.json"],
-                            stem + "-real.log")
+                k, host_speed = cores, speed
+                if a.calibrate:
+                    r1a, rca = measure_machine()
+                rc, _ = run(mpirun + ["-np", str(np_)] + over + [BIN] + base + opts
+                            + ["--summary", stem_job + "-real.json"], stem_job + "-real.log")
+                if a.calibrate:
+                    r1b, rcb = measure_machine()
+                    r1, rc_ = (r1a + r1b) / 2, (rca + rcb) / 2
+                    k = max(1, min(cores, round(rc_ / r1)))
+                    host_speed = speed * (rc_ / k) / cal_sim["samples_per_s"]
+                    print(f"  calibrate: a lone rank {r1:.0f}, {cores} at once {rc_:.0f} samples/s in all: "
+                          f"{k} effective core(s) at x{host_speed / speed:.3f}", flush=True)
+                with open(plat, "w") as f:
+                    f.write(platform_xml("cluster", 1, host_speed, bw, lat, cores=k, loop_bw=bw, loop_lat=lat))
                 rc2, wall = run(nice + smpirun(np_, plat, hosts, speed) + [SIM_BIN] + base + opts
-                                + ["--summary", stem + "-sim.json"], stem + "-sim.log")
-                sr, ss = summary_of(stem + "-real.json"), summary_of(stem + "-sim.json")
+                                + ["--summary", stem_job + "-sim.json"], stem_job + "-sim.log")
+                sr, ss = summary_of(stem_job + "-real.json"), summary_of(stem_job + "-sim.json")
                 row = {"mode": mode, "np": np_, "repeat": rep, "oversubscribed": int(np_ > cores),
-                       "host_speed_factor": round(host_speed / speed, 3),
+                       "effective_cores": k, "host_speed_factor": round(host_speed / speed, 3),
                        "measured_step_ms": "", "predicted_step_ms": "", "error_pct": "",
                        "measured_samples_per_s": "", "predicted_samples_per_s": "", "sim_wall_s": round(wall, 1),
                        "note": ""}
@@ -358,7 +375,7 @@ def validate(a):
                                measured_samples_per_s=round(sr["samples_per_s"]),
                                predicted_samples_per_s=round(ss["samples_per_s"]))
                 else:
-                    row["note"] = (last_error(stem + ("-real.log" if not sr else "-sim.log"))
+                    row["note"] = (last_error(stem_job + ("-real.log" if not sr else "-sim.log"))
                                    or "no summary").replace(",", ";")
                 rows.append(row)
                 print(f"  {mode:6s} np {np_}: measured {row['measured_step_ms'] or '-':>8} ms  predicted "

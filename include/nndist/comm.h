@@ -40,8 +40,20 @@ int nd_comm_size(const nd_comm *comm);
 /* Number of ranks of comm on this rank's node (shared-memory domain). */
 int nd_comm_local_size(const nd_comm *comm);
 
-/* Seconds on a monotonic clock (not collective). */
+/* Seconds on a monotonic clock (not collective). Under SimGrid
+ * (ND_SIMGRID) the simulated time. */
 double nd_comm_time(void);
+
+/* 1 in a build for SimGrid's SMPI (-DNNDIST_SIMGRID=ON), else 0. */
+int nd_comm_simulated(void);
+
+/* Runs compute(ctx), one step's compute (not collective). Under SimGrid
+ * with samples > 0, SMPI's global sampling: the first `samples` calls over
+ * all simulated ranks run and are timed; every later call is skipped and
+ * the mean time of those is simulated instead, so the values it would have
+ * written are stale (time is predicted, accuracy is not). Elsewhere, or
+ * with samples 0: compute(ctx). */
+void nd_comm_sampled(int samples, void (*compute)(void *ctx), void *ctx);
 
 /* In-place sums of buf (n) over all ranks; n may exceed INT_MAX. */
 nd_status nd_comm_allreduce_sum_f32(nd_comm *comm, float *buf, size_t n, nd_error *err);

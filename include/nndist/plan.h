@@ -51,6 +51,7 @@ typedef struct {
     bool staleness_lr;
     bool overlap;
     char straggle[64];
+    int sim_sample;
     bool deterministic;
     int micro_batches;
     char arch[512];

@@ -109,6 +109,28 @@ int nd_comm_rank(const nd_comm *comm) { return comm->rank; }
 int nd_comm_size(const nd_comm *comm) { return comm->size; }
 int nd_comm_local_size(const nd_comm *comm) { return comm->local_size; }
 
+int nd_comm_simulated(void) {
+#ifdef ND_SIMGRID
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+void nd_comm_sampled(int samples, void (*compute)(void *ctx), void *ctx) {
+#ifdef ND_SIMGRID
+    if (samples > 0) {
+        /* One iteration per call; the samples are keyed by this line, over
+         * all ranks (threshold 0: exactly `samples` measured calls). */
+        SMPI_SAMPLE_GLOBAL(int once = 0, once < 1, ++once, samples, 0.0) compute(ctx);
+        return;
+    }
+#else
+    (void)samples;
+#endif
+    compute(ctx);
+}
+
 double nd_comm_time(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -351,7 +373,12 @@ nd_status nd_comm_wait_all(nd_request *reqs, int count, int *source, nd_error *e
             if (!reqs[i].active) continue;
             int done = 0;
             MPI_Status status;
+#ifdef ND_SIMGRID /* no timeout here (nd_comm_set_timeout): naps would be simulated delays */
+            int rc = MPI_Wait(request_of(&reqs[i]), &status);
+            done = 1;
+#else
             int rc = MPI_Test(request_of(&reqs[i]), &done, &status);
+#endif
             if (rc != MPI_SUCCESS) return mpi_fail(err, rc, "Test");
             if (done) {
                 reqs[i].active = 0;
@@ -448,7 +475,14 @@ nd_status nd_comm_wait_all_busy(nd_request *reqs, int count, nd_error *err) {
     return ND_OK;
 }
 
-void nd_comm_set_timeout(nd_comm *comm, double seconds) { comm->timeout = seconds > 0.0 ? seconds : 0.0; }
+void nd_comm_set_timeout(nd_comm *comm, double seconds) {
+#ifdef ND_SIMGRID
+    /* Simulated ranks do not stall, and timed polls would only cost
+     * simulated time: every wait blocks (docs/simulation.md). */
+    seconds = 0.0;
+#endif
+    comm->timeout = seconds > 0.0 ? seconds : 0.0;
+}
 
 /* Polls reqs (count) until all are done or `until` (a monotonic time; 0:
  * never) has passed; spins for the first 2 ms, then naps 50 us between
@@ -466,7 +500,8 @@ static int poll_until(MPI_Request *reqs, int count, double until, int *rc) {
         if (until > 0.0 && now - last > 1.0) until += now - last;
         last = now;
         if (until > 0.0 && now > until) return 0;
-        if (now > spin_end) nanosleep(&(struct timespec){0, 50000}, NULL);
+        const struct timespec nap = {0, 50000};
+        if (now > spin_end) nanosleep(&nap, NULL);
     }
 }
 

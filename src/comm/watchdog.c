@@ -80,6 +80,11 @@ static void *watch(void *arg) {
 
 nd_status nd_watchdog_start(nd_watchdog **out, int rank, double limit, nd_error *err) {
     *out = NULL;
+#ifdef ND_SIMGRID
+    /* No thread under SMPI (a simulated rank is not an OS thread of its
+     * own), and no stall to watch for in simulated time. */
+    limit = 0.0;
+#endif
     if (!(limit > 0.0)) return ND_OK;
     nd_watchdog *w = calloc(1, sizeof *w);
     if (!w) return ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate the stall watchdog");

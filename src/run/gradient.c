@@ -41,10 +41,38 @@ static void teach(nd_trainer *tr, int b) {
     }
 }
 
+/* Forward and loss of the batch in tr->xb: the loss sum and correct count
+ * go to the gradient's tail. */
+static void forward_loss(nd_trainer *tr, nd_train_pass *pass) {
+    nd_model *m = &tr->model;
+    const int b = tr->cfg.batch, k = tr->info.num_outputs;
+    if (tr->num_teachers) teach(tr, b);
+    const float *out = nd_model_forward(m, tr->xb, b, pass);
+    nd_loss_stats ls = tr->num_teachers ? nd_loss_apply_distill(nd_model_output_grad(m), out, tr->yb, tr->soft,
+                                                                tr->cfg.distill_t, tr->cfg.distill_alpha, b, k)
+        : tr->mixup_lam && tr->yb
+        ? nd_loss_apply_mixup(tr->loss, nd_model_output_grad(m), out, tr->yb, tr->mixup_lam, b, k)
+        : nd_loss_apply(tr->loss, nd_model_output_grad(m), out, tr->yb, tr->tb, b, k);
+    m->grad[m->num_params + ND_TAIL_LOSS] = (float)ls.loss_sum;
+    m->grad[m->num_params + ND_TAIL_CORRECT] = (float)ls.correct;
+}
+
+typedef struct {
+    nd_trainer *tr;
+    nd_train_pass *pass;
+} sampled_step;
+
+/* --sim-sample's unit: forward, loss and backward (no exchange hooks). */
+static void forward_backward(void *ctx) {
+    sampled_step *s = ctx;
+    forward_loss(s->tr, s->pass);
+    nd_model_backward(&s->tr->model, s->tr->xb, s->tr->cfg.batch);
+}
+
 void nd_train_compute_gradient(nd_trainer *tr, const nd_shard *src, const int *idx, int epoch, nd_clock *clock) {
     nd_model *m = &tr->model;
     nd_exchange *x = &tr->exchange;
-    const int b = tr->cfg.batch, k = tr->info.num_outputs;
+    const int b = tr->cfg.batch;
     nd_feed_gather(tr, src, idx, epoch);
     /* Zeroed first: a training forward leaves batch-norm sums in the gradient. */
     nd_model_zero_grad(m);
@@ -54,16 +82,17 @@ void nd_train_compute_gradient(nd_trainer *tr, const nd_shard *src, const int *i
                           .row_ids = tr->row_ids,
                           .reduce = tr->cfg.sync_bn ? reduce_over_ranks : NULL,
                           .reduce_ctx = tr};
-    if (x->part && x->part->attach) x->part->attach(x->self, &x->env, &pass);
-    if (tr->num_teachers) teach(tr, b);
-    const float *out = nd_model_forward(m, tr->xb, b, &pass);
-    nd_loss_stats ls = tr->num_teachers ? nd_loss_apply_distill(nd_model_output_grad(m), out, tr->yb, tr->soft,
-                                                                tr->cfg.distill_t, tr->cfg.distill_alpha, b, k)
-        : tr->mixup_lam && tr->yb
-        ? nd_loss_apply_mixup(tr->loss, nd_model_output_grad(m), out, tr->yb, tr->mixup_lam, b, k)
-        : nd_loss_apply(tr->loss, nd_model_output_grad(m), out, tr->yb, tr->tb, b, k);
-    m->grad[m->num_params + ND_TAIL_LOSS] = (float)ls.loss_sum;
-    m->grad[m->num_params + ND_TAIL_CORRECT] = (float)ls.correct;
+    /* Under SimGrid, --sim-sample replays the measured time of forward and
+     * backward as one (counted as backward); an exchange with hooks inside
+     * the pass always computes. */
+    const int sampled = tr->cfg.sim_sample > 0 && !(x->part && (x->part->attach || x->part->forward_done));
+    if (sampled) {
+        sampled_step s = {tr, &pass};
+        nd_comm_sampled(tr->cfg.sim_sample, forward_backward, &s);
+    } else {
+        if (x->part && x->part->attach) x->part->attach(x->self, &x->env, &pass);
+        forward_loss(tr, &pass);
+    }
     if (tr->cfg.fault_signal_step == tr->state.step + 1 && tr->rank == tr->size - 1 && tr->stop_request &&
         !*tr->stop_request)
         raise(nd_stop_signals[tr->cfg.fault_signal]); /* --fault-signal-step: through the real handler */
@@ -71,6 +100,10 @@ void nd_train_compute_gradient(nd_trainer *tr, const nd_shard *src, const int *i
     if (tr->cfg.fault_nan_step == tr->state.step + 1 &&
         tr->worker_index == 0) /* --fault-nan-step: exercise the guard */
         m->grad[m->num_params + ND_TAIL_LOSS] = NAN;
+    if (sampled) {
+        nd_clock_tick(clock, ND_PHASE_BACKWARD);
+        return;
+    }
     if (x->part && x->part->forward_done) x->part->forward_done(x->self, &x->env);
     nd_clock_tick(clock, ND_PHASE_FORWARD);
     nd_model_backward(m, tr->xb, b);

@@ -3,6 +3,8 @@
  * every option fits their capabilities. */
 #include "nndist/plan.h"
 
+#include "nndist/comm.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -183,6 +185,8 @@ const nd_cli_option nd_train_options[] = {
      "print every option's value before training, not only those that differ from the defaults"},
     {"straggle", F(STR, straggle), "",
      "RANK:FACTOR slows RANK's compute FACTOR times (sleeps (FACTOR-1) x its step time)"},
+    {"sim-sample", R(INT, sim_sample, ">= 0"), "0",
+     "SimGrid build: compute N steps (over all ranks) for real, then replay their mean time (0: compute every step)"},
     {"profile", R(INT, profile, ">= 0"), "0", "sync: rank 0 prints the time of each phase of the first N steps"},
     {"fault-nan-step", R(LONG, fault_nan_step, ">= 0"), "0",
      "testing: make the first worker's (rank 0's in sync) loss NaN at this step (1-based; 0 = never)"},
@@ -475,6 +479,8 @@ nd_status nd_train_plan_resolve(const nd_train_config *c, nd_train_plan *plan, n
     if (parse_straggle(c->straggle, &plan->straggle_rank, &plan->straggle_factor) != 0)
         return ND_FAIL(err, ND_ERR_ARG, "--straggle: '%s' is not RANK:FACTOR with RANK >= 0 and FACTOR >= 1",
                        c->straggle);
+    if (c->sim_sample > 0 && !nd_comm_simulated())
+        return ND_FAIL(err, ND_ERR_ARG, "--sim-sample: only in a SimGrid build (-DNNDIST_SIMGRID=ON, launch/simulate)");
     if (parse_val_fold(c->val_fold, &plan->val_fold, &plan->val_folds) != 0)
         return ND_FAIL(err, ND_ERR_ARG, "--val-fold: '%s' is not FOLD/FOLDS with 1 <= FOLD <= FOLDS and FOLDS >= 2",
                        c->val_fold);

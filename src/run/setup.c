@@ -20,6 +20,8 @@
 /* The node's cores shared among the ranks on it, never more than this
  * process may run on (mpirun binds ranks to cores by default). */
 static int auto_threads(const nd_comm *comm) {
+    /* Under SimGrid, SMPI times each rank's own thread only: BLAS on it. */
+    if (nd_comm_simulated()) return 1;
     long online = sysconf(_SC_NPROCESSORS_ONLN);
     int per_rank = (int)(online > 0 ? online : 1) / nd_comm_local_size(comm);
     cpu_set_t set;

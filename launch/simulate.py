@@ -1,0 +1,428 @@
+#!/usr/bin/env python3
+"""The driver behind launch/simulate (see its header and docs/simulation.md).
+
+Study: writes a SimGrid platform (a cluster behind one switch, or a fat
+tree), runs `smpirun ... nndist train` for every mode and rank count, reads
+each run's --summary JSON (simulated time: nndist's clock is SMPI's) and
+writes OUT/simulate.csv and OUT/simulate.png (throughput and scaling
+efficiency against ranks; skipped without matplotlib).
+
+Validation (--validate): this machine as a platform (one host with its
+cores, the shared-memory transport as its loopback link, calibrated from
+`nndist bench`), the same jobs run for real (mpirun) and simulated,
+interleaved, at each of --nps; writes OUT/validate.csv and prints the
+table (measured, predicted, error).
+"""
+import argparse
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+BIN = os.environ.get("NNDIST_BIN", "nndist")
+SIM_BIN = os.environ.get("NNDIST_SIMGRID_BIN", "nndist")
+RUNS = os.environ.get("NNDIST_RUNS", "runs")
+
+# Mode name -> nndist train options. A mode the program does not have
+# fails with the program's own line (shown), not the script.
+MODES = {
+    "sync": ["--mode", "sync"],
+    "async": ["--mode", "async"],
+    "ssp": ["--mode", "ssp", "--max-staleness", "2"],
+    "local": ["--mode", "local", "--sync-every", "8"],
+}
+
+
+def die(msg):
+    sys.exit(f"simulate: {msg}")
+
+
+def rate_value(text, units):
+    """'10Gbps' -> 1e10 (units: suffix -> factor)."""
+    m = re.fullmatch(r"([0-9.eE+-]+)\s*([A-Za-z]*)", text.strip())
+    if not m or m.group(2) not in units:
+        die(f"'{text}' is not a number with one of the units {', '.join(u for u in units if u)}")
+    return float(m.group(1)) * units[m.group(2)]
+
+
+BW_UNITS = {"bps": 1 / 8, "kbps": 1e3 / 8, "Mbps": 1e6 / 8, "Gbps": 1e9 / 8, "Tbps": 1e12 / 8,
+            "Bps": 1, "kBps": 1e3, "MBps": 1e6, "GBps": 1e9, "TBps": 1e12}
+LAT_UNITS = {"s": 1, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+
+
+def platform_xml(kind, nodes, speed, bw, lat, cores=1, loop_bw=None, loop_lat=None):
+    """SimGrid 4.1 platform: hosts h0..h{nodes-1}. speed in flop/s, bw in
+    bytes/s, lat in s. cluster: one private link per host to a switch
+    whose backbone never limits (a non-blocking switch); fat-tree: a
+    two-level fat tree of switches with the same links."""
+    head = ("<?xml version='1.0'?>\n<!DOCTYPE platform SYSTEM \"https://simgrid.org/simgrid.dtd\">\n"
+            "<platform version=\"4.1\">\n")
+    common = (f'id="c" prefix="h" suffix="" radical="0-{nodes - 1}" speed="{speed:.6g}f" core="{cores}" '
+              f'bw="{bw:.6g}Bps" lat="{lat:.6g}s"')
+    if loop_bw:
+        common += f' loopback_bw="{loop_bw:.6g}Bps" loopback_lat="{loop_lat:.6g}s"'
+    if kind == "cluster":
+        body = f'  <cluster {common} bb_bw="{bw * nodes:.6g}Bps" bb_lat="0s"/>\n'
+    else:
+        # 2 levels: leaves of up to 32 hosts, as many top switches as
+        # leaves' uplinks, one link each way (full bisection).
+        down = min(nodes, 32)
+        leaves = (nodes + down - 1) // down
+        if leaves * down != nodes:
+            die(f"--platform fat-tree: --nodes {nodes} is not a multiple of {down}")
+        if leaves == 1:
+            body = f'  <cluster {common} topology="FAT_TREE" topo_parameters="1;{down};1;1"/>\n'
+        else:
+            body = (f'  <cluster {common} topology="FAT_TREE" '
+                    f'topo_parameters="2;{down},{leaves};1,{down};1,1"/>\n')
+    return head + body + "</platform>\n"
+
+
+def summary_of(path):
+    try:
+        with open(path) as f:
+            s = json.load(f)
+        return s if s.get("status") == "completed" else None
+    except (OSError, ValueError):
+        return None
+
+
+def step_ms(s, batch, np_, mode):
+    """Time of one step of one worker, from the summary's samples/s: the
+    workers are every rank in sync and local, all but the servers in
+    async and ssp."""
+    sps = s.get("samples_per_s") or 0
+    if not sps:
+        return None
+    workers = np_ - int(s.get("config", {}).get("servers", 1)) if mode in ("async", "ssp") else np_
+    return 1000.0 * batch * max(workers, 1) / sps
+
+
+def run(cmd, log, timeout=None):
+    t0 = time.time()
+    with open(log, "w") as f:
+        f.write(" ".join(cmd) + "\n")
+        f.flush()
+        try:
+            rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=timeout).returncode
+        except subprocess.TimeoutExpired:
+            rc = 124
+    return rc, time.time() - t0
+
+
+def last_error(log):
+    """The program's own error line, else the log's last line."""
+    try:
+        lines = open(log).read().splitlines()[1:]
+    except OSError:
+        return ""
+    errs = [l for l in lines if "error:" in l]
+    return (errs[-1] if errs else lines[-1] if lines else "").strip()
+
+
+def smpirun(np_, platform, hostfile, speed, extra_cfg=()):
+    # host-speed = the platform's host speed: the compute SMPI measures on
+    # this machine is replayed as it was measured. ompi: Open MPI's choice
+    # of collective algorithms (what the real runs use). bw/lat factors 1:
+    # the links are the plain alpha-beta model the platform states.
+    return ["smpirun", "-np", str(np_), "-platform", platform, "-hostfile", hostfile,
+            f"--cfg=smpi/host-speed:{speed:.6g}f", "--cfg=smpi/coll-selector:ompi",
+            "--cfg=smpi/bw-factor:0:1", "--cfg=smpi/lat-factor:0:1", "--cfg=smpi/display-timing:yes",
+            "--log=root.thres:warning", "--log=smpi_config.thres:error", *extra_cfg]
+
+
+def bench_json(cmd, log):
+    rc, _ = run(cmd, log)
+    if rc != 0:
+        die(f"{' '.join(cmd[:4])}...: failed ({last_error(log) or 'see ' + log})")
+    for line in reversed(open(log).read().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    die(f"no JSON line in {log}")
+
+
+def make_data(out, rows, features, classes):
+    path = os.path.join(out, f"synth-{rows}x{features}.h5")
+    if not os.path.exists(path):
+        r = subprocess.run([BIN, "data", "synth", "--out", path, "--rows", str(rows), "--test-rows", "256",
+                            "--features", str(features), "--classes", str(classes)], capture_output=True, text=True)
+        if r.returncode != 0:
+            die(f"data synth: {r.stderr.strip() or r.stdout.strip()}")
+    return path
+
+
+def gemm_speed(out):
+    """This machine's GEMM rate of the model's shapes, one rank, one thread
+    (flop/s): the host speed of a calibrated platform."""
+    b = bench_json([BIN, "bench", "--seconds", "0.2", "--iters", "20"], os.path.join(out, "bench-gemm.log"))
+    return b["gemm_gflops"] * 1e9
+
+
+def plot(rows, out, title):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("simulate: matplotlib is missing: no plot (the CSV has every figure)")
+        return
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name in sorted({r["run"] for r in rows}):
+        pts = sorted((r for r in rows if r["run"] == name and r["samples_per_s"]), key=lambda r: r["np"])
+        if not pts:
+            continue
+        ax[0].plot([r["np"] for r in pts], [r["samples_per_s"] for r in pts], "o-", label=name)
+        ax[1].plot([r["np"] for r in pts], [r["efficiency"] for r in pts], "o-", label=name)
+    for a in ax:
+        a.set_xscale("log", base=2)
+        a.set_xlabel("ranks (simulated)")
+        a.grid(alpha=0.3)
+    ax[0].set_yscale("log")
+    ax[0].set_ylabel("samples/s (predicted)")
+    ax[1].set_ylabel("scaling efficiency (vs 1 rank x ranks)")
+    ax[1].set_ylim(0, 1.05)
+    ax[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "simulate.png"), dpi=110)
+    print(f"simulate: {os.path.join(out, 'simulate.png')}")
+
+
+def study(a):
+    out = a.out or os.path.join(RUNS, "simulate")
+    os.makedirs(os.path.join(out, "runs"), exist_ok=True)
+    nps = [int(x) for x in a.nps.split()] if a.nps else [n for n in (2 ** k for k in range(3, 21)) if n <= a.nodes]
+    if max(nps) > a.nodes:
+        die(f"--nps: {max(nps)} ranks need --nodes >= {max(nps)}")
+    bw, lat = rate_value(a.bw, BW_UNITS), rate_value(a.lat, LAT_UNITS)
+    speed = gemm_speed(out) if a.calibrate else rate_value(a.speed, {"f": 1, "kf": 1e3, "Mf": 1e6, "Gf": 1e9, "Tf": 1e12})
+    plat = os.path.join(out, f"{a.platform}-{a.nodes}.xml")
+    with open(plat, "w") as f:
+        f.write(platform_xml(a.platform, a.nodes, speed, bw, lat))
+    hosts = os.path.join(out, "hosts.txt")
+    with open(hosts, "w") as f:
+        f.write("".join(f"h{i}\n" for i in range(a.nodes)))
+    features, classes = 784, 10
+    # Each run's own file: --steps steps of --batch rows on every rank.
+    def data_for(np_):
+        return make_data(out, np_ * a.batch * a.steps, features, classes)
+
+    runs = [(m, MODES.get(m, ["--mode", m])) for m in a.modes.split()]
+    runs += [(f"sync+{c}", ["--mode", "sync", "--compress", c]) for c in (a.compress or "").split()]
+    base = ["train", "--epochs", "1", "--batch", str(a.batch), "--hidden", a.hidden,
+            "--threads", "1", "--save", "none", "--quiet", "--train-eval-rows", "0", "--eval-batch", "64",
+            "--sim-sample", str(a.sim_sample)]
+    if a.straggle:
+        base += ["--straggle", a.straggle]
+    print(f"simulate: {a.platform} of {a.nodes} hosts, {a.bw} {a.lat} links, host speed {speed / 1e9:.3g} Gflop/s"
+          f"{' (this machine, --calibrate)' if a.calibrate else ''}; {a.steps} steps of batch {a.batch} per rank,"
+          f" {a.sim_sample} computed steps then replayed (--sim-sample)")
+    # The 1-rank rate: the denominator of the scaling efficiency.
+    one = os.path.join(out, "runs", "one-np1")
+    rc, _ = run(smpirun(1, plat, hosts, speed) + [SIM_BIN] + base + ["--data", data_for(1), "--summary", one + ".json"]
+                + a.extra,
+                one + ".log")
+    s1 = summary_of(one + ".json")
+    sps1 = s1["samples_per_s"] if s1 else None
+    rows = []
+    for name, opts in runs:
+        for np_ in nps:
+            stem = os.path.join(out, "runs", f"{name}-np{np_}")
+            cmd = (smpirun(np_, plat, hosts, speed) + [SIM_BIN] + base + ["--data", data_for(np_)] + opts
+                   + ["--summary", stem + ".json"] + a.extra)
+            if os.path.exists(stem + ".json"):
+                os.remove(stem + ".json")
+            rc, wall = run(cmd, stem + ".log", timeout=a.run_timeout)
+            s = summary_of(stem + ".json")
+            row = {"run": name, "np": np_, "platform": a.platform, "bw": a.bw, "lat": a.lat,
+                   "straggle": a.straggle or "", "samples_per_s": "", "step_ms": "", "efficiency": "",
+                   "comm_s": "", "bytes_per_step": "", "wall_s": round(wall, 1), "note": ""}
+            if s:
+                row["samples_per_s"] = round(s["samples_per_s"], 1)
+                row["step_ms"] = round(step_ms(s, a.batch, np_, name.split("+")[0]), 3)
+                row["comm_s"] = s.get("phase_seconds", {}).get("comm", "")
+                row["bytes_per_step"] = s.get("bytes_per_step", "")
+                if sps1:
+                    row["efficiency"] = round(s["samples_per_s"] / (np_ * sps1), 3)
+            else:
+                row["note"] = (last_error(stem + ".log") or f"exit {rc}, see {stem}.log").replace(",", ";")
+            rows.append(row)
+            print(f"  {name:14s} np {np_:5d}: {row['samples_per_s'] or '-':>10} samples/s  step "
+                  f"{row['step_ms'] or '-':>8} ms  eff {row['efficiency'] or '-':>6}  ({row['wall_s']} s real)"
+                  f"{'  ' + row['note'] if row['note'] else ''}", flush=True)
+    path = os.path.join(out, "simulate.csv")
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+        w.writeheader()
+        w.writerows(rows)
+    print(f"simulate: {path} (1 rank: {sps1 or '-'} samples/s)")
+    plot(rows, out, f"nndist simulated (SimGrid SMPI): {a.platform} of {a.nodes}, {a.bw}, {a.lat}, "
+                    f"MLP 784-{a.hidden.replace(',', '-')}-10, batch {a.batch}/rank"
+                    f"{', straggler ' + a.straggle if a.straggle else ''}")
+
+
+def validate(a):
+    """Real runs on this machine against their simulation on a platform
+    calibrated to it, interleaved (job by job) so that the machine's load
+    falls on both alike."""
+    from shutil import which
+    out = a.out or os.path.join(RUNS, "simulate-validate")
+    os.makedirs(os.path.join(out, "runs"), exist_ok=True)
+    cores = os.cpu_count() or 1
+    nps = [int(x) for x in (a.nps or "2 4").split()]
+    modes = (a.modes if a.modes != "sync async ssp local" else "sync async local").split()
+    # --nice -19 (root): the measured and simulated runs ahead of the other
+    # processes of a busy machine, so that they run as on an idle one.
+    nice = ["nice", "-n", str(a.nice)] if a.nice else []
+    mpirun = nice + ["mpirun", "--bind-to", "none"]
+    # The shared-memory transport as a link: the 2-rank allreduce of the
+    # model's gradient and the barrier, measured, then the loopback's
+    # bandwidth fitted so that the simulated allreduce takes as long.
+    # The fastest of 3 (a busy machine's scheduler only ever adds time).
+    benches = [bench_json(mpirun + ["-np", "2", BIN, "bench", "--seconds", "0.2", "--iters", "50"],
+                          os.path.join(out, f"bench-real-{i}.log")) for i in range(3)]
+    real = {k: min(b[k] for b in benches) for k in ("allreduce_ms", "barrier_us")}
+    real["gemm_gflops"] = max(b["gemm_gflops"] for b in benches)
+    speed = real["gemm_gflops"] * 1e9
+    lat = max(real["barrier_us"] * 1e-6 / 2, 1e-8)
+    bw0 = 10e9
+    plat = os.path.join(out, "machine.xml")
+    hosts = os.path.join(out, "hosts.txt")
+    with open(hosts, "w") as f:
+        f.write("h0\n" * max(nps + [2]))
+
+    def write_plat(bw, host_speed):
+        with open(plat, "w") as f:
+            f.write(platform_xml("cluster", 1, host_speed, bw, lat, cores=cores, loop_bw=bw, loop_lat=lat))
+
+    write_plat(bw0, speed)
+    sim = bench_json(nice + smpirun(2, plat, hosts, speed) + [SIM_BIN, "bench", "--seconds", "0.2", "--iters", "50"],
+                     os.path.join(out, "bench-sim.log"))
+    bw = bw0 * sim["allreduce_ms"] / real["allreduce_ms"]
+    write_plat(bw, speed)
+    print(f"validate: this machine: {cores} cores, GEMM {speed / 1e9:.3g} Gflop/s per rank, shared memory as a "
+          f"link of {bw / 1e9:.3g} GB/s and {lat * 1e6:.2g} us (2-rank allreduce {real['allreduce_ms']:.3g} ms, "
+          f"barrier {real['barrier_us']:.3g} us)")
+    data = make_data(out, a.validate_rows, 784, 10)
+    base = ["train", "--data", data, "--epochs", "1", "--batch", str(a.batch), "--hidden", a.hidden,
+            "--threads", "1", "--save", "none", "--quiet", "--train-eval-rows", "0", "--timeout", "0"]
+    rows = []
+    # The machine as it is now (--calibrate), measured around every real
+    # run: SMPI times each rank's compute alone in CPU time, while real
+    # ranks share the machine (memory bandwidth; on a busy machine, less
+    # than a core each, and under the kernel's per-session fair share a
+    # job's ranks split one share). A lone 1-rank run (r1) and one per
+    # core at once (their sum rC) of a short job give the effective cores,
+    # k = rC / r1 rounded, and their speed, rC / k, against the simulated
+    # 1-rank rate.
+    cal_data = make_data(out, 4096, 784, 10)
+    cal_base = [BIN] + base[:2] + [cal_data] + base[3:]
+    cal_stem = os.path.join(out, "runs", "calibrate")
+    run(nice + smpirun(1, plat, hosts, speed) + [SIM_BIN] + cal_base[1:] + ["--summary", cal_stem + "-sim.json"],
+        cal_stem + "-sim.log")
+    cal_sim = summary_of(cal_stem + "-sim.json")
+    if a.calibrate and not cal_sim:
+        die(f"--calibrate: the simulated 1-rank run failed (see {cal_stem}-sim.log)")
+
+    def measure_machine():
+        one = summary_of(cal_stem + "-one.json") if run(nice + cal_base + ["--summary", cal_stem + "-one.json"],
+                                                    cal_stem + "-one.log")[0] == 0 else None
+        procs = [subprocess.Popen(nice + cal_base + ["--summary", f"{cal_stem}-all{c}.json"], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL) for c in range(cores)]
+        for pr in procs:
+            pr.wait()
+        alls = [summary_of(f"{cal_stem}-all{c}.json") for c in range(cores)]
+        if not one or not all(alls):
+            die(f"--calibrate: the 1-rank runs failed (see {cal_stem}-one.log)")
+        return one["samples_per_s"], sum(x["samples_per_s"] for x in alls)
+
+    rows = []
+    for rep in range(a.repeats):
+        for mode in modes:
+            for np_ in nps:
+                opts = MODES.get(mode, ["--mode", mode])
+                stem_job = os.path.join(out, "runs", f"{mode}-np{np_}-r{rep}")
+                over = ["--oversubscribe"] if np_ > cores else []
+                k, host_speed = cores, speed
+                if a.calibrate:
+                    r1a, rca = measure_machine()
+                rc, _ = run(mpirun + ["-np", str(np_)] + over + [BIN] + base + opts
+                            + ["--summary", stem_job + "-real.json"], stem_job + "-real.log")
+                if a.calibrate:
+                    r1b, rcb = measure_machine()
+                    r1, rc_ = (r1a + r1b) / 2, (rca + rcb) / 2
+                    k = max(1, min(cores, round(rc_ / r1)))
+                    host_speed = speed * (rc_ / k) / cal_sim["samples_per_s"]
+                    print(f"  calibrate: a lone rank {r1:.0f}, {cores} at once {rc_:.0f} samples/s in all: "
+                          f"{k} effective core(s) at x{host_speed / speed:.3f}", flush=True)
+                with open(plat, "w") as f:
+                    f.write(platform_xml("cluster", 1, host_speed, bw, lat, cores=k, loop_bw=bw, loop_lat=lat))
+                rc2, wall = run(nice + smpirun(np_, plat, hosts, speed) + [SIM_BIN] + base + opts
+                                + ["--summary", stem_job + "-sim.json"], stem_job + "-sim.log")
+                sr, ss = summary_of(stem_job + "-real.json"), summary_of(stem_job + "-sim.json")
+                row = {"mode": mode, "np": np_, "repeat": rep, "oversubscribed": int(np_ > cores),
+                       "effective_cores": k, "host_speed_factor": round(host_speed / speed, 3),
+                       "measured_step_ms": "", "predicted_step_ms": "", "error_pct": "",
+                       "measured_samples_per_s": "", "predicted_samples_per_s": "", "sim_wall_s": round(wall, 1),
+                       "note": ""}
+                if sr and ss:
+                    m, p = step_ms(sr, a.batch, np_, mode), step_ms(ss, a.batch, np_, mode)
+                    row.update(measured_step_ms=round(m, 3), predicted_step_ms=round(p, 3),
+                               error_pct=round(100 * (p - m) / m, 1),
+                               measured_samples_per_s=round(sr["samples_per_s"]),
+                               predicted_samples_per_s=round(ss["samples_per_s"]))
+                else:
+                    row["note"] = (last_error(stem_job + ("-real.log" if not sr else "-sim.log"))
+                                   or "no summary").replace(",", ";")
+                rows.append(row)
+                print(f"  {mode:6s} np {np_}: measured {row['measured_step_ms'] or '-':>8} ms  predicted "
+                      f"{row['predicted_step_ms'] or '-':>8} ms  error {row['error_pct']}%"
+                      f"{'  ' + row['note'] if row['note'] else ''}", flush=True)
+    path = os.path.join(out, "validate.csv")
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+        w.writeheader()
+        w.writerows(rows)
+    print(f"\n| mode | ranks | measured step (ms) | predicted step (ms) | error |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['mode']} | {r['np']}{' (oversubscribed)' if r['oversubscribed'] else ''} | "
+              f"{r['measured_step_ms']} | {r['predicted_step_ms']} | "
+              f"{str(r['error_pct']) + '%' if r['error_pct'] != '' else r['note']} |")
+    print(f"simulate: {path}")
+
+
+def main():
+    p = argparse.ArgumentParser(prog="launch/simulate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--platform", choices=["cluster", "fat-tree"], default="cluster")
+    p.add_argument("--nodes", type=int, default=1024)
+    p.add_argument("--bw", default="10Gbps")
+    p.add_argument("--lat", default="2us")
+    p.add_argument("--speed", default="10Gf", help="host speed (flop/s) without --calibrate")
+    p.add_argument("--modes", default="sync async ssp local")
+    p.add_argument("--nps", default="")
+    p.add_argument("--compress", default="", help="sync exchanges to add, e.g. 'bf16 powersgd'")
+    p.add_argument("--straggle", default="")
+    p.add_argument("--calibrate", action="store_true", help="host speed: this machine's GEMM rate (nndist bench)")
+    p.add_argument("--sim-sample", type=int, default=4)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--hidden", default="512,256")
+    p.add_argument("--steps", type=int, default=8, help="steps per rank (one epoch of the synthetic data)")
+    p.add_argument("--run-timeout", type=float, default=3600)
+    p.add_argument("--validate", action="store_true")
+    p.add_argument("--validate-rows", type=int, default=16384)
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--nice", type=int, default=0, help="--validate: run every job under nice -n N (-19: ahead of a busy machine's other work; root)")
+    p.add_argument("--out", default="")
+    p.add_argument("extra", nargs="*", help="after --: more nndist train options")
+    a = p.parse_args()
+    if a.nodes < 1:
+        die("--nodes must be >= 1")
+    validate(a) if a.validate else study(a)
+
+
+if __name__ == "__main__":
+    main()

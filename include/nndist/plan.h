@@ -32,6 +32,14 @@
 typedef enum { ND_MODE_SYNC, ND_MODE_ASYNC, ND_MODE_SSP } nd_mode_kind;
 typedef enum { ND_BIAS_ZERO, ND_BIAS_PRIORS } nd_output_bias_kind;
 typedef enum { ND_ON_NAN_STOP, ND_ON_NAN_SKIP } nd_on_nan_kind;
+/* --compress: what a sync step's gradient is sent as. */
+typedef enum {
+    ND_COMPRESS_NONE,
+    ND_COMPRESS_FP16,
+    ND_COMPRESS_BF16,
+    ND_COMPRESS_TOPK,
+    ND_COMPRESS_POWERSGD
+} nd_compress_kind;
 
 /* Every field is an option of `nndist train` (the table in plan.c). */
 typedef struct {
@@ -94,6 +102,9 @@ typedef struct {
     int threads;
     int bucket_kb;
     bool shard_optimizer;
+    nd_compress_kind compress; /* --compress */
+    float topk_ratio;          /* --topk-ratio: fraction of the gradient's entries each rank sends */
+    int powersgd_rank;         /* --powersgd-rank */
     float stream_mb;
     nd_on_nan_kind on_nan;
     float timeout;
@@ -124,7 +135,8 @@ extern const nd_cli_option nd_train_options[];
 extern const int nd_train_num_options;
 extern const nd_cli_topic nd_train_topics[];
 extern const int nd_train_num_topics;
-extern const char *const nd_mode_names[]; /* indexed by nd_mode_kind, NULL-terminated */
+extern const char *const nd_mode_names[];     /* indexed by nd_mode_kind, NULL-terminated */
+extern const char *const nd_compress_names[]; /* indexed by nd_compress_kind, NULL-terminated */
 
 /* Fills defaults, then parses argv (options after `train`). */
 nd_status nd_train_config_parse(nd_train_config *cfg, int argc, char **argv, int *help, nd_error *err);
@@ -136,6 +148,8 @@ typedef enum {
     ND_EXCHANGE_BUCKETS,      /* --bucket-kb: Iallreduce buckets during backward */
     ND_EXCHANGE_ZERO,         /* --shard-optimizer: reduce-scatter, update a slice, allgather */
     ND_EXCHANGE_FIXED_POINT,  /* --deterministic: exact integer sum of micro-batch gradients */
+    ND_EXCHANGE_TOPK,         /* --compress topk: the largest entries, allgathered, error feedback */
+    ND_EXCHANGE_POWERSGD,     /* --compress powersgd: low-rank P and Q allreduced, error feedback */
     ND_EXCHANGE_PARAM_SERVER, /* --mode async/ssp */
     ND_EXCHANGES
 } nd_exchange_kind;

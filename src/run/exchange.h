@@ -66,6 +66,10 @@ typedef struct {
     nd_status (*after_update)(void *self, const nd_exchange_env *env, long step, nd_clock *clock, nd_error *err);
     /* Messages started in the run so far, for the summary (0: not counted). */
     long (*messages)(const void *self);
+    /* Bytes this rank sent in the run so far: what it put into the
+     * collectives (its own buffers, not the algorithm's copies), for the
+     * summary's bytes_per_step (NULL: not counted). */
+    long long (*wire_bytes)(const void *self, const nd_exchange_env *env);
 } nd_exchange_part;
 
 /* The part of each exchange (NULL for the parameter servers, which run
@@ -80,7 +84,7 @@ typedef struct {
 } nd_exchange;
 
 extern const nd_exchange_part nd_exchange_allreduce, nd_exchange_buckets, nd_exchange_zero, nd_exchange_fixed_point,
-    nd_exchange_param_server;
+    nd_exchange_topk, nd_exchange_powersgd, nd_exchange_param_server;
 
 /* The arrival barrier before a blocking exchange (allreduce.c): splits the
  * wait for the slowest rank (ticked as the wait phase) from the transfer,

@@ -13,6 +13,9 @@
 
 const char *const nd_mode_names[] = {[ND_MODE_SYNC] = "sync", [ND_MODE_ASYNC] = "async", [ND_MODE_SSP] = "ssp", NULL};
 static const char *const bias_names[] = {[ND_BIAS_ZERO] = "zero", [ND_BIAS_PRIORS] = "priors", NULL};
+const char *const nd_compress_names[] = {
+    [ND_COMPRESS_NONE] = "none", [ND_COMPRESS_FP16] = "fp16",         [ND_COMPRESS_BF16] = "bf16",
+    [ND_COMPRESS_TOPK] = "topk", [ND_COMPRESS_POWERSGD] = "powersgd", NULL};
 static const char *const on_nan_names[] = {[ND_ON_NAN_STOP] = "stop", [ND_ON_NAN_SKIP] = "skip", NULL};
 /* In the order of nd_stop_signals. */
 static const char *const fault_signal_names[] = {"term", "int", "usr1", "usr2", NULL};
@@ -143,6 +146,12 @@ const nd_cli_option nd_train_options[] = {
      "sync: allreduce the gradient in buckets of this many KiB during backward, last layer first (0: one allreduce after backward)"},
     {"shard-optimizer", F(BOOL, shard_optimizer), "false",
      "sync: ZeRO-1, each rank keeps the optimizer state of 1/ranks of the parameters (reduce-scatter, update, allgather)"},
+    {"compress", E(compress, nd_compress_names), "none",
+     "sync: send the gradient compressed: topk (the largest entries) or powersgd (low rank), both with error feedback (docs/training.md)"},
+    {"topk-ratio", R(FLOAT, topk_ratio, "(0, 1]"), "0.01",
+     "--compress topk: fraction of the gradient's entries each rank sends"},
+    {"powersgd-rank", R(INT, powersgd_rank, ">= 1"), "4",
+     "--compress powersgd: rank of each weight matrix's approximation"},
     {"stream-mb", R(FLOAT, stream_mb, "[0, 1e9)"), "0",
      "sync: stream the training rows from the file through two windows within this many MB, read in the background (0: load the shard)"},
     {"timeout", R(FLOAT, timeout, "[0, 1e7]"), "300",
@@ -519,6 +528,15 @@ nd_status nd_train_plan_resolve(const nd_train_config *c, nd_train_plan *plan, n
     int ens_best, ens_count;
     if (c->ensemble[0] && nd_ensemble_parse(c->ensemble, &ens_best, &ens_count) != 0)
         return ND_FAIL(err, ND_ERR_ARG, "--ensemble: '%s' is not last:K or best:K with K in [2, 64]", c->ensemble);
+    if (c->compress == ND_COMPRESS_FP16 || c->compress == ND_COMPRESS_BF16)
+        return ND_FAIL(err, ND_ERR_ARG, "--compress %s: not built yet", nd_compress_names[c->compress]);
+    if (c->compress != ND_COMPRESS_NONE && c->mode != ND_MODE_SYNC)
+        return ND_FAIL(err, ND_ERR_ARG,
+                       "--compress %s: sync mode's (the parameter servers of --mode %s send whole gradients)",
+                       nd_compress_names[c->compress], nd_mode_names[c->mode]);
+    if (c->compress != ND_COMPRESS_NONE && c->deterministic)
+        return ND_FAIL(err, ND_ERR_ARG, "--compress %s: not with --deterministic (it is lossy: the sum is not exact)",
+                       nd_compress_names[c->compress]);
     /* The parts, and every option against what they can do. */
     ND_TRY(pick_exchange(c, &plan->exchange, err));
     const nd_exchange_kind x = plan->exchange;

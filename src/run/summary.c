@@ -250,6 +250,11 @@ static void write_summary(FILE *f, const void *ctx) {
             mb[0], mb[1], mb[2], mb[3], mb[4]);
     if (tr->exchange.part && tr->exchange.part->messages)
         fprintf(f, ", \"gradient_buckets\": %ld", tr->state.gradient_buckets);
+    const nd_exchange *x = &tr->exchange;
+    if (x->part && x->part->wire_bytes) { /* per step this process ran (a resumed run: since the resume) */
+        const double steps = tr->global_batch > 0 ? (double)tr->state.samples_seen / tr->global_batch : 0.0;
+        json_number(f, "bytes_per_step", steps > 0 ? (double)x->part->wire_bytes(x->self, &x->env) / steps : 0.0);
+    }
     if (!tr->async) fprintf(f, ", \"nan_skips\": %ld", tr->state.nan_skips);
     fprintf(f, ", \"parameters\": %zu, \"config\": {", tr->model.num_weights);
     nd_cli_print_json(nd_train_options, nd_train_num_options, &tr->cfg, f);

@@ -21,7 +21,8 @@ size_t nd_topk_count(size_t n, double ratio);
 
 /* The k-th largest |a[i]| of a (n), 1 <= k <= n, by quickselect on the
  * magnitudes copied into scratch (n): O(n) on average. A NaN counts as
- * +infinity (it is sent, and the guard sees it). */
+ * +infinity (it is sent, and the guard sees it). A strided sample guesses
+ * a threshold first, as DGC does, so the selection runs on few entries. */
 float nd_topk_threshold(const float *a, size_t n, size_t k, float *scratch);
 
 /* The k entries of a (n) of largest magnitude into out (k), in index order;

@@ -10,12 +10,16 @@ size_t nd_topk_count(size_t n, double ratio) {
     return k > (double)n ? n : (size_t)k;
 }
 
-static float magnitude(float v) { return isnan(v) ? INFINITY : fabsf(v); }
+/* |v|, a NaN as +infinity; branch-free. */
+static inline float magnitude(float v) {
+    const float m = fabsf(v);
+    return m == m ? m : INFINITY;
+}
 
-/* Quickselect for the k-th largest with a three-way partition (ties, even
- * a constant vector, stay linear); median-of-three pivots. */
-float nd_topk_threshold(const float *a, size_t n, size_t k, float *s) {
-    for (size_t i = 0; i < n; ++i) s[i] = magnitude(a[i]);
+/* The k-th largest of s (n), 1 <= k <= n, by quickselect with a three-way
+ * partition (ties, even a constant vector, stay linear) and median-of-three
+ * pivots; permutes s. */
+static float kth_largest(float *s, size_t n, size_t k) {
     size_t lo = 0, hi = n - 1;
     const size_t want = k - 1; /* its place in descending order */
     while (lo < hi) {
@@ -41,12 +45,47 @@ float nd_topk_threshold(const float *a, size_t n, size_t k, float *s) {
     return s[want];
 }
 
+enum { SAMPLE = 4096 };
+
+/* The threshold, leaving in s[0, *kept) the magnitudes of every entry at or
+ * above it (at least k). As DGC, a strided sample of the magnitudes guesses
+ * a threshold below the k-th (aiming at about 2k entries above it); one
+ * branch-free pass keeps the entries above the guess, and the exact k-th
+ * is selected among them. A guess that keeps fewer than k (a sample that
+ * misjudged) falls back to selecting among all n. */
+static float threshold(const float *a, size_t n, size_t k, float *s, size_t *kept) {
+    if (n > 4 * SAMPLE) {
+        const size_t stride = n / SAMPLE;
+        for (size_t j = 0; j < SAMPLE; ++j) s[j] = magnitude(a[j * stride]);
+        size_t rank = (size_t)(2.0 * (double)k / (double)n * SAMPLE) + 8;
+        if (rank > SAMPLE) rank = SAMPLE;
+        const float guess = kth_largest(s, SAMPLE, rank);
+        size_t c = 0;
+        for (size_t i = 0; i < n; ++i) /* rarely taken: the branch is cheaper than a store per entry */
+            if (!(fabsf(a[i]) < guess)) s[c++] = magnitude(a[i]);
+        if (c >= k) {
+            *kept = c;
+            return kth_largest(s, c, k);
+        }
+    }
+    for (size_t i = 0; i < n; ++i) s[i] = magnitude(a[i]);
+    *kept = n;
+    return kth_largest(s, n, k);
+}
+
+float nd_topk_threshold(const float *a, size_t n, size_t k, float *s) {
+    size_t kept;
+    return threshold(a, n, k, s, &kept);
+}
+
 void nd_topk_select(const float *a, size_t n, size_t k, float *scratch, nd_topk_pair *out) {
-    const float t = nd_topk_threshold(a, n, k, scratch);
-    size_t above = 0;
-    for (size_t i = 0; i < n; ++i) above += magnitude(a[i]) > t;
+    size_t kept;
+    const float t = threshold(a, n, k, scratch, &kept);
+    size_t above = 0; /* every entry above t is among the kept */
+    for (size_t i = 0; i < kept; ++i) above += scratch[i] > t;
     size_t ties = k - above, w = 0; /* the first `ties` entries equal to t go too */
     for (size_t i = 0; i < n && w < k; ++i) {
+        if (fabsf(a[i]) < t) continue; /* most: a NaN goes on */
         const float m = magnitude(a[i]);
         const int tie = m == t && ties > 0;
         if (m > t || tie) {

@@ -101,6 +101,7 @@ static nd_status reduce(void *self, const nd_exchange_env *env, long step, nd_cl
         memcpy(packed, g + s->exact[i].offset, sizeof(float) * s->exact[i].length);
         packed += s->exact[i].length;
     }
+    nd_clock_tick(clock, ND_PHASE_COMM); /* P = M Q is the exchange's work, not waiting */
     ND_TRY(nd_exchange_arrive(env, step, clock, err));
     nd_watchdog_enter(env->watchdog, "PowerSGD's allreduce of P (every rank had arrived)", step + 1);
     nd_status st = nd_comm_allreduce_sum_f32(env->comm, s->p, s->p_len + s->exact_len, err);
@@ -113,6 +114,10 @@ static nd_status reduce(void *self, const nd_exchange_env *env, long step, nd_cl
     }
     for (int i = 0; i < s->count; ++i) nd_psgd_orthogonalize(s->p + s->mats[i].p_offset, s->mats[i].rows, r);
     nd_psgd_multiply_p(e, s->mats, s->count, r, s->p, s->q);
+    /* Arrive again before the second blocking collective: a rank that waits in the arrival sleeps, one that
+     * waits inside the allreduce spins and takes the core of a rank still computing on a shared node. */
+    nd_clock_tick(clock, ND_PHASE_COMM);
+    ND_TRY(nd_exchange_arrive(env, step, clock, err));
     nd_watchdog_enter(env->watchdog, "PowerSGD's allreduce of Q", step + 1);
     st = nd_comm_allreduce_sum_f32(env->comm, s->q, s->q_len, err);
     nd_watchdog_leave(env->watchdog);

@@ -55,6 +55,7 @@ static nd_status reduce(void *self, const nd_exchange_env *env, long step, nd_cl
     for (size_t i = 0; i < len; ++i) e[i] += g[i]; /* a = g + e */
     if (k) nd_topk_select(e, len, k, t->scratch, t->mine);
     for (size_t j = 0; j < k; ++j) e[t->mine[j].index] = 0.0f; /* e = a - c: what was sent is owed no more */
+    nd_clock_tick(clock, ND_PHASE_COMM);                       /* the selection is the exchange's work, not waiting */
     ND_TRY(nd_exchange_arrive(env, step, clock, err));
     nd_watchdog_enter(env->watchdog, "the top-k gradient exchange (every rank had arrived)", step + 1);
     const size_t exact = m->num_params - trained + env->tail;

@@ -35,7 +35,7 @@ static int by_index(const void *a, const void *b) {
 
 static void test_topk_selection_matches_sort(void **state) {
     (void)state;
-    const size_t sizes[] = {1, 2, 7, 100, 1000, 4097, 20000, 100003}; /* the last two: the sampled guess */
+    const size_t sizes[] = {1, 2, 7, 100, 1000, 4097, 20000}; /* the last: the sampled guess */
     nd_rng rng;
     nd_rng_seed(&rng, 7, 1, 2);
     for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; ++si) {

@@ -43,6 +43,7 @@ static void test_topk_selection_matches_sort(void **state) {
         float *a = malloc(sizeof(float) * n), *scratch = malloc(sizeof(float) * n);
         int *order = malloc(sizeof(int) * n);
         nd_topk_pair *out = malloc(sizeof *out * n);
+        uint32_t *where = malloc(sizeof *where * n);
         for (int variant = 0; variant < 3; ++variant) {
             for (size_t i = 0; i < n; ++i) {
                 const double v = nd_rng_normal(&rng);
@@ -52,7 +53,7 @@ static void test_topk_selection_matches_sort(void **state) {
             const size_t ks[] = {1, n / 3 + 1, n};
             for (int ki = 0; ki < 3; ++ki) {
                 const size_t k = ks[ki] > n ? n : ks[ki];
-                nd_topk_select(a, n, k, scratch, out);
+                nd_topk_select(a, n, k, scratch, where, out);
                 for (size_t i = 0; i < n; ++i) order[i] = (int)i;
                 sort_key = a;
                 qsort(order, n, sizeof *order, by_magnitude);
@@ -64,9 +65,18 @@ static void test_topk_selection_matches_sort(void **state) {
                 sort_key = a;
                 qsort(order, n, sizeof *order, by_magnitude);
                 assert_true(nd_topk_threshold(a, n, k, scratch) == fabsf(a[order[k - 1]]));
+                /* The error-feedback form: e + g in place, then the same selection. */
+                float *e = malloc(sizeof(float) * n), *g = malloc(sizeof(float) * n);
+                nd_topk_pair *out2 = malloc(sizeof *out2 * n);
+                for (size_t i = 0; i < n; ++i) g[i] = 0.5f * a[i], e[i] = a[i] - g[i];
+                nd_topk_accumulate_select(e, g, n, k, scratch, where, out2);
+                for (size_t i = 0; i < n; ++i) assert_true(e[i] == a[i] - g[i] + g[i]);
+                nd_topk_select(e, n, k, scratch, where, out);
+                assert_memory_equal(out, out2, sizeof *out * k);
+                free(e), free(g), free(out2);
             }
         }
-        free(a), free(scratch), free(order), free(out);
+        free(a), free(scratch), free(order), free(out), free(where);
     }
     assert_int_equal(nd_topk_count(535818, 0.01), 5359);
     assert_int_equal(nd_topk_count(10, 1e-9), 1);
@@ -113,10 +123,10 @@ static double low_rank_error(int rows, int cols, int rank, int r) {
             m[i * cols + j] = (float)s;
         }
     const nd_psgd_matrix x = {.offset = 0, .p_offset = 0, .q_offset = 0, .rows = rows, .cols = cols};
-    nd_psgd_multiply_q(m, &x, 1, r, q, p);
+    nd_psgd_multiply_q(m, NULL, &x, 1, r, q, p);
     nd_psgd_orthogonalize(p, rows, r);
     nd_psgd_multiply_p(m, &x, 1, r, p, q);
-    nd_psgd_decompress(out, &x, 1, r, p, q);
+    nd_psgd_decompress(out, NULL, 0.0f, &x, 1, r, p, q);
     double num = 0.0, den = 0.0;
     for (int i = 0; i < rows * cols; ++i) num += pow((double)out[i] - m[i], 2), den += (double)m[i] * m[i];
     free(a), free(b), free(m), free(out), free(p), free(q);
@@ -127,9 +137,11 @@ static void test_powersgd_low_rank_is_exact(void **state) {
     (void)state;
     const double rank3 = low_rank_error(40, 30, 3, 4), full = low_rank_error(40, 6, 6, 6);
     const double rank8 = low_rank_error(40, 30, 8, 4); /* a rank-8 matrix is not exact at r = 4 */
+    const double blas = low_rank_error(40, 30, 3, 20); /* r > 16: through nd_sgemm */
     print_message("  relative error: rank 3 at r 4 %.2g, rank 6 at r 6 %.2g, rank 8 at r 4 %.2g\n", rank3, full, rank8);
     assert_true(rank3 < 1e-5);
     assert_true(full < 1e-5);
+    assert_true(blas < 1e-5);
     assert_true(rank8 > 1e-2);
 }
 

@@ -19,16 +19,22 @@ typedef struct {
 /* Entries sent of n at fraction ratio: ceil(ratio n), at least 1, at most n. */
 size_t nd_topk_count(size_t n, double ratio);
 
-/* The k-th largest |a[i]| of a (n), 1 <= k <= n, by quickselect on the
- * magnitudes copied into scratch (n): O(n) on average. A NaN counts as
- * +infinity (it is sent, and the guard sees it). A strided sample guesses
- * a threshold first, as DGC does, so the selection runs on few entries. */
+/* The k-th largest |a[i]| of a (n), 1 <= k <= n, by quickselect on all
+ * the magnitudes copied into scratch (n): O(n) on average. A NaN counts as
+ * +infinity (it is sent, and the guard sees it). */
 float nd_topk_threshold(const float *a, size_t n, size_t k, float *scratch);
 
 /* The k entries of a (n) of largest magnitude into out (k), in index order;
  * ties at the threshold go to the lowest indices, so the choice is a pure
- * function of a. scratch (n) as above. */
-void nd_topk_select(const float *a, size_t n, size_t k, float *scratch, nd_topk_pair *out);
+ * function of a. A strided sample guesses a threshold first, as DGC does,
+ * so that the exact selection runs on few entries. scratch (n) and where
+ * (n) are workspace. */
+void nd_topk_select(const float *a, size_t n, size_t k, float *scratch, uint32_t *where, nd_topk_pair *out);
+
+/* Error feedback's step: e (n) += g (n), then nd_topk_select of e, the
+ * addition in the selection's first pass. */
+void nd_topk_accumulate_select(float *e, const float *g, size_t n, size_t k, float *scratch, uint32_t *where,
+                               nd_topk_pair *out);
 
 /* PowerSGD: one gradient tensor seen as a rows x cols row-major matrix at
  * offset of the arena, with its P (rows x r) and Q (cols x r) at p_offset
@@ -38,12 +44,16 @@ typedef struct {
     int rows, cols;
 } nd_psgd_matrix;
 
-/* P = M Q for every matrix: m the arena, q and p the buffers. */
-void nd_psgd_multiply_q(const float *m, const nd_psgd_matrix *mats, int count, int r, const float *q, float *p);
+/* P = M Q for every matrix: m the arena (and with add, an arena of the
+ * same layout, m += add first, in the same pass), q and p the buffers. */
+void nd_psgd_multiply_q(float *m, const float *add, const nd_psgd_matrix *mats, int count, int r, const float *q,
+                        float *p);
 /* Q = M^T P for every matrix. */
 void nd_psgd_multiply_p(const float *m, const nd_psgd_matrix *mats, int count, int r, const float *p, float *q);
-/* M' = P Q^T into the arena for every matrix. */
-void nd_psgd_decompress(float *m, const nd_psgd_matrix *mats, int count, int r, const float *p, const float *q);
+/* M' = P Q^T into the arena m for every matrix; with residual (an arena of
+ * the same layout), also residual -= share M'. */
+void nd_psgd_decompress(float *m, float *residual, float share, const nd_psgd_matrix *mats, int count, int r,
+                        const float *p, const float *q);
 
 /* Gram-Schmidt (modified, in double) on the r columns of p (rows x r,
  * row-major): orthonormal columns; a column with nothing left of it

@@ -47,45 +47,55 @@ static float kth_largest(float *s, size_t n, size_t k) {
 
 enum { SAMPLE = 4096 };
 
-/* The threshold, leaving in s[0, *kept) the magnitudes of every entry at or
- * above it (at least k). As DGC, a strided sample of the magnitudes guesses
- * a threshold below the k-th (aiming at about 2k entries above it); one
- * branch-free pass keeps the entries above the guess, and the exact k-th
- * is selected among them. A guess that keeps fewer than k (a sample that
- * misjudged) falls back to selecting among all n. */
-static float threshold(const float *a, size_t n, size_t k, float *s, size_t *kept) {
+float nd_topk_threshold(const float *a, size_t n, size_t k, float *s) {
+    for (size_t i = 0; i < n; ++i) s[i] = magnitude(a[i]);
+    return kth_largest(s, n, k);
+}
+
+/* As DGC, a strided sample of the magnitudes guesses a threshold below the
+ * k-th (aiming at about 2k entries above it); one pass (which also adds
+ * `add` into a, when given) keeps the indices of the entries above the
+ * guess, and the exact k-th is selected among them; the output reads only
+ * them. A guess that keeps fewer than k (a sample that misjudged) falls
+ * back to selecting among all n. a is written only when add is given. */
+static void select_core(float *a, const float *add, size_t n, size_t k, float *s, uint32_t *where, nd_topk_pair *out) {
+    size_t kept = n;
+    int added = add == NULL, sampled = 0;
+    float t = 0.0f;
     if (n > 4 * SAMPLE) {
         const size_t stride = n / SAMPLE;
-        for (size_t j = 0; j < SAMPLE; ++j) s[j] = magnitude(a[j * stride]);
+        for (size_t j = 0; j < SAMPLE; ++j) s[j] = magnitude(add ? a[j * stride] + add[j * stride] : a[j * stride]);
         size_t rank = (size_t)(2.0 * (double)k / (double)n * SAMPLE) + 8;
         if (rank > SAMPLE) rank = SAMPLE;
         const float guess = kth_largest(s, SAMPLE, rank);
         size_t c = 0;
-        for (size_t i = 0; i < n; ++i) /* rarely taken: the branch is cheaper than a store per entry */
-            if (!(fabsf(a[i]) < guess)) s[c++] = magnitude(a[i]);
+        if (add) { /* the branches are rarely taken: cheaper than a store per entry */
+            for (size_t i = 0; i < n; ++i) {
+                const float v = a[i] + add[i];
+                a[i] = v;
+                if (!(fabsf(v) < guess)) where[c++] = (uint32_t)i; /* a NaN is kept */
+            }
+            added = 1;
+        } else {
+            for (size_t i = 0; i < n; ++i)
+                if (!(fabsf(a[i]) < guess)) where[c++] = (uint32_t)i;
+        }
         if (c >= k) {
-            *kept = c;
-            return kth_largest(s, c, k);
+            for (size_t j = 0; j < c; ++j) s[j] = magnitude(a[where[j]]);
+            t = kth_largest(s, c, k);
+            kept = c, sampled = 1;
         }
     }
-    for (size_t i = 0; i < n; ++i) s[i] = magnitude(a[i]);
-    *kept = n;
-    return kth_largest(s, n, k);
-}
-
-float nd_topk_threshold(const float *a, size_t n, size_t k, float *s) {
-    size_t kept;
-    return threshold(a, n, k, s, &kept);
-}
-
-void nd_topk_select(const float *a, size_t n, size_t k, float *scratch, nd_topk_pair *out) {
-    size_t kept;
-    const float t = threshold(a, n, k, scratch, &kept);
+    if (!sampled) {
+        if (!added)
+            for (size_t i = 0; i < n; ++i) a[i] += add[i];
+        t = nd_topk_threshold(a, n, k, s);
+    }
     size_t above = 0; /* every entry above t is among the kept */
-    for (size_t i = 0; i < kept; ++i) above += scratch[i] > t;
+    for (size_t j = 0; j < kept; ++j) above += magnitude(a[sampled ? where[j] : j]) > t;
     size_t ties = k - above, w = 0; /* the first `ties` entries equal to t go too */
-    for (size_t i = 0; i < n && w < k; ++i) {
-        if (fabsf(a[i]) < t) continue; /* most: a NaN goes on */
+    for (size_t j = 0; j < kept && w < k; ++j) {
+        const size_t i = sampled ? where[j] : j;
         const float m = magnitude(a[i]);
         const int tie = m == t && ties > 0;
         if (m > t || tie) {
@@ -95,11 +105,28 @@ void nd_topk_select(const float *a, size_t n, size_t k, float *scratch, nd_topk_
     }
 }
 
-void nd_psgd_multiply_q(const float *m, const nd_psgd_matrix *mats, int count, int r, const float *q, float *p) {
+void nd_topk_select(const float *a, size_t n, size_t k, float *scratch, uint32_t *where, nd_topk_pair *out) {
+    select_core((float *)a, NULL, n, k, scratch, where, out); /* without add, a is only read */
+}
+
+void nd_topk_accumulate_select(float *e, const float *g, size_t n, size_t k, float *scratch, uint32_t *where,
+                               nd_topk_pair *out) {
+    select_core(e, g, n, k, scratch, where, out);
+}
+
+/* The products go to BLAS: plain loops with r accumulators, tried, were
+ * slower than OpenBLAS's packed GEMM at r = 4 (about 2x, in one sitting)
+ * without -ffast-math, which the rest of the code base does not use. */
+void nd_psgd_multiply_q(float *m, const float *add, const nd_psgd_matrix *mats, int count, int r, const float *q,
+                        float *p) {
     for (int i = 0; i < count; ++i) {
         const nd_psgd_matrix *x = &mats[i];
-        nd_sgemm(false, false, x->rows, r, x->cols, 1.0f, m + x->offset, x->cols, q + x->q_offset, r, 0.0f,
-                 p + x->p_offset, r);
+        float *mx = m + x->offset;
+        if (add) {
+            const float *ax = add + x->offset;
+            for (size_t j = 0; j < (size_t)x->rows * (size_t)x->cols; ++j) mx[j] += ax[j];
+        }
+        nd_sgemm(false, false, x->rows, r, x->cols, 1.0f, mx, x->cols, q + x->q_offset, r, 0.0f, p + x->p_offset, r);
     }
 }
 
@@ -111,11 +138,16 @@ void nd_psgd_multiply_p(const float *m, const nd_psgd_matrix *mats, int count, i
     }
 }
 
-void nd_psgd_decompress(float *m, const nd_psgd_matrix *mats, int count, int r, const float *p, const float *q) {
+void nd_psgd_decompress(float *m, float *residual, float share, const nd_psgd_matrix *mats, int count, int r,
+                        const float *p, const float *q) {
     for (int i = 0; i < count; ++i) {
         const nd_psgd_matrix *x = &mats[i];
-        nd_sgemm(false, true, x->rows, x->cols, r, 1.0f, p + x->p_offset, r, q + x->q_offset, r, 0.0f, m + x->offset,
-                 x->cols);
+        float *mx = m + x->offset;
+        nd_sgemm(false, true, x->rows, x->cols, r, 1.0f, p + x->p_offset, r, q + x->q_offset, r, 0.0f, mx, x->cols);
+        if (residual) {
+            float *ex = residual + x->offset;
+            for (size_t j = 0; j < (size_t)x->rows * (size_t)x->cols; ++j) ex[j] -= share * mx[j];
+        }
     }
 }
 

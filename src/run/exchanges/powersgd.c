@@ -90,12 +90,7 @@ static nd_status reduce(void *self, const nd_exchange_env *env, long step, nd_cl
     powersgd *s = self;
     float *restrict g = env->model->grad + s->fb.lo, *restrict e = s->fb.residual;
     const int r = s->r;
-    for (int i = 0; i < s->count; ++i) { /* M = g + e, kept in e */
-        const nd_psgd_matrix *x = &s->mats[i];
-        const size_t n = (size_t)x->rows * (size_t)x->cols;
-        for (size_t j = 0; j < n; ++j) e[x->offset + j] += g[x->offset + j];
-    }
-    nd_psgd_multiply_q(e, s->mats, s->count, r, s->q, s->p);
+    nd_psgd_multiply_q(e, g, s->mats, s->count, r, s->q, s->p); /* M = g + e, kept in e; P = M Q */
     float *packed = s->p + s->p_len;
     for (int i = 0; i < s->exact_count; ++i) {
         memcpy(packed, g + s->exact[i].offset, sizeof(float) * s->exact[i].length);
@@ -122,13 +117,8 @@ static nd_status reduce(void *self, const nd_exchange_env *env, long step, nd_cl
     st = nd_comm_allreduce_sum_f32(env->comm, s->q, s->q_len, err);
     nd_watchdog_leave(env->watchdog);
     ND_TRY(st);
-    nd_psgd_decompress(g, s->mats, s->count, r, s->p, s->q);
-    const float share = 1.0f / (float)env->size;
-    for (int i = 0; i < s->count; ++i) { /* e = M - (this rank's share of the sum) */
-        const nd_psgd_matrix *x = &s->mats[i];
-        const size_t n = (size_t)x->rows * (size_t)x->cols;
-        for (size_t j = 0; j < n; ++j) e[x->offset + j] -= share * g[x->offset + j];
-    }
+    /* The sum's approximation P Q^T, and e = M - (this rank's share of it) */
+    nd_psgd_decompress(g, e, 1.0f / (float)env->size, s->mats, s->count, r, s->p, s->q);
     s->fb.bytes += (long long)(sizeof(float) * (s->p_len + s->exact_len + s->q_len));
     return ND_OK;
 }

@@ -20,6 +20,7 @@ typedef struct {
     nd_feedback fb;
     size_t k;
     float *scratch;     /* (len) magnitudes for the selection */
+    uint32_t *where;    /* (len) indices of the selection's candidates */
     nd_topk_pair *mine; /* (k) this rank's pairs */
     nd_topk_pair *all;  /* (size x k) everyone's, rank by rank */
 } topk;
@@ -28,6 +29,7 @@ static void destroy(void *self) {
     topk *t = self;
     if (!t) return;
     nd_buffer_free(t->fb.residual), nd_buffer_free(t->scratch);
+    free(t->where);
     free(t->mine), free(t->all);
     free(t);
 }
@@ -40,7 +42,7 @@ static nd_status create(void **self, const nd_exchange_env *env, nd_error *err) 
     t->fb.lo = env->lo, t->fb.len = len;
     t->k = len ? nd_topk_count(len, env->cfg->topk_ratio) : 0;
     if (!(t->fb.residual = nd_buffer_alloc(len + 1)) || !(t->scratch = nd_buffer_alloc(len + 1)) ||
-        !(t->mine = calloc(t->k + 1, sizeof *t->mine)) ||
+        !(t->where = calloc(len + 1, sizeof *t->where)) || !(t->mine = calloc(t->k + 1, sizeof *t->mine)) ||
         !(t->all = calloc((t->k + 1) * (size_t)env->size, sizeof *t->all)))
         return ND_FAIL(err, ND_ERR_NOMEM, "--compress topk: cannot allocate the residual and the pair buffers");
     memset(t->fb.residual, 0, sizeof(float) * len);
@@ -52,8 +54,7 @@ static nd_status reduce(void *self, const nd_exchange_env *env, long step, nd_cl
     nd_model *m = env->model;
     const size_t len = t->fb.len, k = t->k, trained = m->num_trainable;
     float *restrict g = m->grad + t->fb.lo, *restrict e = t->fb.residual;
-    for (size_t i = 0; i < len; ++i) e[i] += g[i]; /* a = g + e */
-    if (k) nd_topk_select(e, len, k, t->scratch, t->mine);
+    if (k) nd_topk_accumulate_select(e, g, len, k, t->scratch, t->where, t->mine); /* a = g + e, kept in e */
     for (size_t j = 0; j < k; ++j) e[t->mine[j].index] = 0.0f; /* e = a - c: what was sent is owed no more */
     nd_clock_tick(clock, ND_PHASE_COMM);                       /* the selection is the exchange's work, not waiting */
     ND_TRY(nd_exchange_arrive(env, step, clock, err));

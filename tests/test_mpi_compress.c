@@ -185,7 +185,7 @@ static void gradient_of(float *g, int rank, int step) {
  * every rank's gradients. *worst: the largest violation, *differ: whether
  * the ranks' results ever differed, *kept: nonzeros of the last result. */
 static void run_exchange(const nd_exchange_part *part, const nd_train_config *cfg, double *worst, int *differ,
-                         int *tail_err, size_t *kept) {
+                         int *tail_err, size_t *kept, long long *bytes) {
     enum { T = 6 };
     const int rank = nd_comm_rank(world), size = nd_comm_size(world);
     static float grad[NPARAM + TAIL], other[NPARAM + TAIL], mine[NPARAM + TAIL], first[NPARAM + TAIL];
@@ -226,8 +226,7 @@ static void run_exchange(const nd_exchange_part *part, const nd_train_config *cf
     }
     *kept = 0;
     for (int i = 0; i < NPARAM; ++i) *kept += grad[i] != 0.0f;
-    long long bytes = part->wire_bytes(self, &env);
-    assert_true(bytes > 0);
+    *bytes = part->wire_bytes(self, &env);
     part->destroy(self);
 }
 
@@ -240,7 +239,8 @@ static void test_topk_error_feedback(void **state) {
     double worst;
     int differ, tail_err;
     size_t kept;
-    run_exchange(&nd_exchange_topk, &cfg, &worst, &differ, &tail_err, &kept);
+    long long bytes;
+    run_exchange(&nd_exchange_topk, &cfg, &worst, &differ, &tail_err, &kept, &bytes);
     const size_t k = nd_topk_count(NPARAM, 0.05);
     if (nd_comm_rank(world) == 0)
         print_message("  top-k: sum sent + residual - sum of gradients: %.3g; %zu of %d entries kept\n", worst, kept,
@@ -249,6 +249,7 @@ static void test_topk_error_feedback(void **state) {
     assert_false(differ);
     assert_false(tail_err);
     assert_true(kept > 0 && kept <= 2 * k);
+    assert_int_equal(bytes, 6 * (8 * (long long)k + 4 * TAIL)); /* 6 steps of k pairs and the exact tail */
 }
 
 static void test_powersgd_error_feedback(void **state) {
@@ -260,10 +261,13 @@ static void test_powersgd_error_feedback(void **state) {
     double worst;
     int differ, tail_err;
     size_t kept;
-    run_exchange(&nd_exchange_powersgd, &cfg, &worst, &differ, &tail_err, &kept);
+    long long bytes;
+    run_exchange(&nd_exchange_powersgd, &cfg, &worst, &differ, &tail_err, &kept, &bytes);
     if (nd_comm_rank(world) == 0)
         print_message("  PowerSGD r=2: sum sent + residual - sum of gradients: %.3g\n", worst);
     assert_true(worst < 1e-4);
+    /* 6 steps of P (24 + 5 rows) and Q (16 + 24 columns) at rank 2, the biases and the tail exact */
+    assert_int_equal(bytes, 6 * 4 * ((24 + 5) * 2 + (16 + 24) * 2 + 24 + 5 + TAIL));
     assert_false(differ);
     assert_false(tail_err);
 }

@@ -73,6 +73,10 @@ nd_status nd_comm_reduce_scatter_f32(nd_comm *comm, const float *send, float *re
 /* In place: block r of buf (counts[r] floats at displs[r]) comes from rank r. */
 nd_status nd_comm_allgatherv_f32(nd_comm *comm, float *buf, const int *counts, const int *displs, nd_error *err);
 
+/* Top-k's exchange: every rank's send (n bytes) lands at recv + r n on
+ * every rank (recv: size x n bytes). */
+nd_status nd_comm_allgather_bytes(nd_comm *comm, const void *send, size_t n, void *recv, nd_error *err);
+
 /* Copies buf (n) of rank root to every rank. */
 nd_status nd_comm_bcast_f32(nd_comm *comm, float *buf, size_t n, int root, nd_error *err);
 nd_status nd_comm_bcast_f64(nd_comm *comm, double *buf, size_t n, int root, nd_error *err);

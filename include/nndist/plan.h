@@ -149,6 +149,8 @@ typedef enum {
     ND_EXCHANGE_BUCKETS,      /* --bucket-kb: Iallreduce buckets during backward */
     ND_EXCHANGE_ZERO,         /* --shard-optimizer: reduce-scatter, update a slice, allgather */
     ND_EXCHANGE_FIXED_POINT,  /* --deterministic: exact integer sum of micro-batch gradients */
+    ND_EXCHANGE_TOPK,         /* --compress topk: the largest entries, allgathered, error feedback */
+    ND_EXCHANGE_POWERSGD,     /* --compress powersgd: low-rank P and Q allreduced, error feedback */
     ND_EXCHANGE_PARAM_SERVER, /* --mode async/ssp */
     ND_EXCHANGE_WIRE16,       /* --compress fp16|bf16: 16-bit values on the wire, fp32 sums */
     ND_EXCHANGES

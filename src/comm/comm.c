@@ -183,6 +183,17 @@ nd_status nd_comm_allgatherv_f32(nd_comm *comm, float *buf, const int *counts, c
     return rc == MPI_SUCCESS ? ND_OK : mpi_fail(err, rc, "Allgatherv");
 }
 
+nd_status nd_comm_allgather_bytes(nd_comm *comm, const void *send, size_t n, void *recv, nd_error *err) {
+    if (n > INT_MAX / (size_t)comm->size)
+        return ND_FAIL(err, ND_ERR_ARG, "allgather of %zu bytes from %d ranks is too large", n, comm->size);
+    if (comm->size == 1) {
+        memcpy(recv, send, n);
+        return ND_OK;
+    }
+    int rc = MPI_Allgather(send, (int)n, MPI_BYTE, recv, (int)n, MPI_BYTE, comm->comm);
+    return rc == MPI_SUCCESS ? ND_OK : mpi_fail(err, rc, "Allgather");
+}
+
 nd_status nd_comm_bcast_f32(nd_comm *comm, float *buf, size_t n, int root, nd_error *err) {
     if (comm->size == 1) return ND_OK;
     for (size_t off = 0; off < n; off += MAX_CHUNK) {

@@ -84,7 +84,7 @@ typedef struct {
 } nd_exchange;
 
 extern const nd_exchange_part nd_exchange_allreduce, nd_exchange_buckets, nd_exchange_zero, nd_exchange_fixed_point,
-    nd_exchange_param_server, nd_exchange_wire16;
+    nd_exchange_param_server, nd_exchange_wire16, nd_exchange_topk, nd_exchange_powersgd;
 
 /* The arrival barrier before a blocking exchange (allreduce.c): splits the
  * wait for the slowest rank (ticked as the wait phase) from the transfer,

@@ -147,7 +147,7 @@ const nd_cli_option nd_train_options[] = {
     {"bucket-kb", R(INT, bucket_kb, "[0, 1048576]"), "0",
      "sync: allreduce the gradient in buckets of this many KiB during backward, last layer first (0: one allreduce after backward)"},
     {"compress", E(compress, nd_compress_names), "none",
-     "sync: the gradient on the wire: fp16 or bf16 (16-bit values, fp32 sums; with --bucket-kb too), topk, powersgd (docs/semantics.md)"},
+     "sync: the gradient on the wire: fp16 or bf16 (16-bit values, fp32 sums; with --bucket-kb too), or topk / powersgd with error feedback (docs/training.md)"},
     {"topk-ratio", R(FLOAT, topk_ratio, "(0, 1]"), "0.01",
      "--compress topk: the fraction of the gradient's entries each rank sends"},
     {"powersgd-rank", R(INT, powersgd_rank, "[1, 1024]"), "4", "--compress powersgd: the rank of the low-rank factors"},
@@ -535,8 +535,6 @@ nd_status nd_train_plan_resolve(const nd_train_config *c, nd_train_plan *plan, n
         return ND_FAIL(err, ND_ERR_ARG, "--ensemble: '%s' is not last:K or best:K with K in [2, 64]", c->ensemble);
     if (c->compress != ND_COMPRESS_NONE) {
         const char *name = nd_compress_names[c->compress];
-        if (c->compress == ND_COMPRESS_TOPK || c->compress == ND_COMPRESS_POWERSGD)
-            return ND_FAIL(err, ND_ERR_ARG, "--compress %s: not built yet", name);
         if (c->deterministic)
             return ND_FAIL(err, ND_ERR_ARG,
                            "--compress %s: not with --deterministic (lossy: the rounded sum is not the exact one)",

@@ -17,6 +17,7 @@
 
 #include "nndist/comm.h"
 #include "nndist/model.h"
+#include "nndist/optim.h"
 #include "nndist/plan.h"
 #include "clock.h"
 #include "penalty.h"
@@ -32,6 +33,10 @@ typedef struct {
     int rank, size;
     size_t tail; /* floats after num_params that ride along (the loss and hit count) */
     size_t lo;   /* grad[0, lo) is a frozen base's (--freeze): never sent, stays 0 */
+    /* Set after the optimizer exists, for exchanges that act on its state
+     * and on epoch ends (--mode local); NULL / 0 before. */
+    nd_optimizer *opt;
+    long steps_per_epoch;
 } nd_exchange_env;
 
 typedef struct {
@@ -66,6 +71,10 @@ typedef struct {
     nd_status (*after_update)(void *self, const nd_exchange_env *env, long step, nd_clock *clock, nd_error *err);
     /* Messages started in the run so far, for the summary (0: not counted). */
     long (*messages)(const void *self);
+    /* Bytes this rank sent in the run so far (a ring allreduce of n floats
+     * counts 2(p-1)/p * 4n), for the summary's bytes_per_step (NULL: not
+     * known). */
+    long long (*wire_bytes)(const void *self, const nd_exchange_env *env);
 } nd_exchange_part;
 
 /* The part of each exchange (NULL for the parameter servers, which run
@@ -80,7 +89,7 @@ typedef struct {
 } nd_exchange;
 
 extern const nd_exchange_part nd_exchange_allreduce, nd_exchange_buckets, nd_exchange_zero, nd_exchange_fixed_point,
-    nd_exchange_param_server;
+    nd_exchange_local, nd_exchange_param_server;
 
 /* The arrival barrier before a blocking exchange (allreduce.c): splits the
  * wait for the slowest rank (ticked as the wait phase) from the transfer,

@@ -276,6 +276,8 @@ static nd_status build_model(nd_trainer *tr, nd_error *err) {
     tr->slice = update_slice(tr);
     ND_TRY(nd_optimizer_create(&tr->opt, &oc, tr->slice.length, err));
     tr->opt.first = tr->model.frozen_end; /* only the allreduce freezes: its slice is the whole arena */
+    tr->exchange.env.opt = &tr->opt;      /* --mode local averages it at epoch ends */
+    tr->exchange.env.steps_per_epoch = tr->steps_per_epoch;
     if (oc.kind == ND_OPT_LBFGS) ND_TRY(nd_lbfgs_create_for(tr, err));
     if (oc.kind == ND_OPT_ADAMW) {
         /* Decoupled decay on weights only: a mask over the arena, viewed

@@ -138,6 +138,7 @@ static void test_plan_parts_and_capabilities(void **state) {
         {{"--shard-optimizer", "--stream-mb", "8"}, ND_EXCHANGE_ZERO, ND_FEED_STREAM},
         {{"--deterministic"}, ND_EXCHANGE_FIXED_POINT, ND_FEED_BLOCKS},
         {{"--mode", "ssp"}, ND_EXCHANGE_PARAM_SERVER, ND_FEED_MEMORY},
+        {{"--mode", "local", "--stream-mb", "8"}, ND_EXCHANGE_LOCAL, ND_FEED_STREAM},
     };
     for (size_t i = 0; i < sizeof picks / sizeof picks[0]; ++i) {
         char *argv[6] = {"--data", "d.h5"};
@@ -160,6 +161,23 @@ static void test_plan_parts_and_capabilities(void **state) {
     expect_refused(5, sync_bn, "--sync-bn: not with --mode async/ssp (the parameter servers cannot add batch-norm");
     char *det_bn[] = {"--data", "d.h5", "--deterministic", "--sync-bn"};
     expect_refused(4, det_bn, "--sync-bn: not with --deterministic");
+    /* --mode local: what differing replicas rule out, each in one line */
+    char *local_bn[] = {"--data", "d.h5", "--mode", "local", "--sync-bn"};
+    expect_refused(5, local_bn, "--sync-bn: not with --mode local (the local SGD cannot add batch-norm");
+    char *local_zero[] = {"--data", "d.h5", "--mode", "local", "--shard-optimizer"};
+    expect_refused(5, local_zero, "--mode local: not with --shard-optimizer");
+    char *local_det[] = {"--data", "d.h5", "--mode", "local", "--deterministic"};
+    expect_refused(5, local_det, "--mode local: not with --deterministic");
+    char *local_buckets[] = {"--data", "d.h5", "--mode", "local", "--bucket-kb", "4"};
+    expect_refused(6, local_buckets, "--mode local: not with --bucket-kb");
+    char *local_lbfgs[] = {"--data", "d.h5", "--mode", "local", "--opt", "lbfgs"};
+    expect_refused(6, local_lbfgs, "--opt lbfgs: not with --mode local");
+    char *local_ema[] = {"--data", "d.h5", "--mode", "local", "--ema", "0.9"};
+    expect_refused(6, local_ema, "--ema: not with --mode local");
+    char *local_outer[] = {"--data", "d.h5", "--mode", "local", "--outer-momentum", "0.9", "--resume", "c.h5"};
+    expect_refused(8, local_outer, "--outer-momentum: not with --checkpoint-dir or --resume");
+    char *local_every[] = {"--data", "d.h5", "--mode", "local", "--sync-every", "0"};
+    expect_refused(6, local_every, "--sync-every: 0 must be in [1, 1000000]");
     char *skip[] = {"--data", "d.h5", "--mode", "ssp", "--on-nan", "skip"};
     expect_refused(6, skip, "--on-nan skip: not with --mode async/ssp");
     char *stream[] = {"--data", "d.h5", "--deterministic", "--stream-mb", "4"};

@@ -176,6 +176,8 @@ static void test_plan_parts_and_capabilities(void **state) {
     expect_refused(6, local_ema, "--ema: not with --mode local");
     char *local_outer[] = {"--data", "d.h5", "--mode", "local", "--outer-momentum", "0.9", "--resume", "c.h5"};
     expect_refused(8, local_outer, "--outer-momentum: not with --checkpoint-dir or --resume");
+    char *local_skip[] = {"--data", "d.h5", "--mode", "local", "--on-nan", "skip"};
+    expect_refused(6, local_skip, "--on-nan skip: not with --mode local (a dropped step would drop its average");
     char *local_every[] = {"--data", "d.h5", "--mode", "local", "--sync-every", "0"};
     expect_refused(6, local_every, "--sync-every: 0 must be in [1, 1000000]");
     char *skip[] = {"--data", "d.h5", "--mode", "ssp", "--on-nan", "skip"};

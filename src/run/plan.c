@@ -456,6 +456,10 @@ static nd_status check_local(const nd_train_config *c, nd_error *err) {
     if (c->ema > 0.0f)
         return ND_FAIL(err, ND_ERR_ARG,
                        "--ema: not with --mode local (between averages each rank would average its own replica)");
+    if (c->on_nan == ND_ON_NAN_SKIP)
+        return ND_FAIL(err, ND_ERR_ARG,
+                       "--on-nan skip: not with --mode local (a dropped step would drop its average, and the "
+                       "replicas must be one model at epoch ends and checkpoints)");
     if (c->outer_momentum > 0.0f && (c->checkpoint_dir[0] || c->resume[0]))
         return ND_FAIL(err, ND_ERR_ARG,
                        "--outer-momentum: not with --checkpoint-dir or --resume (its velocity is not checkpointed; "
@@ -545,6 +549,7 @@ nd_status nd_train_plan_resolve(const nd_train_config *c, nd_train_plan *plan, n
     const nd_exchange_kind x = plan->exchange;
     const nd_exchange_caps *can = nd_exchange_caps_of(x);
     ND_TRY(check_lbfgs(c, x, err));
+    if (x == ND_EXCHANGE_LOCAL) ND_TRY(check_local(c, err));
     plan->ssp = c->mode == ND_MODE_SSP;
     plan->feed = x == ND_EXCHANGE_FIXED_POINT ? ND_FEED_BLOCKS : c->stream_mb > 0.0f ? ND_FEED_STREAM : ND_FEED_MEMORY;
     if (c->sync_bn && !can->sync_bn)
@@ -566,6 +571,5 @@ nd_status nd_train_plan_resolve(const nd_train_config *c, nd_train_plan *plan, n
     for (size_t i = 0; i < sizeof whole / sizeof whole[0]; ++i)
         if (whole[i].on && !can->whole_replica)
             return refuse(whole[i].option, x, "leave no rank with every parameter after a step", err);
-    if (x == ND_EXCHANGE_LOCAL) ND_TRY(check_local(c, err));
     return ND_OK;
 }

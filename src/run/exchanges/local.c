@@ -33,7 +33,7 @@
 typedef struct {
     float *anchor;   /* (num_params) the outer step's global parameters a at the latest average, or NULL (plain) */
     float *velocity; /* (num_params) the outer momentum v, or NULL (M = 0) */
-    bool anchored;   /* anchor holds the run's latest whole parameters */
+    bool anchored;   /* anchor was set in this process (at its first step) */
     double wire;     /* bytes this rank sent in the run so far */
     char bad[160];   /* this rank's own gradient was not finite, in words ("": it was) */
 } local;
@@ -77,8 +77,9 @@ static nd_status reduce(void *self, const nd_exchange_env *env, long step, nd_cl
     local *l = self;
     nd_model *m = env->model;
     const size_t n = m->num_params, t = m->num_trainable;
-    /* The run's first step (also after a resume) starts from whole replicas. */
-    if (!l->anchored && l->anchor) memcpy(l->anchor, m->param, sizeof(float) * n);
+    /* The run's first step (also after a resume) and the first local step
+     * after the warm-up start from whole replicas. */
+    if (l->anchor && (!l->anchored || step == env->cfg->sync_warmup)) memcpy(l->anchor, m->param, sizeof(float) * n);
     l->anchored = true;
     l->bad[0] = '\0';
     if (step < env->cfg->sync_warmup) { /* post-local SGD's warm-up: a plain sync step */
@@ -140,10 +141,7 @@ static nd_status after_update(void *self, const nd_exchange_env *env, long step,
     nd_model *m = env->model;
     const size_t n = m->num_params, lo = env->lo, t = m->num_trainable;
     const long done = step + 1;
-    if (done <= c->sync_warmup) { /* every replica took the same step */
-        if (done == c->sync_warmup && l->anchor) memcpy(l->anchor, m->param, sizeof(float) * n);
-        return ND_OK;
-    }
+    if (done <= c->sync_warmup) return ND_OK; /* every replica took the same step */
     const long every = c->checkpoint_dir[0] ? c->checkpoint_every : 0;
     const bool whole = (env->steps_per_epoch > 0 && done % env->steps_per_epoch == 0) ||
         (every > 0 && done % every == 0) || nd_stop_agreed(m->grad + n) != 0;
@@ -172,7 +170,7 @@ const nd_exchange_part nd_exchange_local = {
              .chosen_by = "--mode local",
              .chosen = chosen,
              .sync_bn = false,
-             .skip_step = true,
+             .skip_step = false, /* a dropped step would drop its average (plan.c says so) */
              .whole_replica = true,
              .streams = true,
              .sliced = false,

@@ -71,9 +71,9 @@ typedef struct {
     nd_status (*after_update)(void *self, const nd_exchange_env *env, long step, nd_clock *clock, nd_error *err);
     /* Messages started in the run so far, for the summary (0: not counted). */
     long (*messages)(const void *self);
-    /* Bytes this rank sent in the run so far (a ring allreduce of n floats
-     * counts 2(p-1)/p * 4n), for the summary's bytes_per_step (NULL: not
-     * known). */
+    /* Bytes this rank sent in the run so far, counted as the algorithm
+     * moves them (a ring allreduce of n floats: 2 (p-1)/p n 4); the
+     * summary's bytes_per_step divides by the steps. NULL: not known. */
     long long (*wire_bytes)(const void *self, const nd_exchange_env *env);
 } nd_exchange_part;
 

@@ -250,6 +250,13 @@ static void write_summary(FILE *f, const void *ctx) {
             mb[0], mb[1], mb[2], mb[3], mb[4]);
     if (tr->exchange.part && tr->exchange.part->messages)
         fprintf(f, ", \"gradient_buckets\": %ld", tr->state.gradient_buckets);
+    /* Bytes this rank put on the wire per step of this run (samples_seen
+     * counts the run's finished steps); lbfgs's evaluations do not go
+     * through the exchange part. */
+    const nd_exchange *x = &tr->exchange;
+    const long run_steps = tr->global_batch > 0 ? tr->state.samples_seen / tr->global_batch : 0;
+    if (!tr->async && !tr->lbfgs && x->part && x->part->wire_bytes && x->self && run_steps > 0)
+        fprintf(f, ", \"bytes_per_step\": %.0f", (double)x->part->wire_bytes(x->self, &x->env) / (double)run_steps);
     if (!tr->async) fprintf(f, ", \"nan_skips\": %ld", tr->state.nan_skips);
     fprintf(f, ", \"parameters\": %zu, \"config\": {", tr->model.num_weights);
     nd_cli_print_json(nd_train_options, nd_train_num_options, &tr->cfg, f);

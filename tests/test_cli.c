@@ -140,6 +140,7 @@ static void test_plan_parts_and_capabilities(void **state) {
         {{"--mode", "ssp"}, ND_EXCHANGE_PARAM_SERVER, ND_FEED_MEMORY},
         {{"--compress", "bf16"}, ND_EXCHANGE_WIRE16, ND_FEED_MEMORY},
         {{"--compress", "fp16", "--bucket-kb", "64"}, ND_EXCHANGE_WIRE16, ND_FEED_MEMORY},
+        {{"--mode", "local", "--stream-mb", "8"}, ND_EXCHANGE_LOCAL, ND_FEED_STREAM},
     };
     for (size_t i = 0; i < sizeof picks / sizeof picks[0]; ++i) {
         char *argv[6] = {"--data", "d.h5"};
@@ -169,6 +170,25 @@ static void test_plan_parts_and_capabilities(void **state) {
     expect_refused(6, async_fp16, "--compress fp16: sync mode only");
     char *zero_fp16[] = {"--data", "d.h5", "--shard-optimizer", "--compress", "fp16"};
     expect_refused(5, zero_fp16, "not with --shard-optimizer");
+    /* --mode local: what differing replicas rule out, each in one line */
+    char *local_bn[] = {"--data", "d.h5", "--mode", "local", "--sync-bn"};
+    expect_refused(5, local_bn, "--sync-bn: not with --mode local (the local SGD cannot add batch-norm");
+    char *local_zero[] = {"--data", "d.h5", "--mode", "local", "--shard-optimizer"};
+    expect_refused(5, local_zero, "--mode local: not with --shard-optimizer");
+    char *local_det[] = {"--data", "d.h5", "--mode", "local", "--deterministic"};
+    expect_refused(5, local_det, "--mode local: not with --deterministic");
+    char *local_buckets[] = {"--data", "d.h5", "--mode", "local", "--bucket-kb", "4"};
+    expect_refused(6, local_buckets, "--mode local: not with --bucket-kb");
+    char *local_lbfgs[] = {"--data", "d.h5", "--mode", "local", "--opt", "lbfgs"};
+    expect_refused(6, local_lbfgs, "--opt lbfgs: not with --mode local");
+    char *local_ema[] = {"--data", "d.h5", "--mode", "local", "--ema", "0.9"};
+    expect_refused(6, local_ema, "--ema: not with --mode local");
+    char *local_outer[] = {"--data", "d.h5", "--mode", "local", "--outer-momentum", "0.9", "--resume", "c.h5"};
+    expect_refused(8, local_outer, "--outer-momentum: not with --checkpoint-dir or --resume");
+    char *local_skip[] = {"--data", "d.h5", "--mode", "local", "--on-nan", "skip"};
+    expect_refused(6, local_skip, "--on-nan skip: not with --mode local (a dropped step would drop its average");
+    char *local_every[] = {"--data", "d.h5", "--mode", "local", "--sync-every", "0"};
+    expect_refused(6, local_every, "--sync-every: 0 must be in [1, 1000000]");
     char *skip[] = {"--data", "d.h5", "--mode", "ssp", "--on-nan", "skip"};
     expect_refused(6, skip, "--on-nan skip: not with --mode async/ssp");
     char *stream[] = {"--data", "d.h5", "--deterministic", "--stream-mb", "4"};

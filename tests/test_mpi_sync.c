@@ -279,6 +279,174 @@ static void test_resume_is_bit_exact(void **state) {
     assert_true(same);
 }
 
+/* Collective: the relative L2 difference of a and b (n floats each, the
+ * same on both ranks), -1 when either is missing. */
+static float rel_diff(const float *a, const float *b, size_t n) {
+    if (!a || !b) return -1.0f;
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; ++i) num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]), den += (double)b[i] * b[i];
+    return (float)sqrt(num / den);
+}
+
+/* --mode local: H = 1 with plain SGD is sync mode to rounding (each rank's
+ * step on its own batch's mean, then the average, is the step on the
+ * global batch's mean); the replicas end equal. */
+static void test_local_sgd_every_step_equals_sync(void **state) {
+    (void)state;
+    char path[512];
+    fx_path(path, sizeof path, "separable.h5"); /* written by an earlier test */
+    nd_train_config cfg;
+    mpi_base_config(&cfg, path);
+    snprintf(cfg.hidden, sizeof cfg.hidden, "16");
+    cfg.opt = ND_OPT_SGD;
+    cfg.weight_decay = 0.0f;
+    cfg.lr = 0.05f;
+    cfg.batch = 16;
+    cfg.epochs = 2;
+    size_t n = 0, n2 = 0;
+    double acc = 0;
+    long steps = 0;
+    float *sync = train_params(&cfg, world, &n, &acc, &steps);
+    nd_train_config l = cfg;
+    l.mode = ND_MODE_LOCAL;
+    l.sync_every = 1;
+    float *local = train_params(&l, world, &n2, &acc, &steps);
+    const float rel = n == n2 ? rel_diff(local, sync, n) : -1.0f;
+    float mine[2] = {0, 0}; /* rank 1's replica against rank 0's */
+    nd_error err = {0};
+    if (local) {
+        float *theirs = malloc(sizeof(float) * n2);
+        memcpy(theirs, local, sizeof(float) * n2);
+        nd_comm_bcast_f32(world, theirs, n2, 0, &err);
+        mine[0] = memcmp(theirs, local, sizeof(float) * n2) != 0;
+        free(theirs);
+    }
+    nd_comm_allreduce_sum_f32(world, mine, 1, &err);
+    if (nd_comm_rank(world) == 0)
+        print_message("  local H=1 vs sync: relative parameter difference %.3g\n", (double)rel);
+    free(sync), free(local);
+    assert_true(rel >= 0.0f);
+    assert_true(rel < 1e-5f);
+    assert_true(mine[0] == 0.0f);
+}
+
+/* --mode local --sync-every 4 --sync-warmup 2, stepped one at a time: the
+ * replicas are equal after each warm-up step, each average (every 4th step
+ * after the warm-up) and the epoch's last step, and differ in between. */
+static void test_local_sgd_averages_every_h(void **state) {
+    (void)state;
+    char path[512];
+    fx_path(path, sizeof path, "separable.h5");
+    nd_train_config cfg;
+    mpi_base_config(&cfg, path);
+    snprintf(cfg.hidden, sizeof cfg.hidden, "16");
+    cfg.mode = ND_MODE_LOCAL;
+    cfg.sync_every = 4;
+    cfg.sync_warmup = 2;
+    cfg.batch = 16;
+    cfg.epochs = 2;
+    nd_trainer *tr = NULL;
+    nd_error err = {0};
+    const int ok = nd_trainer_setup(&tr, &cfg, world, &err) == ND_OK;
+    long wrong = 0, steps = 0, equal_seen = 0, differ_seen = 0;
+    if (ok) {
+        const nd_model *m = nd_trainer_result(tr).model;
+        const long per_epoch = nd_trainer_result(tr).steps_per_epoch; /* 31: the epoch ends between averages */
+        float *theirs = malloc(sizeof(float) * m->num_params);
+        for (long done = 1; done <= per_epoch + 6; ++done, ++steps) {
+            double loss;
+            if (nd_trainer_step(tr, cfg.lr, &loss, &err) != ND_OK) break;
+            memcpy(theirs, m->param, sizeof(float) * m->num_params);
+            nd_comm_bcast_f32(world, theirs, m->num_params, 0, &err);
+            float differ = memcmp(theirs, m->param, sizeof(float) * m->num_params) != 0;
+            nd_comm_allreduce_sum_f32(world, &differ, 1, &err);
+            const int whole = done <= 2 || (done - 2) % 4 == 0 || done % per_epoch == 0;
+            wrong += whole != (differ == 0.0f);
+            equal_seen += whole, differ_seen += !whole;
+        }
+        free(theirs);
+    }
+    nd_trainer_free(tr);
+    assert_true(ok);
+    assert_int_equal(steps, 37);
+    assert_true(equal_seen > 5 && differ_seen > 5);
+    assert_int_equal(wrong, 0);
+}
+
+/* The outer step (DiLoCo) with momentum ~0 and rate 1 is plain averaging
+ * to rounding; with momentum and a smaller rate it is not. */
+static void test_local_sgd_outer_step(void **state) {
+    (void)state;
+    char path[512];
+    fx_path(path, sizeof path, "separable.h5");
+    nd_train_config cfg;
+    mpi_base_config(&cfg, path);
+    snprintf(cfg.hidden, sizeof cfg.hidden, "16");
+    cfg.mode = ND_MODE_LOCAL;
+    cfg.sync_every = 4;
+    cfg.batch = 16;
+    cfg.epochs = 2;
+    size_t n[3] = {0, 0, 0};
+    double acc = 0;
+    long steps = 0;
+    float *plain = train_params(&cfg, world, &n[0], &acc, &steps);
+    nd_train_config o = cfg;
+    o.outer_momentum = 1e-30f; /* takes the outer path (its buffers), adds nothing measurable */
+    float *outer = train_params(&o, world, &n[1], &acc, &steps);
+    o.outer_momentum = 0.5f;
+    o.outer_lr = 0.7f;
+    float *slow = train_params(&o, world, &n[2], &acc, &steps);
+    const float same = n[0] == n[1] ? rel_diff(outer, plain, n[0]) : -1.0f;
+    const float moved = n[0] == n[2] ? rel_diff(slow, plain, n[0]) : -1.0f;
+    if (nd_comm_rank(world) == 0)
+        print_message("  outer M=1e-30 L=1 vs plain: %.3g; M=0.5 L=0.7 vs plain: %.3g\n", (double)same, (double)moved);
+    free(plain), free(outer), free(slow);
+    assert_true(same >= 0.0f && same < 1e-6f);
+    assert_true(moved > 1e-3f);
+}
+
+/* --mode local stopped at a checkpoint in the middle of an epoch (between
+ * averages) and resumed ends with exactly the parameters of the run that
+ * never stopped: the checkpoint step averages parameters and optimizer
+ * state in both runs, the outer rate's global parameters restart from it. */
+static void test_local_sgd_resume_is_bit_exact(void **state) {
+    (void)state;
+    char data[512], dir_a[512], dir_b[512], mid[600];
+    fx_path(data, sizeof data, "separable.h5");
+    fx_path(dir_a, sizeof dir_a, "local-resume-a");
+    fx_path(dir_b, sizeof dir_b, "local-resume-b");
+    nd_train_config cfg;
+    mpi_base_config(&cfg, data);
+    snprintf(cfg.arch, sizeof cfg.arch, "16:drop0.1-24:bn:relu:drop0.2-12:bn:elu-5");
+    cfg.mode = ND_MODE_LOCAL;
+    cfg.sync_every = 3;
+    cfg.sync_warmup = 5;
+    cfg.outer_lr = 0.7f;
+    cfg.opt = ND_OPT_ADAM;
+    cfg.lr = 0.003f;
+    cfg.batch = 16;
+    cfg.epochs = 3;
+    cfg.keep = 100;
+    cfg.checkpoint_every = 7; /* lands inside epochs (31 steps each) */
+    size_t n = 0, n2 = 0;
+    double acc = 0;
+    long steps = 0;
+    nd_train_config a = cfg;
+    snprintf(a.checkpoint_dir, sizeof a.checkpoint_dir, "%s", dir_a);
+    float *straight = train_params(&a, world, &n, &acc, &steps);
+    nd_checkpoint_name(mid, sizeof mid, dir_a, 35);
+    nd_train_config b = cfg;
+    snprintf(b.checkpoint_dir, sizeof b.checkpoint_dir, "%s", dir_b);
+    snprintf(b.resume, sizeof b.resume, "%s", mid);
+    float *resumed = train_params(&b, world, &n2, &acc, &steps);
+    const int same = straight && resumed && n == n2 && !memcmp(straight, resumed, sizeof(float) * n);
+    const int ran = straight && resumed;
+    free(straight);
+    free(resumed);
+    assert_true(ran);
+    assert_true(same);
+}
+
 /* --early-stop on a noisy set with a validation split: training stops
  * before the last epoch and ends with the weights of the best epoch (the
  * final validation accuracy is the best one seen); --ema is evaluated. */
@@ -694,6 +862,10 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_async_one_worker_equals_sync),
         cmocka_unit_test(test_async_overlap_staleness_is_one),
         cmocka_unit_test(test_resume_is_bit_exact),
+        cmocka_unit_test(test_local_sgd_every_step_equals_sync),
+        cmocka_unit_test(test_local_sgd_averages_every_h),
+        cmocka_unit_test(test_local_sgd_outer_step),
+        cmocka_unit_test(test_local_sgd_resume_is_bit_exact),
         cmocka_unit_test(test_early_stop_restores_best),
         cmocka_unit_test(test_monitoring_figures),
         cmocka_unit_test(test_max_norm_holds),

@@ -29,7 +29,7 @@
 #define ND_PATH_MAX 4096
 #define ND_MAX_TEACHERS 8
 
-typedef enum { ND_MODE_SYNC, ND_MODE_ASYNC, ND_MODE_SSP } nd_mode_kind;
+typedef enum { ND_MODE_SYNC, ND_MODE_ASYNC, ND_MODE_SSP, ND_MODE_LOCAL } nd_mode_kind;
 typedef enum { ND_BIAS_ZERO, ND_BIAS_PRIORS } nd_output_bias_kind;
 typedef enum { ND_ON_NAN_STOP, ND_ON_NAN_SKIP } nd_on_nan_kind;
 /* --compress: how sync mode's gradient goes on the wire. */
@@ -50,6 +50,10 @@ typedef struct {
     int max_staleness;
     bool staleness_lr;
     bool overlap;
+    int sync_every;       /* --mode local: average the replicas every H steps */
+    long sync_warmup;     /* --mode local: the first S steps are plain sync steps (post-local SGD) */
+    float outer_momentum; /* --mode local: the outer Nesterov momentum of the averages (0: plain) */
+    float outer_lr;       /* --mode local: the outer step on the averaged pseudo-gradient (1: plain) */
     char straggle[64];
     int sim_sample;
     bool deterministic;
@@ -151,6 +155,7 @@ typedef enum {
     ND_EXCHANGE_FIXED_POINT,  /* --deterministic: exact integer sum of micro-batch gradients */
     ND_EXCHANGE_TOPK,         /* --compress topk: the largest entries, allgathered, error feedback */
     ND_EXCHANGE_POWERSGD,     /* --compress powersgd: low-rank P and Q allreduced, error feedback */
+    ND_EXCHANGE_LOCAL,        /* --mode local: each rank steps alone, replicas averaged every H steps */
     ND_EXCHANGE_PARAM_SERVER, /* --mode async/ssp */
     ND_EXCHANGE_WIRE16,       /* --compress fp16|bf16: 16-bit values on the wire, fp32 sums */
     ND_EXCHANGES

@@ -209,8 +209,9 @@ static int run_train(nd_comm *comm, int argc, char **argv) {
         else snprintf(where, sizeof where, "no checkpoint (no --checkpoint-dir): a rerun starts afresh");
         fflush(stdout);
         fprintf(stderr, "nndist: stopped by %s at %s %ld (epoch %d, %.0f%% through); %s\n",
-                nd_stop_signal_name(r.stop_signal), cfg.mode == ND_MODE_SYNC ? "step" : "update", r.stop_step,
-                r.stop_epoch, 100.0 * r.stop_fraction, where);
+                nd_stop_signal_name(r.stop_signal),
+                cfg.mode == ND_MODE_ASYNC || cfg.mode == ND_MODE_SSP ? "update" : "step", r.stop_step, r.stop_epoch,
+                100.0 * r.stop_fraction, where);
     }
     nd_trainer_free(tr);
     if (st != ND_OK) return 1;

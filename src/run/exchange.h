@@ -17,6 +17,7 @@
 
 #include "nndist/comm.h"
 #include "nndist/model.h"
+#include "nndist/optim.h"
 #include "nndist/plan.h"
 #include "clock.h"
 #include "penalty.h"
@@ -32,6 +33,10 @@ typedef struct {
     int rank, size;
     size_t tail; /* floats after num_params that ride along (the loss and hit count) */
     size_t lo;   /* grad[0, lo) is a frozen base's (--freeze): never sent, stays 0 */
+    /* Set after the optimizer exists, for exchanges that act on its state
+     * and on epoch ends (--mode local); NULL / 0 before. */
+    nd_optimizer *opt;
+    long steps_per_epoch;
 } nd_exchange_env;
 
 typedef struct {
@@ -84,7 +89,7 @@ typedef struct {
 } nd_exchange;
 
 extern const nd_exchange_part nd_exchange_allreduce, nd_exchange_buckets, nd_exchange_zero, nd_exchange_fixed_point,
-    nd_exchange_param_server, nd_exchange_wire16, nd_exchange_topk, nd_exchange_powersgd;
+    nd_exchange_param_server, nd_exchange_wire16, nd_exchange_topk, nd_exchange_powersgd, nd_exchange_local;
 
 /* The arrival barrier before a blocking exchange (allreduce.c): splits the
  * wait for the slowest rank (ticked as the wait phase) from the transfer,

@@ -13,7 +13,8 @@
 #define R(type, field, range) ND_CLI_RANGED(type, nd_train_config, field, range)
 #define E(field, choices) ND_CLI_CHOICE(nd_train_config, field, choices)
 
-const char *const nd_mode_names[] = {[ND_MODE_SYNC] = "sync", [ND_MODE_ASYNC] = "async", [ND_MODE_SSP] = "ssp", NULL};
+const char *const nd_mode_names[] =
+    {[ND_MODE_SYNC] = "sync", [ND_MODE_ASYNC] = "async", [ND_MODE_SSP] = "ssp", [ND_MODE_LOCAL] = "local", NULL};
 const char *const nd_compress_names[] = {
     [ND_COMPRESS_NONE] = "none", [ND_COMPRESS_FP16] = "fp16",         [ND_COMPRESS_BF16] = "bf16",
     [ND_COMPRESS_TOPK] = "topk", [ND_COMPRESS_POWERSGD] = "powersgd", NULL};
@@ -26,7 +27,7 @@ const nd_cli_option nd_train_options[] = {
     {"config", F(STR, config), "", "read options from FILE (key = value); the command line wins"},
     {"data", F(STR, data), "", "HDF5 dataset (layout: data/README.md) [required]"},
     {"mode", E(mode, nd_mode_names), "sync",
-     "sync: allreduce; async: parameter servers; ssp: parameter servers with bounded staleness"},
+     "sync: allreduce; async: parameter servers; ssp: parameter servers with bounded staleness; local: local SGD, replicas averaged every --sync-every steps"},
     {"servers", R(INT, servers, ">= 1"), "1", "async/ssp: parameter-server ranks (ranks 0..K-1); the rest are workers"},
     {"max-staleness", R(INT, max_staleness, ">= 0"), "0",
      "ssp: a worker may run at most this many updates ahead of the slowest"},
@@ -34,6 +35,14 @@ const nd_cli_option nd_train_options[] = {
      "async/ssp: divide the rate by each gradient's staleness (Zhang et al. 2016)"},
     {"overlap", F(BOOL, overlap), "false",
      "async/ssp: compute the next gradient while the exchange is in flight (+1 staleness)"},
+    {"sync-every", R(INT, sync_every, "[1, 1000000]"), "8",
+     "local: average the replicas' parameters every H steps (and at every epoch's end)"},
+    {"sync-warmup", R(LONG, sync_warmup, ">= 0"), "0",
+     "local: the first S steps are plain sync steps, local SGD after (post-local SGD)"},
+    {"outer-momentum", R(FLOAT, outer_momentum, "[0, 1)"), "0",
+     "local: Nesterov momentum of the outer step on the averaged pseudo-gradient (DiLoCo; 0: plain averaging)"},
+    {"outer-lr", R(FLOAT, outer_lr, "(0, 10]"), "1",
+     "local: the outer step's rate (1 with momentum 0: plain averaging)"},
     {"arch", F(STR, arch), "",
      "whole network, e.g. 784:drop0.2-1024:bn:relu:drop0.3-512:relu-10 (docs/training.md); overrides --hidden and the options below"},
     {"hidden", F(STR, hidden), "512,256", "hidden layer widths, comma-separated ('' for none)"},
@@ -454,6 +463,22 @@ static nd_status check_lbfgs(const nd_train_config *c, nd_exchange_kind x, nd_er
     return ND_OK;
 }
 
+/* --mode local: what the replicas' differences between averages rule out. */
+static nd_status check_local(const nd_train_config *c, nd_error *err) {
+    if (c->ema > 0.0f)
+        return ND_FAIL(err, ND_ERR_ARG,
+                       "--ema: not with --mode local (between averages each rank would average its own replica)");
+    if (c->on_nan == ND_ON_NAN_SKIP)
+        return ND_FAIL(err, ND_ERR_ARG,
+                       "--on-nan skip: not with --mode local (a dropped step would drop its average, and the "
+                       "replicas must be one model at epoch ends and checkpoints)");
+    if (c->outer_momentum > 0.0f && (c->checkpoint_dir[0] || c->resume[0]))
+        return ND_FAIL(err, ND_ERR_ARG,
+                       "--outer-momentum: not with --checkpoint-dir or --resume (its velocity is not checkpointed; "
+                       "--outer-momentum 0 resumes exactly)");
+    return ND_OK;
+}
+
 /* An option that needs a capability the exchange lacks. */
 static nd_status refuse(const char *option, nd_exchange_kind x, const char *why, nd_error *err) {
     return ND_FAIL(err, ND_ERR_ARG, "%s: not with %s (the %s %s)", option, nd_exchange_caps_of(x)->chosen_by,
@@ -549,6 +574,7 @@ nd_status nd_train_plan_resolve(const nd_train_config *c, nd_train_plan *plan, n
     const nd_exchange_kind x = plan->exchange;
     const nd_exchange_caps *can = nd_exchange_caps_of(x);
     ND_TRY(check_lbfgs(c, x, err));
+    if (x == ND_EXCHANGE_LOCAL) ND_TRY(check_local(c, err));
     plan->ssp = c->mode == ND_MODE_SSP;
     plan->feed = x == ND_EXCHANGE_FIXED_POINT ? ND_FEED_BLOCKS : c->stream_mb > 0.0f ? ND_FEED_STREAM : ND_FEED_MEMORY;
     if (c->sync_bn && !can->sync_bn)

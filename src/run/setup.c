@@ -278,6 +278,8 @@ static nd_status build_model(nd_trainer *tr, nd_error *err) {
     tr->slice = update_slice(tr);
     ND_TRY(nd_optimizer_create(&tr->opt, &oc, tr->slice.length, err));
     tr->opt.first = tr->model.frozen_end; /* only the allreduce freezes: its slice is the whole arena */
+    tr->exchange.env.opt = &tr->opt;      /* --mode local averages it at epoch ends */
+    tr->exchange.env.steps_per_epoch = tr->steps_per_epoch;
     if (oc.kind == ND_OPT_LBFGS) ND_TRY(nd_lbfgs_create_for(tr, err));
     if (oc.kind == ND_OPT_ADAMW) {
         /* Decoupled decay on weights only: a mask over the arena, viewed
@@ -390,6 +392,9 @@ static void print_setup(const nd_trainer *tr) {
         fprintf(out, "  # %d rank%s x %d BLAS thread%s, global batch %d, %ld steps/epoch, peak lr %.6g\n", tr->size,
                 tr->size == 1 ? "" : "s", tr->threads, tr->threads == 1 ? "" : "s", tr->global_batch,
                 tr->steps_per_epoch, (double)nd_lr_peak(&tr->lr));
+    if (tr->plan.exchange == ND_EXCHANGE_LOCAL)
+        fprintf(out, "  # local SGD: average every %d steps (after %ld sync), outer momentum %g lr %g\n",
+                tr->cfg.sync_every, tr->cfg.sync_warmup, (double)tr->cfg.outer_momentum, (double)tr->cfg.outer_lr);
     fprintf(out, "  # data: %ld train, %ld val, %ld test rows; %d features, %d %s\n", tr->info.train.rows,
             tr->info.val.rows, tr->info.test.rows, tr->train.cols, tr->info.num_outputs,
             tr->info.has_targets ? "targets" : "classes");

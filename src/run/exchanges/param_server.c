@@ -4,7 +4,7 @@
  * gradient as it arrives, driven by nd_async_fit (async.c). */
 #include "../exchange.h"
 
-static bool chosen(const nd_train_config *c) { return c->mode != ND_MODE_SYNC; }
+static bool chosen(const nd_train_config *c) { return c->mode == ND_MODE_ASYNC || c->mode == ND_MODE_SSP; }
 
 const nd_exchange_part nd_exchange_param_server = {
     /* servers apply each worker's gradient as it comes and hold one slice each */

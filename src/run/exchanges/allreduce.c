@@ -1,7 +1,52 @@
 /* The plain sync exchange: after backward, one in-place allreduce of the
  * whole gradient buffer (but a frozen base's prefix), the step's loss and
- * hit count riding in its tail. */
+ * hit count riding in its tail. When every rank is on one node, the
+ * gradient buffer itself lives in memory the ranks share and the sum is
+ * the node's shared-memory sum (nd_node_sum: each rank adds up its share
+ * of every rank's buffer, in place, no messages); elsewhere MPI_Allreduce. */
+#include <stdlib.h>
+#include <string.h>
+
 #include "../exchange.h"
+
+/* The shared-memory way: the model's gradient buffer is lent to the
+ * node's shared window for the run and given back at destroy. */
+typedef struct {
+    nd_node_sum *sum;
+    nd_model *model;
+    float *own_grad; /* the model's own buffer, back at destroy */
+    size_t floats;   /* the model's whole buffer: num_params + ND_GRAD_TAIL */
+} node_state;
+
+static nd_status create(void **self, const nd_exchange_env *env, nd_error *err) {
+    *self = NULL;
+    if (env->size < 2) return ND_OK;
+    nd_model *m = env->model;
+    const size_t floats = m->num_params + ND_GRAD_TAIL;
+    nd_node_sum *sum = NULL;
+    ND_TRY(nd_node_sum_create(env->comm, floats, &sum, err));
+    if (!sum) return ND_OK; /* ranks on several nodes: MPI_Allreduce */
+    node_state *ns = malloc(sizeof *ns);
+    if (!ns) {
+        nd_node_sum_free(sum);
+        return ND_FAIL(err, ND_ERR_NOMEM, "cannot allocate the shared-memory exchange");
+    }
+    *ns = (node_state){.sum = sum, .model = m, .own_grad = m->grad, .floats = floats};
+    float *shared = nd_node_sum_buffer(sum);
+    memcpy(shared, m->grad, sizeof(float) * floats);
+    m->grad = shared; /* tensors are offsets into it: nothing else moves */
+    *self = ns;
+    return ND_OK;
+}
+
+static void destroy(void *self) {
+    node_state *ns = self;
+    if (!ns) return;
+    memcpy(ns->own_grad, ns->model->grad, sizeof(float) * ns->floats);
+    ns->model->grad = ns->own_grad;
+    nd_node_sum_free(ns->sum);
+    free(ns);
+}
 
 /* The barrier splits the exchange's time in two, as Horovod's timeline
  * separates negotiation from the allreduce; it costs one latency
@@ -15,7 +60,12 @@ nd_status nd_exchange_arrive(const nd_exchange_env *env, long step, nd_clock *cl
 }
 
 static nd_status reduce(void *self, const nd_exchange_env *env, long step, nd_clock *clock, nd_error *err) {
-    (void)self;
+    const node_state *ns = self;
+    if (ns) { /* its waits time out on their own: no watchdog needed */
+        ND_TRY(nd_node_sum_arrive(ns->sum, step + 1, "gradient exchange", err));
+        nd_clock_tick(clock, ND_PHASE_WAIT);
+        return nd_node_sum_reduce(ns->sum, env->lo, env->model->num_params + env->tail, step + 1, err);
+    }
     ND_TRY(nd_exchange_arrive(env, step, clock, err));
     /* Blocking collectives have no time limit of their own: the watchdog's
      * thread times them. */
@@ -35,5 +85,7 @@ const nd_exchange_part nd_exchange_allreduce = {
              .whole_replica = true,
              .streams = true,
              .freezes = true},
+    .create = create,
+    .destroy = destroy,
     .reduce = reduce,
 };

@@ -8,6 +8,8 @@ TARGET_RATIO = {(1, 64): 1.4, (1, 256): 1.1, (2, 64): 3.0, (2, 256): 2.5}
 TARGET_SCALING = {64: 0.85, 256: 0.90}
 TARGET_COMPUTE = {(1, 256): 0.80}
 TARGET_COMM = 1.2  # per-step gradient communication over a bare allreduce
+TARGET_CEILING = {64: 0.90}  # issue 17: 2-rank sync over two one-rank runs at once
+PHASES = ("data", "forward", "backward", "wait", "comm", "update")
 
 
 def main():
@@ -20,6 +22,8 @@ def main():
     ap.add_argument("--markdown")
     ap.add_argument("--stream-mb", type=float, default=0)
     ap.add_argument("--stream-rows", type=int, default=0)
+    ap.add_argument("--load", default="?")
+    ap.add_argument("--compare")
     a = ap.parse_args()
     runs = collections.defaultdict(list)
     for line in open(a.results):
@@ -148,6 +152,52 @@ def main():
                 state = med(kind, np, b, "memory_mb", "optimizer_state")
                 out.append(f"| {np} | {b} | {label} | {med(kind, np, b, 'samples_per_s'):,.0f} | " +
                            " | ".join(f"{v:.3f}" for v in ph) + f" | {state:.2f} | {rel} |")
+
+    ceiling_batches = [b for b in batches if ("ceiling-0", 2, b) in runs]
+    if ceiling_batches:
+        out.append("")
+        out.append("The machine's ceiling for 2 ranks: two independent one-rank runs at once (one BLAS thread each, "
+                   "samples/s summed), measured right after the 2-rank sync run of each round; each round's ratio "
+                   "and their median" + (f"; `{a.compare}` is --compare's program, in the same rounds" if a.compare
+                                         else "") + f". Load average at the end: {a.load}.")
+        out.append("")
+        out.append("| batch/rank | program | per round: 2-rank samples/s / ceiling samples/s = ratio | median ratio | target | |")
+        out.append("|---|---|---|---|---|---|")
+
+        def by_round(kind, b):
+            return {d.get("round", 0): d for d in runs.get((kind, 2, b), [])}
+
+        for b in ceiling_batches:
+            c0, c1 = by_round("ceiling-0", b), by_round("ceiling-1", b)
+            for kind, label in (("nndist", "nndist"), ("nndist-compare", "--compare")):
+                nd = by_round(kind, b)
+                pairs = [(nd[r]["samples_per_s"], c0[r]["samples_per_s"] + c1[r]["samples_per_s"])
+                         for r in sorted(nd) if r in c0 and r in c1]
+                if not pairs:
+                    continue
+                ratio = statistics.median(x / c for x, c in pairs)
+                tc = TARGET_CEILING.get(b)
+                verdict = check(f"{'--compare ' if kind != 'nndist' else ''}batch {b}: 2-rank sync / the ceiling",
+                                ratio, tc) if tc and kind == "nndist" else ""
+                out.append(f"| {b} | {label} | " + "; ".join(f"{x:,.0f} / {c:,.0f} = {x / c:.3f}" for x, c in pairs) +
+                           f" | **{ratio:.3f}** | {f'>= {tc}' if tc else ''} | {verdict} |")
+        out.append("")
+        out.append("Where the time goes against the ceiling (ms per step, median of the rounds; the one-rank runs' "
+                   "mean; a step is the same batch per rank in both):")
+        out.append("")
+        out.append("| batch/rank | run | " + " | ".join(PHASES) + " | step |")
+        out.append("|---|---|" + "---|" * (len(PHASES) + 1))
+        for b in ceiling_batches:
+            for kind, label in (("nndist", "2-rank sync, rank 0"), ("nndist-compare", "--compare, rank 0"),
+                                ("ceiling", "one-rank runs at once")):
+                kinds = ("ceiling-0", "ceiling-1") if kind == "ceiling" else (kind,)
+                vals = []
+                for p in PHASES:
+                    v = [per_step_ms(k, 2, b, p) for k in kinds]
+                    vals.append(statistics.mean(v) if all(x is not None for x in v) else None)
+                if None in vals:
+                    continue
+                out.append(f"| {b} | {label} | " + " | ".join(f"{v:.3f}" for v in vals) + f" | {sum(vals):.3f} |")
 
     if ("nndist-memory", 2, 64) in runs and ("nndist-stream", 2, 64) in runs:
         out.append("")

@@ -103,6 +103,50 @@ static void test_buckets_equal_one_allreduce(void **state) {
     assert_true(many.buckets >= 7 * steps); /* statistics, output layer, 4 blocks, first layer */
 }
 
+/* The node's shared-memory sum (the plain exchange's way on one node):
+ * bitwise MPI_Allreduce's sum over [lo, hi), nothing outside it touched,
+ * twice in a row on the same buffers; a one-rank communicator gets none. */
+static void test_node_sum_equals_allreduce(void **state) {
+    (void)state;
+    enum { N = 70001, LO = 37, HI = 69990 }; /* shares that do not end on cache lines */
+    const int rank = nd_comm_rank(world);
+    nd_error err = {0};
+    nd_node_sum *sum = NULL;
+    const nd_status made = nd_node_sum_create(world, N, &sum, &err);
+    float *want = malloc(sizeof(float) * N);
+    int mismatches = 0, outside = 0, zeroed = 1;
+    nd_status st = made;
+    if (sum) {
+        float *buf = nd_node_sum_buffer(sum);
+        for (int i = 0; i < N; ++i) zeroed &= buf[i] == 0.0f;
+        for (int round = 0; round < 2 && st == ND_OK; ++round) {
+            for (int i = 0; i < N; ++i) /* values whose sum rounds */
+                buf[i] = want[i] = (float)(((i * 7919 + rank * 104729 + round * 31) % 1000) - 500) / 3.0f;
+            st = nd_comm_allreduce_sum_f32(world, want + LO, HI - LO, &err);
+            if (st == ND_OK) st = nd_node_sum_arrive(sum, round, "test", &err);
+            if (st == ND_OK) st = nd_node_sum_reduce(sum, LO, HI, round, &err);
+            for (int i = 0; i < N; ++i) {
+                if (i >= LO && i < HI) mismatches += memcmp(&buf[i], &want[i], sizeof(float)) != 0;
+                else outside += buf[i] != want[i]; /* still this rank's own value */
+            }
+        }
+    }
+    nd_node_sum_free(sum);
+    nd_comm *self = NULL;
+    nd_node_sum *lone = NULL;
+    if (nd_comm_self(&self, &err) == ND_OK) nd_node_sum_create(self, N, &lone, &err);
+    nd_comm_free(self);
+    free(want);
+    print_message("  shared-memory sum on %d ranks of one node: %s\n", nd_comm_size(world), sum ? "made" : "not made");
+    assert_int_equal(made, ND_OK);
+    assert_non_null(sum); /* mpiexec -n 2 on one machine */
+    assert_true(zeroed);
+    assert_int_equal(st, ND_OK);
+    assert_int_equal(mismatches, 0);
+    assert_int_equal(outside, 0);
+    assert_null(lone);
+}
+
 /* ZeRO-1: the same training as plain sync (AdamW with decay on a mask,
  * L1 over slices), half the optimizer state per rank; with a norm clip the
  * global norm is summed from the slices, so equal to rounding. */
@@ -341,6 +385,7 @@ static void test_wire16_trains_like_fp32(void **state) {
 
 int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_node_sum_equals_allreduce),
         cmocka_unit_test(test_buckets_equal_one_allreduce),
         cmocka_unit_test(test_shard_optimizer_equals_plain),
         cmocka_unit_test(test_shard_optimizer_checkpoint_resumes),

@@ -183,4 +183,37 @@ nd_status nd_comm_wait_all_busy(nd_request *reqs, int count, nd_error *err);
  * NULL, receives the sender of reqs[0] when it was a receive. */
 nd_status nd_comm_wait_all(nd_request *reqs, int count, int *source, nd_error *err);
 
+/* ---- the node's shared-memory sum ---------------------------------------- */
+
+/* When every rank of a communicator runs on one node, the gradient's sum
+ * needs no messages: each rank's buffer lives in memory the node's ranks
+ * share (an MPI shared window), and each rank adds up its own 1/size of
+ * every buffer and writes the sum into all of them. No copies, no staging
+ * buffers, no MPI progress, and the summing is split evenly: on 2 ranks
+ * it moves half the bytes Open MPI's allreduce moves (docs/performance.md). */
+typedef struct nd_node_sum nd_node_sum;
+
+/* Collective: a shared buffer of n floats for each rank of comm, zeroed;
+ * *out = NULL (and ND_OK) when comm has one rank, spans several nodes, or
+ * the shared window cannot be made (every rank then agrees on NULL). */
+nd_status nd_node_sum_create(nd_comm *comm, size_t n, nd_node_sum **out, nd_error *err);
+
+/* This rank's buffer (n floats, 64-byte aligned); not collective. */
+float *nd_node_sum_buffer(nd_node_sum *s);
+
+/* Collective: waits until every rank has arrived at `step` (a barrier
+ * through the shared memory). With the communicator's watchdog time
+ * (nd_comm_set_timeout) it gives up after it, naming the ranks that did
+ * not arrive for operation `what`. */
+nd_status nd_node_sum_arrive(nd_node_sum *s, long step, const char *what, nd_error *err);
+
+/* Collective, after nd_node_sum_arrive for the same step: buf[lo, hi) of
+ * every rank (hi <= n) becomes the sum over ranks, added in rank order (on 2 ranks
+ * exactly MPI_Allreduce's a + b); returns once every rank's share is
+ * summed, so the buffers may be written again. */
+nd_status nd_node_sum_reduce(nd_node_sum *s, size_t lo, size_t hi, long step, nd_error *err);
+
+/* Collective (frees the window); NULL is fine. */
+void nd_node_sum_free(nd_node_sum *s);
+
 #endif

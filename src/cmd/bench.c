@@ -218,6 +218,36 @@ static nd_status p2p_seconds(nd_comm *comm, float *buf, size_t n, int iters, dou
     return nd_comm_barrier(comm, err);
 }
 
+/* Median milliseconds of the node's shared-memory sum of n floats (what
+ * the plain exchange uses when every rank is on one node), warm and with
+ * the caches flushed first as above; both 0 when it cannot be made (ranks
+ * on several nodes). Collective. */
+static nd_status node_sum_ms(nd_comm *comm, size_t n, int iters, float *cold, size_t n_cold, double *times,
+                             double ms[2], nd_error *err) {
+    nd_node_sum *sum = NULL;
+    ms[0] = ms[1] = 0.0;
+    ND_TRY(nd_node_sum_create(comm, n, &sum, err));
+    if (!sum) return ND_OK;
+    float *buf = nd_node_sum_buffer(sum);
+    for (size_t i = 0; i < n; ++i) buf[i] = 1e-3f * (float)(i % 1000);
+    nd_status st = ND_OK;
+    for (int pass = 0; pass < 2 && st == ND_OK; ++pass) {
+        for (int i = -10; i < iters && st == ND_OK; ++i) {
+            if (pass) memset(cold, i & 0xff, n_cold * sizeof(float));
+            st = nd_comm_barrier(comm, err);
+            const double t0 = nd_comm_time();
+            if (st == ND_OK) st = nd_node_sum_arrive(sum, i, "bench", err);
+            if (st == ND_OK) st = nd_node_sum_reduce(sum, 0, n, i, err);
+            if (i >= 0) times[i] = nd_comm_time() - t0;
+            for (size_t k = 0; k < n; k += 4096) buf[k] = 1.0f; /* finite: sums of sums would overflow */
+        }
+        qsort(times, (size_t)iters, sizeof *times, cmp_double);
+        ms[pass] = 1e3 * times[iters / 2];
+    }
+    nd_node_sum_free(sum);
+    return st;
+}
+
 /* Median microseconds of a plain barrier, and of the step's arrival
  * barrier with the stall watchdog on (what --timeout adds to a step). */
 static nd_status barrier_us(nd_comm *comm, int iters, double *times, double us[2], nd_error *err) {
@@ -301,6 +331,8 @@ nd_status nd_cmd_bench(nd_comm *comm, int argc, char **argv, nd_error *err) {
             st = allreduce_ms(comm, m.grad, n, bucket, reqs, c.iters, NULL, 0, times, &bucketed, err);
         if (st == ND_OK && size > 1)
             st = allreduce_ms(comm, m.grad, n, 0, reqs, c.iters, cold, COLD_FLOATS, times, &cold_ms, err);
+        double shm[2] = {0.0, 0.0};
+        if (st == ND_OK && size > 1) st = node_sum_ms(comm, n, c.iters, cold, COLD_FLOATS, times, shm, err);
         double bar[2] = {0.0, 0.0};
         if (st == ND_OK && size > 1) st = barrier_us(comm, c.iters, times, bar, err);
         if (st == ND_OK && rank == 0) {
@@ -313,18 +345,23 @@ nd_status nd_cmd_bench(nd_comm *comm, int argc, char **argv, nd_error *err) {
                 printf("allreduce of %zu floats (%.2f MB) over %d ranks: %.3f ms blocking, %.3f ms as %zu-KiB "
                        "non-blocking buckets, %.3f ms blocking with the caches flushed first (median of %d)\n",
                        n, 4e-6 * (double)n, size, blocking, bucketed, bucket * sizeof(float) / 1024, cold_ms, c.iters);
+            if (size > 1 && shm[0] > 0.0)
+                printf("shared-memory sum of the same floats (one node, what sync uses): %.3f ms, %.3f ms with the "
+                       "caches flushed first\n",
+                       shm[0], shm[1]);
             if (size > 1)
                 printf("barrier: %.1f us plain, %.1f us as the step's arrival with the stall watchdog on\n", bar[0],
                        bar[1]);
             printf("{\"ranks\": %d, \"threads\": %d, \"batch\": %d, \"parameters\": %zu, \"flops_per_sample\": %.0f, "
                    "\"gemm_gflops\": %.2f, \"gemm_gflops_min\": %.2f, \"compute_bound_samples_per_s\": %.0f, "
                    "\"gradient_bytes\": %zu, \"allreduce_ms\": %.4f, \"bucketed_allreduce_ms\": %.4f, "
-                   "\"cold_allreduce_ms\": %.4f, \"barrier_us\": %.2f, \"arrival_us\": %.2f, "
+                   "\"cold_allreduce_ms\": %.4f, \"node_sum_ms\": %.4f, \"cold_node_sum_ms\": %.4f, "
+                   "\"barrier_us\": %.2f, \"arrival_us\": %.2f, "
                    "\"p2p_latency_us\": %.2f, \"p2p_ms\": %.4f, \"allreduce_min_ms\": %.4f, "
                    "\"p2p_latency_min_us\": %.2f, \"p2p_min_ms\": %.4f}\n",
                    size, c.threads, c.batch, m.num_weights, fps, mean, -rate[1], mean * 1e9 / fps, n * sizeof(float),
-                   blocking, bucketed, cold_ms, bar[0], bar[1], 1e6 * lat[0], 1e3 * p2p[0], blocking_min, 1e6 * lat[1],
-                   1e3 * p2p[1]);
+                   blocking, bucketed, cold_ms, shm[0], shm[1], bar[0], bar[1], 1e6 * lat[0], 1e3 * p2p[0],
+                   blocking_min, 1e6 * lat[1], 1e3 * p2p[1]);
             fflush(stdout);
         }
     }

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "comm_internal.h"
+
 struct nd_comm {
     MPI_Comm comm;
     int rank, size;
@@ -566,3 +568,6 @@ nd_status nd_comm_arrive(nd_comm *comm, long step, const char *what, nd_error *e
                        step, what, comm->timeout + grace);
     return rc == MPI_SUCCESS ? ND_OK : mpi_fail(err, rc, "Test (arrival)");
 }
+
+MPI_Comm nd_comm_mpi(const nd_comm *comm) { return comm->comm; }
+double nd_comm_timeout(const nd_comm *comm) { return comm->timeout; }

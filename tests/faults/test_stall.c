@@ -108,11 +108,14 @@ static void test_sync_newest_frozen(void **state) {
     check("sync-rank1", "sync", 0, "rank 1 did not arrive within 3 s|" IN_ALLREDUCE, TIMEOUT_S + 3.0);
 }
 
-/* Rank 0 frozen: rank 1 hears nothing from it (after a grace, so that a
- * live rank 0 would have spoken first), or names the allreduce. */
+/* Rank 0 frozen: rank 1 names it at the arrival (the shared-memory sum of
+ * one node: every rank sees who came), or hears nothing from it (MPI's
+ * arrival, after a grace, so that a live rank 0 would have spoken first),
+ * or names the allreduce. */
 static void test_sync_oldest_frozen(void **state) {
     (void)state;
-    check("sync-rank0", "sync", 1, "no word from rank 0|" IN_ALLREDUCE, TIMEOUT_S * 1.5 + 1.0 + 3.0);
+    check("sync-rank0", "sync", 1, "rank 0 did not arrive within 3 s|no word from rank 0|" IN_ALLREDUCE,
+          TIMEOUT_S * 1.5 + 1.0 + 3.0);
 }
 
 /* Deterministic mode has no arrival barrier: the watchdog times its

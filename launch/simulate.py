@@ -277,7 +277,10 @@ def validate(a):
     # --nice -19 (root): the measured and simulated runs ahead of the other
     # processes of a busy machine, so that they run as on an idle one.
     nice = ["nice", "-n", str(a.nice)] if a.nice else []
-    mpirun = nice + ["mpirun", "--bind-to", "none"]
+    # Yield when idle: a rank waiting in MPI gives its core to a rank that
+    # computes, as a simulated rank does (SMPI's waits take no CPU); Open
+    # MPI does so by itself only when it knows it is oversubscribed.
+    mpirun = nice + ["mpirun", "--bind-to", "none", "--mca", "mpi_yield_when_idle", "1"]
     # The shared-memory transport as a link: the 2-rank allreduce of the
     # model's gradient and the barrier, measured, then the loopback's
     # bandwidth fitted so that the simulated allreduce takes as long.

@@ -565,9 +565,13 @@ nd_status nd_train_plan_resolve(const nd_train_config *c, nd_train_plan *plan, n
                            "--compress %s: not with --deterministic (lossy: the rounded sum is not the exact one)",
                            name);
         if (c->mode != ND_MODE_SYNC)
+            return ND_FAIL(err, ND_ERR_ARG, "--compress %s: sync mode only (--mode %s sends %s in fp32)", name,
+                           nd_mode_names[c->mode], c->mode == ND_MODE_LOCAL ? "its averages" : "whole gradients");
+        if (c->bucket_kb > 0 && c->compress != ND_COMPRESS_FP16 && c->compress != ND_COMPRESS_BF16)
             return ND_FAIL(err, ND_ERR_ARG,
-                           "--compress %s: sync mode only (--mode %s's parameter servers exchange fp32 gradients)",
-                           name, nd_mode_names[c->mode]);
+                           "--bucket-kb: not with --compress %s (it compresses the whole gradient at once; only fp16 "
+                           "and bf16 go in buckets)",
+                           name);
     }
     /* The parts, and every option against what they can do. */
     ND_TRY(pick_exchange(c, &plan->exchange, err));

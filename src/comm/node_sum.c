@@ -39,6 +39,10 @@ nd_status nd_node_sum_create(nd_comm *comm, size_t n, nd_node_sum **out, nd_erro
     *out = NULL;
     const int size = nd_comm_size(comm), rank = nd_comm_rank(comm);
     if (size < 2 || nd_comm_local_size(comm) != size) return ND_OK; /* local_size: the same on every rank */
+#ifdef ND_SIMGRID /* simulated ranks share no memory the simulator sees: its allreduce is the one modelled */
+    (void)rank, (void)err;
+    return ND_OK;
+#endif
     _Static_assert(ATOMIC_LONG_LOCK_FREE == 2, "the flags must be lock-free to be shared between processes");
     nd_node_sum *s = calloc(1, sizeof *s);
     float **buf = calloc((size_t)size, sizeof *buf);
@@ -131,7 +135,10 @@ static int wait_flags(const nd_node_sum *s, atomic_long *flags, long seq) {
             if (until > 0.0 && now > until) return 0;
             if (now - t0 < 50e-6) relax();
             else if (now - t0 < 2e-3) sched_yield();
-            else nanosleep(&(struct timespec){0, 50000}, NULL);
+            else {
+                const struct timespec nap = {0, 50000};
+                nanosleep(&nap, NULL);
+            }
         }
     }
     return 1;

@@ -61,7 +61,7 @@ mapfile -t got <<< "$completions"
   fail "commands completed as '${got[0]}', expected '$expected'"
 [ "${got[1]}" = "import-idx synth" ] || fail "data subcommands: '${got[1]}'"
 [ "${got[2]}" = "--mode" ] || fail "--mod completed as '${got[2]}'"
-[ "${got[3]}" = "sync async ssp" ] || fail "--mode choices: '${got[3]}'"
+[ "${got[3]}" = "sync async ssp local" ] || fail "--mode choices: '${got[3]}'"
 [ "${got[4]}" = "adam adamw" ] || fail "--opt adam completed as '${got[4]}'"
 [ "${got[5]}" = "--no-shuffle" ] || fail "--no-shuff completed as '${got[5]}'"
 

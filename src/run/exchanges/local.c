@@ -23,6 +23,7 @@
  * is exact (the outer velocity is not saved: plan.c refuses it with
  * checkpoints). */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,6 +38,29 @@ typedef struct {
     double wire;     /* bytes this rank sent in the run so far */
     char bad[160];   /* this rank's own gradient was not finite, in words ("": it was) */
 } local;
+
+/* This rank's gradient is not finite: the guard's evidence (guard.c) on
+ * the local gradient, the biases' and batch-norm shifts' values, which see
+ * every NaN of their layer; said in what (cap chars). */
+static bool local_nonfinite(const nd_model *m, char *what, size_t cap) {
+    for (int t = 0; t < m->num_tensors; ++t) {
+        const nd_tensor *T = &m->tensor[t];
+        if (T->role != ND_TENSOR_BIAS && T->role != ND_TENSOR_BN_SCALE && T->role != ND_TENSOR_BN_SHIFT) continue;
+        for (size_t i = 0; i < T->span.length; ++i)
+            if (!isfinite(m->grad[T->span.offset + i])) {
+                snprintf(what, cap, "the gradient of %s[%zu] is not finite on this rank", T->name, i);
+                return true;
+            }
+    }
+    return false;
+}
+
+/* Any rank received a stop signal (the exchanged tail's counts: stop.c). */
+static bool stop_agreed(const float *tail) {
+    for (int i = 0; i < ND_STOP_SIGNALS; ++i)
+        if (tail[ND_TAIL_STOP + i] > 0.0f) return true;
+    return false;
+}
 
 static bool outer(const nd_train_config *c) { return c->outer_momentum > 0.0f || c->outer_lr != 1.0f; }
 
@@ -87,7 +111,7 @@ static nd_status reduce(void *self, const nd_exchange_env *env, long step, nd_cl
         return sum(l, env, m->grad + env->lo, n + env->tail - env->lo,
                    "the gradient allreduce (every rank had arrived)", step, err);
     }
-    if (nd_guard_find(m, 0, NAN, l->bad, sizeof l->bad)) m->grad[n + ND_TAIL_LOSS] = NAN;
+    if (local_nonfinite(m, l->bad, sizeof l->bad)) m->grad[n + ND_TAIL_LOSS] = NAN;
     /* The running statistics, then the tail: contiguous. */
     return sum(l, env, m->grad + t, n - t + env->tail, "the local step's loss allreduce", step, err);
 }
@@ -144,7 +168,7 @@ static nd_status after_update(void *self, const nd_exchange_env *env, long step,
     if (done <= c->sync_warmup) return ND_OK; /* every replica took the same step */
     const long every = c->checkpoint_dir[0] ? c->checkpoint_every : 0;
     const bool whole = (env->steps_per_epoch > 0 && done % env->steps_per_epoch == 0) ||
-        (every > 0 && done % every == 0) || nd_stop_agreed(m->grad + n) != 0;
+        (every > 0 && done % every == 0) || stop_agreed(m->grad + n);
     if (!whole && (done - c->sync_warmup) % c->sync_every != 0) return ND_OK;
     nd_clock_tick(clock, ND_PHASE_UPDATE);
     ND_TRY(average(l, env, m->param, lo, t, "the parameter average", step, err));

@@ -3,10 +3,11 @@
 memory, the emulated network) and simulated curves (SimGrid, up to 1024
 ranks) for every mode, with the CSV behind it.
 
-  study_report.py --out DIR [--measured LABEL=STUDY_DIR ...] [--simulated SIM_DIR]
+  study_report.py --out DIR [--measured LABEL=STUDY_DIR ...] [--simulated SIM_DIR ...]
 
 Each STUDY_DIR is a launch/scaling output (its scaling.csv); SIM_DIR is a
-launch/simulate output (its simulate.csv). Writes DIR/study.csv (one row
+launch/simulate output (its simulate.csv); several may be given (say
+every mode up to 128 ranks, and sync alone up to 1024). Writes DIR/study.csv (one row
 per point: source, mode, ranks, samples/s, scaling efficiency, bytes per
 step, accuracy, time to target) and DIR/study.png (throughput and
 efficiency against ranks, log axes: markers measured, lines simulated).
@@ -17,7 +18,7 @@ import argparse, csv, os, sys
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 ap.add_argument("--out", required=True)
 ap.add_argument("--measured", action="append", default=[], metavar="LABEL=DIR")
-ap.add_argument("--simulated", default="")
+ap.add_argument("--simulated", action="append", default=[], metavar="SIM_DIR")
 ap.add_argument("--title", default="nndist scaling study")
 a = ap.parse_args()
 
@@ -51,10 +52,10 @@ for spec in a.measured:
                      "bytes_per_step": num(r.get("bytes_per_step")), "test_accuracy": num(r.get("test_accuracy")),
                      "time_to_target": num(r.get("time_to_target")), "step_ms": None,
                      "network": r.get("network", "")})
-if a.simulated:
-    path = os.path.join(a.simulated, "simulate.csv")
+for sim_dir in a.simulated:
+    path = os.path.join(sim_dir, "simulate.csv")
     if not os.path.exists(path):
-        sys.exit(f"study_report: {path}: no such file (run launch/simulate --out {a.simulated} first)")
+        sys.exit(f"study_report: {path}: no such file (run launch/simulate --out {sim_dir} first)")
     for r in read(path):
         if num(r["samples_per_s"]) is None:
             continue  # a run that failed: its note is in simulate.csv

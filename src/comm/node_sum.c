@@ -53,13 +53,18 @@ nd_status nd_node_sum_create(nd_comm *comm, size_t n, nd_node_sum **out, nd_erro
     const size_t ctrl = round_up(2 * (size_t)size * LINE, PAGE), stride = round_up(n * sizeof(float), PAGE);
     const size_t total = ctrl + (size_t)size * stride + PAGE;
     void *base = NULL;
-    int ok = s && buf &&
-        MPI_Comm_split_type(nd_comm_mpi(comm), MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) == MPI_SUCCESS;
+    /* Every rank makes the split, whatever its allocations gave: a collective skipped on one rank would hang. */
+    const int split = MPI_Comm_split_type(nd_comm_mpi(comm), MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) ==
+        MPI_SUCCESS;
+    int ok = s && buf && split;
     if (ok) {
         int node_size = 0;
         MPI_Comm_size(node, &node_size);
         ok = node_size == size;
     }
+    /* Agreed before the window's collective allocation, which every rank must make or none. */
+    int before = ok;
+    if (MPI_Allreduce(&before, &ok, 1, MPI_INT, MPI_MIN, nd_comm_mpi(comm)) != MPI_SUCCESS) ok = 0;
     if (ok) {
         MPI_Comm_set_errhandler(node, MPI_ERRORS_RETURN);
         ok = MPI_Win_allocate_shared(rank == 0 ? (MPI_Aint)total : 0, 1, MPI_INFO_NULL, node, &base, &win) ==

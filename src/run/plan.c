@@ -476,6 +476,10 @@ static nd_status check_local(const nd_train_config *c, nd_error *err) {
         return ND_FAIL(err, ND_ERR_ARG,
                        "--outer-momentum: not with --checkpoint-dir or --resume (its velocity is not checkpointed; "
                        "--outer-momentum 0 resumes exactly)");
+    if (c->max_norm > 0.0f && (c->outer_momentum > 0.0f || c->outer_lr != 1.0f))
+        return ND_FAIL(err, ND_ERR_ARG,
+                       "--max-norm: not with --outer-momentum or --outer-lr (the projection would enter the outer "
+                       "step's pseudo-gradient)");
     return ND_OK;
 }
 
@@ -506,6 +510,10 @@ nd_status nd_train_plan_resolve(const nd_train_config *c, nd_train_plan *plan, n
                        c->straggle);
     if (c->sim_sample > 0 && !nd_comm_simulated())
         return ND_FAIL(err, ND_ERR_ARG, "--sim-sample: only in a SimGrid build (-DNNDIST_SIMGRID=ON, launch/simulate)");
+    if (c->sim_sample > 0 && c->sync_bn)
+        return ND_FAIL(err, ND_ERR_ARG,
+                       "--sim-sample: not with --sync-bn (a skipped pass would skip the batch-norm allreduces inside "
+                       "it on some ranks only)");
     if (parse_val_fold(c->val_fold, &plan->val_fold, &plan->val_folds) != 0)
         return ND_FAIL(err, ND_ERR_ARG, "--val-fold: '%s' is not FOLD/FOLDS with 1 <= FOLD <= FOLDS and FOLDS >= 2",
                        c->val_fold);

@@ -86,6 +86,27 @@ static nd_status create(void **self, const nd_exchange_env *env, nd_error *err) 
     return ND_OK;
 }
 
+/* A column of a Q that came out zero (its P column was dependent or zero
+ * this step: a gradient of rank below r) would stay zero from then on,
+ * P = M Q: it is drawn again, the same on every rank (Q is the sum, the
+ * same everywhere, and the draw a function of the seed, the step and the
+ * column's place). */
+static void redraw_dead_columns(powersgd *s, unsigned long long seed, long step) {
+    for (int i = 0; i < s->count; ++i) {
+        float *q = s->q + s->mats[i].q_offset;
+        const int cols = s->mats[i].cols;
+        for (int j = 0; j < s->r; ++j) {
+            int dead = 1;
+            for (int c = 0; c < cols && dead; ++c) dead = q[(size_t)c * s->r + j] == 0.0f;
+            if (!dead) continue;
+            nd_rng rng;
+            nd_rng_seed(&rng, seed, 0x9053d + 1 + (unsigned long long)i * 4096 + (unsigned long long)j,
+                        (unsigned long long)step + 1);
+            for (int c = 0; c < cols; ++c) q[(size_t)c * s->r + j] = (float)nd_rng_normal(&rng);
+        }
+    }
+}
+
 static nd_status reduce(void *self, const nd_exchange_env *env, long step, nd_clock *clock, nd_error *err) {
     powersgd *s = self;
     float *restrict g = env->model->grad + s->fb.lo, *restrict e = s->fb.residual;
@@ -119,7 +140,10 @@ static nd_status reduce(void *self, const nd_exchange_env *env, long step, nd_cl
     ND_TRY(st);
     /* The sum's approximation P Q^T, and e = M - (this rank's share of it) */
     nd_psgd_decompress(g, e, 1.0f / (float)env->size, s->mats, s->count, r, s->p, s->q);
-    s->fb.bytes += (long long)(sizeof(float) * (s->p_len + s->exact_len + s->q_len));
+    redraw_dead_columns(s, env->cfg->seed, step);
+    /* counted as the ring allreduces move them, as the other exchanges count */
+    s->fb.bytes += nd_ring_allreduce_bytes(s->p_len + s->exact_len, sizeof(float), env->size) +
+        nd_ring_allreduce_bytes(s->q_len, sizeof(float), env->size);
     return ND_OK;
 }
 

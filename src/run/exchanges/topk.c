@@ -66,7 +66,9 @@ static nd_status reduce(void *self, const nd_exchange_env *env, long step, nd_cl
     ND_TRY(st);
     memset(g, 0, sizeof(float) * len);
     for (size_t j = 0; j < k * (size_t)env->size; ++j) g[t->all[j].index] += t->all[j].value;
-    t->fb.bytes += (long long)(k * sizeof *t->mine + exact * sizeof(float));
+    /* as a ring allgather (this rank's pairs to the p - 1 others) and a ring allreduce move them */
+    t->fb.bytes += (long long)((size_t)(env->size - 1) * k * sizeof *t->mine) +
+        nd_ring_allreduce_bytes(exact, sizeof(float), env->size);
     return ND_OK;
 }
 

@@ -7,7 +7,9 @@ ranks) for every mode, with the CSV behind it.
 
 Each STUDY_DIR is a launch/scaling output (its scaling.csv); SIM_DIR is a
 launch/simulate output (its simulate.csv); several may be given (say
-every mode up to 128 ranks, and sync alone up to 1024). Writes DIR/study.csv (one row
+every mode up to 128 ranks, and sync alone up to 1024); for the same mode
+and rank count a later one replaces an earlier one (a rerun with more
+steps, say). Writes DIR/study.csv (one row
 per point: source, mode, ranks, samples/s, scaling efficiency, bytes per
 step, accuracy, time to target) and DIR/study.png (throughput and
 efficiency against ranks, log axes: markers measured, lines simulated).
@@ -59,8 +61,10 @@ for sim_dir in a.simulated:
     for r in read(path):
         if num(r["samples_per_s"]) is None:
             continue  # a run that failed: its note is in simulate.csv
+        mode = SIM_NAMES.get(r["run"], r["run"])
+        rows = [x for x in rows if not (x["kind"] == "simulated" and x["mode"] == mode and x["ranks"] == int(r["np"]))]
         rows.append({"source": f"simulated {r['platform']} {r['bw']} {r['lat']}", "kind": "simulated",
-                     "mode": SIM_NAMES.get(r["run"], r["run"]), "ranks": int(r["np"]),
+                     "mode": mode, "ranks": int(r["np"]),
                      "samples_per_s": num(r["samples_per_s"]), "efficiency": num(r.get("efficiency")),
                      "bytes_per_step": num(r.get("bytes_per_step")), "test_accuracy": None,
                      "time_to_target": None, "step_ms": num(r.get("step_ms")), "network": r["bw"]})

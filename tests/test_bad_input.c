@@ -178,7 +178,7 @@ static void test_bad_options(void **state) {
     expect_failure("train --data " T "good.h5 --shard-optimizer --deterministic" COMMON,
                    "--deterministic: not with --shard-optimizer (the fixed-point sum and the sharded optimizer");
     expect_failure("train --data " T "good.h5 --deterministic --compress topk" COMMON,
-                   "--compress topk: not with --deterministic (it is lossy");
+                   "--compress topk: not with --deterministic (lossy");
     expect_failure("train --data " T "good.h5 --stream-mb -1" COMMON, "--stream-mb: -1 must be in [0, 1e9)");
     expect_failure("train --data " T "good.h5 --stream-mb 8 --mode async" COMMON,
                    "--stream-mb: not with --mode async/ssp (the parameter servers cannot take a streamed feed)");

@@ -239,12 +239,35 @@ static void test_async_overlap_staleness_is_one(void **state) {
     assert_true(v[2] == v[3]);
 }
 
+/* Collective: cfg trained straight (checkpoints in dir_a) and resumed
+ * from that run's checkpoint of step `step` (into dir_b) ends with the
+ * same parameters, bit for bit. */
+static void expect_resume_exact(const nd_train_config *cfg, const char *dir_a, const char *dir_b, long step) {
+    char mid[600];
+    size_t n = 0, n2 = 0;
+    double acc = 0;
+    long steps = 0;
+    nd_train_config a = *cfg, b = *cfg;
+    snprintf(a.checkpoint_dir, sizeof a.checkpoint_dir, "%s", dir_a);
+    float *straight = train_params(&a, world, &n, &acc, &steps);
+    nd_checkpoint_name(mid, sizeof mid, dir_a, step);
+    snprintf(b.checkpoint_dir, sizeof b.checkpoint_dir, "%s", dir_b);
+    snprintf(b.resume, sizeof b.resume, "%s", mid);
+    float *resumed = train_params(&b, world, &n2, &acc, &steps);
+    const int same = straight && resumed && n == n2 && !memcmp(straight, resumed, sizeof(float) * n);
+    const int ran = straight && resumed;
+    free(straight);
+    free(resumed);
+    assert_true(ran);
+    assert_true(same);
+}
+
 /* Stopped at a checkpoint in the middle of an epoch and resumed, a 2-rank
  * run ends with exactly the parameters of the run that never stopped
  * (batch norm's running statistics and dropout masks included). */
 static void test_resume_is_bit_exact(void **state) {
     (void)state;
-    char data[512], dir_a[512], dir_b[512], mid[600];
+    char data[512], dir_a[512], dir_b[512];
     fx_path(data, sizeof data, "separable.h5"); /* written by an earlier test */
     fx_path(dir_a, sizeof dir_a, "resume-a");
     fx_path(dir_b, sizeof dir_b, "resume-b");
@@ -257,26 +280,9 @@ static void test_resume_is_bit_exact(void **state) {
     cfg.epochs = 3;
     cfg.warmup_steps = 20;
     cfg.keep = 100;
-    cfg.checkpoint_every = 7; /* lands inside epochs (31 steps each) */
-    cfg.ema = 0.9f;           /* the average is saved and restored too */
-    size_t n = 0, n2 = 0;
-    double acc = 0;
-    long steps = 0;
-    nd_train_config a = cfg;
-    snprintf(a.checkpoint_dir, sizeof a.checkpoint_dir, "%s", dir_a);
-    float *straight = train_params(&a, world, &n, &acc, &steps);
-    /* Resume from step 35 of the first run: epoch 2, 4 steps into it. */
-    nd_checkpoint_name(mid, sizeof mid, dir_a, 35);
-    nd_train_config b = cfg;
-    snprintf(b.checkpoint_dir, sizeof b.checkpoint_dir, "%s", dir_b);
-    snprintf(b.resume, sizeof b.resume, "%s", mid);
-    float *resumed = train_params(&b, world, &n2, &acc, &steps);
-    const int same = straight && resumed && n == n2 && !memcmp(straight, resumed, sizeof(float) * n);
-    const int ran = straight && resumed;
-    free(straight);
-    free(resumed);
-    assert_true(ran);
-    assert_true(same);
+    cfg.checkpoint_every = 7;                    /* lands inside epochs (31 steps each) */
+    cfg.ema = 0.9f;                              /* the average is saved and restored too */
+    expect_resume_exact(&cfg, dir_a, dir_b, 35); /* epoch 2, 4 steps into it */
 }
 
 /* Collective: the relative L2 difference of a and b (n floats each, the
@@ -411,7 +417,7 @@ static void test_local_sgd_outer_step(void **state) {
  * state in both runs, the outer rate's global parameters restart from it. */
 static void test_local_sgd_resume_is_bit_exact(void **state) {
     (void)state;
-    char data[512], dir_a[512], dir_b[512], mid[600];
+    char data[512], dir_a[512], dir_b[512];
     fx_path(data, sizeof data, "separable.h5");
     fx_path(dir_a, sizeof dir_a, "local-resume-a");
     fx_path(dir_b, sizeof dir_b, "local-resume-b");
@@ -427,24 +433,8 @@ static void test_local_sgd_resume_is_bit_exact(void **state) {
     cfg.batch = 16;
     cfg.epochs = 3;
     cfg.keep = 100;
-    cfg.checkpoint_every = 7; /* lands inside epochs (31 steps each) */
-    size_t n = 0, n2 = 0;
-    double acc = 0;
-    long steps = 0;
-    nd_train_config a = cfg;
-    snprintf(a.checkpoint_dir, sizeof a.checkpoint_dir, "%s", dir_a);
-    float *straight = train_params(&a, world, &n, &acc, &steps);
-    nd_checkpoint_name(mid, sizeof mid, dir_a, 35);
-    nd_train_config b = cfg;
-    snprintf(b.checkpoint_dir, sizeof b.checkpoint_dir, "%s", dir_b);
-    snprintf(b.resume, sizeof b.resume, "%s", mid);
-    float *resumed = train_params(&b, world, &n2, &acc, &steps);
-    const int same = straight && resumed && n == n2 && !memcmp(straight, resumed, sizeof(float) * n);
-    const int ran = straight && resumed;
-    free(straight);
-    free(resumed);
-    assert_true(ran);
-    assert_true(same);
+    cfg.checkpoint_every = 7;                    /* lands inside epochs (31 steps each) */
+    expect_resume_exact(&cfg, dir_a, dir_b, 35); /* epoch 2, 4 steps into it */
 }
 
 /* --early-stop on a noisy set with a validation split: training stops

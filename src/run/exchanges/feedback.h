@@ -15,6 +15,8 @@
 
 #include <stddef.h>
 
+#include "../exchange.h"
+
 typedef struct {
     float *residual; /* (len) e for grad[lo, lo + len): the trainable part but a frozen base */
     size_t lo, len;
@@ -23,5 +25,11 @@ typedef struct {
 
 /* The residual of a top-k or PowerSGD exchange's state (self). */
 static inline const float *nd_feedback_residual(const void *self) { return ((const nd_feedback *)self)->residual; }
+
+/* Either part's wire_bytes hook: the bytes its state (self) counted. */
+static inline long long nd_feedback_wire_bytes(const void *self, const nd_exchange_env *env) {
+    (void)env;
+    return ((const nd_feedback *)self)->bytes;
+}
 
 #endif

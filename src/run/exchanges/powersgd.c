@@ -147,11 +147,6 @@ static nd_status reduce(void *self, const nd_exchange_env *env, long step, nd_cl
     return ND_OK;
 }
 
-static long long wire_bytes(const void *self, const nd_exchange_env *env) {
-    (void)env;
-    return ((const powersgd *)self)->fb.bytes;
-}
-
 static bool chosen(const nd_train_config *c) { return c->compress == ND_COMPRESS_POWERSGD; }
 
 const nd_exchange_part nd_exchange_powersgd = {
@@ -167,5 +162,5 @@ const nd_exchange_part nd_exchange_powersgd = {
     .create = create,
     .destroy = destroy,
     .reduce = reduce,
-    .wire_bytes = wire_bytes,
+    .wire_bytes = nd_feedback_wire_bytes,
 };

@@ -72,11 +72,6 @@ static nd_status reduce(void *self, const nd_exchange_env *env, long step, nd_cl
     return ND_OK;
 }
 
-static long long wire_bytes(const void *self, const nd_exchange_env *env) {
-    (void)env;
-    return ((const topk *)self)->fb.bytes;
-}
-
 static bool chosen(const nd_train_config *c) { return c->compress == ND_COMPRESS_TOPK; }
 
 const nd_exchange_part nd_exchange_topk = {
@@ -92,5 +87,5 @@ const nd_exchange_part nd_exchange_topk = {
     .create = create,
     .destroy = destroy,
     .reduce = reduce,
-    .wire_bytes = wire_bytes,
+    .wire_bytes = nd_feedback_wire_bytes,
 };

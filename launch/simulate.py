@@ -18,6 +18,7 @@ import csv
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -161,6 +162,32 @@ def gemm_speed(out):
     return b["gemm_gflops"] * 1e9
 
 
+def measure_compute(one_rank, stem, cores, nice=()):
+    """What a step costs here when every core is busy: one 1-rank run of
+    one_rank (an nndist train command) per core at once; the mean ms per
+    step of (data, forward and backward) and of the optimizer update."""
+    procs = [subprocess.Popen(list(nice) + one_rank + ["--summary", f"{stem}-all{c}.json"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) for c in range(cores)]
+    for pr in procs:
+        pr.wait()
+    alls = [summary_of(f"{stem}-all{c}.json") for c in range(cores)]
+    if not all(alls):
+        die(f"--calibrate: the 1-rank runs failed (run {' '.join(one_rank)} to see why)")
+    ph = lambda x, *k: 1e3 * sum(x["phase_seconds"][i] for i in k) / x["steps"]
+    return (statistics.mean(ph(x, "data", "forward", "backward") for x in alls),
+            statistics.mean(ph(x, "update") for x in alls))
+
+
+# --calibrate: the model's compute is stated to the simulation; SMPI still
+# times the rest as it runs (an exchange's own compute: PowerSGD's
+# products, 16-bit conversions, top-k's selection; the bookkeeping).
+STATED_CFG = []
+
+
+def stated(step, update):
+    return ["--sim-step-ms", f"{step:.4f}", "--sim-update-ms", f"{update:.4f}"]
+
+
 def plot(rows, out, title):
     try:
         import matplotlib
@@ -213,16 +240,29 @@ def study(a):
     runs = [(m, MODES.get(m, ["--mode", m])) for m in a.modes.split()]
     runs += [(f"sync+{c}", ["--mode", "sync", "--compress", c]) for c in (a.compress or "").split()]
     base = ["train", "--epochs", "1", "--batch", str(a.batch), "--hidden", a.hidden,
-            "--threads", "1", "--save", "none", "--quiet", "--train-eval-rows", "0", "--eval-batch", "64",
-            "--sim-sample", str(a.sim_sample)]
+            "--threads", "1", "--save", "none", "--quiet", "--train-eval-rows", "0", "--eval-batch", "64"]
+    sim_cfg = []
+    if a.calibrate:
+        # What a step costs on this machine with every core busy (256
+        # steps of the same model, real), stated to every simulated rank:
+        # nothing is computed in the simulation (docs/simulation.md).
+        cores = os.cpu_count() or 1
+        step, update = measure_compute([BIN] + base + ["--data", make_data(out, 256 * a.batch, features, classes)],
+                                       os.path.join(out, "runs", "calibrate"), cores)
+        base += stated(step, update)
+        sim_cfg = STATED_CFG
+        how = (f"this machine's step stated (--calibrate: {step:.3f} ms of forward and backward, {update:.3f} ms of "
+               f"update, {cores} cores busy)")
+    else:
+        base += ["--sim-sample", str(a.sim_sample)]
+        how = f"{a.sim_sample} computed steps then replayed (--sim-sample)"
     if a.straggle:
         base += ["--straggle", a.straggle]
-    print(f"simulate: {a.platform} of {a.nodes} hosts, {a.bw} {a.lat} links, host speed {speed / 1e9:.3g} Gflop/s"
-          f"{' (this machine, --calibrate)' if a.calibrate else ''}; {a.steps} steps of batch {a.batch} per rank,"
-          f" {a.sim_sample} computed steps then replayed (--sim-sample)")
+    print(f"simulate: {a.platform} of {a.nodes} hosts, {a.bw} {a.lat} links, host speed {speed / 1e9:.3g} Gflop/s; "
+          f"{a.steps} steps of batch {a.batch} per rank, {how}")
     # The 1-rank rate: the denominator of the scaling efficiency.
     one = os.path.join(out, "runs", "one-np1")
-    rc, _ = run(smpirun(1, plat, hosts, speed) + [SIM_BIN] + base + ["--data", data_for(1), "--summary", one + ".json"]
+    rc, _ = run(smpirun(1, plat, hosts, speed, sim_cfg) + [SIM_BIN] + base + ["--data", data_for(1), "--summary", one + ".json"]
                 + a.extra,
                 one + ".log")
     s1 = summary_of(one + ".json")
@@ -231,7 +271,7 @@ def study(a):
     for name, opts in runs:
         for np_ in nps:
             stem = os.path.join(out, "runs", f"{name}-np{np_}")
-            cmd = (smpirun(np_, plat, hosts, speed) + [SIM_BIN] + base + ["--data", data_for(np_)] + opts
+            cmd = (smpirun(np_, plat, hosts, speed, sim_cfg) + [SIM_BIN] + base + ["--data", data_for(np_)] + opts
                    + ["--summary", stem + ".json"] + a.extra)
             if os.path.exists(stem + ".json"):
                 os.remove(stem + ".json")
@@ -281,13 +321,16 @@ def validate(a):
     # computes, as a simulated rank does (SMPI's waits take no CPU); Open
     # MPI does so by itself only when it knows it is oversubscribed.
     mpirun = nice + ["mpirun", "--bind-to", "none", "--mca", "mpi_yield_when_idle", "1"]
-    # The shared-memory transport as a link: the 2-rank allreduce of the
-    # model's gradient and the barrier, measured, then the loopback's
-    # bandwidth fitted so that the simulated allreduce takes as long.
-    # The fastest of 3 (a busy machine's scheduler only ever adds time).
+    # The transports as links: each measured on 2 ranks (the fastest of 3:
+    # a busy machine's scheduler only ever adds time), then the loopback's
+    # bandwidth fitted so that the simulated transfer takes as long. A mode
+    # is simulated on the link of the transport it really uses on one
+    # node: sync the node's shared-memory sum (nd_node_sum, modelled as an
+    # allreduce on a faster link), async and ssp MPI point-to-point, local
+    # SGD MPI_Allreduce.
     benches = [bench_json(mpirun + ["-np", "2", BIN, "bench", "--seconds", "0.2", "--iters", "50"],
                           os.path.join(out, f"bench-real-{i}.log")) for i in range(3)]
-    real = {k: min(b[k] for b in benches) for k in ("allreduce_ms", "barrier_us")}
+    real = {k: min(b[k] for b in benches) for k in ("allreduce_ms", "barrier_us", "p2p_ms", "node_sum_ms")}
     real["gemm_gflops"] = max(b["gemm_gflops"] for b in benches)
     speed = real["gemm_gflops"] * 1e9
     lat = max(real["barrier_us"] * 1e-6 / 2, 1e-8)
@@ -304,43 +347,32 @@ def validate(a):
     write_plat(bw0, speed)
     sim = bench_json(nice + smpirun(2, plat, hosts, speed) + [SIM_BIN, "bench", "--seconds", "0.2", "--iters", "50"],
                      os.path.join(out, "bench-sim.log"))
-    bw = bw0 * sim["allreduce_ms"] / real["allreduce_ms"]
-    write_plat(bw, speed)
-    print(f"validate: this machine: {cores} cores, GEMM {speed / 1e9:.3g} Gflop/s per rank, shared memory as a "
-          f"link of {bw / 1e9:.3g} GB/s and {lat * 1e6:.2g} us (2-rank allreduce {real['allreduce_ms']:.3g} ms, "
-          f"barrier {real['barrier_us']:.3g} us)")
+    links = {"allreduce": bw0 * sim["allreduce_ms"] / real["allreduce_ms"],
+             "p2p": bw0 * sim["p2p_ms"] / real["p2p_ms"],
+             "shared-memory sum": bw0 * sim["allreduce_ms"] / max(real["node_sum_ms"], 1e-3)}
+    link_of = {"sync": "shared-memory sum", "async": "p2p", "ssp": "p2p", "local": "allreduce"}
+    print(f"validate: this machine: {cores} cores, GEMM {speed / 1e9:.3g} Gflop/s per rank; the 2-rank transports as "
+          f"links of {lat * 1e6:.2g} us (barrier {real['barrier_us']:.3g} us): MPI_Allreduce of the gradient "
+          f"{real['allreduce_ms']:.3g} ms ({links['allreduce'] / 1e9:.3g} GB/s), point-to-point {real['p2p_ms']:.3g} ms "
+          f"({links['p2p'] / 1e9:.3g} GB/s), the shared-memory sum {real['node_sum_ms']:.3g} ms "
+          f"({links['shared-memory sum'] / 1e9:.3g} GB/s)")
     data = make_data(out, a.validate_rows, 784, 10)
     base = ["train", "--data", data, "--epochs", "1", "--batch", str(a.batch), "--hidden", a.hidden,
             "--threads", "1", "--save", "none", "--quiet", "--train-eval-rows", "0", "--timeout", "0"]
-    rows = []
-    # The machine as it is now (--calibrate), measured around every real
-    # run: SMPI times each rank's compute alone in CPU time, while real
-    # ranks share the machine (memory bandwidth; on a busy machine, less
-    # than a core each, and under the kernel's per-session fair share a
-    # job's ranks split one share). A lone 1-rank run (r1) and one per
-    # core at once (their sum rC) of a short job give the effective cores,
-    # k = rC / r1 rounded, and their speed, rC / k, against the simulated
-    # 1-rank rate.
-    cal_data = make_data(out, 4096, 784, 10)
-    cal_base = [BIN] + base[:2] + [cal_data] + base[3:]
+    # The compute (--calibrate), measured around every real run on the
+    # same job at one rank, one run per core at once (the real ranks share
+    # the machine: memory bandwidth, caches; on a busy machine, less than a
+    # core each), and stated to the simulation (--sim-step-ms,
+    # --sim-update-ms; SMPI's own timing off): every simulated rank's step
+    # costs what a real one costs when all cores are busy. SMPI's timing of
+    # real compute is not used here: it runs all simulated ranks in one
+    # process, one after the other, so each rank's compute starts with the
+    # others' data in the caches (measured: a 2-rank simulation's forward
+    # and backward 45% slower than a lone rank's). The simulated host has
+    # all the machine's cores, which oversubscribed ranks share as the real
+    # ones do.
     cal_stem = os.path.join(out, "runs", "calibrate")
-    run(nice + smpirun(1, plat, hosts, speed) + [SIM_BIN] + cal_base[1:] + ["--summary", cal_stem + "-sim.json"],
-        cal_stem + "-sim.log")
-    cal_sim = summary_of(cal_stem + "-sim.json")
-    if a.calibrate and not cal_sim:
-        die(f"--calibrate: the simulated 1-rank run failed (see {cal_stem}-sim.log)")
-
-    def measure_machine():
-        one = summary_of(cal_stem + "-one.json") if run(nice + cal_base + ["--summary", cal_stem + "-one.json"],
-                                                    cal_stem + "-one.log")[0] == 0 else None
-        procs = [subprocess.Popen(nice + cal_base + ["--summary", f"{cal_stem}-all{c}.json"], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL) for c in range(cores)]
-        for pr in procs:
-            pr.wait()
-        alls = [summary_of(f"{cal_stem}-all{c}.json") for c in range(cores)]
-        if not one or not all(alls):
-            die(f"--calibrate: the 1-rank runs failed (see {cal_stem}-one.log)")
-        return one["samples_per_s"], sum(x["samples_per_s"] for x in alls)
+    measure_machine = lambda: measure_compute([BIN] + base, cal_stem, cores, nice)
 
     rows = []
     for rep in range(a.repeats):
@@ -349,25 +381,24 @@ def validate(a):
                 opts = MODES.get(mode, ["--mode", mode])
                 stem_job = os.path.join(out, "runs", f"{mode}-np{np_}-r{rep}")
                 over = ["--oversubscribe"] if np_ > cores else []
-                k, host_speed = cores, speed
+                bw, told, sim_cfg = links[link_of.get(mode, "allreduce")], [], []
                 if a.calibrate:
-                    r1a, rca = measure_machine()
+                    before = measure_machine()
                 rc, _ = run(mpirun + ["-np", str(np_)] + over + [BIN] + base + opts
                             + ["--summary", stem_job + "-real.json"], stem_job + "-real.log")
                 if a.calibrate:
-                    r1b, rcb = measure_machine()
-                    r1, rc_ = (r1a + r1b) / 2, (rca + rcb) / 2
-                    k = max(1, min(cores, round(rc_ / r1)))
-                    host_speed = speed * (rc_ / k) / cal_sim["samples_per_s"]
-                    print(f"  calibrate: a lone rank {r1:.0f}, {cores} at once {rc_:.0f} samples/s in all: "
-                          f"{k} effective core(s) at x{host_speed / speed:.3f}", flush=True)
-                with open(plat, "w") as f:
-                    f.write(platform_xml("cluster", 1, host_speed, bw, lat, cores=k, loop_bw=bw, loop_lat=lat))
-                rc2, wall = run(nice + smpirun(np_, plat, hosts, speed) + [SIM_BIN] + base + opts
+                    after = measure_machine()
+                    step, update = ((x + y) / 2 for x, y in zip(before, after))
+                    told, sim_cfg = stated(step, update), STATED_CFG
+                    print(f"  calibrate: {cores} 1-rank runs at once: {step:.3f} ms per step, {update:.3f} ms per "
+                          f"update", flush=True)
+                write_plat(bw, speed)
+                rc2, wall = run(nice + smpirun(np_, plat, hosts, speed, sim_cfg) + [SIM_BIN] + base + opts + told
                                 + ["--summary", stem_job + "-sim.json"], stem_job + "-sim.log")
                 sr, ss = summary_of(stem_job + "-real.json"), summary_of(stem_job + "-sim.json")
                 row = {"mode": mode, "np": np_, "repeat": rep, "oversubscribed": int(np_ > cores),
-                       "effective_cores": k, "host_speed_factor": round(host_speed / speed, 3),
+                       "link": link_of.get(mode, "allreduce"), "stated_step_ms": told[1] if told else "",
+                       "stated_update_ms": told[3] if told else "",
                        "measured_step_ms": "", "predicted_step_ms": "", "error_pct": "",
                        "measured_samples_per_s": "", "predicted_samples_per_s": "", "sim_wall_s": round(wall, 1),
                        "note": ""}
@@ -384,16 +415,32 @@ def validate(a):
                 print(f"  {mode:6s} np {np_}: measured {row['measured_step_ms'] or '-':>8} ms  predicted "
                       f"{row['predicted_step_ms'] or '-':>8} ms  error {row['error_pct']}%"
                       f"{'  ' + row['note'] if row['note'] else ''}", flush=True)
+    # Each cell's median over the repeats (measured and predicted apart):
+    # one round's figure swings with the machine's load.
+    for mode in modes:
+        for np_ in nps:
+            cell = [r for r in rows if r["mode"] == mode and r["np"] == np_ and r["error_pct"] != ""]
+            if not cell:
+                continue
+            m = statistics.median(r["measured_step_ms"] for r in cell)
+            p = statistics.median(r["predicted_step_ms"] for r in cell)
+            rows.append({**{k: "" for k in rows[0]}, "mode": mode, "np": np_, "repeat": "median",
+                         "oversubscribed": int(np_ > cores), "link": cell[0]["link"], "measured_step_ms": round(m, 3),
+                         "predicted_step_ms": round(p, 3), "error_pct": round(100 * (p - m) / m, 1),
+                         "note": f"median of {len(cell)}"})
     path = os.path.join(out, "validate.csv")
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
         w.writeheader()
         w.writerows(rows)
-    print(f"\n| mode | ranks | measured step (ms) | predicted step (ms) | error |\n|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['mode']} | {r['np']}{' (oversubscribed)' if r['oversubscribed'] else ''} | "
-              f"{r['measured_step_ms']} | {r['predicted_step_ms']} | "
-              f"{str(r['error_pct']) + '%' if r['error_pct'] != '' else r['note']} |")
+    print(f"\n| mode | ranks | link | per round: measured / predicted ms (error) | median measured | median predicted "
+          f"| error |\n|---|---|---|---|---|---|---|")
+    for r in (r for r in rows if r["repeat"] == "median"):
+        rounds = "; ".join(f"{x['measured_step_ms']} / {x['predicted_step_ms']} ({x['error_pct']:+}%)"
+                           if x["error_pct"] != "" else x["note"] for x in rows
+                           if x["mode"] == r["mode"] and x["np"] == r["np"] and x["repeat"] != "median")
+        print(f"| {r['mode']} | {r['np']}{' (oversubscribed)' if r['oversubscribed'] else ''} | {r['link']} | {rounds} | "
+              f"{r['measured_step_ms']} | {r['predicted_step_ms']} | {r['error_pct']:+}% |")
     print(f"simulate: {path}")
 
 
@@ -417,7 +464,7 @@ def main():
     p.add_argument("--run-timeout", type=float, default=3600)
     p.add_argument("--validate", action="store_true")
     p.add_argument("--validate-rows", type=int, default=16384)
-    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--nice", type=int, default=0, help="--validate: run every job under nice -n N (-19: ahead of a busy machine's other work; root)")
     p.add_argument("--out", default="")
     p.add_argument("extra", nargs="*", help="after --: more nndist train options")

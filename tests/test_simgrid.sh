@@ -54,4 +54,18 @@ smpirun -np 8 -platform platform.xml -hostfile hosts.txt --cfg=smpi/host-speed:1
   && [ "$(num sampled.json steps)" = 8 ] && ok "--sim-sample 2: the 8 steps ran, replayed" \
   || bad "--sim-sample 2: $(grep -v '^\[' sampled.log | tail -2 | tr '\n' ' ')"
 refused "--sim-sample in a normal build" "SimGrid build" --data d.h5 --sim-sample 2
+# --sim-step-ms / --sim-update-ms with SMPI's own timing off: each step
+# costs exactly the stated time plus the simulated exchange (32 steps on 2
+# ranks; a few hundred floats on a 10 Gbps link: microseconds).
+smpirun -np 2 -platform platform.xml -hostfile hosts.txt --cfg=smpi/host-speed:1Gf --log=root.thres:warning \
+  --cfg=smpi/simulate-computation:no "$sim" "${train[@]/--deterministic/--mode=sync}" --sim-step-ms 4 --sim-update-ms 1 --save none \
+  --summary stated.json > stated.log 2>&1 || bad "--sim-step-ms: $(grep -v '^\[' stated.log | tail -2 | tr '\n' ' ')"
+phase_ms() { /usr/bin/python3 -c "import json; d = json.load(open('$1')); print('%.4f' % (1e3 * d['phase_seconds']['$2'] / d['steps']))" 2> /dev/null; }
+[ "$(num stated.json steps)" = 32 ] && [ "$(phase_ms stated.json backward)" = 4.0000 ] \
+  && [ "$(phase_ms stated.json update)" = 1.0000 ] && ok "--sim-step-ms 4 --sim-update-ms 1: 4 and 1 ms per step" \
+  || bad "stated times: $(num stated.json steps) steps, backward $(phase_ms stated.json backward), update $(phase_ms stated.json update) ms"
+step=$(awk -v s="$(num stated.json train_seconds)" 'BEGIN { printf "%.4f", 1000 * s / 32 }')
+awk -v s="$step" 'BEGIN { exit !(s >= 5.0 && s < 5.05) }' && ok "a stated step takes $step ms (5 ms + the exchange)" \
+  || bad "a stated step takes $step ms, not 5 + microseconds"
+refused "--sim-step-ms in a normal build" "SimGrid build" --data d.h5 --sim-step-ms 4
 checks_done

@@ -55,6 +55,11 @@ int nd_comm_simulated(void);
  * with samples 0: compute(ctx). */
 void nd_comm_sampled(int samples, void (*compute)(void *ctx), void *ctx);
 
+/* Under SimGrid: `seconds` of simulated computation on this rank's host
+ * (smpi_execute), for compute that is stated rather than run (--sim-step-ms).
+ * Elsewhere nothing. Not collective. */
+void nd_comm_sim_compute(double seconds);
+
 /* In-place sums of buf (n) over all ranks; n may exceed INT_MAX. */
 nd_status nd_comm_allreduce_sum_f32(nd_comm *comm, float *buf, size_t n, nd_error *err);
 nd_status nd_comm_allreduce_sum_f64(nd_comm *comm, double *buf, size_t n, nd_error *err);

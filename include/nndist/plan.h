@@ -56,6 +56,8 @@ typedef struct {
     float outer_lr;       /* --mode local: the outer step on the averaged pseudo-gradient (1: plain) */
     char straggle[64];
     int sim_sample;
+    float sim_step_ms;   /* SimGrid: a step's data, forward and backward take this long, not computed */
+    float sim_update_ms; /* SimGrid: an optimizer update of the whole arena takes this long, not computed */
     bool deterministic;
     int micro_batches;
     char arch[512];

@@ -119,6 +119,14 @@ int nd_comm_simulated(void) {
 #endif
 }
 
+void nd_comm_sim_compute(double seconds) {
+#ifdef ND_SIMGRID
+    if (seconds > 0.0) smpi_execute(seconds);
+#else
+    (void)seconds;
+#endif
+}
+
 void nd_comm_sampled(int samples, void (*compute)(void *ctx), void *ctx) {
 #ifdef ND_SIMGRID
     if (samples > 0) {

@@ -295,7 +295,7 @@ static nd_status server_apply(nd_trainer *tr, int src, long *staleness, nd_epoch
     /* Running statistics in this slice: added as they are, then zero for the optimizer. */
     nd_model_apply_running(&tr->model, tr->model.param, tr->model.grad, tr->slice.offset,
                            tr->slice.offset + tr->slice.length);
-    nd_optimizer_step(&tr->opt, p, g, applied, lr);
+    nd_train_update(tr, p, g, applied, lr);
     if (watch) nd_monitor_after(tr, watch, lo, hi);
     as->version += 1;
     if (tr->ema) { /* this slice's average, after this server's update t = version */

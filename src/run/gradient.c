@@ -69,10 +69,31 @@ static void forward_backward(void *ctx) {
     nd_model_backward(&s->tr->model, s->tr->xb, s->tr->cfg.batch);
 }
 
+/* --sim-step-ms: the step's time, stated; nothing computed. The running
+ * statistics' sums and the tail start from zero as a real pass's do (the
+ * gradient itself stays what the last exchange left: time only). */
+static void stated_step(nd_trainer *tr, nd_clock *clock) {
+    nd_model *m = &tr->model;
+    memset(m->grad + m->num_trainable, 0, sizeof(float) * (m->num_params - m->num_trainable + ND_GRAD_TAIL));
+    nd_comm_sim_compute(1e-3 * tr->cfg.sim_step_ms);
+    nd_stop_mark(tr, m->grad + m->num_params);
+    nd_clock_tick(clock, ND_PHASE_BACKWARD);
+}
+
+void nd_train_update(nd_trainer *tr, float *param, const float *grad, float scale, float lr) {
+    if (tr->cfg.sim_update_ms > 0.0f) /* its share of the stated time of a whole update */
+        nd_comm_sim_compute(1e-3 * tr->cfg.sim_update_ms * (double)tr->slice.length / (double)tr->model.num_params);
+    else nd_optimizer_step(&tr->opt, param, grad, scale, lr);
+}
+
 void nd_train_compute_gradient(nd_trainer *tr, const nd_shard *src, const int *idx, int epoch, nd_clock *clock) {
     nd_model *m = &tr->model;
     nd_exchange *x = &tr->exchange;
     const int b = tr->cfg.batch;
+    if (tr->cfg.sim_step_ms > 0.0f) {
+        stated_step(tr, clock);
+        return;
+    }
     nd_feed_gather(tr, src, idx, epoch);
     /* Zeroed first: a training forward leaves batch-norm sums in the gradient. */
     nd_model_zero_grad(m);

@@ -74,7 +74,7 @@ static nd_status apply_step(nd_trainer *tr, float scale, nd_clip_figures *clip, 
                                           (double)tr->state.step / (double)tr->steps_per_epoch);
     if (monitor) nd_monitor_before(tr, e, clip->before, clip->after);
     const size_t lo = tr->slice.offset; /* everything, or this rank's slice (ZeRO) */
-    nd_optimizer_step(&tr->opt, m->param + lo, m->grad + lo, scale, lr);
+    nd_train_update(tr, m->param + lo, m->grad + lo, scale, lr);
     if (xp->after_update) ND_TRY(xp->after_update(x->self, &x->env, tr->state.step, clock, err));
     if (tr->cfg.max_norm > 0.0f)
         for (int t = 0; t < m->num_tensors; ++t) /* each unit's (or filter's) incoming weights; a frozen base stays */

@@ -196,6 +196,12 @@ const nd_cli_option nd_train_options[] = {
      "RANK:FACTOR slows RANK's compute FACTOR times (sleeps (FACTOR-1) x its step time)"},
     {"sim-sample", R(INT, sim_sample, ">= 0"), "0",
      "SimGrid build: compute N steps (over all ranks) for real, then replay their mean time (0: compute every step)"},
+    {"sim-step-ms", R(FLOAT, sim_step_ms, ">= 0"), "0",
+     "SimGrid build: each step's data, forward and backward take MS simulated ms and are not computed (time only; "
+     "launch/simulate --calibrate measures it); 0: computed and timed"},
+    {"sim-update-ms", R(FLOAT, sim_update_ms, ">= 0"), "0",
+     "SimGrid build: each optimizer update of the whole model takes MS simulated ms (a slice its share) and is not "
+     "computed; 0: computed and timed"},
     {"profile", R(INT, profile, ">= 0"), "0", "sync: rank 0 prints the time of each phase of the first N steps"},
     {"fault-nan-step", R(LONG, fault_nan_step, ">= 0"), "0",
      "testing: make the first worker's (rank 0's in sync) loss NaN at this step (1-based; 0 = never)"},
@@ -510,6 +516,16 @@ nd_status nd_train_plan_resolve(const nd_train_config *c, nd_train_plan *plan, n
                        c->straggle);
     if (c->sim_sample > 0 && !nd_comm_simulated())
         return ND_FAIL(err, ND_ERR_ARG, "--sim-sample: only in a SimGrid build (-DNNDIST_SIMGRID=ON, launch/simulate)");
+    if ((c->sim_step_ms > 0.0f || c->sim_update_ms > 0.0f) && !nd_comm_simulated())
+        return ND_FAIL(err, ND_ERR_ARG, "--sim-%s-ms: only in a SimGrid build (-DNNDIST_SIMGRID=ON, launch/simulate)",
+                       c->sim_step_ms > 0.0f ? "step" : "update");
+    if (c->sim_step_ms > 0.0f && c->sim_sample > 0)
+        return ND_FAIL(err, ND_ERR_ARG,
+                       "--sim-step-ms and --sim-sample: one or the other (both say what a step costs)");
+    if (c->sim_step_ms > 0.0f && c->bucket_kb > 0)
+        return ND_FAIL(err, ND_ERR_ARG, "--sim-step-ms: not with --bucket-kb (its buckets start inside the pass)");
+    if (c->sim_step_ms > 0.0f && c->sync_bn)
+        return ND_FAIL(err, ND_ERR_ARG, "--sim-step-ms: not with --sync-bn (its allreduces are inside the pass)");
     if (c->sim_sample > 0 && c->sync_bn)
         return ND_FAIL(err, ND_ERR_ARG,
                        "--sim-sample: not with --sync-bn (a skipped pass would skip the batch-norm allreduces inside "

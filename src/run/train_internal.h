@@ -49,6 +49,10 @@ void nd_train_order_pass(nd_trainer *tr, int pass);
  * clock's data, forward and backward phases. */
 void nd_train_compute_gradient(nd_trainer *tr, const nd_shard *rows, const int *idx, int epoch, nd_clock *clock);
 
+/* The optimizer's step on this rank's slice (param, grad: slice.length);
+ * with --sim-update-ms (SimGrid) its stated time instead. */
+void nd_train_update(nd_trainer *tr, float *param, const float *grad, float scale, float lr);
+
 /* Local loss sum, hit count and row count of shard (not collective). */
 void nd_train_eval_sums(nd_trainer *tr, const nd_shard *shard, double sums[3]);
 

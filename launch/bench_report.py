@@ -169,7 +169,8 @@ def main():
 
         for b in ceiling_batches:
             c0, c1 = by_round("ceiling-0", b), by_round("ceiling-1", b)
-            for kind, label in (("nndist", "nndist"), ("nndist-compare", "--compare")):
+            for kind, label in (("nndist", "nndist"), ("nndist-compare", "--compare"),
+                                ("nndist-lockstep", "lockstep bound (local SGD, never averaged)")):
                 nd = by_round(kind, b)
                 pairs = [(nd[r]["samples_per_s"], c0[r]["samples_per_s"] + c1[r]["samples_per_s"])
                          for r in sorted(nd) if r in c0 and r in c1]
@@ -181,6 +182,16 @@ def main():
                                 ratio, tc) if tc and kind == "nndist" else ""
                 out.append(f"| {b} | {label} | " + "; ".join(f"{x:,.0f} / {c:,.0f} = {x / c:.3f}" for x, c in pairs) +
                            f" | **{ratio:.3f}** | {f'>= {tc}' if tc else ''} | {verdict} |")
+        for b in ceiling_batches:
+            c0, c1 = by_round("ceiling-0", b), by_round("ceiling-1", b)
+            gaps = [abs(c0[r]["samples_per_s"] - c1[r]["samples_per_s"]) / max(c0[r]["samples_per_s"],
+                                                                              c1[r]["samples_per_s"])
+                    for r in sorted(c0) if r in c1]
+            if gaps:
+                out.append("")
+                out.append(f"Batch {b}: the two one-rank runs of a round differ by {statistics.median(gaps):.1%} "
+                           f"(median; {min(gaps):.1%} to {max(gaps):.1%}): the cores are not equal, and a synchronous "
+                           "step goes at the slower one's pace.")
         out.append("")
         out.append("Where the time goes against the ceiling (ms per step, median of the rounds; the one-rank runs' "
                    "mean; a step is the same batch per rank in both):")
@@ -189,7 +200,7 @@ def main():
         out.append("|---|---|" + "---|" * (len(PHASES) + 1))
         for b in ceiling_batches:
             for kind, label in (("nndist", "2-rank sync, rank 0"), ("nndist-compare", "--compare, rank 0"),
-                                ("ceiling", "one-rank runs at once")):
+                                ("nndist-lockstep", "lockstep bound, rank 0"), ("ceiling", "one-rank runs at once")):
                 kinds = ("ceiling-0", "ceiling-1") if kind == "ceiling" else (kind,)
                 vals = []
                 for p in PHASES:

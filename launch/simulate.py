@@ -162,20 +162,34 @@ def gemm_speed(out):
     return b["gemm_gflops"] * 1e9
 
 
+PROFILE_LINE = re.compile(r"profile step (\d+): data ([\d.]+) ms forward ([\d.]+) ms backward ([\d.]+) ms")
+
+
 def measure_compute(one_rank, stem, cores, nice=()):
     """What a step costs here when every core is busy: one 1-rank run of
-    one_rank (an nndist train command) per core at once; the mean ms per
-    step of (data, forward and backward) and of the optimizer update."""
-    procs = [subprocess.Popen(list(nice) + one_rank + ["--summary", f"{stem}-all{c}.json"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL) for c in range(cores)]
+    one_rank (an nndist train command) per core at once. The mean ms per
+    step of (data, forward and backward) and of the optimizer update, and
+    the coefficient of variation of the former from step to step (every
+    step's profile but the first 5, all cores' runs pooled: the cores
+    differ too)."""
+    logs = [f"{stem}-all{c}.log" for c in range(cores)]
+    procs = []
+    for c in range(cores):
+        with open(logs[c], "w") as f:
+            procs.append(subprocess.Popen(list(nice) + one_rank + ["--summary", f"{stem}-all{c}.json", "--profile",
+                                                                  "100000", "--progress", "none"],
+                                          stdout=f, stderr=subprocess.STDOUT))
     for pr in procs:
         pr.wait()
     alls = [summary_of(f"{stem}-all{c}.json") for c in range(cores)]
     if not all(alls):
-        die(f"--calibrate: the 1-rank runs failed (run {' '.join(one_rank)} to see why)")
+        die(f"--calibrate: the 1-rank runs failed (see {logs[0]})")
     ph = lambda x, *k: 1e3 * sum(x["phase_seconds"][i] for i in k) / x["steps"]
+    steps = [float(m[2]) + float(m[3]) + float(m[4]) for log in logs for m in PROFILE_LINE.finditer(open(log).read())
+             if int(m[1]) > 5]
+    cv = statistics.stdev(steps) / statistics.mean(steps) if len(steps) > 2 else 0.0
     return (statistics.mean(ph(x, "data", "forward", "backward") for x in alls),
-            statistics.mean(ph(x, "update") for x in alls))
+            statistics.mean(ph(x, "update") for x in alls), cv)
 
 
 # --calibrate: the model's compute is stated to the simulation; SMPI still
@@ -184,8 +198,8 @@ def measure_compute(one_rank, stem, cores, nice=()):
 STATED_CFG = []
 
 
-def stated(step, update):
-    return ["--sim-step-ms", f"{step:.4f}", "--sim-update-ms", f"{update:.4f}"]
+def stated(step, update, cv):
+    return ["--sim-step-ms", f"{step:.4f}", "--sim-update-ms", f"{update:.4f}", "--sim-step-cv", f"{cv:.4f}"]
 
 
 def plot(rows, out, title):
@@ -247,12 +261,13 @@ def study(a):
         # steps of the same model, real), stated to every simulated rank:
         # nothing is computed in the simulation (docs/simulation.md).
         cores = os.cpu_count() or 1
-        step, update = measure_compute([BIN] + base + ["--data", make_data(out, 256 * a.batch, features, classes)],
-                                       os.path.join(out, "runs", "calibrate"), cores)
-        base += stated(step, update)
+        step, update, cv = measure_compute([BIN] + base + ["--data", make_data(out, 256 * a.batch, features, classes)],
+                                           os.path.join(out, "runs", "calibrate"), cores)
+        cv = cv if a.step_cv is None else a.step_cv
+        base += stated(step, update, cv)
         sim_cfg = STATED_CFG
-        how = (f"this machine's step stated (--calibrate: {step:.3f} ms of forward and backward, {update:.3f} ms of "
-               f"update, {cores} cores busy)")
+        how = (f"this machine's step stated (--calibrate: {step:.3f} ms of forward and backward, CV {cv:.3f} from step "
+               f"to step, {update:.3f} ms of update, {cores} cores busy)")
     else:
         base += ["--sim-sample", str(a.sim_sample)]
         how = f"{a.sim_sample} computed steps then replayed (--sim-sample)"
@@ -388,17 +403,18 @@ def validate(a):
                             + ["--summary", stem_job + "-real.json"], stem_job + "-real.log")
                 if a.calibrate:
                     after = measure_machine()
-                    step, update = ((x + y) / 2 for x, y in zip(before, after))
-                    told, sim_cfg = stated(step, update), STATED_CFG
-                    print(f"  calibrate: {cores} 1-rank runs at once: {step:.3f} ms per step, {update:.3f} ms per "
-                          f"update", flush=True)
+                    step, update, cv = ((x + y) / 2 for x, y in zip(before, after))
+                    cv = cv if a.step_cv is None else a.step_cv
+                    told, sim_cfg = stated(step, update, cv), STATED_CFG
+                    print(f"  calibrate: {cores} 1-rank runs at once: {step:.3f} ms per step (CV {cv:.3f}), "
+                          f"{update:.3f} ms per update", flush=True)
                 write_plat(bw, speed)
                 rc2, wall = run(nice + smpirun(np_, plat, hosts, speed, sim_cfg) + [SIM_BIN] + base + opts + told
                                 + ["--summary", stem_job + "-sim.json"], stem_job + "-sim.log")
                 sr, ss = summary_of(stem_job + "-real.json"), summary_of(stem_job + "-sim.json")
                 row = {"mode": mode, "np": np_, "repeat": rep, "oversubscribed": int(np_ > cores),
                        "link": link_of.get(mode, "allreduce"), "stated_step_ms": told[1] if told else "",
-                       "stated_update_ms": told[3] if told else "",
+                       "stated_update_ms": told[3] if told else "", "stated_step_cv": told[5] if told else "",
                        "measured_step_ms": "", "predicted_step_ms": "", "error_pct": "",
                        "measured_samples_per_s": "", "predicted_samples_per_s": "", "sim_wall_s": round(wall, 1),
                        "note": ""}
@@ -458,6 +474,8 @@ def main():
     p.add_argument("--straggle", default="")
     p.add_argument("--calibrate", action="store_true", help="host speed: this machine's GEMM rate (nndist bench)")
     p.add_argument("--sim-sample", type=int, default=4)
+    p.add_argument("--step-cv", type=float, default=None,
+                   help="--calibrate: the stated step's coefficient of variation (default: measured here; 0: none)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--hidden", default="512,256")
     p.add_argument("--steps", type=int, default=8, help="steps per rank (one epoch of the synthetic data)")

@@ -57,6 +57,7 @@ typedef struct {
     char straggle[64];
     int sim_sample;
     float sim_step_ms;   /* SimGrid: a step's data, forward and backward take this long, not computed */
+    float sim_step_cv;   /* SimGrid: the stated step's coefficient of variation (lognormal per rank and step) */
     float sim_update_ms; /* SimGrid: an optimizer update of the whole arena takes this long, not computed */
     bool deterministic;
     int micro_batches;

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "nndist/loss.h"
+#include "nndist/rng.h"
 #include "train_internal.h"
 
 /* --sync-bn's hook: the model adds batch-norm sums across ranks through it,
@@ -75,7 +76,14 @@ static void forward_backward(void *ctx) {
 static void stated_step(nd_trainer *tr, nd_clock *clock) {
     nd_model *m = &tr->model;
     memset(m->grad + m->num_trainable, 0, sizeof(float) * (m->num_params - m->num_trainable + ND_GRAD_TAIL));
-    nd_comm_sim_compute(1e-3 * tr->cfg.sim_step_ms);
+    double ms = tr->cfg.sim_step_ms;
+    if (tr->cfg.sim_step_cv > 0.0f) { /* lognormal, mean ms: a pure function of (seed, rank, step) */
+        nd_rng rng;
+        nd_rng_seed(&rng, tr->cfg.seed, 0x51e7u << 20 | (uint64_t)tr->rank, (uint64_t)tr->state.step);
+        const double s2 = log(1.0 + (double)tr->cfg.sim_step_cv * tr->cfg.sim_step_cv);
+        ms *= exp(sqrt(s2) * nd_rng_normal(&rng) - 0.5 * s2);
+    }
+    nd_comm_sim_compute(1e-3 * ms);
     nd_stop_mark(tr, m->grad + m->num_params);
     nd_clock_tick(clock, ND_PHASE_BACKWARD);
 }

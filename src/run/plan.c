@@ -199,6 +199,9 @@ const nd_cli_option nd_train_options[] = {
     {"sim-step-ms", R(FLOAT, sim_step_ms, ">= 0"), "0",
      "SimGrid build: each step's data, forward and backward take MS simulated ms and are not computed (time only; "
      "launch/simulate --calibrate measures it); 0: computed and timed"},
+    {"sim-step-cv", R(FLOAT, sim_step_cv, "[0, 10]"), "0",
+     "SimGrid build, with --sim-step-ms: each rank's step varies from step to step with this coefficient of variation "
+     "(lognormal, mean --sim-step-ms, drawn from the seed, rank and step): the noise a synchronous step waits for"},
     {"sim-update-ms", R(FLOAT, sim_update_ms, ">= 0"), "0",
      "SimGrid build: each optimizer update of the whole model takes MS simulated ms (a slice its share) and is not "
      "computed; 0: computed and timed"},
@@ -519,6 +522,8 @@ nd_status nd_train_plan_resolve(const nd_train_config *c, nd_train_plan *plan, n
     if ((c->sim_step_ms > 0.0f || c->sim_update_ms > 0.0f) && !nd_comm_simulated())
         return ND_FAIL(err, ND_ERR_ARG, "--sim-%s-ms: only in a SimGrid build (-DNNDIST_SIMGRID=ON, launch/simulate)",
                        c->sim_step_ms > 0.0f ? "step" : "update");
+    if (c->sim_step_cv > 0.0f && !(c->sim_step_ms > 0.0f))
+        return ND_FAIL(err, ND_ERR_ARG, "--sim-step-cv: only with --sim-step-ms (the mean it varies around)");
     if (c->sim_step_ms > 0.0f && c->sim_sample > 0)
         return ND_FAIL(err, ND_ERR_ARG,
                        "--sim-step-ms and --sim-sample: one or the other (both say what a step costs)");

@@ -56,16 +56,36 @@ smpirun -np 8 -platform platform.xml -hostfile hosts.txt --cfg=smpi/host-speed:1
 refused "--sim-sample in a normal build" "SimGrid build" --data d.h5 --sim-sample 2
 # --sim-step-ms / --sim-update-ms with SMPI's own timing off: each step
 # costs exactly the stated time plus the simulated exchange (32 steps on 2
-# ranks; a few hundred floats on a 10 Gbps link: microseconds).
-smpirun -np 2 -platform platform.xml -hostfile hosts.txt --cfg=smpi/host-speed:1Gf --log=root.thres:warning \
-  --cfg=smpi/simulate-computation:no "$sim" "${train[@]/--deterministic/--mode=sync}" --sim-step-ms 4 --sim-update-ms 1 --save none \
-  --summary stated.json > stated.log 2>&1 || bad "--sim-step-ms: $(grep -v '^\[' stated.log | tail -2 | tr '\n' ' ')"
-phase_ms() { /usr/bin/python3 -c "import json; d = json.load(open('$1')); print('%.4f' % (1e3 * d['phase_seconds']['$2'] / d['steps']))" 2> /dev/null; }
-[ "$(num stated.json steps)" = 32 ] && [ "$(phase_ms stated.json backward)" = 4.0000 ] \
-  && [ "$(phase_ms stated.json update)" = 1.0000 ] && ok "--sim-step-ms 4 --sim-update-ms 1: 4 and 1 ms per step" \
-  || bad "stated times: $(num stated.json steps) steps, backward $(phase_ms stated.json backward), update $(phase_ms stated.json update) ms"
-step=$(awk -v s="$(num stated.json train_seconds)" 'BEGIN { printf "%.4f", 1000 * s / 32 }')
+# ranks; a few hundred floats on a 10 Gbps link: microseconds). With
+# --sim-step-cv each rank's step varies around the stated mean, so a sync
+# step, which waits for the slower rank, is longer; the same seed gives
+# the same times.
+stated=(train --data d.h5 --hidden 16 --batch 16 --epochs 1 --threads 1 --timeout 0 --progress none
+        --train-eval-rows 0 --save none --sim-step-ms 4 --sim-update-ms 1)
+stated_run() { # NAME [options]
+  local name=$1
+  shift
+  smpirun -np 2 -platform platform.xml -hostfile hosts.txt --cfg=smpi/host-speed:1Gf --log=root.thres:warning \
+    --cfg=smpi/simulate-computation:no "$sim" "${stated[@]}" "$@" --summary "$name.json" > "$name.log" 2>&1 \
+    || bad "$name: $(grep -v '^\[' "$name.log" | tail -2 | tr '\n' ' ')"
+}
+per_step_ms() { awk -v s="$(num "$1" "$2")" -v n="$(num "$1" steps)" 'BEGIN { if (n > 0) printf "%.4f", 1000 * s / n }'; }
+stated_run stated
+[ "$(num stated.json steps)" = 32 ] && [ "$(per_step_ms stated.json backward)" = 4.0000 ] \
+  && [ "$(per_step_ms stated.json update)" = 1.0000 ] && ok "--sim-step-ms 4 --sim-update-ms 1: 4 and 1 ms per step" \
+  || bad "stated: $(num stated.json steps) steps, $(per_step_ms stated.json backward) and $(per_step_ms stated.json update) ms"
+step=$(per_step_ms stated.json train_seconds)
 awk -v s="$step" 'BEGIN { exit !(s >= 5.0 && s < 5.05) }' && ok "a stated step takes $step ms (5 ms + the exchange)" \
   || bad "a stated step takes $step ms, not 5 + microseconds"
+stated_run varied --sim-step-cv 0.3
+stated_run varied2 --sim-step-cv 0.3
+own=$(per_step_ms varied.json backward) step=$(per_step_ms varied.json train_seconds)
+awk -v o="$own" -v s="$step" 'BEGIN { exit !(o > 3.5 && o < 4.5 && s > 5.2) }' \
+  && ok "--sim-step-cv 0.3: rank 0's own step $own ms (mean 4), a sync step $step ms (waits for the slower)" \
+  || bad "--sim-step-cv 0.3: rank 0's own step $own ms, a sync step $step ms"
+[ -n "$step" ] && [ "$(num varied.json train_seconds)" = "$(num varied2.json train_seconds)" ] \
+  && ok "--sim-step-cv: the same seed, the same times" \
+  || bad "--sim-step-cv: $(num varied.json train_seconds) then $(num varied2.json train_seconds) s"
 refused "--sim-step-ms in a normal build" "SimGrid build" --data d.h5 --sim-step-ms 4
+refused "--sim-step-cv without --sim-step-ms" "only with --sim-step-ms" --data d.h5 --sim-step-cv 0.2
 checks_done

@@ -192,10 +192,16 @@ def measure_compute(one_rank, stem, cores, nice=()):
             statistics.mean(ph(x, "update") for x in alls), cv)
 
 
-# --calibrate: the model's compute is stated to the simulation; SMPI still
-# times the rest as it runs (an exchange's own compute: PowerSGD's
-# products, 16-bit conversions, top-k's selection; the bookkeeping).
-STATED_CFG = []
+# --calibrate: the model's compute is stated to the simulation, and SMPI's
+# own timing is off: the calibration's phases already hold the step's
+# bookkeeping, which SMPI would count again (and slower: cold caches).
+# Runs whose exchange computes (--compress: PowerSGD's products, 16-bit
+# conversions, top-k's selection) keep it on (timed_cfg).
+STATED_CFG = ["--cfg=smpi/simulate-computation:no"]
+
+
+def timed_cfg(opts, sim_cfg):
+    return [] if "--compress" in opts else sim_cfg
 
 
 def stated(step, update, cv):
@@ -286,7 +292,7 @@ def study(a):
     for name, opts in runs:
         for np_ in nps:
             stem = os.path.join(out, "runs", f"{name}-np{np_}")
-            cmd = (smpirun(np_, plat, hosts, speed, sim_cfg) + [SIM_BIN] + base + ["--data", data_for(np_)] + opts
+            cmd = (smpirun(np_, plat, hosts, speed, timed_cfg(opts, sim_cfg)) + [SIM_BIN] + base + ["--data", data_for(np_)] + opts
                    + ["--summary", stem + ".json"] + a.extra)
             if os.path.exists(stem + ".json"):
                 os.remove(stem + ".json")
@@ -355,9 +361,9 @@ def validate(a):
     with open(hosts, "w") as f:
         f.write("h0\n" * max(nps + [2]))
 
-    def write_plat(bw, host_speed):
+    def write_plat(bw, host_speed, host_cores=cores):
         with open(plat, "w") as f:
-            f.write(platform_xml("cluster", 1, host_speed, bw, lat, cores=cores, loop_bw=bw, loop_lat=lat))
+            f.write(platform_xml("cluster", 1, host_speed, bw, lat, cores=host_cores, loop_bw=bw, loop_lat=lat))
 
     write_plat(bw0, speed)
     sim = bench_json(nice + smpirun(2, plat, hosts, speed) + [SIM_BIN, "bench", "--seconds", "0.2", "--iters", "50"],
@@ -387,7 +393,11 @@ def validate(a):
     # all the machine's cores, which oversubscribed ranks share as the real
     # ones do.
     cal_stem = os.path.join(out, "runs", "calibrate")
-    measure_machine = lambda: measure_compute([BIN] + base, cal_stem, cores, nice)
+    # Oversubscribed (more ranks than cores), as many 1-rank runs at once
+    # as the job has ranks: their steps then hold the core's sharing (time
+    # slices, caches refilled after each switch), and the simulated host
+    # gets a core per rank so that it is not shared twice.
+    measure_machine = lambda np_: measure_compute([BIN] + base, cal_stem, max(np_, cores), nice)
 
     rows = []
     for rep in range(a.repeats):
@@ -398,18 +408,18 @@ def validate(a):
                 over = ["--oversubscribe"] if np_ > cores else []
                 bw, told, sim_cfg = links[link_of.get(mode, "allreduce")], [], []
                 if a.calibrate:
-                    before = measure_machine()
+                    before = measure_machine(np_)
                 rc, _ = run(mpirun + ["-np", str(np_)] + over + [BIN] + base + opts
                             + ["--summary", stem_job + "-real.json"], stem_job + "-real.log")
                 if a.calibrate:
-                    after = measure_machine()
+                    after = measure_machine(np_)
                     step, update, cv = ((x + y) / 2 for x, y in zip(before, after))
                     cv = cv if a.step_cv is None else a.step_cv
                     told, sim_cfg = stated(step, update, cv), STATED_CFG
-                    print(f"  calibrate: {cores} 1-rank runs at once: {step:.3f} ms per step (CV {cv:.3f}), "
+                    print(f"  calibrate: {max(np_, cores)} 1-rank runs at once: {step:.3f} ms per step (CV {cv:.3f}), "
                           f"{update:.3f} ms per update", flush=True)
-                write_plat(bw, speed)
-                rc2, wall = run(nice + smpirun(np_, plat, hosts, speed, sim_cfg) + [SIM_BIN] + base + opts + told
+                write_plat(bw, speed, max(np_, cores) if a.calibrate else cores)
+                rc2, wall = run(nice + smpirun(np_, plat, hosts, speed, timed_cfg(opts, sim_cfg)) + [SIM_BIN] + base + opts + told
                                 + ["--summary", stem_job + "-sim.json"], stem_job + "-sim.log")
                 sr, ss = summary_of(stem_job + "-real.json"), summary_of(stem_job + "-sim.json")
                 row = {"mode": mode, "np": np_, "repeat": rep, "oversubscribed": int(np_ > cores),

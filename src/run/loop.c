@@ -60,7 +60,9 @@ static nd_status apply_step(nd_trainer *tr, float scale, nd_clip_figures *clip, 
     nd_exchange *x = &tr->exchange;
     const nd_exchange_part *xp = x->part;
     const size_t n = m->num_params;
-    const int monitor = e && last;
+    /* A stated step (--sim-step-ms) has no figures to watch, and a few-step
+     * simulated epoch would pay the watching as many times over. */
+    const int monitor = e && last && !(tr->cfg.sim_step_ms > 0.0f);
     if (m->num_trainable < n) { /* batch norm: the global batch's statistics update every replica alike */
         nd_model_running_deltas(m, m->param, m->grad, tr->global_batch, tr->cfg.bn_momentum);
         nd_model_apply_running(m, m->param, m->grad, 0, n);

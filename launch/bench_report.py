@@ -180,8 +180,9 @@ def main():
                 tc = TARGET_CEILING.get(b)
                 verdict = check(f"{'--compare ' if kind != 'nndist' else ''}batch {b}: 2-rank sync / the ceiling",
                                 ratio, tc) if tc and kind == "nndist" else ""
+                target = f">= {tc}" if tc and kind == "nndist" else ""
                 out.append(f"| {b} | {label} | " + "; ".join(f"{x:,.0f} / {c:,.0f} = {x / c:.3f}" for x, c in pairs) +
-                           f" | **{ratio:.3f}** | {f'>= {tc}' if tc else ''} | {verdict} |")
+                           f" | **{ratio:.3f}** | {target} | {verdict} |")
         for b in ceiling_batches:
             c0, c1 = by_round("ceiling-0", b), by_round("ceiling-1", b)
             gaps = [abs(c0[r]["samples_per_s"] - c1[r]["samples_per_s"]) / max(c0[r]["samples_per_s"],

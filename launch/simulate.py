@@ -389,9 +389,7 @@ def validate(a):
     # real compute is not used here: it runs all simulated ranks in one
     # process, one after the other, so each rank's compute starts with the
     # others' data in the caches (measured: a 2-rank simulation's forward
-    # and backward 45% slower than a lone rank's). The simulated host has
-    # all the machine's cores, which oversubscribed ranks share as the real
-    # ones do.
+    # and backward 45% slower than a lone rank's).
     cal_stem = os.path.join(out, "runs", "calibrate")
     # Oversubscribed (more ranks than cores), as many 1-rank runs at once
     # as the job has ranks: their steps then hold the core's sharing (time
@@ -482,7 +480,8 @@ def main():
     p.add_argument("--nps", default="")
     p.add_argument("--compress", default="", help="sync exchanges to add, e.g. 'bf16 powersgd'")
     p.add_argument("--straggle", default="")
-    p.add_argument("--calibrate", action="store_true", help="host speed: this machine's GEMM rate (nndist bench)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="state this machine's measured step to every simulated rank (--sim-step-ms; docs/simulation.md)")
     p.add_argument("--sim-sample", type=int, default=4)
     p.add_argument("--step-cv", type=float, default=None,
                    help="--calibrate: the stated step's coefficient of variation (default: measured here; 0: none)")

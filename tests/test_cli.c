@@ -189,6 +189,19 @@ static void test_plan_parts_and_capabilities(void **state) {
     expect_refused(6, local_skip, "--on-nan skip: not with --mode local (a dropped step would drop its average");
     char *local_every[] = {"--data", "d.h5", "--mode", "local", "--sync-every", "0"};
     expect_refused(6, local_every, "--sync-every: 0 must be in [1, 1000000]");
+    /* a mode's or an exchange's own options without it: refused, not ignored */
+    char *sync_every[] = {"--data", "d.h5", "--sync-every", "4"};
+    expect_refused(4, sync_every, "--sync-every: only with --mode local, not --mode sync");
+    char *outer_lr[] = {"--data", "d.h5", "--mode", "async", "--outer-lr", "0.7"};
+    expect_refused(6, outer_lr, "--outer-lr: only with --mode local, not --mode async");
+    char *staleness[] = {"--data", "d.h5", "--mode", "async", "--max-staleness", "2"};
+    expect_refused(6, staleness, "--max-staleness: only with --mode ssp, not --mode async");
+    char *servers[] = {"--data", "d.h5", "--servers", "2"};
+    expect_refused(4, servers, "--servers: only with --mode async or ssp, not --mode sync");
+    char *topk[] = {"--data", "d.h5", "--compress", "bf16", "--topk-ratio", "0.1"};
+    expect_refused(6, topk, "--topk-ratio: only with --compress topk, not --compress bf16");
+    char *rank[] = {"--data", "d.h5", "--powersgd-rank", "2"};
+    expect_refused(4, rank, "--powersgd-rank: only with --compress powersgd, not --compress none");
     char *skip[] = {"--data", "d.h5", "--mode", "ssp", "--on-nan", "skip"};
     expect_refused(6, skip, "--on-nan skip: not with --mode async/ssp");
     char *stream[] = {"--data", "d.h5", "--deterministic", "--stream-mb", "4"};

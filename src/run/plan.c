@@ -553,6 +553,32 @@ nd_status nd_train_plan_resolve(const nd_train_config *c, nd_train_plan *plan, n
         return ND_FAIL(err, ND_ERR_ARG,
                        "--output-bias priors: only with a classification loss or sigmoid_bce, not --loss %s",
                        nd_loss_name(c->loss));
+    /* A mode's or an exchange's own options, given without it, would be
+     * ignored without a word: each is refused instead (the defaults are
+     * what the table above parses from its own text). */
+    const int ps_mode = c->mode == ND_MODE_ASYNC || c->mode == ND_MODE_SSP;
+    const char *mode_name = nd_mode_names[c->mode], *compress_name = nd_compress_names[c->compress];
+    if (c->servers != 1 && !ps_mode)
+        return ND_FAIL(err, ND_ERR_ARG, "--servers: only with --mode async or ssp, not --mode %s", mode_name);
+    if (c->staleness_lr && !ps_mode)
+        return ND_FAIL(err, ND_ERR_ARG, "--staleness-lr: only with --mode async or ssp, not --mode %s", mode_name);
+    if (c->max_staleness != 0 && c->mode != ND_MODE_SSP)
+        return ND_FAIL(err, ND_ERR_ARG, "--max-staleness: only with --mode ssp, not --mode %s", mode_name);
+    const struct {
+        const char *name;
+        int given;
+    } local_only[] = {{"--sync-every", c->sync_every != 8},
+                      {"--sync-warmup", c->sync_warmup != 0},
+                      {"--outer-momentum", c->outer_momentum != 0.0f},
+                      {"--outer-lr", c->outer_lr != 1.0f}};
+    for (size_t i = 0; i < sizeof local_only / sizeof local_only[0]; ++i)
+        if (local_only[i].given && c->mode != ND_MODE_LOCAL)
+            return ND_FAIL(err, ND_ERR_ARG, "%s: only with --mode local, not --mode %s", local_only[i].name, mode_name);
+    if (c->topk_ratio != 0.01f && c->compress != ND_COMPRESS_TOPK)
+        return ND_FAIL(err, ND_ERR_ARG, "--topk-ratio: only with --compress topk, not --compress %s", compress_name);
+    if (c->powersgd_rank != 4 && c->compress != ND_COMPRESS_POWERSGD)
+        return ND_FAIL(err, ND_ERR_ARG, "--powersgd-rank: only with --compress powersgd, not --compress %s",
+                       compress_name);
     if (c->rmsprop_momentum > 0.0f && c->opt != ND_OPT_RMSPROP)
         return ND_FAIL(err, ND_ERR_ARG, "--rmsprop-momentum: only with --opt rmsprop, not --opt %s",
                        nd_opt_name(c->opt));
